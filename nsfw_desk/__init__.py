@@ -1,0 +1,1 @@
+"""nsfw-desk: a review desk for content moderators."""

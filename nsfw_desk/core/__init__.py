@@ -1,0 +1,1 @@
+"""Qt-free core of nsfw-desk: models, images, scanning, storage. Never imports Qt."""

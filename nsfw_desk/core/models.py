@@ -1,0 +1,408 @@
+"""Finding, loading and running the classifier: hub or local folder, safetensors only.
+
+Everything a user can get wrong here (offline, a pickle checkpoint, labels we cannot map to
+"unsafe") ends as a `ModelError` whose message says what happened and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nsfw_desk.core.progress import Progress, ProgressCallback
+
+if TYPE_CHECKING:  # torch is heavy to import; keep it out of module import time
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Marqo/nsfw-image-detection-384"
+DEFAULT_REVISION = "0c26ec22111b83f106d72a55f611ec35962bcb65"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+# Label names (lower-cased) that mean "this is the class a moderator wants flagged".
+UNSAFE_LABEL_NAMES = frozenset(
+    {"nsfw", "unsafe", "porn", "pornography", "hentai", "sexy", "explicit", "nudity", "nude"}
+)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class ModelError(Exception):
+    """A model could not be found, loaded or understood; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for: a hub id (optionally pinned to a revision) or a local folder."""
+
+    source: str
+    revision: str | None = None
+    is_local: bool = False
+
+    @classmethod
+    def parse(cls, text: str | os.PathLike[str] | None) -> ModelSpec:
+        """`None` is the pinned default; `org/name@rev` pins a hub revision; else a path."""
+        if text is None or str(text) in ("", DEFAULT_MODEL):
+            return cls(DEFAULT_MODEL, DEFAULT_REVISION)
+        text = str(text)
+        path = Path(text).expanduser()
+        if path.exists() or not _looks_like_hub_id(text.split("@")[0]):
+            return cls(str(path), is_local=True)
+        repo, _, revision = text.partition("@")
+        return cls(repo, revision or None)
+
+    def __str__(self) -> str:
+        return f"{self.source}@{self.revision}" if self.revision else self.source
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
+
+
+@dataclass
+class Prediction:
+    """One forward pass over a batch: everything we store per image."""
+
+    probabilities: np.ndarray  # (N, classes) float32
+    unsafe_scores: np.ndarray  # (N,) float32, summed probability of the unsafe classes
+    embeddings: np.ndarray  # (N, D) float32, pooled pre-logits features
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run classifier and the facts the rest of the app needs about it."""
+
+    module: torch.nn.Module
+    model_id: str
+    spec: ModelSpec
+    architecture: str
+    labels: list[str]
+    unsafe_indices: list[int]
+    data_config: dict[str, Any]
+    device: torch.device
+    precision: str
+    threads: int
+    device_name: str = ""
+    _transform: Callable[[Any], torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def unsafe_labels(self) -> list[str]:
+        return [self.labels[i] for i in self.unsafe_indices]
+
+    @property
+    def input_size(self) -> int:
+        """Shorter side the decoder must keep so preprocessing never upsamples a draft."""
+        crop_pct = self.data_config.get("crop_pct") or 1.0
+        return int(max(self.data_config["input_size"][1:]) / crop_pct + 0.999)
+
+    def describe(self) -> str:
+        """Short line for a status bar or a summary, e.g. `CPU · fp32 · 2 threads`."""
+        if self.device.type == "cpu":
+            return f"CPU · {self.precision} · {self.threads} threads"
+        name = self.device_name or self.device.type.upper()
+        return f"{self.device.type.upper()} · {name} · {self.precision}"
+
+    @property
+    def transform(self) -> Callable[[Any], torch.Tensor]:
+        """The model's own eval transform (timm's), built from its data config."""
+        if self._transform is None:
+            import timm.data
+
+            self._transform = timm.data.create_transform(**self.data_config, is_training=False)
+        return self._transform
+
+    def predict(self, batch: torch.Tensor) -> Prediction:
+        """Probabilities, unsafe score and embedding from a single forward pass."""
+        import torch
+
+        module = self.module
+        with torch.inference_mode(), self._autocast():
+            x = batch.to(self.device, non_blocking=True)
+            features = module.forward_features(x)
+            embedding = module.forward_head(features, pre_logits=True)
+            logits = module.get_classifier()(embedding)
+            probs = logits.float().softmax(dim=-1)
+        probs_np = probs.cpu().numpy().astype(np.float32)
+        unsafe = probs_np[:, self.unsafe_indices].sum(axis=1)
+        return Prediction(
+            probabilities=probs_np,
+            unsafe_scores=np.clip(unsafe, 0.0, 1.0).astype(np.float32),
+            embeddings=embedding.float().cpu().numpy(),
+        )
+
+    def _autocast(self):
+        import torch
+
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def unsafe_indices_for(labels: Sequence[str], override: str | Sequence[str] | None) -> list[int]:
+    """Which classes count as unsafe: the override if given, else the known unsafe names."""
+    lowered = [label.lower() for label in labels]
+    if override:
+        wanted = override.split(",") if isinstance(override, str) else list(override)
+        indices = []
+        for name in (w.strip() for w in wanted):
+            if name.lower() not in lowered:
+                raise ModelError(
+                    f"--unsafe-label {name!r} is not one of the model's labels: "
+                    f"{', '.join(labels)}."
+                )
+            indices.append(lowered.index(name.lower()))
+        return sorted(set(indices))
+    indices = [i for i, name in enumerate(lowered) if name in UNSAFE_LABEL_NAMES]
+    if not indices:
+        raise ModelError(
+            f"Cannot tell which of the model's labels means unsafe: {', '.join(labels)}. "
+            "Name it with --unsafe-label (several separated by commas)."
+        )
+    return indices
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    """`auto` is CUDA, then Apple MPS, then CPU; an explicit choice must be available."""
+    import torch
+
+    if requested not in DEVICES:
+        raise ModelError(f"Unknown device {requested!r}; choose one of {', '.join(DEVICES)}.")
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if requested == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if requested == "cuda" and not cuda:
+        raise ModelError("--device cuda was asked for, but torch sees no CUDA GPU.")
+    if requested == "mps" and not mps:
+        raise ModelError("--device mps was asked for, but Apple MPS is not available.")
+    return torch.device(requested)
+
+
+def choose_precision(device: torch.device, requested: str = "auto") -> str:
+    """fp16 autocast on CUDA; fp32 elsewhere unless asked (see README: Precision)."""
+    if requested not in PRECISIONS:
+        raise ModelError(
+            f"Unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}."
+        )
+    if requested != "auto":
+        return requested
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def model_folder(spec: ModelSpec, progress: ProgressCallback | None = None) -> tuple[Path, str]:
+    """The local folder holding config.json + model.safetensors, and the model's cache id."""
+    if spec.is_local:
+        folder = _check_local_folder(Path(spec.source))
+        return folder, "sha256:" + _sha256(folder / WEIGHTS_FILE)
+    return _download_from_hub(spec, progress)
+
+
+def _check_local_folder(path: Path) -> Path:
+    if path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise ModelError(_pickle_refusal(path))
+        if path.name == WEIGHTS_FILE or path.suffix == ".safetensors":
+            path = path.parent
+        else:
+            raise ModelError(
+                f"{path} is a file; give the folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}."
+            )
+    if not path.is_dir():
+        raise ModelError(
+            f"Model folder {path} does not exist. Give a Hugging Face hub id such as "
+            f"{DEFAULT_MODEL} or a folder with {CONFIG_FILE} and {WEIGHTS_FILE}."
+        )
+    if not (path / WEIGHTS_FILE).is_file():
+        pickles = sorted(p for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelError(_pickle_refusal(pickles[0]))
+        raise ModelError(f"Model folder {path} has no {WEIGHTS_FILE}.")
+    if not (path / CONFIG_FILE).is_file():
+        raise ModelError(
+            f"Model folder {path} has no {CONFIG_FILE}; save the model with "
+            "timm.models.save_for_hf(model, folder, safe_serialization=True)."
+        )
+    return path
+
+
+def _pickle_refusal(path: Path) -> str:
+    return (
+        f"Refusing to load {path.name}: it is a pickle checkpoint, and unpickling a file can run "
+        "arbitrary code. nsfw-desk loads weights from safetensors only. If you trust the file, "
+        "convert it once with:\n"
+        "  python -c \"import torch; from safetensors.torch import save_file; "
+        f"save_file(torch.load('{path}', weights_only=True), 'model.safetensors')\"\n"
+        "and put model.safetensors beside the model's config.json."
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download_from_hub(spec: ModelSpec, progress: ProgressCallback | None) -> tuple[Path, str]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hf_errors
+
+    tqdm_class = _progress_tqdm(progress, spec.source) if progress else None
+    try:
+        config = hf_hub_download(spec.source, CONFIG_FILE, revision=spec.revision)
+        try:
+            weights = hf_hub_download(
+                spec.source, WEIGHTS_FILE, revision=spec.revision, tqdm_class=tqdm_class
+            )
+        except hf_errors.EntryNotFoundError as exc:
+            raise ModelError(
+                f"{spec} offers no {WEIGHTS_FILE} (only pickle weights such as "
+                "pytorch_model.bin, which nsfw-desk never loads because unpickling can run "
+                "code). Convert it to safetensors in a local folder and give that folder."
+            ) from exc
+    except ModelError:
+        raise
+    except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as exc:
+        raise ModelError(
+            f"Model {spec.source} was not found on the Hugging Face hub (or needs a login)."
+        ) from exc
+    except hf_errors.RevisionNotFoundError as exc:
+        raise ModelError(f"Model {spec.source} has no revision {spec.revision}.") from exc
+    except Exception as exc:  # offline, DNS, TLS, proxy, timeouts: all the same to a user
+        raise ModelError(
+            f"Could not download model {spec.source} (revision {spec.revision or 'main'}) "
+            f"from the Hugging Face hub, and it is not in the local cache: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+            "Connect once to download it, or point --model at a local folder holding "
+            f"{CONFIG_FILE} and {WEIGHTS_FILE} (for example a copy of the hub repo)."
+        ) from exc
+    folder = Path(weights).parent
+    if Path(config).parent != folder:
+        raise ModelError(f"Hub files for {spec} landed in different folders; clear the cache.")
+    # The snapshot folder's name is the commit hash the revision resolved to.
+    return folder, f"{spec.source}@{spec.revision if _is_commit(spec.revision) else folder.name}"
+
+
+def _is_commit(revision: str | None) -> bool:
+    return bool(revision) and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def _progress_tqdm(progress: ProgressCallback, name: str):
+    """A tqdm subclass that reports byte progress through our progress callback."""
+    from tqdm.auto import tqdm
+
+    class _ProgressTqdm(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._seen = 0
+
+        def update(self, n=1):
+            self._seen += n or 0
+            progress(
+                Progress(
+                    phase="download",
+                    done=self._seen,
+                    total=self.total or 0,
+                    message=f"Downloading {name}",
+                )
+            )
+
+    return _ProgressTqdm
+
+
+def load_model(
+    model: str | os.PathLike[str] | ModelSpec | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    unsafe_label: str | Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> LoadedModel:
+    """Resolve, download if needed, and load a timm classifier ready for `predict`."""
+    spec = model if isinstance(model, ModelSpec) else ModelSpec.parse(model)
+    folder, model_id = model_folder(spec, progress)
+
+    import safetensors.torch
+    import timm
+    import torch
+    from timm.models._hub import load_model_config_from_path
+
+    try:
+        pretrained_cfg, architecture, model_args = load_model_config_from_path(folder)
+    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{folder / CONFIG_FILE} is not a timm model config: {exc}") from exc
+    if not timm.is_model(architecture):
+        raise ModelError(
+            f"Model architecture {architecture!r} is unknown to timm {timm.__version__}; "
+            "upgrade timm or choose another model."
+        )
+    num_classes = int(pretrained_cfg.get("num_classes") or 0)
+    labels = list(pretrained_cfg.get("label_names") or [])
+    if not labels:
+        labels = [f"class_{i}" for i in range(num_classes)]
+    if len(labels) != num_classes:
+        raise ModelError(
+            f"{folder / CONFIG_FILE} lists {len(labels)} labels for {num_classes} classes."
+        )
+    unsafe = unsafe_indices_for(labels, unsafe_label)
+
+    try:
+        module = timm.create_model(
+            architecture,
+            pretrained=False,
+            pretrained_cfg=pretrained_cfg,
+            **{**model_args, "num_classes": num_classes},
+        )
+        state = safetensors.torch.load_file(str(folder / WEIGHTS_FILE), device="cpu")
+        module.load_state_dict(state)
+    except Exception as exc:  # corrupt file, shape mismatch, unknown argument
+        raise ModelError(
+            f"Could not load the weights in {folder / WEIGHTS_FILE} into {architecture}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
+
+    torch_device = choose_device(device)
+    chosen_precision = choose_precision(torch_device, precision)
+    threads = available_cores()
+    torch.set_num_threads(threads)
+    module.eval().to(torch_device)
+    device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else ""
+    data_config = timm.data.resolve_model_data_config(module)
+    log.info("loaded %s (%s) on %s", spec, architecture, torch_device)
+    return LoadedModel(
+        module=module,
+        model_id=model_id,
+        spec=spec,
+        architecture=architecture,
+        labels=labels,
+        unsafe_indices=unsafe,
+        data_config=data_config,
+        device=torch_device,
+        precision=chosen_precision,
+        threads=threads,
+        device_name=device_name,
+    )

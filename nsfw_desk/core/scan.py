@@ -1,0 +1,359 @@
+"""The batched scan: discover → cache check → decode pool → model batches → library.
+
+Decoding runs in a small thread pool (Pillow and the file reads release the GIL) while the
+calling thread runs the model on the previous batch, so the two overlap. Every batch is
+committed before the next starts: a cancel or a crash loses at most the batch in flight, and
+the next scan of the folder skips everything already stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nsfw_desk.core.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DiscoveryStats,
+    ErrorKind,
+    FileEntry,
+    FileError,
+    ImageError,
+    decode,
+    discover,
+    make_thumbnail,
+    read_file,
+    content_hash,
+)
+from nsfw_desk.core.models import LoadedModel, available_cores
+from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
+from nsfw_desk.core.store import Library, ScoredFile, ScoreLookup, path_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 8  # measured by `nsfw-desk bench` on a 2-core CPU; see README
+PROGRESS_INTERVAL_S = 0.1
+RESULT_CHUNK = 2000
+
+
+@dataclass
+class ScanOptions:
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int | None = None  # decode threads; default: available cores, 2 to 4
+    include_hidden: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def decode_workers(self) -> int:
+        return self.workers or min(4, max(2, available_cores()))
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """How one file ended: a score (new or from the cache) or an error with its reason."""
+
+    path: Path
+    hash: str | None = None
+    score: float | None = None
+    cached: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class ScanSummary:
+    root: Path
+    model_id: str
+    device: str
+    files: int = 0
+    scored: int = 0  # run through the model in this scan
+    cached: int = 0  # answered from the library without decoding
+    errors: int = 0
+    ignored: int = 0  # not images (by name and content) or hidden
+    elapsed_s: float = 0.0
+    cancelled: bool = False
+    scan_id: int | None = None
+    outcomes: list[FileOutcome] = field(default_factory=list, repr=False)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class _Prepared:
+    entry: FileEntry
+    hash: str
+    tensor: object = None  # torch.Tensor, None when the content is already scored
+    thumbnail: bytes | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+
+
+ResultsCallback = Callable[[list[FileOutcome]], None]
+
+
+class _Progress:
+    """Turns counts into throttled Progress reports with rate and ETA."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0
+        self.errors = 0
+        self.fresh = 0
+        self.fresh_total = 0
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.callback or (not force and now - self.last < PROGRESS_INTERVAL_S):
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = self.fresh / elapsed if elapsed > 0 and self.fresh else 0.0
+        remaining = self.fresh_total - self.fresh
+        eta = remaining / rate if rate else None
+        self.callback(
+            Progress("scan", self.done, self.total, self.errors, rate, eta,
+                     f"{self.done:,} of {self.total:,}")
+        )
+
+
+def scan_folder(
+    root: Path,
+    model: LoadedModel,
+    library: Library,
+    *,
+    options: ScanOptions | None = None,
+    progress: ProgressCallback | None = None,
+    on_results: ResultsCallback | None = None,
+    cancel: CancelToken | None = None,
+    keep_outcomes: bool = False,
+) -> ScanSummary:
+    """Scan `root` with `model` into `library`; every file ends as a score or an error.
+
+    `on_results` receives outcomes in chunks as they are committed (cached ones first);
+    `cancel` stops the scan within about a second, keeping everything committed so far.
+    """
+    options = options or ScanOptions()
+    cancel = cancel or CancelToken()
+    root = Path(root)
+    library.register_model(
+        model.model_id, source=model.spec.source, revision=model.spec.revision,
+        architecture=model.architecture, labels=model.labels, unsafe_labels=model.unsafe_labels,
+    )
+    summary = ScanSummary(root, model.model_id, model.describe())
+    summary.scan_id = library.begin_scan(root, model.model_id)
+    started = time.monotonic()
+
+    def emit(outcomes: list[FileOutcome]) -> None:
+        if keep_outcomes:
+            summary.outcomes.extend(outcomes)
+        if on_results and outcomes:
+            on_results(outcomes)
+
+    status = "failed"
+    try:
+        entries, found_errors, present, stats = _discover(root, options, progress, cancel)
+        summary.ignored = stats.ignored_not_images + stats.ignored_hidden
+        todo, cached = _check_cache(library, root, model.model_id, entries)
+        tracker = _Progress(progress, len(entries) + len(found_errors))
+        tracker.fresh_total = len(todo)
+
+        library.record_errors(found_errors, summary.scan_id)
+        first = [_error_outcome(e) for e in found_errors] + cached
+        for start in range(0, len(first), RESULT_CHUNK):
+            emit(first[start:start + RESULT_CHUNK])
+        summary.cached = sum(1 for o in cached if o.error_kind is None)
+        summary.errors = len(first) - summary.cached
+        tracker.done, tracker.errors = len(first), summary.errors
+        tracker.report(force=True)
+
+        scanned = _scan_entries(todo, model, library, options, cancel, tracker, emit,
+                                summary.scan_id)
+        summary.scored += scanned[0]
+        summary.errors += scanned[1]
+        summary.files = len(entries) + len(found_errors)
+        summary.cancelled = cancel.cancelled
+        if not summary.cancelled:
+            library.forget_missing(root, present)
+        status = "cancelled" if summary.cancelled else "done"
+        tracker.report(force=True)
+    finally:
+        summary.elapsed_s = time.monotonic() - started
+        library.finish_scan(summary.scan_id, status, files=summary.files, scored=summary.scored,
+                            cached=summary.cached, errors=summary.errors)
+    return summary
+
+
+def _discover(root: Path, options: ScanOptions, progress: ProgressCallback | None,
+              cancel: CancelToken):
+    stats = DiscoveryStats()
+    entries: list[FileEntry] = []
+    errors: list[FileError] = []
+    last = time.monotonic()
+    for found in discover(root, include_hidden=options.include_hidden, stats=stats):
+        (errors if isinstance(found, FileError) else entries).append(found)
+        if progress and len(entries) % 1000 == 0 and time.monotonic() - last > 0.1:
+            last = time.monotonic()
+            progress(Progress("discover", len(entries), 0, len(errors),
+                              message=f"Found {len(entries):,} images"))
+        if cancel.cancelled:
+            break
+    present = {path_key(e.path)[0] for e in entries} | {path_key(e.path)[0] for e in errors}
+    return entries, errors, present, stats
+
+
+def _check_cache(library: Library, root: Path, model_id: str, entries: list[FileEntry]):
+    """Split entries into work and outcomes answered from the library (no reads, no hashing)."""
+    known = library.known_files(root)
+    known_errors = library.known_errors(root)
+    maybe: list[tuple[FileEntry, str]] = []
+    todo: list[FileEntry] = []
+    cached: list[FileOutcome] = []
+    for entry in entries:
+        key = path_key(entry.path)[0]
+        row = known.get(key)
+        if row and row.hash and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
+            maybe.append((entry, row.hash))
+            continue
+        err = known_errors.get(key)
+        if err and err[0] == entry.size and err[1] == entry.mtime_ns \
+                and err[2] in ErrorKind.CONTENT_BOUND:
+            cached.append(FileOutcome(entry.path, None, None, True, err[2], err[3]))
+            continue
+        todo.append(entry)
+    scores = library.scores_for(model_id, {digest for _, digest in maybe})
+    for entry, digest in maybe:
+        if digest in scores:
+            cached.append(FileOutcome(entry.path, digest, scores[digest], cached=True))
+        else:
+            todo.append(entry)
+    return todo, cached
+
+
+def _error_outcome(error: FileError) -> FileOutcome:
+    return FileOutcome(error.path, error_kind=error.kind, error=error.message)
+
+
+def _scan_entries(
+    todo: list[FileEntry],
+    model: LoadedModel,
+    library: Library,
+    options: ScanOptions,
+    cancel: CancelToken,
+    tracker: _Progress,
+    emit: ResultsCallback,
+    scan_id: int | None,
+) -> tuple[int, int]:
+    """Decode in a pool, infer in batches on this thread; returns (scored, errors)."""
+    import torch
+
+    if not todo:
+        return 0, 0
+    lookup = ScoreLookup(library.path, model.model_id)
+    transform = model.transform
+    min_side = model.input_size
+
+    def prepare(entry: FileEntry) -> _Prepared | FileError:
+        try:
+            if cancel.cancelled:
+                return FileError(entry.path, "cancelled", "scan cancelled")
+            data = read_file(entry.path, max_bytes=options.max_bytes)
+            digest = content_hash(data)
+            if lookup.has_score(digest):  # renamed or copied content: no decode needed
+                return _Prepared(entry, digest)
+            pixels, width, height, fmt = decode(data, min_side=min_side,
+                                                max_pixels=options.max_pixels)
+            del data
+            return _Prepared(entry, digest, transform(pixels), make_thumbnail(pixels),
+                             width, height, fmt)
+        except ImageError as exc:
+            return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
+        except Exception as exc:  # a bug or a Pillow surprise: report it on the file
+            log.exception("unexpected error preparing a file")
+            return FileError(entry.path, ErrorKind.DECODE_ERROR,
+                             f"unexpected {type(exc).__name__}: {exc}", entry.size,
+                             entry.mtime_ns)
+
+    scored = errors = 0
+    batch: list[_Prepared] = []
+    ready: list[_Prepared] = []  # content already scored: only the file row is new
+    failed: list[FileError] = []
+
+    def flush(run_model: bool) -> None:
+        nonlocal scored, errors, batch, ready, failed
+        items: list[ScoredFile] = []
+        outcomes: list[FileOutcome] = []
+        if run_model and batch:
+            prediction = model.predict(torch.stack([p.tensor for p in batch]))
+            for i, p in enumerate(batch):
+                items.append(ScoredFile(
+                    p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash, p.width, p.height,
+                    p.format, float(prediction.unsafe_scores[i]), prediction.probabilities[i],
+                    prediction.embeddings[i], p.thumbnail))
+                outcomes.append(FileOutcome(p.entry.path, p.hash,
+                                            float(prediction.unsafe_scores[i])))
+            scored += len(batch)
+            batch = []
+        if ready:
+            known = library.scores_for(model.model_id, {p.hash for p in ready})
+            for p in ready:
+                items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
+                outcomes.append(FileOutcome(p.entry.path, p.hash, known.get(p.hash),
+                                            cached=True))
+            ready = []
+        library.record_scored(items, model.model_id)
+        library.record_errors(failed, scan_id)
+        outcomes.extend(_error_outcome(e) for e in failed)
+        errors += len(failed)
+        tracker.errors += len(failed)
+        failed = []
+        tracker.done += len(outcomes)
+        tracker.fresh += len(outcomes)
+        emit(outcomes)
+        tracker.report()
+
+    workers = options.decode_workers()
+    max_inflight = options.batch_size * 2 + workers
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="nsfw-desk-decode")
+    pending: set[Future] = set()
+    queue: Iterator[FileEntry] = iter(todo)
+    try:
+        while True:
+            while len(pending) < max_inflight and not cancel.cancelled:
+                entry = next(queue, None)
+                if entry is None:
+                    break
+                pending.add(pool.submit(prepare, entry))
+            if not pending or cancel.cancelled:
+                break
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            for future in done:
+                result = future.result()
+                if isinstance(result, FileError) and result.kind == "cancelled":
+                    continue
+                if isinstance(result, FileError):
+                    failed.append(result)
+                elif result.tensor is None:
+                    ready.append(result)
+                else:
+                    batch.append(result)
+            if len(batch) >= options.batch_size:
+                flush(run_model=True)
+            elif len(ready) + len(failed) >= options.batch_size:
+                flush(run_model=False)
+        if not cancel.cancelled:
+            flush(run_model=True)
+        else:
+            flush(run_model=False)  # keep finished cheap work; drop the unrun batch
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return scored, errors

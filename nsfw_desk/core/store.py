@@ -1,0 +1,438 @@
+"""The SQLite library: files, scores per model, errors, scans; thumbnails in a cache database.
+
+Durability: WAL journal with `synchronous=FULL`, so every committed batch or decision survives
+a killed process and a power cut; each scan batch is one transaction, so a crash leaves the
+library as it was after the last whole batch. The schema version lives in `PRAGMA user_version`
+and `MIGRATIONS` upgrades older libraries in order, each step in its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import sqlite_utils
+
+APP_NAME = "nsfw-desk"
+LIBRARY_FILE = "library.sqlite"
+THUMBNAILS_FILE = "thumbnails.sqlite"
+BUSY_TIMEOUT_MS = 15_000
+
+
+class LibraryError(Exception):
+    """The library cannot be opened or used; the message is for the user."""
+
+
+def default_library_path() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / LIBRARY_FILE
+
+
+def default_thumbnails_path(library: Path | None = None) -> Path:
+    """The user cache dir for the default library; beside a library given with --db."""
+    if library is None or Path(library) == default_library_path():
+        return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / THUMBNAILS_FILE
+    library = Path(library)
+    return library.with_name(library.stem + ".thumbnails.sqlite")
+
+
+def path_key(path: Path | str) -> tuple[str, bytes | None]:
+    """Text to store for a path, plus its raw bytes when the name is not valid UTF-8."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def path_from_row(text: str, raw: bytes | None) -> Path:
+    return Path(os.fsdecode(raw)) if raw is not None else Path(text)
+
+
+def _prefix_range(root: Path) -> tuple[str, str]:
+    """[low, high) bounds of every stored path under `root`, for an indexed range scan."""
+    prefix = path_key(root)[0].rstrip(os.sep) + os.sep
+    return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
+
+
+def _make_private_dir(folder: Path) -> None:
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _open_private_db(path: Path) -> sqlite3.Connection:
+    """A connection to `path`, creating it owner-only (the WAL and SHM files inherit that)."""
+    _make_private_dir(path.parent)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.DatabaseError as exc:
+        raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
+    return conn
+
+
+def float16_blob(values: np.ndarray) -> bytes:
+    return np.asarray(values, dtype="<f2").tobytes()
+
+
+def float32_blob(values: np.ndarray) -> bytes:
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def blob_to_array(blob: bytes, dtype: str) -> np.ndarray:
+    return np.frombuffer(blob, dtype=dtype)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# --- schema -------------------------------------------------------------------------------
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db["files"].create(
+        {"path": str, "raw_path": bytes, "size": int, "mtime_ns": int, "hash": str,
+         "width": int, "height": int, "format": str, "scanned_at": str},
+        pk="path",
+    )
+    db["files"].create_index(["hash"])
+    db["models"].create(
+        {"id": str, "source": str, "revision": str, "architecture": str, "labels": str,
+         "unsafe_labels": str, "first_used": str},
+        pk="id",
+    )
+    db["scores"].create(
+        {"hash": str, "model_id": str, "unsafe": float, "probabilities": bytes,
+         "embedding": bytes, "scored_at": str},
+        pk=("hash", "model_id"),
+    )
+    db["scores"].create_index(["model_id", "unsafe"])
+    db["errors"].create(
+        {"path": str, "raw_path": bytes, "kind": str, "message": str, "size": int,
+         "mtime_ns": int, "scan_id": int, "at": str},
+        pk="path",
+    )
+    db["scans"].create(
+        {"id": int, "root": str, "model_id": str, "started_at": str, "finished_at": str,
+         "status": str, "files": int, "scored": int, "cached": int, "errors": int},
+        pk="id",
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite_utils.Database, migrations=MIGRATIONS) -> int:
+    """Bring `db` to the newest schema, one transaction per version; return that version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations):
+        raise LibraryError(
+            f"This library has schema version {version}, newer than this nsfw-desk knows "
+            f"({len(migrations)}). Upgrade nsfw-desk, or use another library with --db."
+        )
+    for target, step in enumerate(migrations[version:], start=version + 1):
+        with db.atomic():
+            step(db)
+            db.execute(f"PRAGMA user_version = {target}")
+    return len(migrations)
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    size: int
+    mtime_ns: int
+    hash: str | None
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A file of a folder with its score for one model (None when it ended as an error)."""
+
+    path: Path
+    hash: str | None
+    score: float | None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class ScoredFile:
+    """Everything one scored file adds to the library."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    hash: str
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    unsafe: float | None = None  # None: the hash already had a score for this model
+    probabilities: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    thumbnail: bytes | None = None
+
+
+class Library:
+    """One library database (plus its thumbnail cache), used from one thread at a time."""
+
+    def __init__(self, path: Path | str | None = None, thumbnails: Path | str | None = None):
+        self.path = Path(path) if path else default_library_path()
+        self.thumbnails_path = Path(thumbnails) if thumbnails else default_thumbnails_path(
+            self.path)
+        self.db = sqlite_utils.Database(_open_private_db(self.path))
+        try:
+            migrate(self.db)
+        except sqlite3.DatabaseError as exc:
+            raise LibraryError(f"{self.path} is not a usable nsfw-desk library: {exc}") from exc
+        self.thumbs = sqlite_utils.Database(_open_private_db(self.thumbnails_path))
+        if "thumbnails" not in self.thumbs.table_names():
+            self.thumbs["thumbnails"].create({"hash": str, "jpeg": bytes}, pk="hash")
+
+    def close(self) -> None:
+        self.db.close()
+        self.thumbs.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # models and scans
+
+    def register_model(self, model_id: str, *, source: str, revision: str | None,
+                       architecture: str, labels: list[str], unsafe_labels: list[str]) -> None:
+        with self.db.atomic():
+            self.db["models"].insert(
+                {"id": model_id, "source": source, "revision": revision,
+                 "architecture": architecture, "labels": json.dumps(labels),
+                 "unsafe_labels": json.dumps(unsafe_labels), "first_used": _now()},
+                ignore=True,
+            )
+
+    def begin_scan(self, root: Path, model_id: str) -> int:
+        with self.db.atomic():
+            table = self.db["scans"].insert(
+                {"root": path_key(root)[0], "model_id": model_id, "started_at": _now(),
+                 "status": "running"}
+            )
+        return int(table.last_pk)
+
+    def finish_scan(self, scan_id: int, status: str, *, files: int, scored: int, cached: int,
+                    errors: int) -> None:
+        with self.db.atomic():
+            self.db["scans"].update(
+                scan_id,
+                {"finished_at": _now(), "status": status, "files": files, "scored": scored,
+                 "cached": cached, "errors": errors},
+            )
+
+    # the cache check
+
+    def known_files(self, root: Path) -> dict[str, KnownFile]:
+        """Stored stat facts of every file under `root`, keyed by stored path text."""
+        low, high = _prefix_range(root)
+        rows = self.db.execute(
+            "SELECT path, size, mtime_ns, hash FROM files WHERE path >= ? AND path < ?",
+            (low, high),
+        )
+        return {path: KnownFile(size, mtime, digest) for path, size, mtime, digest in rows}
+
+    def known_errors(self, root: Path) -> dict[str, tuple[int, int, str, str]]:
+        """Remembered content-bound errors: path text → (size, mtime_ns, kind, message)."""
+        low, high = _prefix_range(root)
+        rows = self.db.execute(
+            "SELECT path, size, mtime_ns, kind, message FROM errors "
+            "WHERE path >= ? AND path < ?",
+            (low, high),
+        )
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+    def scored_hashes(self, model_id: str, hashes: Iterable[str]) -> set[str]:
+        hashes = list(hashes)
+        found: set[str] = set()
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT hash FROM scores WHERE model_id = ? AND hash IN ({marks})",
+                [model_id, *chunk],
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def scores_for(self, model_id: str, hashes: Iterable[str]) -> dict[str, float]:
+        hashes = list(hashes)
+        found: dict[str, float] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT hash, unsafe FROM scores WHERE model_id = ? AND hash IN ({marks})",
+                [model_id, *chunk],
+            )
+            found.update(rows)
+        return found
+
+    # writes
+
+    def record_scored(self, items: list[ScoredFile], model_id: str) -> None:
+        """One transaction for a batch: file rows, new scores, and clearing old errors."""
+        if not items:
+            return
+        now = _now()
+        file_rows, score_rows, error_paths = [], [], []
+        for item in items:
+            text, raw = path_key(item.path)
+            error_paths.append(text)
+            file_rows.append(
+                {"path": text, "raw_path": raw, "size": item.size, "mtime_ns": item.mtime_ns,
+                 "hash": item.hash, "width": item.width, "height": item.height,
+                 "format": item.format, "scanned_at": now}
+            )
+        for item in items:
+            if item.unsafe is not None:
+                score_rows.append(
+                    {"hash": item.hash, "model_id": model_id, "unsafe":
+                     float(item.unsafe), "probabilities": float32_blob(item.probabilities),
+                     "embedding": float16_blob(item.embedding), "scored_at": now}
+                )
+        thumbs = [{"hash": i.hash, "jpeg": i.thumbnail} for i in items if i.thumbnail]
+        if thumbs:  # thumbnails first: a crash in between leaves a harmless spare thumbnail
+            with self.thumbs.atomic():
+                self.thumbs["thumbnails"].insert_all(thumbs, replace=True)
+        with self.db.atomic():
+            self.db["files"].insert_all(file_rows, replace=True)
+            if score_rows:
+                self.db["scores"].insert_all(score_rows, replace=True)
+            self._delete_paths("errors", error_paths)
+
+    def record_errors(self, errors: list, scan_id: int | None) -> None:
+        """Errors replace any file row of the same path (it no longer scores)."""
+        if not errors:
+            return
+        now = _now()
+        rows, paths = [], []
+        for error in errors:
+            text, raw = path_key(error.path)
+            paths.append(text)
+            rows.append(
+                {"path": text, "raw_path": raw, "kind": error.kind, "message": error.message,
+                 "size": error.size, "mtime_ns": error.mtime_ns, "scan_id": scan_id, "at": now}
+            )
+        with self.db.atomic():
+            self.db["errors"].insert_all(rows, replace=True)
+            self._delete_paths("files", paths)
+
+    def forget_missing(self, root: Path, present: set[str]) -> int:
+        """Drop file and error rows under `root` that a full scan no longer found.
+
+        Scores, decisions and thumbnails stay: they belong to content, not paths.
+        """
+        low, high = _prefix_range(root)
+        gone = [
+            row[0]
+            for table in ("files", "errors")
+            for row in self.db.execute(
+                f"SELECT path FROM {table} WHERE path >= ? AND path < ?", (low, high)
+            )
+            if row[0] not in present
+        ]
+        if gone:
+            with self.db.atomic():
+                self._delete_paths("files", gone)
+                self._delete_paths("errors", gone)
+        return len(gone)
+
+    def _delete_paths(self, table: str, paths: list[str]) -> None:
+        for start in range(0, len(paths), 500):
+            chunk = paths[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            self.db.execute(f"DELETE FROM {table} WHERE path IN ({marks})", chunk)
+
+    # reads for the GUI, the CLI and export
+
+    def results(self, root: Path, model_id: str) -> Iterator[StoredResult]:
+        """Every file under `root` with its score for `model_id`, then every error."""
+        low, high = _prefix_range(root)
+        rows = self.db.execute(
+            "SELECT f.path, f.raw_path, f.hash, s.unsafe FROM files f "
+            "LEFT JOIN scores s ON s.hash = f.hash AND s.model_id = ? "
+            "WHERE f.path >= ? AND f.path < ? ORDER BY f.path",
+            (model_id, low, high),
+        )
+        for text, raw, digest, unsafe in rows:
+            yield StoredResult(path_from_row(text, raw), digest, unsafe)
+        rows = self.db.execute(
+            "SELECT path, raw_path, kind, message FROM errors WHERE path >= ? AND path < ? "
+            "ORDER BY path",
+            (low, high),
+        )
+        for text, raw, kind, message in rows:
+            yield StoredResult(path_from_row(text, raw), None, None, kind, message)
+
+    def embedding(self, content_hash: str, model_id: str) -> np.ndarray | None:
+        row = self.db.execute(
+            "SELECT embedding FROM scores WHERE hash = ? AND model_id = ?",
+            (content_hash, model_id),
+        ).fetchone()
+        return blob_to_array(row[0], "<f2") if row else None
+
+    def probabilities(self, content_hash: str, model_id: str) -> np.ndarray | None:
+        row = self.db.execute(
+            "SELECT probabilities FROM scores WHERE hash = ? AND model_id = ?",
+            (content_hash, model_id),
+        ).fetchone()
+        return blob_to_array(row[0], "<f4") if row else None
+
+    def thumbnail(self, content_hash: str) -> bytes | None:
+        row = self.thumbs.execute(
+            "SELECT jpeg FROM thumbnails WHERE hash = ?", (content_hash,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def scans(self) -> list[dict]:
+        return list(self.db["scans"].rows_where(order_by="id"))
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+class ScoreLookup:
+    """Read-only 'is this content already scored?' checks, safe from any thread.
+
+    Each thread gets its own read-only connection; WAL lets them read while the scan writes.
+    """
+
+    def __init__(self, path: Path, model_id: str) -> None:
+        self._uri = Path(path).resolve().as_uri() + "?mode=ro"
+        self._model_id = model_id
+        self._local = threading.local()
+
+    def has_score(self, content_hash: str) -> bool:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   check_same_thread=False)
+            self._local.conn = conn
+        row = conn.execute(
+            "SELECT 1 FROM scores WHERE hash = ? AND model_id = ?", (content_hash, self._model_id)
+        ).fetchone()
+        return row is not None
