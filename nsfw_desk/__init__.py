@@ -1,1 +1,3 @@
 """nsfw-desk: a review desk for content moderators."""
+
+__version__ = "0.1.0"

@@ -22,6 +22,7 @@ from nsfw_desk.core.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:  # torch is heavy to import; keep it out of module import time
     import torch
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,22 @@ class LoadedModel:
             self._transform = timm.data.create_transform(**self.data_config, is_training=False)
         return self._transform
 
+    def preprocess(self, pixels: Image.Image) -> tuple[torch.Tensor, Image.Image]:
+        """The model input for `pixels`, and the whole picture at the transform's scale.
+
+        When the transform starts with an aspect-keeping resize (timm's usual eval
+        transform), that resized image is returned too, so a thumbnail can be made from it
+        instead of from the larger decoded pixels.
+        """
+        from torchvision import transforms as T
+
+        steps = getattr(self.transform, "transforms", None)
+        if steps and isinstance(steps[0], T.Resize) and isinstance(steps[0].size, int | list) \
+                and (isinstance(steps[0].size, int) or len(steps[0].size) == 1):
+            resized = steps[0](pixels)
+            return T.Compose(steps[1:])(resized), resized
+        return self.transform(pixels), pixels
+
     def predict(self, batch: torch.Tensor) -> Prediction:
         """Probabilities, unsafe score and embedding from a single forward pass."""
         import torch
@@ -211,12 +228,17 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def model_folder(spec: ModelSpec, progress: ProgressCallback | None = None) -> tuple[Path, str]:
-    """The local folder holding config.json + model.safetensors, and the model's cache id."""
+def model_folder(
+    spec: ModelSpec, progress: ProgressCallback | None = None, *, offline: bool = False
+) -> tuple[Path, str]:
+    """The local folder holding config.json + model.safetensors, and the model's cache id.
+
+    `offline` uses only the Hugging Face cache, never the network.
+    """
     if spec.is_local:
         folder = _check_local_folder(Path(spec.source))
         return folder, "sha256:" + _sha256(folder / WEIGHTS_FILE)
-    return _download_from_hub(spec, progress)
+    return _download_from_hub(spec, progress, offline)
 
 
 def _check_local_folder(path: Path) -> Path:
@@ -266,17 +288,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_from_hub(spec: ModelSpec, progress: ProgressCallback | None) -> tuple[Path, str]:
-    from huggingface_hub import hf_hub_download
+def _download_from_hub(
+    spec: ModelSpec, progress: ProgressCallback | None, offline: bool
+) -> tuple[Path, str]:
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
 
     tqdm_class = _progress_tqdm(progress, spec.source) if progress else None
     try:
-        config = hf_hub_download(spec.source, CONFIG_FILE, revision=spec.revision)
+        config = hf_hub_download(spec.source, CONFIG_FILE, revision=spec.revision,
+                                 local_files_only=offline)
         try:
-            weights = hf_hub_download(
-                spec.source, WEIGHTS_FILE, revision=spec.revision, tqdm_class=tqdm_class
-            )
+            weights = hf_hub_download(spec.source, WEIGHTS_FILE, revision=spec.revision,
+                                      tqdm_class=tqdm_class, local_files_only=offline)
         except hf_errors.EntryNotFoundError as exc:
             raise ModelError(
                 f"{spec} offers no {WEIGHTS_FILE} (only pickle weights such as "
@@ -341,10 +365,11 @@ def load_model(
     precision: str = "auto",
     unsafe_label: str | Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    offline: bool = False,
 ) -> LoadedModel:
     """Resolve, download if needed, and load a timm classifier ready for `predict`."""
     spec = model if isinstance(model, ModelSpec) else ModelSpec.parse(model)
-    folder, model_id = model_folder(spec, progress)
+    folder, model_id = model_folder(spec, progress, offline=offline)
 
     import safetensors.torch
     import timm

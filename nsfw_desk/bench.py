@@ -1,0 +1,202 @@
+"""`nsfw-desk bench`: our scan against the model card's per-image loop, in one run.
+
+Shared machines are noisy, so every figure that matters is a ratio of two rates measured
+back to back on the same files, model and device. Also measured: reduced precision (speed
+and decisions flipped at 0.5), batch sizes, and the rescan rate of an unchanged folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nsfw_desk.core.models import DEFAULT_MODEL, LoadedModel, ModelError, load_model
+from nsfw_desk.core.scan import DEFAULT_BATCH_SIZE, ScanOptions, scan_folder
+from nsfw_desk.core.store import Library
+from nsfw_desk.synthetic import save_random_model, synthetic_photo
+
+THRESHOLD = 0.5
+
+
+@dataclass
+class CorpusFigures:
+    name: str
+    files: int
+    card_rate: float = 0.0
+    scan_rate: float = 0.0
+    ratio: float = 0.0
+    max_abs_dp: float = 0.0
+    reduced: dict[str, dict[str, float]] = field(default_factory=dict)
+    batch_sizes: dict[int, float] = field(default_factory=dict)
+
+
+def make_corpus(folder: Path, size: tuple[int, int], count: int, quality: int = 90) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"photo_{i:04d}.jpg"
+        synthetic_photo(size, seed=i * 7919 + size[0]).save(path, quality=quality)
+        paths.append(path)
+    return paths
+
+
+def card_loop(model: LoadedModel, paths: list[Path]) -> tuple[float, np.ndarray]:
+    """The model card's loop, verbatim in spirit: open, transform, forward, softmax."""
+    import timm
+    import torch
+    from PIL import Image
+
+    module = model.module
+    transforms = timm.data.create_transform(
+        **timm.data.resolve_model_data_config(module), is_training=False
+    )
+    scores = []
+    start = time.perf_counter()
+    with torch.no_grad():
+        for path in paths:
+            img = Image.open(path)
+            output = module(transforms(img).unsqueeze(0).to(model.device)).softmax(dim=-1).cpu()
+            scores.append(float(output[0, model.unsafe_indices].sum()))
+    return len(paths) / (time.perf_counter() - start), np.array(scores)
+
+
+def timed_scan(model: LoadedModel, folder: Path, paths: list[Path], workdir: Path,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[float, np.ndarray]:
+    """A fresh library each time, so nothing is answered from a cache."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        library = Library(Path(tmp) / "bench.sqlite")
+        start = time.perf_counter()
+        summary = scan_folder(folder, model, library, options=ScanOptions(batch_size=batch_size),
+                              keep_outcomes=True)
+        elapsed = time.perf_counter() - start
+        library.close()
+    by_path = {o.path: o.score for o in summary.outcomes}
+    if summary.errors or len(by_path) != len(paths):
+        raise RuntimeError(f"bench scan had {summary.errors} errors")
+    return len(paths) / elapsed, np.array([by_path[p] for p in paths])
+
+
+def bench_model(args: argparse.Namespace, workdir: Path, precision: str) -> tuple[LoadedModel, str]:
+    """The requested model, the cached default, or its architecture with random weights."""
+    if args.model:
+        return load_model(args.model, device=args.device, precision=precision), args.model
+    try:
+        model = load_model(None, device=args.device, precision=precision, offline=True)
+        return model, f"{DEFAULT_MODEL} (cached weights)"
+    except ModelError:
+        folder = workdir / "random-vit_tiny_patch16_384"
+        if not folder.exists():
+            save_random_model(folder, architecture="vit_tiny_patch16_384")
+        model = load_model(folder, device=args.device, precision=precision)
+        return model, "vit_tiny_patch16_384 with random weights (default model not cached)"
+
+
+def warm_up(model: LoadedModel) -> None:
+    import torch
+
+    size = model.data_config["input_size"]
+    model.predict(torch.zeros(DEFAULT_BATCH_SIZE, *size))
+
+
+def measure_corpus(name: str, model: LoadedModel, reduced: dict[str, LoadedModel],
+                   folder: Path, paths: list[Path], workdir: Path,
+                   batch_sizes: list[int]) -> CorpusFigures:
+    figures = CorpusFigures(name, len(paths))
+    card_rate, card_scores = card_loop(model, paths)
+    scan_rate, scan_scores = timed_scan(model, folder, paths, workdir)
+    figures.card_rate, figures.scan_rate = card_rate, scan_rate
+    figures.ratio = scan_rate / card_rate
+    figures.max_abs_dp = float(np.max(np.abs(card_scores - scan_scores)))
+    for label, other in reduced.items():
+        rate, scores = timed_scan(other, folder, paths, workdir)
+        flips = np.mean((scores >= THRESHOLD) != (scan_scores >= THRESHOLD))
+        figures.reduced[label] = {
+            "scan_rate": rate,
+            "speedup_vs_fp32": rate / scan_rate,
+            "flipped_pct": 100.0 * float(flips),
+            "max_abs_dp_vs_fp32": float(np.max(np.abs(scores - scan_scores))),
+        }
+    for size in batch_sizes:
+        figures.batch_sizes[size] = timed_scan(model, folder, paths, workdir, size)[0]
+    return figures
+
+
+def measure_rescan(workdir: Path, count: int) -> dict[str, float]:
+    """Rate of a second scan over an unchanged folder (stat + library lookups only)."""
+    folder = workdir / "rescan"
+    folder.mkdir()
+    tiny = synthetic_photo((24, 24), seed=1)
+    for i in range(count):
+        # distinct bytes per file, so every file has its own content hash and score
+        tiny.putpixel((0, 0), (i % 256, i // 256 % 256, i // 65536 % 256))
+        tiny.save(folder / f"{i:06d}.png")
+    model_dir = save_random_model(workdir / "tiny-model", model_args={"img_size": 32})
+    model = load_model(model_dir, device="cpu")
+    library = Library(workdir / "rescan.sqlite")
+    first = scan_folder(folder, model, library, options=ScanOptions(batch_size=64))
+    start = time.perf_counter()
+    second = scan_folder(folder, model, library)
+    elapsed = time.perf_counter() - start
+    library.close()
+    assert second.cached == count and second.scored == 0, second
+    return {"files": count, "first_scan_s": first.elapsed_s, "rescan_s": elapsed,
+            "rescan_files_per_s": count / elapsed}
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    quick = args.quick
+    with tempfile.TemporaryDirectory(prefix="nsfw-desk-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            model, model_note = bench_model(args, workdir, "fp32")
+            reduced = {}
+            if model.device.type == "cpu":
+                reduced["bf16"] = bench_model(args, workdir, "bf16")[0]
+            elif model.device.type == "cuda":
+                reduced["fp16"] = bench_model(args, workdir, "fp16")[0]
+        except ModelError as exc:
+            print(f"nsfw-desk bench: {exc}", file=sys.stderr)
+            return 3
+        print(f"model: {model_note}\ndevice: {model.describe()}", flush=True)
+        for m in (model, *reduced.values()):
+            warm_up(m)
+        corpora = [("12-MP JPEG (4000×3000)", (4000, 3000), 8 if quick else 24),
+                   ("1024-px JPEG (1024×768)", (1024, 768), 16 if quick else 64)]
+        results = []
+        for name, size, count in corpora:
+            folder = workdir / f"{size[0]}x{size[1]}"
+            print(f"\n{name}: writing {count} files…", flush=True)
+            paths = make_corpus(folder, size, count)
+            sweep = [] if quick or size[0] > 2000 else [4, 8, 16]
+            figures = measure_corpus(name, model, reduced, folder, paths, workdir, sweep)
+            _print_figures(figures)
+            results.append(figures)
+        rescan_count = 2000 if quick else 10_000
+        print(f"\nrescan of an unchanged folder: writing {rescan_count:,} files…", flush=True)
+        rescan = measure_rescan(workdir, rescan_count)
+        print(f"  rescan: {rescan['rescan_files_per_s']:,.0f} files/s "
+              f"({rescan['files']:,} files in {rescan['rescan_s']:.2f} s; target ≥ 5,000/s)")
+    if args.json:
+        payload = {"model": model_note, "device": model.describe(),
+                   "corpora": [asdict(r) for r in results], "rescan": rescan}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+def _print_figures(f: CorpusFigures) -> None:
+    print(f"  model card loop : {f.card_rate:6.2f} images/s")
+    print(f"  nsfw-desk scan  : {f.scan_rate:6.2f} images/s  (fp32, batch {DEFAULT_BATCH_SIZE})")
+    print(f"  ratio           : {f.ratio:6.2f}×   max |Δp| vs card: {f.max_abs_dp:.4f}")
+    for label, r in f.reduced.items():
+        print(f"  {label:<16}: {r['scan_rate']:6.2f} images/s  ({r['speedup_vs_fp32']:.2f}× fp32; "
+              f"{r['flipped_pct']:.2f}% decisions flipped at {THRESHOLD}; "
+              f"max |Δp| {r['max_abs_dp_vs_fp32']:.4f})")
+    for size, rate in f.batch_sizes.items():
+        print(f"  batch {size:<10}: {rate:6.2f} images/s")

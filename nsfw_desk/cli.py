@@ -1,0 +1,253 @@
+"""The `nsfw-desk` command: `scan` and `bench` on the core (the desk window comes later).
+
+Exit codes: 0 the command ran (a scan with per-file errors still ran), 1 interrupted or an
+unexpected failure, 2 bad usage, 3 the model could not be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nsfw_desk import __version__
+from nsfw_desk.core.progress import CancelToken, Progress
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from nsfw_desk.core.models import DEFAULT_MODEL, DEVICES, PRECISIONS
+
+    parser.add_argument("--model", metavar="ID_OR_DIR", default=None,
+                        help=f"hub id (org/name[@revision]) or a local folder with config.json "
+                             f"and model.safetensors (default: {DEFAULT_MODEL}, pinned)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the model runs (auto: CUDA, then Apple MPS, then CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: fp16 autocast on CUDA, fp32 elsewhere (see README)")
+    parser.add_argument("--unsafe-label", metavar="L", default=None,
+                        help="the model label(s) that count as unsafe, comma-separated "
+                             "(default: read from the model's label names)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nsfw-desk",
+        description="Review desk for content moderators: scan folders of images with a "
+                    "timm classifier and keep the results in a local library.",
+    )
+    parser.add_argument("--version", action="version", version=f"nsfw-desk {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug, which includes file paths)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    scan = commands.add_parser("scan", help="score every image under a folder",
+                               description="Score every image under FOLDER and store the "
+                                           "results; unchanged files are not read again.")
+    scan.add_argument("folder", type=Path, metavar="FOLDER")
+    _add_model_options(scan)
+    scan.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                      help="images per forward pass (default 8, measured by `bench`)")
+    scan.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                      help="decode threads (default: cores, 2 to 4)")
+    scan.add_argument("--threshold", type=_fraction, default=0.5, metavar="T",
+                      help="score at or above which an image is flagged (default 0.5)")
+    scan.add_argument("--db", type=Path, default=None, metavar="PATH",
+                      help="library file (default: in the user data folder)")
+    scan.add_argument("--jsonl", type=Path, default=None, metavar="OUT",
+                      help="also write one JSON object per file to OUT ('-' for stdout)")
+    scan.add_argument("--include-hidden", action="store_true",
+                      help="also scan hidden files and folders (names starting with '.')")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    bench = commands.add_parser(
+        "bench", help="measure scan speed against the model card's per-image loop",
+        description="Build a folder of generated JPEGs, then time the model card's loop and "
+                    "nsfw-desk's scan on the same files and model in one run.")
+    bench.add_argument("--quick", action="store_true", help="a smaller, faster run")
+    bench.add_argument("--model", metavar="ID_OR_DIR", default=None,
+                       help="model to time (default: the default model if cached, else the "
+                            "same architecture with random weights)")
+    bench.add_argument("--device", default="auto", help="device for both loops")
+    bench.add_argument("--json", type=Path, default=None, metavar="OUT",
+                       help="also write the figures as JSON")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        if args.command == "scan":
+            return run_scan(args)
+        if args.command == "bench":
+            from nsfw_desk.bench import run_bench
+
+            return run_bench(args)
+    except KeyboardInterrupt:
+        print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
+        return EXIT_FAILED
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+class _ProgressLine:
+    """One rewritten stderr line: done/total, errors, images/s, ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.2:
+            return
+        self.last = now
+        if progress.phase == "download":
+            text = (f"{progress.message}: {progress.done / 2**20:,.1f} of "
+                    f"{progress.total / 2**20:,.1f} MiB")
+        elif progress.phase == "discover":
+            text = progress.message
+        else:
+            eta = f", ETA {_duration(progress.eta_s)}" if progress.eta_s else ""
+            text = (f"{progress.done:,}/{progress.total:,} files, {progress.errors:,} errors, "
+                    f"{progress.rate:.1f} images/s{eta}")
+        sys.stderr.write("\r\x1b[K" + text)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    from nsfw_desk.core.models import ModelError, load_model
+    from nsfw_desk.core.scan import DEFAULT_BATCH_SIZE, ScanOptions, scan_folder
+    from nsfw_desk.core.store import Library, LibraryError
+
+    folder: Path = args.folder.expanduser()
+    if not folder.is_dir():
+        print(f"nsfw-desk scan: {folder} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    line = _ProgressLine(not args.quiet)
+    try:
+        model = load_model(args.model, device=args.device, precision=args.precision,
+                           unsafe_label=args.unsafe_label, progress=line)
+    except ModelError as exc:
+        line.close()
+        print(f"nsfw-desk: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    try:
+        library = Library(args.db)
+    except LibraryError as exc:
+        print(f"nsfw-desk: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = ScanOptions(batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+                          workers=args.workers, include_hidden=args.include_hidden)
+    writer = _JsonlWriter(args.jsonl, model.model_id, args.threshold) if args.jsonl else None
+    cancel = CancelToken()
+    flagged = 0
+
+    def on_results(outcomes) -> None:
+        nonlocal flagged
+        flagged += sum(1 for o in outcomes if o.score is not None and o.score >= args.threshold)
+        if writer:
+            writer.write(outcomes)
+
+    try:
+        summary = scan_folder(folder, model, library, options=options, progress=line,
+                              on_results=on_results, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        raise
+    finally:
+        line.close()
+        library.close()
+        if writer:
+            writer.close()
+    print(
+        f"{summary.files:,} files in {summary.elapsed_s:.1f} s: "
+        f"{summary.scored:,} scored, {summary.cached:,} from the library, "
+        f"{summary.errors:,} errors, {summary.ignored:,} other files ignored; "
+        f"{flagged:,} flagged at {args.threshold:.2f}; "
+        f"{summary.images_per_s:.1f} images/s on {summary.device}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+class _JsonlWriter:
+    """One JSON object per file, written to a temporary file and renamed at the end."""
+
+    def __init__(self, out: Path, model_id: str, threshold: float) -> None:
+        self.model_id = model_id
+        self.threshold = threshold
+        self.target = None if str(out) == "-" else out
+        if self.target is None:
+            self.fh = sys.stdout
+        else:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or ".")
+            self.fh = os.fdopen(fd, "w", encoding="utf-8")
+
+    def write(self, outcomes) -> None:
+        for o in outcomes:
+            record = {
+                "path": os.fsencode(o.path).decode("utf-8", "backslashreplace"),
+                "hash": o.hash,
+                "score": None if o.score is None else round(o.score, 6),
+                "flagged": None if o.score is None else o.score >= self.threshold,
+                "model": self.model_id,
+                "error": None if o.error_kind is None else f"{o.error_kind}: {o.error}",
+            }
+            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self.target is None:
+            self.fh.flush()
+            return
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.replace(self.tmp, self.target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Harmless generated data: photo-like pictures and random-weight models in the hub layout.
+
+Benchmarks, tests and the screenshot script use these instead of real (possibly sensitive)
+images or downloaded weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def synthetic_photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Smooth colour fields plus fine grain: JPEG sizes and decode times like a photo's."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    small = rng.integers(0, 256, size=(max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+    base = Image.fromarray(small, "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    grain = rng.integers(-12, 13, size=(h, w, 3), dtype=np.int16)
+    pixels = np.asarray(base, dtype=np.int16) + grain
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def write_photo(path: Path, size: tuple[int, int] = (96, 72), *, seed: int = 0,
+                fmt: str | None = None, mode: str = "RGB", **save_args) -> Path:
+    """Save a synthetic photo, converted to `mode`, in the format the suffix (or `fmt`) says."""
+    image = synthetic_photo(size, seed)
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **save_args)
+    return path
+
+
+def save_random_model(
+    folder: Path,
+    *,
+    architecture: str = "test_vit",
+    labels: tuple[str, ...] | list[str] = ("NSFW", "SFW"),
+    seed: int = 0,
+    model_args: dict | None = None,
+) -> Path:
+    """A random-weight timm classifier saved as `timm.models.save_for_hf` writes it.
+
+    A freshly initialised head scores about 1/num_classes for every image, which would make
+    parity and decision checks meaningless; so the head is set to read the main directions
+    in which the backbone's embeddings of synthetic photos vary, scaled so that scores spread
+    over [0, 1].
+    """
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    torch.manual_seed(seed)
+    model = timm.create_model(architecture, pretrained=False, num_classes=len(labels),
+                              **(model_args or {})).eval()
+    _spread_head(model, len(labels), seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_for_hf(model, str(folder), model_config={"label_names": list(labels)},
+                model_args=model_args, safe_serialization=True)
+    return folder
+
+
+def _spread_head(model, num_classes: int, seed: int, samples: int = 24) -> None:
+    import timm.data
+    import torch
+
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    photos = [synthetic_photo((320, 240), seed=1000 + seed * samples + i) for i in range(samples)]
+    with torch.inference_mode():
+        batch = torch.stack([transform(p) for p in photos])
+        embeddings = model.forward_head(model.forward_features(batch), pre_logits=True)
+    mean = embeddings.mean(dim=0)
+    _, _, directions = torch.linalg.svd(embeddings - mean, full_matrices=False)
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(num_classes, min(3, directions.shape[0]), generator=generator)
+    weight = mixing @ directions[: mixing.shape[1]]
+    logits = (embeddings - mean) @ weight.T
+    weight *= 2.5 / (logits.std() + 1e-6)  # logit spread of a few units: scores use [0, 1]
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(-(weight @ mean))
