@@ -1,0 +1,56 @@
+"""Shared fixtures: small random-weight models in the hub layout, isolated app folders.
+
+No test downloads anything: the Hugging Face cache points at an empty temporary folder and
+the hub is switched to offline mode before any test runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_isolated_home = tempfile.mkdtemp(prefix="nsfw-desk-tests-")
+os.environ["HF_HOME"] = str(Path(_isolated_home) / "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["XDG_DATA_HOME"] = str(Path(_isolated_home) / "data")
+os.environ["XDG_CACHE_HOME"] = str(Path(_isolated_home) / "cache")
+os.environ["XDG_CONFIG_HOME"] = str(Path(_isolated_home) / "config")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+from nsfw_desk.synthetic import save_random_model, write_photo  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """test_vit (160 px, 0.3 M parameters) with labels NSFW, SFW."""
+    return save_random_model(tmp_path_factory.mktemp("model") / "nsfw-sfw")
+
+
+@pytest.fixture(scope="session")
+def loaded_model(model_dir):
+    from nsfw_desk.core.models import load_model
+
+    return load_model(model_dir, device="cpu")
+
+
+@pytest.fixture
+def library(tmp_path):
+    from nsfw_desk.core.store import Library
+
+    lib = Library(tmp_path / "library.sqlite")
+    yield lib
+    lib.close()
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> Path:
+    """Twelve small generated photos in nested folders."""
+    root = tmp_path / "photos"
+    for i in range(12):
+        sub = root / ("a" if i % 2 else "b") / ("deep" if i % 3 == 0 else "")
+        write_photo(sub / f"photo_{i:02d}.jpg", (120 + i * 7, 90 + i * 3), seed=i)
+    return root
