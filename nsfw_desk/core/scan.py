@@ -364,9 +364,9 @@ def _scan_entries(
                     ready.append(result)
                 else:
                     batch.append(result)
-            if len(batch) >= options.batch_size:
-                flush(run_model=True)
-            elif len(ready) + len(failed) >= options.batch_size:
+                    if len(batch) >= options.batch_size:
+                        flush(run_model=True)
+            if len(ready) + len(failed) >= options.batch_size:
                 flush(run_model=False)
         if not cancel.cancelled:
             flush(run_model=True)
