@@ -128,6 +128,33 @@ def measure_corpus(name: str, model: LoadedModel, reduced: dict[str, LoadedModel
     return figures
 
 
+def measure_cancel(model: LoadedModel, folder: Path, workdir: Path) -> float:
+    """Seconds from `cancel()` to `scan_folder` returning, cancelled after the first batch."""
+    import threading
+
+    from nsfw_desk.core.progress import CancelToken
+
+    cancel = CancelToken()
+    first_batch = threading.Event()
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        library = Library(Path(tmp) / "cancel.sqlite")
+        finished = {}
+
+        def run() -> None:
+            scan_folder(folder, model, library, cancel=cancel,
+                        on_results=lambda outcomes: first_batch.set())
+            finished["at"] = time.perf_counter()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        first_batch.wait(60)
+        asked = time.perf_counter()
+        cancel.cancel()
+        worker.join()
+        library.close()
+    return finished["at"] - asked
+
+
 def measure_rescan(workdir: Path, count: int) -> dict[str, float]:
     """Rate of a second scan over an unchanged folder (stat + library lookups only)."""
     folder = workdir / "rescan"
@@ -178,6 +205,9 @@ def run_bench(args: argparse.Namespace) -> int:
             figures = measure_corpus(name, model, reduced, folder, paths, workdir, sweep)
             _print_figures(figures)
             results.append(figures)
+            if size[0] > 2000:
+                latency = measure_cancel(model, folder, workdir)
+                print(f"  cancel latency  : {latency:6.2f} s (target < 1 s)", flush=True)
         rescan_count = 2000 if quick else 10_000
         print(f"\nrescan of an unchanged folder: writing {rescan_count:,} files…", flush=True)
         rescan = measure_rescan(workdir, rescan_count)
@@ -185,7 +215,8 @@ def run_bench(args: argparse.Namespace) -> int:
               f"({rescan['files']:,} files in {rescan['rescan_s']:.2f} s; target ≥ 5,000/s)")
     if args.json:
         payload = {"model": model_note, "device": model.describe(),
-                   "corpora": [asdict(r) for r in results], "rescan": rescan}
+                   "corpora": [asdict(r) for r in results], "rescan": rescan,
+                   "cancel_latency_s": latency}
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 

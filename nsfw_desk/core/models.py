@@ -7,14 +7,15 @@ Everything a user can get wrong here (offline, a pickle checkpoint, labels we ca
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -291,23 +292,71 @@ def _sha256(path: Path) -> str:
 def _download_from_hub(
     spec: ModelSpec, progress: ProgressCallback | None, offline: bool
 ) -> tuple[Path, str]:
+    """Cache first for a pinned commit (no network at start-up), then the hub."""
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hf_errors
+
+    offline = offline or bool(constants.HF_HUB_OFFLINE)
+    if offline or _is_commit(spec.revision):
+        try:
+            return _hub_files(spec, None, local_only=True)
+        except hf_errors.LocalEntryNotFoundError as exc:
+            if offline:
+                raise ModelError(_not_available(spec, "offline mode is on")) from exc
+    unreachable = _hub_unreachable(constants.ENDPOINT)
+    if unreachable:
+        raise ModelError(_not_available(spec, unreachable))
+    tqdm_class = _progress_tqdm(progress, spec.source) if progress else None
+    return _hub_files(spec, tqdm_class, local_only=False)
+
+
+def _not_available(spec: ModelSpec, reason: str) -> str:
+    return (
+        f"Model {spec.source} (revision {spec.revision or 'main'}) is not in the local "
+        f"Hugging Face cache and cannot be downloaded: {reason}.\n"
+        "Connect to the internet once to download it, or point --model at a local folder "
+        f"holding {CONFIG_FILE} and {WEIGHTS_FILE} (for example a copy of the hub repo)."
+    )
+
+
+def _hub_unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be reached, or None; answers in seconds instead of the hub
+    client's retries with back-off (20 s and more) when there is no network at all."""
+    if any(os.environ.get(name) for name in
+           ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # a proxy decides; let the hub client go through it
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.hostname} is unreachable ({exc.strerror or exc})"
+    return None
+
+
+def _hub_files(spec: ModelSpec, tqdm_class, *, local_only: bool) -> tuple[Path, str]:
+    """config.json and model.safetensors of `spec` from the cache or the hub."""
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
-    tqdm_class = _progress_tqdm(progress, spec.source) if progress else None
     try:
         config = hf_hub_download(spec.source, CONFIG_FILE, revision=spec.revision,
-                                 local_files_only=offline)
+                                 local_files_only=local_only)
         try:
             weights = hf_hub_download(spec.source, WEIGHTS_FILE, revision=spec.revision,
-                                      tqdm_class=tqdm_class, local_files_only=offline)
+                                      tqdm_class=tqdm_class, local_files_only=local_only)
         except hf_errors.EntryNotFoundError as exc:
+            if isinstance(exc, hf_errors.LocalEntryNotFoundError):
+                # Also an EntryNotFoundError, but it means "not in the cache" (offline or
+                # unreachable), not "the repository has no such file".
+                _refuse_cached_pickles(spec, Path(config).parent, exc)
+                raise
             raise ModelError(
                 f"{spec} offers no {WEIGHTS_FILE} (only pickle weights such as "
                 "pytorch_model.bin, which nsfw-desk never loads because unpickling can run "
                 "code). Convert it to safetensors in a local folder and give that folder."
             ) from exc
-    except ModelError:
+    except (ModelError, hf_errors.LocalEntryNotFoundError):
         raise
     except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as exc:
         raise ModelError(
@@ -315,19 +364,25 @@ def _download_from_hub(
         ) from exc
     except hf_errors.RevisionNotFoundError as exc:
         raise ModelError(f"Model {spec.source} has no revision {spec.revision}.") from exc
-    except Exception as exc:  # offline, DNS, TLS, proxy, timeouts: all the same to a user
-        raise ModelError(
-            f"Could not download model {spec.source} (revision {spec.revision or 'main'}) "
-            f"from the Hugging Face hub, and it is not in the local cache: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
-            "Connect once to download it, or point --model at a local folder holding "
-            f"{CONFIG_FILE} and {WEIGHTS_FILE} (for example a copy of the hub repo)."
-        ) from exc
+    except Exception as exc:  # DNS, TLS, proxy, timeouts: all the same to a user
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise ModelError(_not_available(spec, reason)) from exc
     folder = Path(weights).parent
     if Path(config).parent != folder:
         raise ModelError(f"Hub files for {spec} landed in different folders; clear the cache.")
     # The snapshot folder's name is the commit hash the revision resolved to.
     return folder, f"{spec.source}@{spec.revision if _is_commit(spec.revision) else folder.name}"
+
+
+def _refuse_cached_pickles(spec: ModelSpec, snapshot: Path, exc: Exception) -> None:
+    """The cached copy of a hub repo has pickle weights but no safetensors: say so."""
+    pickles = sorted(p for p in snapshot.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelError(
+            f"The cached copy of {spec} has no {WEIGHTS_FILE}, only pickle weights "
+            f"({', '.join(p.name for p in pickles)}), and we are offline.\n"
+            + _pickle_refusal(pickles[0])
+        ) from exc
 
 
 def _is_commit(revision: str | None) -> bool:
@@ -342,10 +397,11 @@ def _progress_tqdm(progress: ProgressCallback, name: str):
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
-            self._seen = 0
+            self._seen = self.n  # `initial`: the bytes a resumed download already has
 
         def update(self, n=1):
             self._seen += n or 0
+            self.n = self._seen  # hub code reads `n` (e.g. to size the Xet transfer bar)
             progress(
                 Progress(
                     phase="download",
@@ -354,6 +410,14 @@ def _progress_tqdm(progress: ProgressCallback, name: str):
                     message=f"Downloading {name}",
                 )
             )
+
+        # Having these makes a Xet download drive this one bar (bytes written to disk)
+        # instead of two instances whose counts (written, received) would interleave.
+        def update_transfer(self, n=1):
+            pass
+
+        def set_transfer_postfix_str(self, s="", refresh=True):
+            pass
 
     return _ProgressTqdm
 
@@ -378,7 +442,7 @@ def load_model(
 
     try:
         pretrained_cfg, architecture, model_args = load_model_config_from_path(folder)
-    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise ModelError(f"{folder / CONFIG_FILE} is not a timm model config: {exc}") from exc
     if not timm.is_model(architecture):
         raise ModelError(
