@@ -219,3 +219,17 @@ def test_file_vanishing_between_discovery_and_read_is_an_error(photo_folder, loa
     by_path = {o.path: o for o in summary.outcomes}
     assert by_path[victim].error_kind == "vanished"
     assert summary.scored == 11 and summary.errors == 1
+
+
+def test_counts_add_up_with_duplicate_content_in_one_scan(tmp_path, loaded_model, library):
+    root = tmp_path / "copies"
+    original = write_photo(root / "original.png", (70, 50), seed=11)
+    for i in range(8):
+        (root / f"copy_{i}.png").write_bytes(original.read_bytes())
+    summary = scan_folder(root, loaded_model, library, keep_outcomes=True,
+                          options=ScanOptions(batch_size=4))
+    assert summary.files == 9
+    assert summary.scored + summary.cached + summary.errors == summary.files
+    assert len({o.hash for o in summary.outcomes}) == 1
+    row = library.scans()[-1]
+    assert row["scored"] + row["cached"] + row["errors"] == row["files"] == 9

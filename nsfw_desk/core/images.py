@@ -231,6 +231,8 @@ def read_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise ImageError(ErrorKind.UNREADABLE, f"cannot open file: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(ErrorKind.UNREADABLE, "is a folder, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise ImageError(ErrorKind.UNREADABLE, "not a regular file (device, FIFO or socket)")
         if st.st_size > max_bytes:
@@ -342,7 +344,7 @@ def _apply_orientation(im: Image.Image, orientation: int) -> Image.Image:
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: alpha over white, 16-bit and float scaled, not clipped."""
     mode = im.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in im.info:  # a tRNS colour key is alpha too
         return im
     if mode.startswith("I;16") or mode in ("I", "F"):
         values = np.asarray(im, dtype=np.float32)

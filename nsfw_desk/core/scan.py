@@ -181,10 +181,11 @@ def scan_folder(
         tracker.done, tracker.errors = len(first), summary.errors
         tracker.report(force=True)
 
-        scanned = _scan_entries(todo, model, library, options, cancel, tracker, emit,
-                                summary.scan_id)
-        summary.scored += scanned[0]
-        summary.errors += scanned[1]
+        scored, known, errors = _scan_entries(todo, model, library, options, cancel, tracker,
+                                              emit, summary.scan_id)
+        summary.scored += scored
+        summary.cached += known
+        summary.errors += errors
         summary.files = len(entries) + len(found_errors)
         summary.cancelled = cancel.cancelled
         if not summary.cancelled:
@@ -270,12 +271,15 @@ def _scan_entries(
     tracker: _Progress,
     emit: ResultsCallback,
     scan_id: int | None,
-) -> tuple[int, int]:
-    """Decode in a pool, infer in batches on this thread; returns (scored, errors)."""
+) -> tuple[int, int, int]:
+    """Decode in a pool, infer in batches on this thread.
+
+    Returns (scored by the model, answered by known content, errors).
+    """
     import torch
 
     if not todo:
-        return 0, 0
+        return 0, 0, 0
     lookup = ScoreLookup(library.path, model.model_id)
     min_side = model.input_size
 
@@ -300,13 +304,13 @@ def _scan_entries(
                              f"unexpected {type(exc).__name__}: {exc}", entry.size,
                              entry.mtime_ns)
 
-    scored = errors = 0
+    scored = known_content = errors = 0
     batch: list[_Prepared] = []
     ready: list[_Prepared] = []  # content already scored: only the file row is new
     failed: list[FileError] = []
 
     def flush(run_model: bool) -> None:
-        nonlocal scored, errors, batch, ready, failed
+        nonlocal scored, known_content, errors, batch, ready, failed
         items: list[ScoredFile] = []
         outcomes: list[FileOutcome] = []
         if run_model and batch:
@@ -326,6 +330,7 @@ def _scan_entries(
                 items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
                 outcomes.append(FileOutcome(p.entry.path, p.hash, known.get(p.hash),
                                             cached=True))
+            known_content += len(ready)
             ready = []
         library.record_scored(items, model.model_id)
         library.record_errors(failed, scan_id)
@@ -374,4 +379,4 @@ def _scan_entries(
             flush(run_model=False)  # keep finished cheap work; drop the unrun batch
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return scored, errors
+    return scored, known_content, errors
