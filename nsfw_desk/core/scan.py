@@ -35,7 +35,7 @@ from nsfw_desk.core.images import (
 )
 from nsfw_desk.core.models import LoadedModel, available_cores
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
-from nsfw_desk.core.store import Library, ScoredFile, ScoreLookup, path_key
+from nsfw_desk.core.store import FileOutcome, Library, ScoredFile, ScoreLookup, path_key
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,6 @@ class ScanOptions:
 
     def decode_workers(self) -> int:
         return self.workers or min(4, max(2, available_cores()))
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    """How one file ended: a score (new or from the cache) or an error with its reason."""
-
-    path: Path
-    hash: str | None = None
-    score: float | None = None
-    cached: bool = False
-    error_kind: str | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -233,13 +221,15 @@ def _check_cache(library: Library, root: Path, model_id: str, entries: list[File
         err = known_errors.get(key)
         if err and err[0] == entry.size and err[1] == entry.mtime_ns \
                 and err[2] in ErrorKind.CONTENT_BOUND:
-            cached.append(FileOutcome(entry.path, None, None, True, err[2], err[3]))
+            cached.append(FileOutcome(entry.path, None, None, True, err[2], err[3],
+                                      entry.mtime_ns))
             continue
         todo.append(entry)
     scores = library.scores_for(model_id, {digest for _, digest in maybe})
     for entry, digest in maybe:
         if digest in scores:
-            cached.append(FileOutcome(entry.path, digest, scores[digest], cached=True))
+            cached.append(FileOutcome(entry.path, digest, scores[digest], cached=True,
+                                      mtime_ns=entry.mtime_ns))
         else:
             todo.append(entry)
     return todo, cached
@@ -259,7 +249,8 @@ def _lower_thread_priority() -> None:
 
 
 def _error_outcome(error: FileError) -> FileOutcome:
-    return FileOutcome(error.path, error_kind=error.kind, error=error.message)
+    return FileOutcome(error.path, error_kind=error.kind, error=error.message,
+                       mtime_ns=error.mtime_ns)
 
 
 def _scan_entries(
@@ -321,7 +312,8 @@ def _scan_entries(
                     p.format, float(prediction.unsafe_scores[i]), prediction.probabilities[i],
                     prediction.embeddings[i], p.thumbnail))
                 outcomes.append(FileOutcome(p.entry.path, p.hash,
-                                            float(prediction.unsafe_scores[i])))
+                                            float(prediction.unsafe_scores[i]),
+                                            mtime_ns=p.entry.mtime_ns))
             scored += len(batch)
             batch = []
         if ready:
@@ -329,7 +321,7 @@ def _scan_entries(
             for p in ready:
                 items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
                 outcomes.append(FileOutcome(p.entry.path, p.hash, known.get(p.hash),
-                                            cached=True))
+                                            cached=True, mtime_ns=p.entry.mtime_ns))
             known_content += len(ready)
             ready = []
         library.record_scored(items, model.model_id)

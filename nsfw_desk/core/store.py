@@ -132,7 +132,31 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1]
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    """Review decisions (see core/review.py): append-only, keyed by content hash."""
+    # AUTOINCREMENT: ids are never reused, so "highest id" is always "latest decision".
+    db.execute(
+        "CREATE TABLE decisions ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " hash TEXT NOT NULL CHECK (hash <> ''),"
+        " label TEXT CHECK (label IS NULL OR label IN ('unsafe', 'safe')),"
+        " reviewer TEXT NOT NULL,"
+        " decided_at TEXT NOT NULL,"
+        " model_id TEXT,"
+        " score REAL,"
+        " threshold REAL,"
+        " source_path TEXT,"
+        " undo_of INTEGER REFERENCES decisions(id))"
+    )
+    db.execute("CREATE INDEX idx_decisions_hash_id ON decisions (hash, id)")
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER decisions_no_{action.lower()} BEFORE {action} ON decisions "
+            "BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END"
+        )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1, _migrate_to_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -162,14 +186,16 @@ class KnownFile:
 
 
 @dataclass(frozen=True)
-class StoredResult:
-    """A file of a folder with its score for one model (None when it ended as an error)."""
+class FileOutcome:
+    """How one file ended: a score for a model (new or known) or an error with its reason."""
 
     path: Path
-    hash: str | None
-    score: float | None
+    hash: str | None = None
+    score: float | None = None
+    cached: bool = False
     error_kind: str | None = None
     error: str | None = None
+    mtime_ns: int | None = None
 
 
 @dataclass
@@ -369,24 +395,50 @@ class Library:
 
     # reads for the GUI, the CLI and export
 
-    def results(self, root: Path, model_id: str) -> Iterator[StoredResult]:
+    def results(self, root: Path, model_id: str) -> Iterator[FileOutcome]:
         """Every file under `root` with its score for `model_id`, then every error."""
         low, high = _prefix_range(root)
         rows = self.db.execute(
-            "SELECT f.path, f.raw_path, f.hash, s.unsafe FROM files f "
+            "SELECT f.path, f.raw_path, f.hash, s.unsafe, f.mtime_ns FROM files f "
             "LEFT JOIN scores s ON s.hash = f.hash AND s.model_id = ? "
             "WHERE f.path >= ? AND f.path < ? ORDER BY f.path",
             (model_id, low, high),
         )
-        for text, raw, digest, unsafe in rows:
-            yield StoredResult(path_from_row(text, raw), digest, unsafe)
+        for text, raw, digest, unsafe, mtime_ns in rows:
+            yield FileOutcome(path_from_row(text, raw), digest, unsafe, True, mtime_ns=mtime_ns)
         rows = self.db.execute(
-            "SELECT path, raw_path, kind, message FROM errors WHERE path >= ? AND path < ? "
-            "ORDER BY path",
+            "SELECT path, raw_path, kind, message, mtime_ns FROM errors "
+            "WHERE path >= ? AND path < ? ORDER BY path",
             (low, high),
         )
-        for text, raw, kind, message in rows:
-            yield StoredResult(path_from_row(text, raw), None, None, kind, message)
+        for text, raw, kind, message, mtime_ns in rows:
+            yield FileOutcome(path_from_row(text, raw), None, None, True, kind, message,
+                              mtime_ns)
+
+    def last_model_for(self, root: Path) -> str | None:
+        """The model of the latest scan of `root`, to show stored results before loading."""
+        row = self.db.execute(
+            "SELECT model_id FROM scans WHERE root = ? ORDER BY id DESC LIMIT 1",
+            (path_key(root)[0],),
+        ).fetchone()
+        return row[0] if row else None
+
+    def file_facts(self, path: Path) -> dict | None:
+        row = self.db.execute(
+            "SELECT size, mtime_ns, hash, width, height, format FROM files WHERE path = ?",
+            (path_key(path)[0],),
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("size", "mtime_ns", "hash", "width", "height", "format"), row,
+                        strict=True))
+
+    def scores_by_model(self, content_hash: str) -> dict[str, float]:
+        rows = self.db.execute(
+            "SELECT model_id, unsafe FROM scores WHERE hash = ? ORDER BY scored_at",
+            (content_hash,),
+        )
+        return dict(rows)
 
     def embedding(self, content_hash: str, model_id: str) -> np.ndarray | None:
         row = self.db.execute(
