@@ -130,32 +130,12 @@ class _ProgressLine:
         if not self.enabled or now - self.last < 0.2:
             return
         self.last = now
-        if progress.phase == "download":
-            text = (f"{progress.message}: {progress.done / 2**20:,.1f} of "
-                    f"{progress.total / 2**20:,.1f} MiB")
-        elif progress.phase == "discover":
-            text = progress.message
-        else:
-            eta = f", ETA {_duration(progress.eta_s)}" if progress.eta_s else ""
-            text = (f"{progress.done:,}/{progress.total:,} files, {progress.errors:,} errors, "
-                    f"{progress.rate:.1f} images/s{eta}")
-        sys.stderr.write("\r\x1b[K" + text)
+        sys.stderr.write("\r\x1b[K" + progress.describe())
         sys.stderr.flush()
 
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write("\r\x1b[K")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def run_scan(args: argparse.Namespace) -> int:

@@ -23,6 +23,28 @@ class Progress:
     def fraction(self) -> float:
         return self.done / self.total if self.total else 0.0
 
+    def describe(self) -> str:
+        """One line for a status bar or a terminal: counts, rate and ETA, or download size."""
+        if self.phase == "download":
+            return (f"{self.message}: {self.done / 2**20:,.1f} of "
+                    f"{self.total / 2**20:,.1f} MiB")
+        if self.phase == "discover":
+            return self.message
+        eta = ""
+        if self.eta_s is not None and self.done < self.total:
+            eta = f" · ETA {format_duration(self.eta_s)}"
+        errors = f" · {self.errors:,} errors" if self.errors else ""
+        return f"{self.done:,} / {self.total:,}{errors} · {self.rate:.1f} images/s{eta}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
 
 ProgressCallback = Callable[[Progress], None]
 

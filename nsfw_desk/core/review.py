@@ -1,0 +1,201 @@
+"""Review decisions: an append-only log per content hash; the latest decision is the label.
+
+A decision belongs to the content, not the path, so it follows a file across renames and
+covers every duplicate. Nothing is ever updated or deleted (triggers refuse it): clearing
+appends a NULL label and undo appends the label from before, so the log is a full audit
+trail of who decided what, when, and what the model said at that moment.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from nsfw_desk.core.store import Library, path_key
+
+LABELS = ("unsafe", "safe")
+FALLBACK_REVIEWER = "reviewer"
+_CHUNK = 500  # bound parameters per IN list, well under old SQLite's 999 limit
+_COLUMNS = ("id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, "
+            "undo_of")
+_INSERT = ("INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
+           "threshold, source_path, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# The latest decision of each hash; the (hash, id) index answers it without a table scan.
+_LATEST = "SELECT MAX(id) FROM decisions {where} GROUP BY hash"
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    """What the GUI knows about one item when the reviewer decides on it."""
+
+    hash: str
+    model_id: str | None = None
+    score: float | None = None  # the model's unsafe score shown to the reviewer
+    source_path: Path | str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One stored row of the log."""
+
+    id: int
+    hash: str
+    label: str | None
+    reviewer: str
+    decided_at: str
+    model_id: str | None
+    score: float | None
+    threshold: float | None
+    source_path: str | None
+    undo_of: int | None
+
+
+def default_reviewer() -> str:
+    """The OS user name; getpass can fail without a login name (containers, services)."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # OSError, KeyError or ImportError depending on the platform
+        name = ""
+    return name or FALLBACK_REVIEWER
+
+
+def now_utc() -> str:
+    """ISO 8601 UTC with milliseconds and a 'Z': fixed width, so text order is time order."""
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _check_label(label: str | None) -> None:
+    if label is not None and label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS} or None, not {label!r}")
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start:start + _CHUNK]
+
+
+class ReviewStore:
+    """Decisions of one library. Every write is one transaction, committed on return."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return self.library.db
+
+    # writes
+
+    def decide(self, items: Sequence[DecisionInput], label: str | None, *, reviewer: str,
+               threshold: float) -> list[int]:
+        """Give every item the same label (None clears it); return the new ids in order."""
+        return self.apply_labels([(item, label) for item in items], reviewer=reviewer,
+                                 threshold=threshold)
+
+    def apply_labels(self, changes: Sequence[tuple[DecisionInput, str | None]], *,
+                     reviewer: str, threshold: float,
+                     undo_of: Sequence[int | None] | None = None) -> list[int]:
+        """Append one decision per (item, label), all or none; return the new ids in order.
+
+        For undo of a multi-select whose items had different labels before; `undo_of`, aligned
+        with `changes`, names the decision each new one reverts.
+        """
+        changes = list(changes)
+        for _, label in changes:
+            _check_label(label)
+        if undo_of is not None and len(undo_of) != len(changes):
+            raise ValueError("undo_of must have one entry per change")
+        if not isinstance(reviewer, str) or not reviewer.strip():
+            raise ValueError("reviewer must be a non-empty name")
+        if not changes:
+            return []
+        if self.db.conn.in_transaction:
+            # atomic() would become a savepoint of the caller's transaction: not durable here.
+            raise RuntimeError("decisions must not be written inside another transaction")
+        at = now_utc()
+        reverts = undo_of if undo_of is not None else [None] * len(changes)
+        ids: list[int] = []
+        with self.db.atomic():
+            for (item, label), reverted in zip(changes, reverts, strict=True):
+                path = path_key(item.source_path)[0] if item.source_path is not None else None
+                score = float(item.score) if item.score is not None else None
+                cursor = self.db.execute(
+                    _INSERT, (item.hash, label, reviewer, at, item.model_id, score,
+                              float(threshold), path, reverted))
+                ids.append(int(cursor.lastrowid))
+        return ids
+
+    def revert(self, ids: Sequence[int], *, reviewer: str, threshold: float) -> list[int]:
+        """Undo decisions `ids` by appending, for each, the label its hash had just before.
+
+        Reverting the ids this returns is redo. When one hash appears several times in `ids`
+        (duplicates in a multi-select) they all go back to the label before the earliest.
+        Reads only rows older than `ids`, which never change, so no lock is needed for them.
+        """
+        rows = {d.id: d for d in self._decisions_by_id(ids)}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise ValueError(f"no such decisions: {missing}")
+        first: dict[str, int] = {}
+        for i in ids:
+            first[rows[i].hash] = min(first.get(rows[i].hash, i), i)
+        before = {h: self._label_before(h, i) for h, i in first.items()}
+        changes = [(DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score,
+                                  rows[i].source_path), before[rows[i].hash]) for i in ids]
+        return self.apply_labels(changes, reviewer=reviewer, threshold=threshold,
+                                 undo_of=list(ids))
+
+    # reads
+
+    def current_labels(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
+        """hash → label for hashes whose latest decision is not a clear; all hashes if None."""
+        sql = ("SELECT hash, label FROM decisions WHERE label IS NOT NULL AND id IN ("
+               + _LATEST + ")")
+        if hashes is None:
+            return dict(self.db.execute(sql.format(where="")))
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(hashes))):
+            where = f"WHERE hash IN ({','.join('?' * len(chunk))})"
+            found.update(self.db.execute(sql.format(where=where), chunk))
+        return found
+
+    def previous_labels(self, hashes: Iterable[str]) -> dict[str, str | None]:
+        """Every given hash → its current label or None: what an undo has to restore."""
+        hashes = list(hashes)
+        current = self.current_labels(hashes)
+        return {h: current.get(h) for h in hashes}
+
+    def history(self, content_hash: str) -> list[Decision]:
+        """Every decision on one content, oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM decisions WHERE hash = ? ORDER BY id", (content_hash,))
+        return [Decision(*row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """How many contents currently carry each label (every label present, maybe 0)."""
+        rows = self.db.execute(
+            "SELECT label, COUNT(*) FROM decisions WHERE label IS NOT NULL AND id IN ("
+            + _LATEST.format(where="") + ") GROUP BY label")
+        return {label: 0 for label in LABELS} | dict(rows)
+
+    def _decisions_by_id(self, ids: Sequence[int]) -> list[Decision]:
+        found: list[Decision] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = [int(i) for i in ids[start:start + _CHUNK]]
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM decisions WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk)
+            found.extend(Decision(*row) for row in rows)
+        return found
+
+    def _label_before(self, content_hash: str, decision_id: int) -> str | None:
+        row = self.db.execute(
+            "SELECT label FROM decisions WHERE hash = ? AND id < ? ORDER BY id DESC LIMIT 1",
+            (content_hash, decision_id)).fetchone()
+        return row[0] if row else None

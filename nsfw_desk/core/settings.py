@@ -1,0 +1,91 @@
+"""User settings, kept as JSON in the platformdirs config folder (owner-only, atomic writes)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import platformdirs
+
+from nsfw_desk.core.review import default_reviewer
+from nsfw_desk.core.store import APP_NAME
+
+log = logging.getLogger(__name__)
+MAX_RECENT = 10
+
+
+def settings_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "settings.json"
+
+
+@dataclass
+class Settings:
+    """What the desk remembers between runs; unknown or invalid entries fall back to defaults."""
+
+    model: str = ""  # hub id or local folder; "" is the pinned default model
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 8
+    blur_strength: int = 12  # 1 (barely) to 32 (shapes only)
+    grayscale: bool = False
+    reviewer: str = field(default_factory=default_reviewer)
+    auto_advance: bool = True
+    threshold: float = 0.5
+    thumbnail_size: int = 160
+    sort: str = "score"
+    filter: str = "all"
+    recent_folders: list[str] = field(default_factory=list)
+    window_geometry: str = ""  # base64 of Qt's saveGeometry()
+    window_state: str = ""
+    splitter_state: str = ""
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Settings:
+        path = path or settings_path()
+        settings = cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return settings
+        except (OSError, ValueError) as exc:
+            log.warning("settings file unreadable, using defaults: %s", exc)
+            return settings
+        if not isinstance(data, dict):
+            return settings
+        for f in fields(cls):
+            value = data.get(f.name)
+            default = getattr(settings, f.name)
+            if value is not None and type(value) is type(default):
+                setattr(settings, f.name, value)
+            elif isinstance(default, float) and isinstance(value, int):
+                setattr(settings, f.name, float(value))
+        settings.threshold = min(1.0, max(0.0, settings.threshold))
+        settings.blur_strength = min(32, max(1, settings.blur_strength))
+        settings.batch_size = max(1, settings.batch_size)
+        return settings
+
+    def save(self, path: Path | None = None) -> None:
+        path = path or settings_path()
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".settings.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(asdict(self), fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def add_recent(self, folder: Path | str) -> None:
+        text = str(folder)
+        self.recent_folders = [text] + [f for f in self.recent_folders if f != text]
+        del self.recent_folders[MAX_RECENT:]
