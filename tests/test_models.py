@@ -682,10 +682,17 @@ def test_load_model_on_unavailable_cuda_is_a_model_error(model_dir, no_gpu):
         load_model(model_dir, device="cuda")
 
 
-def test_choose_precision():
+def test_choose_precision(monkeypatch):
+    from nsfw_desk.core import models
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
     assert choose_precision(cpu) == "fp32"
     assert choose_precision(cpu, "auto") == "fp32"
+    assert choose_precision(cuda, "auto") == "fp16"
+    assert choose_precision(torch.device("mps"), "auto") == "fp32"
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert choose_precision(cpu, "auto") == "bf16"  # measured faster, 0% flips: see bench
     assert choose_precision(cuda, "auto") == "fp16"
     for value in ("fp32", "fp16", "bf16"):
         assert choose_precision(cpu, value) == value
@@ -740,3 +747,18 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
     message = str(exc.value)
     assert "someorg/somemodel" in message and "a" * 40 in message
     assert "unreachable" in message and "local folder" in message
+
+
+def test_native_bf16_detection_reads_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from nsfw_desk.core import models
+
+    real_open = builtins.open
+    for flags, expected in (("fpu avx2 avx512f", False), ("fpu avx512_bf16 avx2", True),
+                            ("fpu amx_bf16", True)):
+        fake = tmp_path / "cpuinfo"
+        fake.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda p, *a, _f=fake, **k: real_open(
+            _f if p == "/proc/cpuinfo" else p, *a, **k))
+        assert models.cpu_has_native_bf16() is expected

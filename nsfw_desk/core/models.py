@@ -212,14 +212,36 @@ def choose_device(requested: str = "auto") -> torch.device:
 
 
 def choose_precision(device: torch.device, requested: str = "auto") -> str:
-    """fp16 autocast on CUDA; fp32 elsewhere unless asked (see README: Precision)."""
+    """fp16 autocast on CUDA; bf16 on CPUs with native bf16; fp32 elsewhere.
+
+    The CPU rule follows `nsfw-desk bench`: on an AVX512-BF16 CPU, bf16 autocast scanned
+    1.17-1.36× faster than fp32 and flipped 0.00% of decisions at 0.5 (max |Δp| 0.006).
+    Without native bf16 it is emulated and slower, so fp32 stays. See README: Precision.
+    """
     if requested not in PRECISIONS:
         raise ModelError(
             f"Unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}."
         )
     if requested != "auto":
         return requested
-    return "fp16" if device.type == "cuda" else "fp32"
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def available_cores() -> int:
