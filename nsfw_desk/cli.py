@@ -1,4 +1,4 @@
-"""The `nsfw-desk` command: `scan` and `bench` on the core (the desk window comes later).
+"""The `nsfw-desk` command: the desk window by default, `scan` and `bench` on the core.
 
 Exit codes: 0 the command ran (a scan with per-file errors still ran), 1 interrupted or an
 unexpected failure, 2 bad usage, 3 the model could not be loaded.
@@ -47,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more log output (-vv for debug, which includes file paths)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    gui = commands.add_parser("gui", help="open the review desk (the default command)",
+                              description="Open the review desk; with FOLDER, scan it too. "
+                                          "`nsfw-desk [FOLDER]` does the same.")
+    gui.add_argument("folder", type=Path, nargs="?", metavar="FOLDER")
+    _add_model_options(gui)
+    gui.add_argument("--db", type=Path, default=None, metavar="PATH",
+                     help="library file (default: in the user data folder)")
+    gui.add_argument("--quit-after-paint", action="store_true", help=argparse.SUPPRESS)
+
     scan = commands.add_parser("scan", help="score every image under a folder",
                                description="Score every image under FOLDER and store the "
                                            "results; unchanged files are not read again.")
@@ -94,8 +103,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+COMMANDS = ("gui", "scan", "bench")
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a in COMMANDS or a in ("-h", "--help", "--version") for a in argv):
+        argv.insert(0, "gui")  # `nsfw-desk` and `nsfw-desk FOLDER` open the desk
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
@@ -104,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    if args.command == "gui":
+        return run_gui(args, started)
     try:
         if args.command == "scan":
             return run_scan(args)
@@ -116,6 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def run_gui(args: argparse.Namespace, started: float) -> int:
+    if args.folder is not None and not args.folder.expanduser().is_dir():
+        print(f"nsfw-desk: {args.folder} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    from nsfw_desk.gui.app import run_gui as start
+
+    return start(args.folder.expanduser() if args.folder else None, model=args.model,
+                 device=None if args.device == "auto" else args.device, db=args.db,
+                 quit_after_paint=args.quit_after_paint, started=started)
 
 
 class _ProgressLine:

@@ -1,0 +1,1 @@
+"""The desk's Qt (PySide6) layer: a thin window over nsfw_desk.core."""

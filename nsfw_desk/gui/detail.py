@@ -1,0 +1,131 @@
+"""The detail pane: the selected image larger (blurred unless revealed), facts and history."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QPixmap
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from nsfw_desk.gui.thumbnails import ThumbnailCache
+
+
+class DetailPane(QWidget):
+    reveal_requested = Signal(bool)  # pressed (True) / released (False) on the preview
+
+    def __init__(self, thumbnails: ThumbnailCache, parent=None) -> None:
+        super().__init__(parent)
+        self.thumbnails = thumbnails
+        self.hash: str | None = None
+        self.path: Path | None = None
+        self.revealed = False
+        self.hide_all = False
+
+        self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(QSize(240, 240))
+        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.preview.setStyleSheet("background: #30333a; color: #c8ccd4;")
+        self.preview.setToolTip("Press and hold (or hold Space) to reveal")
+        self.preview.mousePressEvent = lambda e: self.reveal_requested.emit(True)
+        self.preview.mouseReleaseEvent = lambda e: self.reveal_requested.emit(False)
+
+        self.path_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.size_label = QLabel()
+        self.dims_label = QLabel()
+        self.scores_label = QLabel(wordWrap=True)
+        self.label_label = QLabel()
+        self.history = QPlainTextEdit(readOnly=True)
+        self.history.setMaximumHeight(140)
+        self.show_button = QPushButton("Show in folder")
+        self.show_button.clicked.connect(self.show_in_folder)
+
+        facts = QFormLayout()
+        facts.addRow("File", self.path_label)
+        facts.addRow("Size", self.size_label)
+        facts.addRow("Dimensions", self.dims_label)
+        facts.addRow("Scores", self.scores_label)
+        facts.addRow("Label", self.label_label)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.preview, 1)
+        layout.addLayout(facts)
+        layout.addWidget(QLabel("Decision history"))
+        layout.addWidget(self.history)
+        layout.addWidget(self.show_button)
+        self.show_item(None)
+        thumbnails.changed.connect(self._thumbnail_arrived)
+
+    def show_item(self, path: Path | None, content_hash: str | None = None, *,
+                  facts: dict | None = None, scores: dict[str, float] | None = None,
+                  label: str | None = None, error: str | None = None,
+                  history: list | None = None) -> None:
+        self.path, self.hash, self.revealed = path, content_hash, False
+        self.show_button.setEnabled(path is not None)
+        self.path_label.setText(str(path) if path else "No image selected")
+        facts = facts or {}
+        size = facts.get("size")
+        self.size_label.setText(f"{size / 1024:,.0f} KiB" if size else "")
+        w, h = facts.get("width"), facts.get("height")
+        self.dims_label.setText(f"{w} × {h} {facts.get('format') or ''}" if w and h else "")
+        if error:
+            self.scores_label.setText(f"<span style='color:#d64545'>{error}</span>")
+        else:
+            self.scores_label.setText("<br>".join(
+                f"{score:.3f} — {_short(model)}" for model, score in (scores or {}).items()
+                if score is not None and not math.isnan(score)))
+        self.label_label.setText({"unsafe": "Unsafe", "safe": "Safe"}.get(label, "Not reviewed"))
+        self.history.setPlainText("\n".join(
+            f"{d.decided_at}  {d.label or 'cleared'}  by {d.reviewer}"
+            + (f"  (score {d.score:.2f} at threshold {d.threshold:.2f})"
+               if d.score is not None and d.threshold is not None else "")
+            for d in (history or [])))
+        self._paint_preview()
+
+    def set_revealed(self, revealed: bool) -> None:
+        self.revealed = revealed
+        self._paint_preview()
+
+    def set_hide_all(self, hidden: bool) -> None:
+        self.hide_all = hidden
+        self._paint_preview()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._paint_preview()
+
+    def _thumbnail_arrived(self, content_hash: str) -> None:
+        if content_hash == self.hash:
+            self._paint_preview()
+
+    def _paint_preview(self) -> None:
+        pixmap: QPixmap | None = None
+        if self.hash and not self.hide_all:
+            pixmap = (self.thumbnails.original(self.hash) if self.revealed
+                      else self.thumbnails.blurred(self.hash))
+        if pixmap is None or pixmap.isNull():
+            self.preview.setPixmap(QPixmap())
+            self.preview.setText("Hidden" if self.hide_all else "")
+            return
+        self.preview.setPixmap(pixmap.scaled(self.preview.size(),
+                                             Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation))
+
+    def show_in_folder(self) -> None:
+        if self.path is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path.parent)))
+
+
+def _short(model_id: str) -> str:
+    if model_id.startswith("sha256:"):
+        return f"local model {model_id[7:19]}…"
+    name, _, rev = model_id.partition("@")
+    return f"{name}@{rev[:8]}" if rev else name

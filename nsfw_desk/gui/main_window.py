@@ -1,0 +1,576 @@
+"""The desk's main window: grid, threshold, filters, detail pane, review keys, status bar.
+
+A thin layer: scanning happens in the worker thread, decisions go through the core's
+ReviewStore, and this window only arranges widgets and routes actions.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QEvent, QItemSelectionModel, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QLabel,
+    QListView,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QToolBar,
+    QWidget,
+)
+
+from nsfw_desk.core.progress import Progress
+from nsfw_desk.core.review import DecisionInput, ReviewStore
+from nsfw_desk.core.settings import Settings
+from nsfw_desk.core.store import Library
+from nsfw_desk.gui.commands import DecisionCommand
+from nsfw_desk.gui.detail import DetailPane
+from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.settings_dialog import SettingsDialog
+from nsfw_desk.gui.thumbnails import ThumbnailCache
+from nsfw_desk.gui.tiles import TileDelegate
+from nsfw_desk.gui.worker import ScanRequest, WorkerThread
+
+log = logging.getLogger(__name__)
+THUMB_SIZES = (96, 128, 160, 200, 256)
+
+
+class MainWindow(QMainWindow):
+    scan_requested = Signal(object)  # ScanRequest, queued to the worker thread
+    first_paint = Signal()
+
+    def __init__(self, settings: Settings, *, library_path: Path | None = None,
+                 model: str | None = None, device: str | None = None,
+                 save_settings: bool = True) -> None:
+        super().__init__()
+        self.settings = settings
+        self.save_settings = save_settings
+        self.model_override, self.device_override = model, device
+        self.library = Library(library_path)
+        self.reviews = ReviewStore(self.library)
+        self.model_id: str | None = None
+        self.device_text = ""
+        self.folder: Path | None = None
+        self.scanning = False
+        self._seen_paths: set[Path] = set()
+        self._painted = False
+
+        self.setWindowTitle("nsfw-desk")
+        self.setAcceptDrops(True)
+        self.undo_stack = QUndoStack(self)
+        self.thumbnails = ThumbnailCache(self.library.thumbnails_path,
+                                         strength=settings.blur_strength,
+                                         grayscale=settings.grayscale, parent=self)
+        self.results = ResultsModel(self)
+        self.results.threshold = settings.threshold
+        self.results.sort = settings.sort if settings.sort in SORTS else "score"
+        self.results.filter = settings.filter if settings.filter in FILTERS else "all"
+
+        self._build_grid()
+        self.detail = DetailPane(self.thumbnails)
+        self.detail.reveal_requested.connect(self._reveal_current)
+        self.splitter = QSplitter()
+        self.splitter.addWidget(self.grid)
+        self.splitter.addWidget(self.detail)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.setCentralWidget(self.splitter)
+        self._build_toolbar()
+        self._build_status_bar()
+        self._build_menus()
+        self._restore_window()
+
+        self.worker = WorkerThread(library_path)
+        w = self.worker.worker
+        self.scan_requested.connect(w.scan, Qt.ConnectionType.QueuedConnection)
+        w.stored_results.connect(self._on_stored_results)
+        w.model_loading.connect(lambda name: self.status.setText(f"Loading {name}…"))
+        w.model_ready.connect(self._on_model_ready)
+        w.model_failed.connect(self._on_model_failed)
+        w.progress.connect(self._on_progress)
+        w.results.connect(self._on_results)
+        w.finished.connect(self._on_finished)
+        self.thumbnails.changed.connect(lambda _h: self.grid.viewport().update())
+        self._update_counts()
+
+    # --- building ----------------------------------------------------------------------
+
+    def _build_grid(self) -> None:
+        self.grid = QListView()
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setLayoutMode(QListView.LayoutMode.Batched)
+        self.grid.setBatchSize(2000)
+        self.grid.setSpacing(4)
+        self.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.grid.setModel(self.results)
+        self.delegate = TileDelegate(self.thumbnails, self.settings.thumbnail_size, self.grid)
+        self.grid.setItemDelegate(self.delegate)
+        self.grid.selectionModel().currentChanged.connect(lambda *_: self._show_detail())
+        self.grid.installEventFilter(self)
+        self.grid.viewport().installEventFilter(self)
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Threshold and filters")
+        bar.setObjectName("filters")
+        bar.setMovable(False)
+        self.addToolBar(bar)
+        bar.addWidget(QLabel(" Threshold "))
+        self.slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100)
+        self.slider.setFixedWidth(220)
+        self.slider.setValue(round(self.settings.threshold * 100))
+        self.spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, decimals=2)
+        self.spin.setValue(self.settings.threshold)
+        self.slider.valueChanged.connect(lambda v: self.spin.setValue(v / 100))
+        self.spin.valueChanged.connect(self.set_threshold)
+        bar.addWidget(self.slider)
+        bar.addWidget(self.spin)
+        bar.addSeparator()
+        self.counts_label = QLabel()
+        bar.addWidget(self.counts_label)
+        spacer = QWidget()
+        spacer.setSizePolicy(spacer.sizePolicy().horizontalPolicy().Expanding,
+                             spacer.sizePolicy().verticalPolicy())
+        bar.addWidget(spacer)
+        bar.addWidget(QLabel(" Show "))
+        self.filter_box = QComboBox()
+        for key, text in FILTERS.items():
+            self.filter_box.addItem(text, key)
+        self.filter_box.setCurrentIndex(list(FILTERS).index(self.results.filter))
+        self.filter_box.currentIndexChanged.connect(
+            lambda i: self.set_filter(self.filter_box.itemData(i)))
+        bar.addWidget(self.filter_box)
+        bar.addWidget(QLabel(" Sort "))
+        self.sort_box = QComboBox()
+        for key, text in SORTS.items():
+            self.sort_box.addItem(text, key)
+        self.sort_box.setCurrentIndex(list(SORTS).index(self.results.sort))
+        self.sort_box.currentIndexChanged.connect(
+            lambda i: self.set_sort(self.sort_box.itemData(i)))
+        bar.addWidget(self.sort_box)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status = QLabel("Open a folder to scan (Ctrl+O)")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFixedWidth(220)
+        self.progress_bar.setFormat("%v / %m")
+        self.progress_bar.hide()
+        self.device_label = QLabel()
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop the scan; what is scanned is kept (Ctrl+.)")
+        self.stop_button.clicked.connect(self.stop_scan)
+        self.stop_button.hide()
+        bar.addWidget(self.status, 1)
+        bar.addPermanentWidget(self.progress_bar)
+        bar.addPermanentWidget(self.device_label)
+        bar.addPermanentWidget(self.stop_button)
+
+    def _action(self, menu, text: str, slot, shortcuts=(), *, checkable=False,
+                checked=False) -> QAction:
+        action = QAction(text, self)
+        if shortcuts:
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        action.setCheckable(checkable)
+        if checkable:
+            action.setChecked(checked)
+            action.toggled.connect(slot)
+        else:
+            action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work wherever focus is in the window
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "&Open folder…", self.choose_folder, ["Ctrl+O"])
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self._fill_recent()
+        self.rescan_action = self._action(file_menu, "&Rescan", self.rescan, ["F5"])
+        self.stop_action = self._action(file_menu, "&Stop scan", self.stop_scan, ["Ctrl+."])
+        file_menu.addSeparator()
+        self._action(file_menu, "&Settings…", self.open_settings, ["Ctrl+,"])
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, ["Ctrl+Q"])
+
+        edit = bar.addMenu("&Edit")
+        undo = self.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcuts([QKeySequence("Ctrl+Z")])
+        redo = self.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        for action in (undo, redo):
+            edit.addAction(action)
+            self.addAction(action)
+        edit.addSeparator()
+        self._action(edit, "Select &all", self.grid.selectAll, ["Ctrl+A"])
+
+        review = bar.addMenu("&Review")
+        self._action(review, "Mark &unsafe", lambda: self.decide("unsafe"), ["U"])
+        self._action(review, "Mark &safe", lambda: self.decide("safe"), ["S"])
+        self._action(review, "&Clear label", lambda: self.decide(None), ["0", "Backspace"])
+        review.addSeparator()
+        self._action(review, "&Next image", lambda: self.move(1), ["J"])
+        self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
+        review.addSeparator()
+        self.auto_advance_action = self._action(
+            review, "&Auto-advance after a decision", self._set_auto_advance,
+            checkable=True, checked=self.settings.auto_advance)
+
+        view = bar.addMenu("&View")
+        reveal = QAction("&Reveal selected (hold Space or press and hold)", self)
+        reveal.setShortcut(QKeySequence("Space"))
+        reveal.setEnabled(False)  # shown for discoverability; the key is handled on press/release
+        view.addAction(reveal)
+        self.hide_action = self._action(view, "&Hide all images", self.toggle_hide_all, ["Esc"],
+                                        checkable=True)
+        view.addSeparator()
+        self._action(view, "&Larger thumbnails", lambda: self.zoom(1), ["Ctrl++", "Ctrl+="])
+        self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
+
+    # --- folders and scanning -----------------------------------------------------------
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images",
+                                                  str(self.folder or Path.home()))
+        if folder:
+            self.open_folder(Path(folder))
+
+    def open_folder(self, folder: Path) -> None:
+        folder = Path(folder).expanduser().resolve()
+        if not folder.is_dir():
+            QMessageBox.warning(self, "Not a folder", f"{folder} is not a folder.")
+            return
+        if self.scanning:
+            self.stop_scan()
+        self.folder = folder
+        self.setWindowTitle(f"{folder.name} — nsfw-desk")
+        self.settings.add_recent(folder)
+        self._fill_recent()
+        self.results.reset(folder)
+        self.detail.show_item(None)
+        self._start_scan()
+
+    def rescan(self) -> None:
+        if self.folder is not None and not self.scanning:
+            self._start_scan()
+
+    def _start_scan(self) -> None:
+        self.scanning = True
+        self._seen_paths = set()
+        self.status.setText(f"Scanning {self.folder}…")
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        self.stop_button.show()
+        self.scan_requested.emit(ScanRequest(
+            self.folder,
+            self.model_override if self.model_override is not None else self.settings.model,
+            self.device_override or self.settings.device,
+            self.settings.precision,
+            self.settings.batch_size,
+        ))
+
+    def stop_scan(self) -> None:
+        if self.scanning:
+            self.worker.worker.cancel()
+            self.status.setText("Stopping…")
+
+    def _on_stored_results(self, folder: Path, model_id: str, outcomes: list) -> None:
+        if folder != self.folder:
+            return
+        self.model_id = model_id
+        current = self._current_path()
+        hashes = {o.hash for o in outcomes if o.hash}
+        self.results.reset(folder, outcomes, self.reviews.current_labels(hashes))
+        self._select_path(current)
+        self._update_counts()
+
+    def _on_model_ready(self, model_id: str, description: str) -> None:
+        self.model_id = model_id
+        self.device_text = description
+        self.device_label.setText(description)
+
+    def _on_model_failed(self, message: str) -> None:
+        self.status.setText("The model could not be loaded")
+        box = QMessageBox(QMessageBox.Icon.Critical, "Model not available", message,
+                          parent=self)
+        choose = box.addButton("Choose a local model folder…",
+                               QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.exec()
+        if box.clickedButton() is choose:
+            folder = QFileDialog.getExistingDirectory(
+                self, "Choose a model folder (config.json + model.safetensors)")
+            if folder:
+                self.settings.model = folder
+                self.model_override = None
+                self._save_settings()
+                if self.folder is not None and not self.scanning:
+                    self._start_scan()
+
+    def _on_progress(self, progress: Progress) -> None:
+        if progress.phase in ("scan", "download") and progress.total:
+            self.progress_bar.setRange(0, progress.total)
+            self.progress_bar.setValue(progress.done)
+        self.status.setText(progress.describe())
+
+    def _on_results(self, folder: Path, outcomes: list) -> None:
+        if folder != self.folder:
+            return
+        self._seen_paths.update(o.path for o in outcomes)
+        new_hashes = {o.hash for o in outcomes if o.hash}
+        labels = self.reviews.current_labels(new_hashes)
+        self.results.merge(outcomes)
+        if labels:
+            self.results.set_labels(labels)
+        self._update_counts()
+        if self.grid.currentIndex().row() < 0 and self.results.rowCount() > 0:
+            self.grid.setCurrentIndex(self.results.index(0))
+
+    def _on_finished(self, folder: Path, summary) -> None:
+        self.scanning = False
+        self.progress_bar.hide()
+        self.stop_button.hide()
+        if folder != self.folder or summary is None:
+            return
+        if not summary.cancelled:
+            self.results.remove_missing(self._seen_paths)
+        self._update_counts()
+        verb = "Stopped" if summary.cancelled else "Scanned"
+        self.status.setText(
+            f"{verb}: {summary.files:,} files in {summary.elapsed_s:.1f} s · "
+            f"{summary.scored:,} new · {summary.errors:,} errors")
+
+    # --- threshold, filter, sort ------------------------------------------------------------
+
+    def set_threshold(self, value: float) -> None:
+        value = round(float(value), 2)
+        self.settings.threshold = value
+        if self.slider.value() != round(value * 100):
+            self.slider.blockSignals(True)
+            self.slider.setValue(round(value * 100))
+            self.slider.blockSignals(False)
+        current = self._current_path()
+        self.results.set_threshold(value)
+        self._select_path(current)
+        self._update_counts()
+
+    def set_filter(self, name: str) -> None:
+        current = self._current_path()
+        self.settings.filter = name
+        self.results.set_filter(name)
+        self._select_path(current)
+        self._update_counts()
+
+    def set_sort(self, name: str) -> None:
+        current = self._current_path()
+        self.settings.sort = name
+        self.results.set_sort(name)
+        self._select_path(current)
+
+    def _update_counts(self) -> None:
+        self.counts_label.setText("  " + str(self.results.counts()) + "  ")
+
+    # --- review -----------------------------------------------------------------------
+
+    def decide(self, label: str | None) -> None:
+        rows = sorted(i.row() for i in self.grid.selectionModel().selectedIndexes())
+        if not rows and self.grid.currentIndex().isValid():
+            rows = [self.grid.currentIndex().row()]
+        items = []
+        for row in rows:
+            index = self.results.index(row)
+            digest = index.data(Role.HASH)
+            if digest and not index.data(Role.ERROR):
+                items.append(DecisionInput(digest, self.model_id, index.data(Role.SCORE),
+                                           index.data(Role.PATH)))
+        if not items:
+            return
+        last_path = self.results.index(rows[-1]).data(Role.PATH)
+        command = DecisionCommand(self.reviews, items, label, reviewer=self.settings.reviewer,
+                                  threshold=self.results.threshold,
+                                  on_change=self._labels_changed)
+        self.undo_stack.push(command)  # push runs redo(): the decision is committed here
+        if self.settings.auto_advance:
+            position = self.results.row_of(last_path)
+            if position is None:  # filtered away by its new label: stay at the same place
+                position = min(rows[-1] - len(rows), self.results.rowCount() - 2)
+            self._select_row(min(position + 1, self.results.rowCount() - 1))
+        else:
+            self._show_detail()
+
+    def _labels_changed(self, labels: dict[str, str | None]) -> None:
+        current = self._current_path()
+        self.results.set_labels(labels)
+        self._select_path(current)
+        self._update_counts()
+        self._show_detail()
+
+    def move(self, step: int) -> None:
+        row = self.grid.currentIndex().row()
+        self._select_row(max(0, min(self.results.rowCount() - 1, row + step)))
+
+    def _set_auto_advance(self, on: bool) -> None:
+        self.settings.auto_advance = on
+
+    # --- reveal, hide, zoom -----------------------------------------------------------
+
+    def _reveal_current(self, on: bool) -> None:
+        digest = self.grid.currentIndex().data(Role.HASH) if on else None
+        self.delegate.revealed = digest
+        self.detail.set_revealed(on and digest is not None)
+        self.grid.viewport().update()
+
+    def toggle_hide_all(self, hidden: bool) -> None:
+        self.delegate.hide_all = hidden
+        self.detail.set_hide_all(hidden)
+        self.grid.viewport().update()
+
+    def zoom(self, step: int) -> None:
+        sizes = THUMB_SIZES
+        current = min(range(len(sizes)), key=lambda i: abs(sizes[i] - self.delegate.size))
+        size = sizes[max(0, min(len(sizes) - 1, current + step))]
+        self.delegate.size = size
+        self.settings.thumbnail_size = size
+        self.grid.setGridSize(self.delegate.tile_size() + QSize(4, 4))
+        self.results.layoutChanged.emit()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        kind = event.type()
+        if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) \
+                and event.key() == Qt.Key.Key_Space:
+            if not event.isAutoRepeat():
+                self._reveal_current(kind == QEvent.Type.KeyPress)
+            return True
+        if watched is self.grid.viewport() and kind == QEvent.Type.MouseButtonRelease:
+            self._reveal_current(False)
+        return super().eventFilter(watched, event)
+
+    # --- selection helpers --------------------------------------------------------------
+
+    def _current_path(self) -> Path | None:
+        index = self.grid.currentIndex()
+        return index.data(Role.PATH) if index.isValid() else None
+
+    def _select_path(self, path: Path | None) -> None:
+        if path is None:
+            return
+        position = self.results.row_of(path)
+        if position is not None:
+            self._select_row(position)
+
+    def _select_row(self, row: int) -> None:
+        if row < 0 or row >= self.results.rowCount():
+            self._show_detail()
+            return
+        index = self.results.index(row)
+        self.grid.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        self.grid.scrollTo(index)
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        index = self.grid.currentIndex()
+        if not index.isValid():
+            self.detail.show_item(None)
+            return
+        path, digest = index.data(Role.PATH), index.data(Role.HASH)
+        self.detail.show_item(
+            path, digest,
+            facts=self.library.file_facts(path),
+            scores=self.library.scores_by_model(digest) if digest else {},
+            label=index.data(Role.LABEL),
+            error=index.data(Role.ERROR),
+            history=self.reviews.history(digest) if digest else [],
+        )
+
+    # --- settings, recent folders, drag and drop, window state --------------------------
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec() != SettingsDialog.DialogCode.Accepted:
+            return
+        new = dialog.result_settings()
+        model_changed = (new.model, new.device, new.batch_size) != \
+            (self.settings.model, self.settings.device, self.settings.batch_size)
+        style_changed = (new.blur_strength, new.grayscale) != \
+            (self.settings.blur_strength, self.settings.grayscale)
+        self.settings = new
+        self.auto_advance_action.setChecked(new.auto_advance)
+        if style_changed:
+            self.thumbnails.set_style(new.blur_strength, new.grayscale)
+            self.grid.viewport().update()
+            self.detail.set_revealed(False)
+        if model_changed:
+            self.model_override = self.device_override = None
+        self._save_settings()
+        if model_changed and self.folder is not None:
+            if self.scanning:
+                self.stop_scan()
+            else:
+                self._start_scan()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for folder in self.settings.recent_folders:
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _=False, f=folder: self.open_folder(Path(f)))
+        self.recent_menu.setEnabled(bool(self.settings.recent_folders))
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        urls = event.mimeData().urls()
+        if urls and all(Path(u.toLocalFile()).is_dir() for u in urls[:1]):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_folder(Path(urls[0].toLocalFile()))
+
+    def _restore_window(self) -> None:
+        for text, restore in ((self.settings.window_geometry, self.restoreGeometry),
+                              (self.settings.window_state, self.restoreState),
+                              (self.settings.splitter_state, self.splitter.restoreState)):
+            if text:
+                restore(QByteArray(base64.b64decode(text)))
+        if not self.settings.window_geometry:
+            self.resize(1280, 800)
+        self.grid.setGridSize(self.delegate.tile_size() + QSize(4, 4))
+
+    def _save_settings(self) -> None:
+        if self.save_settings:
+            try:
+                self.settings.save()
+            except OSError as exc:
+                log.warning("could not save settings: %s", exc)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            self.first_paint.emit()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        def encode(data: QByteArray) -> str:
+            return base64.b64encode(bytes(data)).decode("ascii")
+
+        self.settings.window_geometry = encode(self.saveGeometry())
+        self.settings.window_state = encode(self.saveState())
+        self.settings.splitter_state = encode(self.splitter.saveState())
+        self._save_settings()
+        self.worker.stop()
+        self.thumbnails.wait_idle(2000)
+        self.library.close()
+        super().closeEvent(event)

@@ -1,0 +1,147 @@
+"""Thumbnails for painting: loaded and blurred off the GUI thread, cached as pixmaps.
+
+The stored thumbnails are unblurred; blurring happens here, at display time, so that blur
+strength and grayscale can change without touching the library. Only `blurred()` is used for
+ordinary painting; `original()` is asked for one deliberately revealed item.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtGui import QImage, QPixmap
+
+
+def blur_image(image: QImage, strength: int, grayscale: bool = False) -> QImage:
+    """A strong, cheap blur: shrink by `strength`, then grow back in two smooth steps."""
+    w, h = image.width(), image.height()
+    if w == 0 or h == 0:
+        return image
+    factor = max(2, int(strength))
+    small = image.scaled(max(1, w // factor), max(1, h // factor),
+                         Qt.AspectRatioMode.IgnoreAspectRatio,
+                         Qt.TransformationMode.SmoothTransformation)
+    middle = small.scaled(max(1, w // 2), max(1, h // 2), Qt.AspectRatioMode.IgnoreAspectRatio,
+                          Qt.TransformationMode.SmoothTransformation)
+    out = middle.scaled(w, h, Qt.AspectRatioMode.IgnoreAspectRatio,
+                        Qt.TransformationMode.SmoothTransformation)
+    if grayscale:
+        out = out.convertToFormat(QImage.Format.Format_Grayscale8)
+    return out.convertToFormat(QImage.Format.Format_RGB32)
+
+
+class _Signals(QObject):
+    done = Signal(str, int, QImage, QImage)  # hash, generation, original, blurred
+
+
+class _Reader:
+    """Read-only connections to the thumbnail database, one per pool thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._uri = Path(path).resolve().as_uri() + "?mode=ro"
+        self._local = threading.local()
+
+    def jpeg(self, content_hash: str) -> bytes | None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self._uri, uri=True, timeout=5, check_same_thread=False)
+            except sqlite3.Error:
+                return None
+            self._local.conn = conn
+        try:
+            row = conn.execute("SELECT jpeg FROM thumbnails WHERE hash = ?",
+                               (content_hash,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+
+class _Load(QRunnable):
+    def __init__(self, reader: _Reader, content_hash: str, generation: int, strength: int,
+                 grayscale: bool, signals: _Signals) -> None:
+        super().__init__()
+        self.reader, self.hash, self.generation = reader, content_hash, generation
+        self.strength, self.grayscale, self.signals = strength, grayscale, signals
+
+    def run(self) -> None:
+        data = self.reader.jpeg(self.hash)
+        image = QImage.fromData(data) if data else QImage()
+        blurred = blur_image(image, self.strength, self.grayscale) if not image.isNull() \
+            else QImage()
+        self.signals.done.emit(self.hash, self.generation, image, blurred)
+
+
+class ThumbnailCache(QObject):
+    """hash → (blurred, original) pixmaps, loaded on demand in a small thread pool."""
+
+    changed = Signal(str)  # a thumbnail arrived; views repaint
+
+    def __init__(self, thumbnails_path: Path | None, *, strength: int = 12,
+                 grayscale: bool = False, capacity: int = 3000, parent=None) -> None:
+        super().__init__(parent)
+        self.strength, self.grayscale, self.capacity = strength, grayscale, capacity
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._signals = _Signals()
+        self._signals.done.connect(self._arrived, Qt.ConnectionType.QueuedConnection)
+        self._cache: OrderedDict[str, tuple[QPixmap | None, QPixmap | None]] = OrderedDict()
+        self._pending: set[str] = set()
+        self._generation = 0
+        self.set_path(thumbnails_path)
+
+    def set_path(self, thumbnails_path: Path | None) -> None:
+        self._reader = _Reader(thumbnails_path) if thumbnails_path else None
+        self.clear()
+
+    def set_style(self, strength: int, grayscale: bool) -> None:
+        self.strength, self.grayscale = strength, grayscale
+        self.clear()
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._cache.clear()
+        self._pending.clear()
+
+    def blurred(self, content_hash: str | None) -> QPixmap | None:
+        """The blurred thumbnail, or None while it loads (paint a placeholder)."""
+        entry = self._get(content_hash)
+        return entry[0] if entry else None
+
+    def original(self, content_hash: str | None) -> QPixmap | None:
+        entry = self._get(content_hash)
+        return entry[1] if entry else None
+
+    def wait_idle(self, timeout_ms: int = 5000) -> bool:
+        """For tests and screenshots: wait for queued loads (their results still queue)."""
+        return self._pool.waitForDone(timeout_ms)
+
+    def _get(self, content_hash: str | None):
+        if not content_hash:
+            return None
+        entry = self._cache.get(content_hash)
+        if entry is not None:
+            self._cache.move_to_end(content_hash)
+            return entry
+        if content_hash not in self._pending and self._reader is not None:
+            self._pending.add(content_hash)
+            self._pool.start(_Load(self._reader, content_hash, self._generation, self.strength,
+                                   self.grayscale, self._signals))
+        return None
+
+    def _arrived(self, content_hash: str, generation: int, original: QImage,
+                 blurred: QImage) -> None:
+        if generation != self._generation:
+            return  # made before the style changed; a fresh load is or will be queued
+        self._pending.discard(content_hash)
+        if original.isNull():
+            self._cache[content_hash] = (None, None)
+        else:
+            self._cache[content_hash] = (QPixmap.fromImage(blurred), QPixmap.fromImage(original))
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        self.changed.emit(content_hash)

@@ -1,0 +1,135 @@
+"""The one background pattern of the desk: a worker QObject living on its own QThread.
+
+The worker owns the model (torch is imported here, never on the GUI thread) and its own
+library connection; it reports through queued signals. The GUI asks for work with `request`
+signals and stops it with `cancel()`, which only sets a thread-safe flag.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from nsfw_desk.core.progress import CancelToken
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    folder: Path
+    model: str | None  # hub id or folder; None or "" is the default model
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 8
+    unsafe_label: str | None = None
+
+
+class ScanWorker(QObject):
+    """Loads stored results, then the model, then scans; every step reports by signal."""
+
+    stored_results = Signal(object, str, list)  # folder, model id, list[FileOutcome]
+    model_loading = Signal(str)  # what is being loaded
+    model_ready = Signal(str, str)  # model id, device description
+    model_failed = Signal(str)  # a message for the user
+    progress = Signal(object)  # core Progress
+    results = Signal(object, list)  # folder, list[FileOutcome]
+    finished = Signal(object, object)  # folder, ScanSummary (None when it did not run)
+
+    def __init__(self, library_path: Path | None) -> None:
+        super().__init__()
+        self._library_path = library_path
+        self._library = None
+        self._model = None
+        self._model_key: tuple | None = None
+        self._cancel = CancelToken()
+
+    def cancel(self) -> None:
+        """Thread-safe: called from the GUI thread while `scan` runs here."""
+        self._cancel.cancel()
+
+    def _library_here(self):
+        from nsfw_desk.core.store import Library
+
+        if self._library is None:
+            self._library = Library(self._library_path)
+        return self._library
+
+    @Slot(object)
+    def scan(self, request: ScanRequest) -> None:
+        self._cancel = CancelToken()
+        cancel = self._cancel
+        folder = request.folder
+        try:
+            library = self._library_here()
+            known_model = self._model.model_id if self._model else library.last_model_for(folder)
+            if known_model:
+                self.stored_results.emit(folder, known_model,
+                                         list(library.results(folder, known_model)))
+            model = self._load(request)
+            if model is None or cancel.cancelled:
+                self.finished.emit(folder, None)
+                return
+            if model.model_id != known_model:
+                self.stored_results.emit(folder, model.model_id,
+                                         list(library.results(folder, model.model_id)))
+            from nsfw_desk.core.scan import ScanOptions, scan_folder
+
+            summary = scan_folder(
+                folder, model, library,
+                options=ScanOptions(batch_size=request.batch_size),
+                progress=self.progress.emit,
+                on_results=lambda outcomes: self.results.emit(folder, outcomes),
+                cancel=cancel,
+            )
+            self.finished.emit(folder, summary)
+        except Exception as exc:  # never let a worker exception vanish silently
+            log.exception("scan failed")
+            self.model_failed.emit(f"The scan stopped: {type(exc).__name__}: {exc}")
+            self.finished.emit(folder, None)
+
+    def _load(self, request: ScanRequest):
+        from nsfw_desk.core.models import ModelError, load_model
+
+        key = (request.model or "", request.device, request.precision, request.unsafe_label)
+        if self._model is not None and self._model_key == key:
+            return self._model
+        self.model_loading.emit(request.model or "the default model")
+        try:
+            model = load_model(request.model or None, device=request.device,
+                               precision=request.precision, unsafe_label=request.unsafe_label,
+                               progress=self.progress.emit)
+        except ModelError as exc:
+            self.model_failed.emit(str(exc))
+            return None
+        self._model, self._model_key = model, key
+        self.model_ready.emit(model.model_id, model.describe())
+        return model
+
+    @Slot()
+    def close(self) -> None:
+        if self._library is not None:
+            self._library.close()
+            self._library = None
+
+
+class WorkerThread:
+    """A started QThread with a ScanWorker on it; `submit` queues a request."""
+
+    def __init__(self, library_path: Path | None) -> None:
+        self.thread = QThread()
+        self.thread.setObjectName("nsfw-desk-worker")
+        self.worker = ScanWorker(library_path)
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 5000) -> None:
+        self.worker.cancel()
+        from PySide6.QtCore import QMetaObject, Qt
+
+        QMetaObject.invokeMethod(self.worker, "close", Qt.ConnectionType.QueuedConnection)
+        self.thread.quit()
+        self.thread.wait(timeout_ms)
