@@ -230,10 +230,14 @@ def run_bench(args: argparse.Namespace) -> int:
         rescan = measure_rescan(workdir, rescan_count)
         print(f"  rescan: {rescan['rescan_files_per_s']:,.0f} files/s "
               f"({rescan['files']:,} files in {rescan['rescan_s']:.2f} s; target ≥ 5,000/s)")
+    print("\ndesk:", flush=True)
+    from nsfw_desk.gui.bench_gui import print_desk_figures
+
+    desk = print_desk_figures()
     if args.json:
         payload = {"model": model_note, "device": model.describe(),
                    "corpora": [asdict(r) for r in results], "rescan": rescan,
-                   "cancel_latency_s": latency}
+                   "cancel_latency_s": latency, "desk": desk}
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 

@@ -7,31 +7,30 @@ ordinary painting; `original()` is asked for one deliberately revealed item.
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from PIL import Image, ImageFilter
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 
+from nsfw_desk.core.images import THUMBNAIL_SIZE
 
-def blur_image(image: QImage, strength: int, grayscale: bool = False) -> QImage:
-    """A strong, cheap blur: shrink by `strength`, then grow back in two smooth steps."""
-    w, h = image.width(), image.height()
-    if w == 0 or h == 0:
-        return image
-    factor = max(2, int(strength))
-    small = image.scaled(max(1, w // factor), max(1, h // factor),
-                         Qt.AspectRatioMode.IgnoreAspectRatio,
-                         Qt.TransformationMode.SmoothTransformation)
-    middle = small.scaled(max(1, w // 2), max(1, h // 2), Qt.AspectRatioMode.IgnoreAspectRatio,
-                          Qt.TransformationMode.SmoothTransformation)
-    out = middle.scaled(w, h, Qt.AspectRatioMode.IgnoreAspectRatio,
-                        Qt.TransformationMode.SmoothTransformation)
-    if grayscale:
-        out = out.convertToFormat(QImage.Format.Format_Grayscale8)
-    return out.convertToFormat(QImage.Format.Format_RGB32)
+
+def blur(image: Image.Image, strength: int, grayscale: bool = False) -> Image.Image:
+    """A Gaussian blur whose radius is `strength` pixels per 256 pixels of image size."""
+    radius = max(1.0, strength * max(image.size) / THUMBNAIL_SIZE)
+    out = image.convert("RGB").filter(ImageFilter.GaussianBlur(radius))
+    return out.convert("L").convert("RGB") if grayscale else out
+
+
+def to_qimage(image: Image.Image) -> QImage:
+    rgb = image.convert("RGB")
+    return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width,
+                  QImage.Format.Format_RGB888).copy()  # copy: own the pixels
 
 
 class _Signals(QObject):
@@ -70,10 +69,14 @@ class _Load(QRunnable):
 
     def run(self) -> None:
         data = self.reader.jpeg(self.hash)
-        image = QImage.fromData(data) if data else QImage()
-        blurred = blur_image(image, self.strength, self.grayscale) if not image.isNull() \
-            else QImage()
-        self.signals.done.emit(self.hash, self.generation, image, blurred)
+        try:
+            with Image.open(io.BytesIO(data or b"")) as opened:
+                image = opened.convert("RGB")
+        except Exception:  # missing or unreadable thumbnail: the tile keeps a placeholder
+            self.signals.done.emit(self.hash, self.generation, QImage(), QImage())
+            return
+        blurred = blur(image, self.strength, self.grayscale)
+        self.signals.done.emit(self.hash, self.generation, to_qimage(image), to_qimage(blurred))
 
 
 class ThumbnailCache(QObject):

@@ -1,0 +1,348 @@
+"""The review desk, driven for real (offscreen) with a random-weight model and generated images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QRect, Qt, QTimer
+from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QMessageBox, QStyleOptionViewItem
+
+from nsfw_desk.core.review import ReviewStore
+from nsfw_desk.core.settings import Settings
+from nsfw_desk.gui.grid import Role
+from nsfw_desk.gui.main_window import MainWindow
+from nsfw_desk.synthetic import write_photo
+
+SCAN_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def folder(photo_folder):
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    return photo_folder
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, model_dir):
+    windows = []
+
+    def make(**settings):
+        window = MainWindow(Settings(reviewer="tester", **settings),
+                            library_path=tmp_path / "library.sqlite", model=str(model_dir),
+                            device="cpu", save_settings=False)
+        qtbot.addWidget(window)
+        window.resize(1000, 700)
+        window.show()
+        qtbot.waitExposed(window)
+        window.activateWindow()
+        window.grid.setFocus()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+
+
+def scan(qtbot, window, folder):
+    window.open_folder(folder)
+    qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
+
+
+def column(window, role):
+    return [window.results.index(i).data(role) for i in range(window.results.rowCount())]
+
+
+def test_opening_a_folder_fills_the_grid_in_score_order(qtbot, make_window, folder):
+    window = make_window()
+    scan(qtbot, window, folder)
+    assert window.results.rowCount() == 13
+    scores = [s for s in column(window, Role.SCORE) if s is not None]
+    assert len(scores) == 12
+    assert scores == sorted(scores, reverse=True)
+    assert column(window, Role.ERROR)[-1].startswith("decode error")  # errors last
+    assert "of 13" in window.counts_label.text()
+    assert "1 errors" in window.counts_label.text()
+    assert "CPU" in window.device_label.text()
+
+
+def test_threshold_re_marks_tiles_and_updates_counts(qtbot, make_window, folder):
+    window = make_window()
+    scan(qtbot, window, folder)
+    scores = [s for s in column(window, Role.SCORE) if s is not None]
+    for threshold in (0.0, 0.3, 0.5, 0.8, 1.0):
+        window.spin.setValue(threshold)
+        flagged = sum(s >= threshold for s in scores)
+        assert f"{flagged} flagged of 13" in window.counts_label.text()
+        marks = [f for f, s in zip(column(window, Role.FLAGGED), column(window, Role.SCORE),
+                                   strict=True) if s is not None]
+        assert sum(marks) == flagged
+    window.slider.setValue(42)
+    assert window.spin.value() == pytest.approx(0.42)
+    assert window.results.threshold == pytest.approx(0.42)
+
+
+def test_each_filter_shows_the_right_items(qtbot, make_window, folder):
+    window = make_window()
+    scan(qtbot, window, folder)
+    window.spin.setValue(0.5)
+    window._select_row(0)
+    window.decide("safe")  # the top-scored image, flagged: a disagreement
+    top_path = window.results.index(0).data(Role.PATH)
+    expected = {
+        "all": 13,
+        "flagged": sum(s is not None and s >= 0.5 for s in column(window, Role.SCORE)),
+        "errors": 1,
+        "reviewed": 1,
+        "unreviewed": 11,
+        "disagreements": 1,
+    }
+    expected["unflagged"] = 12 - expected["flagged"]
+    for name, count in expected.items():
+        window.set_filter(name)
+        assert window.results.rowCount() == count, name
+        if name in ("reviewed", "disagreements"):
+            assert column(window, Role.PATH) == [top_path]
+        if name == "errors":
+            assert column(window, Role.HASH) == [None]
+
+
+def test_keyboard_review_writes_decisions_and_undo_redo(qtbot, make_window, folder, tmp_path):
+    window = make_window()
+    scan(qtbot, window, folder)
+    window._select_row(0)
+    first, second = (window.results.index(i).data(Role.HASH) for i in (0, 1))
+    qtbot.keyClick(window.grid, Qt.Key.Key_U)
+    assert window.grid.currentIndex().row() == 1  # auto-advance
+    qtbot.keyClick(window.grid, Qt.Key.Key_S)
+    reviews = ReviewStore(window.library)
+    assert reviews.current_labels([first, second]) == {first: "unsafe", second: "safe"}
+    (decision,) = reviews.history(first)
+    assert decision.reviewer == "tester" and decision.threshold == pytest.approx(0.5)
+    assert decision.model_id == window.model_id and decision.score is not None
+
+    qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert reviews.current_labels([first, second]) == {first: "unsafe"}
+    qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert reviews.current_labels([first, second]) == {}
+    qtbot.keyClick(window.grid, Qt.Key.Key_Z,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert reviews.current_labels([first, second]) == {first: "unsafe"}
+    assert len(reviews.history(first)) == 3  # append-only: decide, undo, redo
+    labels = {window.results.index(i).data(Role.HASH): window.results.index(i).data(Role.LABEL)
+              for i in range(window.results.rowCount())}
+    assert labels[first] == "unsafe" and labels[second] is None
+
+    # Clearing with Backspace, and multi-select labels every selected item.
+    window._select_row(0)
+    qtbot.keyClick(window.grid, Qt.Key.Key_Backspace)
+    assert reviews.current_labels([first]) == {}
+    window.grid.selectAll()
+    qtbot.keyClick(window.grid, Qt.Key.Key_S)
+    hashes = [h for h in column(window, Role.HASH) if h]
+    assert set(reviews.current_labels(hashes).values()) == {"safe"}
+    assert len(reviews.current_labels(hashes)) == 12
+
+    # A restart (new window, same library) shows the decisions.
+    window.close()
+    again = make_window()
+    scan(qtbot, again, folder)
+    assert {again.results.index(i).data(Role.LABEL) for i in range(12)} == {"safe"}
+
+
+def test_decisions_follow_the_content(qtbot, make_window, folder, tmp_path):
+    window = make_window()
+    scan(qtbot, window, folder)
+    window._select_row(0)
+    path = window.results.index(0).data(Role.PATH)
+    window.decide("unsafe")
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    (copy / "renamed.jpg").write_bytes(path.read_bytes())
+    scan(qtbot, window, copy)
+    assert window.results.index(0).data(Role.LABEL) == "unsafe"
+
+
+def test_stop_cancels_a_running_scan(qtbot, make_window, tmp_path):
+    root = tmp_path / "many"
+    for i in range(150):
+        write_photo(root / f"{i:03d}.jpg", (200, 150), seed=i)
+    window = make_window()
+    window.open_folder(root)
+    qtbot.waitUntil(lambda: window.results.rowCount() >= 8, timeout=SCAN_TIMEOUT_MS)
+    window.stop_button.click()
+    qtbot.waitUntil(lambda: not window.scanning, timeout=5000)
+    assert "Stopped" in window.status.text()
+    assert window.results.rowCount() < 150
+
+
+def test_model_load_failure_shows_a_dialog(qtbot, make_window, folder, tmp_path, monkeypatch):
+    bad = tmp_path / "pickled"
+    bad.mkdir()
+    (bad / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
+    shown = []
+
+    def fake_exec(box):
+        shown.append((box.windowTitle(), box.text(), [b.text() for b in box.buttons()]))
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", fake_exec)
+    window = make_window()
+    window.model_override = str(bad)
+    scan(qtbot, window, folder)
+    qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
+    title, text, buttons = shown[0]
+    assert title == "Model not available"
+    assert "pickle" in text and "safetensors" in text and "Traceback" not in text
+    assert any("local model folder" in b for b in buttons)
+
+
+def render_tile(window, row, size=160):
+    index = window.results.index(row)
+    option = QStyleOptionViewItem()
+    option.rect = QRect(0, 0, size + 12, size + 44)
+    option.palette = window.grid.palette()
+    option.font = window.grid.font()
+    image = QImage(option.rect.size(), QImage.Format.Format_RGB32)
+    image.fill(0)
+    painter = QPainter(image)
+    window.delegate.paint(painter, option, index)
+    painter.end()
+    return image, window.delegate.image_rect(option.rect)
+
+
+def to_array(image: QImage) -> np.ndarray:
+    image = image.convertToFormat(QImage.Format.Format_RGB32)
+    ptr = image.constBits()
+    return np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())[
+        :, : image.width() * 4].reshape(image.height(), image.width(), 4)[..., :3].astype(int)
+
+
+def paint_area(window, area_size, digest, *, revealed):
+    image = QImage(area_size, QImage.Format.Format_RGB32)
+    image.fill(0)
+    painter = QPainter(image)
+    saved = window.delegate.revealed
+    window.delegate.revealed = digest if revealed else None
+    window.delegate._paint_image(painter, QRect(0, 0, area_size.width(), area_size.height()),
+                                 digest, None)
+    window.delegate.revealed = saved
+    painter.end()
+    return to_array(image)
+
+
+def detail_energy(pixels: np.ndarray) -> float:
+    """Mean absolute second difference (a Laplacian): fine detail, not smooth gradients."""
+    return float(np.abs(np.diff(pixels, 2, axis=1)).mean()
+                 + np.abs(np.diff(pixels, 2, axis=0)).mean())
+
+
+def test_no_unrevealed_tile_is_painted_unblurred(qtbot, make_window, folder):
+    window = make_window()
+    scan(qtbot, window, folder)
+    scored = [i for i, h in enumerate(column(window, Role.HASH)) if h]
+    hashes = [window.results.index(r).data(Role.HASH) for r in scored]
+    for digest in hashes:
+        window.thumbnails.blurred(digest)  # ask for every thumbnail, then let them arrive
+    qtbot.waitUntil(lambda: all(window.thumbnails.blurred(h) for h in hashes), timeout=10_000)
+    for row, digest in zip(scored, hashes, strict=True):
+        tile, area = render_tile(window, row)
+        inner = (slice(4, -4), slice(4, -4))  # inside the "flagged" frame
+        painted = to_array(tile.copy(area))[inner]
+        blurred = paint_area(window, area.size(), digest, revealed=False)[inner]
+        original = paint_area(window, area.size(), digest, revealed=True)[inner]
+        assert np.abs(painted - blurred).mean() < 1.0  # the tile shows the blurred image
+        assert np.abs(painted - original).mean() > 3.0  # which is visibly not the original
+        sharp = to_array(window.thumbnails.original(digest).toImage())
+        soft = to_array(window.thumbnails.blurred(digest).toImage())
+        assert detail_energy(soft) < 0.3 * detail_energy(sharp)  # the blur removes detail
+    # Before a thumbnail has loaded, a placeholder is painted, never the image.
+    window.thumbnails.clear()
+    tile, area = render_tile(window, scored[0])
+    assert len(np.unique(to_array(tile.copy(area))[inner].reshape(-1, 3), axis=0)) == 1
+    # Hide-all paints no image at all, even for a revealed item.
+    qtbot.waitUntil(lambda: window.thumbnails.blurred(hashes[0]) is not None, timeout=10_000)
+    window.toggle_hide_all(True)
+    window.delegate.revealed = hashes[0]
+    tile, area = render_tile(window, scored[0])
+    assert len(np.unique(to_array(tile.copy(area))[inner].reshape(-1, 3), axis=0)) == 1
+    window.toggle_hide_all(False)
+
+
+def test_space_reveals_only_while_held(qtbot, make_window, folder):
+    window = make_window()
+    scan(qtbot, window, folder)
+    window._select_row(0)
+    digest = window.results.index(0).data(Role.HASH)
+    qtbot.keyPress(window.grid, Qt.Key.Key_Space)
+    assert window.delegate.revealed == digest and window.detail.revealed
+    qtbot.keyRelease(window.grid, Qt.Key.Key_Space)
+    assert window.delegate.revealed is None and not window.detail.revealed
+
+
+def test_event_loop_stays_responsive_during_a_scan(qtbot, make_window, tmp_path):
+    root = tmp_path / "busy"
+    for i in range(80):
+        write_photo(root / f"{i:03d}.jpg", (480, 360), seed=i)
+    window = make_window()
+    lateness = []
+    timer = QTimer()
+    timer.setInterval(10)
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        lateness.append((now - last[0]) * 1000 - 10)
+        last[0] = now
+
+    timer.timeout.connect(tick)
+    timer.start()
+    window.open_folder(root)
+    qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
+    timer.stop()
+    assert window.results.rowCount() == 80
+    assert len(lateness) > 20
+    worst = max(lateness)
+    print(f"event-loop lateness during a scan: max {worst:.1f} ms, "
+          f"p95 {np.percentile(lateness, 95):.1f} ms over {len(lateness)} ticks")
+    assert worst < 100, worst
+
+
+def test_gui_modules_and_window_do_not_import_torch(tmp_path):
+    code = (
+        "import os, sys\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "import nsfw_desk.gui.app, nsfw_desk.gui.main_window, nsfw_desk.gui.grid\n"
+        "from nsfw_desk.core.settings import Settings\n"
+        "from nsfw_desk.gui.main_window import MainWindow\n"
+        f"w = MainWindow(Settings(), library_path=r'{tmp_path / 'l.sqlite'}', "
+        "save_settings=False)\n"
+        "w.show(); app.processEvents(); w.repaint(); app.processEvents()\n"
+        "print('TORCH', 'torch' in sys.modules, 'timm' in sys.modules)\n"
+        "w.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert "TORCH False False" in out.stdout, out.stdout + out.stderr
+
+
+def test_restores_threshold_and_window_state(qtbot, make_window, tmp_path):
+    window = make_window(threshold=0.7, thumbnail_size=200)
+    assert window.spin.value() == pytest.approx(0.7)
+    assert window.delegate.size == 200
+    window.zoom(-1)
+    assert window.settings.thumbnail_size < 200
+    window.spin.setValue(0.33)
+    window.close()
+    assert window.settings.threshold == pytest.approx(0.33)
+    assert window.settings.window_geometry  # saved for the next start
+    again = make_window(**{k: getattr(window.settings, k) for k in (
+        "threshold", "thumbnail_size", "window_geometry", "splitter_state", "window_state")})
+    assert again.spin.value() == pytest.approx(0.33)
