@@ -30,38 +30,47 @@ def launch_to_first_paint(runs: int = 3) -> tuple[float, str]:
 def threshold_resplit(items: int = 100_000) -> dict[str, float]:
     """Milliseconds to move the threshold over `items` tiles shown in a real QListView."""
     import numpy as np
-    from PySide6.QtWidgets import QApplication, QListView
+    from PySide6.QtWidgets import QApplication
 
+    from nsfw_desk.core.settings import Settings
     from nsfw_desk.core.store import FileOutcome
     from nsfw_desk.gui.grid import ResultsModel
+    from nsfw_desk.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
     rng = np.random.default_rng(0)
     scores = rng.random(items)
     outcomes = [FileOutcome(Path(f"/bench/{i:06d}.jpg"), f"{i:064x}", float(s), mtime_ns=i)
                 for i, s in enumerate(scores)]
-    model = ResultsModel()
-    view = QListView()
-    view.setViewMode(QListView.ViewMode.IconMode)
-    view.setUniformItemSizes(True)
-    view.setModel(model)
-    view.resize(1200, 800)
-    view.show()
-    model.reset(Path("/bench"), outcomes)
-    app.processEvents()
+    with tempfile.TemporaryDirectory() as tmp:
+        window = MainWindow(Settings(), library_path=Path(tmp) / "l.sqlite",
+                            save_settings=False)
+        window.resize(1400, 900)
+        window.show()
+        model: ResultsModel = window.results
+        model.reset(Path("/bench"), outcomes)
+        for _ in range(3):
+            app.processEvents()
+        figures = _time_resplits(app, window)
+        window.close()
+    return figures
+
+
+def _time_resplits(app, window) -> dict[str, float]:
+    """As the spin box does it: re-mark or re-filter, recount, keep the current item."""
+    import numpy as np
+
     figures = {}
     for name in ("all", "flagged"):
-        model.set_filter(name)
+        window.set_filter(name)
         app.processEvents()
         times = []
         for threshold in np.linspace(0.1, 0.9, 9):
             start = time.perf_counter()
-            model.set_threshold(float(threshold))
-            model.counts()
-            app.processEvents()  # the view's reaction is part of the cost
+            window.spin.setValue(float(threshold))
+            app.processEvents()  # the view's reaction (layout, first repaint) is part of it
             times.append((time.perf_counter() - start) * 1000)
         figures[name] = statistics.median(times)
-    view.close()
     return figures
 
 

@@ -13,7 +13,7 @@ from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 
 from nsfw_desk.core.store import FileOutcome
 
@@ -48,7 +48,14 @@ class Counts:
 
 
 class ResultsModel(QAbstractListModel):
-    """Files of one folder with scores, reviewer labels and errors; sorted and filtered."""
+    """Files of one folder with scores, reviewer labels and errors; sorted and filtered.
+
+    A threshold move that keeps the same rows emits `marks_changed` instead of dataChanged
+    over every row: Qt's views do work per row for a big dataChanged (150 ms for 100,000
+    rows here), while repainting the visible tiles is all that is needed.
+    """
+
+    marks_changed = Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -70,6 +77,7 @@ class ResultsModel(QAbstractListModel):
         self._labels: dict[str, str] = {}
         self._visible: list[int] = []
         self._keys: list[tuple] | None = None
+        self._order: np.ndarray | None = None  # every row in sort order; None: stale
 
     # --- Qt model interface ------------------------------------------------------------
 
@@ -159,6 +167,7 @@ class ResultsModel(QAbstractListModel):
     def _append(self, outcomes: list[FileOutcome]) -> None:
         if not outcomes:
             return
+        self._order = None
         start = len(self._paths)
         self._scores = np.concatenate([self._scores, np.full(len(outcomes), np.nan)])
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
@@ -172,6 +181,7 @@ class ResultsModel(QAbstractListModel):
             self._set_row(row, outcome)
 
     def _set_row(self, row: int, outcome: FileOutcome) -> None:
+        self._order = None
         old = self._hashes[row]
         if old and old != outcome.hash:
             self._rows_of_hash[old].remove(row)
@@ -189,14 +199,14 @@ class ResultsModel(QAbstractListModel):
         self.threshold = threshold
         if self.filter in _THRESHOLD_FILTERS or self.sort == "disagreement":
             self._refresh_visible()
-        elif self._visible:
-            self.dataChanged.emit(self.index(0), self.index(len(self._visible) - 1),
-                                  [Role.FLAGGED])
+        else:
+            self.marks_changed.emit()
 
     def set_sort(self, sort: str) -> None:
         if sort not in SORTS:
             raise ValueError(f"unknown sort {sort!r}")
         self.sort = sort
+        self._order = None
         self._refresh_visible()
 
     def set_filter(self, name: str) -> None:
@@ -214,6 +224,8 @@ class ResultsModel(QAbstractListModel):
             else:
                 self._labels[digest] = label
             rows.extend(self._rows_of_hash.get(digest, ()))
+        if self.sort == "disagreement":
+            self._order = None
         if self.filter in {"reviewed", "unreviewed", "disagreements"} \
                 or self.sort == "disagreement":
             self._refresh_visible()
@@ -270,8 +282,9 @@ class ResultsModel(QAbstractListModel):
         if n == 0:
             return []
         mask = self._filter_mask()
-        order = self._sort_order()
-        return order[mask[order]].tolist()
+        if self._order is None or self.sort == "disagreement":  # that order moves with t
+            self._order = self._sort_order()
+        return self._order[mask[self._order]].tolist()
 
     def _labels_array(self) -> np.ndarray:
         """Per row: 1 unsafe, 0 safe, -1 unlabelled."""
