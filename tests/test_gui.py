@@ -346,3 +346,43 @@ def test_restores_threshold_and_window_state(qtbot, make_window, tmp_path):
     again = make_window(**{k: getattr(window.settings, k) for k in (
         "threshold", "thumbnail_size", "window_geometry", "splitter_state", "window_state")})
     assert again.spin.value() == pytest.approx(0.33)
+
+
+def test_press_and_hold_on_a_tile_reveals_it_until_release(qtbot, make_window, folder):
+    window = make_window()
+    scan(qtbot, window, folder)
+    rect = window.grid.visualRect(window.results.index(2))
+    viewport = window.grid.viewport()
+    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
+    digest = window.results.index(2).data(Role.HASH)
+    assert window.delegate.revealed is None  # a click is not a reveal
+    qtbot.waitUntil(lambda: window.delegate.revealed == digest, timeout=2000)
+    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.delegate.revealed is None
+
+
+def test_settings_change_restyles_and_rescans_with_the_new_model(qtbot, make_window, folder,
+                                                                  tmp_path, monkeypatch):
+    from nsfw_desk.gui.settings_dialog import SettingsDialog
+    from nsfw_desk.synthetic import save_random_model
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    first_model = window.model_id
+    other = save_random_model(tmp_path / "other-model", seed=9)
+
+    def accept(dialog):
+        dialog.model.setText(str(other))
+        dialog.blur.setValue(30)
+        dialog.grayscale.setChecked(True)
+        dialog.reviewer.setText("second reviewer")
+        return SettingsDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", accept)
+    window.open_settings()
+    assert window.thumbnails.strength == 30 and window.thumbnails.grayscale
+    assert window.settings.reviewer == "second reviewer"
+    qtbot.waitUntil(lambda: not window.scanning and window.model_id != first_model,
+                    timeout=SCAN_TIMEOUT_MS)
+    digest = next(h for h in column(window, Role.HASH) if h)
+    assert set(window.library.scores_by_model(digest)) == {first_model, window.model_id}

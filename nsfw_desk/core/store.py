@@ -416,11 +416,13 @@ class Library:
                               mtime_ns)
 
     def last_model_for(self, root: Path) -> str | None:
-        """The model of the latest scan of `root`, to show stored results before loading."""
+        """The model of the latest scan of `root` (else of any folder), so that stored
+        results can be shown before a model is loaded."""
         row = self.db.execute(
             "SELECT model_id FROM scans WHERE root = ? ORDER BY id DESC LIMIT 1",
             (path_key(root)[0],),
-        ).fetchone()
+        ).fetchone() or self.db.execute(
+            "SELECT model_id FROM scans ORDER BY id DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
     def file_facts(self, path: Path) -> dict | None:

@@ -10,7 +10,16 @@ import base64
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, QItemSelectionModel, QObject, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QByteArray,
+    QEvent,
+    QItemSelectionModel,
+    QObject,
+    QSize,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -43,6 +52,7 @@ from nsfw_desk.gui.worker import ScanRequest, WorkerThread
 
 log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 128, 160, 200, 256)
+HOLD_TO_REVEAL_MS = 350
 
 
 class MainWindow(QMainWindow):
@@ -125,6 +135,8 @@ class MainWindow(QMainWindow):
         self.grid.selectionModel().currentChanged.connect(lambda *_: self._show_detail())
         self.grid.installEventFilter(self)
         self.grid.viewport().installEventFilter(self)
+        self._hold = QTimer(self, singleShot=True, interval=HOLD_TO_REVEAL_MS)
+        self._hold.timeout.connect(lambda: self._reveal_current(True))
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Threshold and filters")
@@ -458,8 +470,14 @@ class MainWindow(QMainWindow):
             if not event.isAutoRepeat():
                 self._reveal_current(kind == QEvent.Type.KeyPress)
             return True
-        if watched is self.grid.viewport() and kind == QEvent.Type.MouseButtonRelease:
-            self._reveal_current(False)
+        if watched is self.grid.viewport():
+            left = getattr(event, "button", lambda: None)() == Qt.MouseButton.LeftButton
+            if kind == QEvent.Type.MouseButtonPress and left:
+                self._hold.start()  # press and hold on a tile reveals it
+            elif kind == QEvent.Type.MouseButtonRelease:
+                self._hold.stop()
+                if self.delegate.revealed:
+                    self._reveal_current(False)
         return super().eventFilter(watched, event)
 
     # --- selection helpers --------------------------------------------------------------
