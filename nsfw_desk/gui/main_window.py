@@ -48,7 +48,7 @@ from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
 from nsfw_desk.gui.tiles import TileDelegate
-from nsfw_desk.gui.worker import ScanRequest, WorkerThread
+from nsfw_desk.gui.worker import ScanRequest, ScanWorker, TaskThread
 
 log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 128, 160, 200, 256)
@@ -100,7 +100,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._restore_window()
 
-        self.worker = WorkerThread(library_path)
+        self.worker = TaskThread(ScanWorker(library_path), "nsfw-desk-scan")
         w = self.worker.worker
         self.scan_requested.connect(w.scan, Qt.ConnectionType.QueuedConnection)
         w.stored_results.connect(self._on_stored_results)

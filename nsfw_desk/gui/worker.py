@@ -1,8 +1,9 @@
 """The one background pattern of the desk: a worker QObject living on its own QThread.
 
 The worker owns the model (torch is imported here, never on the GUI thread) and its own
-library connection; it reports through queued signals. The GUI asks for work with `request`
-signals and stops it with `cancel()`, which only sets a thread-safe flag.
+library connection; it reports through queued signals. The GUI asks for work with queued
+signals and stops it with `cancel()`, which only sets a thread-safe flag. Exports use the
+same pattern (ExportWorker on its own TaskThread).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, Signal, Slot
 
 from nsfw_desk.core.progress import CancelToken
 
@@ -116,20 +117,57 @@ class ScanWorker(QObject):
             self._library = None
 
 
-class WorkerThread:
-    """A started QThread with a ScanWorker on it; `submit` queues a request."""
+class ExportWorker(QObject):
+    """Writes a dataset export on its own thread; same pattern as the scan worker."""
+
+    progress = Signal(object)  # core Progress
+    finished = Signal(object)  # ExportReport
+    failed = Signal(str)  # a message for the user (also for a cancelled export)
 
     def __init__(self, library_path: Path | None) -> None:
+        super().__init__()
+        self._library_path = library_path
+        self._cancel = CancelToken()
+
+    def cancel(self) -> None:
+        self._cancel.cancel()
+
+    @Slot(object)
+    def export(self, options) -> None:
+        from nsfw_desk.core.export import ExportError, export_dataset
+        from nsfw_desk.core.progress import Cancelled
+        from nsfw_desk.core.store import Library
+
+        self._cancel = CancelToken()
+        try:
+            with Library(self._library_path) as library:
+                report = export_dataset(library, options, progress=self.progress.emit,
+                                        cancel=self._cancel)
+        except Cancelled:
+            self.failed.emit("Export cancelled; nothing was written.")
+        except ExportError as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:
+            log.exception("export failed")
+            self.failed.emit(f"The export failed and nothing was written: "
+                             f"{type(exc).__name__}: {exc}")
+        else:
+            self.finished.emit(report)
+
+
+class TaskThread:
+    """A started QThread holding one worker object; `stop` cancels, closes and joins it."""
+
+    def __init__(self, worker: QObject, name: str) -> None:
         self.thread = QThread()
-        self.thread.setObjectName("nsfw-desk-worker")
-        self.worker = ScanWorker(library_path)
-        self.worker.moveToThread(self.thread)
+        self.thread.setObjectName(name)
+        self.worker = worker
+        worker.moveToThread(self.thread)
         self.thread.start()
 
     def stop(self, timeout_ms: int = 5000) -> None:
         self.worker.cancel()
-        from PySide6.QtCore import QMetaObject, Qt
-
-        QMetaObject.invokeMethod(self.worker, "close", Qt.ConnectionType.QueuedConnection)
+        if hasattr(self.worker, "close"):
+            QMetaObject.invokeMethod(self.worker, "close", Qt.ConnectionType.QueuedConnection)
         self.thread.quit()
         self.thread.wait(timeout_ms)
