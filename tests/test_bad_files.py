@@ -7,7 +7,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import permissions_enforced
 
 import nsfw_desk.core.scan as scan_module
 from nsfw_desk.core.images import ErrorKind, content_hash
@@ -26,21 +26,6 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 POSIX = sys.platform != "win32"
 
 
-def permissions_enforced() -> bool:
-    """Whether a mode-000 file is unreadable to us: not on Windows, not as (capable) root."""
-    if not POSIX:
-        return False
-    with tempfile.TemporaryDirectory() as folder:
-        probe = Path(folder) / "probe"
-        probe.write_bytes(b"x")
-        probe.chmod(0)
-        try:
-            probe.read_bytes()
-        except PermissionError:
-            return True
-        finally:
-            probe.chmod(0o600)
-        return False
 
 
 LOCKS_WORK = permissions_enforced()  # as root a mode-000 file is read (and scored) anyway

@@ -8,7 +8,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
+from support import permissions_enforced
 
 from nsfw_desk.core import images
 from nsfw_desk.core.images import (
@@ -35,24 +35,6 @@ from nsfw_desk.core.images import (
     sniff_format,
 )
 from nsfw_desk.synthetic import synthetic_photo, write_photo
-
-
-def permissions_enforced() -> bool:
-    """Whether a mode-000 file is unreadable to us: not on Windows, not as (capable) root."""
-    if sys.platform == "win32":
-        return False
-    with tempfile.TemporaryDirectory() as folder:
-        probe = Path(folder) / "probe"
-        probe.write_bytes(b"x")
-        probe.chmod(0)
-        try:
-            probe.read_bytes()
-        except PermissionError:
-            return True
-        finally:
-            probe.chmod(0o600)
-        return False
-
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file types and links")
 needs_non_root = pytest.mark.skipif(

@@ -292,17 +292,7 @@ class Library:
         return {row[0]: tuple(row[1:]) for row in rows}
 
     def scored_hashes(self, model_id: str, hashes: Iterable[str]) -> set[str]:
-        hashes = list(hashes)
-        found: set[str] = set()
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT hash FROM scores WHERE model_id = ? AND hash IN ({marks})",
-                [model_id, *chunk],
-            )
-            found.update(row[0] for row in rows)
-        return found
+        return set(self.scores_for(model_id, hashes))
 
     def scores_for(self, model_id: str, hashes: Iterable[str]) -> dict[str, float]:
         hashes = list(hashes)
