@@ -386,3 +386,61 @@ def test_settings_change_restyles_and_rescans_with_the_new_model(qtbot, make_win
                     timeout=SCAN_TIMEOUT_MS)
     digest = next(h for h in column(window, Role.HASH) if h)
     assert set(window.library.scores_by_model(digest)) == {first_model, window.model_id}
+
+
+@pytest.fixture
+def reviewed_window(qtbot, make_window, tmp_path):
+    """A scanned folder of 24 images: the highest scores (10 to 14 of them, up to a gap
+    between two scores) marked unsafe, the rest safe."""
+    root = tmp_path / "reviewed"
+    for i in range(24):
+        write_photo(root / f"{i:02d}.jpg", (96, 72), seed=100 + i)
+    window = make_window()
+    scan(qtbot, window, root)
+    assert window.results.rowCount() == 24
+    scores = column(window, Role.SCORE)
+    window.unsafe_count = next(k for k in range(12, 15) if scores[k - 1] > scores[k])
+    window.settings.auto_advance = False
+    for row in range(24):
+        window.grid.setCurrentIndex(window.results.index(row))
+        window.decide("unsafe" if row < window.unsafe_count else "safe")
+    return window
+
+
+def test_calibration_view_applies_a_suggested_threshold(qtbot, reviewed_window):
+    from nsfw_desk.gui.calibration import CalibrationDialog
+
+    window = reviewed_window
+    window.spin.setValue(0.05)
+    dialog = CalibrationDialog(window.library, window.results.threshold, window.model_id, window)
+    qtbot.addWidget(dialog)
+    dialog.threshold_applied.connect(window.spin.setValue)
+    assert dialog.message.isHidden()
+    assert dialog.histogram.chart().series() and dialog.curve.chart().series()
+    c = dialog.calibration
+    n = window.unsafe_count
+    assert c.n_unsafe == n and c.n_safe == 24 - n
+    # Labels follow the score order, so a perfect split exists: F1 = 1.
+    assert c.best_f1.f1 == pytest.approx(1.0)
+    dialog.apply_f1.click()
+    expected = int(c.best_f1.threshold * 100) / 100
+    assert window.spin.value() == pytest.approx(expected)
+    assert window.results.threshold == pytest.approx(expected)
+    assert f"threshold {expected:.2f}" in dialog.current.text()
+    flagged = sum(score >= expected for score in column(window, Role.SCORE))
+    assert flagged >= n  # rounding down the threshold never loses recall
+    assert f"{flagged} flagged of 24" in window.counts_label.text()
+
+
+def test_calibration_with_too_few_reviews_says_so(qtbot, make_window, folder):
+    from nsfw_desk.gui.calibration import CalibrationDialog
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    window._select_row(0)
+    window.decide("unsafe")
+    dialog = CalibrationDialog(window.library, 0.5, window.model_id, window)
+    qtbot.addWidget(dialog)
+    assert not dialog.message.isHidden()
+    assert "at least 10" in dialog.message.text()
+    assert dialog.histogram.isHidden() and dialog.apply_f1.isHidden()
