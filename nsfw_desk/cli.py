@@ -86,6 +86,55 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", help="device for both loops")
     bench.add_argument("--json", type=Path, default=None, metavar="OUT",
                        help="also write the figures as JSON")
+
+    metrics = commands.add_parser(
+        "metrics", help="precision/recall of a model's scores against your reviews",
+        description="Compare a model's scores with the current review labels: precision, "
+                    "recall, F1 and false-positive rate per threshold, and two suggested "
+                    "thresholds (target recall with the best precision; best F1).")
+    metrics.add_argument("--model", metavar="ID", default=None,
+                         help="model id as stored (e.g. sha256:... or org/name@rev; default: "
+                              "the model with the most reviewed and scored items)")
+    metrics.add_argument("--target-recall", type=_fraction, default=0.95, metavar="R",
+                         help="recall the first suggestion must reach (default 0.95)")
+    metrics.add_argument("--json", action="store_true",
+                         help="print every threshold, the suggestions and counts as JSON")
+    metrics.add_argument("--db", type=Path, default=None, metavar="PATH",
+                         help="library file (default: in the user data folder)")
+
+    export = commands.add_parser(
+        "export", help="write the reviewed images as a train/val dataset folder",
+        description="Copy the reviewed images into DIR as train/<class>/ and val/<class>/ "
+                    "with metadata.jsonl, labels.csv and a README data card, loadable by "
+                    "torchvision's ImageFolder, timm and Hugging Face imagefolder. DIR "
+                    "appears only when complete; the originals are only read.")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="the dataset folder to create")
+    export.add_argument("--only-corrections", action="store_true",
+                        help="only items where the reviewer disagreed with the model at the "
+                             "threshold then in force (default: every reviewed item)")
+    export.add_argument("--folder", type=Path, default=None, metavar="F",
+                        help="only items with a file under folder F")
+    export.add_argument("--reviewer", default=None, metavar="R",
+                        help="only items whose current label was given by R")
+    export.add_argument("--since", default=None, metavar="D",
+                        help="only decisions at or after D (ISO date or date-time, UTC unless "
+                             "it has an offset)")
+    export.add_argument("--until", default=None, metavar="D",
+                        help="only decisions at or before D (a date includes the whole day)")
+    export.add_argument("--val-fraction", type=_fraction, default=0.2, metavar="F",
+                        help="share of each class that goes to val/ (default 0.2)")
+    export.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the train/val split (default 0; same seed, same split)")
+    export.add_argument("--link", action="store_true",
+                        help="hard-link the originals where the filesystem allows, else copy")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace DIR when it is an earlier export (or empty)")
+    export.add_argument("--no-source-path", action="store_true",
+                        help="leave the original paths out of the metadata and data card")
+    export.add_argument("--db", type=Path, default=None, metavar="PATH",
+                        help="library file (default: in the user data folder)")
+    export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     return parser
 
 
@@ -103,7 +152,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-COMMANDS = ("gui", "scan", "bench")
+COMMANDS = ("gui", "scan", "bench", "metrics", "export")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             from nsfw_desk.bench import run_bench
 
             return run_bench(args)
+        if args.command == "metrics":
+            return run_metrics(args)
+        if args.command == "export":
+            return run_export(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED
@@ -256,6 +309,134 @@ class _JsonlWriter:
         os.fsync(self.fh.fileno())
         self.fh.close()
         os.replace(self.tmp, self.target)
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    from nsfw_desk.core.metrics import NotEnoughReviews, calibration_for, models_with_reviews
+    from nsfw_desk.core.store import Library, LibraryError, default_library_path
+
+    path = (args.db or default_library_path()).expanduser()
+    if not path.is_file():  # opening would create an empty library
+        print(f"nsfw-desk metrics: no library at {path}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        library = Library(path)
+    except LibraryError as exc:
+        print(f"nsfw-desk: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        models = models_with_reviews(library)
+        model_id = args.model or (models[0][0] if models else None)
+        if model_id is None:
+            print("nsfw-desk metrics: no reviewed item has a score yet; review some images "
+                  "in the desk first (U and S).", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            calibration = calibration_for(library, model_id, target_recall=args.target_recall)
+        except NotEnoughReviews as exc:
+            known = ", ".join(f"{m} ({n})" for m, n in models) or "none"
+            print(f"nsfw-desk metrics: {exc}\nModels with reviewed items: {known}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    finally:
+        library.close()
+    if args.json:
+        json.dump(calibration.as_dict(), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(_metrics_table(calibration))
+    return EXIT_OK
+
+
+def _metrics_table(calibration) -> str:
+    """Every 0.05 step plus the suggested thresholds (marked), then the suggestions."""
+    suggested = {"target": calibration.at_target, "F1": calibration.best_f1}
+    rows = {round(step * 0.05, 2): calibration.at(round(step * 0.05, 2)) for step in range(21)}
+    rows.update({m.threshold: m for m in suggested.values() if m is not None})
+    lines = [f"{calibration.model_id}: {calibration.n_unsafe:,} unsafe and "
+             f"{calibration.n_safe:,} safe reviewed items",
+             f"{'threshold':>10} {'flagged':>8} {'tp':>7} {'fp':>7} {'tn':>7} {'fn':>7} "
+             f"{'precision':>9} {'recall':>7} {'F1':>6} {'FPR':>6}"]
+    for threshold, m in sorted(rows.items()):
+        marks = " ".join(f"<- {name}" for name, s in suggested.items()
+                         if s is not None and s.threshold == threshold)
+        lines.append(f"{threshold:>10.4f} {m.tp + m.fp:>8,} {m.tp:>7,} {m.fp:>7,} {m.tn:>7,} "
+                     f"{m.fn:>7,} {m.precision:>9.3f} {m.recall:>7.3f} {m.f1:>6.3f} "
+                     f"{m.fpr:>6.3f} {marks}".rstrip())
+    target = calibration.at_target
+    lines.append("")
+    if target is None:
+        lines.append(f"target: no threshold reaches recall {calibration.target_recall:g}")
+    else:
+        lines.append(f"target: recall >= {calibration.target_recall:g} with the best "
+                     f"precision at score >= {target.threshold:.6g}: precision "
+                     f"{target.precision:.3f}, recall {target.recall:.3f}, FPR {target.fpr:.3f}")
+    best = calibration.best_f1
+    lines.append(f"F1: best F1 {best.f1:.3f} at score >= {best.threshold:.6g}: precision "
+                 f"{best.precision:.3f}, recall {best.recall:.3f}, FPR {best.fpr:.3f}")
+    return "\n".join(lines)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from nsfw_desk.core import export
+    from nsfw_desk.core.store import Library, LibraryError, default_library_path
+
+    path = (args.db or default_library_path()).expanduser()
+    if not path.is_file():  # opening would create an empty library
+        print(f"nsfw-desk export: no library at {path}", file=sys.stderr)
+        return EXIT_USAGE
+    options = export.ExportOptions(
+        out=args.out, only_corrections=args.only_corrections, folder=args.folder,
+        reviewer=args.reviewer, since=args.since, until=args.until,
+        val_fraction=args.val_fraction, seed=args.seed, link=args.link,
+        overwrite=args.overwrite, include_source_path=not args.no_source_path)
+    try:
+        library = Library(path)
+    except LibraryError as exc:
+        print(f"nsfw-desk: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    line = _ProgressLine(not args.quiet)
+    try:
+        report = export.export_dataset(library, options, progress=line)
+    except export.ExportError as exc:
+        line.close()
+        print(f"nsfw-desk export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        line.close()
+        print(f"\nInterrupted; nothing was written to {args.out}.", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        line.close()
+        logging.getLogger(__name__).debug("export failed", exc_info=True)
+        print(f"nsfw-desk export: failed, nothing was written to {args.out}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        library.close()
+    line.close()
+    print(_export_summary(report), file=sys.stderr)
+    return EXIT_OK
+
+
+def _export_summary(report) -> str:
+    """Totals and rate, counts per split and class, then skipped items and notes."""
+    from nsfw_desk.core.export import _printable
+
+    links = f"; {report.linked:,} hard links" if report.linked else ""
+    lines = [f"Exported {report.exported:,} files ({report.bytes / 1e6:,.1f} MB) to "
+             f"{_printable(str(report.out))} in {report.elapsed_s:.1f} s: "
+             f"{report.files_per_s:,.1f} files/s, {report.mb_per_s:,.1f} MB/s{links}"]
+    lines += [f"  {split}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items())
+              for split, counts in report.counts.items()]
+    if report.skipped:
+        lines.append(f"Skipped {len(report.skipped):,}:")
+        lines += [f"  {_printable(where)}: {_printable(reason)}"
+                  for where, reason in report.skipped[:20]]
+        if len(report.skipped) > 20:
+            lines.append(f"  ... and {len(report.skipped) - 20:,} more")
+    lines += [f"Note: {note}" for note in report.notes]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

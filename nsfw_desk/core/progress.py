@@ -11,7 +11,7 @@ from dataclasses import dataclass
 class Progress:
     """A snapshot of a long operation; `rate` is items (or bytes) per second."""
 
-    phase: str  # "download", "discover", "scan", "done"
+    phase: str  # "download", "discover", "scan", "export", "done"
     done: int = 0
     total: int = 0
     errors: int = 0
@@ -34,6 +34,9 @@ class Progress:
         if self.eta_s is not None and self.done < self.total:
             eta = f" · ETA {format_duration(self.eta_s)}"
         errors = f" · {self.errors:,} errors" if self.errors else ""
+        if self.phase == "export":  # rate is bytes/s; the message has files, MB and MB/s
+            skipped = f" · {self.errors:,} skipped" if self.errors else ""
+            return f"{self.message}{skipped}{eta}"
         return f"{self.done:,} / {self.total:,}{errors} · {self.rate:.1f} images/s{eta}"
 
 

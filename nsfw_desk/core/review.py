@@ -177,6 +177,13 @@ class ReviewStore:
             f"SELECT {_COLUMNS} FROM decisions WHERE hash = ? ORDER BY id", (content_hash,))
         return [Decision(*row) for row in rows]
 
+    def current_decisions(self) -> list[Decision]:
+        """The latest decision of every hash that still carries a label, by hash (for export)."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM decisions WHERE label IS NOT NULL AND id IN ("
+            + _LATEST.format(where="") + ") ORDER BY hash")
+        return [Decision(*row) for row in rows]
+
     def counts(self) -> dict[str, int]:
         """How many contents currently carry each label (every label present, maybe 0)."""
         rows = self.db.execute(

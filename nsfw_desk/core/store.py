@@ -458,6 +458,30 @@ class Library:
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 
+    def hashes_under(self, root: Path) -> set[str]:
+        """Content hashes of the files stored under `root` (export's folder filter)."""
+        low, high = _prefix_range(root)
+        rows = self.db.execute(
+            "SELECT DISTINCT hash FROM files WHERE path >= ? AND path < ? AND hash IS NOT NULL",
+            (low, high),
+        )
+        return {row[0] for row in rows}
+
+    def files_for_hashes(self, hashes: Iterable[str]
+                         ) -> dict[str, list[tuple[Path, str, str | None]]]:
+        """Every stored file of each content as (path, stored path text, format), by path."""
+        hashes = list(dict.fromkeys(hashes))
+        found: dict[str, list[tuple[Path, str, str | None]]] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT hash, path, raw_path, format FROM files WHERE hash IN ({marks}) "
+                "ORDER BY path", chunk)
+            for digest, text, raw, fmt in rows:
+                found.setdefault(digest, []).append((path_from_row(text, raw), text, fmt))
+        return found
+
 
 class ScoreLookup:
     """Read-only 'is this content already scored?' checks, safe from any thread.

@@ -218,6 +218,8 @@ class MainWindow(QMainWindow):
         self.rescan_action = self._action(file_menu, "&Rescan", self.rescan, ["F5"])
         self.stop_action = self._action(file_menu, "&Stop scan", self.stop_scan, ["Ctrl+."])
         file_menu.addSeparator()
+        self._action(file_menu, "&Export dataset…", self.open_export, ["Ctrl+E"])
+        file_menu.addSeparator()
         self._action(file_menu, "&Settings…", self.open_settings, ["Ctrl+,"])
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, ["Ctrl+Q"])
@@ -240,6 +242,8 @@ class MainWindow(QMainWindow):
         review.addSeparator()
         self._action(review, "&Next image", lambda: self.move(1), ["J"])
         self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
+        review.addSeparator()
+        self._action(review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"])
         review.addSeparator()
         self.auto_advance_action = self._action(
             review, "&Auto-advance after a decision", self._set_auto_advance,
@@ -543,6 +547,18 @@ class MainWindow(QMainWindow):
                 self.stop_scan()
             else:
                 self._start_scan()
+
+    def open_export(self) -> None:
+        from nsfw_desk.gui.export_dialog import ExportDialog  # loaded when first needed
+
+        ExportDialog(self.library.path, self.folder, self.settings.reviewer, self).exec()
+
+    def open_calibration(self) -> None:
+        from nsfw_desk.gui.calibration import CalibrationDialog  # QtCharts: only when asked
+
+        dialog = CalibrationDialog(self.library, self.results.threshold, self.model_id, self)
+        dialog.threshold_applied.connect(self.spin.setValue)
+        dialog.exec()
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

@@ -1,0 +1,542 @@
+"""Dataset export: reviewed images into a train/val class-folder dataset with metadata."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from nsfw_desk.core.images import ImageError, content_hash, read_file
+from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
+from nsfw_desk.core.review import Decision, ReviewStore
+from nsfw_desk.core.store import Library
+
+SPLITS = ("train", "val")
+FALLBACK_CLASSES = {"unsafe": "unsafe", "safe": "safe"}
+COLUMNS = ("file_name", "label", "split", "score", "model", "threshold", "reviewer",
+           "decided_at", "source_path", "hash")
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif",
+              "BMP": "bmp", "DIB": "bmp", "TIFF": "tif"}
+TIMM_EXTENSIONS = frozenset({"jpg", "jpeg", "png"})  # timm's folder reader's default list
+CARD_MARKER = "<!-- written by nsfw-desk export -->"
+PROGRESS_INTERVAL_S = 0.1
+VANISHED, CHANGED = "vanished", "changed since review"
+_HASH = re.compile(r"[0-9a-f]{64}")
+_CLASS_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    only_corrections: bool = False  # default: every reviewed item
+    folder: Path | None = None  # only items with a file under this folder
+    reviewer: str | None = None  # only items whose current decision is by this reviewer
+    since: str | None = None  # ISO date/time, inclusive, on decided_at (naive = UTC)
+    until: str | None = None  # ISO date/time, inclusive (a date covers that whole day)
+    val_fraction: float = 0.2
+    seed: int = 0
+    link: bool = False  # hard links where possible, else copies
+    overwrite: bool = False
+    include_source_path: bool = True
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    exported: int
+    counts: dict[str, dict[str, int]]  # split -> class -> n
+    skipped: list[tuple[str, str]]  # (source path or hash, reason)
+    bytes: int
+    elapsed_s: float
+    linked: int
+    notes: list[str] = field(default_factory=list)  # warnings for the user, also in README
+
+    @property
+    def files_per_s(self) -> float:
+        return self.exported / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class ExportError(Exception):
+    """The export cannot be done as asked; the message is for the user."""
+
+
+@dataclass
+class _Exported:
+    decision: Decision
+    label: str  # class folder name
+    name: str  # <hash>.<ext>
+    source: str  # stored path text the bytes came from
+    size: int
+    split: str = "train"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.split}/{self.label}/{self.name}"
+
+
+# --- selection ----------------------------------------------------------------------------
+
+
+def _parse_when(text: str, *, end: bool) -> datetime:
+    """An ISO date or date-time as UTC (naive counts as UTC); a bare date as a whole day."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ExportError(f"not an ISO date or date-time: {text!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    if end and _DATE_ONLY.fullmatch(text.strip()):
+        when += timedelta(days=1) - timedelta(microseconds=1)
+    return when.astimezone(timezone.utc)
+
+
+def _decided(decision: Decision) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(decision.decided_at)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def is_correction(decision: Decision) -> bool:
+    """The reviewer disagreed with what the model said at the threshold then in force."""
+    if decision.score is None or decision.threshold is None:
+        return False
+    model_said = "unsafe" if decision.score >= decision.threshold else "safe"
+    return decision.label != model_said
+
+
+def _folder_roots(folder: Path) -> list[Path]:
+    """The folder as given, absolute and resolved: stored paths use whichever the scan got."""
+    folder = folder.expanduser()
+    return list(dict.fromkeys([folder, Path(os.path.abspath(folder)), folder.resolve()]))
+
+
+def select_decisions(library: Library, options: ExportOptions) -> list[Decision]:
+    """The current labelled decisions the options select, one per content hash, by hash."""
+    since = _parse_when(options.since, end=False) if options.since else None
+    until = _parse_when(options.until, end=True) if options.until else None
+    if since and until and since > until:
+        raise ExportError(f"--since {options.since} is after --until {options.until}")
+    in_folder = None
+    if options.folder is not None:
+        in_folder = set().union(*(library.hashes_under(r) for r in _folder_roots(options.folder)))
+    selected = []
+    for decision in ReviewStore(library).current_decisions():
+        if options.only_corrections and not is_correction(decision):
+            continue
+        if options.reviewer is not None and decision.reviewer != options.reviewer:
+            continue
+        if in_folder is not None and decision.hash not in in_folder:
+            continue
+        if since or until:
+            when = _decided(decision)
+            if when is None or (since and when < since) or (until and when > until):
+                continue
+        selected.append(decision)
+    return selected
+
+
+def class_names(library: Library, decisions: list[Decision]) -> dict[str, str]:
+    """Decision label → class folder: the most common model's two labels, else unsafe/safe.
+
+    One naming for the whole export, so there are always exactly two class folders.
+    """
+    used = Counter(d.model_id for d in decisions if d.model_id)
+    if not used:
+        return dict(FALLBACK_CLASSES)
+    model_id = min(used, key=lambda m: (-used[m], m))
+    row = library.db.execute("SELECT labels, unsafe_labels FROM models WHERE id = ?",
+                             (model_id,)).fetchone()
+    try:
+        labels, unsafe = (json.loads(row[0]), json.loads(row[1])) if row else ([], [])
+        names = [str(name).lower() for name in labels]
+        unsafe_names = [str(name).lower() for name in unsafe]
+    except (TypeError, ValueError):
+        return dict(FALLBACK_CLASSES)
+    if len(names) != 2 or len(unsafe_names) != 1 or unsafe_names[0] not in names \
+            or names[0] == names[1] or not all(_CLASS_NAME.fullmatch(n) for n in names):
+        return dict(FALLBACK_CLASSES)
+    safe_name = next(n for n in names if n != unsafe_names[0])
+    return {"unsafe": unsafe_names[0], "safe": safe_name}
+
+
+def extension(stored_format: str | None, source: Path | None) -> str:
+    """From the stored format, else the source suffix reduced to [a-z0-9], else 'bin'."""
+    if stored_format and stored_format.upper() in EXTENSIONS:
+        return EXTENSIONS[stored_format.upper()]
+    suffix = os.fsdecode(source.suffix).lower() if source is not None else ""
+    cleaned = re.sub(r"[^a-z0-9]", "", suffix)[:8]
+    return cleaned or "bin"
+
+
+def split_val(hashes_by_class: dict[str, list[str]], fraction: float, seed: int) -> set[str]:
+    """Stratified: per class, sorted hashes permuted by Generator(seed); round(f·n) go to val."""
+    val: set[str] = set()
+    for hashes in hashes_by_class.values():
+        ordered = sorted(hashes)
+        order = np.random.default_rng(seed).permutation(len(ordered))
+        val.update(ordered[i] for i in order[:round(fraction * len(ordered))])
+    return val
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """A new file (never an existing one) with `data`, flushed to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _try_link(source: Path, target: Path, before: os.stat_result) -> bool:
+    """Hard-link `source` if it is still the very file that was read and verified."""
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, no hard links there, permissions, link limit...
+        return False
+    st = os.stat(target)
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != \
+            (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns):
+        os.unlink(target)  # replaced between the read and the link
+        return False
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync there
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _export_one(decision: Decision, candidates: list[tuple[Path, str, str | None]],
+                stored_format: str | None, folder: Path, link: bool
+                ) -> tuple[_Exported | None, tuple[str, str] | None, bool]:
+    """Copy (or link) the first candidate whose bytes still hash to the decision's hash.
+
+    Returns (exported, None, linked) or (None, (path or hash, reason), False).
+    """
+    failures: list[tuple[str, str]] = []
+    for path, text, _ in candidates:
+        try:
+            before = os.stat(path) if link else None
+            data = read_file(path)
+        except (ImageError, OSError, ValueError) as exc:  # ValueError: a NUL in the name
+            gone = isinstance(exc, FileNotFoundError) or getattr(exc, "kind", "") == VANISHED
+            failures.append((text, VANISHED if gone else f"unreadable: {exc}"))
+            continue
+        if content_hash(data) != decision.hash:
+            failures.append((text, f"{CHANGED} (content differs)"))
+            continue
+        name = f"{decision.hash}.{extension(stored_format, path)}"
+        linked = link and _try_link(path, folder / name, before)
+        if not linked:
+            _write_bytes(folder / name, data)
+        return _Exported(decision, folder.name, name, text, len(data)), None, linked
+    if not failures:
+        return None, (decision.hash, "no stored path for this content"), False
+    changed = [f for f in failures if f[1].startswith(CHANGED)]
+    other = [f for f in failures if f[1] != VANISHED]
+    return None, (changed or other or failures)[0], False
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _rows(items: list[_Exported], include_source_path: bool) -> list[dict]:
+    return [
+        {"file_name": item.file_name, "label": item.label, "split": item.split,
+         "score": item.decision.score, "model": item.decision.model_id or "",
+         "threshold": item.decision.threshold, "reviewer": item.decision.reviewer,
+         "decided_at": item.decision.decided_at,
+         "source_path": item.source if include_source_path else "", "hash": item.decision.hash}
+        for item in sorted(items, key=lambda i: i.file_name)
+    ]
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode("utf-8", "backslashreplace"))
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def _printable(text: str) -> str:
+    """No control characters (newlines, escapes) from stored names in text for people."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _card(items: list[_Exported], counts: dict[str, dict[str, int]], classes: dict[str, str],
+          options: ExportOptions, skipped: int, notes: list[str]) -> str:
+    """README.md: HF configs (one metadata file per split), counts, models, selection."""
+    models = Counter(i.decision.model_id or "(none)" for i in items)
+    thresholds = Counter(i.decision.threshold for i in items)
+    reviewers = Counter(i.decision.reviewer for i in items)
+    folder = "(any)" if options.folder is None else (
+        f"`{_printable(str(options.folder))}`" if options.include_source_path else "(withheld)")
+    scope = ("corrections only (the reviewer disagreed with the model at the threshold in "
+             "force then)" if options.only_corrections else "every reviewed item")
+    hf_splits = [(name, split) for name, split in (("train", "train"), ("validation", "val"))
+                 if sum(counts[split].values())]  # an empty split would fail to load there
+    lines = [
+        "---", "configs:", "- config_name: default", "  data_files:",
+        *(f"  - split: {name}\n    path: {split}/**" for name, split in hf_splits),
+        "---", CARD_MARKER, "", "# Reviewed images exported by nsfw-desk", "",
+        f"Exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}: {len(items):,} images "
+        f"labelled by human reviewers, {skipped:,} selected items skipped (source vanished or "
+        "changed since review).", "",
+        "| split | " + " | ".join(classes.values()) + " | total |",
+        "|---|" + "---:|" * (len(classes) + 1),
+    ]
+    for split in SPLITS:
+        row = counts[split]
+        lines.append(f"| {split} | " + " | ".join(f"{row[c]:,}" for c in classes.values())
+                     + f" | {sum(row.values()):,} |")
+    lines += [
+        "", "## Classes", "",
+        *(f"- `{name}`: reviewed as {label}" for label, name in classes.items()),
+        "", "## Selection", "",
+        f"- items: {scope}",
+        f"- folder: {folder}", f"- reviewer: {_printable(options.reviewer or '(any)')}",
+        f"- decided from {_printable(options.since or '(any)')} to "
+        f"{_printable(options.until or '(any)')} (UTC, inclusive)",
+        f"- validation fraction {options.val_fraction:g} per class, seed {options.seed}",
+        "", "## Models and thresholds", "",
+        *(f"- model `{_printable(m)}`: {n:,} images" for m, n in models.most_common()),
+        *(f"- threshold {'(none)' if t is None else f'{t:g}'}: {n:,} images"
+          for t, n in sorted(thresholds.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))),
+        *(f"- reviewer {_printable(r)}: {n:,} images" for r, n in reviewers.most_common()),
+        "", "## Files", "",
+        "- `train/<class>/<hash>.<ext>`, `val/<class>/...`: image bytes exactly as reviewed "
+        "(BLAKE2b-256 of the bytes = the name)",
+        "- `metadata.jsonl`, `labels.csv`: one row per image, `file_name` relative to this "
+        "folder",
+        "- `train/metadata.jsonl`, `val/metadata.jsonl`: the same rows per split, `file_name` "
+        "relative to the split (for Hugging Face `imagefolder`)",
+        "- `class_map.txt`: class names in index order (timm `--class-map`)", "",
+        "Load with `torchvision.datasets.ImageFolder(\"train\")`, timm "
+        "`--data-dir . --class-map class_map.txt`, or "
+        "`datasets.load_dataset(\"imagefolder\", data_dir=\".\")` (its `label` column is text: "
+        "`.class_encode_column(\"label\")` makes it a class label).",
+    ]
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _notes(items: list[_Exported], counts: dict[str, dict[str, int]], link: bool) -> list[str]:
+    notes = []
+    others = Counter(i.name.rsplit(".", 1)[1] for i in items
+                     if i.name.rsplit(".", 1)[1] not in TIMM_EXTENSIONS)
+    if others:
+        kinds = ", ".join(f"{n:,} .{ext}" for ext, n in sorted(others.items()))
+        notes.append(f"{kinds} files: timm's folder reader reads only .jpg, .jpeg and .png by "
+                     "default (torchvision's ImageFolder skips .gif and .bin)")
+    empty = [f"{split}/{name}" for split in SPLITS for name, n in counts[split].items() if not n]
+    if empty:
+        notes.append(f"empty class folders: {', '.join(empty)} (torchvision's ImageFolder "
+                     "refuses them; timm needs --class-map class_map.txt to keep class indices)")
+    if link:
+        notes.append("images are hard links to the originals where possible: editing one in "
+                     "place edits the original too")
+    return notes
+
+
+# --- the export ---------------------------------------------------------------------------
+
+
+def _check_target(options: ExportOptions) -> Path:
+    out = Path(os.path.abspath(options.out.expanduser()))
+    if not out.name:
+        raise ExportError(f"{options.out} cannot be an export folder")
+    if not 0.0 <= options.val_fraction <= 1.0:
+        raise ExportError("the validation fraction must be between 0 and 1")
+    if options.seed < 0:
+        raise ExportError("the seed must be 0 or more")
+    if os.path.lexists(out):
+        if out.is_symlink() or not out.is_dir():
+            raise ExportError(f"{out} exists and is not a folder")
+        if not options.overwrite:
+            raise ExportError(f"{out} already exists; choose another folder or overwrite it")
+        if not _replaceable(out):
+            raise ExportError(f"{out} is neither empty nor an nsfw-desk export; not replacing it")
+    return out
+
+
+def _replaceable(folder: Path) -> bool:
+    """Only an empty folder or an earlier export may be deleted by overwrite."""
+    if not any(folder.iterdir()):
+        return True
+    card = folder / "README.md"
+    try:
+        with open(card, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return CARD_MARKER in head and (folder / "metadata.jsonl").is_file()
+
+
+def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished folder to `out`; an old export is renamed aside, then deleted."""
+    if not os.path.lexists(out):
+        os.rename(tmp, out)
+    elif not overwrite or out.is_symlink() or not out.is_dir() or not _replaceable(out):
+        raise ExportError(f"{out} appeared during the export; nothing was replaced")
+    else:
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.old-", dir=out.parent))
+        os.rmdir(aside)  # only a unique name was wanted; Windows cannot rename onto a folder
+        os.rename(out, aside)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(aside, out)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(out.parent)
+
+
+class _Meter:
+    """Throttled export progress: files done of total, bytes, MB/s, ETA."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback, self.total = callback, total
+        self.start = self.last = time.monotonic()
+
+    def report(self, done: int, nbytes: int, skipped: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.callback or (not force and now - self.last < PROGRESS_INTERVAL_S):
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = nbytes / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) * elapsed / done if done else None
+        self.callback(Progress(
+            "export", done, self.total, skipped, rate, eta,
+            f"{done:,} / {self.total:,} files · {nbytes / 1e6:,.1f} MB · "
+            f"{rate / 1e6:.1f} MB/s"))
+
+
+def export_dataset(library: Library, options: ExportOptions, *,
+                   progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None) -> ExportReport:
+    """Write the selected reviewed images to `options.out` as a whole, or nothing at all.
+
+    Everything goes into a hidden folder beside the target, renamed into place at the end; a
+    failure or a cancel (raises `Cancelled`) deletes it. Originals are only opened for reading.
+    """
+    started = time.monotonic()
+    out = _check_target(options)
+    decisions = select_decisions(library, options)
+    if not decisions:
+        raise ExportError("nothing to export: no reviewed item matches the selection")
+    classes = class_names(library, decisions)
+    files = library.files_for_hashes(d.hash for d in decisions)
+    roots = _folder_roots(options.folder) if options.folder is not None else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.partial-", dir=out.parent))
+    meter = _Meter(progress, len(decisions))
+    exported: list[_Exported] = []
+    skipped: list[tuple[str, str]] = []
+    nbytes = linked = 0
+    try:
+        for split in SPLITS:
+            for name in classes.values():
+                (tmp / split / name).mkdir(parents=True)
+        for done, decision in enumerate(decisions, start=1):
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled()
+            if not _HASH.fullmatch(decision.hash):
+                skipped.append((decision.hash, "not a content hash"))
+                continue
+            stored = files.get(decision.hash, [])
+            candidates = sorted(stored, key=lambda f: not any(f[0].is_relative_to(r)
+                                                              for r in roots))
+            if decision.source_path and decision.source_path not in {f[1] for f in stored}:
+                candidates.insert(len(candidates) if roots else 0,
+                                  (Path(decision.source_path), decision.source_path, None))
+            stored_format = next((f[2] for f in stored if f[2]), None)
+            item, skip, was_linked = _export_one(
+                decision, candidates, stored_format, tmp / "train" / classes[decision.label],
+                options.link)
+            if item is None:
+                skipped.append(skip)
+            else:
+                exported.append(item)
+                nbytes += item.size
+                linked += was_linked
+            meter.report(done, nbytes, len(skipped))
+        meter.report(len(decisions), nbytes, len(skipped), force=True)
+        if not exported:
+            reasons = "; ".join(f"{_printable(w)}: {r}" for w, r in skipped[:3])
+            raise ExportError(f"nothing could be exported: all {len(skipped):,} selected items "
+                              f"were skipped ({reasons})")
+        by_class: dict[str, list[str]] = {}
+        for item in exported:
+            by_class.setdefault(item.label, []).append(item.decision.hash)
+        val = split_val(by_class, options.val_fraction, options.seed)
+        for item in exported:
+            if item.decision.hash in val:
+                os.rename(tmp / item.file_name, tmp / "val" / item.label / item.name)
+                item.split = "val"
+        counts = {split: {name: 0 for name in classes.values()} for split in SPLITS}
+        for item in exported:
+            counts[item.split][item.label] += 1
+        notes = _notes(exported, counts, options.link)
+        rows = _rows(exported, options.include_source_path)
+        _write_text(tmp / "metadata.jsonl", _jsonl(rows))
+        _write_text(tmp / "labels.csv", _csv(rows))
+        for split in SPLITS:  # per split too: Hugging Face ignores a top-level one here
+            part = [row | {"file_name": row["file_name"][len(split) + 1:]}
+                    for row in rows if row["split"] == split]
+            if part:
+                _write_text(tmp / split / "metadata.jsonl", _jsonl(part))
+        _write_text(tmp / "class_map.txt", "".join(
+            name + "\n" for name in sorted(classes.values())))
+        _write_text(tmp / "README.md", _card(exported, counts, classes, options, len(skipped),
+                                             notes))
+        for split in SPLITS:
+            for name in classes.values():
+                _fsync_dir(tmp / split / name)
+            _fsync_dir(tmp / split)
+        _fsync_dir(tmp)
+        _move_into_place(tmp, out, options.overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportReport(out, len(exported), counts, skipped, nbytes,
+                        time.monotonic() - started, linked, notes)

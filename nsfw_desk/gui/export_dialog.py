@@ -1,0 +1,184 @@
+"""The export dialog: choose what to export and where, then watch it being written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QDate, Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDateEdit,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from nsfw_desk.core.export import ExportOptions, ExportReport
+from nsfw_desk.core.progress import Progress
+from nsfw_desk.gui.worker import ExportWorker, TaskThread
+
+
+def _row(*widgets) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        layout.addWidget(w)
+    return box
+
+
+class ExportDialog(QDialog):
+    export_requested = Signal(object)  # ExportOptions, queued to the export worker
+
+    def __init__(self, library_path: Path | None, folder: Path | None = None,
+                 reviewer: str = "", parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export dataset")
+        self.report: ExportReport | None = None
+        self.folder = folder
+
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("A new folder for the dataset")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.only_corrections = QCheckBox("Only corrections (my label differs from the model)")
+        self.only_folder = QCheckBox(f"Only images in {folder}" if folder else
+                                     "Only images in the open folder")
+        self.only_folder.setEnabled(folder is not None)
+        self.reviewer = QLineEdit()
+        self.reviewer.setPlaceholderText(f"any reviewer (you are {reviewer})" if reviewer
+                                         else "any reviewer")
+        self.use_dates = QCheckBox("Only decisions from")
+        self.since = QDateEdit(QDate.currentDate().addMonths(-1), calendarPopup=True)
+        self.until = QDateEdit(QDate.currentDate(), calendarPopup=True)
+        self.val_fraction = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05,
+                                           decimals=2, value=0.2)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.link = QCheckBox("Hard links instead of copies, where the disk allows")
+        self.overwrite = QCheckBox("Replace the folder if it exists")
+        self.source_paths = QCheckBox("Record original file paths in the metadata",
+                                      checked=True)
+
+        self.progress = QProgressBar()
+        self.progress.hide()
+        self.status = QLabel(wordWrap=True)
+        self.summary = QPlainTextEdit(readOnly=True)
+        self.summary.hide()
+
+        self.buttons = QDialogButtonBox()
+        self.export_button = self.buttons.addButton("Export",
+                                                    QDialogButtonBox.ButtonRole.AcceptRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.export_button.clicked.connect(self.start)
+        self.close_button.clicked.connect(self._close_or_cancel)
+
+        form = QFormLayout(self)
+        form.addRow("Export to", _row(self.out, browse))
+        form.addRow("", self.only_corrections)
+        form.addRow("", self.only_folder)
+        form.addRow("Reviewer", self.reviewer)
+        form.addRow(self.use_dates, _row(self.since, QLabel("to"), self.until))
+        form.addRow("Validation share", self.val_fraction)
+        form.addRow("Split seed", self.seed)
+        form.addRow("", self.link)
+        form.addRow("", self.source_paths)
+        form.addRow("", self.overwrite)
+        form.addRow(self.progress)
+        form.addRow(self.status)
+        form.addRow(self.summary)
+        form.addRow(self.buttons)
+
+        self.task = TaskThread(ExportWorker(library_path), "nsfw-desk-export")
+        worker = self.task.worker
+        self.export_requested.connect(worker.export, Qt.ConnectionType.QueuedConnection)
+        worker.progress.connect(self._on_progress)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        self.running = False
+
+    def options(self) -> ExportOptions:
+        return ExportOptions(
+            out=Path(self.out.text().strip()).expanduser(),
+            only_corrections=self.only_corrections.isChecked(),
+            folder=self.folder if self.only_folder.isChecked() else None,
+            reviewer=self.reviewer.text().strip() or None,
+            since=self.since.date().toString(Qt.DateFormat.ISODate)
+            if self.use_dates.isChecked() else None,
+            until=self.until.date().toString(Qt.DateFormat.ISODate) + "T23:59:59.999Z"
+            if self.use_dates.isChecked() else None,
+            val_fraction=self.val_fraction.value(),
+            seed=self.seed.value(),
+            link=self.link.isChecked(),
+            overwrite=self.overwrite.isChecked(),
+            include_source_path=self.source_paths.isChecked(),
+        )
+
+    def start(self) -> None:
+        if not self.out.text().strip():
+            self.status.setText("Choose a folder to export to.")
+            return
+        self.running = True
+        self.report = None
+        self.export_button.setEnabled(False)
+        self.close_button.setText("Cancel")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.summary.hide()
+        self.status.setText("Exporting…")
+        self.export_requested.emit(self.options())
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getSaveFileName(self, "Export the dataset to a new folder")[0]
+        if folder:
+            self.out.setText(folder)
+
+    def _on_progress(self, progress: Progress) -> None:
+        if progress.total:
+            self.progress.setRange(0, progress.total)
+            self.progress.setValue(progress.done)
+        self.status.setText(progress.describe())
+
+    def _done(self) -> None:
+        self.running = False
+        self.export_button.setEnabled(True)
+        self.close_button.setText("Close")
+        self.progress.hide()
+
+    def _on_finished(self, report: ExportReport) -> None:
+        self._done()
+        self.report = report
+        lines = [f"Exported {report.exported:,} images to {report.out} "
+                 f"({report.bytes / 2**20:,.1f} MiB in {report.elapsed_s:.1f} s)."]
+        for split, classes in report.counts.items():
+            lines.append(f"  {split}: " + ", ".join(f"{n:,} {c}" for c, n in classes.items()))
+        if report.skipped:
+            lines.append(f"Left out {len(report.skipped)}:")
+            lines.extend(f"  {source}: {reason}" for source, reason in report.skipped)
+        self.status.setText("Done.")
+        self.summary.setPlainText("\n".join(lines))
+        self.summary.show()
+
+    def _on_failed(self, message: str) -> None:
+        self._done()
+        self.status.setText(message)
+
+    def _close_or_cancel(self) -> None:
+        if self.running:
+            self.task.worker.cancel()
+            self.status.setText("Cancelling…")
+        else:
+            self.accept()
+
+    def done(self, result: int) -> None:  # every way the dialog closes
+        self.task.stop()
+        super().done(result)
