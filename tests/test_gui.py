@@ -444,3 +444,34 @@ def test_calibration_with_too_few_reviews_says_so(qtbot, make_window, folder):
     assert not dialog.message.isHidden()
     assert "at least 10" in dialog.message.text()
     assert dialog.histogram.isHidden() and dialog.apply_f1.isHidden()
+
+
+def test_export_dialog_writes_a_dataset_in_the_background(qtbot, reviewed_window, tmp_path):
+    from nsfw_desk.gui.export_dialog import ExportDialog
+
+    window = reviewed_window
+    dialog = ExportDialog(window.library.path, window.folder, "tester", window)
+    qtbot.addWidget(dialog)
+    out = tmp_path / "dataset"
+    dialog.out.setText(str(out))
+    dialog.val_fraction.setValue(0.25)
+    dialog.only_folder.setChecked(True)
+    dialog.export_button.click()
+    assert dialog.running and dialog.close_button.text() == "Cancel"
+    qtbot.waitUntil(lambda: not dialog.running, timeout=30_000)
+    report = dialog.report
+    assert report is not None, dialog.status.text()
+    assert report.exported == 24 and not report.skipped
+    n = window.unsafe_count
+    names = sorted(p.name for p in out.iterdir())
+    assert {"train", "val", "metadata.jsonl", "labels.csv", "README.md"} <= set(names)
+    totals = {c: sum(report.counts[s].get(c, 0) for s in report.counts) for c in ("nsfw", "sfw")}
+    assert totals == {"nsfw": n, "sfw": 24 - n}
+    assert "Exported 24 images" in dialog.summary.toPlainText()
+    # Exporting again to the same folder is refused with a clear message, nothing changes.
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    dialog.export_button.click()
+    qtbot.waitUntil(lambda: not dialog.running, timeout=30_000)
+    assert dialog.report is None and "exist" in dialog.status.text().lower()
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    dialog.reject()  # closing stops the export thread

@@ -44,6 +44,7 @@ class ExportDialog(QDialog):
                  reviewer: str = "", parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export dataset")
+        self.setMinimumWidth(620)
         self.report: ExportReport | None = None
         self.folder = folder
 
@@ -61,6 +62,10 @@ class ExportDialog(QDialog):
         self.use_dates = QCheckBox("Only decisions from")
         self.since = QDateEdit(QDate.currentDate().addMonths(-1), calendarPopup=True)
         self.until = QDateEdit(QDate.currentDate(), calendarPopup=True)
+        for edit in (self.since, self.until):
+            edit.setDisplayFormat("yyyy-MM-dd")
+            edit.setEnabled(False)
+            self.use_dates.toggled.connect(edit.setEnabled)
         self.val_fraction = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05,
                                            decimals=2, value=0.2)
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
