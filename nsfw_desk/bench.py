@@ -189,6 +189,48 @@ def measure_rescan(workdir: Path, count: int) -> dict[str, float]:
             "rescan_files_per_s": count / elapsed}
 
 
+def measure_export(workdir: Path, count: int) -> dict[str, float]:
+    """Export `count` reviewed 320×240 JPEGs; the baseline is a plain copy loop of the same
+    files with the same durability (each file fsynced), i.e. what this disk can do."""
+    import os
+    import shutil
+
+    from nsfw_desk.core.export import ExportOptions, export_dataset
+    from nsfw_desk.core.review import DecisionInput, ReviewStore
+
+    folder = workdir / "export-source"
+    paths = make_corpus(folder, (320, 240), count, quality=92)
+    total = sum(p.stat().st_size for p in paths)
+    model = load_model(save_random_model(workdir / "export-model", model_args={"img_size": 32}),
+                       device="cpu")
+    with Library(workdir / "export.sqlite") as library:
+        summary = scan_folder(folder, model, library, options=ScanOptions(batch_size=64),
+                              keep_outcomes=True)
+        items = [DecisionInput(o.hash, model.model_id, o.score, o.path)
+                 for o in summary.outcomes if o.hash]
+        reviews = ReviewStore(library)
+        half = len(items) // 2
+        reviews.decide(items[:half], "unsafe", reviewer="bench", threshold=THRESHOLD)
+        reviews.decide(items[half:], "safe", reviewer="bench", threshold=THRESHOLD)
+        start = time.perf_counter()
+        report = export_dataset(library, ExportOptions(out=workdir / "exported"))
+        export_s = time.perf_counter() - start
+    copies = workdir / "plain-copies"
+    copies.mkdir()
+    start = time.perf_counter()
+    for path in paths:
+        target = copies / path.name
+        shutil.copyfile(path, target)
+        fd = os.open(target, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    copy_s = time.perf_counter() - start
+    assert report.exported == count, report
+    return {"files": count, "mb": total / 1e6, "export_s": export_s, "copy_s": copy_s,
+            "export_mb_per_s": total / 1e6 / export_s, "copy_mb_per_s": total / 1e6 / copy_s,
+            "export_files_per_s": count / export_s}
+
+
 def run_bench(args: argparse.Namespace) -> int:
     quick = args.quick
     with tempfile.TemporaryDirectory(prefix="nsfw-desk-bench-") as tmp:
@@ -230,6 +272,15 @@ def run_bench(args: argparse.Namespace) -> int:
         rescan = measure_rescan(workdir, rescan_count)
         print(f"  rescan: {rescan['rescan_files_per_s']:,.0f} files/s "
               f"({rescan['files']:,} files in {rescan['rescan_s']:.2f} s; target ≥ 5,000/s)")
+        export_count = 1000 if quick else 10_000
+        print(f"\nexport of {export_count:,} reviewed 320×240 JPEGs: writing them…", flush=True)
+        exported = measure_export(workdir, export_count)
+        print(f"  export: {exported['export_mb_per_s']:,.0f} MB/s, "
+              f"{exported['export_files_per_s']:,.0f} files/s ({exported['mb']:,.0f} MB in "
+              f"{exported['export_s']:.1f} s); plain copy loop with fsync: "
+              f"{exported['copy_mb_per_s']:,.0f} MB/s "
+              f"({exported['export_mb_per_s'] / exported['copy_mb_per_s']:.2f}× of it)",
+              flush=True)
     print("\ndesk:", flush=True)
     from nsfw_desk.gui.bench_gui import print_desk_figures
 
@@ -237,7 +288,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"model": model_note, "device": model.describe(),
                    "corpora": [asdict(r) for r in results], "rescan": rescan,
-                   "cancel_latency_s": latency, "desk": desk}
+                   "cancel_latency_s": latency, "export": exported, "desk": desk}
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 
