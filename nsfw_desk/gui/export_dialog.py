@@ -119,7 +119,7 @@ class ExportDialog(QDialog):
             reviewer=self.reviewer.text().strip() or None,
             since=self.since.date().toString(Qt.DateFormat.ISODate)
             if self.use_dates.isChecked() else None,
-            until=self.until.date().toString(Qt.DateFormat.ISODate) + "T23:59:59.999Z"
+            until=self.until.date().toString(Qt.DateFormat.ISODate)  # the whole day
             if self.use_dates.isChecked() else None,
             val_fraction=self.val_fraction.value(),
             seed=self.seed.value(),
