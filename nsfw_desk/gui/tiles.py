@@ -67,7 +67,8 @@ class TileDelegate(QStyledItemDelegate):
         left = QRect(area.x(), y, area.width(), line_h)
         if error:
             painter.setPen(FLAG_COLOUR)
-            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, "⚠ error")
+            kind = error.split(":", 1)[0]  # "decode error", "too large", … (full text: tooltip)
+            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"⚠ {kind}")
         elif score is not None:
             painter.setPen(FLAG_COLOUR if flagged else text_colour)
             mark = "⚑ " if flagged else ""
