@@ -475,3 +475,19 @@ def test_export_dialog_writes_a_dataset_in_the_background(qtbot, reviewed_window
     assert dialog.report is None and "exist" in dialog.status.text().lower()
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     dialog.reject()  # closing stops the export thread
+
+
+def test_opening_another_folder_mid_scan_switches_cleanly(qtbot, make_window, folder, tmp_path):
+    big = tmp_path / "big"
+    for i in range(150):
+        write_photo(big / f"{i:03d}.jpg", (200, 150), seed=i)
+    window = make_window()
+    window.open_folder(big)
+    qtbot.waitUntil(lambda: window.results.rowCount() >= 8, timeout=SCAN_TIMEOUT_MS)
+    window.open_folder(folder)
+    assert window.scanning
+    qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
+    paths = column(window, Role.PATH)
+    assert len(paths) == 13 and all(folder in p.parents for p in paths)
+    assert window.status.text().startswith("Scanned")
+    assert window.stop_button.isHidden()

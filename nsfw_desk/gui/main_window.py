@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self.device_text = ""
         self.folder: Path | None = None
         self.scanning = False
+        self._scan_serial = 0
         self._seen_paths: set[Path] = set()
         self._painted = False
 
@@ -273,8 +274,6 @@ class MainWindow(QMainWindow):
         if not folder.is_dir():
             QMessageBox.warning(self, "Not a folder", f"{folder} is not a folder.")
             return
-        if self.scanning:
-            self.stop_scan()
         self.folder = folder
         self.setWindowTitle(f"{folder.name} — nsfw-desk")
         self.settings.add_recent(folder)
@@ -288,6 +287,10 @@ class MainWindow(QMainWindow):
             self._start_scan()
 
     def _start_scan(self) -> None:
+        """Queue a scan; a running one is cancelled first and its `finished` then ignored."""
+        if self.scanning:
+            self.worker.worker.cancel()
+        self._scan_serial += 1
         self.scanning = True
         self._seen_paths = set()
         self.status.setText(f"Scanning {self.folder}…")
@@ -300,6 +303,7 @@ class MainWindow(QMainWindow):
             self.device_override or self.settings.device,
             self.settings.precision,
             self.settings.batch_size,
+            serial=self._scan_serial,
         ))
 
     def stop_scan(self) -> None:
@@ -337,7 +341,7 @@ class MainWindow(QMainWindow):
                 self.settings.model = folder
                 self.model_override = None
                 self._save_settings()
-                if self.folder is not None and not self.scanning:
+                if self.folder is not None:
                     self._start_scan()
 
     def _on_progress(self, progress: Progress) -> None:
@@ -359,7 +363,10 @@ class MainWindow(QMainWindow):
         if self.grid.currentIndex().row() < 0 and self.results.rowCount() > 0:
             self.grid.setCurrentIndex(self.results.index(0))
 
-    def _on_finished(self, folder: Path, summary) -> None:
+    def _on_finished(self, request, summary) -> None:
+        if request.serial != self._scan_serial:
+            return  # a scan that was replaced by a newer one
+        folder = request.folder
         self.scanning = False
         self.progress_bar.hide()
         self.stop_button.hide()
@@ -543,10 +550,7 @@ class MainWindow(QMainWindow):
             self.model_override = self.device_override = None
         self._save_settings()
         if model_changed and self.folder is not None:
-            if self.scanning:
-                self.stop_scan()
-            else:
-                self._start_scan()
+            self._start_scan()
 
     def open_export(self) -> None:
         from nsfw_desk.gui.export_dialog import ExportDialog  # loaded when first needed

@@ -27,6 +27,7 @@ class ScanRequest:
     precision: str = "auto"
     batch_size: int = 8
     unsafe_label: str | None = None
+    serial: int = 0  # tells the GUI which request a `finished` answers
 
 
 class ScanWorker(QObject):
@@ -38,7 +39,7 @@ class ScanWorker(QObject):
     model_failed = Signal(str)  # a message for the user
     progress = Signal(object)  # core Progress
     results = Signal(object, list)  # folder, list[FileOutcome]
-    finished = Signal(object, object)  # folder, ScanSummary (None when it did not run)
+    finished = Signal(object, object)  # ScanRequest, ScanSummary (None: it did not run)
 
     def __init__(self, library_path: Path | None) -> None:
         super().__init__()
@@ -72,7 +73,7 @@ class ScanWorker(QObject):
                                          list(library.results(folder, known_model)))
             model = self._load(request)
             if model is None or cancel.cancelled:
-                self.finished.emit(folder, None)
+                self.finished.emit(request, None)
                 return
             if model.model_id != known_model:
                 self.stored_results.emit(folder, model.model_id,
@@ -86,11 +87,11 @@ class ScanWorker(QObject):
                 on_results=lambda outcomes: self.results.emit(folder, outcomes),
                 cancel=cancel,
             )
-            self.finished.emit(folder, summary)
+            self.finished.emit(request, summary)
         except Exception as exc:  # never let a worker exception vanish silently
             log.exception("scan failed")
             self.model_failed.emit(f"The scan stopped: {type(exc).__name__}: {exc}")
-            self.finished.emit(folder, None)
+            self.finished.emit(request, None)
 
     def _load(self, request: ScanRequest):
         from nsfw_desk.core.models import ModelError, load_model
