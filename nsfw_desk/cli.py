@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="library file (default: in the user data folder)")
     gui.add_argument("--quit-after-paint", action="store_true", help=argparse.SUPPRESS)
 
+    desktop = commands.add_parser(
+        "desktop-integration", help="add nsfw-desk to the desktop's menu (Linux)",
+        description="Install the desktop entry, icons and AppStream data for this user, "
+                    "launching this installation; --remove takes them away again.")
+    desktop.add_argument("--remove", action="store_true", help="remove them instead")
+
     scan = commands.add_parser("scan", help="score every image under a folder",
                                description="Score every image under FOLDER and store the "
                                            "results; unchanged files are not read again.")
@@ -152,7 +158,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-COMMANDS = ("gui", "scan", "bench", "metrics", "export")
+COMMANDS = ("gui", "desktop-integration", "scan", "bench", "metrics", "export")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,15 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a in COMMANDS or a in ("-h", "--help", "--version") for a in argv):
         argv.insert(0, "gui")  # `nsfw-desk` and `nsfw-desk FOLDER` open the desk
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from nsfw_desk.applog import setup_logging
+
+    setup_logging(args.verbose)
+    logging.getLogger(__name__).info("nsfw-desk %s: %s", __version__, args.command or "help")
     if args.command is None:
         parser.print_help()
         return EXIT_OK
     if args.command == "gui":
         return run_gui(args, started)
+    if args.command == "desktop-integration":
+        from nsfw_desk import desktop
+
+        paths = desktop.uninstall() if args.remove else desktop.install()
+        verb = "Removed" if args.remove else "Installed"
+        print(f"{verb} {len(paths)} files under {desktop.data_home()}", file=sys.stderr)
+        return EXIT_OK
     try:
         if args.command == "scan":
             return run_scan(args)

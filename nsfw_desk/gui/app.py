@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import LibraryError
 from nsfw_desk.gui.main_window import MainWindow
+from nsfw_desk.gui.resources import app_icon
 
 
 def run_gui(folder: Path | None = None, *, model: str | None = None, device: str | None = None,
@@ -23,6 +24,8 @@ def run_gui(folder: Path | None = None, *, model: str | None = None, device: str
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("nsfw-desk")
     app.setOrganizationName("nsfw-desk")
+    app.setDesktopFileName("io.github.nsfw_desk.NsfwDesk")
+    app.setWindowIcon(app_icon())
     try:
         window = MainWindow(Settings.load(), library_path=db, model=model, device=device)
     except LibraryError as exc:

@@ -18,9 +18,10 @@ from PySide6.QtCore import (
     QSize,
     Qt,
     QTimer,
+    QUrl,
     Signal,
 )
-from PySide6.QtGui import QAction, QKeySequence, QUndoStack
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -45,6 +46,7 @@ from nsfw_desk.core.store import Library
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
 from nsfw_desk.gui.tiles import TileDelegate
@@ -77,6 +79,7 @@ class MainWindow(QMainWindow):
         self._painted = False
 
         self.setWindowTitle("nsfw-desk")
+        self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.undo_stack = QUndoStack(self)
         self.thumbnails = ThumbnailCache(self.library.thumbnails_path,
@@ -196,8 +199,10 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.stop_button)
 
     def _action(self, menu, text: str, slot, shortcuts=(), *, checkable=False,
-                checked=False) -> QAction:
+                checked=False, icon: str | None = None) -> QAction:
         action = QAction(text, self)
+        if icon:
+            action.setIcon(action_icon(icon))
         if shortcuts:
             action.setShortcuts([QKeySequence(s) for s in shortcuts])
         action.setCheckable(checkable)
@@ -213,13 +218,15 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        self._action(file_menu, "&Open folder…", self.choose_folder, ["Ctrl+O"])
+        self._action(file_menu, "&Open folder…", self.choose_folder, ["Ctrl+O"],
+                     icon="open")
         self.recent_menu = file_menu.addMenu("Open &recent")
         self._fill_recent()
         self.rescan_action = self._action(file_menu, "&Rescan", self.rescan, ["F5"])
         self.stop_action = self._action(file_menu, "&Stop scan", self.stop_scan, ["Ctrl+."])
         file_menu.addSeparator()
-        self._action(file_menu, "&Export dataset…", self.open_export, ["Ctrl+E"])
+        self._action(file_menu, "&Export dataset…", self.open_export, ["Ctrl+E"],
+                     icon="export")
         file_menu.addSeparator()
         self._action(file_menu, "&Settings…", self.open_settings, ["Ctrl+,"])
         file_menu.addSeparator()
@@ -244,7 +251,8 @@ class MainWindow(QMainWindow):
         self._action(review, "&Next image", lambda: self.move(1), ["J"])
         self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
         review.addSeparator()
-        self._action(review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"])
+        self._action(review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"],
+                     icon="calibrate")
         review.addSeparator()
         self.auto_advance_action = self._action(
             review, "&Auto-advance after a decision", self._set_auto_advance,
@@ -256,10 +264,14 @@ class MainWindow(QMainWindow):
         reveal.setEnabled(False)  # shown for discoverability; the key is handled on press/release
         view.addAction(reveal)
         self.hide_action = self._action(view, "&Hide all images", self.toggle_hide_all, ["Esc"],
-                                        checkable=True)
+                                        checkable=True, icon="hide")
         view.addSeparator()
         self._action(view, "&Larger thumbnails", lambda: self.zoom(1), ["Ctrl++", "Ctrl+="])
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
+
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Open &log folder", self.open_log_folder)
+        self._action(help_menu, "&About nsfw-desk", self.show_about)
 
     # --- folders and scanning -----------------------------------------------------------
 
@@ -563,6 +575,18 @@ class MainWindow(QMainWindow):
         dialog = CalibrationDialog(self.library, self.results.threshold, self.model_id, self)
         dialog.threshold_applied.connect(self.spin.setValue)
         dialog.exec()
+
+    def open_log_folder(self) -> None:
+        from nsfw_desk.applog import log_dir
+
+        folder = log_dir()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def show_about(self) -> None:
+        from nsfw_desk.gui.about import show_about
+
+        show_about(self, self.model_id, self.device_text)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

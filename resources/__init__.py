@@ -1,0 +1,1 @@
+"""Icons, desktop entry and AppStream data, installed as package data of nsfw-desk."""
