@@ -121,8 +121,15 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("scan", "bench"):
+    from nsfw_desk.cli import COMMANDS
+
+    for command in COMMANDS:
         assert command in out
+    for command in COMMANDS:  # and each has its own help
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        assert f"nsfw-desk {command}" in capsys.readouterr().out
 
 
 def test_console_script_and_module_agree():
