@@ -13,7 +13,7 @@ from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt, Signal
 
 from nsfw_desk.core.store import FileOutcome
 
@@ -400,6 +400,3 @@ def _error_text(outcome: FileOutcome) -> str | None:
         return None
     kind = (outcome.error_kind or "error").replace("_", " ")
     return f"{kind}: {outcome.error}" if outcome.error else kind
-
-
-__all__ = ["Counts", "FILTERS", "QPersistentModelIndex", "ResultsModel", "Role", "SORTS"]
