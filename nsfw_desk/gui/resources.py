@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 from importlib.resources import as_file, files
+from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
@@ -11,7 +13,10 @@ ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
 
 
 def _package():
-    return files("nsfw_desk.resources")
+    try:
+        return files("nsfw_desk.resources")
+    except ModuleNotFoundError:  # a PyInstaller bundle keeps them as plain files
+        return Path(getattr(sys, "_MEIPASS", ".")) / "nsfw_desk" / "resources"
 
 
 @cache
