@@ -24,6 +24,26 @@ def log_dir() -> Path:
     return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Each new log file, the one after a rotation too, is created owner-only (0600)."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """`folder` and its missing parents, each 0700 (mkdir -p would leave parents 0755: on
+    Linux the log folder is nsfw-desk/log, and nsfw-desk is ours too)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for part in reversed(missing):
+        part.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(part, 0o700)  # mkdir's mode is filtered by the umask
+
+
 def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
     """stderr at WARNING (-v INFO, -vv DEBUG); the file at INFO or DEBUG. Returns its path."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
@@ -42,13 +62,9 @@ def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
         return None
     path = log_dir() / LOG_FILE
     try:
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, mode=0o700)
-            os.chmod(path.parent, 0o700)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES,
-                                                       backupCount=BACKUPS, encoding="utf-8")
+        _make_private_dirs(path.parent)
+        handler = _PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                              encoding="utf-8")
     except OSError as exc:  # a read-only home must not stop the app
         logging.getLogger(__name__).warning("no log file: %s", exc)
         return None

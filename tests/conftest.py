@@ -54,3 +54,25 @@ def photo_folder(tmp_path) -> Path:
         sub = root / ("a" if i % 2 else "b") / ("deep" if i % 3 == 0 else "")
         write_photo(sub / f"photo_{i:02d}.jpg", (120 + i * 7, 90 + i * 3), seed=i)
     return root
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability figures (tests/hostile_corpus.py's FIGURES), for the README."""
+    import sys
+
+    corpus = sys.modules.get("hostile_corpus")
+    figures = getattr(corpus, "FIGURES", None)
+    if figures:
+        terminalreporter.section("reliability figures")
+        for name, value in sorted(figures.items()):
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="fuzz the decoder with 10,000+ cases instead of a few hundred")
+
+
+@pytest.fixture(scope="session")
+def fuzz_long(request) -> bool:
+    return bool(request.config.getoption("--fuzz-long"))

@@ -20,7 +20,7 @@ import numpy as np
 from nsfw_desk.core.images import ImageError, content_hash, read_file
 from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.review import Decision, ReviewStore
-from nsfw_desk.core.store import Library
+from nsfw_desk.core.store import Library, display_text
 
 SPLITS = ("train", "val")
 FALLBACK_CLASSES = {"unsafe": "unsafe", "safe": "safe"}
@@ -243,7 +243,8 @@ def _export_one(decision: Decision, candidates: list[tuple[Path, str, str | None
     Returns (exported, None, linked) or (None, (path or hash, reason), False).
     """
     failures: list[tuple[str, str]] = []
-    for path, text, _ in candidates:
+    for path, stored_text, _ in candidates:
+        text = display_text(stored_text)
         try:
             before = os.stat(path) if link else None
             data = read_file(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from nsfw_desk.core.store import Library, path_key
+from nsfw_desk.core.store import Library, path_key, write_transaction
 
 LABELS = ("unsafe", "safe")
 FALLBACK_REVIEWER = "reviewer"
@@ -116,12 +116,12 @@ class ReviewStore:
         if not changes:
             return []
         if self.db.conn.in_transaction:
-            # atomic() would become a savepoint of the caller's transaction: not durable here.
+            # It would become a savepoint of the caller's transaction: not durable here.
             raise RuntimeError("decisions must not be written inside another transaction")
         at = now_utc()
         reverts = undo_of if undo_of is not None else [None] * len(changes)
         ids: list[int] = []
-        with self.db.atomic():
+        with write_transaction(self.db):
             for (item, label), reverted in zip(changes, reverts, strict=True):
                 path = path_key(item.source_path)[0] if item.source_path is not None else None
                 score = float(item.score) if item.score is not None else None

@@ -177,7 +177,7 @@ def scan_folder(
         summary.files = len(entries) + len(found_errors)
         summary.cancelled = cancel.cancelled
         if not summary.cancelled:
-            library.forget_missing(root, present)
+            library.forget_missing(root, present, keep_under=stats.unlisted)
         status = "cancelled" if summary.cancelled else "done"
         tracker.report(force=True)
     finally:

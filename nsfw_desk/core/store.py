@@ -8,8 +8,11 @@ and `MIGRATIONS` upgrades older libraries in order, each step in its own transac
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -43,13 +46,33 @@ def default_thumbnails_path(library: Path | None = None) -> Path:
     return library.with_name(library.stem + ".thumbnails.sqlite")
 
 
+def _escape_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return "".join(f"\x00\\x{byte:02x}" for byte in exc.object[exc.start:exc.end]), exc.end
+
+
+codecs.register_error("nsfw_desk.path", _escape_undecodable)
+
+
 def path_key(path: Path | str) -> tuple[str, bytes | None]:
-    """Text to store for a path, plus its raw bytes when the name is not valid UTF-8."""
+    """Text to store for a path, plus its raw bytes when the name is not valid UTF-8.
+
+    Each byte that is not UTF-8 becomes NUL + `\\xNN` in the text. No real path holds a NUL,
+    so that text can never be another path's: with a plain `\\xNN` the name b"a\\xff" and the
+    valid name "a\\\\xff" shared one key, and one file hid the other in the library. The
+    escape is per byte, so a folder's text is still a prefix of its files' texts.
+    """
     raw = os.fsencode(path)
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
-        return raw.decode("utf-8", "backslashreplace"), raw
+        return raw.decode("utf-8", "nsfw_desk.path"), raw
+
+
+def display_text(text: str) -> str:
+    """A stored path text as people read it: bytes that are not UTF-8 shown as `\\xNN`."""
+    return text.replace("\x00", "")
 
 
 def path_from_row(text: str, raw: bytes | None) -> Path:
@@ -62,9 +85,47 @@ def _prefix_range(root: Path) -> tuple[str, str]:
     return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
 
 
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One write transaction that holds the write lock from its first statement.
+
+    sqlite-utils' `atomic()` issues a plain (deferred) BEGIN, and its writes read the schema
+    first, so the transaction starts as a reader and must upgrade. In WAL mode that upgrade
+    fails at once with SQLITE_BUSY ("database is locked", the busy timeout does not apply)
+    whenever another connection (the GUI's, the scan worker's, a second instance's) committed
+    since the read began. BEGIN IMMEDIATE instead waits, up to the busy timeout, for the lock,
+    and then nothing can come between. Inside a caller's transaction this is a savepoint.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        name = f"nsfw_desk_{secrets.token_hex(8)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                conn.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        conn.execute(f"RELEASE SAVEPOINT {name}")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _make_private_dir(folder: Path) -> None:
     if not folder.exists():
-        folder.mkdir(parents=True, mode=0o700)
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+        except FileExistsError:  # another instance made it a moment ago
+            return
         os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
 
 
@@ -76,11 +137,29 @@ def _open_private_db(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.DatabaseError as exc:
         raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
     return conn
+
+
+def _retry_busy(statement: Callable[[], object]) -> None:
+    """Run `statement`, retrying while the database is busy, up to the busy timeout.
+
+    Turning a new database to WAL needs it to itself for a moment, and SQLite answers
+    SQLITE_BUSY at once instead of waiting: two instances creating one library collide here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 5) & 0xFF) in (5, 6)  # BUSY, LOCKED
+            if not (busy and "locked" in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def float16_blob(values: np.ndarray) -> bytes:
@@ -160,18 +239,30 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1, _mig
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(db: sqlite_utils.Database, migrations=MIGRATIONS) -> int:
-    """Bring `db` to the newest schema, one transaction per version; return that version."""
+def _schema_version(db: sqlite_utils.Database, known: int) -> int:
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(migrations):
+    if version > known:
         raise LibraryError(
             f"This library has schema version {version}, newer than this nsfw-desk knows "
-            f"({len(migrations)}). Upgrade nsfw-desk, or use another library with --db."
+            f"({known}). Upgrade nsfw-desk, or use another library with --db."
         )
-    for target, step in enumerate(migrations[version:], start=version + 1):
-        with db.atomic():
-            step(db)
-            db.execute(f"PRAGMA user_version = {target}")
+    return version
+
+
+def migrate(db: sqlite_utils.Database, migrations=MIGRATIONS) -> int:
+    """Bring `db` to the newest schema, one transaction per version; return that version.
+
+    The version is read again inside each write transaction: two instances opening a new
+    library at once take turns, and the second finds the work done.
+    """
+    version = _schema_version(db, len(migrations))
+    while version < len(migrations):
+        with write_transaction(db):
+            version = _schema_version(db, len(migrations))
+            if version < len(migrations):
+                migrations[version](db)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
     return len(migrations)
 
 
@@ -229,7 +320,9 @@ class Library:
             raise LibraryError(f"{self.path} is not a usable nsfw-desk library: {exc}") from exc
         self.thumbs = sqlite_utils.Database(_open_private_db(self.thumbnails_path))
         if "thumbnails" not in self.thumbs.table_names():
-            self.thumbs["thumbnails"].create({"hash": str, "jpeg": bytes}, pk="hash")
+            with write_transaction(self.thumbs):  # IF NOT EXISTS: another instance may be first
+                self.thumbs.execute(
+                    "CREATE TABLE IF NOT EXISTS thumbnails (hash TEXT PRIMARY KEY, jpeg BLOB)")
 
     def close(self) -> None:
         self.db.close()
@@ -245,7 +338,7 @@ class Library:
 
     def register_model(self, model_id: str, *, source: str, revision: str | None,
                        architecture: str, labels: list[str], unsafe_labels: list[str]) -> None:
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["models"].insert(
                 {"id": model_id, "source": source, "revision": revision,
                  "architecture": architecture, "labels": json.dumps(labels),
@@ -254,7 +347,7 @@ class Library:
             )
 
     def begin_scan(self, root: Path, model_id: str) -> int:
-        with self.db.atomic():
+        with write_transaction(self.db):
             table = self.db["scans"].insert(
                 {"root": path_key(root)[0], "model_id": model_id, "started_at": _now(),
                  "status": "running"}
@@ -263,7 +356,7 @@ class Library:
 
     def finish_scan(self, scan_id: int, status: str, *, files: int, scored: int, cached: int,
                     errors: int) -> None:
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["scans"].update(
                 scan_id,
                 {"finished_at": _now(), "status": status, "files": files, "scored": scored,
@@ -332,9 +425,9 @@ class Library:
                 )
         thumbs = [{"hash": i.hash, "jpeg": i.thumbnail} for i in items if i.thumbnail]
         if thumbs:  # thumbnails first: a crash in between leaves a harmless spare thumbnail
-            with self.thumbs.atomic():
+            with write_transaction(self.thumbs):
                 self.thumbs["thumbnails"].insert_all(thumbs, replace=True)
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["files"].insert_all(file_rows, replace=True)
             if score_rows:
                 self.db["scores"].insert_all(score_rows, replace=True)
@@ -353,26 +446,30 @@ class Library:
                 {"path": text, "raw_path": raw, "kind": error.kind, "message": error.message,
                  "size": error.size, "mtime_ns": error.mtime_ns, "scan_id": scan_id, "at": now}
             )
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["errors"].insert_all(rows, replace=True)
             self._delete_paths("files", paths)
 
-    def forget_missing(self, root: Path, present: set[str]) -> int:
+    def forget_missing(self, root: Path, present: set[str],
+                       keep_under: Iterable[Path] = ()) -> int:
         """Drop file and error rows under `root` that a full scan no longer found.
 
+        Rows under `keep_under` (folders that could not be listed: a drive that is not
+        mounted, a permission lost for a while) stay: their files are unknown, not gone.
         Scores, decisions and thumbnails stay: they belong to content, not paths.
         """
         low, high = _prefix_range(root)
+        kept = tuple(_prefix_range(folder)[0] for folder in keep_under)
         gone = [
             row[0]
             for table in ("files", "errors")
             for row in self.db.execute(
                 f"SELECT path FROM {table} WHERE path >= ? AND path < ?", (low, high)
             )
-            if row[0] not in present
+            if row[0] not in present and not row[0].startswith(kept)
         ]
         if gone:
-            with self.db.atomic():
+            with write_transaction(self.db):
                 self._delete_paths("files", gone)
                 self._delete_paths("errors", gone)
         return len(gone)
