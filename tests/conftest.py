@@ -6,6 +6,7 @@ the hub is switched to offline mode before any test runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -76,3 +77,19 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def fuzz_long(request) -> bool:
     return bool(request.config.getoption("--fuzz-long"))
+
+
+@pytest.fixture
+def restore_logging():
+    """Undo the handlers and levels a test's setup_logging() call installs."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in ("PIL", "huggingface_hub")}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    for name, value in levels.items():
+        logging.getLogger(name).setLevel(value)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from support import permissions_enforced
 
 from nsfw_desk.core.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ErrorKind
 from nsfw_desk.synthetic import synthetic_photo
@@ -705,7 +706,7 @@ def _replaced_by_fifo(folder: Path) -> Built:
 
 def _permission_lost(folder: Path) -> Built:
     path = write(folder / "locked_meanwhile.jpg", encode(photo(), "JPEG"))
-    outcome = ErrorKind.UNREADABLE if _permissions_enforced() else SCORE
+    outcome = ErrorKind.UNREADABLE if permissions_enforced() else SCORE
     built = Built({path: outcome}, {path: lambda: path.chmod(0)})
     built.finish.append(lambda: path.chmod(0o644))
     built.after_first = {path: SCORE}
@@ -739,26 +740,10 @@ def _growing(folder: Path) -> Built:
     return built
 
 
-def _permissions_enforced() -> bool:
-    if not POSIX:
-        return False
-    with tempfile.TemporaryDirectory() as folder:
-        probe = Path(folder) / "probe"
-        probe.write_bytes(b"x")
-        probe.chmod(0)
-        try:
-            probe.read_bytes()
-        except PermissionError:
-            return True
-        finally:
-            probe.chmod(0o600)
-        return False
-
-
 def _locked(folder: Path) -> Built:
     path = write(folder / "locked.jpg", encode(photo(), "JPEG"))
     path.chmod(0)
-    built = Built({path: ErrorKind.UNREADABLE if _permissions_enforced() else SCORE})
+    built = Built({path: ErrorKind.UNREADABLE if permissions_enforced() else SCORE})
     built.finish.append(lambda: path.chmod(0o644))
     built.after_first = {path: SCORE}  # readable again: not an error remembered for good
     return built

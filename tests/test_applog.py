@@ -12,18 +12,6 @@ from nsfw_desk import applog
 from nsfw_desk.cli import main
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
 def test_log_file_is_owner_only_and_rotates(tmp_path, monkeypatch, restore_logging):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))

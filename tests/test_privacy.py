@@ -47,21 +47,6 @@ def fresh_home(tmp_path, monkeypatch):
     os.umask(old_umask)
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in ("PIL", "huggingface_hub")}
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    for name, value in levels.items():
-        logging.getLogger(name).setLevel(value)
-
-
 def secret_corpus(root: Path) -> Path:
     """Images and broken files whose names and bytes carry markers that must not be logged."""
     marker = SECRET_CONTENT.encode()
