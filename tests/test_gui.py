@@ -491,3 +491,30 @@ def test_opening_another_folder_mid_scan_switches_cleanly(qtbot, make_window, fo
     assert len(paths) == 13 and all(folder in p.parents for p in paths)
     assert window.status.text().startswith("Scanned")
     assert window.stop_button.isHidden()
+
+
+def test_rows_of_an_unreadable_subfolder_stay_after_a_rescan(qtbot, make_window, folder,
+                                                            monkeypatch):
+    """A subfolder that cannot be listed (an unmounted drive) keeps its rows, as the library
+    keeps its results; files that are really gone disappear."""
+    import os as _os
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    sub = folder / "a"
+    under_sub = {p for p in column(window, Role.PATH) if sub in p.parents}
+    assert under_sub
+    gone = next(p for p in column(window, Role.PATH) if sub not in p.parents and p.exists())
+    gone.unlink()
+    real_scandir = _os.scandir
+
+    def failing_scandir(path):
+        if str(path) == str(sub):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr("nsfw_desk.core.images.os.scandir", failing_scandir)
+    window.rescan()
+    qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
+    paths = set(column(window, Role.PATH))
+    assert under_sub <= paths and gone not in paths

@@ -70,6 +70,8 @@ class ScanSummary:
     elapsed_s: float = 0.0
     cancelled: bool = False
     scan_id: int | None = None
+    unlisted: list[Path] = field(default_factory=list)  # folders that could not be read:
+    # their stored results are kept, not forgotten (a drive that is not mounted)
     outcomes: list[FileOutcome] = field(default_factory=list, repr=False)
 
     @property
@@ -178,6 +180,7 @@ def scan_folder(
         summary.cancelled = cancel.cancelled
         if not summary.cancelled:
             library.forget_missing(root, present, keep_under=stats.unlisted)
+        summary.unlisted = list(stats.unlisted)
         status = "cancelled" if summary.cancelled else "done"
         tracker.report(force=True)
     finally:

@@ -156,6 +156,9 @@ class ResultsModel(QAbstractListModel):
         keep = [o for o in self.outcomes() if o.path in present]
         self.reset(self.folder, keep, self._labels)
 
+    def paths(self) -> list[Path]:
+        return list(self._paths)
+
     def outcomes(self) -> list[FileOutcome]:
         return [
             FileOutcome(self._paths[r], self._hashes[r],

@@ -385,7 +385,10 @@ class MainWindow(QMainWindow):
         if folder != self.folder or summary is None:
             return
         if not summary.cancelled:
-            self.results.remove_missing(self._seen_paths)
+            # Like the library: rows under folders that could not be read stay.
+            kept = {p for p in self.results.paths()
+                    if any(folder == p or folder in p.parents for folder in summary.unlisted)}
+            self.results.remove_missing(self._seen_paths | kept)
         self._update_counts()
         verb = "Stopped" if summary.cancelled else "Scanned"
         self.status.setText(
