@@ -52,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "`nsfw-desk [FOLDER]` does the same.")
     gui.add_argument("folder", type=Path, nargs="?", metavar="FOLDER")
     _add_model_options(gui)
-    gui.add_argument("--db", type=Path, default=None, metavar="PATH",
-                     help="library file (default: in the user data folder)")
+    _add_db_option(gui)
     gui.add_argument("--quit-after-paint", action="store_true", help=argparse.SUPPRESS)
 
     desktop = commands.add_parser(
@@ -73,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="decode threads (default: cores, 2 to 4)")
     scan.add_argument("--threshold", type=_fraction, default=0.5, metavar="T",
                       help="score at or above which an image is flagged (default 0.5)")
-    scan.add_argument("--db", type=Path, default=None, metavar="PATH",
-                      help="library file (default: in the user data folder)")
+    _add_db_option(scan)
     scan.add_argument("--jsonl", type=Path, default=None, metavar="OUT",
                       help="also write one JSON object per file to OUT ('-' for stdout)")
     scan.add_argument("--include-hidden", action="store_true",
@@ -105,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="recall the first suggestion must reach (default 0.95)")
     metrics.add_argument("--json", action="store_true",
                          help="print every threshold, the suggestions and counts as JSON")
-    metrics.add_argument("--db", type=Path, default=None, metavar="PATH",
-                         help="library file (default: in the user data folder)")
+    _add_db_option(metrics)
 
     export = commands.add_parser(
         "export", help="write the reviewed images as a train/val dataset folder",
@@ -138,10 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace DIR when it is an earlier export (or empty)")
     export.add_argument("--no-source-path", action="store_true",
                         help="leave the original paths out of the metadata and data card")
-    export.add_argument("--db", type=Path, default=None, metavar="PATH",
-                        help="library file (default: in the user data folder)")
+    _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     return parser
+
+
+def _add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=None, metavar="PATH",
+                        help="library file (default: in the user data folder)")
 
 
 def _positive_int(text: str) -> int:
