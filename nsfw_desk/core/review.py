@@ -16,11 +16,10 @@ from pathlib import Path
 
 import sqlite_utils
 
-from nsfw_desk.core.store import Library, path_key, write_transaction
+from nsfw_desk.core.store import Library, in_chunks, path_key, write_transaction
 
 LABELS = ("unsafe", "safe")
 FALLBACK_REVIEWER = "reviewer"
-_CHUNK = 500  # bound parameters per IN list, well under old SQLite's 999 limit
 _COLUMNS = ("id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, "
             "undo_of")
 _INSERT = ("INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
@@ -73,11 +72,6 @@ def now_utc() -> str:
 def _check_label(label: str | None) -> None:
     if label is not None and label not in LABELS:
         raise ValueError(f"label must be one of {LABELS} or None, not {label!r}")
-
-
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start:start + _CHUNK]
 
 
 class ReviewStore:
@@ -160,8 +154,8 @@ class ReviewStore:
         if hashes is None:
             return dict(self.db.execute(sql.format(where="")))
         found: dict[str, str] = {}
-        for chunk in _chunks(list(dict.fromkeys(hashes))):
-            where = f"WHERE hash IN ({','.join('?' * len(chunk))})"
+        for chunk, marks in in_chunks(dict.fromkeys(hashes)):
+            where = f"WHERE hash IN ({marks})"
             found.update(self.db.execute(sql.format(where=where), chunk))
         return found
 
@@ -193,11 +187,9 @@ class ReviewStore:
 
     def _decisions_by_id(self, ids: Sequence[int]) -> list[Decision]:
         found: list[Decision] = []
-        for start in range(0, len(ids), _CHUNK):
-            chunk = [int(i) for i in ids[start:start + _CHUNK]]
+        for chunk, marks in in_chunks([int(i) for i in ids]):
             rows = self.db.execute(
-                f"SELECT {_COLUMNS} FROM decisions WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk)
+                f"SELECT {_COLUMNS} FROM decisions WHERE id IN ({marks})", chunk)
             found.extend(Decision(*row) for row in rows)
         return found
 

@@ -162,6 +162,17 @@ def _retry_busy(statement: Callable[[], object]) -> None:
             time.sleep(0.01)
 
 
+IN_CHUNK = 500  # SQLite limits host parameters per statement (999 in older builds)
+
+
+def in_chunks(values: Iterable) -> Iterator[tuple[list, str]]:
+    """`values` in slices small enough for one `IN (...)`, each with its `?,?,…` marks."""
+    values = list(values)
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start:start + IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def float16_blob(values: np.ndarray) -> bytes:
     return np.asarray(values, dtype="<f2").tobytes()
 
@@ -388,11 +399,8 @@ class Library:
         return set(self.scores_for(model_id, hashes))
 
     def scores_for(self, model_id: str, hashes: Iterable[str]) -> dict[str, float]:
-        hashes = list(hashes)
         found: dict[str, float] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(hashes):
             rows = self.db.execute(
                 f"SELECT hash, unsafe FROM scores WHERE model_id = ? AND hash IN ({marks})",
                 [model_id, *chunk],
@@ -475,9 +483,7 @@ class Library:
         return len(gone)
 
     def _delete_paths(self, table: str, paths: list[str]) -> None:
-        for start in range(0, len(paths), 500):
-            chunk = paths[start:start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(paths):
             self.db.execute(f"DELETE FROM {table} WHERE path IN ({marks})", chunk)
 
     # reads for the GUI, the CLI and export
@@ -569,9 +575,7 @@ class Library:
         """Every stored file of each content as (path, stored path text, format), by path."""
         hashes = list(dict.fromkeys(hashes))
         found: dict[str, list[tuple[Path, str, str | None]]] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(hashes):
             rows = self.db.execute(
                 f"SELECT hash, path, raw_path, format FROM files WHERE hash IN ({marks}) "
                 "ORDER BY path", chunk)
