@@ -168,13 +168,23 @@ def test_decisions_follow_the_content(qtbot, make_window, folder, tmp_path):
     assert window.results.index(0).data(Role.LABEL) == "unsafe"
 
 
-def test_stop_cancels_a_running_scan(qtbot, make_window, tmp_path):
-    root = tmp_path / "many"
+@pytest.fixture
+def big_folder(tmp_path):
+    """150 photos: a scan of them is still running when a test acts."""
+    root = tmp_path / "big"
     for i in range(150):
         write_photo(root / f"{i:03d}.jpg", (200, 150), seed=i)
-    window = make_window()
+    return root
+
+
+def start_big_scan(qtbot, window, root):
     window.open_folder(root)
     qtbot.waitUntil(lambda: window.results.rowCount() >= 8, timeout=SCAN_TIMEOUT_MS)
+
+
+def test_stop_cancels_a_running_scan(qtbot, make_window, big_folder):
+    window = make_window()
+    start_big_scan(qtbot, window, big_folder)
     window.stop_button.click()
     qtbot.waitUntil(lambda: not window.scanning, timeout=5000)
     assert "Stopped" in window.status.text()
@@ -477,13 +487,10 @@ def test_export_dialog_writes_a_dataset_in_the_background(qtbot, reviewed_window
     dialog.reject()  # closing stops the export thread
 
 
-def test_opening_another_folder_mid_scan_switches_cleanly(qtbot, make_window, folder, tmp_path):
-    big = tmp_path / "big"
-    for i in range(150):
-        write_photo(big / f"{i:03d}.jpg", (200, 150), seed=i)
+def test_opening_another_folder_mid_scan_switches_cleanly(qtbot, make_window, folder,
+                                                          big_folder):
     window = make_window()
-    window.open_folder(big)
-    qtbot.waitUntil(lambda: window.results.rowCount() >= 8, timeout=SCAN_TIMEOUT_MS)
+    start_big_scan(qtbot, window, big_folder)
     window.open_folder(folder)
     assert window.scanning
     qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)

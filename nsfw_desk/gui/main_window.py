@@ -7,6 +7,7 @@ ReviewStore, and this window only arranges widgets and routes actions.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 from pathlib import Path
 
@@ -327,11 +328,9 @@ class MainWindow(QMainWindow):
         if folder != self.folder:
             return
         self.model_id = model_id
-        current = self._current_path()
         hashes = {o.hash for o in outcomes if o.hash}
-        self.results.reset(folder, outcomes, self.reviews.current_labels(hashes))
-        self._select_path(current)
-        self._update_counts()
+        with self._keeping_current():
+            self.results.reset(folder, outcomes, self.reviews.current_labels(hashes))
 
     def _on_model_ready(self, model_id: str, description: str) -> None:
         self.model_id = model_id
@@ -404,23 +403,18 @@ class MainWindow(QMainWindow):
             self.slider.blockSignals(True)
             self.slider.setValue(round(value * 100))
             self.slider.blockSignals(False)
-        current = self._current_path()
-        self.results.set_threshold(value)
-        self._select_path(current)
-        self._update_counts()
+        with self._keeping_current():
+            self.results.set_threshold(value)
 
     def set_filter(self, name: str) -> None:
-        current = self._current_path()
         self.settings.filter = name
-        self.results.set_filter(name)
-        self._select_path(current)
-        self._update_counts()
+        with self._keeping_current():
+            self.results.set_filter(name)
 
     def set_sort(self, name: str) -> None:
-        current = self._current_path()
         self.settings.sort = name
-        self.results.set_sort(name)
-        self._select_path(current)
+        with self._keeping_current():
+            self.results.set_sort(name)
 
     def _update_counts(self) -> None:
         self.counts_label.setText("  " + str(self.results.counts()) + "  ")
@@ -454,10 +448,8 @@ class MainWindow(QMainWindow):
             self._show_detail()
 
     def _labels_changed(self, labels: dict[str, str | None]) -> None:
-        current = self._current_path()
-        self.results.set_labels(labels)
-        self._select_path(current)
-        self._update_counts()
+        with self._keeping_current():
+            self.results.set_labels(labels)
         self._show_detail()
 
     def move(self, step: int) -> None:
@@ -507,6 +499,14 @@ class MainWindow(QMainWindow):
         return super().eventFilter(watched, event)
 
     # --- selection helpers --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _keeping_current(self):
+        """Re-sort, re-filter or reload the grid without losing the moderator's place."""
+        current = self._current_path()
+        yield
+        self._select_path(current)
+        self._update_counts()
 
     def _current_path(self) -> Path | None:
         index = self.grid.currentIndex()
