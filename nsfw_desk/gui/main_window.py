@@ -324,13 +324,13 @@ class MainWindow(QMainWindow):
             self.worker.worker.cancel()
             self.status.setText("Stopping…")
 
-    def _on_stored_results(self, folder: Path, model_id: str, outcomes: list) -> None:
+    def _on_stored_results(self, folder: Path, model_id: str, outcomes: list,
+                           labels: dict) -> None:
         if folder != self.folder:
             return
         self.model_id = model_id
-        hashes = {o.hash for o in outcomes if o.hash}
         with self._keeping_current():
-            self.results.reset(folder, outcomes, self.reviews.current_labels(hashes))
+            self.results.reset(folder, outcomes, labels)
 
     def _on_model_ready(self, model_id: str, description: str) -> None:
         self.model_id = model_id

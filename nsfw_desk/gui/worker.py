@@ -33,7 +33,9 @@ class ScanRequest:
 class ScanWorker(QObject):
     """Loads stored results, then the model, then scans; every step reports by signal."""
 
-    stored_results = Signal(object, str, list)  # folder, model id, list[FileOutcome]
+    # folder, model id, list[FileOutcome], their labels (hash → label): read here, not on
+    # the GUI thread, because a big folder's labels take a noticeable query
+    stored_results = Signal(object, str, list, dict)
     model_loading = Signal(str)  # what is being loaded
     model_ready = Signal(str, str)  # model id, device description
     model_failed = Signal(str)  # a message for the user
@@ -69,15 +71,13 @@ class ScanWorker(QObject):
             library = self._library_here()
             known_model = self._model.model_id if self._model else library.last_model_for(folder)
             if known_model:
-                self.stored_results.emit(folder, known_model,
-                                         list(library.results(folder, known_model)))
+                self._emit_stored(library, folder, known_model)
             model = self._load(request)
             if model is None or cancel.cancelled:
                 self.finished.emit(request, None)
                 return
             if model.model_id != known_model:
-                self.stored_results.emit(folder, model.model_id,
-                                         list(library.results(folder, model.model_id)))
+                self._emit_stored(library, folder, model.model_id)
             from nsfw_desk.core.scan import ScanOptions, scan_folder
 
             summary = scan_folder(
@@ -92,6 +92,13 @@ class ScanWorker(QObject):
             log.exception("scan failed")
             self.model_failed.emit(f"The scan stopped: {type(exc).__name__}: {exc}")
             self.finished.emit(request, None)
+
+    def _emit_stored(self, library, folder: Path, model_id: str) -> None:
+        from nsfw_desk.core.review import ReviewStore
+
+        outcomes = list(library.results(folder, model_id))
+        labels = ReviewStore(library).current_labels({o.hash for o in outcomes if o.hash})
+        self.stored_results.emit(folder, model_id, outcomes, labels)
 
     def _load(self, request: ScanRequest):
         from nsfw_desk.core.models import ModelError, load_model
