@@ -63,8 +63,9 @@ def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
     path = log_dir() / LOG_FILE
     try:
         _make_private_dirs(path.parent)
-        handler = _PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
-                                              encoding="utf-8")
+        handler = _PrivateRotatingFileHandler(
+            path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        )
     except OSError as exc:  # a read-only home must not stop the app
         logging.getLogger(__name__).warning("no log file: %s", exc)
         return None

@@ -67,14 +67,20 @@ def card_loop(model: LoadedModel, paths: list[Path]) -> tuple[float, np.ndarray]
     return len(paths) / (time.perf_counter() - start), np.array(scores)
 
 
-def timed_scan(model: LoadedModel, folder: Path, paths: list[Path], workdir: Path,
-               batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[float, np.ndarray]:
+def timed_scan(
+    model: LoadedModel,
+    folder: Path,
+    paths: list[Path],
+    workdir: Path,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tuple[float, np.ndarray]:
     """A fresh library each time, so nothing is answered from a cache."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         library = Library(Path(tmp) / "bench.sqlite")
         start = time.perf_counter()
-        summary = scan_folder(folder, model, library, options=ScanOptions(batch_size=batch_size),
-                              keep_outcomes=True)
+        summary = scan_folder(
+            folder, model, library, options=ScanOptions(batch_size=batch_size), keep_outcomes=True
+        )
         elapsed = time.perf_counter() - start
         library.close()
     by_path = {o.path: o.score for o in summary.outcomes}
@@ -105,9 +111,16 @@ def warm_up(model: LoadedModel) -> None:
     model.predict(torch.zeros(DEFAULT_BATCH_SIZE, *size))
 
 
-def measure_corpus(name: str, model: LoadedModel, reduced: dict[str, LoadedModel],
-                   folder: Path, paths: list[Path], workdir: Path,
-                   batch_sizes: list[int], rounds: int) -> CorpusFigures:
+def measure_corpus(
+    name: str,
+    model: LoadedModel,
+    reduced: dict[str, LoadedModel],
+    folder: Path,
+    paths: list[Path],
+    workdir: Path,
+    batch_sizes: list[int],
+    rounds: int,
+) -> CorpusFigures:
     """Card loop and scans alternate for `rounds` rounds; medians damp a noisy machine."""
     figures = CorpusFigures(name, len(paths))
     card_rates, scan_rates = [], []
@@ -155,8 +168,13 @@ def measure_cancel(model: LoadedModel, folder: Path, workdir: Path) -> float | N
 
         def run() -> None:
             with Library(Path(tmp) / "cancel.sqlite") as library:
-                summary = scan_folder(folder, model, library, cancel=cancel,
-                                      on_results=lambda outcomes: first_batch.set())
+                summary = scan_folder(
+                    folder,
+                    model,
+                    library,
+                    cancel=cancel,
+                    on_results=lambda outcomes: first_batch.set(),
+                )
             finished["at"] = time.perf_counter()
             finished["cancelled"] = summary.cancelled
 
@@ -187,8 +205,12 @@ def measure_rescan(workdir: Path, count: int) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     library.close()
     assert second.cached == count and second.scored == 0, second
-    return {"files": count, "first_scan_s": first.elapsed_s, "rescan_s": elapsed,
-            "rescan_files_per_s": count / elapsed}
+    return {
+        "files": count,
+        "first_scan_s": first.elapsed_s,
+        "rescan_s": elapsed,
+        "rescan_files_per_s": count / elapsed,
+    }
 
 
 def measure_export(workdir: Path, count: int) -> dict[str, float]:
@@ -203,13 +225,18 @@ def measure_export(workdir: Path, count: int) -> dict[str, float]:
     folder = workdir / "export-source"
     paths = make_corpus(folder, (320, 240), count, quality=92)
     total = sum(p.stat().st_size for p in paths)
-    model = load_model(save_random_model(workdir / "export-model", model_args={"img_size": 32}),
-                       device="cpu")
+    model = load_model(
+        save_random_model(workdir / "export-model", model_args={"img_size": 32}), device="cpu"
+    )
     with Library(workdir / "export.sqlite") as library:
-        summary = scan_folder(folder, model, library, options=ScanOptions(batch_size=64),
-                              keep_outcomes=True)
-        items = [DecisionInput(o.hash, model.model_id, o.score, o.path)
-                 for o in summary.outcomes if o.hash]
+        summary = scan_folder(
+            folder, model, library, options=ScanOptions(batch_size=64), keep_outcomes=True
+        )
+        items = [
+            DecisionInput(o.hash, model.model_id, o.score, o.path)
+            for o in summary.outcomes
+            if o.hash
+        ]
         reviews = ReviewStore(library)
         half = len(items) // 2
         reviews.decide(items[:half], "unsafe", reviewer="bench", threshold=THRESHOLD)
@@ -228,9 +255,15 @@ def measure_export(workdir: Path, count: int) -> dict[str, float]:
         os.close(fd)
     copy_s = time.perf_counter() - start
     assert report.exported == count, report
-    return {"files": count, "mb": total / 1e6, "export_s": export_s, "copy_s": copy_s,
-            "export_mb_per_s": total / 1e6 / export_s, "copy_mb_per_s": total / 1e6 / copy_s,
-            "export_files_per_s": count / export_s}
+    return {
+        "files": count,
+        "mb": total / 1e6,
+        "export_s": export_s,
+        "copy_s": copy_s,
+        "export_mb_per_s": total / 1e6 / export_s,
+        "copy_mb_per_s": total / 1e6 / copy_s,
+        "export_files_per_s": count / export_s,
+    }
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -250,62 +283,85 @@ def run_bench(args: argparse.Namespace) -> int:
         from nsfw_desk.core.models import choose_precision
 
         default = choose_precision(model.device)
-        print(f"model: {model_note}\ndevice: {model.describe()}; "
-              f"--precision auto picks {default} here", flush=True)
+        print(
+            f"model: {model_note}\ndevice: {model.describe()}; "
+            f"--precision auto picks {default} here",
+            flush=True,
+        )
         for m in (model, *reduced.values()):
             warm_up(m)
-        corpora = [("12-MP JPEG (4000×3000)", (4000, 3000), 8 if quick else 48),
-                   ("1024-px JPEG (1024×768)", (1024, 768), 16 if quick else 64)]
+        corpora = [
+            ("12-MP JPEG (4000×3000)", (4000, 3000), 8 if quick else 48),
+            ("1024-px JPEG (1024×768)", (1024, 768), 16 if quick else 64),
+        ]
         results = []
         for name, size, count in corpora:
             folder = workdir / f"{size[0]}x{size[1]}"
             print(f"\n{name}: writing {count} files…", flush=True)
             paths = make_corpus(folder, size, count)
             sweep = [] if quick or size[0] > 2000 else [4, 8, 16]
-            figures = measure_corpus(name, model, reduced, folder, paths, workdir, sweep,
-                                     rounds=1 if quick else 2)
+            figures = measure_corpus(
+                name, model, reduced, folder, paths, workdir, sweep, rounds=1 if quick else 2
+            )
             _print_figures(figures)
             results.append(figures)
             if size[0] > 2000:
                 latency = measure_cancel(model, folder, workdir)
-                text = f"{latency:6.2f} s" if latency is not None else \
-                    "   n/a (the scan ended before the cancel: too few files)"
+                text = (
+                    f"{latency:6.2f} s"
+                    if latency is not None
+                    else "   n/a (the scan ended before the cancel: too few files)"
+                )
                 print(f"  cancel latency  : {text} (target < 1 s)", flush=True)
         rescan_count = 2000 if quick else 10_000
         print(f"\nrescan of an unchanged folder: writing {rescan_count:,} files…", flush=True)
         rescan = measure_rescan(workdir, rescan_count)
-        print(f"  rescan: {rescan['rescan_files_per_s']:,.0f} files/s "
-              f"({rescan['files']:,} files in {rescan['rescan_s']:.2f} s; target ≥ 5,000/s)")
+        print(
+            f"  rescan: {rescan['rescan_files_per_s']:,.0f} files/s "
+            f"({rescan['files']:,} files in {rescan['rescan_s']:.2f} s; target ≥ 5,000/s)"
+        )
         export_count = 1000 if quick else 10_000
         print(f"\nexport of {export_count:,} reviewed 320×240 JPEGs: writing them…", flush=True)
         exported = measure_export(workdir, export_count)
-        print(f"  export: {exported['export_mb_per_s']:,.0f} MB/s, "
-              f"{exported['export_files_per_s']:,.0f} files/s ({exported['mb']:,.0f} MB in "
-              f"{exported['export_s']:.1f} s); plain copy loop with fsync: "
-              f"{exported['copy_mb_per_s']:,.0f} MB/s "
-              f"({exported['export_mb_per_s'] / exported['copy_mb_per_s']:.2f}× of it)",
-              flush=True)
+        print(
+            f"  export: {exported['export_mb_per_s']:,.0f} MB/s, "
+            f"{exported['export_files_per_s']:,.0f} files/s ({exported['mb']:,.0f} MB in "
+            f"{exported['export_s']:.1f} s); plain copy loop with fsync: "
+            f"{exported['copy_mb_per_s']:,.0f} MB/s "
+            f"({exported['export_mb_per_s'] / exported['copy_mb_per_s']:.2f}× of it)",
+            flush=True,
+        )
     print("\ndesk:", flush=True)
     from nsfw_desk.gui.bench_gui import print_desk_figures
 
     desk = print_desk_figures()
     if args.json:
-        payload = {"model": model_note, "device": model.describe(),
-                   "corpora": [asdict(r) for r in results], "rescan": rescan,
-                   "cancel_latency_s": latency, "export": exported, "desk": desk}
+        payload = {
+            "model": model_note,
+            "device": model.describe(),
+            "corpora": [asdict(r) for r in results],
+            "rescan": rescan,
+            "cancel_latency_s": latency,
+            "export": exported,
+            "desk": desk,
+        }
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 
 
 def _print_figures(f: CorpusFigures) -> None:
     print(f"  model card loop : {f.card_rate:6.2f} images/s")
-    print(f"  nsfw-desk scan  : {f.scan_rate:6.2f} images/s  fp32, batch {DEFAULT_BATCH_SIZE}: "
-          f"{f.ratio:.2f}× the card loop; max |Δp| vs card {f.max_abs_dp:.4f}")
+    print(
+        f"  nsfw-desk scan  : {f.scan_rate:6.2f} images/s  fp32, batch {DEFAULT_BATCH_SIZE}: "
+        f"{f.ratio:.2f}× the card loop; max |Δp| vs card {f.max_abs_dp:.4f}"
+    )
     for label, r in f.reduced.items():
-        print(f"  nsfw-desk scan  : {r['scan_rate']:6.2f} images/s  {label}: "
-              f"{r['ratio_vs_card']:.2f}× the card loop, {r['speedup_vs_fp32']:.2f}× fp32; "
-              f"{r['flipped_pct']:.2f}% decisions flipped at {THRESHOLD}; "
-              f"max |Δp| vs fp32 {r['max_abs_dp_vs_fp32']:.4f}, vs card "
-              f"{r['max_abs_dp_vs_card']:.4f}")
+        print(
+            f"  nsfw-desk scan  : {r['scan_rate']:6.2f} images/s  {label}: "
+            f"{r['ratio_vs_card']:.2f}× the card loop, {r['speedup_vs_fp32']:.2f}× fp32; "
+            f"{r['flipped_pct']:.2f}% decisions flipped at {THRESHOLD}; "
+            f"max |Δp| vs fp32 {r['max_abs_dp_vs_fp32']:.4f}, vs card "
+            f"{r['max_abs_dp_vs_card']:.4f}"
+        )
     for size in f.batch_sizes:
         print(f"  batch {size:<10}: {f.batch_sizes[size]:6.2f} images/s (fp32)")

@@ -24,125 +24,244 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     from nsfw_desk.core.models import DEFAULT_MODEL, DEVICES, PRECISIONS
 
-    parser.add_argument("--model", metavar="ID_OR_DIR", default=None,
-                        help=f"hub id (org/name[@revision]) or a local folder with config.json "
-                             f"and model.safetensors (default: {DEFAULT_MODEL}, pinned)")
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the model runs (auto: CUDA, then Apple MPS, then CPU)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: fp16 autocast on CUDA, fp32 elsewhere (see README)")
-    parser.add_argument("--unsafe-label", metavar="L", default=None,
-                        help="the model label(s) that count as unsafe, comma-separated "
-                             "(default: read from the model's label names)")
+    parser.add_argument(
+        "--model",
+        metavar="ID_OR_DIR",
+        default=None,
+        help=f"hub id (org/name[@revision]) or a local folder with config.json "
+        f"and model.safetensors (default: {DEFAULT_MODEL}, pinned)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where the model runs (auto: CUDA, then Apple MPS, then CPU)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: fp16 autocast on CUDA, fp32 elsewhere (see README)",
+    )
+    parser.add_argument(
+        "--unsafe-label",
+        metavar="L",
+        default=None,
+        help="the model label(s) that count as unsafe, comma-separated "
+        "(default: read from the model's label names)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nsfw-desk",
         description="Review desk for content moderators: scan folders of images with a "
-                    "timm classifier and keep the results in a local library.",
+        "timm classifier and keep the results in a local library.",
     )
     parser.add_argument("--version", action="version", version=f"nsfw-desk {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-vv for debug, which includes file paths)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output (-vv for debug, which includes file paths)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    gui = commands.add_parser("gui", help="open the review desk (the default command)",
-                              description="Open the review desk; with FOLDER, scan it too. "
-                                          "`nsfw-desk [FOLDER]` does the same.")
+    gui = commands.add_parser(
+        "gui",
+        help="open the review desk (the default command)",
+        description="Open the review desk; with FOLDER, scan it too. "
+        "`nsfw-desk [FOLDER]` does the same.",
+    )
     gui.add_argument("folder", type=Path, nargs="?", metavar="FOLDER")
     _add_model_options(gui)
     _add_db_option(gui)
     gui.add_argument("--quit-after-paint", action="store_true", help=argparse.SUPPRESS)
 
     desktop = commands.add_parser(
-        "desktop-integration", help="add nsfw-desk to the desktop's menu (Linux)",
+        "desktop-integration",
+        help="add nsfw-desk to the desktop's menu (Linux)",
         description="Install the desktop entry, icons and AppStream data for this user, "
-                    "launching this installation; --remove takes them away again.")
+        "launching this installation; --remove takes them away again.",
+    )
     desktop.add_argument("--remove", action="store_true", help="remove them instead")
 
-    scan = commands.add_parser("scan", help="score every image under a folder",
-                               description="Score every image under FOLDER and store the "
-                                           "results; unchanged files are not read again.")
+    scan = commands.add_parser(
+        "scan",
+        help="score every image under a folder",
+        description="Score every image under FOLDER and store the "
+        "results; unchanged files are not read again.",
+    )
     scan.add_argument("folder", type=Path, metavar="FOLDER")
     _add_model_options(scan)
-    scan.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                      help="images per forward pass (default 8, measured by `bench`)")
-    scan.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                      help="decode threads (default: cores, 2 to 4)")
-    scan.add_argument("--threshold", type=_fraction, default=0.5, metavar="T",
-                      help="score at or above which an image is flagged (default 0.5)")
+    scan.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="images per forward pass (default 8, measured by `bench`)",
+    )
+    scan.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="decode threads (default: cores, 2 to 4)",
+    )
+    scan.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.5,
+        metavar="T",
+        help="score at or above which an image is flagged (default 0.5)",
+    )
     _add_db_option(scan)
-    scan.add_argument("--jsonl", type=Path, default=None, metavar="OUT",
-                      help="also write one JSON object per file to OUT ('-' for stdout)")
-    scan.add_argument("--include-hidden", action="store_true",
-                      help="also scan hidden files and folders (names starting with '.')")
+    scan.add_argument(
+        "--jsonl",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="also write one JSON object per file to OUT ('-' for stdout)",
+    )
+    scan.add_argument(
+        "--include-hidden",
+        action="store_true",
+        help="also scan hidden files and folders (names starting with '.')",
+    )
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
     bench = commands.add_parser(
-        "bench", help="measure scan speed against the model card's per-image loop",
+        "bench",
+        help="measure scan speed against the model card's per-image loop",
         description="Build a folder of generated JPEGs, then time the model card's loop and "
-                    "nsfw-desk's scan on the same files and model in one run.")
+        "nsfw-desk's scan on the same files and model in one run.",
+    )
     bench.add_argument("--quick", action="store_true", help="a smaller, faster run")
-    bench.add_argument("--model", metavar="ID_OR_DIR", default=None,
-                       help="model to time (default: the default model if cached, else the "
-                            "same architecture with random weights)")
+    bench.add_argument(
+        "--model",
+        metavar="ID_OR_DIR",
+        default=None,
+        help="model to time (default: the default model if cached, else the "
+        "same architecture with random weights)",
+    )
     bench.add_argument("--device", default="auto", help="device for both loops")
-    bench.add_argument("--json", type=Path, default=None, metavar="OUT",
-                       help="also write the figures as JSON")
+    bench.add_argument(
+        "--json", type=Path, default=None, metavar="OUT", help="also write the figures as JSON"
+    )
 
     metrics = commands.add_parser(
-        "metrics", help="precision/recall of a model's scores against your reviews",
+        "metrics",
+        help="precision/recall of a model's scores against your reviews",
         description="Compare a model's scores with the current review labels: precision, "
-                    "recall, F1 and false-positive rate per threshold, and two suggested "
-                    "thresholds (target recall with the best precision; best F1).")
-    metrics.add_argument("--model", metavar="ID", default=None,
-                         help="model id as stored (e.g. sha256:... or org/name@rev; default: "
-                              "the model with the most reviewed and scored items)")
-    metrics.add_argument("--target-recall", type=_fraction, default=0.95, metavar="R",
-                         help="recall the first suggestion must reach (default 0.95)")
-    metrics.add_argument("--json", action="store_true",
-                         help="print every threshold, the suggestions and counts as JSON")
+        "recall, F1 and false-positive rate per threshold, and two suggested "
+        "thresholds (target recall with the best precision; best F1).",
+    )
+    metrics.add_argument(
+        "--model",
+        metavar="ID",
+        default=None,
+        help="model id as stored (e.g. sha256:... or org/name@rev; default: "
+        "the model with the most reviewed and scored items)",
+    )
+    metrics.add_argument(
+        "--target-recall",
+        type=_fraction,
+        default=0.95,
+        metavar="R",
+        help="recall the first suggestion must reach (default 0.95)",
+    )
+    metrics.add_argument(
+        "--json",
+        action="store_true",
+        help="print every threshold, the suggestions and counts as JSON",
+    )
     _add_db_option(metrics)
 
     export = commands.add_parser(
-        "export", help="write the reviewed images as a train/val dataset folder",
+        "export",
+        help="write the reviewed images as a train/val dataset folder",
         description="Copy the reviewed images into DIR as train/<class>/ and val/<class>/ "
-                    "with metadata.jsonl, labels.csv and a README data card, loadable by "
-                    "torchvision's ImageFolder, timm and Hugging Face imagefolder. DIR "
-                    "appears only when complete; the originals are only read.")
-    export.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="the dataset folder to create")
-    export.add_argument("--only-corrections", action="store_true",
-                        help="only items where the reviewer disagreed with the model at the "
-                             "threshold then in force (default: every reviewed item)")
-    export.add_argument("--folder", type=Path, default=None, metavar="F",
-                        help="only items with a file under folder F")
-    export.add_argument("--reviewer", default=None, metavar="R",
-                        help="only items whose current label was given by R")
-    export.add_argument("--since", default=None, metavar="D",
-                        help="only decisions at or after D (ISO date or date-time, UTC unless "
-                             "it has an offset)")
-    export.add_argument("--until", default=None, metavar="D",
-                        help="only decisions at or before D (a date includes the whole day)")
-    export.add_argument("--val-fraction", type=_fraction, default=0.2, metavar="F",
-                        help="share of each class that goes to val/ (default 0.2)")
-    export.add_argument("--seed", type=int, default=0, metavar="N",
-                        help="seed of the train/val split (default 0; same seed, same split)")
-    export.add_argument("--link", action="store_true",
-                        help="hard-link the originals where the filesystem allows, else copy")
-    export.add_argument("--overwrite", action="store_true",
-                        help="replace DIR when it is an earlier export (or empty)")
-    export.add_argument("--no-source-path", action="store_true",
-                        help="leave the original paths out of the metadata and data card")
+        "with metadata.jsonl, labels.csv and a README data card, loadable by "
+        "torchvision's ImageFolder, timm and Hugging Face imagefolder. DIR "
+        "appears only when complete; the originals are only read.",
+    )
+    export.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the dataset folder to create"
+    )
+    export.add_argument(
+        "--only-corrections",
+        action="store_true",
+        help="only items where the reviewer disagreed with the model at the "
+        "threshold then in force (default: every reviewed item)",
+    )
+    export.add_argument(
+        "--folder",
+        type=Path,
+        default=None,
+        metavar="F",
+        help="only items with a file under folder F",
+    )
+    export.add_argument(
+        "--reviewer",
+        default=None,
+        metavar="R",
+        help="only items whose current label was given by R",
+    )
+    export.add_argument(
+        "--since",
+        default=None,
+        metavar="D",
+        help="only decisions at or after D (ISO date or date-time, UTC unless it has an offset)",
+    )
+    export.add_argument(
+        "--until",
+        default=None,
+        metavar="D",
+        help="only decisions at or before D (a date includes the whole day)",
+    )
+    export.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=0.2,
+        metavar="F",
+        help="share of each class that goes to val/ (default 0.2)",
+    )
+    export.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the train/val split (default 0; same seed, same split)",
+    )
+    export.add_argument(
+        "--link",
+        action="store_true",
+        help="hard-link the originals where the filesystem allows, else copy",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR when it is an earlier export (or empty)",
+    )
+    export.add_argument(
+        "--no-source-path",
+        action="store_true",
+        help="leave the original paths out of the metadata and data card",
+    )
     _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     return parser
 
 
 def _add_db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=None, metavar="PATH",
-                        help="library file (default: in the user data folder)")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="library file (default: in the user data folder)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -209,9 +328,14 @@ def run_gui(args: argparse.Namespace, started: float) -> int:
         return EXIT_USAGE
     from nsfw_desk.gui.app import run_gui as start
 
-    return start(args.folder.expanduser() if args.folder else None, model=args.model,
-                 device=None if args.device == "auto" else args.device, db=args.db,
-                 quit_after_paint=args.quit_after_paint, started=started)
+    return start(
+        args.folder.expanduser() if args.folder else None,
+        model=args.model,
+        device=None if args.device == "auto" else args.device,
+        db=args.db,
+        quit_after_paint=args.quit_after_paint,
+        started=started,
+    )
 
 
 class _ProgressLine:
@@ -245,8 +369,13 @@ def run_scan(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     line = _ProgressLine(not args.quiet)
     try:
-        model = load_model(args.model, device=args.device, precision=args.precision,
-                           unsafe_label=args.unsafe_label, progress=line)
+        model = load_model(
+            args.model,
+            device=args.device,
+            precision=args.precision,
+            unsafe_label=args.unsafe_label,
+            progress=line,
+        )
     except ModelError as exc:
         line.close()
         print(f"nsfw-desk: {exc}", file=sys.stderr)
@@ -256,8 +385,11 @@ def run_scan(args: argparse.Namespace) -> int:
     except LibraryError as exc:
         print(f"nsfw-desk: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    options = ScanOptions(batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
-                          workers=args.workers, include_hidden=args.include_hidden)
+    options = ScanOptions(
+        batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+        workers=args.workers,
+        include_hidden=args.include_hidden,
+    )
     writer = _JsonlWriter(args.jsonl, model.model_id, args.threshold) if args.jsonl else None
     cancel = CancelToken()
     flagged = 0
@@ -269,8 +401,15 @@ def run_scan(args: argparse.Namespace) -> int:
             writer.write(outcomes)
 
     try:
-        summary = scan_folder(folder, model, library, options=options, progress=line,
-                              on_results=on_results, cancel=cancel)
+        summary = scan_folder(
+            folder,
+            model,
+            library,
+            options=options,
+            progress=line,
+            on_results=on_results,
+            cancel=cancel,
+        )
     except KeyboardInterrupt:
         cancel.cancel()
         raise
@@ -342,15 +481,17 @@ def run_metrics(args: argparse.Namespace) -> int:
         models = models_with_reviews(library)
         model_id = args.model or (models[0][0] if models else None)
         if model_id is None:
-            print("nsfw-desk metrics: no reviewed item has a score yet; review some images "
-                  "in the desk first (U and S).", file=sys.stderr)
+            print(
+                "nsfw-desk metrics: no reviewed item has a score yet; review some images "
+                "in the desk first (U and S).",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         try:
             calibration = calibration_for(library, model_id, target_recall=args.target_recall)
         except NotEnoughReviews as exc:
             known = ", ".join(f"{m} ({n})" for m, n in models) or "none"
-            print(f"nsfw-desk metrics: {exc}\nModels with reviewed items: {known}",
-                  file=sys.stderr)
+            print(f"nsfw-desk metrics: {exc}\nModels with reviewed items: {known}", file=sys.stderr)
             return EXIT_USAGE
     finally:
         library.close()
@@ -367,27 +508,38 @@ def _metrics_table(calibration) -> str:
     suggested = {"target": calibration.at_target, "F1": calibration.best_f1}
     rows = {round(step * 0.05, 2): calibration.at(round(step * 0.05, 2)) for step in range(21)}
     rows.update({m.threshold: m for m in suggested.values() if m is not None})
-    lines = [f"{calibration.model_id}: {calibration.n_unsafe:,} unsafe and "
-             f"{calibration.n_safe:,} safe reviewed items",
-             f"{'threshold':>10} {'flagged':>8} {'tp':>7} {'fp':>7} {'tn':>7} {'fn':>7} "
-             f"{'precision':>9} {'recall':>7} {'F1':>6} {'FPR':>6}"]
+    lines = [
+        f"{calibration.model_id}: {calibration.n_unsafe:,} unsafe and "
+        f"{calibration.n_safe:,} safe reviewed items",
+        f"{'threshold':>10} {'flagged':>8} {'tp':>7} {'fp':>7} {'tn':>7} {'fn':>7} "
+        f"{'precision':>9} {'recall':>7} {'F1':>6} {'FPR':>6}",
+    ]
     for threshold, m in sorted(rows.items()):
-        marks = " ".join(f"<- {name}" for name, s in suggested.items()
-                         if s is not None and s.threshold == threshold)
-        lines.append(f"{threshold:>10.4f} {m.tp + m.fp:>8,} {m.tp:>7,} {m.fp:>7,} {m.tn:>7,} "
-                     f"{m.fn:>7,} {m.precision:>9.3f} {m.recall:>7.3f} {m.f1:>6.3f} "
-                     f"{m.fpr:>6.3f} {marks}".rstrip())
+        marks = " ".join(
+            f"<- {name}"
+            for name, s in suggested.items()
+            if s is not None and s.threshold == threshold
+        )
+        lines.append(
+            f"{threshold:>10.4f} {m.tp + m.fp:>8,} {m.tp:>7,} {m.fp:>7,} {m.tn:>7,} "
+            f"{m.fn:>7,} {m.precision:>9.3f} {m.recall:>7.3f} {m.f1:>6.3f} "
+            f"{m.fpr:>6.3f} {marks}".rstrip()
+        )
     target = calibration.at_target
     lines.append("")
     if target is None:
         lines.append(f"target: no threshold reaches recall {calibration.target_recall:g}")
     else:
-        lines.append(f"target: recall >= {calibration.target_recall:g} with the best "
-                     f"precision at score >= {target.threshold:.6g}: precision "
-                     f"{target.precision:.3f}, recall {target.recall:.3f}, FPR {target.fpr:.3f}")
+        lines.append(
+            f"target: recall >= {calibration.target_recall:g} with the best "
+            f"precision at score >= {target.threshold:.6g}: precision "
+            f"{target.precision:.3f}, recall {target.recall:.3f}, FPR {target.fpr:.3f}"
+        )
     best = calibration.best_f1
-    lines.append(f"F1: best F1 {best.f1:.3f} at score >= {best.threshold:.6g}: precision "
-                 f"{best.precision:.3f}, recall {best.recall:.3f}, FPR {best.fpr:.3f}")
+    lines.append(
+        f"F1: best F1 {best.f1:.3f} at score >= {best.threshold:.6g}: precision "
+        f"{best.precision:.3f}, recall {best.recall:.3f}, FPR {best.fpr:.3f}"
+    )
     return "\n".join(lines)
 
 
@@ -400,10 +552,18 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"nsfw-desk export: no library at {path}", file=sys.stderr)
         return EXIT_USAGE
     options = export.ExportOptions(
-        out=args.out, only_corrections=args.only_corrections, folder=args.folder,
-        reviewer=args.reviewer, since=args.since, until=args.until,
-        val_fraction=args.val_fraction, seed=args.seed, link=args.link,
-        overwrite=args.overwrite, include_source_path=not args.no_source_path)
+        out=args.out,
+        only_corrections=args.only_corrections,
+        folder=args.folder,
+        reviewer=args.reviewer,
+        since=args.since,
+        until=args.until,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        link=args.link,
+        overwrite=args.overwrite,
+        include_source_path=not args.no_source_path,
+    )
     try:
         library = Library(path)
     except LibraryError as exc:
@@ -423,8 +583,11 @@ def run_export(args: argparse.Namespace) -> int:
     except Exception as exc:
         line.close()
         logging.getLogger(__name__).debug("export failed", exc_info=True)
-        print(f"nsfw-desk export: failed, nothing was written to {args.out}: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            f"nsfw-desk export: failed, nothing was written to {args.out}: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     finally:
         library.close()
@@ -438,15 +601,20 @@ def _export_summary(report) -> str:
     from nsfw_desk.core.export import _printable
 
     links = f"; {report.linked:,} hard links" if report.linked else ""
-    lines = [f"Exported {report.exported:,} files ({report.bytes / 1e6:,.1f} MB) to "
-             f"{_printable(str(report.out))} in {report.elapsed_s:.1f} s: "
-             f"{report.files_per_s:,.1f} files/s, {report.mb_per_s:,.1f} MB/s{links}"]
-    lines += [f"  {split}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items())
-              for split, counts in report.counts.items()]
+    lines = [
+        f"Exported {report.exported:,} files ({report.bytes / 1e6:,.1f} MB) to "
+        f"{_printable(str(report.out))} in {report.elapsed_s:.1f} s: "
+        f"{report.files_per_s:,.1f} files/s, {report.mb_per_s:,.1f} MB/s{links}"
+    ]
+    lines += [
+        f"  {split}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items())
+        for split, counts in report.counts.items()
+    ]
     if report.skipped:
         lines.append(f"Skipped {len(report.skipped):,}:")
-        lines += [f"  {_printable(where)}: {_printable(reason)}"
-                  for where, reason in report.skipped[:20]]
+        lines += [
+            f"  {_printable(where)}: {_printable(reason)}" for where, reason in report.skipped[:20]
+        ]
         if len(report.skipped) > 20:
             lines.append(f"  ... and {len(report.skipped) - 20:,} more")
     lines += [f"Note: {note}" for note in report.notes]

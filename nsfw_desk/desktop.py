@@ -30,8 +30,9 @@ def targets(base: Path | None = None) -> dict[str, Path]:
         "svg": base / "icons" / "hicolor" / "scalable" / "apps" / f"{ICON_NAME}.svg",
     }
     for size in SIZES:
-        out[f"png{size}"] = base / "icons" / "hicolor" / f"{size}x{size}" / "apps" / \
-            f"{ICON_NAME}.png"
+        out[f"png{size}"] = (
+            base / "icons" / "hicolor" / f"{size}x{size}" / "apps" / f"{ICON_NAME}.png"
+        )
     return out
 
 
@@ -45,8 +46,12 @@ def install(base: Path | None = None, command: list[str] | None = None) -> list[
         if key == "desktop":
             text = (resources / f"{APP_ID}.desktop").read_text(encoding="utf-8")
             exec_line = "Exec=" + " ".join(shlex.quote(part) for part in command) + " %f"
-            text = "\n".join(exec_line if line.startswith("Exec=") else line
-                             for line in text.splitlines()) + "\n"
+            text = (
+                "\n".join(
+                    exec_line if line.startswith("Exec=") else line for line in text.splitlines()
+                )
+                + "\n"
+            )
             target.write_text(text, encoding="utf-8")
         elif key == "metainfo":
             target.write_bytes((resources / f"{APP_ID}.metainfo.xml").read_bytes())

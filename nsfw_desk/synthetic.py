@@ -23,8 +23,15 @@ def synthetic_photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
-def write_photo(path: Path, size: tuple[int, int] = (96, 72), *, seed: int = 0,
-                fmt: str | None = None, mode: str = "RGB", **save_args) -> Path:
+def write_photo(
+    path: Path,
+    size: tuple[int, int] = (96, 72),
+    *,
+    seed: int = 0,
+    fmt: str | None = None,
+    mode: str = "RGB",
+    **save_args,
+) -> Path:
     """Save a synthetic photo, converted to `mode`, in the format the suffix (or `fmt`) says."""
     image = synthetic_photo(size, seed)
     if mode != "RGB":
@@ -54,12 +61,18 @@ def save_random_model(
     from timm.models import save_for_hf
 
     torch.manual_seed(seed)
-    model = timm.create_model(architecture, pretrained=False, num_classes=len(labels),
-                              **(model_args or {})).eval()
+    model = timm.create_model(
+        architecture, pretrained=False, num_classes=len(labels), **(model_args or {})
+    ).eval()
     _spread_head(model, len(labels), seed)
     folder.mkdir(parents=True, exist_ok=True)
-    save_for_hf(model, str(folder), model_config={"label_names": list(labels)},
-                model_args=model_args, safe_serialization=True)
+    save_for_hf(
+        model,
+        str(folder),
+        model_config={"label_names": list(labels)},
+        model_args=model_args,
+        safe_serialization=True,
+    )
     return folder
 
 

@@ -24,16 +24,46 @@ def main(executable: str) -> int:
         for i in range(6):
             write_photo(tmp / "photos" / f"{i}.jpg", (320, 240), seed=i)
         model = save_random_model(tmp / "model")
-        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp / "c"),
-               "XDG_DATA_HOME": str(tmp / "d"), "XDG_CACHE_HOME": str(tmp / "k"),
-               "XDG_STATE_HOME": str(tmp / "s"), "HF_HUB_OFFLINE": "1"}
-        scan = subprocess.run([executable, "scan", str(tmp / "photos"), "--model", str(model),
-                               "--db", str(tmp / "lib.sqlite")], capture_output=True, text=True,
-                              env=env, timeout=600)
+        env = {
+            **os.environ,
+            "QT_QPA_PLATFORM": "offscreen",
+            "XDG_CONFIG_HOME": str(tmp / "c"),
+            "XDG_DATA_HOME": str(tmp / "d"),
+            "XDG_CACHE_HOME": str(tmp / "k"),
+            "XDG_STATE_HOME": str(tmp / "s"),
+            "HF_HUB_OFFLINE": "1",
+        }
+        scan = subprocess.run(
+            [
+                executable,
+                "scan",
+                str(tmp / "photos"),
+                "--model",
+                str(model),
+                "--db",
+                str(tmp / "lib.sqlite"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert scan.returncode == 0 and "6 scored" in scan.stderr, scan
-        window = subprocess.run([executable, str(tmp / "photos"), "--model", str(model),
-                                 "--db", str(tmp / "lib.sqlite"), "--quit-after-paint"],
-                                capture_output=True, text=True, env=env, timeout=120)
+        window = subprocess.run(
+            [
+                executable,
+                str(tmp / "photos"),
+                "--model",
+                str(model),
+                "--db",
+                str(tmp / "lib.sqlite"),
+                "--quit-after-paint",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert window.returncode == 0 and "first paint" in window.stdout, window
     print(f"smoke test passed: {out.stdout.strip()}; {scan.stderr.strip().splitlines()[-1]}")
     return 0

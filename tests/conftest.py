@@ -70,8 +70,12 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fuzz-long", action="store_true", default=False,
-                     help="fuzz the decoder with 10,000+ cases instead of a few hundred")
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        default=False,
+        help="fuzz the decoder with 10,000+ cases instead of a few hundred",
+    )
 
 
 @pytest.fixture(scope="session")

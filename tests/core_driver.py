@@ -56,11 +56,15 @@ def life(args: dict) -> None:
                 for round_ in range(args["rounds"]):
                     for i in range(args["new_images"]):
                         size = (rng.randint(64, 200), rng.randint(64, 200))
-                        write_photo(folder / f"life{args['seed']}" / f"r{round_}_{i}.jpg",
-                                    size, seed=args["seed"] * 10_000 + round_ * 100 + i)
+                        write_photo(
+                            folder / f"life{args['seed']}" / f"r{round_}_{i}.jpg",
+                            size,
+                            seed=args["seed"] * 10_000 + round_ * 100 + i,
+                        )
                     say(f"SCAN {round_}")
-                    summary = scan_folder(folder, model, library,
-                                          options=ScanOptions(batch_size=4, workers=2))
+                    summary = scan_folder(
+                        folder, model, library, options=ScanOptions(batch_size=4, workers=2)
+                    )
                     say(f"SCANNED {round_} {summary.scored} {summary.cached} {summary.errors}")
                     if time.monotonic() > deadline:
                         break
@@ -79,24 +83,36 @@ def life(args: dict) -> None:
         reviews = ReviewStore(library)
         mine: list[int] = []
         while not scanning_done.is_set() and time.monotonic() < deadline:
-            hashes = [row[0] for row in library.db.execute(
-                "SELECT DISTINCT hash FROM files WHERE hash IS NOT NULL ORDER BY hash")]
+            hashes = [
+                row[0]
+                for row in library.db.execute(
+                    "SELECT DISTINCT hash FROM files WHERE hash IS NOT NULL ORDER BY hash"
+                )
+            ]
             if not hashes:
                 time.sleep(0.01)
                 continue
             reviewer = f"life{args['seed']}"
             if mine and rng.random() < 0.2:
                 ids = reviews.revert([rng.choice(mine)], reviewer=reviewer, threshold=0.5)
-                picked = [row[0] for row in library.db.execute(
-                    f"SELECT hash FROM decisions WHERE id IN ({','.join('?' * len(ids))}) "
-                    "ORDER BY id", ids)]
+                picked = [
+                    row[0]
+                    for row in library.db.execute(
+                        f"SELECT hash FROM decisions WHERE id IN ({','.join('?' * len(ids))}) "
+                        "ORDER BY id",
+                        ids,
+                    )
+                ]
                 labels = ["?"] * len(ids)  # whatever the label before was
             else:
                 picked = rng.sample(hashes, min(len(hashes), rng.randint(1, 3)))
                 label = rng.choice(["unsafe", "safe", None])
-                ids = reviews.decide([DecisionInput(h, model.model_id, rng.random(), None)
-                                      for h in picked], label, reviewer=reviewer,
-                                     threshold=0.5)
+                ids = reviews.decide(
+                    [DecisionInput(h, model.model_id, rng.random(), None) for h in picked],
+                    label,
+                    reviewer=reviewer,
+                    threshold=0.5,
+                )
                 labels = [label or "-"] * len(ids)
             for decision_id, digest, shown in zip(ids, picked, labels, strict=True):
                 say(f"COMMITTED {decision_id} {digest} {shown}")

@@ -109,14 +109,18 @@ def png_bomb(width: int, height: int) -> bytes:
     comp = zlib.compressobj(9)
     body = b"".join(comp.compress(raw_row) for _ in range(height)) + comp.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", body)
-            + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", body)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
     data = bytearray(encode(Image.new("RGB", (8, 8), (200, 20, 20)), "JPEG"))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -126,12 +130,13 @@ def jpeg_scan_bomb(repeats: int) -> bytes:
     Each copy is ~50 bytes but makes the decoder walk every block of a 12-MP picture again:
     about 1 ms a copy, so a 1 MB file costs tens of seconds unless refused.
     """
-    data = encode(Image.new("RGB", (4000, 3000), (120, 130, 140)), "JPEG", progressive=True,
-                  quality=90)
+    data = encode(
+        Image.new("RGB", (4000, 3000), (120, 130, 140)), "JPEG", progressive=True, quality=90
+    )
     sos = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
     ends = sos[1:] + [len(data) - 2]
-    chunk = data[ends[0]:ends[1]]  # the second scan, with the tables that precede it
-    return data[:ends[1]] + chunk * repeats + data[ends[1]:]
+    chunk = data[ends[0] : ends[1]]  # the second scan, with the tables that precede it
+    return data[: ends[1]] + chunk * repeats + data[ends[1] :]
 
 
 def jpeg_with_app1(payload: bytes) -> bytes:
@@ -166,9 +171,15 @@ def gif_with_frames(frames: int) -> bytes:
     packed = first[10]
     min_code = max(2, (packed & 0x07) + 1)
     lzw = lzw_single_pixel(min_code)
-    frame = (b"\x21\xf9\x04\x00\x01\x00\x00\x00"  # graphic control: 1/100 s
-             + b"\x2c" + struct.pack("<HHHH", 0, 0, 1, 1) + b"\x00"
-             + bytes([min_code, len(lzw)]) + lzw + b"\x00")
+    frame = (
+        b"\x21\xf9\x04\x00\x01\x00\x00\x00"  # graphic control: 1/100 s
+        + b"\x2c"
+        + struct.pack("<HHHH", 0, 0, 1, 1)
+        + b"\x00"
+        + bytes([min_code, len(lzw)])
+        + lzw
+        + b"\x00"
+    )
     return first[:-1] + frame * (frames - 1) + b"\x3b"
 
 
@@ -196,8 +207,12 @@ def tiff_bytes(pages: list[dict], *, loop: bool = False, bad_offsets: bool = Fal
         entries = [
             (256, 4, 1, struct.pack("<I", page["width"])),
             (257, 4, 1, struct.pack("<I", page["height"])),
-            (258, 3, spp, struct.pack("<H", page["bps"]) if spp == 1
-             else struct.pack("<I", bps_offset)),
+            (
+                258,
+                3,
+                spp,
+                struct.pack("<H", page["bps"]) if spp == 1 else struct.pack("<I", bps_offset),
+            ),
             (259, 3, 1, struct.pack("<H", 1)),
             (262, 3, 1, struct.pack("<H", page.get("photometric", 1))),
             (273, 4, 1, struct.pack("<I", 10**9 if bad_offsets else pixel_offset)),
@@ -222,17 +237,33 @@ def tiff_bytes(pages: list[dict], *, loop: bool = False, bad_offsets: bool = Fal
     return bytes(out)
 
 
-def tiff_page(width: int, height: int, bps: int, *, spp: int = 1, photometric: int = 1,
-              sample_format: int = 1, seed: int = 0) -> dict:
+def tiff_page(
+    width: int,
+    height: int,
+    bps: int,
+    *,
+    spp: int = 1,
+    photometric: int = 1,
+    sample_format: int = 1,
+    seed: int = 0,
+) -> dict:
     row_bytes = (width * spp * bps + 7) // 8
-    data = np.random.default_rng(seed).integers(0, 256, row_bytes * height,
-                                                dtype=np.uint8).tobytes()
+    data = (
+        np.random.default_rng(seed).integers(0, 256, row_bytes * height, dtype=np.uint8).tobytes()
+    )
     if sample_format == 3:  # floats in [0, 1], not NaN soup
         count = len(data) // (bps // 8)
         floats = np.random.default_rng(seed).random(count)
         data = floats.astype("<f4" if bps == 32 else "<f8").tobytes()
-    return {"width": width, "height": height, "bps": bps, "spp": spp,
-            "photometric": photometric, "sample_format": sample_format, "data": data}
+    return {
+        "width": width,
+        "height": height,
+        "bps": bps,
+        "spp": spp,
+        "photometric": photometric,
+        "sample_format": sample_format,
+        "data": data,
+    }
 
 
 def bmp_header_claiming(width: int, height: int) -> bytes:
@@ -273,8 +304,14 @@ def single(outcome: str, name: str, data: bytes) -> Callable[[Path], Built]:
 
 def _valid_every_format(folder: Path) -> Built:
     expected = {}
-    for fmt, suffix in [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("GIF", "gif"),
-                        ("BMP", "bmp"), ("TIFF", "tiff")]:
+    for fmt, suffix in [
+        ("JPEG", "jpg"),
+        ("PNG", "png"),
+        ("WEBP", "webp"),
+        ("GIF", "gif"),
+        ("BMP", "bmp"),
+        ("TIFF", "tiff"),
+    ]:
         expected[write(folder / f"photo.{suffix}", encode(photo(), fmt))] = SCORE
     expected[write(folder / "deeper" / "more" / "photo.jpeg", encode(photo(), "JPEG"))] = SCORE
     return Built(expected)
@@ -283,8 +320,9 @@ def _valid_every_format(folder: Path) -> Built:
 def _truncated(fmt: str, suffix: str) -> Callable[[Path], Built]:
     def build(folder: Path) -> Built:
         data = encode(photo((160, 120)), fmt)
-        return Built({write(folder / f"truncated.{suffix}", data[: len(data) // 2]):
-                      ErrorKind.DECODE_ERROR})
+        return Built(
+            {write(folder / f"truncated.{suffix}", data[: len(data) // 2]): ErrorKind.DECODE_ERROR}
+        )
 
     return build
 
@@ -292,33 +330,37 @@ def _truncated(fmt: str, suffix: str) -> Callable[[Path], Built]:
 def _not_an_image_family(folder: Path) -> Built:
     expected = {
         write(folder / "zero.jpg", b""): ErrorKind.NOT_AN_IMAGE,
-        write(folder / "text.jpg", b"This is a shopping list, not a photo.\n"):
-            ErrorKind.NOT_AN_IMAGE,
-        write(folder / "page.png", b"<!doctype html><html><body>hello</body></html>"):
-            ErrorKind.NOT_AN_IMAGE,
-        write(folder / "doc.jpg", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"):
-            ErrorKind.NOT_AN_IMAGE,
-        write(folder / "vector.png", b'<svg xmlns="http://www.w3.org/2000/svg"/>'):
-            ErrorKind.NOT_AN_IMAGE,
+        write(
+            folder / "text.jpg", b"This is a shopping list, not a photo.\n"
+        ): ErrorKind.NOT_AN_IMAGE,
+        write(
+            folder / "page.png", b"<!doctype html><html><body>hello</body></html>"
+        ): ErrorKind.NOT_AN_IMAGE,
+        write(
+            folder / "doc.jpg", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+        ): ErrorKind.NOT_AN_IMAGE,
+        write(
+            folder / "vector.png", b'<svg xmlns="http://www.w3.org/2000/svg"/>'
+        ): ErrorKind.NOT_AN_IMAGE,
         # Formats Pillow reads, but outside the allow-list (EPS would run Ghostscript).
-        write(folder / "ps.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"):
-            ErrorKind.NOT_AN_IMAGE,
-        write(folder / "pcx.png", encode(Image.new("RGB", (8, 8)), "PCX")):
-            ErrorKind.NOT_AN_IMAGE,
-        write(folder / "random.webp", np.random.default_rng(7).bytes(5000)):
-            ErrorKind.NOT_AN_IMAGE,
+        write(
+            folder / "ps.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
+        ): ErrorKind.NOT_AN_IMAGE,
+        write(folder / "pcx.png", encode(Image.new("RGB", (8, 8)), "PCX")): ErrorKind.NOT_AN_IMAGE,
+        write(folder / "random.webp", np.random.default_rng(7).bytes(5000)): ErrorKind.NOT_AN_IMAGE,
     }
     return Built(expected)
 
 
 def _headers_too_large(folder: Path) -> Built:
-    return Built({
-        write(folder / "png_20000.png", png_claiming(20000, 20000)): ErrorKind.TOO_LARGE,
-        write(folder / "jpeg_60000.jpg", jpeg_claiming(60000, 60000)): ErrorKind.TOO_LARGE,
-        write(folder / "bmp_50000.bmp", bmp_header_claiming(50000, 50000)):
-            ErrorKind.TOO_LARGE,
-        write(folder / "png_1x4e9.png", png_claiming(1, 2**31 - 1)): ErrorKind.TOO_LARGE,
-    })
+    return Built(
+        {
+            write(folder / "png_20000.png", png_claiming(20000, 20000)): ErrorKind.TOO_LARGE,
+            write(folder / "jpeg_60000.jpg", jpeg_claiming(60000, 60000)): ErrorKind.TOO_LARGE,
+            write(folder / "bmp_50000.bmp", bmp_header_claiming(50000, 50000)): ErrorKind.TOO_LARGE,
+            write(folder / "png_1x4e9.png", png_claiming(1, 2**31 - 1)): ErrorKind.TOO_LARGE,
+        }
+    )
 
 
 def _png_bomb_at_the_limit(folder: Path) -> Built:
@@ -331,10 +373,12 @@ def _png_huge_text(folder: Path) -> Built:
     bomb = zlib.compress(b"A" * (64 * 2**20), 9)  # 64 MiB of text in ~64 KiB
     ztxt = png_chunk(b"zTXt", b"Comment\x00\x00" + bomb)
     many = [png_chunk(b"tEXt", b"k\x00" + b"v" * 1000) for _ in range(2000)]
-    return Built({
-        write(folder / "ztxt.png", png_insert(base, [ztxt])): ANY,
-        write(folder / "many_text.png", png_insert(encode(photo(), "PNG"), many)): ANY,
-    })
+    return Built(
+        {
+            write(folder / "ztxt.png", png_insert(base, [ztxt])): ANY,
+            write(folder / "many_text.png", png_insert(encode(photo(), "PNG"), many)): ANY,
+        }
+    )
 
 
 def _png_huge_iccp(folder: Path) -> Built:
@@ -347,36 +391,48 @@ def _png_chunk_lies(folder: Path) -> Built:
     base = encode(photo(), "PNG")
     bad_crc = bytearray(base)
     idat = bad_crc.index(b"IDAT")
-    length = struct.unpack(">I", bad_crc[idat - 4:idat])[0]
+    length = struct.unpack(">I", bad_crc[idat - 4 : idat])[0]
     bad_crc[idat + 4 + length] ^= 0xFF  # the IDAT's CRC
     huge_length = bytearray(base)
-    huge_length[idat - 4:idat] = struct.pack(">I", 0x7FFFFFFF)
+    huge_length[idat - 4 : idat] = struct.pack(">I", 0x7FFFFFFF)
     unknown_critical = png_insert(base, [png_chunk(b"ZZZZ", b"x" * 100)])
-    return Built({
-        write(folder / "bad_crc.png", bytes(bad_crc)): ANY,
-        write(folder / "huge_chunk_length.png", bytes(huge_length)): ANY,
-        write(folder / "unknown_critical.png", unknown_critical): ANY,
-        write(folder / "no_iend.png", base[: base.rindex(b"IEND") - 4]): ANY,
-    })
+    return Built(
+        {
+            write(folder / "bad_crc.png", bytes(bad_crc)): ANY,
+            write(folder / "huge_chunk_length.png", bytes(huge_length)): ANY,
+            write(folder / "unknown_critical.png", unknown_critical): ANY,
+            write(folder / "no_iend.png", base[: base.rindex(b"IEND") - 4]): ANY,
+        }
+    )
 
 
 def _png_many_chunks(folder: Path) -> Built:
     chunks = [png_chunk(b"zzZz", b"") for _ in range(100_000)]  # 1.2 MB of empty chunks
-    return Built({write(folder / "many_chunks.png", png_insert(encode(photo(), "PNG"), chunks,
-                                                               after_ihdr=False)): ANY})
+    return Built(
+        {
+            write(
+                folder / "many_chunks.png",
+                png_insert(encode(photo(), "PNG"), chunks, after_ihdr=False),
+            ): ANY
+        }
+    )
 
 
 def _png_odd_modes(folder: Path) -> Built:
     rgba16 = np.random.default_rng(3).integers(0, 65535, (40, 50, 4), dtype=np.uint16)
     la = photo().convert("LA")
-    return Built({
-        write(folder / "interlaced.png", _interlaced_png()): SCORE,
-        write(folder / "la.png", encode(la, "PNG")): SCORE,
-        write(folder / "rgba16.png", _png_raw(rgba16, 16, 6)): SCORE,
-        write(folder / "one_bit.png", encode(photo().convert("1"), "PNG")): SCORE,
-        write(folder / "apng.png", encode(photo(), "PNG", save_all=True,
-                                          append_images=[photo(), photo()])): SCORE,
-    })
+    return Built(
+        {
+            write(folder / "interlaced.png", _interlaced_png()): SCORE,
+            write(folder / "la.png", encode(la, "PNG")): SCORE,
+            write(folder / "rgba16.png", _png_raw(rgba16, 16, 6)): SCORE,
+            write(folder / "one_bit.png", encode(photo().convert("1"), "PNG")): SCORE,
+            write(
+                folder / "apng.png",
+                encode(photo(), "PNG", save_all=True, append_images=[photo(), photo()]),
+            ): SCORE,
+        }
+    )
 
 
 def _png_raw(pixels: np.ndarray, bit_depth: int, colour_type: int) -> bytes:
@@ -385,35 +441,54 @@ def _png_raw(pixels: np.ndarray, bit_depth: int, colour_type: int) -> bytes:
     dtype = ">u2" if bit_depth == 16 else "u1"
     rows = b"".join(b"\x00" + pixels[y].astype(dtype).tobytes() for y in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def _interlaced_png() -> bytes:
     """Adam7 interlacing (Pillow cannot write it): a flat colour is the same in every pass."""
     width, height = 33, 17
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
-    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
-              (1, 0, 2, 2), (0, 1, 1, 2)]
+    passes = [
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ]
     raw = b""
     for x0, y0, dx, dy in passes:
         cols = len(range(x0, width, dx))
         rows = len(range(y0, height, dy))
         if cols and rows:
             raw += (b"\x00" + b"\x30\x80\xc0" * cols) * rows
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def _extreme_aspect(folder: Path) -> Built:
-    wide = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), 240)[None, :60000]
-                           .repeat(1, 0), "L")
-    return Built({
-        write(folder / "wide.png", encode(wide, "PNG")): SCORE,
-        write(folder / "tall.png", encode(wide.transpose(Image.Transpose.ROTATE_90), "PNG")):
-            SCORE,
-        write(folder / "panorama.jpg", encode(photo((4000, 60)), "JPEG")): SCORE,
-    })
+    wide = Image.fromarray(
+        np.tile(np.arange(256, dtype=np.uint8), 240)[None, :60000].repeat(1, 0), "L"
+    )
+    return Built(
+        {
+            write(folder / "wide.png", encode(wide, "PNG")): SCORE,
+            write(
+                folder / "tall.png", encode(wide.transpose(Image.Transpose.ROTATE_90), "PNG")
+            ): SCORE,
+            write(folder / "panorama.jpg", encode(photo((4000, 60)), "JPEG")): SCORE,
+        }
+    )
 
 
 def _jpeg_family(folder: Path) -> Built:
@@ -425,16 +500,19 @@ def _jpeg_family(folder: Path) -> Built:
         corrupt[pos] = int(rng.integers(0, 255))  # never 0xFF, which would add markers
     cmyk = encode(photo().convert("CMYK"), "JPEG")
     mpo = encode(photo(), "MPO", save_all=True, append_images=[photo()])
-    return Built({
-        write(folder / "progressive.jpg", encode(photo((320, 240)), "JPEG", progressive=True)):
-            SCORE,
-        write(folder / "corrupt_entropy.jpg", bytes(corrupt)): ANY,
-        write(folder / "no_eoi.jpg", base[:-2]): ANY,
-        write(folder / "cmyk.jpg", cmyk): SCORE,
-        write(folder / "stereo.mpo", mpo): SCORE,
-        write(folder / "grey.jpg", encode(photo().convert("L"), "JPEG")): SCORE,
-        write(folder / "polyglot.jpg", base + b"PK\x03\x04" + b"\x00" * 26 + b"<html>"): SCORE,
-    })
+    return Built(
+        {
+            write(
+                folder / "progressive.jpg", encode(photo((320, 240)), "JPEG", progressive=True)
+            ): SCORE,
+            write(folder / "corrupt_entropy.jpg", bytes(corrupt)): ANY,
+            write(folder / "no_eoi.jpg", base[:-2]): ANY,
+            write(folder / "cmyk.jpg", cmyk): SCORE,
+            write(folder / "stereo.mpo", mpo): SCORE,
+            write(folder / "grey.jpg", encode(photo().convert("L"), "JPEG")): SCORE,
+            write(folder / "polyglot.jpg", base + b"PK\x03\x04" + b"\x00" * 26 + b"<html>"): SCORE,
+        }
+    )
 
 
 def _jpeg_scan_bomb(folder: Path) -> Built:
@@ -447,15 +525,16 @@ def _exif_bogus_orientation(folder: Path) -> Built:
         image = photo((80, 40))
         exif = image.getexif()
         exif[0x0112] = value
-        expected[write(folder / f"orientation_{value}.jpg", encode(image, "JPEG", exif=exif))] \
-            = SCORE
+        expected[write(folder / f"orientation_{value}.jpg", encode(image, "JPEG", exif=exif))] = (
+            SCORE
+        )
     # Orientation stored as text, and as a count of 1000 shorts pointing past the end.
     text = exif_tiff_header([(0x0112, 2, 4, b"six\x00")])
     past_end = exif_tiff_header([(0x0112, 3, 1000, struct.pack(">I", 0x7FFFFFF0))])
-    expected[write(folder / "orientation_text.jpg",
-                   jpeg_with_app1(b"Exif\x00\x00" + text))] = SCORE
-    expected[write(folder / "orientation_past_end.jpg",
-                   jpeg_with_app1(b"Exif\x00\x00" + past_end))] = SCORE
+    expected[write(folder / "orientation_text.jpg", jpeg_with_app1(b"Exif\x00\x00" + text))] = SCORE
+    expected[
+        write(folder / "orientation_past_end.jpg", jpeg_with_app1(b"Exif\x00\x00" + past_end))
+    ] = SCORE
     return Built(expected)
 
 
@@ -464,13 +543,15 @@ def _exif_corrupt_block(folder: Path) -> Built:
     huge_count = b"MM\x00\x2a\x00\x00\x00\x08\xff\xff" + b"\x00" * 20
     garbage = b"Exif\x00\x00" + np.random.default_rng(5).bytes(3000)
     exif_png = png_insert(encode(photo(), "PNG"), [png_chunk(b"eXIf", b"II*\x00\xff\xff")])
-    return Built({
-        write(folder / "ifd_loop.jpg", jpeg_with_app1(b"Exif\x00\x00" + loop)): SCORE,
-        write(folder / "huge_count.jpg", jpeg_with_app1(b"Exif\x00\x00" + huge_count)): SCORE,
-        write(folder / "garbage.jpg", jpeg_with_app1(garbage)): SCORE,
-        write(folder / "short_app1.jpg", jpeg_with_app1(b"Exif")): SCORE,
-        write(folder / "exif_png.png", exif_png): SCORE,
-    })
+    return Built(
+        {
+            write(folder / "ifd_loop.jpg", jpeg_with_app1(b"Exif\x00\x00" + loop)): SCORE,
+            write(folder / "huge_count.jpg", jpeg_with_app1(b"Exif\x00\x00" + huge_count)): SCORE,
+            write(folder / "garbage.jpg", jpeg_with_app1(garbage)): SCORE,
+            write(folder / "short_app1.jpg", jpeg_with_app1(b"Exif")): SCORE,
+            write(folder / "exif_png.png", exif_png): SCORE,
+        }
+    )
 
 
 def _gif_10000_frames(folder: Path) -> Built:
@@ -482,13 +563,15 @@ def _gif_family(folder: Path) -> Built:
     animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80)
     screen = bytearray(encode(photo((16, 16)), "GIF"))
     struct.pack_into("<HH", screen, 6, 65535, 65535)  # logical screen of 4.3 gigapixels
-    header_only = encode(photo((16, 16)), "GIF")[:13 + 3 * 256] + b"\x3b"
-    return Built({
-        write(folder / "animated.gif", animated): SCORE,
-        write(folder / "huge_screen.gif", bytes(screen)): ErrorKind.TOO_LARGE,
-        write(folder / "no_frames.gif", header_only): ANY,
-        write(folder / "gif87.gif", b"GIF87a" + encode(photo((20, 20)), "GIF")[6:]): SCORE,
-    })
+    header_only = encode(photo((16, 16)), "GIF")[: 13 + 3 * 256] + b"\x3b"
+    return Built(
+        {
+            write(folder / "animated.gif", animated): SCORE,
+            write(folder / "huge_screen.gif", bytes(screen)): ErrorKind.TOO_LARGE,
+            write(folder / "no_frames.gif", header_only): ANY,
+            write(folder / "gif87.gif", b"GIF87a" + encode(photo((20, 20)), "GIF")[6:]): SCORE,
+        }
+    )
 
 
 def _tiff_many_pages_odd_depths(folder: Path) -> Built:
@@ -507,16 +590,32 @@ def _tiff_many_pages_odd_depths(folder: Path) -> Built:
 
 def _tiff_structure_lies(folder: Path) -> Built:
     page = tiff_page(16, 16, 8, seed=5)
-    return Built({
-        write(folder / "ifd_loop.tif", tiff_bytes([page, page], loop=True)): ANY,
-        write(folder / "strip_past_end.tif", tiff_bytes([page], bad_offsets=True)):
-            ErrorKind.DECODE_ERROR,
-        write(folder / "float.tif", encode(Image.fromarray(
-            np.random.default_rng(1).random((20, 30), dtype=np.float32), "F"), "TIFF")): SCORE,
-        write(folder / "rgb16.tif", encode(Image.fromarray(
-            np.random.default_rng(2).integers(0, 65535, (20, 30), dtype=np.uint16)), "TIFF")):
-            SCORE,
-    })
+    return Built(
+        {
+            write(folder / "ifd_loop.tif", tiff_bytes([page, page], loop=True)): ANY,
+            write(
+                folder / "strip_past_end.tif", tiff_bytes([page], bad_offsets=True)
+            ): ErrorKind.DECODE_ERROR,
+            write(
+                folder / "float.tif",
+                encode(
+                    Image.fromarray(
+                        np.random.default_rng(1).random((20, 30), dtype=np.float32), "F"
+                    ),
+                    "TIFF",
+                ),
+            ): SCORE,
+            write(
+                folder / "rgb16.tif",
+                encode(
+                    Image.fromarray(
+                        np.random.default_rng(2).integers(0, 65535, (20, 30), dtype=np.uint16)
+                    ),
+                    "TIFF",
+                ),
+            ): SCORE,
+        }
+    )
 
 
 def _webp_family(folder: Path) -> Built:
@@ -524,12 +623,16 @@ def _webp_family(folder: Path) -> Built:
     animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=90)
     lying = bytearray(encode(photo(), "WEBP"))
     struct.pack_into("<I", lying, 4, 0x7FFFFFF0)  # RIFF size far past the end
-    return Built({
-        write(folder / "animated.webp", animated): SCORE,
-        write(folder / "lossless_alpha.webp",
-              encode(photo().convert("RGBA"), "WEBP", lossless=True)): SCORE,
-        write(folder / "riff_lies.webp", bytes(lying)): ANY,
-    })
+    return Built(
+        {
+            write(folder / "animated.webp", animated): SCORE,
+            write(
+                folder / "lossless_alpha.webp",
+                encode(photo().convert("RGBA"), "WEBP", lossless=True),
+            ): SCORE,
+            write(folder / "riff_lies.webp", bytes(lying)): ANY,
+        }
+    )
 
 
 def _bmp_family(folder: Path) -> Built:
@@ -538,15 +641,16 @@ def _bmp_family(folder: Path) -> Built:
     struct.pack_into("<i", top_down, 22, -height)
     rle = bytearray(encode(photo((16, 16)).convert("P", palette=Image.Palette.ADAPTIVE), "BMP"))
     struct.pack_into("<I", rle, 30, 1)  # claims RLE8, holds raw rows
-    palette = bytearray(encode(photo((16, 16)).convert("P", palette=Image.Palette.ADAPTIVE),
-                               "BMP"))
+    palette = bytearray(encode(photo((16, 16)).convert("P", palette=Image.Palette.ADAPTIVE), "BMP"))
     struct.pack_into("<I", palette, 46, 0x7FFFFFFF)  # colours used: two billion
-    return Built({
-        write(folder / "top_down.bmp", bytes(top_down)): SCORE,
-        write(folder / "one_bit.bmp", encode(photo().convert("1"), "BMP")): SCORE,
-        write(folder / "fake_rle.bmp", bytes(rle)): ANY,
-        write(folder / "palette_lies.bmp", bytes(palette)): ANY,
-    })
+    return Built(
+        {
+            write(folder / "top_down.bmp", bytes(top_down)): SCORE,
+            write(folder / "one_bit.bmp", encode(photo().convert("1"), "BMP")): SCORE,
+            write(folder / "fake_rle.bmp", bytes(rle)): ANY,
+            write(folder / "palette_lies.bmp", bytes(palette)): ANY,
+        }
+    )
 
 
 def _odd_but_valid(folder: Path) -> Built:
@@ -555,16 +659,19 @@ def _odd_but_valid(folder: Path) -> Built:
     rotated = photo((200, 100))
     exif = rotated.getexif()
     exif[0x0112] = 6
-    return Built({
-        write(folder / "png_named.jpg", encode(photo(), "PNG")): SCORE,
-        write(folder / "upload.dat", encode(photo(), "PNG")): SCORE,  # found by content
-        write(folder / "no_suffix", encode(photo(), "WEBP")): SCORE,
-        write(folder / "gray16.png", encode(Image.fromarray(grey16), "PNG")): SCORE,
-        write(folder / "palette_trns.png", encode(palette, "PNG", transparency=0)): SCORE,
-        write(folder / "rotated.jpg", encode(rotated, "JPEG", exif=exif)): SCORE,
-        write(folder / "one_pixel.png", encode(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG")):
-            SCORE,
-    })
+    return Built(
+        {
+            write(folder / "png_named.jpg", encode(photo(), "PNG")): SCORE,
+            write(folder / "upload.dat", encode(photo(), "PNG")): SCORE,  # found by content
+            write(folder / "no_suffix", encode(photo(), "WEBP")): SCORE,
+            write(folder / "gray16.png", encode(Image.fromarray(grey16), "PNG")): SCORE,
+            write(folder / "palette_trns.png", encode(palette, "PNG", transparency=0)): SCORE,
+            write(folder / "rotated.jpg", encode(rotated, "JPEG", exif=exif)): SCORE,
+            write(
+                folder / "one_pixel.png", encode(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG")
+            ): SCORE,
+        }
+    )
 
 
 def _ignored_files(folder: Path) -> Built:
@@ -621,12 +728,15 @@ def _links_and_folders(folder: Path) -> Built:
     os.symlink(folder / "nowhere.jpg", folder / "broken_link.jpg")
     write(folder / "x.jpg" / "inside_a_folder_named_x.jpg.png", encode(photo(), "PNG"))
     (folder / "empty.png").mkdir()
-    return Built({
-        folder / "loop" / "inner.jpg": SCORE,
-        folder / "link_to_outside.jpg": SCORE,
-        folder / "broken_link.jpg": ErrorKind.VANISHED,
-        folder / "x.jpg" / "inside_a_folder_named_x.jpg.png": SCORE,
-    }, ignored=1)
+    return Built(
+        {
+            folder / "loop" / "inner.jpg": SCORE,
+            folder / "link_to_outside.jpg": SCORE,
+            folder / "broken_link.jpg": ErrorKind.VANISHED,
+            folder / "x.jpg" / "inside_a_folder_named_x.jpg.png": SCORE,
+        },
+        ignored=1,
+    )
 
 
 def _special_files(folder: Path) -> Built:
@@ -684,8 +794,7 @@ def _zero_then_valid(folder: Path) -> Built:
 
 def _valid_then_zero(folder: Path) -> Built:
     path = write(folder / "emptied.jpg", encode(photo(), "JPEG"))
-    return Built({path: ErrorKind.NOT_AN_IMAGE},
-                 {path: lambda: path.write_bytes(b"")})
+    return Built({path: ErrorKind.NOT_AN_IMAGE}, {path: lambda: path.write_bytes(b"")})
 
 
 def _modified_before_read(folder: Path) -> Built:
@@ -722,7 +831,7 @@ def _growing(folder: Path) -> Built:
     def keep_writing() -> None:
         with open(path, "ab") as fh:
             for start in range(4096, len(data), 16384):
-                fh.write(data[start:start + 16384])
+                fh.write(data[start : start + 16384])
                 fh.flush()
                 time.sleep(0.002)
         done.set()
@@ -757,10 +866,16 @@ KINDS: list[Kind] = [
     Kind("truncated_webp", _truncated("WEBP", "webp")),
     Kind("truncated_tiff", _truncated("TIFF", "tif")),
     Kind("truncated_bmp", _truncated("BMP", "bmp")),
-    Kind("not_images", _not_an_image_family,
-         what="empty, text, HTML, PDF, SVG, EPS, PCX, random bytes under image names"),
-    Kind("headers_too_large", _headers_too_large,
-         what="PNG 20000², JPEG 60000², BMP 50000², PNG 1×2³¹"),
+    Kind(
+        "not_images",
+        _not_an_image_family,
+        what="empty, text, HTML, PDF, SVG, EPS, PCX, random bytes under image names",
+    ),
+    Kind(
+        "headers_too_large",
+        _headers_too_large,
+        what="PNG 20000², JPEG 60000², BMP 50000², PNG 1×2³¹",
+    ),
     Kind("png_bomb_at_limit", _png_bomb_at_the_limit, what="10000² grey PNG in ~100 KB"),
     Kind("png_huge_ztxt", _png_huge_text, what="64 MiB zTXt bomb; 2000 tEXt chunks"),
     Kind("png_huge_iccp", _png_huge_iccp, what="64 MiB iCCP bomb"),
@@ -768,40 +883,79 @@ KINDS: list[Kind] = [
     Kind("png_many_chunks", _png_many_chunks, what="100,000 empty ancillary chunks"),
     Kind("png_odd_modes", _png_odd_modes, what="interlaced, LA, RGBA16, 1-bit, APNG"),
     Kind("extreme_aspect", _extreme_aspect, what="60000×1, 1×60000, 4000×60"),
-    Kind("jpeg_family", _jpeg_family,
-         what="progressive, corrupt entropy data, no EOI, CMYK, MPO, grey, polyglot"),
+    Kind(
+        "jpeg_family",
+        _jpeg_family,
+        what="progressive, corrupt entropy data, no EOI, CMYK, MPO, grey, polyglot",
+    ),
     Kind("jpeg_scan_bomb", _jpeg_scan_bomb, what="20,000 progressive scans of a 12-MP picture"),
-    Kind("exif_bogus_orientation", _exif_bogus_orientation,
-         what="orientation 0, 9, 255, 65535, as text, pointing past the end"),
-    Kind("exif_corrupt_block", _exif_corrupt_block,
-         what="IFD loop, 65535 entries, garbage, short APP1, PNG eXIf"),
+    Kind(
+        "exif_bogus_orientation",
+        _exif_bogus_orientation,
+        what="orientation 0, 9, 255, 65535, as text, pointing past the end",
+    ),
+    Kind(
+        "exif_corrupt_block",
+        _exif_corrupt_block,
+        what="IFD loop, 65535 entries, garbage, short APP1, PNG eXIf",
+    ),
     Kind("gif_10000_frames", _gif_10000_frames),
     Kind("gif_family", _gif_family, what="animated, 65535² screen, no frames, GIF87a"),
-    Kind("tiff_many_pages_odd_depths", _tiff_many_pages_odd_depths,
-         what="501 pages; 1/2/4/12/16/24-bit, float32/64, int16, 4-bit RGB pages"),
-    Kind("tiff_structure_lies", _tiff_structure_lies,
-         what="IFD loop, strips past the end, float, 16-bit"),
+    Kind(
+        "tiff_many_pages_odd_depths",
+        _tiff_many_pages_odd_depths,
+        what="501 pages; 1/2/4/12/16/24-bit, float32/64, int16, 4-bit RGB pages",
+    ),
+    Kind(
+        "tiff_structure_lies",
+        _tiff_structure_lies,
+        what="IFD loop, strips past the end, float, 16-bit",
+    ),
     Kind("webp_family", _webp_family, what="animated, lossless with alpha, RIFF size lies"),
     Kind("bmp_family", _bmp_family, what="top-down, 1-bit, fake RLE, 2-billion colour palette"),
-    Kind("odd_but_valid", _odd_but_valid,
-         what="PNG named .jpg, no suffix, 16-bit grey, tRNS palette, EXIF rotation, 1×1"),
+    Kind(
+        "odd_but_valid",
+        _odd_but_valid,
+        what="PNG named .jpg, no suffix, 16-bit grey, tRNS palette, EXIF rotation, 1×1",
+    ),
     Kind("ignored_files", _ignored_files, what="text files, hidden files and folders"),
-    Kind("names", _names, posix_only=True,
-         what="newline, tab, CR, terminal escapes, NFC/NFD twins, RTL mark, 254 bytes, "
-              "60 levels deep"),
-    Kind("invalid_utf8_names", _invalid_utf8_names, posix_only=True,
-         what="invalid UTF-8 file and folder names; a name clashing with its escaped form"),
-    Kind("links_and_folders", _links_and_folders, posix_only=True,
-         what="symlink loops, link outside, broken link, folders named x.jpg and empty.png"),
-    Kind("special_files", _special_files, posix_only=True,
-         what="FIFO x.png, /dev/zero, /dev/urandom, /dev/null links, a socket"),
-    Kind("sparse_huge_file", _sparse_huge_file, posix_only=True,
-         what="a sparse file past the 512 MiB read limit"),
+    Kind(
+        "names",
+        _names,
+        posix_only=True,
+        what="newline, tab, CR, terminal escapes, NFC/NFD twins, RTL mark, 254 bytes, "
+        "60 levels deep",
+    ),
+    Kind(
+        "invalid_utf8_names",
+        _invalid_utf8_names,
+        posix_only=True,
+        what="invalid UTF-8 file and folder names; a name clashing with its escaped form",
+    ),
+    Kind(
+        "links_and_folders",
+        _links_and_folders,
+        posix_only=True,
+        what="symlink loops, link outside, broken link, folders named x.jpg and empty.png",
+    ),
+    Kind(
+        "special_files",
+        _special_files,
+        posix_only=True,
+        what="FIFO x.png, /dev/zero, /dev/urandom, /dev/null links, a socket",
+    ),
+    Kind(
+        "sparse_huge_file",
+        _sparse_huge_file,
+        posix_only=True,
+        what="a sparse file past the 512 MiB read limit",
+    ),
     Kind("duplicates", _duplicates, posix_only=True, what="copies and a hard link"),
     Kind("locked", _locked, posix_only=True, what="mode 000"),
     Kind("vanishes_before_read", _vanishes_before_read),
-    Kind("zero_then_valid", _zero_then_valid,
-         what="zero bytes at discovery, a valid image when read"),
+    Kind(
+        "zero_then_valid", _zero_then_valid, what="zero bytes at discovery, a valid image when read"
+    ),
     Kind("valid_then_zero", _valid_then_zero),
     Kind("modified_before_read", _modified_before_read),
     Kind("replaced_by_fifo", _replaced_by_fifo, posix_only=True),

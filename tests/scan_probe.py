@@ -21,8 +21,13 @@ from nsfw_desk.core.store import Library
 SCORE = "score"
 ANY = "any"
 HEX64 = re.compile(r"[0-9a-f]{64}")
-ERROR_KINDS = {ErrorKind.NOT_AN_IMAGE, ErrorKind.DECODE_ERROR, ErrorKind.UNREADABLE,
-               ErrorKind.VANISHED, ErrorKind.TOO_LARGE}
+ERROR_KINDS = {
+    ErrorKind.NOT_AN_IMAGE,
+    ErrorKind.DECODE_ERROR,
+    ErrorKind.UNREADABLE,
+    ErrorKind.VANISHED,
+    ErrorKind.TOO_LARGE,
+}
 
 
 class ScanProbe:
@@ -59,8 +64,9 @@ class ScanProbe:
 
         monkeypatch.setattr(scan_module, "read_file", read_file)
         monkeypatch.setattr(scan_module, "decode", decode)
-        monkeypatch.setattr(scan_module, "make_thumbnail",
-                            lambda *a, **k: self._timed(real_thumb, *a, **k))
+        monkeypatch.setattr(
+            scan_module, "make_thumbnail", lambda *a, **k: self._timed(real_thumb, *a, **k)
+        )
         monkeypatch.setattr(model, "preprocess", lambda *a, **k: self._timed(real_pre, *a, **k))
 
     def _timed(self, func, *args, **kwargs):
@@ -159,15 +165,17 @@ def check_one(outcome, wanted: str, path: Path) -> None:
         assert outcome.score is None and outcome.hash is None, (name, outcome)
 
 
-def check_library(library: Library, root: Path, model_id: str, outcomes: dict[Path, object]
-                  ) -> None:
+def check_library(
+    library: Library, root: Path, model_id: str, outcomes: dict[Path, object]
+) -> None:
     """The library holds exactly the scan's outcomes: same files, hashes and errors."""
     stored = list(library.results(root, model_id))
     counts = Counter(same_path(r.path) for r in stored)
     assert counts == Counter(same_path(p) for p in outcomes), (
         f"library and scan disagree: only in library "
         f"{sorted(set(counts) - {same_path(p) for p in outcomes})}, only in scan "
-        f"{sorted({same_path(p) for p in outcomes} - set(counts))}")
+        f"{sorted({same_path(p) for p in outcomes} - set(counts))}"
+    )
     by_path = {same_path(p): o for p, o in outcomes.items()}
     for row in stored:
         outcome = by_path[same_path(row.path)]
@@ -189,16 +197,18 @@ def stored_and_unchanged(library: Library, root: Path, model_id: str) -> set[byt
             keep.add(os.fsencode(path))
     for text, (size, mtime_ns, kind, _) in errors.items():
         path = _path_for(library, text)
-        if path is not None and kind in ErrorKind.CONTENT_BOUND \
-                and _facts(path) == (size, mtime_ns):
+        if (
+            path is not None
+            and kind in ErrorKind.CONTENT_BOUND
+            and _facts(path) == (size, mtime_ns)
+        ):
             keep.add(os.fsencode(path))
     return keep
 
 
 def _path_for(library: Library, text: str) -> Path | None:
     for table in ("files", "errors"):
-        row = library.db.execute(f"SELECT raw_path FROM {table} WHERE path = ?",
-                                 (text,)).fetchone()
+        row = library.db.execute(f"SELECT raw_path FROM {table} WHERE path = ?", (text,)).fetchone()
         if row is not None:
             return Path(os.fsdecode(row[0])) if row[0] is not None else Path(text)
     return None

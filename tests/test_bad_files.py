@@ -26,8 +26,6 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 POSIX = sys.platform != "win32"
 
 
-
-
 LOCKS_WORK = permissions_enforced()  # as root a mode-000 file is read (and scored) anyway
 
 
@@ -60,8 +58,14 @@ def build_corpus(root: Path) -> tuple[dict[Path, str], dict[str, Path]]:
         return synthetic_photo(size, seed=next(seed))
 
     # Valid files in every common format.
-    for fmt, suffix in [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("GIF", "gif"),
-                        ("BMP", "bmp"), ("TIFF", "tiff")]:
+    for fmt, suffix in [
+        ("JPEG", "jpg"),
+        ("PNG", "png"),
+        ("WEBP", "webp"),
+        ("GIF", "gif"),
+        ("BMP", "bmp"),
+        ("TIFF", "tiff"),
+    ]:
         put(f"valid/photo.{suffix}", SCORE, encode(photo(), fmt))
     put("valid/deeper/more/photo.jpeg", SCORE, encode(photo(), "JPEG"))
 
@@ -83,8 +87,11 @@ def build_corpus(root: Path) -> tuple[dict[Path, str], dict[str, Path]]:
     palette = photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     put("odd/palette_trns.png", SCORE, encode(palette, "PNG", transparency=0))
     frames = [photo((64, 48)) for _ in range(3)]
-    put("odd/animated.gif", SCORE,
-        encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80))
+    put(
+        "odd/animated.gif",
+        SCORE,
+        encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80),
+    )
     rotated = photo((200, 100))
     exif = rotated.getexif()
     exif[0x0112] = 6
@@ -94,15 +101,19 @@ def build_corpus(root: Path) -> tuple[dict[Path, str], dict[str, Path]]:
     assert 200 < len(long_name.encode()) <= 255
     put(f"odd/{long_name}", SCORE, encode(photo(), "JPEG"))
     put("odd/vanishing.jpg", ErrorKind.VANISHED, encode(photo(), "JPEG"))
-    locked = put("odd/locked.jpg", ErrorKind.UNREADABLE if LOCKS_WORK else SCORE,
-                 encode(photo(), "JPEG"))
+    locked = put(
+        "odd/locked.jpg", ErrorKind.UNREADABLE if LOCKS_WORK else SCORE, encode(photo(), "JPEG")
+    )
 
     # Not candidates at all: counted as ignored, never as results.
     (root / "odd" / "README.txt").write_text("notes about this folder")
     write_photo(root / "odd" / ".hidden.jpg", seed=next(seed))
 
-    special: dict[str, Path] = {"locked": locked, "vanishing": root / "odd" / "vanishing.jpg",
-                                "rotated": root / "odd" / "rotated.jpg"}
+    special: dict[str, Path] = {
+        "locked": locked,
+        "vanishing": root / "odd" / "vanishing.jpg",
+        "rotated": root / "odd" / "rotated.jpg",
+    }
     if POSIX:
         raw = os.fsencode(root / "odd") + b"/bad_\xff\xfe_name.jpg"
         with open(raw, "wb") as fh:
@@ -210,8 +221,9 @@ def test_every_bad_file_is_accounted_for(corpus, loaded_model, library, monkeypa
         else:
             assert result.error == outcome.error and result.score is None
     if POSIX:
-        assert os.fsencode(next(r.path for r in stored if r.path == special["non_utf8"])) \
-            == os.fsencode(special["non_utf8"])
+        assert os.fsencode(
+            next(r.path for r in stored if r.path == special["non_utf8"])
+        ) == os.fsencode(special["non_utf8"])
 
     # Decoding facts were stored upright and with the true format.
     rows = {row["path"]: row for row in library.db["files"].rows}
@@ -235,8 +247,12 @@ def test_every_bad_file_is_accounted_for(corpus, loaded_model, library, monkeypa
     assert second.errors == len(again) - second.cached
     for path, outcome in by_path_2.items():
         first = by_path[path]
-        assert (outcome.hash, outcome.score, outcome.error_kind, outcome.error) == \
-            (first.hash, first.score, first.error_kind, first.error), path.name
+        assert (outcome.hash, outcome.score, outcome.error_kind, outcome.error) == (
+            first.hash,
+            first.score,
+            first.error_kind,
+            first.error,
+        ), path.name
         if outcome.error_kind in ErrorKind.CONTENT_BOUND or outcome.error_kind is None:
             assert outcome.cached, path.name
     stored = list(library.results(root, loaded_model.model_id))

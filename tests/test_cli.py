@@ -27,8 +27,20 @@ def folder(tmp_path):
 
 def test_scan_writes_jsonl_and_a_summary(folder, model_dir, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
-    code = main(["scan", str(folder), "--model", str(model_dir), "--db",
-                 str(tmp_path / "lib.sqlite"), "--jsonl", str(out), "--threshold", "0.4"])
+    code = main(
+        [
+            "scan",
+            str(folder),
+            "--model",
+            str(model_dir),
+            "--db",
+            str(tmp_path / "lib.sqlite"),
+            "--jsonl",
+            str(out),
+            "--threshold",
+            "0.4",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 6
@@ -59,20 +71,37 @@ def test_rescan_reports_library_hits(folder, model_dir, tmp_path, capsys):
 
 
 def test_jsonl_to_stdout(folder, model_dir, tmp_path, capsys):
-    assert main(["scan", str(folder), "--model", str(model_dir), "--db",
-                 str(tmp_path / "l.sqlite"), "--jsonl", "-", "-q"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                str(folder),
+                "--model",
+                str(model_dir),
+                "--db",
+                str(tmp_path / "l.sqlite"),
+                "--jsonl",
+                "-",
+                "-q",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6 and all(json.loads(line)["path"] for line in lines)
 
 
-@pytest.mark.parametrize("args", [
-    ["scan"],
-    ["scan", "/definitely/not/here"],
-    ["scan", ".", "--threshold", "1.5"],
-    ["scan", ".", "--batch-size", "0"],
-    ["scan", ".", "--device", "tpu"],
-    ["frobnicate"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scan"],
+        ["scan", "/definitely/not/here"],
+        ["scan", ".", "--threshold", "1.5"],
+        ["scan", ".", "--batch-size", "0"],
+        ["scan", ".", "--device", "tpu"],
+        ["frobnicate"],
+    ],
+)
 def test_bad_usage_exits_2(args, capsys):
     with pytest.raises(SystemExit) as exc:
         code = main(args)
@@ -84,15 +113,24 @@ def test_bad_usage_exits_2(args, capsys):
 def test_model_that_cannot_load_exits_3_with_a_message(folder, tmp_path, capsys):
     (tmp_path / "pickled").mkdir()
     (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
-    code = main(["scan", str(folder), "--model", str(tmp_path / "pickled"),
-                 "--db", str(tmp_path / "l.sqlite")])
+    code = main(
+        [
+            "scan",
+            str(folder),
+            "--model",
+            str(tmp_path / "pickled"),
+            "--db",
+            str(tmp_path / "l.sqlite"),
+        ]
+    )
     assert code == 3
     err = capsys.readouterr().err
     assert "pickle" in err and "safetensors" in err and "Traceback" not in err
 
 
-def test_default_model_offline_exits_3_naming_model_revision_and_local_folder(folder, tmp_path,
-                                                                            capsys):
+def test_default_model_offline_exits_3_naming_model_revision_and_local_folder(
+    folder, tmp_path, capsys
+):
     code = main(["scan", str(folder), "--db", str(tmp_path / "l.sqlite")])
     assert code == 3
     err = capsys.readouterr().err
@@ -103,8 +141,17 @@ def test_default_model_offline_exits_3_naming_model_revision_and_local_folder(fo
 
 def test_unsafe_label_override(folder, model_dir, tmp_path, capsys):
     out = tmp_path / "o.jsonl"
-    args = ["scan", str(folder), "--model", str(model_dir), "--db", str(tmp_path / "l.sqlite"),
-            "--jsonl", str(out), "-q"]
+    args = [
+        "scan",
+        str(folder),
+        "--model",
+        str(model_dir),
+        "--db",
+        str(tmp_path / "l.sqlite"),
+        "--jsonl",
+        str(out),
+        "-q",
+    ]
     assert main(args) == 0
     nsfw = {r["path"]: r["score"] for r in map(json.loads, out.read_text().splitlines())}
     assert main([*args, "--unsafe-label", "SFW", "--db", str(tmp_path / "l2.sqlite")]) == 0
@@ -136,7 +183,8 @@ def test_console_script_and_module_agree():
     env = {**os.environ}
     script = os.path.join(os.path.dirname(sys.executable), "nsfw-desk")
     a = subprocess.run([script, "--version"], capture_output=True, text=True, env=env)
-    b = subprocess.run([sys.executable, "-m", "nsfw_desk", "--version"], capture_output=True,
-                       text=True, env=env)
+    b = subprocess.run(
+        [sys.executable, "-m", "nsfw_desk", "--version"], capture_output=True, text=True, env=env
+    )
     assert a.returncode == b.returncode == 0
     assert a.stdout.strip() == b.stdout.strip() == f"nsfw-desk {__version__}"

@@ -32,8 +32,19 @@ SCORE = "score"
 
 
 def scored_file(path: Path, digest: str) -> ScoredFile:
-    return ScoredFile(path, 100, 1, digest, 10, 10, "JPEG", 0.5,
-                      np.array([0.5, 0.5], dtype=np.float32), np.zeros(8, np.float32), b"jpeg")
+    return ScoredFile(
+        path,
+        100,
+        1,
+        digest,
+        10,
+        10,
+        "JPEG",
+        0.5,
+        np.array([0.5, 0.5], dtype=np.float32),
+        np.zeros(8, np.float32),
+        b"jpeg",
+    )
 
 
 def test_the_desk_reads_and_decides_while_the_worker_writes(tmp_path):
@@ -52,8 +63,10 @@ def test_the_desk_reads_and_decides_while_the_worker_writes(tmp_path):
         try:
             scan_id = library.begin_scan(root, "m")
             while not stop.is_set():
-                items = [scored_file(root / f"b{batches}" / f"{k}.jpg", f"h{batches}-{k}")
-                         for k in range(8)]
+                items = [
+                    scored_file(root / f"b{batches}" / f"{k}.jpg", f"h{batches}-{k}")
+                    for k in range(8)
+                ]
                 library.record_scored(items, "m")
                 batches += 1
             library.finish_scan(scan_id, "done", files=0, scored=0, cached=0, errors=0)
@@ -76,8 +89,9 @@ def test_the_desk_reads_and_decides_while_the_worker_writes(tmp_path):
             if rows:
                 digest = rows[-1].hash
                 started = time.perf_counter()
-                (new_id,) = reviews.decide([DecisionInput(digest, "m", 0.5)], "unsafe",
-                                           reviewer="r", threshold=0.5)
+                (new_id,) = reviews.decide(
+                    [DecisionInput(digest, "m", 0.5)], "unsafe", reviewer="r", threshold=0.5
+                )
                 waits.append(time.perf_counter() - started)
                 decided[new_id] = digest
                 if len(decided) % 5 == 0:
@@ -95,7 +109,8 @@ def test_the_desk_reads_and_decides_while_the_worker_writes(tmp_path):
     library.close()
     FIGURES["concurrency: desk while the worker writes"] = (
         f"{len(decided)} decisions between {batches} worker batches in 2 s, no lock error; "
-        f"slowest decision {max(waits) * 1000:.0f} ms")
+        f"slowest decision {max(waits) * 1000:.0f} ms"
+    )
 
 
 def test_the_desk_reads_while_a_real_scan_writes(tmp_path, loaded_model):
@@ -126,8 +141,7 @@ def test_the_desk_reads_while_a_real_scan_writes(tmp_path, loaded_model):
             rows = [r for r in library.results(folder, loaded_model.model_id) if r.hash]
             seen = max(seen, len(rows))
             if rows:
-                reviews.decide([DecisionInput(rows[0].hash)], "safe", reviewer="r",
-                               threshold=0.5)
+                reviews.decide([DecisionInput(rows[0].hash)], "safe", reviewer="r", threshold=0.5)
                 library.thumbnail(rows[-1].hash)
             time.sleep(0.005)
         thread.join()
@@ -171,8 +185,9 @@ def test_two_instances_opening_a_new_library_at_once(tmp_path):
             assert library.integrity_check() == "ok"
 
 
-def test_two_instances_scan_and_review_one_library_at_once(tmp_path, model_dir,
-                                                           loaded_model, monkeypatch):
+def test_two_instances_scan_and_review_one_library_at_once(
+    tmp_path, model_dir, loaded_model, monkeypatch
+):
     """Two processes, each a scan worker plus a reviewer, on one library and one folder."""
     folder = tmp_path / "photos"
     for i in range(6):
@@ -180,12 +195,24 @@ def test_two_instances_scan_and_review_one_library_at_once(tmp_path, model_dir,
     library_path = tmp_path / "library.sqlite"  # new: the two race to create it too
     procs = []
     for seed in (1, 2):
-        args = {"library": str(library_path), "folder": str(folder), "model": str(model_dir),
-                "seed": seed, "report": str(tmp_path / f"instance{seed}.txt"), "rounds": 4,
-                "new_images": 4, "max_seconds": 90}
-        procs.append(subprocess.Popen([sys.executable, str(DRIVER), "run", json.dumps(args)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
+        args = {
+            "library": str(library_path),
+            "folder": str(folder),
+            "model": str(model_dir),
+            "seed": seed,
+            "report": str(tmp_path / f"instance{seed}.txt"),
+            "rounds": 4,
+            "new_images": 4,
+            "max_seconds": 90,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(DRIVER), "run", json.dumps(args)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     committed: dict[int, tuple[str, str]] = {}
     for seed, (proc, output) in enumerate(zip(procs, outputs, strict=True), start=1):
@@ -209,7 +236,8 @@ def test_two_instances_scan_and_review_one_library_at_once(tmp_path, model_dir,
         assert summary.scored == 0
     FIGURES["concurrency: two instances on one library"] = (
         f"2 processes × 4 scan rounds + reviews at once, {len(committed):,} decisions, "
-        f"no lock error, integrity ok, nothing rescanned")
+        f"no lock error, integrity ok, nothing rescanned"
+    )
 
 
 # --- folders and files that change under a running scan ---------------------------------
@@ -257,8 +285,9 @@ def test_a_drive_unplugged_mid_scan(drive, loaded_model, library, monkeypatch):
     assert again.scored == kinds.count(ErrorKind.VANISHED)
 
 
-def test_a_drive_absent_at_the_next_scan_keeps_the_library(drive, loaded_model, library,
-                                                           monkeypatch):
+def test_a_drive_absent_at_the_next_scan_keeps_the_library(
+    drive, loaded_model, library, monkeypatch
+):
     first = scan_folder(drive, loaded_model, library)
     assert first.scored == 24
     away = unplug(drive)
@@ -277,8 +306,9 @@ def test_a_drive_absent_at_the_next_scan_keeps_the_library(drive, loaded_model, 
     assert probe.reads == []
 
 
-def test_a_folder_that_cannot_be_listed_keeps_its_results(drive, loaded_model, library,
-                                                          monkeypatch):
+def test_a_folder_that_cannot_be_listed_keeps_its_results(
+    drive, loaded_model, library, monkeypatch
+):
     scan_folder(drive, loaded_model, library)
     blocked = drive / "d1"
     real_scandir = os.scandir
@@ -296,11 +326,11 @@ def test_a_folder_that_cannot_be_listed_keeps_its_results(drive, loaded_model, l
     assert len(under) == 24  # d1's 8 files included
 
 
-def test_files_changed_and_deleted_while_a_scan_runs(tmp_path, loaded_model, library,
-                                                     monkeypatch):
+def test_files_changed_and_deleted_while_a_scan_runs(tmp_path, loaded_model, library, monkeypatch):
     folder = tmp_path / "uploads"
-    files = [write_photo(folder / f"u{i:02d}.jpg", (90 + i, 60 + i), seed=300 + i)
-             for i in range(40)]
+    files = [
+        write_photo(folder / f"u{i:02d}.jpg", (90 + i, 60 + i), seed=300 + i) for i in range(40)
+    ]
     rng = random.Random(7)
     chaos_done = threading.Event()
 

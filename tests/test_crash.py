@@ -47,8 +47,11 @@ class Spawner:
         self._procs: dict[int, subprocess.Popen] = {}
 
     def fork(self, args: dict) -> int:
-        proc = subprocess.Popen([sys.executable, str(DRIVER), "run", json.dumps(args)],
-                                stdout=self._err, stderr=self._err)
+        proc = subprocess.Popen(
+            [sys.executable, str(DRIVER), "run", json.dumps(args)],
+            stdout=self._err,
+            stderr=self._err,
+        )
         self._procs[proc.pid] = proc
         return proc.pid
 
@@ -69,9 +72,14 @@ class Zygote:
     def __init__(self, log: Path) -> None:
         self.log = log
         self._err = open(log, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([sys.executable, str(DRIVER), "zygote"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._err, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(DRIVER), "zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            bufsize=1,
+        )
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.expect("ZYGOTE", 180)
@@ -143,8 +151,9 @@ def check_library(path: Path, committed: dict[int, tuple[str, str]]) -> None:
                 conn.close()
     conn = sqlite3.connect(path)
     try:
-        rows = {i: (h, label) for i, h, label in conn.execute(
-            "SELECT id, hash, label FROM decisions")}
+        rows = {
+            i: (h, label) for i, h, label in conn.execute("SELECT id, hash, label FROM decisions")
+        }
     finally:
         conn.close()
     missing = sorted(set(committed) - set(rows))
@@ -156,8 +165,7 @@ def check_library(path: Path, committed: dict[int, tuple[str, str]]) -> None:
             assert stored_label == (None if label == "-" else label), decision_id
 
 
-def test_sigkill_at_random_moments_loses_nothing(tmp_path, model_dir, loaded_model,
-                                                 monkeypatch):
+def test_sigkill_at_random_moments_loses_nothing(tmp_path, model_dir, loaded_model, monkeypatch):
     seed = int(os.environ.get("NSFW_DESK_CRASH_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     folder = tmp_path / "photos"
@@ -172,10 +180,18 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, model_dir, loaded_mod
     try:
         for life in range(KILLS):
             report = tmp_path / f"life{life}.txt"
-            pid = zygote.fork({"library": str(library_path), "folder": str(folder),
-                               "model": str(model_dir), "seed": life + 1,
-                               "report": str(report), "rounds": 10_000, "new_images": 5,
-                               "max_seconds": 60})
+            pid = zygote.fork(
+                {
+                    "library": str(library_path),
+                    "folder": str(folder),
+                    "model": str(model_dir),
+                    "seed": life + 1,
+                    "report": str(report),
+                    "rounds": 10_000,
+                    "new_images": 5,
+                    "max_seconds": 60,
+                }
+            )
             wait_for_ready(report, pid, zygote.log)
             time.sleep(rng.uniform(0, MAX_DELAY_S))
             os.kill(pid, signal.SIGKILL)
@@ -183,7 +199,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, model_dir, loaded_mod
             text = report.read_text()
             assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
                 f"life {life} ended by itself ({status}): {text[-2000:]}\n"
-                f"{zygote.log.read_text()[-3000:]}")
+                f"{zygote.log.read_text()[-3000:]}"
+            )
             assert "ERROR" not in text, f"seed {seed}, life {life}: {text[-2000:]}"
             reported, lines = parse_report(text)
             committed.update(reported)
@@ -196,8 +213,12 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, model_dir, loaded_mod
             # no content that has a score is decoded again, and every file ends somewhere.
             with Library(library_path) as library:
                 stored = stored_and_unchanged(library, folder, loaded_model.model_id)
-                scored = {row[0] for row in library.db.execute(
-                    "SELECT hash FROM scores WHERE model_id = ?", (loaded_model.model_id,))}
+                scored = {
+                    row[0]
+                    for row in library.db.execute(
+                        "SELECT hash FROM scores WHERE model_id = ?", (loaded_model.model_id,)
+                    )
+                }
                 probe.reset()
                 summary = scan_folder(folder, loaded_model, library)
                 reread = {os.fsencode(p) for p in probe.reads} & stored
@@ -215,7 +236,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, model_dir, loaded_mod
         f"{survived} of {KILLS} ({mid_scan} during a scan, {KILLS - mid_scan} while writing "
         f"pictures; decisions all along); {len(committed):,} decisions reported committed, "
         f"all present; "
-        f"integrity_check ok every time; {resumed_files:,} stored results not redone")
+        f"integrity_check ok every time; {resumed_files:,} stored results not redone"
+    )
     assert survived == KILLS
     assert mid_scan >= KILLS // 4, f"only {mid_scan} kills landed during a scan"
     assert len(committed) >= KILLS, "the lives made too few decisions to test anything"

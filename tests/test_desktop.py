@@ -26,8 +26,10 @@ def test_icon_pngs_exist_in_every_size_and_match_their_names():
         assert (RESOURCES / "icons" / f"{name}.svg").is_file()
 
 
-@pytest.mark.skipif(shutil.which("desktop-file-validate") is None,
-                    reason="desktop-file-utils not installed (CI installs it)")
+@pytest.mark.skipif(
+    shutil.which("desktop-file-validate") is None,
+    reason="desktop-file-utils not installed (CI installs it)",
+)
 def test_installed_entry_validates_and_launches_this_python(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert main(["desktop-integration"]) == 0
@@ -42,11 +44,12 @@ def test_installed_entry_validates_and_launches_this_python(tmp_path, capsys, mo
     assert not any(p.exists() for p in desktop.targets(tmp_path).values())
 
 
-@pytest.mark.skipif(shutil.which("appstreamcli") is None,
-                    reason="appstream not installed (CI installs it)")
+@pytest.mark.skipif(
+    shutil.which("appstreamcli") is None, reason="appstream not installed (CI installs it)"
+)
 def test_metainfo_validates():
-    with as_file(
-            RESOURCES / f"{desktop.APP_ID}.metainfo.xml") as path:
-        out = subprocess.run(["appstreamcli", "validate", "--no-net", str(path)],
-                             capture_output=True, text=True)
+    with as_file(RESOURCES / f"{desktop.APP_ID}.metainfo.xml") as path:
+        out = subprocess.run(
+            ["appstreamcli", "validate", "--no-net", str(path)], capture_output=True, text=True
+        )
     assert out.returncode == 0, out.stdout + out.stderr

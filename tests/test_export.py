@@ -38,14 +38,18 @@ def scan(library, model, root: Path) -> dict[Path, object]:
 
 
 def decide(library, outcomes, label, *, reviewer="alice", threshold=0.5, score=None) -> None:
-    items = [DecisionInput(o.hash, "model", o.score if score is None else score, o.path)
-             for o in outcomes]
+    items = [
+        DecisionInput(o.hash, "model", o.score if score is None else score, o.path)
+        for o in outcomes
+    ]
     ReviewStore(library).decide(items, label, reviewer=reviewer, threshold=threshold)
 
 
 def photos(root: Path, count: int, start: int = 0) -> list[Path]:
-    return [write_photo(root / f"p{i:03d}.jpg", (64 + i % 7, 48 + i % 5), seed=1000 + i)
-            for i in range(start, start + count)]
+    return [
+        write_photo(root / f"p{i:03d}.jpg", (64 + i % 7, 48 + i % 5), seed=1000 + i)
+        for i in range(start, start + count)
+    ]
 
 
 @pytest.fixture
@@ -56,8 +60,12 @@ def reviewed(tmp_path, library, loaded_model):
     found = sorted(scan(library, loaded_model, root).values(), key=lambda o: o.path)
     store = ReviewStore(library)
     for i, o in enumerate(found):
-        store.decide([DecisionInput(o.hash, loaded_model.model_id, o.score, o.path)],
-                     "unsafe" if i % 5 < 3 else "safe", reviewer="alice", threshold=0.5)
+        store.decide(
+            [DecisionInput(o.hash, loaded_model.model_id, o.score, o.path)],
+            "unsafe" if i % 5 < 3 else "safe",
+            reviewer="alice",
+            threshold=0.5,
+        )
     return root, found
 
 
@@ -66,8 +74,11 @@ def run(library, out: Path, **kw):
 
 
 def image_files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and p.suffix not in (".jsonl", ".csv", ".md", ".txt")}
+    return {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix not in (".jsonl", ".csv", ".md", ".txt")
+    }
 
 
 def metadata(folder: Path, name: str = "metadata.jsonl") -> list[dict]:
@@ -89,16 +100,25 @@ def test_round_trip_loads_with_torchvision_and_timm(reviewed, library, tmp_path)
     report = run(library, out)
     assert report.exported == 30 and report.skipped == [] and report.linked == 0
     assert report.counts == {"train": {"nsfw": 14, "sfw": 10}, "val": {"nsfw": 4, "sfw": 2}}
-    assert report.bytes == sum(p.stat().st_size for p in (out / "train").rglob("*.jpg")) + \
-        sum(p.stat().st_size for p in (out / "val").rglob("*.jpg"))
-    assert sorted(listing(out)) == ["README.md", "class_map.txt", "labels.csv",
-                                    "metadata.jsonl", "train", "val"]
+    assert report.bytes == sum(p.stat().st_size for p in (out / "train").rglob("*.jpg")) + sum(
+        p.stat().st_size for p in (out / "val").rglob("*.jpg")
+    )
+    assert sorted(listing(out)) == [
+        "README.md",
+        "class_map.txt",
+        "labels.csv",
+        "metadata.jsonl",
+        "train",
+        "val",
+    ]
 
     for split, folder in (("train", "train"), ("val", "val")):
         tv = torchvision.datasets.ImageFolder(str(out / folder))
         assert tv.class_to_idx == {"nsfw": 0, "sfw": 1}
-        assert [tv.targets.count(i) for i in (0, 1)] == \
-            [report.counts[split]["nsfw"], report.counts[split]["sfw"]]
+        assert [tv.targets.count(i) for i in (0, 1)] == [
+            report.counts[split]["nsfw"],
+            report.counts[split]["sfw"],
+        ]
         image, target = tv[0]
         assert image.size[0] > 0 and target == 0
     train = timm.data.create_dataset("", root=str(out), split="train")
@@ -124,12 +144,17 @@ def test_round_trip_loads_with_torchvision_and_timm(reviewed, library, tmp_path)
     with open(out / "labels.csv", newline="", encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
     assert [r["file_name"] for r in table] == [r["file_name"] for r in rows]
-    assert all(t["hash"] == r["hash"] and t["source_path"] == r["source_path"]
-               and float(t["score"]) == r["score"] for t, r in zip(table, rows, strict=True))
+    assert all(
+        t["hash"] == r["hash"]
+        and t["source_path"] == r["source_path"]
+        and float(t["score"]) == r["score"]
+        for t, r in zip(table, rows, strict=True)
+    )
     for split in ("train", "val"):  # per split, for Hugging Face imagefolder
         part = metadata(out / split)
-        assert [split + "/" + r["file_name"] for r in part] == \
-            [r["file_name"] for r in rows if r["split"] == split]
+        assert [split + "/" + r["file_name"] for r in part] == [
+            r["file_name"] for r in rows if r["split"] == split
+        ]
     card = (out / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "path: val/**" in card
     assert "| train | 14 | 10 | 24 |" in card and "| val | 4 | 2 | 6 |" in card
@@ -144,15 +169,18 @@ def test_same_seed_same_split_other_seed_other_split(reviewed, library, tmp_path
     other = run(library, tmp_path / "c", seed=8)
     assert image_files(tmp_path / "a") == image_files(tmp_path / "b")
     assert metadata(tmp_path / "a") == metadata(tmp_path / "b")
-    assert (tmp_path / "a" / "labels.csv").read_bytes() == \
-        (tmp_path / "b" / "labels.csv").read_bytes()
+    assert (tmp_path / "a" / "labels.csv").read_bytes() == (
+        tmp_path / "b" / "labels.csv"
+    ).read_bytes()
     assert image_files(tmp_path / "c") != image_files(tmp_path / "a")
     assert first.counts == again.counts == other.counts
 
 
 def test_split_is_stratified_and_deterministic():
-    hashes = {"unsafe": [f"{i:064x}" for i in range(40)],
-              "safe": [f"{i + 100:064x}" for i in range(10)]}
+    hashes = {
+        "unsafe": [f"{i:064x}" for i in range(40)],
+        "safe": [f"{i + 100:064x}" for i in range(10)],
+    }
     val = split_val(hashes, 0.2, seed=0)
     assert len(val & set(hashes["unsafe"])) == 8 and len(val & set(hashes["safe"])) == 2
     shuffled = {k: list(reversed(v)) for k, v in hashes.items()}
@@ -173,8 +201,9 @@ def test_val_fraction_zero_keeps_empty_class_folders(reviewed, library, tmp_path
 def test_hugging_face_imagefolder_loads_both_splits_with_metadata(reviewed, library, tmp_path):
     datasets = pytest.importorskip("datasets")  # not a dependency; checked where installed
     report = run(library, tmp_path / "out")
-    loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "out"),
-                                   cache_dir=str(tmp_path / "hf-cache"))
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "hf-cache")
+    )
     for name, split in (("train", "train"), ("validation", "val")):
         part = loaded[name]
         assert len(part) == sum(report.counts[split].values())
@@ -253,8 +282,9 @@ def test_changed_and_vanished_sources_are_skipped_and_reported(reviewed, library
     gone.unlink()
     report = run(library, tmp_path / "out")
     assert report.exported == 28
-    assert sorted(report.skipped) == sorted([
-        (str(changed), "changed since review (content differs)"), (str(gone), "vanished")])
+    assert sorted(report.skipped) == sorted(
+        [(str(changed), "changed since review (content differs)"), (str(gone), "vanished")]
+    )
     hashes = {r["hash"] for r in metadata(tmp_path / "out")}
     assert found[0].hash not in hashes and found[1].hash not in hashes
     assert len(image_files(tmp_path / "out")) == 28
@@ -336,12 +366,21 @@ def test_only_corrections_selects_exactly_the_disagreements(tmp_path, library, l
     paths = photos(root, 6)
     o = scan(library, loaded_model, root)
     cases = [  # (label, score, threshold, correction?)
-        ("safe", 0.9, 0.5, True), ("unsafe", 0.9, 0.5, False), ("unsafe", 0.1, 0.5, True),
-        ("safe", 0.1, 0.5, False), ("safe", 0.5, 0.5, True), ("unsafe", None, 0.5, False)]
+        ("safe", 0.9, 0.5, True),
+        ("unsafe", 0.9, 0.5, False),
+        ("unsafe", 0.1, 0.5, True),
+        ("safe", 0.1, 0.5, False),
+        ("safe", 0.5, 0.5, True),
+        ("unsafe", None, 0.5, False),
+    ]
     store = ReviewStore(library)
     for path, (label, score, threshold, _) in zip(paths, cases, strict=True):
-        store.decide([DecisionInput(o[path].hash, "m", score, path)], label, reviewer="r",
-                     threshold=threshold)
+        store.decide(
+            [DecisionInput(o[path].hash, "m", score, path)],
+            label,
+            reviewer="r",
+            threshold=threshold,
+        )
     want = {o[p].hash for p, c in zip(paths, cases, strict=True) if c[3]}
     assert {d.hash for d in store.current_decisions() if is_correction(d)} == want
     report = run(library, tmp_path / "out", only_corrections=True)
@@ -354,8 +393,9 @@ def test_folder_reviewer_and_date_filters(tmp_path, library, loaded_model, monke
     a = photos(root / "a", 4)
     b = photos(root / "b", 4, start=4)
     o = scan(library, loaded_model, root)
-    times = iter(["2024-03-01T10:00:00.000Z", "2024-03-02T23:59:59.999Z",
-                  "2024-03-03T00:00:00.000Z"])
+    times = iter(
+        ["2024-03-01T10:00:00.000Z", "2024-03-02T23:59:59.999Z", "2024-03-03T00:00:00.000Z"]
+    )
     monkeypatch.setattr(review, "now_utc", lambda: next(times))
     decide(library, [o[p] for p in a[:2]], "unsafe", reviewer="alice")
     decide(library, [o[p] for p in a[2:] + b[:1]], "safe", reviewer="bob")
@@ -367,10 +407,10 @@ def test_folder_reviewer_and_date_filters(tmp_path, library, loaded_model, monke
 
     assert hashes("f", folder=root / "a") == {o[p].hash for p in a}
     assert hashes("r", reviewer="bob") == {o[p].hash for p in a[2:] + b[:1]}
-    assert hashes("d1", since="2024-03-02", until="2024-03-02") == \
-        {o[p].hash for p in a[2:] + b[:1]}
-    assert hashes("d2", until="2024-03-02T23:59:59.999+00:00") == \
-        {o[p].hash for p in a + b[:1]}
+    assert hashes("d1", since="2024-03-02", until="2024-03-02") == {
+        o[p].hash for p in a[2:] + b[:1]
+    }
+    assert hashes("d2", until="2024-03-02T23:59:59.999+00:00") == {o[p].hash for p in a + b[:1]}
     assert hashes("d3", since="2024-03-03T01:00:00+01:00") == {o[p].hash for p in b[1:]}
     assert hashes("all", reviewer="alice", folder=root / "b") == {o[p].hash for p in b[1:]}
     with pytest.raises(ExportError, match="nothing to export"):
@@ -383,17 +423,39 @@ def test_folder_reviewer_and_date_filters(tmp_path, library, loaded_model, monke
 
 
 def test_class_names_follow_the_most_common_model_else_fallback(tmp_path, library):
-    library.register_model("two", source="x", revision=None, architecture="a",
-                           labels=["Porn", "Neutral"], unsafe_labels=["Porn"])
-    library.register_model("three", source="x", revision=None, architecture="a",
-                           labels=["drawing", "porn", "sexy"], unsafe_labels=["porn", "sexy"])
-    library.register_model("evil", source="x", revision=None, architecture="a",
-                           labels=["../../up", "ok"], unsafe_labels=["../../up"])
+    library.register_model(
+        "two",
+        source="x",
+        revision=None,
+        architecture="a",
+        labels=["Porn", "Neutral"],
+        unsafe_labels=["Porn"],
+    )
+    library.register_model(
+        "three",
+        source="x",
+        revision=None,
+        architecture="a",
+        labels=["drawing", "porn", "sexy"],
+        unsafe_labels=["porn", "sexy"],
+    )
+    library.register_model(
+        "evil",
+        source="x",
+        revision=None,
+        architecture="a",
+        labels=["../../up", "ok"],
+        unsafe_labels=["../../up"],
+    )
 
     def names(*models):
-        return class_names(library, [review.Decision(i, f"{i:064x}", "safe", "r", "t", m,
-                                                     None, None, None, None)
-                                     for i, m in enumerate(models)])
+        return class_names(
+            library,
+            [
+                review.Decision(i, f"{i:064x}", "safe", "r", "t", m, None, None, None, None)
+                for i, m in enumerate(models)
+            ],
+        )
 
     assert names("two", "two", "three") == {"unsafe": "porn", "safe": "neutral"}
     assert names("three", "three", "two") == {"unsafe": "unsafe", "safe": "safe"}
@@ -418,8 +480,12 @@ def test_no_source_path_leaves_no_path_anywhere(reviewed, library, tmp_path):
 
 def test_odd_names_and_malicious_paths_never_write_outside(tmp_path, library, loaded_model):
     root = tmp_path / "photos"
-    odd = [write_photo(root / name, (50, 40), seed=i) for i, name in enumerate(
-        ["new\nline.jpg", "a..jpg", "-rf .jpg", "\u00fcml\u00e4ut \u2603.jpg", "a;b|c$(x).jpg"])]
+    odd = [
+        write_photo(root / name, (50, 40), seed=i)
+        for i, name in enumerate(
+            ["new\nline.jpg", "a..jpg", "-rf .jpg", "\u00fcml\u00e4ut \u2603.jpg", "a;b|c$(x).jpg"]
+        )
+    ]
     raw = None
     if sys.platform.startswith("linux"):
         raw = os.path.join(os.fsencode(root), b"latin\xff.jpg")
@@ -431,13 +497,21 @@ def test_odd_names_and_malicious_paths_never_write_outside(tmp_path, library, lo
     digest = content_hash(evil)
     store = ReviewStore(library)
     for path in ["../../etc/x.jpg", "/etc/passwd", "../out/../../x\n.jpg", "a\x00b.jpg"]:
-        store.decide([DecisionInput(digest, "m", 0.1, path)], "safe", reviewer="r\n`x`",
-                     threshold=0.5)
-    store.decide([DecisionInput("../../../escaped", "m", 0.1, str(odd[0]))], "safe",
-                 reviewer="r", threshold=0.5)
+        store.decide(
+            [DecisionInput(digest, "m", 0.1, path)], "safe", reviewer="r\n`x`", threshold=0.5
+        )
+    store.decide(
+        [DecisionInput("../../../escaped", "m", 0.1, str(odd[0]))],
+        "safe",
+        reviewer="r",
+        threshold=0.5,
+    )
     for path in ("../../../x.jpg", str(tmp_path / "elsewhere" / "e.jpg")):
-        library.db.execute("INSERT INTO files (path, size, mtime_ns, hash, format) VALUES "
-                           "(?, 1, 1, ?, '../../evil')", (path, digest))
+        library.db.execute(
+            "INSERT INTO files (path, size, mtime_ns, hash, format) VALUES "
+            "(?, 1, 1, ?, '../../evil')",
+            (path, digest),
+        )
     library.db.conn.commit()
 
     base = tmp_path / "deep" / "inside"
@@ -475,8 +549,20 @@ def test_cli_export_summary_and_exit_codes(reviewed, library, tmp_path, capsys, 
 
     db = str(library.path)
     out = tmp_path / "cli-out"
-    code = main(["export", "--out", str(out), "--db", db, "--seed", "3", "--no-source-path",
-                 "--val-fraction", "0.5"])
+    code = main(
+        [
+            "export",
+            "--out",
+            str(out),
+            "--db",
+            db,
+            "--seed",
+            "3",
+            "--no-source-path",
+            "--val-fraction",
+            "0.5",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Exported 30 files" in err and "MB/s" in err
@@ -487,8 +573,7 @@ def test_cli_export_summary_and_exit_codes(reviewed, library, tmp_path, capsys, 
     assert "already exists" in capsys.readouterr().err
     assert main(["export", "--out", str(out), "--db", db, "--overwrite", "--link"]) == 0
     assert "30 hard links" in capsys.readouterr().err
-    assert main(["export", "--out", str(tmp_path / "x"), "--db", str(tmp_path / "no.sqlite")]) \
-        == 2
+    assert main(["export", "--out", str(tmp_path / "x"), "--db", str(tmp_path / "no.sqlite")]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["export", "--out", str(tmp_path / "x"), "--val-fraction", "2"])
     assert exc.value.code == 2

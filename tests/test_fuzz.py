@@ -47,10 +47,29 @@ pytestmark = [
 
 CASES = {"decode": (150, 5000), "load_image": (150, 5000)}  # per test: (normal, --fuzz-long)
 CASE_LIMIT_S = 10
-ERROR_KINDS = {ErrorKind.NOT_AN_IMAGE, ErrorKind.DECODE_ERROR, ErrorKind.UNREADABLE,
-               ErrorKind.VANISHED, ErrorKind.TOO_LARGE}
-INTERESTING = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF,
-               0x80000000, 0xFFFFFFFF]
+ERROR_KINDS = {
+    ErrorKind.NOT_AN_IMAGE,
+    ErrorKind.DECODE_ERROR,
+    ErrorKind.UNREADABLE,
+    ErrorKind.VANISHED,
+    ErrorKind.TOO_LARGE,
+}
+INTERESTING = [
+    0,
+    1,
+    2,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0x10000,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFF,
+]
 STATS = {"cases": 0, "decoded": 0, "errors": 0, "slowest": 0.0}
 
 
@@ -65,31 +84,44 @@ def _seeds() -> dict[str, list[bytes]]:
     frames = [_photo((32, 24), seed=s) for s in range(3)]
     grey16 = Image.fromarray(np.asarray(_photo().convert("L"), dtype=np.uint16) * 257)
     return {
-        "JPEG": [encode(_photo(), "JPEG", quality=80),
-                 encode(_photo(seed=2), "JPEG", progressive=True),
-                 encode(_photo(seed=3), "JPEG", exif=exif),
-                 encode(_photo(seed=4).convert("L"), "JPEG"),
-                 encode(_photo(seed=5).convert("CMYK"), "JPEG")],
-        "PNG": [encode(_photo(), "PNG"),
-                encode(palette, "PNG", transparency=0),
-                encode(_photo(seed=6).convert("RGBA"), "PNG"),
-                encode(grey16, "PNG"),
-                _interlaced_png(),
-                encode(_photo(seed=7), "PNG", save_all=True, append_images=frames[:2])],
-        "GIF": [encode(_photo(), "GIF"),
-                encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50),
-                encode(palette, "GIF", transparency=0)],
-        "WEBP": [encode(_photo(), "WEBP"),
-                 encode(_photo(seed=8).convert("RGBA"), "WEBP", lossless=True),
-                 encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])],
-        "TIFF": [encode(_photo(), "TIFF"),
-                 encode(_photo(seed=9), "TIFF", compression="tiff_lzw"),
-                 encode(_photo(seed=10), "TIFF", compression="packbits"),
-                 encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
-                 encode(grey16, "TIFF"),
-                 tiff_bytes([tiff_page(9, 7, 12, seed=1), tiff_page(9, 7, 4, seed=2)])],
-        "BMP": [encode(_photo(), "BMP"), encode(palette, "BMP"),
-                encode(_photo(seed=11).convert("1"), "BMP")],
+        "JPEG": [
+            encode(_photo(), "JPEG", quality=80),
+            encode(_photo(seed=2), "JPEG", progressive=True),
+            encode(_photo(seed=3), "JPEG", exif=exif),
+            encode(_photo(seed=4).convert("L"), "JPEG"),
+            encode(_photo(seed=5).convert("CMYK"), "JPEG"),
+        ],
+        "PNG": [
+            encode(_photo(), "PNG"),
+            encode(palette, "PNG", transparency=0),
+            encode(_photo(seed=6).convert("RGBA"), "PNG"),
+            encode(grey16, "PNG"),
+            _interlaced_png(),
+            encode(_photo(seed=7), "PNG", save_all=True, append_images=frames[:2]),
+        ],
+        "GIF": [
+            encode(_photo(), "GIF"),
+            encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50),
+            encode(palette, "GIF", transparency=0),
+        ],
+        "WEBP": [
+            encode(_photo(), "WEBP"),
+            encode(_photo(seed=8).convert("RGBA"), "WEBP", lossless=True),
+            encode(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+        ],
+        "TIFF": [
+            encode(_photo(), "TIFF"),
+            encode(_photo(seed=9), "TIFF", compression="tiff_lzw"),
+            encode(_photo(seed=10), "TIFF", compression="packbits"),
+            encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
+            encode(grey16, "TIFF"),
+            tiff_bytes([tiff_page(9, 7, 12, seed=1), tiff_page(9, 7, 4, seed=2)]),
+        ],
+        "BMP": [
+            encode(_photo(), "BMP"),
+            encode(palette, "BMP"),
+            encode(_photo(seed=11).convert("1"), "BMP"),
+        ],
     }
 
 
@@ -100,11 +132,11 @@ def fix_png_crcs(data: bytearray) -> None:
     """Recompute every chunk CRC, so mutations reach the decoder instead of the CRC check."""
     pos = 8
     while pos + 12 <= len(data):
-        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
         end = pos + 8 + length
         if end + 4 > len(data):
             return
-        struct.pack_into(">I", data, end, zlib.crc32(bytes(data[pos + 4:end])))
+        struct.pack_into(">I", data, end, zlib.crc32(bytes(data[pos + 4 : end])))
         pos = end + 4
 
 
@@ -113,8 +145,9 @@ def mutated(draw, formats: list[str]) -> tuple[str, bytes]:
     fmt = draw(st.sampled_from(formats))
     data = bytearray(draw(st.sampled_from(SEEDS[fmt])))
     for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["flip", "byte", "int", "insert", "delete", "duplicate",
-                                   "truncate"]))
+        op = draw(
+            st.sampled_from(["flip", "byte", "int", "insert", "delete", "duplicate", "truncate"])
+        )
         pos = draw(st.integers(0, max(0, len(data) - 1)))
         if op == "flip" and data:
             data[pos] ^= 1 << draw(st.integers(0, 7))
@@ -124,14 +157,14 @@ def mutated(draw, formats: list[str]) -> tuple[str, bytes]:
             width = draw(st.sampled_from([2, 4]))
             value = draw(st.sampled_from(INTERESTING)) & ((1 << (8 * width)) - 1)
             order = draw(st.sampled_from(["big", "little"]))
-            data[pos:pos + width] = value.to_bytes(width, order)
+            data[pos : pos + width] = value.to_bytes(width, order)
         elif op == "insert":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=64))
         elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 256))]
+            del data[pos : pos + draw(st.integers(1, 256))]
         elif op == "duplicate":
             size = draw(st.integers(1, 512))
-            data[pos:pos] = data[pos:pos + size] * draw(st.integers(1, 20))
+            data[pos:pos] = data[pos : pos + size] * draw(st.integers(1, 20))
         elif op == "truncate":
             del data[pos:]
     if fmt == "PNG" and draw(st.booleans()):
@@ -188,9 +221,14 @@ def examples(name: str, long: bool) -> int:
 
 
 def fuzz_settings(name: str, long: bool):
-    return settings(max_examples=examples(name, long), deadline=None, database=None,
-                    derandomize=not long, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=examples(name, long),
+        deadline=None,
+        database=None,
+        derandomize=not long,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 @pytest.mark.parametrize("fmt", sorted(SEEDS))
@@ -265,4 +303,5 @@ def record(long: bool) -> None:
     mode = "--fuzz-long" if long else "normal run"
     FIGURES[f"fuzz ({mode})"] = (
         f"{STATS['cases']:,} cases: {STATS['decoded']:,} decoded, {STATS['errors']:,} "
-        f"ImageError, nothing else; slowest case {STATS['slowest'] * 1000:.0f} ms")
+        f"ImageError, nothing else; slowest case {STATS['slowest'] * 1000:.0f} ms"
+    )

@@ -32,9 +32,13 @@ def make_window(qtbot, tmp_path, model_dir):
     windows = []
 
     def make(**settings):
-        window = MainWindow(Settings(reviewer="tester", **settings),
-                            library_path=tmp_path / "library.sqlite", model=str(model_dir),
-                            device="cpu", save_settings=False)
+        window = MainWindow(
+            Settings(reviewer="tester", **settings),
+            library_path=tmp_path / "library.sqlite",
+            model=str(model_dir),
+            device="cpu",
+            save_settings=False,
+        )
         qtbot.addWidget(window)
         window.resize(1000, 700)
         window.show()
@@ -79,8 +83,11 @@ def test_threshold_re_marks_tiles_and_updates_counts(qtbot, make_window, folder)
         window.spin.setValue(threshold)
         flagged = sum(s >= threshold for s in scores)
         assert f"{flagged} flagged of 13" in window.counts_label.text()
-        marks = [f for f, s in zip(column(window, Role.FLAGGED), column(window, Role.SCORE),
-                                   strict=True) if s is not None]
+        marks = [
+            f
+            for f, s in zip(column(window, Role.FLAGGED), column(window, Role.SCORE), strict=True)
+            if s is not None
+        ]
         assert sum(marks) == flagged
     window.slider.setValue(42)
     assert window.spin.value() == pytest.approx(0.42)
@@ -130,12 +137,17 @@ def test_keyboard_review_writes_decisions_and_undo_redo(qtbot, make_window, fold
     assert reviews.current_labels([first, second]) == {first: "unsafe"}
     qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert reviews.current_labels([first, second]) == {}
-    qtbot.keyClick(window.grid, Qt.Key.Key_Z,
-                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClick(
+        window.grid,
+        Qt.Key.Key_Z,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
     assert reviews.current_labels([first, second]) == {first: "unsafe"}
     assert len(reviews.history(first)) == 3  # append-only: decide, undo, redo
-    labels = {window.results.index(i).data(Role.HASH): window.results.index(i).data(Role.LABEL)
-              for i in range(window.results.rowCount())}
+    labels = {
+        window.results.index(i).data(Role.HASH): window.results.index(i).data(Role.LABEL)
+        for i in range(window.results.rowCount())
+    }
     assert labels[first] == "unsafe" and labels[second] is None
 
     # Clearing with Backspace, and multi-select labels every selected item.
@@ -229,8 +241,12 @@ def render_tile(window, row, size=160):
 def to_array(image: QImage) -> np.ndarray:
     image = image.convertToFormat(QImage.Format.Format_RGB32)
     ptr = image.constBits()
-    return np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())[
-        :, : image.width() * 4].reshape(image.height(), image.width(), 4)[..., :3].astype(int)
+    return (
+        np.frombuffer(ptr, np.uint8)
+        .reshape(image.height(), image.bytesPerLine())[:, : image.width() * 4]
+        .reshape(image.height(), image.width(), 4)[..., :3]
+        .astype(int)
+    )
 
 
 def paint_area(window, area_size, digest, *, revealed):
@@ -239,8 +255,9 @@ def paint_area(window, area_size, digest, *, revealed):
     painter = QPainter(image)
     saved = window.delegate.revealed
     window.delegate.revealed = digest if revealed else None
-    window.delegate._paint_image(painter, QRect(0, 0, area_size.width(), area_size.height()),
-                                 digest, None)
+    window.delegate._paint_image(
+        painter, QRect(0, 0, area_size.width(), area_size.height()), digest, None
+    )
     window.delegate.revealed = saved
     painter.end()
     return to_array(image)
@@ -248,8 +265,9 @@ def paint_area(window, area_size, digest, *, revealed):
 
 def detail_energy(pixels: np.ndarray) -> float:
     """Mean absolute second difference (a Laplacian): fine detail, not smooth gradients."""
-    return float(np.abs(np.diff(pixels, 2, axis=1)).mean()
-                 + np.abs(np.diff(pixels, 2, axis=0)).mean())
+    return float(
+        np.abs(np.diff(pixels, 2, axis=1)).mean() + np.abs(np.diff(pixels, 2, axis=0)).mean()
+    )
 
 
 def test_no_unrevealed_tile_is_painted_unblurred(qtbot, make_window, folder):
@@ -318,8 +336,10 @@ def test_event_loop_stays_responsive_during_a_scan(qtbot, make_window, tmp_path)
     assert window.results.rowCount() == 80
     assert len(lateness) > 20
     worst = max(lateness)
-    print(f"event-loop lateness during a scan: max {worst:.1f} ms, "
-          f"p95 {np.percentile(lateness, 95):.1f} ms over {len(lateness)} ticks")
+    print(
+        f"event-loop lateness during a scan: max {worst:.1f} ms, "
+        f"p95 {np.percentile(lateness, 95):.1f} ms over {len(lateness)} ticks"
+    )
     assert worst < 100, worst
 
 
@@ -338,8 +358,7 @@ def test_gui_modules_and_window_do_not_import_torch(tmp_path):
         "print('TORCH', 'torch' in sys.modules, 'timm' in sys.modules)\n"
         "w.close()\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "TORCH False False" in out.stdout, out.stdout + out.stderr
 
 
@@ -353,8 +372,18 @@ def test_restores_threshold_and_window_state(qtbot, make_window, tmp_path):
     window.close()
     assert window.settings.threshold == pytest.approx(0.33)
     assert window.settings.window_geometry  # saved for the next start
-    again = make_window(**{k: getattr(window.settings, k) for k in (
-        "threshold", "thumbnail_size", "window_geometry", "splitter_state", "window_state")})
+    again = make_window(
+        **{
+            k: getattr(window.settings, k)
+            for k in (
+                "threshold",
+                "thumbnail_size",
+                "window_geometry",
+                "splitter_state",
+                "window_state",
+            )
+        }
+    )
     assert again.spin.value() == pytest.approx(0.33)
 
 
@@ -371,8 +400,9 @@ def test_press_and_hold_on_a_tile_reveals_it_until_release(qtbot, make_window, f
     assert window.delegate.revealed is None
 
 
-def test_settings_change_restyles_and_rescans_with_the_new_model(qtbot, make_window, folder,
-                                                                  tmp_path, monkeypatch):
+def test_settings_change_restyles_and_rescans_with_the_new_model(
+    qtbot, make_window, folder, tmp_path, monkeypatch
+):
     from nsfw_desk.gui.settings_dialog import SettingsDialog
     from nsfw_desk.synthetic import save_random_model
 
@@ -392,8 +422,9 @@ def test_settings_change_restyles_and_rescans_with_the_new_model(qtbot, make_win
     window.open_settings()
     assert window.thumbnails.strength == 30 and window.thumbnails.grayscale
     assert window.settings.reviewer == "second reviewer"
-    qtbot.waitUntil(lambda: not window.scanning and window.model_id != first_model,
-                    timeout=SCAN_TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: not window.scanning and window.model_id != first_model, timeout=SCAN_TIMEOUT_MS
+    )
     digest = next(h for h in column(window, Role.HASH) if h)
     assert set(window.library.scores_by_model(digest)) == {first_model, window.model_id}
 
@@ -487,8 +518,7 @@ def test_export_dialog_writes_a_dataset_in_the_background(qtbot, reviewed_window
     dialog.reject()  # closing stops the export thread
 
 
-def test_opening_another_folder_mid_scan_switches_cleanly(qtbot, make_window, folder,
-                                                          big_folder):
+def test_opening_another_folder_mid_scan_switches_cleanly(qtbot, make_window, folder, big_folder):
     window = make_window()
     start_big_scan(qtbot, window, big_folder)
     window.open_folder(folder)
@@ -500,8 +530,9 @@ def test_opening_another_folder_mid_scan_switches_cleanly(qtbot, make_window, fo
     assert window.stop_button.isHidden()
 
 
-def test_rows_of_an_unreadable_subfolder_stay_after_a_rescan(qtbot, make_window, folder,
-                                                            monkeypatch):
+def test_rows_of_an_unreadable_subfolder_stay_after_a_rescan(
+    qtbot, make_window, folder, monkeypatch
+):
     """A subfolder that cannot be listed (an unmounted drive) keeps its rows, as the library
     keeps its results; files that are really gone disappear."""
     import os as _os

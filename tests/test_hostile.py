@@ -26,8 +26,10 @@ from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import synthetic_photo
 
 # Pillow warns (and goes on) about the corpus's broken EXIF blocks.
-pytestmark = [pytest.mark.filterwarnings("ignore:Corrupt EXIF data"),
-              pytest.mark.filterwarnings("ignore:Tag data larger than file")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Corrupt EXIF data"),
+    pytest.mark.filterwarnings("ignore:Tag data larger than file"),
+]
 
 PER_FILE_LIMIT_S = 10.0  # "a few seconds" with room for a loaded 2-core CI machine
 MEMORY_LIMIT = 1536 * 2**20  # growth of the process during the whole-corpus scan
@@ -49,8 +51,9 @@ def scan_twice(root, built: Built, library: Library, model, monkeypatch):
 
     built.done()
     stored = stored_and_unchanged(library, root, model.model_id)
-    scored_before = set(library.scores_for(model.model_id, {o.hash for o in first.outcomes
-                                                            if o.hash}))
+    scored_before = set(
+        library.scores_for(model.model_id, {o.hash for o in first.outcomes if o.hash})
+    )
     probe.reset()
     second = scan_folder(root, model, library, keep_outcomes=True)
     again = check_outcomes(second.outcomes, built.rescan_expected())
@@ -69,7 +72,8 @@ def record_slowest(label: str, timings: dict) -> tuple[str, float]:
     SLOWEST[label] = (timings[path], name)
     worst = max(SLOWEST.items(), key=lambda item: item[1][0])
     FIGURES["hostile: slowest file (one kind per scan)"] = (
-        f"{worst[1][0]:.2f} s ({worst[0]}/{worst[1][1]}), over {len(SLOWEST)} kinds")
+        f"{worst[1][0]:.2f} s ({worst[0]}/{worst[1][1]}), over {len(SLOWEST)} kinds"
+    )
     return name, timings[path]
 
 
@@ -101,15 +105,19 @@ def test_the_whole_corpus_in_one_scan(tmp_path, loaded_model, monkeypatch):
     finally:
         built.done()
         library.close()
-    name, seconds = max(((os.fsencode(p.name).decode("utf-8", "backslashreplace"), s)
-                         for p, s in timings.items()), key=lambda item: item[1])
+    name, seconds = max(
+        ((os.fsencode(p.name).decode("utf-8", "backslashreplace"), s) for p, s in timings.items()),
+        key=lambda item: item[1],
+    )
     FIGURES["hostile: kinds tried"] = (
         f"{count_kinds(selected)} kinds of bad or odd file (plus valid controls), "
         f"{first.files} candidate files: {first.scored} scored, {first.errors} errors; "
-        f"rescan: {second.scored} scored, {second.cached} from the library")
+        f"rescan: {second.scored} scored, {second.cached} from the library"
+    )
     FIGURES["hostile: whole corpus in one scan"] = (
         f"slowest file {seconds:.2f} s ({name}); peak RSS {memory.peak / 2**20:,.0f} MiB, "
-        f"{memory.growth / 2**20:,.0f} MiB above the {memory.baseline / 2**20:,.0f} MiB before")
+        f"{memory.growth / 2**20:,.0f} MiB above the {memory.baseline / 2**20:,.0f} MiB before"
+    )
     assert seconds < PER_FILE_LIMIT_S, f"{name} took {seconds:.1f} s"
     assert memory.growth < MEMORY_LIMIT, f"memory grew by {memory.growth / 2**20:,.0f} MiB"
 
@@ -118,8 +126,7 @@ def test_the_whole_corpus_in_one_scan(tmp_path, loaded_model, monkeypatch):
 
 
 @pytest.mark.parametrize("size", [(2000, 50), (50, 2000), (3000, 61)])
-def test_an_elongated_picture_gives_the_model_exactly_the_full_transforms_input(size,
-                                                                                loaded_model):
+def test_an_elongated_picture_gives_the_model_exactly_the_full_transforms_input(size, loaded_model):
     """limit_aspect cuts what the centre crop never sees: the same input up to rounding (two
     levels of 255 at most), the same score, and memory bounded by the cut."""
     import numpy as np

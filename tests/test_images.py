@@ -63,7 +63,7 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     """A small baseline JPEG whose SOF0 header claims another size."""
     data = bytearray(encode(Image.new("RGB", (8, 8), RED), "JPEG"))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -314,8 +314,7 @@ def test_other_formats_are_reduced_but_not_below_min_side():
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP"])
 def test_one_pixel_image(fmt):
-    pixels, width, height, got = decode(encode(Image.new("RGB", (1, 1), RED), fmt),
-                                        min_side=384)
+    pixels, width, height, got = decode(encode(Image.new("RGB", (1, 1), RED), fmt), min_side=384)
     assert (width, height, got) == (1, 1, fmt)
     assert pixels.size == (1, 1) and pixels.mode == "RGB"
     assert close_to(pixels.getpixel((0, 0)), RED, 4)
@@ -407,8 +406,11 @@ def test_every_orientation_matches_pillows_exif_transpose(orientation):
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF")
 @pytest.mark.parametrize(
     "exif",
-    [b"Exif\x00\x00garbage!", b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff",
-     b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12"],
+    [
+        b"Exif\x00\x00garbage!",
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff",
+        b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12",
+    ],
     ids=["bad-header", "cut-ifd", "cut-entry"],
 )
 def test_corrupt_exif_is_ignored(exif):
@@ -514,8 +516,10 @@ MODES = {
     "I;16 PNG": (lambda: _sixteen_bit("PNG"), [(128, 128, 128), WHITE, (0, 0, 0)]),
     "I;16 TIFF": (lambda: _sixteen_bit("TIFF"), [(128, 128, 128), WHITE, (0, 0, 0)]),
     "F 0..1 TIFF": (lambda: _float_tiff([0.5, 1.0, 0.0]), [(128, 128, 128), WHITE, (0,) * 3]),
-    "F 0..255 TIFF": (lambda: _float_tiff([100.0, 255.0, 0.0]),
-                      [(100, 100, 100), WHITE, (0, 0, 0)]),
+    "F 0..255 TIFF": (
+        lambda: _float_tiff([100.0, 255.0, 0.0]),
+        [(100, 100, 100), WHITE, (0, 0, 0)],
+    ),
     "P GIF": (_gif, [(10, 20, 30), RED, BLUE]),
 }
 
@@ -541,8 +545,7 @@ def test_cmyk_jpeg_becomes_rgb():
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
 def test_animation_decodes_its_first_frame(fmt):
     frames = [Image.new("RGB", (16, 16), colour) for colour in (RED, BLUE, (0, 255, 0))]
-    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100,
-                  loop=0)
+    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
     pixels, width, height, got = decode(data)
     assert (width, height, got) == (16, 16, fmt)
@@ -567,8 +570,12 @@ def test_common_formats_decode(fmt, tmp_path):
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [((1000, 500), (256, 128)), ((300, 1200), (64, 256)), ((100, 50), (100, 50)),
-     ((2000, 3), (256, 1))],
+    [
+        ((1000, 500), (256, 128)),
+        ((300, 1200), (64, 256)),
+        ((100, 50), (100, 50)),
+        ((2000, 3), (256, 1)),
+    ],
 )
 def test_thumbnail_is_a_jpeg_within_256_keeping_aspect(size, expected):
     data = make_thumbnail(synthetic_photo(size))
@@ -594,10 +601,19 @@ def test_content_hash_identifies_bytes():
 
 @pytest.mark.parametrize(
     ("head", "fmt"),
-    [(b"\xff\xd8\xff\xe0", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF89a", "GIF"),
-     (b"GIF87a", "GIF"), (b"BM\x00\x00", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
-     (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"), (b"RIFF\x00\x00\x00\x00WAVEfmt ", None),
-     (b"%PDF-1.7", None), (b"", None)],
+    [
+        (b"\xff\xd8\xff\xe0", "JPEG"),
+        (b"\x89PNG\r\n\x1a\n", "PNG"),
+        (b"GIF89a", "GIF"),
+        (b"GIF87a", "GIF"),
+        (b"BM\x00\x00", "BMP"),
+        (b"II*\x00", "TIFF"),
+        (b"MM\x00*", "TIFF"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", None),
+        (b"%PDF-1.7", None),
+        (b"", None),
+    ],
 )
 def test_sniff_format(head, fmt):
     assert sniff_format(head) == fmt

@@ -77,13 +77,16 @@ def test_hand_computed_points():
     assert (cal.n_unsafe, cal.n_safe) == (3, 3)
 
 
-@pytest.mark.parametrize(("target", "threshold"), [
-    (0.95, 0.4),  # recall 1 at 0.0, 0.1 and 0.4; 0.4 has the best precision
-    (1.0, 0.4),
-    (0.6, 0.8),  # recall 2/3 with precision 1
-    (0.3, 0.9),  # 0.8 and 0.9 both have precision 1: the higher threshold wins
-    (0.0, 1.0),  # flag nothing: precision 1 by definition
-])
+@pytest.mark.parametrize(
+    ("target", "threshold"),
+    [
+        (0.95, 0.4),  # recall 1 at 0.0, 0.1 and 0.4; 0.4 has the best precision
+        (1.0, 0.4),
+        (0.6, 0.8),  # recall 2/3 with precision 1
+        (0.3, 0.9),  # 0.8 and 0.9 both have precision 1: the higher threshold wins
+        (0.0, 1.0),  # flag nothing: precision 1 by definition
+    ],
+)
 def test_target_recall_suggestion(target, threshold):
     cal = calibrate(SCORES, UNSAFE, target_recall=target)
     assert cal.at_target.threshold == threshold
@@ -164,17 +167,23 @@ def test_100k_items_match_brute_force_on_a_subsample():
     precisions = np.array([p.precision for p in cal.points])
     reaching = recalls >= 0.95
     assert cal.at_target.precision == precisions[reaching].max()
-    assert cal.at_target.threshold == max(t for t, r, p in zip(
-        thresholds, reaching, precisions, strict=True) if r and p == cal.at_target.precision)
+    assert cal.at_target.threshold == max(
+        t
+        for t, r, p in zip(thresholds, reaching, precisions, strict=True)
+        if r and p == cal.at_target.precision
+    )
     assert cal.best_f1.f1 == max(p.f1 for p in cal.points)
 
 
-@pytest.mark.parametrize(("scores", "unsafe", "kw"), [
-    ([0.1, float("nan")], [True, False], {}),
-    ([0.1, 0.2], [True], {}),
-    ([[0.1]], [[True]], {}),
-    ([0.1, 0.2], [True, False], {"target_recall": 1.5}),
-])
+@pytest.mark.parametrize(
+    ("scores", "unsafe", "kw"),
+    [
+        ([0.1, float("nan")], [True, False], {}),
+        ([0.1, 0.2], [True], {}),
+        ([[0.1]], [[True]], {}),
+        ([0.1, 0.2], [True, False], {"target_recall": 1.5}),
+    ],
+)
 def test_bad_input_is_refused(scores, unsafe, kw):
     with pytest.raises(ValueError):
         calibrate(scores, unsafe, **kw)
@@ -185,31 +194,56 @@ def test_as_dict_is_json_ready():
     assert data["counts"] == {"unsafe": 3, "safe": 3, "total": 6}
     assert data["at_target"]["threshold"] == 0.4 and data["best_f1"]["threshold"] == 0.8
     assert [p["threshold"] for p in data["points"]] == list(EXPECTED)
-    assert set(data["points"][0]) == {"threshold", "tp", "fp", "tn", "fn", "precision",
-                                      "recall", "f1", "fpr"}
+    assert set(data["points"][0]) == {
+        "threshold",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "fpr",
+    }
 
 
 # --- the library --------------------------------------------------------------------------
 
 
-def add_scores(library: Library, model_id: str, scores: dict[str, float],
-               folder: str = "/photos") -> None:
+def add_scores(
+    library: Library, model_id: str, scores: dict[str, float], folder: str = "/photos"
+) -> None:
     library.record_scored(
-        [ScoredFile(Path(folder) / f"{digest}.jpg", 100, 1, digest, unsafe=score,
-                    probabilities=np.array([score, 1 - score]), embedding=np.zeros(4))
-         for digest, score in scores.items()],
-        model_id)
+        [
+            ScoredFile(
+                Path(folder) / f"{digest}.jpg",
+                100,
+                1,
+                digest,
+                unsafe=score,
+                probabilities=np.array([score, 1 - score]),
+                embedding=np.zeros(4),
+            )
+            for digest, score in scores.items()
+        ],
+        model_id,
+    )
 
 
 def label(library: Library, digests, value: str | None) -> None:
-    ReviewStore(library).decide([DecisionInput(d) for d in digests], value, reviewer="alice",
-                                threshold=0.5)
+    ReviewStore(library).decide(
+        [DecisionInput(d) for d in digests], value, reviewer="alice", threshold=0.5
+    )
 
 
 def fill(library: Library, unsafe: int, safe: int, model_id: str = MODEL) -> None:
     """`unsafe` items scored high and reviewed unsafe, `safe` scored low and reviewed safe."""
-    add_scores(library, model_id, {f"u{i}": 0.5 + i / 1000 for i in range(unsafe)}
-               | {f"s{i}": 0.1 + i / 1000 for i in range(safe)})
+    add_scores(
+        library,
+        model_id,
+        {f"u{i}": 0.5 + i / 1000 for i in range(unsafe)}
+        | {f"s{i}": 0.1 + i / 1000 for i in range(safe)},
+    )
     label(library, [f"u{i}" for i in range(unsafe)], "unsafe")
     label(library, [f"s{i}" for i in range(safe)], "safe")
 
@@ -225,10 +259,16 @@ def test_reviewed_scores_use_current_labels_and_one_model(library):
     label(library, ["d"], "unsafe")  # cleared, then labelled again
     scores, unsafe = reviewed_scores(library, MODEL)  # e: scored, never reviewed
     assert dict(zip(scores.tolist(), unsafe.tolist(), strict=True)) == {
-        0.9: True, 0.2: False, 0.4: True}
+        0.9: True,
+        0.2: False,
+        0.4: True,
+    }
     scores, unsafe = reviewed_scores(library, OTHER)
     assert sorted(zip(scores.tolist(), unsafe.tolist(), strict=True)) == [
-        (0.1, True), (0.6, True), (0.8, False)]
+        (0.1, True),
+        (0.6, True),
+        (0.8, False),
+    ]
     assert reviewed_scores(library, "no/such@model")[0].size == 0
     assert models_with_reviews(library) == [(OTHER, 3), (MODEL, 3)]  # ties: by id
 
@@ -322,8 +362,7 @@ def test_metrics_too_few_reviews_exit_2(tmp_path, capsys):
         assert main(["metrics", "--db", str(path), *extra]) == 2
         captured = capsys.readouterr()
         assert captured.out == ""
-        assert "3 unsafe and 12 safe reviewed items; at least 10 of each are needed" in \
-            captured.err
+        assert "3 unsafe and 12 safe reviewed items; at least 10 of each are needed" in captured.err
 
 
 def test_metrics_unknown_model_lists_the_known_ones(db, capsys):
@@ -344,11 +383,14 @@ def test_metrics_without_reviews_or_library_exit_2(tmp_path, capsys):
     assert captured.out == "" and "no reviewed item has a score" in captured.err
 
 
-@pytest.mark.parametrize("args", [
-    ["metrics", "--target-recall", "1.5"],
-    ["metrics", "--target-recall", "x"],
-    ["metrics", "--frobnicate"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["metrics", "--target-recall", "1.5"],
+        ["metrics", "--target-recall", "x"],
+        ["metrics", "--frobnicate"],
+    ],
+)
 def test_metrics_bad_usage_exits_2(args):
     with pytest.raises(SystemExit) as exc:
         main(args)

@@ -78,8 +78,7 @@ def batch(cpu_model) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def five_class_dir(tmp_path_factory) -> Path:
-    return save_random_model(tmp_path_factory.mktemp("five") / "five", labels=FIVE_LABELS,
-                             seed=1)
+    return save_random_model(tmp_path_factory.mktemp("five") / "five", labels=FIVE_LABELS, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +98,9 @@ def relabelled(model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def vit_tiny_dir(tmp_path_factory) -> Path:
     """The architecture of the default model (ViT-Tiny/16 at 384 px), random weights."""
-    return save_random_model(tmp_path_factory.mktemp("vit_tiny") / "vit_tiny",
-                             architecture="vit_tiny_patch16_384")
+    return save_random_model(
+        tmp_path_factory.mktemp("vit_tiny") / "vit_tiny", architecture="vit_tiny_patch16_384"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +252,7 @@ def test_five_class_unsafe_score_is_the_sum_of_the_unsafe_classes(five_class_dir
     # Each unsafe class carries real weight, so summing fewer (or other) classes would show.
     assert (probs[:, [1, 3, 4]].mean(axis=0) > 0.01).all()
     np.testing.assert_allclose(pred.unsafe_scores, probs[:, [1, 3, 4]].sum(axis=1), atol=1e-6)
-    np.testing.assert_allclose(pred.unsafe_scores,
-                               1.0 - probs[:, [0, 2]].sum(axis=1), atol=1e-5)
+    np.testing.assert_allclose(pred.unsafe_scores, 1.0 - probs[:, [0, 2]].sum(axis=1), atol=1e-5)
 
 
 def test_unknown_labels_need_an_override(relabelled):
@@ -264,9 +263,16 @@ def test_unknown_labels_need_an_override(relabelled):
     assert "--unsafe-label" in message
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("dog", [1]), ("DOG", [1]), ("Cat", [0]), ("dog, cat", [0, 1]), (["dog"], [1]),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("dog", [1]),
+        ("DOG", [1]),
+        ("Cat", [0]),
+        ("dog, cat", [0, 1]),
+        (["dog"], [1]),
+    ],
+)
 def test_unsafe_label_override(relabelled, override, expected):
     model = load_model(relabelled(("cat", "dog")), device="cpu", unsafe_label=override)
     assert model.unsafe_indices == expected
@@ -453,8 +459,9 @@ def test_weights_of_another_shape_are_a_model_error(model_dir, five_class_dir, t
         load_model(tmp_path, device="cpu")
 
 
-@pytest.mark.parametrize("text", ["not json {", "[]", "null", '"text"', '{"pretrained_cfg": 3}',
-                                  '{"num_classes": 2}'])
+@pytest.mark.parametrize(
+    "text", ["not json {", "[]", "null", '"text"', '{"pretrained_cfg": 3}', '{"num_classes": 2}']
+)
 def test_malformed_config_is_a_model_error(model_dir, tmp_path, text):
     shutil.copy(model_dir / "model.safetensors", tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(text)
@@ -491,11 +498,14 @@ def test_hub_cache_is_the_isolated_empty_one():
 
 
 @pytest.mark.parametrize("offline", [False, True])
-@pytest.mark.parametrize(("text", "name", "revision"), [
-    ("someorg/somemodel", "someorg/somemodel", "main"),
-    ("someorg/somemodel@v1.0", "someorg/somemodel", "v1.0"),
-    (None, DEFAULT_MODEL, DEFAULT_REVISION),
-])
+@pytest.mark.parametrize(
+    ("text", "name", "revision"),
+    [
+        ("someorg/somemodel", "someorg/somemodel", "main"),
+        ("someorg/somemodel@v1.0", "someorg/somemodel", "v1.0"),
+        (None, DEFAULT_MODEL, DEFAULT_REVISION),
+    ],
+)
 def test_hub_model_not_in_cache_offline(text, name, revision, offline):
     with pytest.raises(ModelError) as info:
         load_model(text, device="cpu", offline=offline)
@@ -512,8 +522,7 @@ def fake_hub_repo():
     `main` is); removes the repos after."""
     made = set()
 
-    def make(repo: str, files: dict[str, Path], commit: str = COMMIT, *,
-             main: bool = True) -> Path:
+    def make(repo: str, files: dict[str, Path], commit: str = COMMIT, *, main: bool = True) -> Path:
         root = _hub_cache() / ("models--" + repo.replace("/", "--"))
         made.add(root)
         snapshot = root / "snapshots" / commit
@@ -533,23 +542,41 @@ def fake_hub_repo():
         shutil.rmtree(root)
 
 
-def test_hub_model_in_cache_loads_offline(fake_hub_repo, model_dir, five_class_dir, batch,
-                                          cpu_model):
+def test_hub_model_in_cache_loads_offline(
+    fake_hub_repo, model_dir, five_class_dir, batch, cpu_model
+):
     # The pinned commit is not what main points at: each name must get its own snapshot.
-    fake_hub_repo("nsfw-desk-tests/cached", {"config.json": model_dir / "config.json",
-                                             "model.safetensors": model_dir / "model.safetensors"},
-                  COMMIT, main=False)
-    fake_hub_repo("nsfw-desk-tests/cached",
-                  {"config.json": five_class_dir / "config.json",
-                   "model.safetensors": five_class_dir / "model.safetensors"}, MAIN_COMMIT)
+    fake_hub_repo(
+        "nsfw-desk-tests/cached",
+        {
+            "config.json": model_dir / "config.json",
+            "model.safetensors": model_dir / "model.safetensors",
+        },
+        COMMIT,
+        main=False,
+    )
+    fake_hub_repo(
+        "nsfw-desk-tests/cached",
+        {
+            "config.json": five_class_dir / "config.json",
+            "model.safetensors": five_class_dir / "model.safetensors",
+        },
+        MAIN_COMMIT,
+    )
     reports = []
-    model = load_model(f"nsfw-desk-tests/cached@{COMMIT}", device="cpu", precision="fp32",
-                       offline=True, progress=reports.append)
+    model = load_model(
+        f"nsfw-desk-tests/cached@{COMMIT}",
+        device="cpu",
+        precision="fp32",
+        offline=True,
+        progress=reports.append,
+    )
     assert model.model_id == f"nsfw-desk-tests/cached@{COMMIT}"
     assert not model.spec.is_local and model.spec.revision == COMMIT
     assert model.labels == ["NSFW", "SFW"] and model.unsafe_indices == [0]
-    np.testing.assert_allclose(model.predict(batch).probabilities,
-                               cpu_model.predict(batch).probabilities, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(batch).probabilities, cpu_model.predict(batch).probabilities, atol=1e-6
+    )
     assert reports == []  # nothing to download
     # A branch name resolves through refs/ to its commit, which becomes the id.
     for text in ("nsfw-desk-tests/cached", "nsfw-desk-tests/cached@main"):
@@ -561,21 +588,30 @@ def test_hub_model_in_cache_loads_offline(fake_hub_repo, model_dir, five_class_d
 
 
 def test_hub_revision_not_in_cache(fake_hub_repo, model_dir):
-    fake_hub_repo("nsfw-desk-tests/cached", {"config.json": model_dir / "config.json",
-                                             "model.safetensors": model_dir / "model.safetensors"})
+    fake_hub_repo(
+        "nsfw-desk-tests/cached",
+        {
+            "config.json": model_dir / "config.json",
+            "model.safetensors": model_dir / "model.safetensors",
+        },
+    )
     other = "f" * 40
     with pytest.raises(ModelError) as info:
         load_model(f"nsfw-desk-tests/cached@{other}", device="cpu", offline=True)
     assert other in str(info.value) and "nsfw-desk-tests/cached" in str(info.value)
 
 
-def test_cached_hub_repo_with_only_pickle_weights(fake_hub_repo, model_dir, tmp_path,
-                                                  no_unpickling):
+def test_cached_hub_repo_with_only_pickle_weights(
+    fake_hub_repo, model_dir, tmp_path, no_unpickling
+):
     sentinel = tmp_path / "UNPICKLED"
-    fake_hub_repo("nsfw-desk-tests/pickled", {
-        "config.json": model_dir / "config.json",
-        "pytorch_model.bin": _malicious_pickle(tmp_path / "pytorch_model.bin", sentinel),
-    })
+    fake_hub_repo(
+        "nsfw-desk-tests/pickled",
+        {
+            "config.json": model_dir / "config.json",
+            "pytorch_model.bin": _malicious_pickle(tmp_path / "pytorch_model.bin", sentinel),
+        },
+    )
     for offline in (True, False):
         with pytest.raises(ModelError) as info:
             load_model(f"nsfw-desk-tests/pickled@{COMMIT}", device="cpu", offline=offline)
@@ -607,8 +643,10 @@ def test_progress_tqdm_reports_downloaded_bytes(capsys):
     bar.update(400)
     bar.update(600)
     bar.close()
-    assert [(p.phase, p.done, p.total) for p in reports] == [("download", 400, 1000),
-                                                             ("download", 1000, 1000)]
+    assert [(p.phase, p.done, p.total) for p in reports] == [
+        ("download", 400, 1000),
+        ("download", 1000, 1000),
+    ]
     assert reports[-1].fraction == 1.0
     assert all("org/name" in p.message for p in reports)
     assert capsys.readouterr().err == ""  # our bar replaces tqdm's, it does not print
@@ -628,14 +666,22 @@ def test_progress_tqdm_with_xet_reports_one_monotonic_count():
     if reporter_class is None:
         pytest.skip("this huggingface_hub has no XetDownloadProgressReporter")
     reports: list[Progress] = []
-    with reporter_class(reconstruction_desc="model.safetensors", total=1000, log_level=30,
-                        tqdm_class=_progress_tqdm(reports.append, "org/name")) as reporter:
+    with reporter_class(
+        reconstruction_desc="model.safetensors",
+        total=1000,
+        log_level=30,
+        tqdm_class=_progress_tqdm(reports.append, "org/name"),
+    ) as reporter:
         for written, received in [(0, 300), (200, 600), (500, 700), (1000, 700)]:
-            reporter.update_progress(SimpleNamespace(
-                total_bytes=1000, total_bytes_completed=written,
-                total_transfer_bytes_completed=received, total_bytes_completion_rate=1.0,
-                total_transfer_bytes_completion_rate=1.0,
-            ))
+            reporter.update_progress(
+                SimpleNamespace(
+                    total_bytes=1000,
+                    total_bytes_completed=written,
+                    total_transfer_bytes_completed=received,
+                    total_bytes_completion_rate=1.0,
+                    total_transfer_bytes_completion_rate=1.0,
+                )
+            )
     done = [p.done for p in reports]
     assert done == sorted(done) and done[-1] == 1000
     assert all(p.total == 1000 for p in reports)
@@ -708,10 +754,26 @@ def test_describe_on_cpu(cpu_model):
 
 
 def test_describe_on_gpu_names_the_card(cpu_model):
-    model = LoadedModel(**{**{f: getattr(cpu_model, f) for f in (
-        "module", "model_id", "spec", "architecture", "labels", "unsafe_indices",
-        "data_config", "threads")}, "device": torch.device("cuda", 0), "precision": "fp16",
-        "device_name": "NVIDIA H100"})
+    model = LoadedModel(
+        **{
+            **{
+                f: getattr(cpu_model, f)
+                for f in (
+                    "module",
+                    "model_id",
+                    "spec",
+                    "architecture",
+                    "labels",
+                    "unsafe_indices",
+                    "data_config",
+                    "threads",
+                )
+            },
+            "device": torch.device("cuda", 0),
+            "precision": "fp16",
+            "device_name": "NVIDIA H100",
+        }
+    )
     assert model.describe() == "CUDA · NVIDIA H100 · fp16"
 
 
@@ -735,8 +797,14 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
 
     from nsfw_desk.core import models
 
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                 "all_proxy"):
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
@@ -755,10 +823,16 @@ def test_native_bf16_detection_reads_cpu_flags(monkeypatch, tmp_path):
     from nsfw_desk.core import models
 
     real_open = builtins.open
-    for flags, expected in (("fpu avx2 avx512f", False), ("fpu avx512_bf16 avx2", True),
-                            ("fpu amx_bf16", True)):
+    for flags, expected in (
+        ("fpu avx2 avx512f", False),
+        ("fpu avx512_bf16 avx2", True),
+        ("fpu amx_bf16", True),
+    ):
         fake = tmp_path / "cpuinfo"
         fake.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        monkeypatch.setattr(builtins, "open", lambda p, *a, _f=fake, **k: real_open(
-            _f if p == "/proc/cpuinfo" else p, *a, **k))
+        monkeypatch.setattr(
+            builtins,
+            "open",
+            lambda p, *a, _f=fake, **k: real_open(_f if p == "/proc/cpuinfo" else p, *a, **k),
+        )
         assert models.cpu_has_native_bf16() is expected

@@ -60,12 +60,14 @@ def secret_corpus(root: Path) -> Path:
     ztxt = png_chunk(b"zTXt", b"Secret\x00\x00" + zlib.compress(marker * 10))
     (root / "sub").mkdir(parents=True)
     (root / "sub" / f"{SECRET_NAME}_text.png").write_bytes(
-        png_insert(encode(photo, "PNG"), [text, ztxt]))
+        png_insert(encode(photo, "PNG"), [text, ztxt])
+    )
     (root / "sub" / f"{SECRET_NAME}_notimage.jpg").write_bytes(marker * 20)
     truncated = encode(photo, "PNG")
     (root / "sub" / f"{SECRET_NAME}_truncated.png").write_bytes(truncated[:200] + marker)
     (root / f"{SECRET_NAME}_decoder_fails.jpg").write_bytes(
-        encode(synthetic_photo((70, 50), seed=9), "JPEG", comment=marker + b"FAILHERE"))
+        encode(synthetic_photo((70, 50), seed=9), "JPEG", comment=marker + b"FAILHERE")
+    )
     (root / f"{SECRET_NAME}_huge.png").write_bytes(_png_claiming_huge())
     return root
 
@@ -85,14 +87,14 @@ def walk(folder: Path):
 
 
 @posix_only
-def test_everything_nsfw_desk_creates_is_owner_only(fresh_home, tmp_path, model_dir,
-                                                    photo_folder, restore_logging):
+def test_everything_nsfw_desk_creates_is_owner_only(
+    fresh_home, tmp_path, model_dir, photo_folder, restore_logging
+):
     # A real scan into the default library, a decision, saved settings and a rotated log.
     assert main(["-v", "scan", str(photo_folder), "--model", str(model_dir), "-q"]) == 0
     with Library() as library:
         digest = next(iter(library.hashes_under(photo_folder)))
-        ReviewStore(library).decide([DecisionInput(digest)], "unsafe", reviewer="r",
-                                    threshold=0.5)
+        ReviewStore(library).decide([DecisionInput(digest)], "unsafe", reviewer="r", threshold=0.5)
         assert library.thumbnail(digest)
     Settings(reviewer="r").save()
     logging.getLogger("nsfw_desk.test").warning("a line to rotate")
@@ -105,8 +107,13 @@ def test_everything_nsfw_desk_creates_is_owner_only(fresh_home, tmp_path, model_
     created = {name: home / "nsfw-desk" for name, home in fresh_home.items()}
     assert all(folder.is_dir() for folder in created.values()), created
     names = {p.name for folder in created.values() for p in walk(folder)}
-    assert {"library.sqlite", "thumbnails.sqlite", "settings.json", "nsfw-desk.log",
-            "nsfw-desk.log.1"} <= names, names
+    assert {
+        "library.sqlite",
+        "thumbnails.sqlite",
+        "settings.json",
+        "nsfw-desk.log",
+        "nsfw-desk.log.1",
+    } <= names, names
     loose = []
     for folder in created.values():
         for path in walk(folder):
@@ -163,8 +170,9 @@ def test_the_blocker_catches_a_download_attempt(no_network):
     assert no_network, "loading an uncached hub model never touched the network"
 
 
-def test_scan_review_export_and_metrics_need_no_network(no_network, tmp_path, model_dir,
-                                                        photo_folder, capsys):
+def test_scan_review_export_and_metrics_need_no_network(
+    no_network, tmp_path, model_dir, photo_folder, capsys
+):
     from nsfw_desk.core.models import load_model
     from nsfw_desk.core.scan import scan_folder
 
@@ -173,12 +181,14 @@ def test_scan_review_export_and_metrics_need_no_network(no_network, tmp_path, mo
     with Library(db) as library:
         summary = scan_folder(photo_folder, model, library, keep_outcomes=True)
         assert summary.scored == 12
-        ReviewStore(library).decide([DecisionInput(o.hash, model.model_id, o.score, o.path)
-                                     for o in summary.outcomes[:6]], "unsafe", reviewer="r",
-                                    threshold=0.5)
+        ReviewStore(library).decide(
+            [DecisionInput(o.hash, model.model_id, o.score, o.path) for o in summary.outcomes[:6]],
+            "unsafe",
+            reviewer="r",
+            threshold=0.5,
+        )
     (photo_folder / "new.jpg").write_bytes(encode(synthetic_photo((90, 60), seed=77), "JPEG"))
-    assert main(["scan", str(photo_folder), "--model", str(model_dir), "--db", str(db),
-                 "-q"]) == 0
+    assert main(["scan", str(photo_folder), "--model", str(model_dir), "--db", str(db), "-q"]) == 0
     assert main(["export", "--out", str(tmp_path / "dataset"), "--db", str(db)]) == 0
     assert main(["metrics", "--db", str(db)]) in (0, 2)  # 2: too few reviews for a curve
     assert no_network == []
@@ -200,9 +210,9 @@ def log_records(text: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("verbosity", [0, 1, 2])
-def test_logs_hold_no_image_content_and_paths_only_at_debug(verbosity, fresh_home, tmp_path,
-                                                            model_dir, monkeypatch,
-                                                            restore_logging, capsys):
+def test_logs_hold_no_image_content_and_paths_only_at_debug(
+    verbosity, fresh_home, tmp_path, model_dir, monkeypatch, restore_logging, capsys
+):
     root = secret_corpus(tmp_path / "uploads")
     real_decode = scan_module.decode
     failed = []
@@ -215,8 +225,22 @@ def test_logs_hold_no_image_content_and_paths_only_at_debug(verbosity, fresh_hom
 
     monkeypatch.setattr(scan_module, "decode", decoder_with_a_bug)
     flags = ["-v"] * verbosity
-    assert main([*flags, "scan", str(root), "--model", str(model_dir), "--db",
-                 str(tmp_path / "l.sqlite"), "--jsonl", str(tmp_path / "out.jsonl")]) == 0
+    assert (
+        main(
+            [
+                *flags,
+                "scan",
+                str(root),
+                "--model",
+                str(model_dir),
+                "--db",
+                str(tmp_path / "l.sqlite"),
+                "--jsonl",
+                str(tmp_path / "out.jsonl"),
+            ]
+        )
+        == 0
+    )
     for handler in logging.getLogger().handlers:
         handler.flush()
     captured = capsys.readouterr()

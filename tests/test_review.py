@@ -41,16 +41,23 @@ def test_new_library_has_the_decisions_table_and_index(library):
     assert store.SCHEMA_VERSION >= 2
     columns = {c.name: c.type for c in library.db["decisions"].columns}
     assert columns == {
-        "id": "INTEGER", "hash": "TEXT", "label": "TEXT", "reviewer": "TEXT",
-        "decided_at": "TEXT", "model_id": "TEXT", "score": "REAL", "threshold": "REAL",
-        "source_path": "TEXT", "undo_of": "INTEGER"}
+        "id": "INTEGER",
+        "hash": "TEXT",
+        "label": "TEXT",
+        "reviewer": "TEXT",
+        "decided_at": "TEXT",
+        "model_id": "TEXT",
+        "score": "REAL",
+        "threshold": "REAL",
+        "source_path": "TEXT",
+        "undo_of": "INTEGER",
+    }
     index_columns = [
         [row[2] for row in library.db.execute(f"PRAGMA index_info('{index.name}')")]
         for index in library.db["decisions"].indexes
     ]
     assert ["hash", "id"] in index_columns
-    sql = library.db.execute(
-        "SELECT sql FROM sqlite_master WHERE name = 'decisions'").fetchone()[0]
+    sql = library.db.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions'").fetchone()[0]
     assert "AUTOINCREMENT" in sql
 
 
@@ -77,8 +84,10 @@ def test_migration_upgrades_a_library_from_before_review(tmp_path, make_v1):
     make_v1(path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-    assert conn.execute(
-        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'decisions'").fetchone()[0] == 0
+    assert (
+        conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'decisions'").fetchone()[0]
+        == 0
+    )
     conn.execute("INSERT INTO files (path, size, mtime_ns, hash) VALUES ('/p/a.jpg', 1, 2, 'ha')")
     conn.execute("INSERT INTO scores (hash, model_id, unsafe) VALUES ('ha', 'model-1', 0.8)")
     conn.commit()
@@ -125,7 +134,10 @@ def test_clearing_unlabels_but_keeps_the_history(library, reviews):
     assert reviews.current_labels() == {"other": "unsafe"}
     assert reviews.current_labels(["h"]) == {}
     assert reviews.previous_labels(["h", "other", "never"]) == {
-        "h": None, "other": "unsafe", "never": None}
+        "h": None,
+        "other": "unsafe",
+        "never": None,
+    }
     assert [d.label for d in reviews.history("h")] == ["unsafe", None]
     assert reviews.counts() == {"unsafe": 1, "safe": 0}
 
@@ -142,16 +154,20 @@ def test_undo_reapplies_previous_labels_and_deletes_nothing(library, reviews):
     assert row_count(library) == 5
 
     # ...and undo puts back three different labels in one call.
-    undone = reviews.apply_labels([(i, previous[i.hash]) for i in selection],
-                                  reviewer="alice", threshold=0.5, undo_of=done)
+    undone = reviews.apply_labels(
+        [(i, previous[i.hash]) for i in selection], reviewer="alice", threshold=0.5, undo_of=done
+    )
     assert reviews.current_labels() == {"a": "safe", "b": "unsafe"}
     assert row_count(library) == 8
     assert [(d.label, d.undo_of) for d in reviews.history("c")] == [
-        ("unsafe", None), (None, done[2])]
+        ("unsafe", None),
+        (None, done[2]),
+    ]
 
     # Redo appends again; every row ever written is still there, in order.
-    reviews.apply_labels([(i, "unsafe") for i in selection], reviewer="alice",
-                         threshold=0.5, undo_of=undone)
+    reviews.apply_labels(
+        [(i, "unsafe") for i in selection], reviewer="alice", threshold=0.5, undo_of=undone
+    )
     assert reviews.current_labels() == {"a": "unsafe", "b": "unsafe", "c": "unsafe"}
     assert row_count(library) == 11
     assert [d.label for d in reviews.history("a")] == ["safe", "unsafe", "safe", "unsafe"]
@@ -160,11 +176,16 @@ def test_undo_reapplies_previous_labels_and_deletes_nothing(library, reviews):
 
 
 def test_revert_restores_the_label_before_each_decision_and_reverting_again_redoes(
-        library, reviews):
+    library, reviews
+):
     decide(reviews, ["a"], "safe")
     # A multi-select with the same content under two paths, plus an unlabelled item.
-    done = reviews.decide([item("a", path="/x/a.jpg"), item("a", path="/y/a.jpg"), item("b")],
-                          "unsafe", reviewer="alice", threshold=0.5)
+    done = reviews.decide(
+        [item("a", path="/x/a.jpg"), item("a", path="/y/a.jpg"), item("b")],
+        "unsafe",
+        reviewer="alice",
+        threshold=0.5,
+    )
     undone = reviews.revert(done, reviewer="bob", threshold=0.6)
     # Both rows of "a" go back to "safe", not to the "unsafe" of the first duplicate.
     assert reviews.current_labels(["a", "b"]) == {"a": "safe"}
@@ -213,8 +234,9 @@ def test_a_multi_item_decision_is_all_or_nothing(library, reviews, monkeypatch):
 
 def test_an_invalid_item_mid_batch_writes_nothing(library, reviews):
     with pytest.raises(sqlite3.IntegrityError):
-        reviews.decide([item("a"), DecisionInput(""), item("c")], "unsafe",
-                       reviewer="alice", threshold=0.5)
+        reviews.decide(
+            [item("a"), DecisionInput(""), item("c")], "unsafe", reviewer="alice", threshold=0.5
+        )
     assert row_count(library) == 0
     # The connection is usable afterwards.
     decide(reviews, ["a"], "unsafe")
@@ -245,10 +267,12 @@ def test_decide_inside_a_callers_transaction_is_refused(library, reviews):
 
 def test_the_same_content_under_two_paths_shares_the_label(library, reviews, tmp_path):
     first, second = tmp_path / "a" / "one.jpg", tmp_path / "b" / "copy.jpg"
-    library.record_scored([ScoredFile(first, 1, 2, "same"), ScoredFile(second, 1, 2, "same")],
-                          "model-1")
-    reviews.decide([DecisionInput("same", "model-1", 0.9, first)], "unsafe",
-                   reviewer="alice", threshold=0.5)
+    library.record_scored(
+        [ScoredFile(first, 1, 2, "same"), ScoredFile(second, 1, 2, "same")], "model-1"
+    )
+    reviews.decide(
+        [DecisionInput("same", "model-1", 0.9, first)], "unsafe", reviewer="alice", threshold=0.5
+    )
     results = list(library.results(tmp_path, "model-1"))
     assert {r.path for r in results} == {first, second}
     labels = reviews.current_labels(r.hash for r in results)
@@ -264,12 +288,26 @@ def test_the_same_content_under_two_paths_shares_the_label(library, reviews, tmp
 
 def test_reviewer_threshold_score_model_and_time_are_stored(reviews, tmp_path):
     before = review.now_utc()
-    (new_id,) = reviews.decide([DecisionInput("h", "model-7", 0.8125, tmp_path / "p.jpg")],
-                               "unsafe", reviewer="carol", threshold=0.35)
+    (new_id,) = reviews.decide(
+        [DecisionInput("h", "model-7", 0.8125, tmp_path / "p.jpg")],
+        "unsafe",
+        reviewer="carol",
+        threshold=0.35,
+    )
     after = review.now_utc()
     (decision,) = reviews.history("h")
-    assert decision == Decision(new_id, "h", "unsafe", "carol", decision.decided_at, "model-7",
-                                0.8125, 0.35, str(tmp_path / "p.jpg"), None)
+    assert decision == Decision(
+        new_id,
+        "h",
+        "unsafe",
+        "carol",
+        decision.decided_at,
+        "model-7",
+        0.8125,
+        0.35,
+        str(tmp_path / "p.jpg"),
+        None,
+    )
     assert ISO_MS_UTC.match(decision.decided_at)
     assert before <= decision.decided_at <= after
 
@@ -287,8 +325,9 @@ def test_labels_are_validated(library, reviews, label):
     with pytest.raises(ValueError, match="label"):
         decide(reviews, ["a", "b"], label)
     with pytest.raises(ValueError, match="label"):
-        reviews.apply_labels([(item("a"), "safe"), (item("b"), label)],
-                             reviewer="alice", threshold=0.5)
+        reviews.apply_labels(
+            [(item("a"), "safe"), (item("b"), label)], reviewer="alice", threshold=0.5
+        )
     assert row_count(library) == 0
 
 
@@ -296,8 +335,7 @@ def test_other_arguments_are_validated(library, reviews):
     with pytest.raises(ValueError, match="reviewer"):
         decide(reviews, ["a"], "safe", reviewer=" ")
     with pytest.raises(ValueError, match="undo_of"):
-        reviews.apply_labels([(item("a"), "safe")], reviewer="alice", threshold=0.5,
-                             undo_of=[1, 2])
+        reviews.apply_labels([(item("a"), "safe")], reviewer="alice", threshold=0.5, undo_of=[1, 2])
     assert reviews.decide([], "safe", reviewer="alice", threshold=0.5) == []
     assert row_count(library) == 0
 
@@ -336,7 +374,8 @@ def test_current_labels_of_100_000_decisions(library, reviews):
         library.db.conn.executemany(
             "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
             "threshold) VALUES (?, ?, 'bulk', '2025-01-01T00:00:00.000Z', 'm', 0.5, 0.5)",
-            rows)
+            rows,
+        )
     expected = {}
     for digest, label in rows:
         expected[digest] = label
@@ -350,6 +389,10 @@ def test_current_labels_of_100_000_decisions(library, reviews):
     assert subset == expected
     # Overruled, never decided, cleared then labelled again, unknown.
     assert reviews.current_labels(["h000000", "h000002", "h000008", "missing"]) == {
-        "h000000": "safe", "h000008": "unsafe"}
-    assert counts == {"unsafe": sum(v == "unsafe" for v in expected.values()),
-                      "safe": sum(v == "safe" for v in expected.values())}
+        "h000000": "safe",
+        "h000008": "unsafe",
+    }
+    assert counts == {
+        "unsafe": sum(v == "unsafe" for v in expected.values()),
+        "safe": sum(v == "safe" for v in expected.values()),
+    }

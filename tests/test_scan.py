@@ -22,8 +22,9 @@ def files_in(root):
 
 def test_scan_scores_every_file_and_stores_everything(photo_folder, loaded_model, library):
     progress = []
-    summary = scan_folder(photo_folder, loaded_model, library, keep_outcomes=True,
-                          progress=progress.append)
+    summary = scan_folder(
+        photo_folder, loaded_model, library, keep_outcomes=True, progress=progress.append
+    )
     assert summary.files == summary.scored == 12 and summary.errors == 0
     assert {o.path for o in summary.outcomes} == set(files_in(photo_folder))
     scores = [o.score for o in summary.outcomes]
@@ -60,16 +61,22 @@ def test_scores_do_not_depend_on_batching(photo_folder, loaded_model, tmp_path):
     results = []
     for batch_size in (1, 7):
         with Library(tmp_path / f"b{batch_size}.sqlite") as lib:
-            s = scan_folder(photo_folder, loaded_model, lib, keep_outcomes=True,
-                            options=ScanOptions(batch_size=batch_size))
+            s = scan_folder(
+                photo_folder,
+                loaded_model,
+                lib,
+                keep_outcomes=True,
+                options=ScanOptions(batch_size=batch_size),
+            )
             results.append({o.path: o.score for o in s.outcomes})
     assert results[0].keys() == results[1].keys()
     for path, score in results[0].items():
         assert results[1][path] == pytest.approx(score, abs=1e-4)
 
 
-def test_rescan_of_unchanged_folder_neither_reads_nor_hashes(photo_folder, loaded_model,
-                                                              library, monkeypatch):
+def test_rescan_of_unchanged_folder_neither_reads_nor_hashes(
+    photo_folder, loaded_model, library, monkeypatch
+):
     first = scan_folder(photo_folder, loaded_model, library, keep_outcomes=True)
 
     def forbidden(*args, **kwargs):
@@ -84,8 +91,10 @@ def test_rescan_of_unchanged_folder_neither_reads_nor_hashes(photo_folder, loade
 
 
 def test_changed_renamed_and_deleted_files(photo_folder, loaded_model, library, monkeypatch):
-    first = {o.path: o for o in scan_folder(photo_folder, loaded_model, library,
-                                            keep_outcomes=True).outcomes}
+    first = {
+        o.path: o
+        for o in scan_folder(photo_folder, loaded_model, library, keep_outcomes=True).outcomes
+    }
     paths = sorted(first)
     changed, renamed, deleted = paths[0], paths[1], paths[2]
     write_photo(changed, (200, 150), seed=999, fmt="JPEG")
@@ -96,8 +105,9 @@ def test_changed_renamed_and_deleted_files(photo_folder, loaded_model, library, 
 
     decoded = []
     real_decode = scan_module.decode
-    monkeypatch.setattr(scan_module, "decode",
-                        lambda data, **kw: decoded.append(1) or real_decode(data, **kw))
+    monkeypatch.setattr(
+        scan_module, "decode", lambda data, **kw: decoded.append(1) or real_decode(data, **kw)
+    )
     second = scan_folder(photo_folder, loaded_model, library, keep_outcomes=True)
     by_path = {o.path: o for o in second.outcomes}
     assert len(decoded) == 1  # only the changed file; the renamed one is known content
@@ -119,8 +129,9 @@ def test_duplicates_share_one_score(tmp_path, loaded_model, library):
     assert a.hash == b.hash and a.score == pytest.approx(b.score)
 
 
-def test_cancel_keeps_committed_batches_and_a_later_scan_resumes(tmp_path, loaded_model,
-                                                                 library, monkeypatch):
+def test_cancel_keeps_committed_batches_and_a_later_scan_resumes(
+    tmp_path, loaded_model, library, monkeypatch
+):
     root = tmp_path / "many"
     for i in range(40):
         write_photo(root / f"{i:03d}.jpg", (64, 48), seed=i)
@@ -132,8 +143,14 @@ def test_cancel_keeps_committed_batches_and_a_later_scan_resumes(tmp_path, loade
         if len(seen) >= 8:
             cancel.cancel()
 
-    first = scan_folder(root, loaded_model, library, cancel=cancel, on_results=on_results,
-                        options=ScanOptions(batch_size=4))
+    first = scan_folder(
+        root,
+        loaded_model,
+        library,
+        cancel=cancel,
+        on_results=on_results,
+        options=ScanOptions(batch_size=4),
+    )
     assert first.cancelled and 8 <= first.scored < 40
     assert library.scans()[-1]["status"] == "cancelled"
     stored = [r for r in library.results(root, loaded_model.model_id) if r.score is not None]
@@ -142,8 +159,7 @@ def test_cancel_keeps_committed_batches_and_a_later_scan_resumes(tmp_path, loade
 
     predicted = []
     real = loaded_model.predict
-    monkeypatch.setattr(loaded_model, "predict",
-                        lambda x: predicted.append(len(x)) or real(x))
+    monkeypatch.setattr(loaded_model, "predict", lambda x: predicted.append(len(x)) or real(x))
     second = scan_folder(root, loaded_model, library)
     assert not second.cancelled
     assert second.cached == first.scored
@@ -162,15 +178,22 @@ def test_cancel_from_another_thread_stops_a_running_scan(tmp_path, loaded_model,
 
     timer = threading.Thread(target=lambda: started.wait(10) and cancel.cancel())
     timer.start()
-    summary = scan_folder(root, loaded_model, library, cancel=cancel, on_results=on_results,
-                          options=ScanOptions(batch_size=2, workers=1))
+    summary = scan_folder(
+        root,
+        loaded_model,
+        library,
+        cancel=cancel,
+        on_results=on_results,
+        options=ScanOptions(batch_size=2, workers=1),
+    )
     timer.join()
     assert summary.cancelled and summary.scored < 60
 
 
 def test_scores_are_kept_per_model(photo_folder, loaded_model, library, tmp_path):
-    other = load_model(save_random_model(tmp_path / "other", labels=("SFW", "NSFW"), seed=5),
-                       device="cpu")
+    other = load_model(
+        save_random_model(tmp_path / "other", labels=("SFW", "NSFW"), seed=5), device="cpu"
+    )
     assert other.model_id != loaded_model.model_id
     a = scan_folder(photo_folder, loaded_model, library, keep_outcomes=True)
     b = scan_folder(photo_folder, other, library, keep_outcomes=True)
@@ -184,8 +207,9 @@ def test_scores_are_kept_per_model(photo_folder, loaded_model, library, tmp_path
     assert models == {loaded_model.model_id, other.model_id}
 
 
-def test_remembered_errors_are_not_reread_until_the_file_changes(tmp_path, loaded_model,
-                                                                 library, monkeypatch):
+def test_remembered_errors_are_not_reread_until_the_file_changes(
+    tmp_path, loaded_model, library, monkeypatch
+):
     root = tmp_path / "bad"
     root.mkdir()
     (root / "notes.jpg").write_text("not a picture")
@@ -193,8 +217,9 @@ def test_remembered_errors_are_not_reread_until_the_file_changes(tmp_path, loade
     assert [o.error_kind for o in first.outcomes] == ["not_an_image"]
     reads = []
     real_read = scan_module.read_file
-    monkeypatch.setattr(scan_module, "read_file",
-                        lambda p, **kw: reads.append(p) or real_read(p, **kw))
+    monkeypatch.setattr(
+        scan_module, "read_file", lambda p, **kw: reads.append(p) or real_read(p, **kw)
+    )
     second = scan_folder(root, loaded_model, library, keep_outcomes=True)
     assert reads == [] and second.errors == 1
     assert second.outcomes[0].error == first.outcomes[0].error
@@ -204,8 +229,9 @@ def test_remembered_errors_are_not_reread_until_the_file_changes(tmp_path, loade
     assert third.errors == 0 and third.scored == 1
 
 
-def test_file_vanishing_between_discovery_and_read_is_an_error(photo_folder, loaded_model,
-                                                               library, monkeypatch):
+def test_file_vanishing_between_discovery_and_read_is_an_error(
+    photo_folder, loaded_model, library, monkeypatch
+):
     victim = files_in(photo_folder)[0]
     real_read = scan_module.read_file
 
@@ -226,8 +252,9 @@ def test_counts_add_up_with_duplicate_content_in_one_scan(tmp_path, loaded_model
     original = write_photo(root / "original.png", (70, 50), seed=11)
     for i in range(8):
         (root / f"copy_{i}.png").write_bytes(original.read_bytes())
-    summary = scan_folder(root, loaded_model, library, keep_outcomes=True,
-                          options=ScanOptions(batch_size=4))
+    summary = scan_folder(
+        root, loaded_model, library, keep_outcomes=True, options=ScanOptions(batch_size=4)
+    )
     assert summary.files == 9
     assert summary.scored + summary.cached + summary.errors == summary.files
     assert len({o.hash for o in summary.outcomes}) == 1

@@ -19,9 +19,19 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissio
 
 def scored(path, digest, score=0.5, dims=8):
     rng = np.random.default_rng(len(str(path)))
-    return ScoredFile(path, 100, 123, digest, 10, 10, "PNG", score,
-                      np.array([score, 1 - score], dtype=np.float32),
-                      rng.standard_normal(dims).astype(np.float32), b"jpegbytes")
+    return ScoredFile(
+        path,
+        100,
+        123,
+        digest,
+        10,
+        10,
+        "PNG",
+        score,
+        np.array([score, 1 - score], dtype=np.float32),
+        rng.standard_normal(dims).astype(np.float32),
+        b"jpegbytes",
+    )
 
 
 def test_new_library_has_current_schema_and_durable_settings(library):
@@ -131,9 +141,14 @@ def test_scores_embeddings_and_thumbnails_round_trip(library, tmp_path):
 
 
 def test_results_are_limited_to_the_folder(library, tmp_path):
-    library.record_scored([scored(tmp_path / "a" / "x.jpg", "h1"),
-                           scored(tmp_path / "ab" / "y.jpg", "h2"),
-                           scored(tmp_path / "a" / "sub" / "z.jpg", "h3")], "m")
+    library.record_scored(
+        [
+            scored(tmp_path / "a" / "x.jpg", "h1"),
+            scored(tmp_path / "ab" / "y.jpg", "h2"),
+            scored(tmp_path / "a" / "sub" / "z.jpg", "h3"),
+        ],
+        "m",
+    )
     found = {r.path.name for r in library.results(tmp_path / "a", "m")}
     assert found == {"x.jpg", "z.jpg"}  # not the sibling folder "ab"
 

@@ -24,10 +24,28 @@ from nsfw_desk.core.store import Library, display_text
 
 SPLITS = ("train", "val")
 FALLBACK_CLASSES = {"unsafe": "unsafe", "safe": "safe"}
-COLUMNS = ("file_name", "label", "split", "score", "model", "threshold", "reviewer",
-           "decided_at", "source_path", "hash")
-EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif",
-              "BMP": "bmp", "DIB": "bmp", "TIFF": "tif"}
+COLUMNS = (
+    "file_name",
+    "label",
+    "split",
+    "score",
+    "model",
+    "threshold",
+    "reviewer",
+    "decided_at",
+    "source_path",
+    "hash",
+)
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "DIB": "bmp",
+    "TIFF": "tif",
+}
 TIMM_EXTENSIONS = frozenset({"jpg", "jpeg", "png"})  # timm's folder reader's default list
 CARD_MARKER = "<!-- written by nsfw-desk export -->"
 PROGRESS_INTERVAL_S = 0.1
@@ -162,16 +180,22 @@ def class_names(library: Library, decisions: list[Decision]) -> dict[str, str]:
     if not used:
         return dict(FALLBACK_CLASSES)
     model_id = min(used, key=lambda m: (-used[m], m))
-    row = library.db.execute("SELECT labels, unsafe_labels FROM models WHERE id = ?",
-                             (model_id,)).fetchone()
+    row = library.db.execute(
+        "SELECT labels, unsafe_labels FROM models WHERE id = ?", (model_id,)
+    ).fetchone()
     try:
         labels, unsafe = (json.loads(row[0]), json.loads(row[1])) if row else ([], [])
         names = [str(name).lower() for name in labels]
         unsafe_names = [str(name).lower() for name in unsafe]
     except (TypeError, ValueError):
         return dict(FALLBACK_CLASSES)
-    if len(names) != 2 or len(unsafe_names) != 1 or unsafe_names[0] not in names \
-            or names[0] == names[1] or not all(_CLASS_NAME.fullmatch(n) for n in names):
+    if (
+        len(names) != 2
+        or len(unsafe_names) != 1
+        or unsafe_names[0] not in names
+        or names[0] == names[1]
+        or not all(_CLASS_NAME.fullmatch(n) for n in names)
+    ):
         return dict(FALLBACK_CLASSES)
     safe_name = next(n for n in names if n != unsafe_names[0])
     return {"unsafe": unsafe_names[0], "safe": safe_name}
@@ -192,7 +216,7 @@ def split_val(hashes_by_class: dict[str, list[str]], fraction: float, seed: int)
     for hashes in hashes_by_class.values():
         ordered = sorted(hashes)
         order = np.random.default_rng(seed).permutation(len(ordered))
-        val.update(ordered[i] for i in order[:round(fraction * len(ordered))])
+        val.update(ordered[i] for i in order[: round(fraction * len(ordered))])
     return val
 
 
@@ -205,7 +229,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -218,8 +242,12 @@ def _try_link(source: Path, target: Path, before: os.stat_result) -> bool:
     except OSError:  # another filesystem, no hard links there, permissions, link limit...
         return False
     st = os.stat(target)
-    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != \
-            (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns):
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
+        before.st_dev,
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    ):
         os.unlink(target)  # replaced between the read and the link
         return False
     return True
@@ -235,9 +263,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _export_one(decision: Decision, candidates: list[tuple[Path, str, str | None]],
-                stored_format: str | None, folder: Path, link: bool
-                ) -> tuple[_Exported | None, tuple[str, str] | None, bool]:
+def _export_one(
+    decision: Decision,
+    candidates: list[tuple[Path, str, str | None]],
+    stored_format: str | None,
+    folder: Path,
+    link: bool,
+) -> tuple[_Exported | None, tuple[str, str] | None, bool]:
     """Copy (or link) the first candidate whose bytes still hash to the decision's hash.
 
     Returns (exported, None, linked) or (None, (path or hash, reason), False).
@@ -272,11 +304,18 @@ def _export_one(decision: Decision, candidates: list[tuple[Path, str, str | None
 
 def _rows(items: list[_Exported], include_source_path: bool) -> list[dict]:
     return [
-        {"file_name": item.file_name, "label": item.label, "split": item.split,
-         "score": item.decision.score, "model": item.decision.model_id or "",
-         "threshold": item.decision.threshold, "reviewer": item.decision.reviewer,
-         "decided_at": item.decision.decided_at,
-         "source_path": item.source if include_source_path else "", "hash": item.decision.hash}
+        {
+            "file_name": item.file_name,
+            "label": item.label,
+            "split": item.split,
+            "score": item.decision.score,
+            "model": item.decision.model_id or "",
+            "threshold": item.decision.threshold,
+            "reviewer": item.decision.reviewer,
+            "decided_at": item.decision.decided_at,
+            "source_path": item.source if include_source_path else "",
+            "hash": item.decision.hash,
+        }
         for item in sorted(items, key=lambda i: i.file_name)
     ]
 
@@ -302,58 +341,97 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _card(items: list[_Exported], counts: dict[str, dict[str, int]], classes: dict[str, str],
-          options: ExportOptions, skipped: int, notes: list[str]) -> str:
+def _card(
+    items: list[_Exported],
+    counts: dict[str, dict[str, int]],
+    classes: dict[str, str],
+    options: ExportOptions,
+    skipped: int,
+    notes: list[str],
+) -> str:
     """README.md: HF configs (one metadata file per split), counts, models, selection."""
     models = Counter(i.decision.model_id or "(none)" for i in items)
     thresholds = Counter(i.decision.threshold for i in items)
     reviewers = Counter(i.decision.reviewer for i in items)
-    folder = "(any)" if options.folder is None else (
-        f"`{_printable(str(options.folder))}`" if options.include_source_path else "(withheld)")
-    scope = ("corrections only (the reviewer disagreed with the model at the threshold in "
-             "force then)" if options.only_corrections else "every reviewed item")
-    hf_splits = [(name, split) for name, split in (("train", "train"), ("validation", "val"))
-                 if sum(counts[split].values())]  # an empty split would fail to load there
+    folder = (
+        "(any)"
+        if options.folder is None
+        else (
+            f"`{_printable(str(options.folder))}`" if options.include_source_path else "(withheld)"
+        )
+    )
+    scope = (
+        "corrections only (the reviewer disagreed with the model at the threshold in force then)"
+        if options.only_corrections
+        else "every reviewed item"
+    )
+    hf_splits = [
+        (name, split)
+        for name, split in (("train", "train"), ("validation", "val"))
+        if sum(counts[split].values())
+    ]  # an empty split would fail to load there
     lines = [
-        "---", "configs:", "- config_name: default", "  data_files:",
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
         *(f"  - split: {name}\n    path: {split}/**" for name, split in hf_splits),
-        "---", CARD_MARKER, "", "# Reviewed images exported by nsfw-desk", "",
+        "---",
+        CARD_MARKER,
+        "",
+        "# Reviewed images exported by nsfw-desk",
+        "",
         f"Exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}: {len(items):,} images "
         f"labelled by human reviewers, {skipped:,} selected items skipped (source vanished or "
-        "changed since review).", "",
+        "changed since review).",
+        "",
         "| split | " + " | ".join(classes.values()) + " | total |",
         "|---|" + "---:|" * (len(classes) + 1),
     ]
     for split in SPLITS:
         row = counts[split]
-        lines.append(f"| {split} | " + " | ".join(f"{row[c]:,}" for c in classes.values())
-                     + f" | {sum(row.values()):,} |")
+        lines.append(
+            f"| {split} | "
+            + " | ".join(f"{row[c]:,}" for c in classes.values())
+            + f" | {sum(row.values()):,} |"
+        )
     lines += [
-        "", "## Classes", "",
+        "",
+        "## Classes",
+        "",
         *(f"- `{name}`: reviewed as {label}" for label, name in classes.items()),
-        "", "## Selection", "",
+        "",
+        "## Selection",
+        "",
         f"- items: {scope}",
-        f"- folder: {folder}", f"- reviewer: {_printable(options.reviewer or '(any)')}",
+        f"- folder: {folder}",
+        f"- reviewer: {_printable(options.reviewer or '(any)')}",
         f"- decided from {_printable(options.since or '(any)')} to "
         f"{_printable(options.until or '(any)')} (UTC, inclusive)",
         f"- validation fraction {options.val_fraction:g} per class, seed {options.seed}",
-        "", "## Models and thresholds", "",
+        "",
+        "## Models and thresholds",
+        "",
         *(f"- model `{_printable(m)}`: {n:,} images" for m, n in models.most_common()),
-        *(f"- threshold {'(none)' if t is None else f'{t:g}'}: {n:,} images"
-          for t, n in sorted(thresholds.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))),
+        *(
+            f"- threshold {'(none)' if t is None else f'{t:g}'}: {n:,} images"
+            for t, n in sorted(thresholds.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+        ),
         *(f"- reviewer {_printable(r)}: {n:,} images" for r, n in reviewers.most_common()),
-        "", "## Files", "",
+        "",
+        "## Files",
+        "",
         "- `train/<class>/<hash>.<ext>`, `val/<class>/...`: image bytes exactly as reviewed "
         "(BLAKE2b-256 of the bytes = the name)",
-        "- `metadata.jsonl`, `labels.csv`: one row per image, `file_name` relative to this "
-        "folder",
+        "- `metadata.jsonl`, `labels.csv`: one row per image, `file_name` relative to this folder",
         "- `train/metadata.jsonl`, `val/metadata.jsonl`: the same rows per split, `file_name` "
         "relative to the split (for Hugging Face `imagefolder`)",
-        "- `class_map.txt`: class names in index order (timm `--class-map`)", "",
-        "Load with `torchvision.datasets.ImageFolder(\"train\")`, timm "
+        "- `class_map.txt`: class names in index order (timm `--class-map`)",
+        "",
+        'Load with `torchvision.datasets.ImageFolder("train")`, timm '
         "`--data-dir . --class-map class_map.txt`, or "
-        "`datasets.load_dataset(\"imagefolder\", data_dir=\".\")` (its `label` column is text: "
-        "`.class_encode_column(\"label\")` makes it a class label).",
+        '`datasets.load_dataset("imagefolder", data_dir=".")` (its `label` column is text: '
+        '`.class_encode_column("label")` makes it a class label).',
     ]
     if notes:
         lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
@@ -362,19 +440,26 @@ def _card(items: list[_Exported], counts: dict[str, dict[str, int]], classes: di
 
 def _notes(items: list[_Exported], counts: dict[str, dict[str, int]], link: bool) -> list[str]:
     notes = []
-    others = Counter(i.name.rsplit(".", 1)[1] for i in items
-                     if i.name.rsplit(".", 1)[1] not in TIMM_EXTENSIONS)
+    others = Counter(
+        i.name.rsplit(".", 1)[1] for i in items if i.name.rsplit(".", 1)[1] not in TIMM_EXTENSIONS
+    )
     if others:
         kinds = ", ".join(f"{n:,} .{ext}" for ext, n in sorted(others.items()))
-        notes.append(f"{kinds} files: timm's folder reader reads only .jpg, .jpeg and .png by "
-                     "default (torchvision's ImageFolder skips .gif and .bin)")
+        notes.append(
+            f"{kinds} files: timm's folder reader reads only .jpg, .jpeg and .png by "
+            "default (torchvision's ImageFolder skips .gif and .bin)"
+        )
     empty = [f"{split}/{name}" for split in SPLITS for name, n in counts[split].items() if not n]
     if empty:
-        notes.append(f"empty class folders: {', '.join(empty)} (torchvision's ImageFolder "
-                     "refuses them; timm needs --class-map class_map.txt to keep class indices)")
+        notes.append(
+            f"empty class folders: {', '.join(empty)} (torchvision's ImageFolder "
+            "refuses them; timm needs --class-map class_map.txt to keep class indices)"
+        )
     if link:
-        notes.append("images are hard links to the originals where possible: editing one in "
-                     "place edits the original too")
+        notes.append(
+            "images are hard links to the originals where possible: editing one in "
+            "place edits the original too"
+        )
     return notes
 
 
@@ -446,15 +531,26 @@ class _Meter:
         elapsed = now - self.start
         rate = nbytes / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) * elapsed / done if done else None
-        self.callback(Progress(
-            "export", done, self.total, skipped, rate, eta,
-            f"{done:,} / {self.total:,} files · {nbytes / 1e6:,.1f} MB · "
-            f"{rate / 1e6:.1f} MB/s"))
+        self.callback(
+            Progress(
+                "export",
+                done,
+                self.total,
+                skipped,
+                rate,
+                eta,
+                f"{done:,} / {self.total:,} files · {nbytes / 1e6:,.1f} MB · {rate / 1e6:.1f} MB/s",
+            )
+        )
 
 
-def export_dataset(library: Library, options: ExportOptions, *,
-                   progress: ProgressCallback | None = None,
-                   cancel: CancelToken | None = None) -> ExportReport:
+def export_dataset(
+    library: Library,
+    options: ExportOptions,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> ExportReport:
     """Write the selected reviewed images to `options.out` as a whole, or nothing at all.
 
     Everything goes into a hidden folder beside the target, renamed into place at the end; a
@@ -485,15 +581,22 @@ def export_dataset(library: Library, options: ExportOptions, *,
                 skipped.append((decision.hash, "not a content hash"))
                 continue
             stored = files.get(decision.hash, [])
-            candidates = sorted(stored, key=lambda f: not any(f[0].is_relative_to(r)
-                                                              for r in roots))
+            candidates = sorted(
+                stored, key=lambda f: not any(f[0].is_relative_to(r) for r in roots)
+            )
             if decision.source_path and decision.source_path not in {f[1] for f in stored}:
-                candidates.insert(len(candidates) if roots else 0,
-                                  (Path(decision.source_path), decision.source_path, None))
+                candidates.insert(
+                    len(candidates) if roots else 0,
+                    (Path(decision.source_path), decision.source_path, None),
+                )
             stored_format = next((f[2] for f in stored if f[2]), None)
             item, skip, was_linked = _export_one(
-                decision, candidates, stored_format, tmp / "train" / classes[decision.label],
-                options.link)
+                decision,
+                candidates,
+                stored_format,
+                tmp / "train" / classes[decision.label],
+                options.link,
+            )
             if item is None:
                 skipped.append(skip)
             else:
@@ -504,8 +607,10 @@ def export_dataset(library: Library, options: ExportOptions, *,
         meter.report(len(decisions), nbytes, len(skipped), force=True)
         if not exported:
             reasons = "; ".join(f"{_printable(w)}: {r}" for w, r in skipped[:3])
-            raise ExportError(f"nothing could be exported: all {len(skipped):,} selected items "
-                              f"were skipped ({reasons})")
+            raise ExportError(
+                f"nothing could be exported: all {len(skipped):,} selected items "
+                f"were skipped ({reasons})"
+            )
         by_class: dict[str, list[str]] = {}
         for item in exported:
             by_class.setdefault(item.label, []).append(item.decision.hash)
@@ -522,14 +627,19 @@ def export_dataset(library: Library, options: ExportOptions, *,
         _write_text(tmp / "metadata.jsonl", _jsonl(rows))
         _write_text(tmp / "labels.csv", _csv(rows))
         for split in SPLITS:  # per split too: Hugging Face ignores a top-level one here
-            part = [row | {"file_name": row["file_name"][len(split) + 1:]}
-                    for row in rows if row["split"] == split]
+            part = [
+                row | {"file_name": row["file_name"][len(split) + 1 :]}
+                for row in rows
+                if row["split"] == split
+            ]
             if part:
                 _write_text(tmp / split / "metadata.jsonl", _jsonl(part))
-        _write_text(tmp / "class_map.txt", "".join(
-            name + "\n" for name in sorted(classes.values())))
-        _write_text(tmp / "README.md", _card(exported, counts, classes, options, len(skipped),
-                                             notes))
+        _write_text(
+            tmp / "class_map.txt", "".join(name + "\n" for name in sorted(classes.values()))
+        )
+        _write_text(
+            tmp / "README.md", _card(exported, counts, classes, options, len(skipped), notes)
+        )
         for split in SPLITS:
             for name in classes.values():
                 _fsync_dir(tmp / split / name)
@@ -539,5 +649,6 @@ def export_dataset(library: Library, options: ExportOptions, *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportReport(out, len(exported), counts, skipped, nbytes,
-                        time.monotonic() - started, linked, notes)
+    return ExportReport(
+        out, len(exported), counts, skipped, nbytes, time.monotonic() - started, linked, notes
+    )

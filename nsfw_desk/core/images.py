@@ -23,8 +23,21 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib",
-     ".tif", ".tiff", ".mpo"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".apng",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".mpo",
+    }
 )
 # Formats Pillow may open for us. A closed list: some Pillow plugins (EPS) run external
 # programs, and a moderation tool must never do that for an untrusted file.
@@ -195,13 +208,22 @@ def _classify(
         st = entry.stat(follow_symlinks=True)
     except FileNotFoundError:
         if entry.is_symlink():
-            return FileError(path, ErrorKind.VANISHED, "broken symbolic link") if image_suffix \
+            return (
+                FileError(path, ErrorKind.VANISHED, "broken symbolic link")
+                if image_suffix
                 else None
-        return FileError(path, ErrorKind.VANISHED, "file vanished during the scan") \
-            if image_suffix else None
+            )
+        return (
+            FileError(path, ErrorKind.VANISHED, "file vanished during the scan")
+            if image_suffix
+            else None
+        )
     except OSError as exc:
-        return FileError(path, ErrorKind.UNREADABLE, f"cannot read file: {exc.strerror}") \
-            if image_suffix else None
+        return (
+            FileError(path, ErrorKind.UNREADABLE, f"cannot read file: {exc.strerror}")
+            if image_suffix
+            else None
+        )
     if stat.S_ISDIR(st.st_mode):
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:
@@ -211,8 +233,13 @@ def _classify(
         return path
     if not stat.S_ISREG(st.st_mode):
         if image_suffix:
-            return FileError(path, ErrorKind.UNREADABLE, "not a regular file (device, FIFO or "
-                             "socket)", st.st_size, st.st_mtime_ns)
+            return FileError(
+                path,
+                ErrorKind.UNREADABLE,
+                "not a regular file (device, FIFO or socket)",
+                st.st_size,
+                st.st_mtime_ns,
+            )
         stats.ignored_not_images += 1
         return None
     if not image_suffix and not _sniffs_as_image(path):

@@ -15,8 +15,10 @@ from nsfw_desk.core.store import Library
 MIN_PER_CLASS = 10
 
 # The latest decision of every hash that still carries a label (same rule as core/review.py).
-_LABELLED = ("SELECT hash, label FROM decisions WHERE label IS NOT NULL "
-             "AND id IN (SELECT MAX(id) FROM decisions GROUP BY hash)")
+_LABELLED = (
+    "SELECT hash, label FROM decisions WHERE label IS NOT NULL "
+    "AND id IN (SELECT MAX(id) FROM decisions GROUP BY hash)"
+)
 
 
 class NotEnoughReviews(Exception):
@@ -25,8 +27,14 @@ class NotEnoughReviews(Exception):
     The counts are set when calibration_for raises it (None when raised with a message only).
     """
 
-    def __init__(self, message: str, *, unsafe: int | None = None, safe: int | None = None,
-                 needed: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        unsafe: int | None = None,
+        safe: int | None = None,
+        needed: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.unsafe, self.safe, self.needed = unsafe, safe, needed
 
@@ -78,8 +86,11 @@ class Calibration:
         return {
             "model_id": self.model_id,
             "target_recall": self.target_recall,
-            "counts": {"unsafe": self.n_unsafe, "safe": self.n_safe,
-                       "total": self.n_unsafe + self.n_safe},
+            "counts": {
+                "unsafe": self.n_unsafe,
+                "safe": self.n_safe,
+                "total": self.n_unsafe + self.n_safe,
+            },
             "at_target": _as_dict(self.at_target) if self.at_target else None,
             "best_f1": _as_dict(self.best_f1),
             "points": [_as_dict(p) for p in self.points],
@@ -124,8 +135,7 @@ def _last_max(values: np.ndarray, among: np.ndarray) -> int:
     return int(among[np.flatnonzero(picked == picked.max())[-1]])
 
 
-def calibrate(scores, is_unsafe, *, target_recall: float = 0.95,
-              model_id: str = "") -> Calibration:
+def calibrate(scores, is_unsafe, *, target_recall: float = 0.95, model_id: str = "") -> Calibration:
     """Metrics at 0.0, 1.0 and every distinct score, in O(n log n)."""
     scores = np.asarray(scores, dtype=np.float64)
     is_unsafe = np.asarray(is_unsafe, dtype=bool)
@@ -144,8 +154,9 @@ def calibrate(scores, is_unsafe, *, target_recall: float = 0.95,
     reaching = np.flatnonzero(recall >= target_recall)
     at_target = points[_last_max(precision, reaching)] if len(reaching) else None
     best_f1 = points[_last_max(f1, np.arange(len(points)))]
-    return Calibration(model_id, float(target_recall), points, at_target, best_f1,
-                       unsafe_sorted, safe_sorted)
+    return Calibration(
+        model_id, float(target_recall), points, at_target, best_f1, unsafe_sorted, safe_sorted
+    )
 
 
 def reviewed_scores(library: Library, model_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +173,13 @@ def reviewed_scores(library: Library, model_id: str) -> tuple[np.ndarray, np.nda
     return scores, is_unsafe
 
 
-def calibration_for(library: Library, model_id: str, *, target_recall: float = 0.95,
-                    min_per_class: int = MIN_PER_CLASS) -> Calibration:
+def calibration_for(
+    library: Library,
+    model_id: str,
+    *,
+    target_recall: float = 0.95,
+    min_per_class: int = MIN_PER_CLASS,
+) -> Calibration:
     """Calibrate `model_id` on the library's reviews; refuse below `min_per_class` of a class,
     where the numbers would mislead more than help."""
     scores, is_unsafe = reviewed_scores(library, model_id)
@@ -173,7 +189,10 @@ def calibration_for(library: Library, model_id: str, *, target_recall: float = 0
         raise NotEnoughReviews(
             f"Not enough reviews to calibrate {model_id or 'this model'}: {unsafe} unsafe and "
             f"{safe} safe reviewed items; at least {min_per_class} of each are needed.",
-            unsafe=unsafe, safe=safe, needed=min_per_class)
+            unsafe=unsafe,
+            safe=safe,
+            needed=min_per_class,
+        )
     return calibrate(scores, is_unsafe, target_recall=target_recall, model_id=model_id)
 
 

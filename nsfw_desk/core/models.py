@@ -140,8 +140,12 @@ class LoadedModel:
         from torchvision import transforms as T
 
         steps = getattr(self.transform, "transforms", None)
-        if steps and isinstance(steps[0], T.Resize) and isinstance(steps[0].size, int | list) \
-                and (isinstance(steps[0].size, int) or len(steps[0].size) == 1):
+        if (
+            steps
+            and isinstance(steps[0], T.Resize)
+            and isinstance(steps[0].size, int | list)
+            and (isinstance(steps[0].size, int) or len(steps[0].size) == 1)
+        ):
             resized = steps[0](limit_aspect(pixels))
             return T.Compose(steps[1:])(resized), resized
         return self.transform(pixels), pixels
@@ -243,9 +247,7 @@ def choose_precision(device: torch.device, requested: str = "auto") -> str:
     Without native bf16 it is emulated and slower, so fp32 stays. See README: Precision.
     """
     if requested not in PRECISIONS:
-        raise ModelError(
-            f"Unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}."
-        )
+        raise ModelError(f"Unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}.")
     if requested != "auto":
         return requested
     if device.type == "cuda":
@@ -321,7 +323,7 @@ def _pickle_refusal(path: Path) -> str:
         f"Refusing to load {path.name}: it is a pickle checkpoint, and unpickling a file can run "
         "arbitrary code. nsfw-desk loads weights from safetensors only. If you trust the file, "
         "convert it once with:\n"
-        "  python -c \"import torch; from safetensors.torch import save_file; "
+        '  python -c "import torch; from safetensors.torch import save_file; '
         f"save_file(torch.load('{path}', weights_only=True), 'model.safetensors')\"\n"
         "and put model.safetensors beside the model's config.json."
     )
@@ -368,8 +370,17 @@ def _not_available(spec: ModelSpec, reason: str) -> str:
 def _hub_unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
     """Why the hub cannot be reached, or None; answers in seconds instead of the hub
     client's retries with back-off (20 s and more) when there is no network at all."""
-    if any(os.environ.get(name) for name in
-           ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(
+        os.environ.get(name)
+        for name in (
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        )
+    ):
         return None  # a proxy decides; let the hub client go through it
     url = urlsplit(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -386,11 +397,17 @@ def _hub_files(spec: ModelSpec, tqdm_class, *, local_only: bool) -> tuple[Path, 
     from huggingface_hub import hf_hub_download
 
     try:
-        config = hf_hub_download(spec.source, CONFIG_FILE, revision=spec.revision,
-                                 local_files_only=local_only)
+        config = hf_hub_download(
+            spec.source, CONFIG_FILE, revision=spec.revision, local_files_only=local_only
+        )
         try:
-            weights = hf_hub_download(spec.source, WEIGHTS_FILE, revision=spec.revision,
-                                      tqdm_class=tqdm_class, local_files_only=local_only)
+            weights = hf_hub_download(
+                spec.source,
+                WEIGHTS_FILE,
+                revision=spec.revision,
+                tqdm_class=tqdm_class,
+                local_files_only=local_only,
+            )
         except hf_errors.EntryNotFoundError as exc:
             if isinstance(exc, hf_errors.LocalEntryNotFoundError):
                 # Also an EntryNotFoundError, but it means "not in the cache" (offline or

@@ -26,8 +26,7 @@ class Progress:
     def describe(self) -> str:
         """One line for a status bar or a terminal: counts, rate and ETA, or download size."""
         if self.phase == "download":
-            return (f"{self.message}: {self.done / 2**20:,.1f} of "
-                    f"{self.total / 2**20:,.1f} MiB")
+            return f"{self.message}: {self.done / 2**20:,.1f} of {self.total / 2**20:,.1f} MiB"
         if self.phase == "discover":
             return self.message
         eta = ""

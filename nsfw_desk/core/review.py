@@ -20,10 +20,11 @@ from nsfw_desk.core.store import Library, in_chunks, path_key, write_transaction
 
 LABELS = ("unsafe", "safe")
 FALLBACK_REVIEWER = "reviewer"
-_COLUMNS = ("id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, "
-            "undo_of")
-_INSERT = ("INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
-           "threshold, source_path, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_COLUMNS = "id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, undo_of"
+_INSERT = (
+    "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
+    "threshold, source_path, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # The latest decision of each hash; the (hash, id) index answers it without a table scan.
 _LATEST = "SELECT MAX(id) FROM decisions {where} GROUP BY hash"
 
@@ -86,15 +87,22 @@ class ReviewStore:
 
     # writes
 
-    def decide(self, items: Sequence[DecisionInput], label: str | None, *, reviewer: str,
-               threshold: float) -> list[int]:
+    def decide(
+        self, items: Sequence[DecisionInput], label: str | None, *, reviewer: str, threshold: float
+    ) -> list[int]:
         """Give every item the same label (None clears it); return the new ids in order."""
-        return self.apply_labels([(item, label) for item in items], reviewer=reviewer,
-                                 threshold=threshold)
+        return self.apply_labels(
+            [(item, label) for item in items], reviewer=reviewer, threshold=threshold
+        )
 
-    def apply_labels(self, changes: Sequence[tuple[DecisionInput, str | None]], *,
-                     reviewer: str, threshold: float,
-                     undo_of: Sequence[int | None] | None = None) -> list[int]:
+    def apply_labels(
+        self,
+        changes: Sequence[tuple[DecisionInput, str | None]],
+        *,
+        reviewer: str,
+        threshold: float,
+        undo_of: Sequence[int | None] | None = None,
+    ) -> list[int]:
         """Append one decision per (item, label), all or none; return the new ids in order.
 
         For undo of a multi-select whose items had different labels before; `undo_of`, aligned
@@ -120,8 +128,19 @@ class ReviewStore:
                 path = path_key(item.source_path)[0] if item.source_path is not None else None
                 score = float(item.score) if item.score is not None else None
                 cursor = self.db.execute(
-                    _INSERT, (item.hash, label, reviewer, at, item.model_id, score,
-                              float(threshold), path, reverted))
+                    _INSERT,
+                    (
+                        item.hash,
+                        label,
+                        reviewer,
+                        at,
+                        item.model_id,
+                        score,
+                        float(threshold),
+                        path,
+                        reverted,
+                    ),
+                )
                 ids.append(int(cursor.lastrowid))
         return ids
 
@@ -140,17 +159,22 @@ class ReviewStore:
         for i in ids:
             first[rows[i].hash] = min(first.get(rows[i].hash, i), i)
         before = {h: self._label_before(h, i) for h, i in first.items()}
-        changes = [(DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score,
-                                  rows[i].source_path), before[rows[i].hash]) for i in ids]
-        return self.apply_labels(changes, reviewer=reviewer, threshold=threshold,
-                                 undo_of=list(ids))
+        changes = [
+            (
+                DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score, rows[i].source_path),
+                before[rows[i].hash],
+            )
+            for i in ids
+        ]
+        return self.apply_labels(changes, reviewer=reviewer, threshold=threshold, undo_of=list(ids))
 
     # reads
 
     def current_labels(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
         """hash → label for hashes whose latest decision is not a clear; all hashes if None."""
-        sql = ("SELECT hash, label FROM decisions WHERE label IS NOT NULL AND id IN ("
-               + _LATEST + ")")
+        sql = (
+            "SELECT hash, label FROM decisions WHERE label IS NOT NULL AND id IN (" + _LATEST + ")"
+        )
         if hashes is None:
             return dict(self.db.execute(sql.format(where="")))
         found: dict[str, str] = {}
@@ -168,33 +192,38 @@ class ReviewStore:
     def history(self, content_hash: str) -> list[Decision]:
         """Every decision on one content, oldest first."""
         rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM decisions WHERE hash = ? ORDER BY id", (content_hash,))
+            f"SELECT {_COLUMNS} FROM decisions WHERE hash = ? ORDER BY id", (content_hash,)
+        )
         return [Decision(*row) for row in rows]
 
     def current_decisions(self) -> list[Decision]:
         """The latest decision of every hash that still carries a label, by hash (for export)."""
         rows = self.db.execute(
             f"SELECT {_COLUMNS} FROM decisions WHERE label IS NOT NULL AND id IN ("
-            + _LATEST.format(where="") + ") ORDER BY hash")
+            + _LATEST.format(where="")
+            + ") ORDER BY hash"
+        )
         return [Decision(*row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """How many contents currently carry each label (every label present, maybe 0)."""
         rows = self.db.execute(
             "SELECT label, COUNT(*) FROM decisions WHERE label IS NOT NULL AND id IN ("
-            + _LATEST.format(where="") + ") GROUP BY label")
+            + _LATEST.format(where="")
+            + ") GROUP BY label"
+        )
         return {label: 0 for label in LABELS} | dict(rows)
 
     def _decisions_by_id(self, ids: Sequence[int]) -> list[Decision]:
         found: list[Decision] = []
         for chunk, marks in in_chunks([int(i) for i in ids]):
-            rows = self.db.execute(
-                f"SELECT {_COLUMNS} FROM decisions WHERE id IN ({marks})", chunk)
+            rows = self.db.execute(f"SELECT {_COLUMNS} FROM decisions WHERE id IN ({marks})", chunk)
             found.extend(Decision(*row) for row in rows)
         return found
 
     def _label_before(self, content_hash: str, decision_id: int) -> str | None:
         row = self.db.execute(
             "SELECT label FROM decisions WHERE hash = ? AND id < ? ORDER BY id DESC LIMIT 1",
-            (content_hash, decision_id)).fetchone()
+            (content_hash, decision_id),
+        ).fetchone()
         return row[0] if row else None

@@ -116,8 +116,15 @@ class _Progress:
         remaining = self.fresh_total - self.fresh
         eta = remaining / rate if rate else None
         self.callback(
-            Progress("scan", self.done, self.total, self.errors, rate, eta,
-                     f"{self.done:,} of {self.total:,}")
+            Progress(
+                "scan",
+                self.done,
+                self.total,
+                self.errors,
+                rate,
+                eta,
+                f"{self.done:,} of {self.total:,}",
+            )
         )
 
 
@@ -141,8 +148,12 @@ def scan_folder(
     cancel = cancel or CancelToken()
     root = Path(root)
     library.register_model(
-        model.model_id, source=model.spec.source, revision=model.spec.revision,
-        architecture=model.architecture, labels=model.labels, unsafe_labels=model.unsafe_labels,
+        model.model_id,
+        source=model.spec.source,
+        revision=model.spec.revision,
+        architecture=model.architecture,
+        labels=model.labels,
+        unsafe_labels=model.unsafe_labels,
     )
     summary = ScanSummary(root, model.model_id, model.describe())
     summary.scan_id = library.begin_scan(root, model.model_id)
@@ -165,14 +176,15 @@ def scan_folder(
         library.record_errors(found_errors, summary.scan_id)
         first = [_error_outcome(e) for e in found_errors] + cached
         for start in range(0, len(first), RESULT_CHUNK):
-            emit(first[start:start + RESULT_CHUNK])
+            emit(first[start : start + RESULT_CHUNK])
         summary.cached = sum(1 for o in cached if o.error_kind is None)
         summary.errors = len(first) - summary.cached
         tracker.done, tracker.errors = len(first), summary.errors
         tracker.report(force=True)
 
-        scored, known, errors = _scan_entries(todo, model, library, options, cancel, tracker,
-                                              emit, summary.scan_id)
+        scored, known, errors = _scan_entries(
+            todo, model, library, options, cancel, tracker, emit, summary.scan_id
+        )
         summary.scored += scored
         summary.cached += known
         summary.errors += errors
@@ -185,13 +197,20 @@ def scan_folder(
         tracker.report(force=True)
     finally:
         summary.elapsed_s = time.monotonic() - started
-        library.finish_scan(summary.scan_id, status, files=summary.files, scored=summary.scored,
-                            cached=summary.cached, errors=summary.errors)
+        library.finish_scan(
+            summary.scan_id,
+            status,
+            files=summary.files,
+            scored=summary.scored,
+            cached=summary.cached,
+            errors=summary.errors,
+        )
     return summary
 
 
-def _discover(root: Path, options: ScanOptions, progress: ProgressCallback | None,
-              cancel: CancelToken):
+def _discover(
+    root: Path, options: ScanOptions, progress: ProgressCallback | None, cancel: CancelToken
+):
     stats = DiscoveryStats()
     entries: list[FileEntry] = []
     errors: list[FileError] = []
@@ -200,8 +219,15 @@ def _discover(root: Path, options: ScanOptions, progress: ProgressCallback | Non
         (errors if isinstance(found, FileError) else entries).append(found)
         if progress and len(entries) % 1000 == 0 and time.monotonic() - last > 0.1:
             last = time.monotonic()
-            progress(Progress("discover", len(entries), 0, len(errors),
-                              message=f"Found {len(entries):,} images"))
+            progress(
+                Progress(
+                    "discover",
+                    len(entries),
+                    0,
+                    len(errors),
+                    message=f"Found {len(entries):,} images",
+                )
+            )
         if cancel.cancelled:
             break
     present = {path_key(e.path)[0] for e in entries} | {path_key(e.path)[0] for e in errors}
@@ -222,17 +248,23 @@ def _check_cache(library: Library, root: Path, model_id: str, entries: list[File
             maybe.append((entry, row.hash))
             continue
         err = known_errors.get(key)
-        if err and err[0] == entry.size and err[1] == entry.mtime_ns \
-                and err[2] in ErrorKind.CONTENT_BOUND:
-            cached.append(FileOutcome(entry.path, None, None, True, err[2], err[3],
-                                      entry.mtime_ns))
+        if (
+            err
+            and err[0] == entry.size
+            and err[1] == entry.mtime_ns
+            and err[2] in ErrorKind.CONTENT_BOUND
+        ):
+            cached.append(FileOutcome(entry.path, None, None, True, err[2], err[3], entry.mtime_ns))
             continue
         todo.append(entry)
     scores = library.scores_for(model_id, {digest for _, digest in maybe})
     for entry, digest in maybe:
         if digest in scores:
-            cached.append(FileOutcome(entry.path, digest, scores[digest], cached=True,
-                                      mtime_ns=entry.mtime_ns))
+            cached.append(
+                FileOutcome(
+                    entry.path, digest, scores[digest], cached=True, mtime_ns=entry.mtime_ns
+                )
+            )
         else:
             todo.append(entry)
     return todo, cached
@@ -252,8 +284,9 @@ def _lower_thread_priority() -> None:
 
 
 def _error_outcome(error: FileError) -> FileOutcome:
-    return FileOutcome(error.path, error_kind=error.kind, error=error.message,
-                       mtime_ns=error.mtime_ns)
+    return FileOutcome(
+        error.path, error_kind=error.kind, error=error.message, mtime_ns=error.mtime_ns
+    )
 
 
 def _scan_entries(
@@ -285,8 +318,9 @@ def _scan_entries(
             digest = content_hash(data)
             if lookup.has_score(digest):  # renamed or copied content: no decode needed
                 return _Prepared(entry, digest)
-            pixels, width, height, fmt = decode(data, min_side=min_side,
-                                                max_pixels=options.max_pixels)
+            pixels, width, height, fmt = decode(
+                data, min_side=min_side, max_pixels=options.max_pixels
+            )
             del data
             tensor, view = model.preprocess(pixels)
             return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt)
@@ -294,9 +328,13 @@ def _scan_entries(
             return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
         except Exception as exc:  # a bug or a Pillow surprise: report it on the file
             log.exception("unexpected error preparing a file")
-            return FileError(entry.path, ErrorKind.DECODE_ERROR,
-                             f"unexpected {type(exc).__name__}: {exc}", entry.size,
-                             entry.mtime_ns)
+            return FileError(
+                entry.path,
+                ErrorKind.DECODE_ERROR,
+                f"unexpected {type(exc).__name__}: {exc}",
+                entry.size,
+                entry.mtime_ns,
+            )
 
     scored = known_content = errors = 0
     batch: list[_Prepared] = []
@@ -310,21 +348,44 @@ def _scan_entries(
         if run_model and batch:
             prediction = model.predict(torch.stack([p.tensor for p in batch]))
             for i, p in enumerate(batch):
-                items.append(ScoredFile(
-                    p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash, p.width, p.height,
-                    p.format, float(prediction.unsafe_scores[i]), prediction.probabilities[i],
-                    prediction.embeddings[i], p.thumbnail))
-                outcomes.append(FileOutcome(p.entry.path, p.hash,
-                                            float(prediction.unsafe_scores[i]),
-                                            mtime_ns=p.entry.mtime_ns))
+                items.append(
+                    ScoredFile(
+                        p.entry.path,
+                        p.entry.size,
+                        p.entry.mtime_ns,
+                        p.hash,
+                        p.width,
+                        p.height,
+                        p.format,
+                        float(prediction.unsafe_scores[i]),
+                        prediction.probabilities[i],
+                        prediction.embeddings[i],
+                        p.thumbnail,
+                    )
+                )
+                outcomes.append(
+                    FileOutcome(
+                        p.entry.path,
+                        p.hash,
+                        float(prediction.unsafe_scores[i]),
+                        mtime_ns=p.entry.mtime_ns,
+                    )
+                )
             scored += len(batch)
             batch = []
         if ready:
             known = library.scores_for(model.model_id, {p.hash for p in ready})
             for p in ready:
                 items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
-                outcomes.append(FileOutcome(p.entry.path, p.hash, known.get(p.hash),
-                                            cached=True, mtime_ns=p.entry.mtime_ns))
+                outcomes.append(
+                    FileOutcome(
+                        p.entry.path,
+                        p.hash,
+                        known.get(p.hash),
+                        cached=True,
+                        mtime_ns=p.entry.mtime_ns,
+                    )
+                )
             known_content += len(ready)
             ready = []
         library.record_scored(items, model.model_id)
@@ -340,8 +401,9 @@ def _scan_entries(
 
     workers = options.decode_workers()
     max_inflight = options.batch_size * 2 + workers
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="nsfw-desk-decode",
-                              initializer=_lower_thread_priority)
+    pool = ThreadPoolExecutor(
+        workers, thread_name_prefix="nsfw-desk-decode", initializer=_lower_thread_priority
+    )
     pending: set[Future] = set()
     queue: Iterator[FileEntry] = iter(todo)
     try:

@@ -49,7 +49,7 @@ def default_thumbnails_path(library: Path | None = None) -> Path:
 def _escape_undecodable(exc: UnicodeError) -> tuple[str, int]:
     if not isinstance(exc, UnicodeDecodeError):
         raise exc
-    return "".join(f"\x00\\x{byte:02x}" for byte in exc.object[exc.start:exc.end]), exc.end
+    return "".join(f"\x00\\x{byte:02x}" for byte in exc.object[exc.start : exc.end]), exc.end
 
 
 codecs.register_error("nsfw_desk.path", _escape_undecodable)
@@ -169,7 +169,7 @@ def in_chunks(values: Iterable) -> Iterator[tuple[list, str]]:
     """`values` in slices small enough for one `IN (...)`, each with its `?,?,…` marks."""
     values = list(values)
     for start in range(0, len(values), IN_CHUNK):
-        chunk = values[start:start + IN_CHUNK]
+        chunk = values[start : start + IN_CHUNK]
         yield chunk, ",".join("?" * len(chunk))
 
 
@@ -194,30 +194,70 @@ def _now() -> str:
 
 def _migrate_to_1(db: sqlite_utils.Database) -> None:
     db["files"].create(
-        {"path": str, "raw_path": bytes, "size": int, "mtime_ns": int, "hash": str,
-         "width": int, "height": int, "format": str, "scanned_at": str},
+        {
+            "path": str,
+            "raw_path": bytes,
+            "size": int,
+            "mtime_ns": int,
+            "hash": str,
+            "width": int,
+            "height": int,
+            "format": str,
+            "scanned_at": str,
+        },
         pk="path",
     )
     db["files"].create_index(["hash"])
     db["models"].create(
-        {"id": str, "source": str, "revision": str, "architecture": str, "labels": str,
-         "unsafe_labels": str, "first_used": str},
+        {
+            "id": str,
+            "source": str,
+            "revision": str,
+            "architecture": str,
+            "labels": str,
+            "unsafe_labels": str,
+            "first_used": str,
+        },
         pk="id",
     )
     db["scores"].create(
-        {"hash": str, "model_id": str, "unsafe": float, "probabilities": bytes,
-         "embedding": bytes, "scored_at": str},
+        {
+            "hash": str,
+            "model_id": str,
+            "unsafe": float,
+            "probabilities": bytes,
+            "embedding": bytes,
+            "scored_at": str,
+        },
         pk=("hash", "model_id"),
     )
     db["scores"].create_index(["model_id", "unsafe"])
     db["errors"].create(
-        {"path": str, "raw_path": bytes, "kind": str, "message": str, "size": int,
-         "mtime_ns": int, "scan_id": int, "at": str},
+        {
+            "path": str,
+            "raw_path": bytes,
+            "kind": str,
+            "message": str,
+            "size": int,
+            "mtime_ns": int,
+            "scan_id": int,
+            "at": str,
+        },
         pk="path",
     )
     db["scans"].create(
-        {"id": int, "root": str, "model_id": str, "started_at": str, "finished_at": str,
-         "status": str, "files": int, "scored": int, "cached": int, "errors": int},
+        {
+            "id": int,
+            "root": str,
+            "model_id": str,
+            "started_at": str,
+            "finished_at": str,
+            "status": str,
+            "files": int,
+            "scored": int,
+            "cached": int,
+            "errors": int,
+        },
         pk="id",
     )
 
@@ -322,8 +362,9 @@ class Library:
 
     def __init__(self, path: Path | str | None = None, thumbnails: Path | str | None = None):
         self.path = Path(path) if path else default_library_path()
-        self.thumbnails_path = Path(thumbnails) if thumbnails else default_thumbnails_path(
-            self.path)
+        self.thumbnails_path = (
+            Path(thumbnails) if thumbnails else default_thumbnails_path(self.path)
+        )
         self.db = sqlite_utils.Database(_open_private_db(self.path))
         try:
             migrate(self.db)
@@ -333,7 +374,8 @@ class Library:
         if "thumbnails" not in self.thumbs.table_names():
             with write_transaction(self.thumbs):  # IF NOT EXISTS: another instance may be first
                 self.thumbs.execute(
-                    "CREATE TABLE IF NOT EXISTS thumbnails (hash TEXT PRIMARY KEY, jpeg BLOB)")
+                    "CREATE TABLE IF NOT EXISTS thumbnails (hash TEXT PRIMARY KEY, jpeg BLOB)"
+                )
 
     def close(self) -> None:
         self.db.close()
@@ -347,31 +389,56 @@ class Library:
 
     # models and scans
 
-    def register_model(self, model_id: str, *, source: str, revision: str | None,
-                       architecture: str, labels: list[str], unsafe_labels: list[str]) -> None:
+    def register_model(
+        self,
+        model_id: str,
+        *,
+        source: str,
+        revision: str | None,
+        architecture: str,
+        labels: list[str],
+        unsafe_labels: list[str],
+    ) -> None:
         with write_transaction(self.db):
             self.db["models"].insert(
-                {"id": model_id, "source": source, "revision": revision,
-                 "architecture": architecture, "labels": json.dumps(labels),
-                 "unsafe_labels": json.dumps(unsafe_labels), "first_used": _now()},
+                {
+                    "id": model_id,
+                    "source": source,
+                    "revision": revision,
+                    "architecture": architecture,
+                    "labels": json.dumps(labels),
+                    "unsafe_labels": json.dumps(unsafe_labels),
+                    "first_used": _now(),
+                },
                 ignore=True,
             )
 
     def begin_scan(self, root: Path, model_id: str) -> int:
         with write_transaction(self.db):
             table = self.db["scans"].insert(
-                {"root": path_key(root)[0], "model_id": model_id, "started_at": _now(),
-                 "status": "running"}
+                {
+                    "root": path_key(root)[0],
+                    "model_id": model_id,
+                    "started_at": _now(),
+                    "status": "running",
+                }
             )
         return int(table.last_pk)
 
-    def finish_scan(self, scan_id: int, status: str, *, files: int, scored: int, cached: int,
-                    errors: int) -> None:
+    def finish_scan(
+        self, scan_id: int, status: str, *, files: int, scored: int, cached: int, errors: int
+    ) -> None:
         with write_transaction(self.db):
             self.db["scans"].update(
                 scan_id,
-                {"finished_at": _now(), "status": status, "files": files, "scored": scored,
-                 "cached": cached, "errors": errors},
+                {
+                    "finished_at": _now(),
+                    "status": status,
+                    "files": files,
+                    "scored": scored,
+                    "cached": cached,
+                    "errors": errors,
+                },
             )
 
     # the cache check
@@ -389,8 +456,7 @@ class Library:
         """Remembered content-bound errors: path text → (size, mtime_ns, kind, message)."""
         low, high = _prefix_range(root)
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, kind, message FROM errors "
-            "WHERE path >= ? AND path < ?",
+            "SELECT path, size, mtime_ns, kind, message FROM errors WHERE path >= ? AND path < ?",
             (low, high),
         )
         return {row[0]: tuple(row[1:]) for row in rows}
@@ -420,16 +486,29 @@ class Library:
             text, raw = path_key(item.path)
             error_paths.append(text)
             file_rows.append(
-                {"path": text, "raw_path": raw, "size": item.size, "mtime_ns": item.mtime_ns,
-                 "hash": item.hash, "width": item.width, "height": item.height,
-                 "format": item.format, "scanned_at": now}
+                {
+                    "path": text,
+                    "raw_path": raw,
+                    "size": item.size,
+                    "mtime_ns": item.mtime_ns,
+                    "hash": item.hash,
+                    "width": item.width,
+                    "height": item.height,
+                    "format": item.format,
+                    "scanned_at": now,
+                }
             )
         for item in items:
             if item.unsafe is not None:
                 score_rows.append(
-                    {"hash": item.hash, "model_id": model_id, "unsafe":
-                     float(item.unsafe), "probabilities": float32_blob(item.probabilities),
-                     "embedding": float16_blob(item.embedding), "scored_at": now}
+                    {
+                        "hash": item.hash,
+                        "model_id": model_id,
+                        "unsafe": float(item.unsafe),
+                        "probabilities": float32_blob(item.probabilities),
+                        "embedding": float16_blob(item.embedding),
+                        "scored_at": now,
+                    }
                 )
         thumbs = [{"hash": i.hash, "jpeg": i.thumbnail} for i in items if i.thumbnail]
         if thumbs:  # thumbnails first: a crash in between leaves a harmless spare thumbnail
@@ -451,15 +530,22 @@ class Library:
             text, raw = path_key(error.path)
             paths.append(text)
             rows.append(
-                {"path": text, "raw_path": raw, "kind": error.kind, "message": error.message,
-                 "size": error.size, "mtime_ns": error.mtime_ns, "scan_id": scan_id, "at": now}
+                {
+                    "path": text,
+                    "raw_path": raw,
+                    "kind": error.kind,
+                    "message": error.message,
+                    "size": error.size,
+                    "mtime_ns": error.mtime_ns,
+                    "scan_id": scan_id,
+                    "at": now,
+                }
             )
         with write_transaction(self.db):
             self.db["errors"].insert_all(rows, replace=True)
             self._delete_paths("files", paths)
 
-    def forget_missing(self, root: Path, present: set[str],
-                       keep_under: Iterable[Path] = ()) -> int:
+    def forget_missing(self, root: Path, present: set[str], keep_under: Iterable[Path] = ()) -> int:
         """Drop file and error rows under `root` that a full scan no longer found.
 
         Rows under `keep_under` (folders that could not be listed: a drive that is not
@@ -505,17 +591,18 @@ class Library:
             (low, high),
         )
         for text, raw, kind, message, mtime_ns in rows:
-            yield FileOutcome(path_from_row(text, raw), None, None, True, kind, message,
-                              mtime_ns)
+            yield FileOutcome(path_from_row(text, raw), None, None, True, kind, message, mtime_ns)
 
     def last_model_for(self, root: Path) -> str | None:
         """The model of the latest scan of `root` (else of any folder), so that stored
         results can be shown before a model is loaded."""
-        row = self.db.execute(
-            "SELECT model_id FROM scans WHERE root = ? ORDER BY id DESC LIMIT 1",
-            (path_key(root)[0],),
-        ).fetchone() or self.db.execute(
-            "SELECT model_id FROM scans ORDER BY id DESC LIMIT 1").fetchone()
+        row = (
+            self.db.execute(
+                "SELECT model_id FROM scans WHERE root = ? ORDER BY id DESC LIMIT 1",
+                (path_key(root)[0],),
+            ).fetchone()
+            or self.db.execute("SELECT model_id FROM scans ORDER BY id DESC LIMIT 1").fetchone()
+        )
         return row[0] if row else None
 
     def file_facts(self, path: Path) -> dict | None:
@@ -525,8 +612,9 @@ class Library:
         ).fetchone()
         if row is None:
             return None
-        return dict(zip(("size", "mtime_ns", "hash", "width", "height", "format"), row,
-                        strict=True))
+        return dict(
+            zip(("size", "mtime_ns", "hash", "width", "height", "format"), row, strict=True)
+        )
 
     def scores_by_model(self, content_hash: str) -> dict[str, float]:
         rows = self.db.execute(
@@ -570,15 +658,18 @@ class Library:
         )
         return {row[0] for row in rows}
 
-    def files_for_hashes(self, hashes: Iterable[str]
-                         ) -> dict[str, list[tuple[Path, str, str | None]]]:
+    def files_for_hashes(
+        self, hashes: Iterable[str]
+    ) -> dict[str, list[tuple[Path, str, str | None]]]:
         """Every stored file of each content as (path, stored path text, format), by path."""
         hashes = list(dict.fromkeys(hashes))
         found: dict[str, list[tuple[Path, str, str | None]]] = {}
         for chunk, marks in in_chunks(hashes):
             rows = self.db.execute(
                 f"SELECT hash, path, raw_path, format FROM files WHERE hash IN ({marks}) "
-                "ORDER BY path", chunk)
+                "ORDER BY path",
+                chunk,
+            )
             for digest, text, raw, fmt in rows:
                 found.setdefault(digest, []).append((path_from_row(text, raw), text, fmt))
         return found
@@ -598,8 +689,9 @@ class ScoreLookup:
     def has_score(self, content_hash: str) -> bool:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
             self._local.conn = conn
         row = conn.execute(
             "SELECT 1 FROM scores WHERE hash = ? AND model_id = ?", (content_hash, self._model_id)

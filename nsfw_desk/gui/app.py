@@ -18,9 +18,15 @@ from nsfw_desk.gui.main_window import MainWindow
 from nsfw_desk.gui.resources import app_icon
 
 
-def run_gui(folder: Path | None = None, *, model: str | None = None, device: str | None = None,
-            db: Path | None = None, quit_after_paint: bool = False,
-            started: float | None = None) -> int:
+def run_gui(
+    folder: Path | None = None,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    db: Path | None = None,
+    quit_after_paint: bool = False,
+    started: float | None = None,
+) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("nsfw-desk")
     app.setOrganizationName("nsfw-desk")
@@ -32,10 +38,13 @@ def run_gui(folder: Path | None = None, *, model: str | None = None, device: str
         QMessageBox.critical(None, "Library not usable", str(exc))
         return 2
     if quit_after_paint:
+
         def report() -> None:
             elapsed = time.perf_counter() - (started or 0.0)
-            print(f"first paint after {elapsed:.3f} s; torch imported: "
-                  f"{'torch' in sys.modules}", flush=True)
+            print(
+                f"first paint after {elapsed:.3f} s; torch imported: {'torch' in sys.modules}",
+                flush=True,
+            )
             window.close()
             app.quit()
 

@@ -19,9 +19,20 @@ def launch_to_first_paint(runs: int = 3) -> tuple[float, str]:
         env["XDG_CONFIG_HOME"] = tmp  # do not touch the user's settings
         for _ in range(runs):
             start = time.perf_counter()
-            out = subprocess.run([sys.executable, "-m", "nsfw_desk", "--quit-after-paint",
-                                  "--db", str(Path(tmp) / "l.sqlite")],
-                                 capture_output=True, text=True, env=env, timeout=60)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "nsfw_desk",
+                    "--quit-after-paint",
+                    "--db",
+                    str(Path(tmp) / "l.sqlite"),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
             times.append(time.perf_counter() - start)
             line = out.stdout.strip()
     return statistics.median(times), line
@@ -40,11 +51,12 @@ def threshold_resplit(items: int = 100_000) -> dict[str, float]:
     app = QApplication.instance() or QApplication([])
     rng = np.random.default_rng(0)
     scores = rng.random(items)
-    outcomes = [FileOutcome(Path(f"/bench/{i:06d}.jpg"), f"{i:064x}", float(s), mtime_ns=i)
-                for i, s in enumerate(scores)]
+    outcomes = [
+        FileOutcome(Path(f"/bench/{i:06d}.jpg"), f"{i:064x}", float(s), mtime_ns=i)
+        for i, s in enumerate(scores)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        window = MainWindow(Settings(), library_path=Path(tmp) / "l.sqlite",
-                            save_settings=False)
+        window = MainWindow(Settings(), library_path=Path(tmp) / "l.sqlite", save_settings=False)
         window.resize(1400, 900)
         window.show()
         model: ResultsModel = window.results
@@ -79,6 +91,8 @@ def print_desk_figures() -> dict:
     paint, line = launch_to_first_paint()
     print(f"  launch to first paint: {paint:.2f} s (target < 1 s; {line})")
     resplit = threshold_resplit()
-    print(f"  threshold re-split of 100,000 tiles: {resplit['all']:.1f} ms showing all, "
-          f"{resplit['flagged']:.1f} ms with the flagged filter (target < 50 ms)")
+    print(
+        f"  threshold re-split of 100,000 tiles: {resplit['all']:.1f} ms showing all, "
+        f"{resplit['flagged']:.1f} ms with the flagged filter (target < 50 ms)"
+    )
     return {"first_paint_s": paint, "resplit_ms": resplit}

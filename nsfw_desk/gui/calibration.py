@@ -39,15 +39,18 @@ BINS = 20
 
 
 def _describe(m: ThresholdMetrics) -> str:
-    return (f"threshold {m.threshold:.2f}: precision {m.precision:.2f}, recall {m.recall:.2f}, "
-            f"F1 {m.f1:.2f}, false-positive rate {m.fpr:.2f}")
+    return (
+        f"threshold {m.threshold:.2f}: precision {m.precision:.2f}, recall {m.recall:.2f}, "
+        f"F1 {m.f1:.2f}, false-positive rate {m.fpr:.2f}"
+    )
 
 
 class CalibrationDialog(QDialog):
     threshold_applied = Signal(float)
 
-    def __init__(self, library: Library, threshold: float, model_id: str | None = None,
-                 parent=None) -> None:
+    def __init__(
+        self, library: Library, threshold: float, model_id: str | None = None, parent=None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Calibrate the threshold")
         self.resize(980, 620)
@@ -62,8 +65,9 @@ class CalibrationDialog(QDialog):
             index = self.model_box.findData(model_id)
             if index >= 0:
                 self.model_box.setCurrentIndex(index)
-        self.target = QDoubleSpinBox(minimum=0.5, maximum=1.0, singleStep=0.01, decimals=2,
-                                     value=0.95)
+        self.target = QDoubleSpinBox(
+            minimum=0.5, maximum=1.0, singleStep=0.01, decimals=2, value=0.95
+        )
         self.message = QLabel(wordWrap=True)
         self.current = QLabel(wordWrap=True)
         self.apply_target = QPushButton()
@@ -106,10 +110,13 @@ class CalibrationDialog(QDialog):
         self.calibration = None
         try:
             if model_id is None:
-                raise NotEnoughReviews("No reviewed item has a score yet: review some images "
-                                       "first (U and S), then come back.")
-            self.calibration = calibration_for(self.library, model_id,
-                                               target_recall=self.target.value())
+                raise NotEnoughReviews(
+                    "No reviewed item has a score yet: review some images "
+                    "first (U and S), then come back."
+                )
+            self.calibration = calibration_for(
+                self.library, model_id, target_recall=self.target.value()
+            )
         except NotEnoughReviews as exc:
             self.message.setText(str(exc))
             self.message.show()
@@ -141,7 +148,8 @@ class CalibrationDialog(QDialog):
         if c.at_target is not None:
             self.apply_target.setText(
                 f"Apply {c.at_target.threshold:.2f} (recall ≥ {c.target_recall:.2f}, "
-                f"precision {c.at_target.precision:.2f})")
+                f"precision {c.at_target.precision:.2f})"
+            )
             self.apply_target.show()
         else:
             self.apply_target.hide()
@@ -153,8 +161,10 @@ class CalibrationDialog(QDialog):
         chart.setTitle("Scores of reviewed images")
         edges = np.linspace(0.0, 1.0, BINS + 1)
         top = 1
-        for name, scores, colour in (("reviewed unsafe", c.unsafe_scores, UNSAFE),
-                                     ("reviewed safe", c.safe_scores, SAFE)):
+        for name, scores, colour in (
+            ("reviewed unsafe", c.unsafe_scores, UNSAFE),
+            ("reviewed safe", c.safe_scores, SAFE),
+        ):
             counts, _ = np.histogram(scores, bins=edges)
             top = max(top, int(counts.max()) if counts.size else 0)
             series = QLineSeries(name=name)

@@ -64,10 +64,17 @@ class DetailPane(QWidget):
         self.show_item(None)
         thumbnails.changed.connect(self._thumbnail_arrived)
 
-    def show_item(self, path: Path | None, content_hash: str | None = None, *,
-                  facts: dict | None = None, scores: dict[str, float] | None = None,
-                  label: str | None = None, error: str | None = None,
-                  history: list | None = None) -> None:
+    def show_item(
+        self,
+        path: Path | None,
+        content_hash: str | None = None,
+        *,
+        facts: dict | None = None,
+        scores: dict[str, float] | None = None,
+        label: str | None = None,
+        error: str | None = None,
+        history: list | None = None,
+    ) -> None:
         self.path, self.hash, self.revealed = path, content_hash, False
         self.show_button.setEnabled(path is not None)
         self.path_label.setText(str(path) if path else "No image selected")
@@ -79,15 +86,25 @@ class DetailPane(QWidget):
         if error:
             self.scores_label.setText(f"<span style='color:#d64545'>{error}</span>")
         else:
-            self.scores_label.setText("<br>".join(
-                f"{score:.3f} — {_short(model)}" for model, score in (scores or {}).items()
-                if score is not None and not math.isnan(score)))
+            self.scores_label.setText(
+                "<br>".join(
+                    f"{score:.3f} — {_short(model)}"
+                    for model, score in (scores or {}).items()
+                    if score is not None and not math.isnan(score)
+                )
+            )
         self.label_label.setText({"unsafe": "Unsafe", "safe": "Safe"}.get(label, "Not reviewed"))
-        self.history.setPlainText("\n".join(
-            f"{d.decided_at}  {d.label or 'cleared'}  by {d.reviewer}"
-            + (f"  (score {d.score:.2f} at threshold {d.threshold:.2f})"
-               if d.score is not None and d.threshold is not None else "")
-            for d in (history or [])))
+        self.history.setPlainText(
+            "\n".join(
+                f"{d.decided_at}  {d.label or 'cleared'}  by {d.reviewer}"
+                + (
+                    f"  (score {d.score:.2f} at threshold {d.threshold:.2f})"
+                    if d.score is not None and d.threshold is not None
+                    else ""
+                )
+                for d in (history or [])
+            )
+        )
         self._paint_preview()
 
     def set_revealed(self, revealed: bool) -> None:
@@ -109,15 +126,22 @@ class DetailPane(QWidget):
     def _paint_preview(self) -> None:
         pixmap: QPixmap | None = None
         if self.hash and not self.hide_all:
-            pixmap = (self.thumbnails.original(self.hash) if self.revealed
-                      else self.thumbnails.blurred(self.hash))
+            pixmap = (
+                self.thumbnails.original(self.hash)
+                if self.revealed
+                else self.thumbnails.blurred(self.hash)
+            )
         if pixmap is None or pixmap.isNull():
             self.preview.setPixmap(QPixmap())
             self.preview.setText("Hidden" if self.hide_all else "")
             return
-        self.preview.setPixmap(pixmap.scaled(self.preview.size(),
-                                             Qt.AspectRatioMode.KeepAspectRatio,
-                                             Qt.TransformationMode.SmoothTransformation))
+        self.preview.setPixmap(
+            pixmap.scaled(
+                self.preview.size(),
+                Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
+        )
 
     def show_in_folder(self) -> None:
         if self.path is not None:

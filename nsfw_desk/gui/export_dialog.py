@@ -40,8 +40,9 @@ def _row(*widgets) -> QWidget:
 class ExportDialog(QDialog):
     export_requested = Signal(object)  # ExportOptions, queued to the export worker
 
-    def __init__(self, library_path: Path | None, folder: Path | None = None,
-                 reviewer: str = "", parent=None) -> None:
+    def __init__(
+        self, library_path: Path | None, folder: Path | None = None, reviewer: str = "", parent=None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export dataset")
         self.setMinimumWidth(620)
@@ -53,12 +54,14 @@ class ExportDialog(QDialog):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.only_corrections = QCheckBox("Only corrections (my label differs from the model)")
-        self.only_folder = QCheckBox(f"Only images in {folder}" if folder else
-                                     "Only images in the open folder")
+        self.only_folder = QCheckBox(
+            f"Only images in {folder}" if folder else "Only images in the open folder"
+        )
         self.only_folder.setEnabled(folder is not None)
         self.reviewer = QLineEdit()
-        self.reviewer.setPlaceholderText(f"any reviewer (you are {reviewer})" if reviewer
-                                         else "any reviewer")
+        self.reviewer.setPlaceholderText(
+            f"any reviewer (you are {reviewer})" if reviewer else "any reviewer"
+        )
         self.use_dates = QCheckBox("Only decisions from")
         self.since = QDateEdit(QDate.currentDate().addMonths(-1), calendarPopup=True)
         self.until = QDateEdit(QDate.currentDate(), calendarPopup=True)
@@ -66,13 +69,13 @@ class ExportDialog(QDialog):
             edit.setDisplayFormat("yyyy-MM-dd")
             edit.setEnabled(False)
             self.use_dates.toggled.connect(edit.setEnabled)
-        self.val_fraction = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05,
-                                           decimals=2, value=0.2)
+        self.val_fraction = QDoubleSpinBox(
+            minimum=0.0, maximum=0.9, singleStep=0.05, decimals=2, value=0.2
+        )
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
         self.link = QCheckBox("Hard links instead of copies, where the disk allows")
         self.overwrite = QCheckBox("Replace the folder if it exists")
-        self.source_paths = QCheckBox("Record original file paths in the metadata",
-                                      checked=True)
+        self.source_paths = QCheckBox("Record original file paths in the metadata", checked=True)
 
         self.progress = QProgressBar()
         self.progress.hide()
@@ -81,8 +84,9 @@ class ExportDialog(QDialog):
         self.summary.hide()
 
         self.buttons = QDialogButtonBox()
-        self.export_button = self.buttons.addButton("Export",
-                                                    QDialogButtonBox.ButtonRole.AcceptRole)
+        self.export_button = self.buttons.addButton(
+            "Export", QDialogButtonBox.ButtonRole.AcceptRole
+        )
         self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.export_button.clicked.connect(self.start)
         self.close_button.clicked.connect(self._close_or_cancel)
@@ -118,9 +122,11 @@ class ExportDialog(QDialog):
             folder=self.folder if self.only_folder.isChecked() else None,
             reviewer=self.reviewer.text().strip() or None,
             since=self.since.date().toString(Qt.DateFormat.ISODate)
-            if self.use_dates.isChecked() else None,
+            if self.use_dates.isChecked()
+            else None,
             until=self.until.date().toString(Qt.DateFormat.ISODate)  # the whole day
-            if self.use_dates.isChecked() else None,
+            if self.use_dates.isChecked()
+            else None,
             val_fraction=self.val_fraction.value(),
             seed=self.seed.value(),
             link=self.link.isChecked(),
@@ -162,8 +168,10 @@ class ExportDialog(QDialog):
     def _on_finished(self, report: ExportReport) -> None:
         self._done()
         self.report = report
-        lines = [f"Exported {report.exported:,} images to {report.out} "
-                 f"({report.bytes / 2**20:,.1f} MiB in {report.elapsed_s:.1f} s)."]
+        lines = [
+            f"Exported {report.exported:,} images to {report.out} "
+            f"({report.bytes / 2**20:,.1f} MiB in {report.elapsed_s:.1f} s)."
+        ]
         for split, classes in report.counts.items():
             lines.append(f"  {split}: " + ", ".join(f"{n:,} {c}" for c, n in classes.items()))
         if report.skipped:

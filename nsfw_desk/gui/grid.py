@@ -27,11 +27,21 @@ class Role(IntEnum):
     ERROR = PATH + 5
 
 
-SORTS = {"score": "Score (highest first)", "name": "Name", "modified": "Modified (newest first)",
-         "disagreement": "Disagreement"}
-FILTERS = {"all": "All", "flagged": "Flagged", "unflagged": "Not flagged",
-           "reviewed": "Reviewed", "unreviewed": "Not reviewed",
-           "disagreements": "Disagreements", "errors": "Errors"}
+SORTS = {
+    "score": "Score (highest first)",
+    "name": "Name",
+    "modified": "Modified (newest first)",
+    "disagreement": "Disagreement",
+}
+FILTERS = {
+    "all": "All",
+    "flagged": "Flagged",
+    "unflagged": "Not flagged",
+    "reviewed": "Reviewed",
+    "unreviewed": "Not reviewed",
+    "disagreements": "Disagreements",
+    "errors": "Errors",
+}
 _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements"}
 
 
@@ -43,8 +53,10 @@ class Counts:
     errors: int
 
     def __str__(self) -> str:
-        return (f"{self.flagged:,} flagged of {self.total:,} · {self.reviewed:,} reviewed · "
-                f"{self.errors:,} errors")
+        return (
+            f"{self.flagged:,} flagged of {self.total:,} · {self.reviewed:,} reviewed · "
+            f"{self.errors:,} errors"
+        )
 
 
 class ResultsModel(QAbstractListModel):
@@ -110,8 +122,12 @@ class ResultsModel(QAbstractListModel):
 
     # --- loading results --------------------------------------------------------------
 
-    def reset(self, folder: Path | None, outcomes: list[FileOutcome] = (),
-              labels: dict[str, str] | None = None) -> None:
+    def reset(
+        self,
+        folder: Path | None,
+        outcomes: list[FileOutcome] = (),
+        labels: dict[str, str] | None = None,
+    ) -> None:
         """Show `folder` with `outcomes` (for instance the stored results) and labels."""
         self.beginResetModel()
         self.folder = folder
@@ -129,8 +145,11 @@ class ResultsModel(QAbstractListModel):
             row = self._row_of_path.get(outcome.path)
             if row is None:
                 new.append(outcome)
-            elif (self._hashes[row], _score(outcome), self._errors[row]) != \
-                    (outcome.hash, self._scores[row], _error_text(outcome)):
+            elif (self._hashes[row], _score(outcome), self._errors[row]) != (
+                outcome.hash,
+                self._scores[row],
+                _error_text(outcome),
+            ):
                 changed.append((row, outcome))
         for row, outcome in changed:
             self._remove_visible(row)
@@ -161,9 +180,13 @@ class ResultsModel(QAbstractListModel):
 
     def outcomes(self) -> list[FileOutcome]:
         return [
-            FileOutcome(self._paths[r], self._hashes[r],
-                        None if math.isnan(self._scores[r]) else float(self._scores[r]),
-                        error=self._errors[r], mtime_ns=int(self._mtimes[r]))
+            FileOutcome(
+                self._paths[r],
+                self._hashes[r],
+                None if math.isnan(self._scores[r]) else float(self._scores[r]),
+                error=self._errors[r],
+                mtime_ns=int(self._mtimes[r]),
+            )
             for r in range(len(self._paths))
         ]
 
@@ -229,8 +252,10 @@ class ResultsModel(QAbstractListModel):
             rows.extend(self._rows_of_hash.get(digest, ()))
         if self.sort == "disagreement":
             self._order = None
-        if self.filter in {"reviewed", "unreviewed", "disagreements"} \
-                or self.sort == "disagreement":
+        if (
+            self.filter in {"reviewed", "unreviewed", "disagreements"}
+            or self.sort == "disagreement"
+        ):
             self._refresh_visible()
             return
         positions = {row: i for i, row in enumerate(self._visible)} if rows else {}
@@ -267,16 +292,16 @@ class ResultsModel(QAbstractListModel):
         new_visible = self._compute_visible()
         self.layoutAboutToBeChanged.emit()
         old_persistent = self.persistentIndexList()
-        old_rows = [self._visible[i.row()] if i.row() < len(self._visible) else None
-                    for i in old_persistent]
+        old_rows = [
+            self._visible[i.row()] if i.row() < len(self._visible) else None for i in old_persistent
+        ]
         position = {row: i for i, row in enumerate(new_visible)}
         # Rows may disappear; Qt allows that in a layout change only by invalidating them.
         self._visible = new_visible
         self._keys = None
         self.changePersistentIndexList(
             old_persistent,
-            [self.index(position[row]) if row in position else QModelIndex()
-             for row in old_rows],
+            [self.index(position[row]) if row in position else QModelIndex() for row in old_rows],
         )
         self.layoutChanged.emit()
 
@@ -319,8 +344,9 @@ class ResultsModel(QAbstractListModel):
     def _sort_order(self) -> np.ndarray:
         names = np.array(self._names, dtype=object)
         if self.sort == "name":
-            return np.array(sorted(range(len(names)), key=lambda r: (names[r].lower(), r)),
-                            dtype=np.int64)
+            return np.array(
+                sorted(range(len(names)), key=lambda r: (names[r].lower(), r)), dtype=np.int64
+            )
         if self.sort == "modified":
             return np.lexsort((np.arange(len(names)), -self._mtimes))
         primary = self._sort_primary()
@@ -347,8 +373,11 @@ class ResultsModel(QAbstractListModel):
                 value = 1.0 if label == "unsafe" else 0.0
                 s = 0.5 if math.isnan(score) else float(score)
                 return (-abs(value - s), row)
-        return ((math.inf if math.isnan(score) else -float(score)) +
-                (10 if self.sort == "disagreement" else 0), row)
+        return (
+            (math.inf if math.isnan(score) else -float(score))
+            + (10 if self.sort == "disagreement" else 0),
+            row,
+        )
 
     def _passes(self, row: int) -> bool:
         if self.filter == "all":
@@ -362,7 +391,8 @@ class ResultsModel(QAbstractListModel):
             "errors": self._errors[row] is not None,
             "reviewed": label is not None,
             "unreviewed": label is None and scored,
-            "disagreements": label is not None and scored
+            "disagreements": label is not None
+            and scored
             and (label == "unsafe") != (score >= self.threshold),
         }[self.filter]
 

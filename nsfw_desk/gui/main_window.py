@@ -62,9 +62,15 @@ class MainWindow(QMainWindow):
     scan_requested = Signal(object)  # ScanRequest, queued to the worker thread
     first_paint = Signal()
 
-    def __init__(self, settings: Settings, *, library_path: Path | None = None,
-                 model: str | None = None, device: str | None = None,
-                 save_settings: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        library_path: Path | None = None,
+        model: str | None = None,
+        device: str | None = None,
+        save_settings: bool = True,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.save_settings = save_settings
@@ -83,9 +89,12 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.undo_stack = QUndoStack(self)
-        self.thumbnails = ThumbnailCache(self.library.thumbnails_path,
-                                         strength=settings.blur_strength,
-                                         grayscale=settings.grayscale, parent=self)
+        self.thumbnails = ThumbnailCache(
+            self.library.thumbnails_path,
+            strength=settings.blur_strength,
+            grayscale=settings.grayscale,
+            parent=self,
+        )
         self.results = ResultsModel(self)
         self.results.threshold = settings.threshold
         self.results.sort = settings.sort if settings.sort in SORTS else "score"
@@ -162,8 +171,9 @@ class MainWindow(QMainWindow):
         self.counts_label = QLabel()
         bar.addWidget(self.counts_label)
         spacer = QWidget()
-        spacer.setSizePolicy(spacer.sizePolicy().horizontalPolicy().Expanding,
-                             spacer.sizePolicy().verticalPolicy())
+        spacer.setSizePolicy(
+            spacer.sizePolicy().horizontalPolicy().Expanding, spacer.sizePolicy().verticalPolicy()
+        )
         bar.addWidget(spacer)
         bar.addWidget(QLabel(" Show "))
         self.filter_box = QComboBox()
@@ -171,7 +181,8 @@ class MainWindow(QMainWindow):
             self.filter_box.addItem(text, key)
         self.filter_box.setCurrentIndex(list(FILTERS).index(self.results.filter))
         self.filter_box.currentIndexChanged.connect(
-            lambda i: self.set_filter(self.filter_box.itemData(i)))
+            lambda i: self.set_filter(self.filter_box.itemData(i))
+        )
         bar.addWidget(self.filter_box)
         bar.addWidget(QLabel(" Sort "))
         self.sort_box = QComboBox()
@@ -179,7 +190,8 @@ class MainWindow(QMainWindow):
             self.sort_box.addItem(text, key)
         self.sort_box.setCurrentIndex(list(SORTS).index(self.results.sort))
         self.sort_box.currentIndexChanged.connect(
-            lambda i: self.set_sort(self.sort_box.itemData(i)))
+            lambda i: self.set_sort(self.sort_box.itemData(i))
+        )
         bar.addWidget(self.sort_box)
 
     def _build_status_bar(self) -> None:
@@ -199,8 +211,17 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.device_label)
         bar.addPermanentWidget(self.stop_button)
 
-    def _action(self, menu, text: str, slot, shortcuts=(), *, checkable=False,
-                checked=False, icon: str | None = None) -> QAction:
+    def _action(
+        self,
+        menu,
+        text: str,
+        slot,
+        shortcuts=(),
+        *,
+        checkable=False,
+        checked=False,
+        icon: str | None = None,
+    ) -> QAction:
         action = QAction(text, self)
         if icon:
             action.setIcon(action_icon(icon))
@@ -219,15 +240,13 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        self._action(file_menu, "&Open folder…", self.choose_folder, ["Ctrl+O"],
-                     icon="open")
+        self._action(file_menu, "&Open folder…", self.choose_folder, ["Ctrl+O"], icon="open")
         self.recent_menu = file_menu.addMenu("Open &recent")
         self._fill_recent()
         self.rescan_action = self._action(file_menu, "&Rescan", self.rescan, ["F5"])
         self.stop_action = self._action(file_menu, "&Stop scan", self.stop_scan, ["Ctrl+."])
         file_menu.addSeparator()
-        self._action(file_menu, "&Export dataset…", self.open_export, ["Ctrl+E"],
-                     icon="export")
+        self._action(file_menu, "&Export dataset…", self.open_export, ["Ctrl+E"], icon="export")
         file_menu.addSeparator()
         self._action(file_menu, "&Settings…", self.open_settings, ["Ctrl+,"])
         file_menu.addSeparator()
@@ -252,20 +271,26 @@ class MainWindow(QMainWindow):
         self._action(review, "&Next image", lambda: self.move(1), ["J"])
         self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
         review.addSeparator()
-        self._action(review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"],
-                     icon="calibrate")
+        self._action(
+            review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"], icon="calibrate"
+        )
         review.addSeparator()
         self.auto_advance_action = self._action(
-            review, "&Auto-advance after a decision", self._set_auto_advance,
-            checkable=True, checked=self.settings.auto_advance)
+            review,
+            "&Auto-advance after a decision",
+            self._set_auto_advance,
+            checkable=True,
+            checked=self.settings.auto_advance,
+        )
 
         view = bar.addMenu("&View")
         reveal = QAction("&Reveal selected (hold Space or press and hold)", self)
         reveal.setShortcut(QKeySequence("Space"))
         reveal.setEnabled(False)  # shown for discoverability; the key is handled on press/release
         view.addAction(reveal)
-        self.hide_action = self._action(view, "&Hide all images", self.toggle_hide_all, ["Esc"],
-                                        checkable=True, icon="hide")
+        self.hide_action = self._action(
+            view, "&Hide all images", self.toggle_hide_all, ["Esc"], checkable=True, icon="hide"
+        )
         view.addSeparator()
         self._action(view, "&Larger thumbnails", lambda: self.zoom(1), ["Ctrl++", "Ctrl+="])
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
@@ -277,8 +302,9 @@ class MainWindow(QMainWindow):
     # --- folders and scanning -----------------------------------------------------------
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images",
-                                                  str(self.folder or Path.home()))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a folder of images", str(self.folder or Path.home())
+        )
         if folder:
             self.open_folder(Path(folder))
 
@@ -310,22 +336,23 @@ class MainWindow(QMainWindow):
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
         self.stop_button.show()
-        self.scan_requested.emit(ScanRequest(
-            self.folder,
-            self.model_override if self.model_override is not None else self.settings.model,
-            self.device_override or self.settings.device,
-            self.settings.precision,
-            self.settings.batch_size,
-            serial=self._scan_serial,
-        ))
+        self.scan_requested.emit(
+            ScanRequest(
+                self.folder,
+                self.model_override if self.model_override is not None else self.settings.model,
+                self.device_override or self.settings.device,
+                self.settings.precision,
+                self.settings.batch_size,
+                serial=self._scan_serial,
+            )
+        )
 
     def stop_scan(self) -> None:
         if self.scanning:
             self.worker.worker.cancel()
             self.status.setText("Stopping…")
 
-    def _on_stored_results(self, folder: Path, model_id: str, outcomes: list,
-                           labels: dict) -> None:
+    def _on_stored_results(self, folder: Path, model_id: str, outcomes: list, labels: dict) -> None:
         if folder != self.folder:
             return
         self.model_id = model_id
@@ -339,15 +366,14 @@ class MainWindow(QMainWindow):
 
     def _on_model_failed(self, message: str) -> None:
         self.status.setText("The model could not be loaded")
-        box = QMessageBox(QMessageBox.Icon.Critical, "Model not available", message,
-                          parent=self)
-        choose = box.addButton("Choose a local model folder…",
-                               QMessageBox.ButtonRole.ActionRole)
+        box = QMessageBox(QMessageBox.Icon.Critical, "Model not available", message, parent=self)
+        choose = box.addButton("Choose a local model folder…", QMessageBox.ButtonRole.ActionRole)
         box.addButton(QMessageBox.StandardButton.Close)
         box.exec()
         if box.clickedButton() is choose:
             folder = QFileDialog.getExistingDirectory(
-                self, "Choose a model folder (config.json + model.safetensors)")
+                self, "Choose a model folder (config.json + model.safetensors)"
+            )
             if folder:
                 self.settings.model = folder
                 self.model_override = None
@@ -385,14 +411,18 @@ class MainWindow(QMainWindow):
             return
         if not summary.cancelled:
             # Like the library: rows under folders that could not be read stay.
-            kept = {p for p in self.results.paths()
-                    if any(folder == p or folder in p.parents for folder in summary.unlisted)}
+            kept = {
+                p
+                for p in self.results.paths()
+                if any(folder == p or folder in p.parents for folder in summary.unlisted)
+            }
             self.results.remove_missing(self._seen_paths | kept)
         self._update_counts()
         verb = "Stopped" if summary.cancelled else "Scanned"
         self.status.setText(
             f"{verb}: {summary.files:,} files in {summary.elapsed_s:.1f} s · "
-            f"{summary.scored:,} new · {summary.errors:,} errors")
+            f"{summary.scored:,} new · {summary.errors:,} errors"
+        )
 
     # --- threshold, filter, sort ------------------------------------------------------------
 
@@ -430,14 +460,22 @@ class MainWindow(QMainWindow):
             index = self.results.index(row)
             digest = index.data(Role.HASH)
             if digest and not index.data(Role.ERROR):
-                items.append(DecisionInput(digest, self.model_id, index.data(Role.SCORE),
-                                           index.data(Role.PATH)))
+                items.append(
+                    DecisionInput(
+                        digest, self.model_id, index.data(Role.SCORE), index.data(Role.PATH)
+                    )
+                )
         if not items:
             return
         last_path = self.results.index(rows[-1]).data(Role.PATH)
-        command = DecisionCommand(self.reviews, items, label, reviewer=self.settings.reviewer,
-                                  threshold=self.results.threshold,
-                                  on_change=self._labels_changed)
+        command = DecisionCommand(
+            self.reviews,
+            items,
+            label,
+            reviewer=self.settings.reviewer,
+            threshold=self.results.threshold,
+            on_change=self._labels_changed,
+        )
         self.undo_stack.push(command)  # push runs redo(): the decision is committed here
         if self.settings.auto_advance:
             position = self.results.row_of(last_path)
@@ -483,8 +521,10 @@ class MainWindow(QMainWindow):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
         kind = event.type()
-        if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) \
-                and event.key() == Qt.Key.Key_Space:
+        if (
+            kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease)
+            and event.key() == Qt.Key.Key_Space
+        ):
             if not event.isAutoRepeat():
                 self._reveal_current(kind == QEvent.Type.KeyPress)
             return True
@@ -525,7 +565,8 @@ class MainWindow(QMainWindow):
             return
         index = self.results.index(row)
         self.grid.selectionModel().setCurrentIndex(
-            index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect
+        )
         self.grid.scrollTo(index)
         self._show_detail()
 
@@ -536,7 +577,8 @@ class MainWindow(QMainWindow):
             return
         path, digest = index.data(Role.PATH), index.data(Role.HASH)
         self.detail.show_item(
-            path, digest,
+            path,
+            digest,
             facts=self.library.file_facts(path),
             scores=self.library.scores_by_model(digest) if digest else {},
             label=index.data(Role.LABEL),
@@ -551,10 +593,15 @@ class MainWindow(QMainWindow):
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         new = dialog.result_settings()
-        model_changed = (new.model, new.device, new.batch_size) != \
-            (self.settings.model, self.settings.device, self.settings.batch_size)
-        style_changed = (new.blur_strength, new.grayscale) != \
-            (self.settings.blur_strength, self.settings.grayscale)
+        model_changed = (new.model, new.device, new.batch_size) != (
+            self.settings.model,
+            self.settings.device,
+            self.settings.batch_size,
+        )
+        style_changed = (new.blur_strength, new.grayscale) != (
+            self.settings.blur_strength,
+            self.settings.grayscale,
+        )
         self.settings = new
         self.auto_advance_action.setChecked(new.auto_advance)
         if style_changed:
@@ -609,9 +656,11 @@ class MainWindow(QMainWindow):
             self.open_folder(Path(urls[0].toLocalFile()))
 
     def _restore_window(self) -> None:
-        for text, restore in ((self.settings.window_geometry, self.restoreGeometry),
-                              (self.settings.window_state, self.restoreState),
-                              (self.settings.splitter_state, self.splitter.restoreState)):
+        for text, restore in (
+            (self.settings.window_geometry, self.restoreGeometry),
+            (self.settings.window_state, self.restoreState),
+            (self.settings.splitter_state, self.splitter.restoreState),
+        ):
             if text:
                 restore(QByteArray(base64.b64decode(text)))
         if not self.settings.window_geometry:

@@ -39,15 +39,17 @@ def main(argv: list[str]) -> int:
         tmp = Path(tmp)
         folder = make_demo_folder(tmp / "demo")
         model = save_random_model(tmp / "model", seed=3)
-        window = MainWindow(Settings(threshold=0.6, reviewer="demo"),
-                            library_path=tmp / "library.sqlite", model=str(model),
-                            save_settings=False)
+        window = MainWindow(
+            Settings(threshold=0.6, reviewer="demo"),
+            library_path=tmp / "library.sqlite",
+            model=str(model),
+            save_settings=False,
+        )
         window.resize(1400, 860)
         window.show()
         window.open_folder(folder / "uploads")
         deadline = time.monotonic() + 120
-        while (window.scanning or window.results.rowCount() == 0) and \
-                time.monotonic() < deadline:
+        while (window.scanning or window.results.rowCount() == 0) and time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.02)
         window._select_row(1)

@@ -42,12 +42,14 @@ class SettingsDialog(QDialog):
         self.device.addItems(list(DEVICES))
         self.device.setCurrentText(settings.device)
         self.batch_size = QSpinBox(minimum=1, maximum=256, value=settings.batch_size)
-        self.blur = QSlider(Qt.Orientation.Horizontal, minimum=1, maximum=32,
-                            value=settings.blur_strength)
+        self.blur = QSlider(
+            Qt.Orientation.Horizontal, minimum=1, maximum=32, value=settings.blur_strength
+        )
         self.grayscale = QCheckBox("Show thumbnails in grayscale", checked=settings.grayscale)
         self.reviewer = QLineEdit(settings.reviewer)
-        self.auto_advance = QCheckBox("Move to the next image after a decision",
-                                      checked=settings.auto_advance)
+        self.auto_advance = QCheckBox(
+            "Move to the next image after a decision", checked=settings.auto_advance
+        )
 
         form = QFormLayout(self)
         form.addRow("Model (hub id or folder)", model_row)
@@ -57,8 +59,9 @@ class SettingsDialog(QDialog):
         form.addRow("", self.grayscale)
         form.addRow("Reviewer name", self.reviewer)
         form.addRow("", self.auto_advance)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
@@ -66,7 +69,8 @@ class SettingsDialog(QDialog):
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(
-            self, "Choose a model folder (config.json + model.safetensors)")
+            self, "Choose a model folder (config.json + model.safetensors)"
+        )
         if folder:
             self.model.setText(folder)
 

@@ -29,8 +29,9 @@ def blur(image: Image.Image, strength: int, grayscale: bool = False) -> Image.Im
 
 def to_qimage(image: Image.Image) -> QImage:
     rgb = image.convert("RGB")
-    return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width,
-                  QImage.Format.Format_RGB888).copy()  # copy: own the pixels
+    return QImage(
+        rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888
+    ).copy()  # copy: own the pixels
 
 
 class _Signals(QObject):
@@ -53,16 +54,24 @@ class _Reader:
                 return None
             self._local.conn = conn
         try:
-            row = conn.execute("SELECT jpeg FROM thumbnails WHERE hash = ?",
-                               (content_hash,)).fetchone()
+            row = conn.execute(
+                "SELECT jpeg FROM thumbnails WHERE hash = ?", (content_hash,)
+            ).fetchone()
         except sqlite3.Error:
             return None
         return row[0] if row else None
 
 
 class _Load(QRunnable):
-    def __init__(self, reader: _Reader, content_hash: str, generation: int, strength: int,
-                 grayscale: bool, signals: _Signals) -> None:
+    def __init__(
+        self,
+        reader: _Reader,
+        content_hash: str,
+        generation: int,
+        strength: int,
+        grayscale: bool,
+        signals: _Signals,
+    ) -> None:
         super().__init__()
         self.reader, self.hash, self.generation = reader, content_hash, generation
         self.strength, self.grayscale, self.signals = strength, grayscale, signals
@@ -84,8 +93,15 @@ class ThumbnailCache(QObject):
 
     changed = Signal(str)  # a thumbnail arrived; views repaint
 
-    def __init__(self, thumbnails_path: Path | None, *, strength: int = 12,
-                 grayscale: bool = False, capacity: int = 3000, parent=None) -> None:
+    def __init__(
+        self,
+        thumbnails_path: Path | None,
+        *,
+        strength: int = 12,
+        grayscale: bool = False,
+        capacity: int = 3000,
+        parent=None,
+    ) -> None:
         super().__init__(parent)
         self.strength, self.grayscale, self.capacity = strength, grayscale, capacity
         self._pool = QThreadPool(self)
@@ -132,12 +148,21 @@ class ThumbnailCache(QObject):
             return entry
         if content_hash not in self._pending and self._reader is not None:
             self._pending.add(content_hash)
-            self._pool.start(_Load(self._reader, content_hash, self._generation, self.strength,
-                                   self.grayscale, self._signals))
+            self._pool.start(
+                _Load(
+                    self._reader,
+                    content_hash,
+                    self._generation,
+                    self.strength,
+                    self.grayscale,
+                    self._signals,
+                )
+            )
         return None
 
-    def _arrived(self, content_hash: str, generation: int, original: QImage,
-                 blurred: QImage) -> None:
+    def _arrived(
+        self, content_hash: str, generation: int, original: QImage, blurred: QImage
+    ) -> None:
         if generation != self._generation:
             return  # made before the style changed; a fresh load is or will be queued
         self._pending.discard(content_hash)

@@ -83,13 +83,15 @@ class TileDelegate(QStyledItemDelegate):
             painter.setFont(font)
         name_rect = QRect(area.x(), y + line_h, area.width(), line_h)
         painter.setPen(text_colour)
-        name = painter.fontMetrics().elidedText(index.data() or "", Qt.TextElideMode.ElideMiddle,
-                                                area.width())
+        name = painter.fontMetrics().elidedText(
+            index.data() or "", Qt.TextElideMode.ElideMiddle, area.width()
+        )
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft, name)
         painter.restore()
 
-    def _paint_image(self, painter: QPainter, area: QRect, digest: str | None,
-                     error: str | None) -> None:
+    def _paint_image(
+        self, painter: QPainter, area: QRect, digest: str | None, error: str | None
+    ) -> None:
         if self.hide_all:
             painter.fillRect(area, HIDDEN)
             return

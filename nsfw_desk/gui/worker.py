@@ -81,7 +81,9 @@ class ScanWorker(QObject):
             from nsfw_desk.core.scan import ScanOptions, scan_folder
 
             summary = scan_folder(
-                folder, model, library,
+                folder,
+                model,
+                library,
                 options=ScanOptions(batch_size=request.batch_size),
                 progress=self.progress.emit,
                 on_results=lambda outcomes: self.results.emit(folder, outcomes),
@@ -108,9 +110,13 @@ class ScanWorker(QObject):
             return self._model
         self.model_loading.emit(request.model or "the default model")
         try:
-            model = load_model(request.model or None, device=request.device,
-                               precision=request.precision, unsafe_label=request.unsafe_label,
-                               progress=self.progress.emit)
+            model = load_model(
+                request.model or None,
+                device=request.device,
+                precision=request.precision,
+                unsafe_label=request.unsafe_label,
+                progress=self.progress.emit,
+            )
         except ModelError as exc:
             self.model_failed.emit(str(exc))
             return None
@@ -149,16 +155,18 @@ class ExportWorker(QObject):
         self._cancel = CancelToken()
         try:
             with Library(self._library_path) as library:
-                report = export_dataset(library, options, progress=self.progress.emit,
-                                        cancel=self._cancel)
+                report = export_dataset(
+                    library, options, progress=self.progress.emit, cancel=self._cancel
+                )
         except Cancelled:
             self.failed.emit("Export cancelled; nothing was written.")
         except ExportError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:
             log.exception("export failed")
-            self.failed.emit(f"The export failed and nothing was written: "
-                             f"{type(exc).__name__}: {exc}")
+            self.failed.emit(
+                f"The export failed and nothing was written: {type(exc).__name__}: {exc}"
+            )
         else:
             self.finished.emit(report)
 
