@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -32,6 +33,65 @@ BUSY_TIMEOUT_MS = 15_000
 
 class LibraryError(Exception):
     """The library cannot be opened or used; the message is for the user."""
+
+
+class LibraryBusy(LibraryError):
+    """Another connection held the library's write lock for longer than the busy timeout."""
+
+
+class LibraryFull(LibraryError):
+    """The disk holding the library (or its temporary files) is full; nothing was half-written."""
+
+
+class LibraryDamaged(LibraryError):
+    """The library file is not a database or is corrupt."""
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 5, 6, 11, 13, 26
+
+
+def _free_space(path: Path) -> str:
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return "unknown"
+    return f"{free / 1e6:,.1f} MB"
+
+
+def library_error(exc: sqlite3.Error, path: Path | str | None) -> LibraryError:
+    """The user-facing error for an SQLite failure: what happened, what was kept, what to do.
+
+    Every write is one transaction, so in each case the library keeps everything committed
+    before the failing statement and nothing of that statement.
+    """
+    where = Path(path) if path else Path("the library")
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc)
+    if code == _SQLITE_FULL or "disk is full" in text:
+        return LibraryFull(
+            f"The disk holding {where} is full ({_free_space(where)} free). Everything saved "
+            f"before this point is kept; nothing was half-written. Free space on that disk "
+            f"and try again."
+        )
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+        return LibraryBusy(
+            f"The library {where} stayed locked by another program (a second nsfw-desk?) for "
+            f"more than {BUSY_TIMEOUT_MS // 1000} s. Nothing was lost; try again when it is "
+            f"done."
+        )
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text:
+        return LibraryDamaged(
+            f"The library {where} is damaged ({text}). Restore a backup copy of it, or move it "
+            f"away to start a new library."
+        )
+    return LibraryError(f"The library {where} could not be used: {text}")
+
+
+def _database_file(conn: sqlite3.Connection) -> str | None:
+    try:
+        return conn.execute("PRAGMA database_list").fetchone()[2] or None
+    except sqlite3.Error:
+        return None
 
 
 def default_library_path() -> Path:
@@ -95,6 +155,7 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
     whenever another connection (the GUI's, the scan worker's, a second instance's) committed
     since the read began. BEGIN IMMEDIATE instead waits, up to the busy timeout, for the lock,
     and then nothing can come between. Inside a caller's transaction this is a savepoint.
+    SQLite's operational failures leave as `LibraryError`s (`LibraryFull`, `LibraryBusy`, …).
     """
     conn = db.conn
     if conn.in_transaction:
@@ -109,15 +170,19 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
             raise
         conn.execute(f"RELEASE SAVEPOINT {name}")
         return
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        yield db
-        if conn.in_transaction:
-            conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as exc:
+        # Full disk, lock held past the timeout, I/O error: a message the user can act on.
+        raise library_error(exc, _database_file(conn)) from exc
 
 
 def _make_private_dir(folder: Path) -> None:
