@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nsfw_desk.core.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
 from nsfw_desk.core.models import DEFAULT_MODEL, LoadedModel, ModelError, load_model
-from nsfw_desk.core.scan import DEFAULT_BATCH_SIZE, ScanOptions, scan_folder
+from nsfw_desk.core.scan import ScanOptions, scan_folder
 from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import save_random_model, synthetic_photo
 

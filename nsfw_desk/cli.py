@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from nsfw_desk import __version__
+from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
@@ -167,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument(
         "--target-recall",
         type=_fraction,
-        default=0.95,
+        default=defaults.TARGET_RECALL,
         metavar="R",
-        help="recall the first suggestion must reach (default 0.95)",
+        help="recall the first suggestion must reach (default %(default)s)",
     )
     metrics.add_argument(
         "--json",
@@ -223,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--val-fraction",
         type=_fraction,
-        default=0.2,
+        default=defaults.VAL_FRACTION,
         metavar="F",
-        help="share of each class that goes to val/ (default 0.2)",
+        help="share of each class that goes to val/ (default %(default)s)",
     )
     export.add_argument(
         "--seed",
@@ -347,7 +348,7 @@ class _ProgressLine:
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
-        if not self.enabled or now - self.last < 0.2:
+        if not self.enabled or now - self.last < defaults.CLI_PROGRESS_INTERVAL_S:
             return
         self.last = now
         sys.stderr.write("\r\x1b[K" + progress.describe())
@@ -360,7 +361,7 @@ class _ProgressLine:
 
 def run_scan(args: argparse.Namespace) -> int:
     from nsfw_desk.core.models import ModelError, load_model
-    from nsfw_desk.core.scan import DEFAULT_BATCH_SIZE, ScanOptions, scan_folder
+    from nsfw_desk.core.scan import ScanOptions, scan_folder
     from nsfw_desk.core.store import Library, LibraryError
 
     folder: Path = args.folder.expanduser()
@@ -386,7 +387,7 @@ def run_scan(args: argparse.Namespace) -> int:
         print(f"nsfw-desk: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = ScanOptions(
-        batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+        batch_size=args.batch_size or defaults.BATCH_SIZE,
         workers=args.workers,
         include_hidden=args.include_hidden,
     )

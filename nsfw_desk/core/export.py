@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nsfw_desk.core.defaults import PROGRESS_INTERVAL_S, VAL_FRACTION
 from nsfw_desk.core.images import ImageError, content_hash, read_file
 from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.review import Decision, ReviewStore
@@ -48,7 +49,6 @@ EXTENSIONS = {
 }
 TIMM_EXTENSIONS = frozenset({"jpg", "jpeg", "png"})  # timm's folder reader's default list
 CARD_MARKER = "<!-- written by nsfw-desk export -->"
-PROGRESS_INTERVAL_S = 0.1
 VANISHED, CHANGED = "vanished", "changed since review"
 _HASH = re.compile(r"[0-9a-f]{64}")
 _CLASS_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -63,7 +63,7 @@ class ExportOptions:
     reviewer: str | None = None  # only items whose current decision is by this reviewer
     since: str | None = None  # ISO date/time, inclusive, on decided_at (naive = UTC)
     until: str | None = None  # ISO date/time, inclusive (a date covers that whole day)
-    val_fraction: float = 0.2
+    val_fraction: float = VAL_FRACTION
     seed: int = 0
     link: bool = False  # hard links where possible, else copies
     overwrite: bool = False

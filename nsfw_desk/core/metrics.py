@@ -6,13 +6,13 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from nsfw_desk.core.defaults import MIN_PER_CLASS, TARGET_RECALL
 from nsfw_desk.core.store import Library
 
 # An item is predicted unsafe when score >= threshold (the app's rule everywhere); positive
 # class = reviewed unsafe. Only the current label of each content hash counts, once per hash
 # however many paths share the content; a cleared item is not reviewed.
 
-MIN_PER_CLASS = 10
 
 # The latest decision of every hash that still carries a label (same rule as core/review.py).
 _LABELLED = (
@@ -135,7 +135,9 @@ def _last_max(values: np.ndarray, among: np.ndarray) -> int:
     return int(among[np.flatnonzero(picked == picked.max())[-1]])
 
 
-def calibrate(scores, is_unsafe, *, target_recall: float = 0.95, model_id: str = "") -> Calibration:
+def calibrate(
+    scores, is_unsafe, *, target_recall: float = TARGET_RECALL, model_id: str = ""
+) -> Calibration:
     """Metrics at 0.0, 1.0 and every distinct score, in O(n log n)."""
     scores = np.asarray(scores, dtype=np.float64)
     is_unsafe = np.asarray(is_unsafe, dtype=bool)
@@ -177,7 +179,7 @@ def calibration_for(
     library: Library,
     model_id: str,
     *,
-    target_recall: float = 0.95,
+    target_recall: float = TARGET_RECALL,
     min_per_class: int = MIN_PER_CLASS,
 ) -> Calibration:
     """Calibrate `model_id` on the library's reviews; refuse below `min_per_class` of a class,

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nsfw_desk.core.defaults import BATCH_SIZE, DECODE_NICENESS, PROGRESS_INTERVAL_S, RESULT_CHUNK
 from nsfw_desk.core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -39,15 +40,10 @@ from nsfw_desk.core.store import FileOutcome, Library, ScoredFile, ScoreLookup, 
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 8  # measured by `nsfw-desk bench` on a 2-core CPU; see README
-DECODE_NICENESS = 10
-PROGRESS_INTERVAL_S = 0.1
-RESULT_CHUNK = 2000
-
 
 @dataclass
 class ScanOptions:
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int = BATCH_SIZE
     workers: int | None = None  # decode threads; default: available cores, 2 to 4
     include_hidden: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import platformdirs
 
+from nsfw_desk.core import defaults
 from nsfw_desk.core.review import default_reviewer
 from nsfw_desk.core.store import APP_NAME
 
@@ -30,12 +31,12 @@ class Settings:
     model: str = ""  # hub id or local folder; "" is the pinned default model
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 8
+    batch_size: int = defaults.BATCH_SIZE
     blur_strength: int = 12  # 1 (barely) to 32 (shapes only)
     grayscale: bool = False
     reviewer: str = field(default_factory=default_reviewer)
     auto_advance: bool = True
-    threshold: float = 0.5
+    threshold: float = defaults.THRESHOLD
     thumbnail_size: int = 160
     sort: str = "score"
     filter: str = "all"

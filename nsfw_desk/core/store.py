@@ -25,10 +25,11 @@ import numpy as np
 import platformdirs
 import sqlite_utils
 
+from nsfw_desk.core.defaults import BUSY_TIMEOUT_MS
+
 APP_NAME = "nsfw-desk"
 LIBRARY_FILE = "library.sqlite"
 THUMBNAILS_FILE = "thumbnails.sqlite"
-BUSY_TIMEOUT_MS = 15_000
 
 
 class LibraryError(Exception):

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from nsfw_desk.core import defaults
 from nsfw_desk.core.metrics import (
     Calibration,
     NotEnoughReviews,
@@ -66,7 +67,7 @@ class CalibrationDialog(QDialog):
             if index >= 0:
                 self.model_box.setCurrentIndex(index)
         self.target = QDoubleSpinBox(
-            minimum=0.5, maximum=1.0, singleStep=0.01, decimals=2, value=0.95
+            minimum=0.5, maximum=1.0, singleStep=0.01, decimals=2, value=defaults.TARGET_RECALL
         )
         self.message = QLabel(wordWrap=True)
         self.current = QLabel(wordWrap=True)

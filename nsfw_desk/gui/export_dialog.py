@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from nsfw_desk.core import defaults
 from nsfw_desk.core.export import ExportOptions, ExportReport
 from nsfw_desk.core.progress import Progress
 from nsfw_desk.gui.worker import ExportWorker, TaskThread
@@ -70,7 +71,7 @@ class ExportDialog(QDialog):
             edit.setEnabled(False)
             self.use_dates.toggled.connect(edit.setEnabled)
         self.val_fraction = QDoubleSpinBox(
-            minimum=0.0, maximum=0.9, singleStep=0.05, decimals=2, value=0.2
+            minimum=0.0, maximum=0.9, singleStep=0.05, decimals=2, value=defaults.VAL_FRACTION
         )
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
         self.link = QCheckBox("Hard links instead of copies, where the disk allows")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt, Signal
 
+from nsfw_desk.core import defaults
 from nsfw_desk.core.store import FileOutcome
 
 
@@ -71,7 +72,7 @@ class ResultsModel(QAbstractListModel):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.threshold = 0.5
+        self.threshold = defaults.THRESHOLD
         self.sort = "score"
         self.filter = "all"
         self.folder: Path | None = None

@@ -1,0 +1,26 @@
+"""The app's defaults in one place: what a setting, an option or a dialog starts from.
+
+Measured values say where they were measured; change a number here, not at its users.
+"""
+
+from __future__ import annotations
+
+# Scanning
+BATCH_SIZE = 8  # `nsfw-desk bench` on a 2-core CPU: 4, 8, 16 within noise; 8 cancels < 1 s
+DECODE_NICENESS = 10  # decode threads yield to torch's threads (see core/scan.py)
+RESULT_CHUNK = 2000  # stored results sent to a listener in slices of this many
+
+# Review and calibration
+THRESHOLD = 0.5  # the model's unsafe probability at which an item is flagged
+TARGET_RECALL = 0.95  # the recall a suggested threshold must reach
+MIN_PER_CLASS = 10  # reviewed items of each class before metrics mean anything
+
+# Export
+VAL_FRACTION = 0.2  # share of each class that goes to the validation split
+
+# The library
+BUSY_TIMEOUT_MS = 15_000  # how long a write waits for another connection's lock
+
+# Progress reports: at most this often, so a fast loop does not flood its listener
+PROGRESS_INTERVAL_S = 0.1
+CLI_PROGRESS_INTERVAL_S = 0.2
