@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QMessageBox, QStyleOptionViewItem
 
 from nsfw_desk.core.review import ReviewStore
 from nsfw_desk.core.settings import Settings
+from nsfw_desk.core.store import Library
 from nsfw_desk.gui.grid import Role
 from nsfw_desk.gui.main_window import MainWindow
 from nsfw_desk.synthetic import write_photo
@@ -51,6 +52,26 @@ def make_window(qtbot, tmp_path, model_dir):
     yield make
     for window in windows:
         window.close()
+
+
+def settle(qtbot, window):
+    """Wait until every decision the window made is committed to the library."""
+    qtbot.waitUntil(lambda: window.writes.waiting == 0, timeout=20_000)
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """The library as another program sees it (the window owns no connection)."""
+    libraries = []
+
+    def open_reviews(window):
+        library = Library(window.library_path)
+        libraries.append(library)
+        return ReviewStore(library)
+
+    yield open_reviews
+    for library in libraries:
+        library.close()
 
 
 def scan(qtbot, window, folder):
@@ -119,7 +140,7 @@ def test_each_filter_shows_the_right_items(qtbot, make_window, folder):
             assert column(window, Role.HASH) == [None]
 
 
-def test_keyboard_review_writes_decisions_and_undo_redo(qtbot, make_window, folder, tmp_path):
+def test_keyboard_review_writes_decisions_and_undo_redo(qtbot, make_window, folder, stored):
     window = make_window()
     scan(qtbot, window, folder)
     window._select_row(0)
@@ -127,21 +148,25 @@ def test_keyboard_review_writes_decisions_and_undo_redo(qtbot, make_window, fold
     qtbot.keyClick(window.grid, Qt.Key.Key_U)
     assert window.grid.currentIndex().row() == 1  # auto-advance
     qtbot.keyClick(window.grid, Qt.Key.Key_S)
-    reviews = ReviewStore(window.library)
+    settle(qtbot, window)
+    reviews = stored(window)
     assert reviews.current_labels([first, second]) == {first: "unsafe", second: "safe"}
     (decision,) = reviews.history(first)
     assert decision.reviewer == "tester" and decision.threshold == pytest.approx(0.5)
     assert decision.model_id == window.model_id and decision.score is not None
 
     qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    settle(qtbot, window)
     assert reviews.current_labels([first, second]) == {first: "unsafe"}
     qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    settle(qtbot, window)
     assert reviews.current_labels([first, second]) == {}
     qtbot.keyClick(
         window.grid,
         Qt.Key.Key_Z,
         Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
     )
+    settle(qtbot, window)
     assert reviews.current_labels([first, second]) == {first: "unsafe"}
     assert len(reviews.history(first)) == 3  # append-only: decide, undo, redo
     labels = {
@@ -153,9 +178,11 @@ def test_keyboard_review_writes_decisions_and_undo_redo(qtbot, make_window, fold
     # Clearing with Backspace, and multi-select labels every selected item.
     window._select_row(0)
     qtbot.keyClick(window.grid, Qt.Key.Key_Backspace)
+    settle(qtbot, window)
     assert reviews.current_labels([first]) == {}
     window.grid.selectAll()
     qtbot.keyClick(window.grid, Qt.Key.Key_S)
+    settle(qtbot, window)
     hashes = [h for h in column(window, Role.HASH) if h]
     assert set(reviews.current_labels(hashes).values()) == {"safe"}
     assert len(reviews.current_labels(hashes)) == 12
@@ -426,7 +453,8 @@ def test_settings_change_restyles_and_rescans_with_the_new_model(
         lambda: not window.scanning and window.model_id != first_model, timeout=SCAN_TIMEOUT_MS
     )
     digest = next(h for h in column(window, Role.HASH) if h)
-    assert set(window.library.scores_by_model(digest)) == {first_model, window.model_id}
+    with Library(window.library_path) as library:
+        assert set(library.scores_by_model(digest)) == {first_model, window.model_id}
 
 
 @pytest.fixture
@@ -445,6 +473,7 @@ def reviewed_window(qtbot, make_window, tmp_path):
     for row in range(24):
         window.grid.setCurrentIndex(window.results.index(row))
         window.decide("unsafe" if row < window.unsafe_count else "safe")
+    settle(qtbot, window)
     return window
 
 
@@ -453,8 +482,9 @@ def test_calibration_view_applies_a_suggested_threshold(qtbot, reviewed_window):
 
     window = reviewed_window
     window.spin.setValue(0.05)
-    dialog = CalibrationDialog(window.library, window.results.threshold, window.model_id, window)
+    dialog = CalibrationDialog(window.reads, window.results.threshold, window.model_id, window)
     qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.loaded, timeout=10_000)
     dialog.threshold_applied.connect(window.spin.setValue)
     assert dialog.message.isHidden()
     assert dialog.histogram.chart().series() and dialog.curve.chart().series()
@@ -480,8 +510,10 @@ def test_calibration_with_too_few_reviews_says_so(qtbot, make_window, folder):
     scan(qtbot, window, folder)
     window._select_row(0)
     window.decide("unsafe")
-    dialog = CalibrationDialog(window.library, 0.5, window.model_id, window)
+    settle(qtbot, window)
+    dialog = CalibrationDialog(window.reads, 0.5, window.model_id, window)
     qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.loaded, timeout=10_000)
     assert not dialog.message.isHidden()
     assert "at least 10" in dialog.message.text()
     assert dialog.histogram.isHidden() and dialog.apply_f1.isHidden()
@@ -491,7 +523,7 @@ def test_export_dialog_writes_a_dataset_in_the_background(qtbot, reviewed_window
     from nsfw_desk.gui.export_dialog import ExportDialog
 
     window = reviewed_window
-    dialog = ExportDialog(window.library.path, window.folder, "tester", window)
+    dialog = ExportDialog(window.library_path, window.folder, "tester", window)
     qtbot.addWidget(dialog)
     out = tmp_path / "dataset"
     dialog.out.setText(str(out))

@@ -1,7 +1,7 @@
 """Calibration view: score histograms by reviewed label, precision-recall curve, suggestions.
 
-It reads the reviewer's labels and the stored scores (no model run) and can apply a
-suggested threshold to the main window's slider.
+It reads the reviewer's labels and the stored scores (no model run) on the library's read
+thread, and can apply a suggested threshold to the main window's slider.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from nsfw_desk.core.metrics import (
     calibration_for,
     models_with_reviews,
 )
-from nsfw_desk.core.store import Library
+from nsfw_desk.gui.library_tasks import LibraryReads
 
 UNSAFE = QColor("#d64545")
 SAFE = QColor("#2e8b57")
@@ -50,22 +50,19 @@ class CalibrationDialog(QDialog):
     threshold_applied = Signal(float)
 
     def __init__(
-        self, library: Library, threshold: float, model_id: str | None = None, parent=None
+        self, reads: LibraryReads, threshold: float, model_id: str | None = None, parent=None
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Calibrate the threshold")
         self.resize(980, 620)
-        self.library = library
+        self.reads = reads
+        self._serial = 0
         self.threshold = threshold
         self.calibration: Calibration | None = None
 
         self.model_box = QComboBox()
-        for model, count in models_with_reviews(library):
-            self.model_box.addItem(f"{model}  ({count} reviewed)", model)
-        if model_id is not None:
-            index = self.model_box.findData(model_id)
-            if index >= 0:
-                self.model_box.setCurrentIndex(index)
+        self.model_box.setPlaceholderText("Reading the library…")
+        self.loaded = False  # models listed and the first calibration shown
         self.target = QDoubleSpinBox(
             minimum=0.5, maximum=1.0, singleStep=0.01, decimals=2, value=defaults.TARGET_RECALL
         )
@@ -102,24 +99,55 @@ class CalibrationDialog(QDialog):
         layout.addWidget(self.current)
         layout.addLayout(buttons)
 
+        self.message.setText("Reading your reviews…")
+        self._show_charts(False)
+        self.reads.query(models_with_reviews, lambda models: self._fill_models(models, model_id))
+
+    def _fill_models(self, models: list[tuple[str, int]], model_id: str | None) -> None:
+        self.model_box.blockSignals(True)
+        for model, count in models:
+            self.model_box.addItem(f"{model}  ({count} reviewed)", model)
+        if model_id is not None:
+            index = self.model_box.findData(model_id)
+            if index >= 0:
+                self.model_box.setCurrentIndex(index)
+        self.model_box.blockSignals(False)
         self.model_box.currentIndexChanged.connect(lambda _: self.refresh())
         self.target.valueChanged.connect(lambda _: self.refresh())
         self.refresh()
 
     def refresh(self) -> None:
+        """Ask the read thread for the selected model's calibration; the newest ask wins."""
         model_id = self.model_box.currentData()
-        self.calibration = None
-        try:
-            if model_id is None:
-                raise NotEnoughReviews(
+        self._serial += 1
+        serial = self._serial
+        if model_id is None:
+            self._show(
+                NotEnoughReviews(
                     "No reviewed item has a score yet: review some images "
                     "first (U and S), then come back."
                 )
-            self.calibration = calibration_for(
-                self.library, model_id, target_recall=self.target.value()
             )
-        except NotEnoughReviews as exc:
-            self.message.setText(str(exc))
+            return
+        target = self.target.value()
+
+        def calibrate(library) -> Calibration | NotEnoughReviews:
+            try:
+                return calibration_for(library, model_id, target_recall=target)
+            except NotEnoughReviews as exc:
+                return exc
+
+        self.reads.query(calibrate, lambda found: serial == self._serial and self._show(found))
+
+    def _show_charts(self, on: bool) -> None:
+        for view in (self.histogram, self.curve):
+            view.setVisible(on)
+
+    def _show(self, found: Calibration | NotEnoughReviews) -> None:
+        self.loaded = True
+        self.calibration = None
+        if isinstance(found, NotEnoughReviews):
+            self.message.setText(str(found))
             self.message.show()
             for view in (self.histogram, self.curve):
                 view.setChart(QChart())
@@ -128,9 +156,9 @@ class CalibrationDialog(QDialog):
             self.apply_target.hide()
             self.apply_f1.hide()
             return
+        self.calibration = found
         self.message.hide()
-        for view in (self.histogram, self.curve):
-            view.show()
+        self._show_charts(True)
         self._draw()
 
     def _apply(self, metrics: ThresholdMetrics | None) -> None:

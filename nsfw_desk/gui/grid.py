@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -26,6 +27,7 @@ class Role(IntEnum):
     FLAGGED = PATH + 3
     LABEL = PATH + 4
     ERROR = PATH + 5
+    SAVING = PATH + 6  # a decision on this content is made but not yet committed
 
 
 SORTS = {
@@ -76,6 +78,7 @@ class ResultsModel(QAbstractListModel):
         self.sort = "score"
         self.filter = "all"
         self.folder: Path | None = None
+        self.saving: Collection[str] = ()  # hashes with a decision still being written
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -119,6 +122,9 @@ class ResultsModel(QAbstractListModel):
             return self._labels.get(digest) if digest else None
         if role == Role.ERROR:
             return self._errors[row]
+        if role == Role.SAVING:
+            digest = self._hashes[row]
+            return digest is not None and digest in self.saving
         return None
 
     # --- loading results --------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The desk's main window: grid, threshold, filters, detail pane, review keys, status bar.
 
-A thin layer: scanning happens in the worker thread, decisions go through the core's
-ReviewStore, and this window only arranges widgets and routes actions.
+A thin layer: scanning happens in the worker thread; every library read and write goes
+through gui/library_tasks.py on threads of their own (the GUI thread never waits on SQLite);
+this window only arranges widgets and routes actions.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QProgressDialog,
     QPushButton,
     QSlider,
     QSplitter,
@@ -43,10 +45,11 @@ from PySide6.QtWidgets import (
 from nsfw_desk.core.progress import Progress
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
-from nsfw_desk.core.store import Library
+from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
@@ -75,8 +78,10 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.save_settings = save_settings
         self.model_override, self.device_override = model, device
-        self.library = Library(library_path)
-        self.reviews = ReviewStore(self.library)
+        self.library_path = Path(library_path) if library_path else default_library_path()
+        # Each owns a connection on its own thread, opened on first use.
+        self.reads = LibraryReads(self.library_path, self)
+        self.writes = ReviewWrites(self.library_path, self)
         self.model_id: str | None = None
         self.device_text = ""
         self.folder: Path | None = None
@@ -90,7 +95,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.undo_stack = QUndoStack(self)
         self.thumbnails = ThumbnailCache(
-            self.library.thumbnails_path,
+            default_thumbnails_path(self.library_path),
             strength=settings.blur_strength,
             grayscale=settings.grayscale,
             parent=self,
@@ -99,6 +104,7 @@ class MainWindow(QMainWindow):
         self.results.threshold = settings.threshold
         self.results.sort = settings.sort if settings.sort in SORTS else "score"
         self.results.filter = settings.filter if settings.filter in FILTERS else "all"
+        self.results.saving = self.writes.saving
 
         self._build_grid()
         self.detail = DetailPane(self.thumbnails)
@@ -114,17 +120,24 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._restore_window()
 
-        self.worker = TaskThread(ScanWorker(library_path), "nsfw-desk-scan")
+        self.worker = TaskThread(ScanWorker(self.library_path), "nsfw-desk-scan")
         w = self.worker.worker
         self.scan_requested.connect(w.scan, Qt.ConnectionType.QueuedConnection)
         w.stored_results.connect(self._on_stored_results)
         w.model_loading.connect(lambda name: self.status.setText(f"Loading {name}…"))
         w.model_ready.connect(self._on_model_ready)
         w.model_failed.connect(self._on_model_failed)
+        w.library_failed.connect(self._on_library_failed)
+        w.scan_failed.connect(self._on_scan_failed)
         w.progress.connect(self._on_progress)
         w.results.connect(self._on_results)
         w.finished.connect(self._on_finished)
         self.thumbnails.changed.connect(lambda _h: self.grid.viewport().update())
+        self.writes.saved.connect(self._on_saved)
+        self.writes.failed.connect(self._on_write_failed)
+        self.writes.state_changed.connect(self._on_writes_state)
+        self.reads.failed.connect(self._on_read_failed)
+        self._detail_serial = 0
         self._update_counts()
 
     # --- building ----------------------------------------------------------------------
@@ -206,7 +219,13 @@ class MainWindow(QMainWindow):
         self.stop_button.setToolTip("Stop the scan; what is scanned is kept (Ctrl+.)")
         self.stop_button.clicked.connect(self.stop_scan)
         self.stop_button.hide()
+        self.saving_label = QLabel()
+        self.saving_label.setObjectName("saving")
+        self.saving_label.setStyleSheet("color: #b00020; font-weight: bold;")
+        self.saving_label.setWordWrap(True)
+        self.saving_label.hide()
         bar.addWidget(self.status, 1)
+        bar.addPermanentWidget(self.saving_label)
         bar.addPermanentWidget(self.progress_bar)
         bar.addPermanentWidget(self.device_label)
         bar.addPermanentWidget(self.stop_button)
@@ -357,12 +376,45 @@ class MainWindow(QMainWindow):
             return
         self.model_id = model_id
         with self._keeping_current():
-            self.results.reset(folder, outcomes, labels)
+            self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
 
     def _on_model_ready(self, model_id: str, description: str) -> None:
         self.model_id = model_id
         self.device_text = description
         self.device_label.setText(description)
+
+    def _on_library_failed(self, kind: str, message: str) -> None:
+        """The scan stopped because of the library: full disk, lock held, damaged file."""
+        title = {
+            "full": "Disk full",
+            "busy": "Library busy",
+        }.get(kind, "Library not usable")
+        self.status.setText(f"The scan stopped: {title.lower()}")
+        box = QMessageBox(QMessageBox.Icon.Critical, title, message, parent=self)
+        retry = box.addButton("Scan again", QMessageBox.ButtonRole.ActionRole)
+        show = box.addButton("Show library folder", QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.exec()
+        if box.clickedButton() is retry and self.folder is not None:
+            self._start_scan()
+        elif box.clickedButton() is show:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.library_path.parent)))
+
+    def _on_scan_failed(self, message: str) -> None:
+        """Anything else that stopped a scan is a bug: say so and where the details are."""
+        self.status.setText("The scan stopped on an unexpected error")
+        box = QMessageBox(
+            QMessageBox.Icon.Critical,
+            "The scan stopped",
+            "The scan stopped on an unexpected error. What was scanned is kept.\n\n"
+            f"{message}\n\nThe log has the details; please include it in a bug report.",
+            parent=self,
+        )
+        logs = box.addButton("Open log folder", QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.exec()
+        if box.clickedButton() is logs:
+            self.open_log_folder()
 
     def _on_model_failed(self, message: str) -> None:
         self.status.setText("The model could not be loaded")
@@ -387,13 +439,13 @@ class MainWindow(QMainWindow):
             self.progress_bar.setValue(progress.done)
         self.status.setText(progress.describe())
 
-    def _on_results(self, folder: Path, outcomes: list) -> None:
+    def _on_results(self, folder: Path, outcomes: list, labels: dict) -> None:
         if folder != self.folder:
             return
         self._seen_paths.update(o.path for o in outcomes)
-        new_hashes = {o.hash for o in outcomes if o.hash}
-        labels = self.reviews.current_labels(new_hashes)
         self.results.merge(outcomes)
+        # A decision still being written shows what the moderator chose, not the library.
+        labels = {h: v for h, v in labels.items() if h not in self.writes.saving}
         if labels:
             self.results.set_labels(labels)
         self._update_counts()
@@ -469,14 +521,15 @@ class MainWindow(QMainWindow):
             return
         last_path = self.results.index(rows[-1]).data(Role.PATH)
         command = DecisionCommand(
-            self.reviews,
+            self.writes,
             items,
             label,
+            previous={i.hash: self.results.label_of(i.hash) for i in items},
             reviewer=self.settings.reviewer,
             threshold=self.results.threshold,
             on_change=self._labels_changed,
         )
-        self.undo_stack.push(command)  # push runs redo(): the decision is committed here
+        self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
         if self.settings.auto_advance:
             position = self.results.row_of(last_path)
             if position is None:  # filtered away by its new label: stay at the same place
@@ -485,10 +538,46 @@ class MainWindow(QMainWindow):
         else:
             self._show_detail()
 
-    def _labels_changed(self, labels: dict[str, str | None]) -> None:
+    def _labels_changed(self, labels: dict[str, str | None], _command=None) -> None:
         with self._keeping_current():
             self.results.set_labels(labels)
         self._show_detail()
+
+    def _on_saved(self, _ticket: int, labels: dict) -> None:
+        """The library committed a decision: show what it holds, without the saving mark."""
+        self._labels_changed(labels)
+        self.grid.viewport().update()
+
+    def _on_write_failed(self, message: str, labels: dict) -> None:
+        self._labels_changed(labels)
+        QMessageBox.warning(
+            self,
+            "A decision was not saved",
+            f"A decision could not be saved and was taken back:\n\n{message}\n\n"
+            "The tiles show the labels the library holds. The log has the details.",
+        )
+
+    def _on_writes_state(self) -> None:
+        """Say how many decisions are not saved yet, and why, while the library refuses them."""
+        self.grid.viewport().update()
+        problem = self.writes.problem
+        if problem is None or not self.writes.waiting:
+            self.saving_label.hide()
+            return
+        kind, message = problem
+        waiting = self.writes.waiting
+        what = f"{waiting:,} decision{'s' if waiting != 1 else ''} not saved yet"
+        reason = {
+            "full": "the disk is full; they are kept and saved once there is space",
+            "busy": "the library is locked by another program; retrying",
+        }.get(kind, "the library cannot be written; retrying")
+        self.saving_label.setText(f"⚠ {what}: {reason}")
+        self.saving_label.setToolTip(message)
+        self.saving_label.show()
+
+    def _on_read_failed(self, kind: str, message: str) -> None:
+        log.debug("a library read failed (%s)", kind)
+        self.status.setText(f"Could not read the library: {message}")
 
     def move(self, step: int) -> None:
         row = self.grid.currentIndex().row()
@@ -576,15 +665,42 @@ class MainWindow(QMainWindow):
             self.detail.show_item(None)
             return
         path, digest = index.data(Role.PATH), index.data(Role.HASH)
+        label, error = index.data(Role.LABEL), index.data(Role.ERROR)
+        score = index.data(Role.SCORE)
         self.detail.show_item(
             path,
             digest,
-            facts=self.library.file_facts(path),
-            scores=self.library.scores_by_model(digest) if digest else {},
-            label=index.data(Role.LABEL),
-            error=index.data(Role.ERROR),
-            history=self.reviews.history(digest) if digest else [],
+            scores={self.model_id: score} if self.model_id and score is not None else {},
+            label=label,
+            error=error,
         )
+        # Facts, every model's score and the history come from the read thread.
+        self._detail_serial += 1
+        serial = self._detail_serial
+
+        def read(library):
+            return (
+                library.file_facts(path),
+                library.scores_by_model(digest) if digest else {},
+                ReviewStore(library).history(digest) if digest else [],
+            )
+
+        def show(found) -> None:
+            if serial != self._detail_serial:
+                return  # the moderator has moved on
+            facts, scores, history = found
+            current = self.grid.currentIndex()
+            self.detail.show_item(
+                path,
+                digest,
+                facts=facts,
+                scores=scores,
+                label=current.data(Role.LABEL) if current.isValid() else label,
+                error=error,
+                history=history,
+            )
+
+        self.reads.query(read, show)
 
     # --- settings, recent folders, drag and drop, window state --------------------------
 
@@ -617,12 +733,12 @@ class MainWindow(QMainWindow):
     def open_export(self) -> None:
         from nsfw_desk.gui.export_dialog import ExportDialog  # loaded when first needed
 
-        ExportDialog(self.library.path, self.folder, self.settings.reviewer, self).exec()
+        ExportDialog(self.library_path, self.folder, self.settings.reviewer, self).exec()
 
     def open_calibration(self) -> None:
         from nsfw_desk.gui.calibration import CalibrationDialog  # QtCharts: only when asked
 
-        dialog = CalibrationDialog(self.library, self.results.threshold, self.model_id, self)
+        dialog = CalibrationDialog(self.reads, self.results.threshold, self.model_id, self)
         dialog.threshold_applied.connect(self.spin.setValue)
         dialog.exec()
 
@@ -688,7 +804,55 @@ class MainWindow(QMainWindow):
         self.settings.window_state = encode(self.saveState())
         self.settings.splitter_state = encode(self.splitter.saveState())
         self._save_settings()
+        if self.writes.waiting and not self._wait_for_writes():
+            event.ignore()
+            return
         self.worker.stop()
+        self.writes.stop()
+        self.reads.stop()
         self.thumbnails.wait_idle(2000)
-        self.library.close()
         super().closeEvent(event)
+
+    def _wait_for_writes(self) -> bool:
+        """Let decisions still being written reach the library; False: keep the window open."""
+        dialog = QProgressDialog(self)
+        dialog.setWindowTitle("Saving decisions")
+        dialog.setCancelButtonText("Quit without saving…")
+        dialog.setRange(0, 0)
+        dialog.setMinimumDuration(0)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+
+        def update() -> None:
+            if not self.writes.waiting:
+                dialog.reset()
+                dialog.accept()
+                return
+            waiting = self.writes.waiting
+            text = f"Saving {waiting:,} decision{'s' if waiting != 1 else ''} to the library…"
+            if self.writes.problem:
+                text += "\n\n" + self.writes.problem[1]
+            dialog.setLabelText(text)
+
+        self.writes.state_changed.connect(update)
+        update()
+        try:
+            while self.writes.waiting:
+                dialog.exec()
+                if not self.writes.waiting:
+                    break
+                answer = QMessageBox.warning(
+                    self,
+                    "Quit without saving?",
+                    f"{self.writes.waiting:,} decisions are not in the library yet and will be "
+                    "lost if you quit now.",
+                    QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+                    QMessageBox.StandardButton.Cancel,
+                )
+                if answer == QMessageBox.StandardButton.Discard:
+                    log.warning("quit with %d decisions unsaved", self.writes.waiting)
+                    return True
+                if answer == QMessageBox.StandardButton.Cancel:
+                    return False
+        finally:
+            self.writes.state_changed.disconnect(update)
+        return True

@@ -73,12 +73,17 @@ class TileDelegate(QStyledItemDelegate):
             painter.setPen(FLAG_COLOUR if flagged else text_colour)
             mark = "⚑ " if flagged else ""
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{mark}{score:.2f}")
-        if label:
-            badge = "UNSAFE" if label == "unsafe" else "SAFE"
+        saving = index.data(Role.SAVING)
+        if label or saving:
+            # "…" until the library has committed the decision (gui/library_tasks.py)
+            badge = {"unsafe": "UNSAFE", "safe": "SAFE"}.get(label, "") + ("…" if saving else "")
             bold = QFont(font)
             bold.setBold(True)
+            bold.setItalic(bool(saving))
             painter.setFont(bold)
-            painter.setPen(FLAG_COLOUR if label == "unsafe" else SAFE_COLOUR)
+            painter.setPen(
+                text_colour if not label else FLAG_COLOUR if label == "unsafe" else SAFE_COLOUR
+            )
             painter.drawText(left, Qt.AlignmentFlag.AlignRight, badge)
             painter.setFont(font)
         name_rect = QRect(area.x(), y + line_h, area.width(), line_h)

@@ -12,11 +12,23 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from nsfw_desk.core.progress import CancelToken
+from nsfw_desk.core.store import LibraryBusy, LibraryError, LibraryFull
 
 log = logging.getLogger(__name__)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """A short name for what went wrong, so the window can offer the right action."""
+    if isinstance(exc, LibraryFull):
+        return "full"
+    if isinstance(exc, LibraryBusy):
+        return "busy"
+    if isinstance(exc, LibraryError):
+        return "library"
+    return "unexpected"
 
 
 @dataclass(frozen=True)
@@ -38,9 +50,11 @@ class ScanWorker(QObject):
     stored_results = Signal(object, str, list, dict)
     model_loading = Signal(str)  # what is being loaded
     model_ready = Signal(str, str)  # model id, device description
-    model_failed = Signal(str)  # a message for the user
+    model_failed = Signal(str)  # the model could not be loaded: a message for the user
+    library_failed = Signal(str, str)  # kind ("full", "busy", "library"), message
+    scan_failed = Signal(str)  # anything else: a bug, with the message for the log
     progress = Signal(object)  # core Progress
-    results = Signal(object, list)  # folder, list[FileOutcome]
+    results = Signal(object, list, dict)  # folder, list[FileOutcome], their labels
     finished = Signal(object, object)  # ScanRequest, ScanSummary (None: it did not run)
 
     def __init__(self, library_path: Path | None) -> None:
@@ -86,14 +100,25 @@ class ScanWorker(QObject):
                 library,
                 options=ScanOptions(batch_size=request.batch_size),
                 progress=self.progress.emit,
-                on_results=lambda outcomes: self.results.emit(folder, outcomes),
+                on_results=lambda outcomes: self._emit_results(library, folder, outcomes),
                 cancel=cancel,
             )
             self.finished.emit(request, summary)
+        except LibraryError as exc:
+            log.debug("scan stopped by the library", exc_info=True)
+            self.library_failed.emit(failure_kind(exc), str(exc))
+            self.finished.emit(request, None)
         except Exception as exc:  # never let a worker exception vanish silently
             log.exception("scan failed")
-            self.model_failed.emit(f"The scan stopped: {type(exc).__name__}: {exc}")
+            self.scan_failed.emit(f"{type(exc).__name__}: {exc}")
             self.finished.emit(request, None)
+
+    def _emit_results(self, library, folder: Path, outcomes: list) -> None:
+        """New results with their labels, read here so the GUI thread never queries."""
+        from nsfw_desk.core.review import ReviewStore
+
+        labels = ReviewStore(library).current_labels({o.hash for o in outcomes if o.hash})
+        self.results.emit(folder, outcomes, labels)
 
     def _emit_stored(self, library, folder: Path, model_id: str) -> None:
         from nsfw_desk.core.review import ReviewStore
@@ -179,11 +204,13 @@ class TaskThread:
         self.thread.setObjectName(name)
         self.worker = worker
         worker.moveToThread(self.thread)
+        if hasattr(worker, "close"):
+            # `finished` is emitted on the worker's own thread as its loop ends: a direct
+            # call closes the worker's connections on the thread that opened them.
+            self.thread.finished.connect(worker.close, Qt.ConnectionType.DirectConnection)
         self.thread.start()
 
     def stop(self, timeout_ms: int = 5000) -> None:
         self.worker.cancel()
-        if hasattr(self.worker, "close"):
-            QMetaObject.invokeMethod(self.worker, "close", Qt.ConnectionType.QueuedConnection)
         self.thread.quit()
         self.thread.wait(timeout_ms)
