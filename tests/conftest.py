@@ -57,6 +57,81 @@ def photo_folder(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def folder(photo_folder):
+    """The twelve photos plus one broken JPEG."""
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    return photo_folder
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, model_dir):
+    """Desk windows on a throw-away library with the random-weight model; closed after."""
+    from nsfw_desk.core.settings import Settings
+    from nsfw_desk.gui.main_window import MainWindow
+
+    windows = []
+
+    def make(library_path=None, **settings):
+        window = MainWindow(
+            Settings(reviewer="tester", **settings),
+            library_path=library_path or tmp_path / "library.sqlite",
+            model=str(model_dir),
+            device="cpu",
+            save_settings=False,
+        )
+        qtbot.addWidget(window)
+        window.resize(1000, 700)
+        window.show()
+        qtbot.waitExposed(window)
+        window.activateWindow()
+        window.grid.setFocus()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+
+
+@pytest.fixture
+def stored():
+    """A window's library as another program sees it (the window owns no connection)."""
+    from nsfw_desk.core.review import ReviewStore
+    from nsfw_desk.core.store import Library
+
+    libraries = []
+
+    def open_reviews(window):
+        library = Library(window.library_path)
+        libraries.append(library)
+        return ReviewStore(library)
+
+    yield open_reviews
+    for library in libraries:
+        library.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MB filesystem that can fill up (tmpfs; mounting needs root, as in CI)."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The reliability figures (tests/hostile_corpus.py's FIGURES), for the README."""
     import sys

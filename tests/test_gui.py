@@ -4,83 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QRect, Qt, QTimer
+from desk import SCAN_TIMEOUT_MS, LatenessProbe, column, scan, settle
+from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QMessageBox, QStyleOptionViewItem
 
-from nsfw_desk.core.review import ReviewStore
-from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import Library
 from nsfw_desk.gui.grid import Role
-from nsfw_desk.gui.main_window import MainWindow
 from nsfw_desk.synthetic import write_photo
-
-SCAN_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def folder(photo_folder):
-    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
-    return photo_folder
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path, model_dir):
-    windows = []
-
-    def make(**settings):
-        window = MainWindow(
-            Settings(reviewer="tester", **settings),
-            library_path=tmp_path / "library.sqlite",
-            model=str(model_dir),
-            device="cpu",
-            save_settings=False,
-        )
-        qtbot.addWidget(window)
-        window.resize(1000, 700)
-        window.show()
-        qtbot.waitExposed(window)
-        window.activateWindow()
-        window.grid.setFocus()
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        window.close()
-
-
-def settle(qtbot, window):
-    """Wait until every decision the window made is committed to the library."""
-    qtbot.waitUntil(lambda: window.writes.waiting == 0, timeout=20_000)
-
-
-@pytest.fixture
-def stored(tmp_path):
-    """The library as another program sees it (the window owns no connection)."""
-    libraries = []
-
-    def open_reviews(window):
-        library = Library(window.library_path)
-        libraries.append(library)
-        return ReviewStore(library)
-
-    yield open_reviews
-    for library in libraries:
-        library.close()
-
-
-def scan(qtbot, window, folder):
-    window.open_folder(folder)
-    qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
-
-
-def column(window, role):
-    return [window.results.index(i).data(role) for i in range(window.results.rowCount())]
 
 
 def test_opening_a_folder_fills_the_grid_in_score_order(qtbot, make_window, folder):
@@ -345,24 +279,14 @@ def test_event_loop_stays_responsive_during_a_scan(qtbot, make_window, tmp_path)
     for i in range(80):
         write_photo(root / f"{i:03d}.jpg", (480, 360), seed=i)
     window = make_window()
-    lateness = []
-    timer = QTimer()
-    timer.setInterval(10)
-    last = [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        lateness.append((now - last[0]) * 1000 - 10)
-        last[0] = now
-
-    timer.timeout.connect(tick)
-    timer.start()
+    probe = LatenessProbe()
+    probe.start()
     window.open_folder(root)
     qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
-    timer.stop()
+    probe.stop()
+    lateness, worst = probe.lateness_ms, probe.worst_ms
     assert window.results.rowCount() == 80
     assert len(lateness) > 20
-    worst = max(lateness)
     print(
         f"event-loop lateness during a scan: max {worst:.1f} ms, "
         f"p95 {np.percentile(lateness, 95):.1f} ms over {len(lateness)} ticks"

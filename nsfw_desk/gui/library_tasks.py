@@ -34,8 +34,9 @@ from nsfw_desk.core.store import Library, LibraryError
 from nsfw_desk.gui.worker import TaskThread, failure_kind
 
 log = logging.getLogger(__name__)
-RETRY_FIRST_MS = 1000  # a blocked write is tried again after this, doubling up to the max
-RETRY_MAX_MS = 8000
+WRITE_WAIT_MS = 2000  # a decision waits this long for the lock before the desk says why
+RETRY_FIRST_MS = 1000  # then it is tried again after this, doubling up to the max
+RETRY_MAX_MS = 2000
 
 Job = Callable[[Library], Any]
 
@@ -156,6 +157,13 @@ class _WriteWorker(_LibraryThreadObject):
         self._retry.timeout.connect(self._drain)
         self._delay_ms = RETRY_FIRST_MS
         self._is_blocked = False
+
+    def library(self) -> Library:
+        fresh = self._library is None
+        library = super().library()
+        if fresh:  # wait less than other writers, then say why and retry (never drop)
+            library.db.execute(f"PRAGMA busy_timeout = {WRITE_WAIT_MS}")
+        return library
 
     @Slot(int, object)
     def submit(self, ticket: int, op: Decide | Revert) -> None:
