@@ -234,3 +234,22 @@ def test_the_gui_thread_opens_no_library_connection(qtbot, make_window, folder, 
     qtbot.waitUntil(lambda: "unsafe" in window.detail.history.toPlainText(), timeout=10_000)
     window.close()
     assert opened_on_gui_thread == []
+
+
+def test_a_damaged_library_is_reported_when_the_window_opens(
+    qtbot, make_window, tmp_path, monkeypatch
+):
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"this is not a database, but it is where the library should be" * 100)
+    shown = []
+    monkeypatch.setattr(
+        QMessageBox,
+        "critical",
+        staticmethod(lambda parent, title, text: shown.append((title, text))),
+    )
+    window = make_window(library_path=damaged)
+    qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
+    title, text = shown[0]
+    assert title == "Library not usable"
+    assert "damaged.sqlite" in text and "Traceback" not in text
+    assert "Could not read the library" in window.status.text()

@@ -138,6 +138,9 @@ class MainWindow(QMainWindow):
         self.writes.state_changed.connect(self._on_writes_state)
         self.reads.failed.connect(self._on_read_failed)
         self._detail_serial = 0
+        self._library_problem_shown = False
+        # Open (and migrate) the library now, off this thread, so a problem shows at once.
+        self.reads.query(lambda library: None, lambda _: None)
         self._update_counts()
 
     # --- building ----------------------------------------------------------------------
@@ -578,6 +581,9 @@ class MainWindow(QMainWindow):
     def _on_read_failed(self, kind: str, message: str) -> None:
         log.debug("a library read failed (%s)", kind)
         self.status.setText(f"Could not read the library: {message}")
+        if kind == "library" and not self._library_problem_shown:
+            self._library_problem_shown = True  # once: every later read would say the same
+            QMessageBox.critical(self, "Library not usable", message)
 
     def move(self, step: int) -> None:
         row = self.grid.currentIndex().row()

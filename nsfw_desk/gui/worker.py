@@ -185,7 +185,7 @@ class ExportWorker(QObject):
                 )
         except Cancelled:
             self.failed.emit("Export cancelled; nothing was written.")
-        except ExportError as exc:
+        except (ExportError, LibraryError) as exc:
             self.failed.emit(str(exc))
         except Exception as exc:
             log.exception("export failed")
