@@ -225,7 +225,6 @@ class MainWindow(QMainWindow):
         self.saving_label = QLabel()
         self.saving_label.setObjectName("saving")
         self.saving_label.setStyleSheet("color: #b00020; font-weight: bold;")
-        self.saving_label.setWordWrap(True)
         self.saving_label.hide()
         bar.addWidget(self.status, 1)
         bar.addPermanentWidget(self.saving_label)
@@ -567,16 +566,19 @@ class MainWindow(QMainWindow):
         if problem is None or not self.writes.waiting:
             self.saving_label.hide()
             return
-        kind, message = problem
         waiting = self.writes.waiting
         what = f"{waiting:,} decision{'s' if waiting != 1 else ''} not saved yet"
-        reason = {
+        self.saving_label.setText(f"⚠ {what}: {self._unsaved_reason()}")
+        self.saving_label.setToolTip(problem[1])
+        self.saving_label.show()
+
+    def _unsaved_reason(self) -> str:
+        """Why decisions wait, in the desk's words (they are kept and retried, never dropped)."""
+        kind = self.writes.problem[0] if self.writes.problem else ""
+        return {
             "full": "the disk is full; they are kept and saved once there is space",
             "busy": "the library is locked by another program; retrying",
         }.get(kind, "the library cannot be written; retrying")
-        self.saving_label.setText(f"⚠ {what}: {reason}")
-        self.saving_label.setToolTip(message)
-        self.saving_label.show()
 
     def _on_read_failed(self, kind: str, message: str) -> None:
         log.debug("a library read failed (%s)", kind)
@@ -836,7 +838,7 @@ class MainWindow(QMainWindow):
             waiting = self.writes.waiting
             text = f"Saving {waiting:,} decision{'s' if waiting != 1 else ''} to the library…"
             if self.writes.problem:
-                text += "\n\n" + self.writes.problem[1]
+                text += f"\nNot yet: {self._unsaved_reason()}."
             dialog.setLabelText(text)
 
         self.writes.state_changed.connect(update)
