@@ -46,17 +46,17 @@ def test_migrations_run_in_order_and_keep_data(tmp_path):
     path = tmp_path / "lib.sqlite"
     Library(path).close()
 
-    def add_notes(db):
-        db["notes"].create({"id": int, "text": str}, pk="id")
+    def add_extra(db):
+        db["extra"].create({"id": int, "text": str}, pk="id")
 
     db = store.sqlite_utils.Database(path)
     db["models"].insert({"id": "m", "source": "s"})
-    assert store.migrate(db, [*store.MIGRATIONS, add_notes]) == store.SCHEMA_VERSION + 1
-    assert "notes" in db.table_names()
+    assert store.migrate(db, [*store.MIGRATIONS, add_extra]) == store.SCHEMA_VERSION + 1
+    assert "extra" in db.table_names()
     assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION + 1
     assert db["models"].count == 1
     # Running again is a no-op.
-    assert store.migrate(db, [*store.MIGRATIONS, add_notes]) == store.SCHEMA_VERSION + 1
+    assert store.migrate(db, [*store.MIGRATIONS, add_extra]) == store.SCHEMA_VERSION + 1
     db.close()
 
 
