@@ -321,6 +321,7 @@ _now = now_utc  # the name store.py used before schema 3 unified the formats
 _UTC_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
+@functools.lru_cache(maxsize=4096)  # a scan batch shares one timestamp
 def _as_utc_text(text: str | None) -> str | None:
     """An older timestamp (local time with a `+hhmm` offset) in the library's format.
 
@@ -501,6 +502,21 @@ def _legacy_path_text(text: str | None, raw: bytes | None) -> str | None:
     return None if raw is None else display_path(raw)
 
 
+_D = "[0-9]"
+_UTC_GLOB = f"{_D * 4}-{_D * 2}-{_D * 2}T{_D * 2}:{_D * 2}:{_D * 2}.{_D * 3}Z"
+_OFFSET_GLOB = f"{_D * 4}-{_D * 2}-{_D * 2}T{_D * 2}:{_D * 2}:{_D * 2}[+-]{_D * 4}"
+
+
+def _utc_sql(column: str) -> str:
+    """SQL for `_as_utc_text(column)`: SQLite's date functions convert the old format (a
+    `+hhmm` offset once written `+hh:mm`) at SQL speed; Python sees only what is left."""
+    return (
+        f"CASE WHEN {column} GLOB '{_OFFSET_GLOB}' THEN strftime('%Y-%m-%dT%H:%M:%fZ', "
+        f"substr({column}, 1, 22) || ':' || substr({column}, 23, 2)) "
+        f"ELSE nsfw_utc({column}) END"
+    )
+
+
 def _migrate_to_3(db: sqlite_utils.Database) -> None:
     """Paths as exact bytes (no text with a NUL left), one timestamp format, notes.
 
@@ -521,25 +537,29 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
         db.execute(ddl)
         # Old keys were unique texts, so their bytes are unique too; OR REPLACE only guards
         # against rows from before the NUL escape, where the latest row wins.
+        # Without raw_path the text was the valid UTF-8 name itself: SQL converts those
+        # (fast); Python only the few names that were not UTF-8.
         db.execute(
-            f"INSERT OR REPLACE INTO {table} (path_bytes, path, {columns}, {stamp}) "
-            f"SELECT nsfw_path_bytes(path, raw_path), nsfw_path_text(path, raw_path), "
-            f"{columns}, nsfw_utc({stamp}) FROM {table}_v2 ORDER BY rowid"
+            f"INSERT OR REPLACE INTO {table} (path_bytes, path, {columns}, {stamp}) SELECT "
+            "CASE WHEN raw_path IS NULL THEN CAST(path AS BLOB) "
+            "ELSE nsfw_path_bytes(path, raw_path) END, "
+            "CASE WHEN raw_path IS NULL THEN path ELSE nsfw_path_text(path, raw_path) END, "
+            f"{columns}, {_utc_sql(stamp)} FROM {table}_v2 ORDER BY rowid"
         )
         db.execute(f"DROP TABLE {table}_v2")
     db.execute("CREATE INDEX idx_files_hash ON files (hash)")
     db.execute("ALTER TABLE scans ADD COLUMN root_bytes BLOB")
     db.execute(
         "UPDATE scans SET root_bytes = nsfw_path_bytes(root, NULL), "
-        "root = nsfw_path_text(root, NULL), started_at = nsfw_utc(started_at), "
-        "finished_at = nsfw_utc(finished_at)"
+        f"root = nsfw_path_text(root, NULL), started_at = {_utc_sql('started_at')}, "
+        f"finished_at = {_utc_sql('finished_at')}"
     )
     db.execute("CREATE INDEX idx_scans_root_bytes ON scans (root_bytes, id)")
-    db.execute("UPDATE models SET first_used = nsfw_utc(first_used)")
-    # Only rows whose text changes: scores carry blobs, and a rewrite copies them.
+    db.execute(f"UPDATE models SET first_used = {_utc_sql('first_used')}")
+    # Only rows in another format: scores carry blobs, and a rewrite copies them.
     db.execute(
-        "UPDATE scores SET scored_at = nsfw_utc(scored_at) "
-        "WHERE scored_at IS NOT nsfw_utc(scored_at)"
+        f"UPDATE scores SET scored_at = {_utc_sql('scored_at')} "
+        f"WHERE scored_at NOT GLOB '{_UTC_GLOB}'"
     )
     db.execute("ALTER TABLE decisions ADD COLUMN source_path_bytes BLOB")
     # The log is append-only and its triggers refuse every UPDATE, this one too. This one
@@ -553,8 +573,8 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
         "source_path = nsfw_path_text(source_path, NULL) WHERE source_path IS NOT NULL"
     )
     db.execute(
-        "UPDATE decisions SET decided_at = nsfw_utc(decided_at) "
-        "WHERE decided_at IS NOT nsfw_utc(decided_at)"
+        f"UPDATE decisions SET decided_at = {_utc_sql('decided_at')} "
+        f"WHERE decided_at NOT GLOB '{_UTC_GLOB}'"
     )
     _append_only_triggers(db, "CREATE")
     db.execute(_NOTES_V3)
