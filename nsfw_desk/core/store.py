@@ -1059,8 +1059,8 @@ class ReadOnlyConnections:
     """Read-only connections to one database file, one per thread, made on first use.
 
     For readers that must not wait for the Library's thread (decode workers, the thumbnail
-    pool): WAL lets each read while a scan writes. Rows are fetched whole, so no statement
-    keeps a read snapshot open (one would hold back checkpoints).
+    pool): WAL lets each read while a scan writes. Each query's cursor is closed at once, so
+    no statement keeps a read snapshot open (one would hold back checkpoints).
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -1084,8 +1084,11 @@ class ReadOnlyConnections:
 
     def first(self, sql: str, params: Iterable = ()) -> tuple | None:
         """The first row of a query, or None."""
-        rows = self.connection().execute(sql, tuple(params)).fetchmany(1)
-        return rows[0] if rows else None
+        cursor = self.connection().execute(sql, tuple(params))
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()  # resets the statement: no read snapshot stays open
 
     def close(self) -> None:
         """Close every thread's connection; only when no thread still reads."""
