@@ -4,6 +4,12 @@ Durability: WAL journal with `synchronous=FULL`, so every committed batch or dec
 a killed process and a power cut; each scan batch is one transaction, so a crash leaves the
 library as it was after the last whole batch. The schema version lives in `PRAGMA user_version`
 and `MIGRATIONS` upgrades older libraries in order, each step in its own transaction.
+`Library.close()` folds the WAL into the main file, so after a clean quit `library.sqlite`
+alone holds everything.
+
+Paths are stored as their exact bytes (`path_bytes` BLOBs, the keys) next to a readable text
+that is not unique; every timestamp is `now_utc()`'s ISO 8601 UTC with milliseconds. This
+module and core/review.py hold all of the app's SQL (a test enforces it).
 """
 
 from __future__ import annotations
