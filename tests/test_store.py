@@ -547,3 +547,30 @@ def test_only_the_store_speaks_sql():
         if name not in SCHEMA_OWNERS and SQL.search(text)
     }
     assert offenders == {}, "SQL belongs in core/store.py or core/review.py (add a method)"
+
+
+def test_model_labels_as_registered_else_none(library):
+    library.register_model(
+        "m",
+        source="s",
+        revision=None,
+        architecture="a",
+        labels=["NSFW", "SFW"],
+        unsafe_labels=["NSFW"],
+    )
+    assert library.model_labels("m") == (["NSFW", "SFW"], ["NSFW"])
+    assert library.model_labels("unknown") is None
+    with library.db.atomic():
+        library.db["models"].insert({"id": "broken", "labels": "{not json", "unsafe_labels": "[]"})
+    assert library.model_labels("broken") is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bytes paths are POSIX")
+def test_forget_missing_takes_path_key_texts_or_bytes(library, tmp_path):
+    root = tmp_path / "p"
+    names = [os.fsdecode(os.fsencode(root) + n) for n in (b"/x\xe9.jpg", b"/x\\xe9.jpg", b"/y")]
+    library.record_scored([scored(Path(n), f"h{i}") for i, n in enumerate(names)], "m")
+    assert library.forget_missing(root, {path_key(names[0])[0], os.fsencode(names[1])}) == 1
+    assert [os.fsencode(r.path) for r in library.results(root, "m")] == sorted(
+        os.fsencode(n) for n in names[:2]
+    )
