@@ -431,7 +431,11 @@ def run_scan(args: argparse.Namespace) -> int:
 
 
 class _JsonlWriter:
-    """One JSON object per file, written to a temporary file and renamed at the end."""
+    """One JSON object per file, written to a temporary file and renamed at the end.
+
+    `path` is for people; `path_base64` (only for names that are not valid UTF-8) holds the
+    exact bytes, so two names that read alike stay apart (core/paths.py).
+    """
 
     def __init__(self, out: Path, model_id: str, threshold: float) -> None:
         self.model_id = model_id
@@ -444,9 +448,11 @@ class _JsonlWriter:
             self.fh = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, outcomes) -> None:
+        from nsfw_desk.core.paths import path_fields
+
         for o in outcomes:
             record = {
-                "path": os.fsencode(o.path).decode("utf-8", "backslashreplace"),
+                **path_fields(o.path),
                 "hash": o.hash,
                 "score": None if o.score is None else round(o.score, 6),
                 "flagged": None if o.score is None else o.score >= self.threshold,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nsfw_desk.core.scan as scan_module
 from nsfw_desk.core.images import ErrorKind, content_hash
-from nsfw_desk.core.store import Library
+from nsfw_desk.core.store import Library, key_bytes
 
 SCORE = "score"
 ANY = "any"
@@ -207,10 +207,14 @@ def stored_and_unchanged(library: Library, root: Path, model_id: str) -> set[byt
 
 
 def _path_for(library: Library, text: str) -> Path | None:
+    """The path of a `known_files`/`known_errors` key, if the library still has its row."""
+    raw = key_bytes(text)
     for table in ("files", "errors"):
-        row = library.db.execute(f"SELECT raw_path FROM {table} WHERE path = ?", (text,)).fetchone()
+        row = library.db.execute(
+            f"SELECT path_bytes FROM {table} WHERE path_bytes = ?", (raw,)
+        ).fetchone()
         if row is not None:
-            return Path(os.fsdecode(row[0])) if row[0] is not None else Path(text)
+            return Path(os.fsdecode(row[0]))
     return None
 
 

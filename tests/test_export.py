@@ -508,9 +508,9 @@ def test_odd_names_and_malicious_paths_never_write_outside(tmp_path, library, lo
     )
     for path in ("../../../x.jpg", str(tmp_path / "elsewhere" / "e.jpg")):
         library.db.execute(
-            "INSERT INTO files (path, size, mtime_ns, hash, format) VALUES "
-            "(?, 1, 1, ?, '../../evil')",
-            (path, digest),
+            "INSERT INTO files (path_bytes, path, size, mtime_ns, hash, format) VALUES "
+            "(?, ?, 1, 1, ?, '../../evil')",
+            (os.fsencode(path), path, digest),
         )
     library.db.conn.commit()
 

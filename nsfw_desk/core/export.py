@@ -19,9 +19,10 @@ import numpy as np
 
 from nsfw_desk.core.defaults import PROGRESS_INTERVAL_S, VAL_FRACTION
 from nsfw_desk.core.images import ImageError, content_hash, read_file
+from nsfw_desk.core.paths import display_path, path_fields
 from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.review import Decision, ReviewStore
-from nsfw_desk.core.store import Library, display_text
+from nsfw_desk.core.store import Library
 
 SPLITS = ("train", "val")
 FALLBACK_CLASSES = {"unsafe": "unsafe", "safe": "safe"}
@@ -35,6 +36,7 @@ COLUMNS = (
     "reviewer",
     "decided_at",
     "source_path",
+    "source_path_base64",  # the exact path bytes, when source_path is not valid UTF-8
     "hash",
 )
 EXTENSIONS = {
@@ -99,7 +101,7 @@ class _Exported:
     decision: Decision
     label: str  # class folder name
     name: str  # <hash>.<ext>
-    source: str  # stored path text the bytes came from
+    source: Path  # the file the bytes came from
     size: int
     split: str = "train"
 
@@ -180,15 +182,9 @@ def class_names(library: Library, decisions: list[Decision]) -> dict[str, str]:
     if not used:
         return dict(FALLBACK_CLASSES)
     model_id = min(used, key=lambda m: (-used[m], m))
-    row = library.db.execute(
-        "SELECT labels, unsafe_labels FROM models WHERE id = ?", (model_id,)
-    ).fetchone()
-    try:
-        labels, unsafe = (json.loads(row[0]), json.loads(row[1])) if row else ([], [])
-        names = [str(name).lower() for name in labels]
-        unsafe_names = [str(name).lower() for name in unsafe]
-    except (TypeError, ValueError):
-        return dict(FALLBACK_CLASSES)
+    labels, unsafe = library.model_labels(model_id) or ([], [])
+    names = [name.lower() for name in labels]
+    unsafe_names = [name.lower() for name in unsafe]
     if (
         len(names) != 2
         or len(unsafe_names) != 1
@@ -275,8 +271,7 @@ def _export_one(
     Returns (exported, None, linked) or (None, (path or hash, reason), False).
     """
     failures: list[tuple[str, str]] = []
-    for path, stored_text, _ in candidates:
-        text = display_text(stored_text)
+    for path, text, _ in candidates:
         try:
             before = os.stat(path) if link else None
             data = read_file(path)
@@ -291,7 +286,7 @@ def _export_one(
         linked = link and _try_link(path, folder / name, before)
         if not linked:
             _write_bytes(folder / name, data)
-        return _Exported(decision, folder.name, name, text, len(data)), None, linked
+        return _Exported(decision, folder.name, name, path, len(data)), None, linked
     if not failures:
         return None, (decision.hash, "no stored path for this content"), False
     changed = [f for f in failures if f[1].startswith(CHANGED)]
@@ -303,6 +298,8 @@ def _export_one(
 
 
 def _rows(items: list[_Exported], include_source_path: bool) -> list[dict]:
+    """Every row has every column (Hugging Face reads one schema from all of them);
+    `source_path_base64` is None unless the name is not valid UTF-8 (core/paths.py)."""
     return [
         {
             "file_name": item.file_name,
@@ -313,7 +310,9 @@ def _rows(items: list[_Exported], include_source_path: bool) -> list[dict]:
             "threshold": item.decision.threshold,
             "reviewer": item.decision.reviewer,
             "decided_at": item.decision.decided_at,
-            "source_path": item.source if include_source_path else "",
+            "source_path": "",
+            "source_path_base64": None,
+            **(path_fields(item.source, "source_path") if include_source_path else {}),
             "hash": item.decision.hash,
         }
         for item in sorted(items, key=lambda i: i.file_name)
@@ -584,10 +583,12 @@ def export_dataset(
             candidates = sorted(
                 stored, key=lambda f: not any(f[0].is_relative_to(r) for r in roots)
             )
-            if decision.source_path and decision.source_path not in {f[1] for f in stored}:
+            source = decision.source
+            if source is not None and os.fsencode(source) not in {
+                os.fsencode(f[0]) for f in stored
+            }:
                 candidates.insert(
-                    len(candidates) if roots else 0,
-                    (Path(decision.source_path), decision.source_path, None),
+                    len(candidates) if roots else 0, (source, display_path(source), None)
                 )
             stored_format = next((f[2] for f in stored if f[2]), None)
             item, skip, was_linked = _export_one(

@@ -7,18 +7,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from nsfw_desk.core.defaults import MIN_PER_CLASS, TARGET_RECALL
+from nsfw_desk.core.review import ReviewStore
 from nsfw_desk.core.store import Library
 
 # An item is predicted unsafe when score >= threshold (the app's rule everywhere); positive
 # class = reviewed unsafe. Only the current label of each content hash counts, once per hash
 # however many paths share the content; a cleared item is not reviewed.
-
-
-# The latest decision of every hash that still carries a label (same rule as core/review.py).
-_LABELLED = (
-    "SELECT hash, label FROM decisions WHERE label IS NOT NULL "
-    "AND id IN (SELECT MAX(id) FROM decisions GROUP BY hash)"
-)
 
 
 class NotEnoughReviews(Exception):
@@ -164,12 +158,7 @@ def calibrate(
 def reviewed_scores(library: Library, model_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(scores, is_unsafe) of every content hash with a current label and a score from
     `model_id`; one row per hash, since scores and labels both belong to the content."""
-    rows = library.db.execute(
-        f"SELECT s.unsafe, l.label = 'unsafe' FROM ({_LABELLED}) l "
-        "JOIN scores s ON s.hash = l.hash AND s.model_id = ? "
-        "WHERE s.unsafe IS NOT NULL ORDER BY l.hash",
-        (model_id,),
-    ).fetchall()
+    rows = ReviewStore(library).reviewed_scores(model_id)
     scores = np.array([r[0] for r in rows], dtype=np.float64)
     is_unsafe = np.array([bool(r[1]) for r in rows], dtype=bool)
     return scores, is_unsafe
@@ -200,9 +189,4 @@ def calibration_for(
 
 def models_with_reviews(library: Library) -> list[tuple[str, int]]:
     """(model id, reviewed items it scored), most first: which models can be calibrated."""
-    rows = library.db.execute(
-        f"SELECT s.model_id, COUNT(*) AS n FROM ({_LABELLED}) l "
-        "JOIN scores s ON s.hash = l.hash WHERE s.unsafe IS NOT NULL "
-        "GROUP BY s.model_id ORDER BY n DESC, s.model_id"
-    )
-    return [(model_id, int(n)) for model_id, n in rows]
+    return ReviewStore(library).models_with_reviews()

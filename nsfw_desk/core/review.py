@@ -9,24 +9,34 @@ trail of who decided what, when, and what the model said at that moment.
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlite_utils
 
-from nsfw_desk.core.store import Library, in_chunks, path_key, write_transaction
+from nsfw_desk.core.paths import display_path
+from nsfw_desk.core.store import Library, in_chunks, now_utc, write_transaction
 
 LABELS = ("unsafe", "safe")
 FALLBACK_REVIEWER = "reviewer"
-_COLUMNS = "id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, undo_of"
+_COLUMNS = (
+    "id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, undo_of, "
+    "source_path_bytes"
+)
 _INSERT = (
     "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
-    "threshold, source_path, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "threshold, source_path, source_path_bytes, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The latest decision of each hash; the (hash, id) index answers it without a table scan.
 _LATEST = "SELECT MAX(id) FROM decisions {where} GROUP BY hash"
+# hash and label of every content whose latest decision still carries a label.
+_LABELLED = (
+    "SELECT hash, label FROM decisions WHERE label IS NOT NULL AND id IN ("
+    + _LATEST.format(where="")
+    + ")"
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,7 @@ class DecisionInput:
     hash: str
     model_id: str | None = None
     score: float | None = None  # the model's unsafe score shown to the reviewer
-    source_path: Path | str | None = None
+    source_path: Path | str | bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,16 @@ class Decision:
     model_id: str | None
     score: float | None
     threshold: float | None
-    source_path: str | None
+    source_path: str | None  # for people: not unique, see core/paths.py
     undo_of: int | None
+    source_path_bytes: bytes | None = None  # the exact path (os.fsencode); open this one
+
+    @property
+    def source(self) -> Path | None:
+        """The file the reviewer looked at, exactly as it was named."""
+        if self.source_path_bytes is not None:
+            return Path(os.fsdecode(self.source_path_bytes))
+        return Path(self.source_path) if self.source_path else None
 
 
 def default_reviewer() -> str:
@@ -62,12 +80,6 @@ def default_reviewer() -> str:
     except Exception:  # OSError, KeyError or ImportError depending on the platform
         name = ""
     return name or FALLBACK_REVIEWER
-
-
-def now_utc() -> str:
-    """ISO 8601 UTC with milliseconds and a 'Z': fixed width, so text order is time order."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def _check_label(label: str | None) -> None:
@@ -125,7 +137,7 @@ class ReviewStore:
         ids: list[int] = []
         with write_transaction(self.db):
             for (item, label), reverted in zip(changes, reverts, strict=True):
-                path = path_key(item.source_path)[0] if item.source_path is not None else None
+                raw = os.fsencode(item.source_path) if item.source_path is not None else None
                 score = float(item.score) if item.score is not None else None
                 cursor = self.db.execute(
                     _INSERT,
@@ -137,7 +149,8 @@ class ReviewStore:
                         item.model_id,
                         score,
                         float(threshold),
-                        path,
+                        None if raw is None else display_path(raw),
+                        raw,
                         reverted,
                     ),
                 )
@@ -161,7 +174,7 @@ class ReviewStore:
         before = {h: self._label_before(h, i) for h, i in first.items()}
         changes = [
             (
-                DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score, rows[i].source_path),
+                DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score, rows[i].source),
                 before[rows[i].hash],
             )
             for i in ids
@@ -204,6 +217,27 @@ class ReviewStore:
             + ") ORDER BY hash"
         )
         return [Decision(*row) for row in rows]
+
+    def reviewed_scores(self, model_id: str) -> list[tuple[float, bool]]:
+        """(score, reviewed unsafe) of every content with a current label and a score from
+        `model_id`, by hash: one row per content, however many paths share it."""
+        rows = self.db.execute(
+            f"SELECT s.unsafe, l.label = 'unsafe' FROM ({_LABELLED}) l "
+            "JOIN scores s ON s.hash = l.hash AND s.model_id = ? "
+            "WHERE s.unsafe IS NOT NULL ORDER BY l.hash",
+            (model_id,),
+        )
+        return [(float(score), bool(unsafe)) for score, unsafe in rows]
+
+    def models_with_reviews(self) -> list[tuple[str, int]]:
+        """(model id, reviewed contents it scored), most first: which models can be
+        calibrated."""
+        rows = self.db.execute(
+            f"SELECT s.model_id, COUNT(*) AS n FROM ({_LABELLED}) l "
+            "JOIN scores s ON s.hash = l.hash WHERE s.unsafe IS NOT NULL "
+            "GROUP BY s.model_id ORDER BY n DESC, s.model_id"
+        )
+        return [(model_id, int(n)) for model_id, n in rows]
 
     def counts(self) -> dict[str, int]:
         """How many contents currently carry each label (every label present, maybe 0)."""

@@ -4,14 +4,24 @@ Durability: WAL journal with `synchronous=FULL`, so every committed batch or dec
 a killed process and a power cut; each scan batch is one transaction, so a crash leaves the
 library as it was after the last whole batch. The schema version lives in `PRAGMA user_version`
 and `MIGRATIONS` upgrades older libraries in order, each step in its own transaction.
+`Library.close()` folds the WAL into the main file, so after a clean quit `library.sqlite`
+alone holds everything.
+
+Paths are stored as their exact bytes (`path_bytes` BLOBs, the keys) next to a readable text
+that is not unique; every timestamp is `now_utc()`'s ISO 8601 UTC with milliseconds. This
+module and core/review.py hold all of the app's SQL (a test enforces it).
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
+import itertools
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -19,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +37,9 @@ import platformdirs
 import sqlite_utils
 
 from nsfw_desk.core.defaults import BUSY_TIMEOUT_MS
+from nsfw_desk.core.paths import display_path
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "nsfw-desk"
 LIBRARY_FILE = "library.sqlite"
@@ -68,6 +82,7 @@ def library_error(exc: sqlite3.Error, path: Path | str | None) -> LibraryError:
     where = Path(path) if path else Path("the library")
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     text = str(exc)
+    log.debug("SQLite error %s (code %s) on %s", text, code, where, exc_info=exc)
     if code == _SQLITE_FULL or "disk is full" in text:
         return LibraryFull(
             f"The disk holding {where} is full ({_free_space(where)} free). Everything saved "
@@ -116,13 +131,14 @@ def _escape_undecodable(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error("nsfw_desk.path", _escape_undecodable)
 
 
-def path_key(path: Path | str) -> tuple[str, bytes | None]:
-    """Text to store for a path, plus its raw bytes when the name is not valid UTF-8.
+def path_key(path: Path | str | bytes) -> tuple[str, bytes | None]:
+    """An in-memory text key for a path, plus its raw bytes when the name is not valid UTF-8.
 
     Each byte that is not UTF-8 becomes NUL + `\\xNN` in the text. No real path holds a NUL,
-    so that text can never be another path's: with a plain `\\xNN` the name b"a\\xff" and the
-    valid name "a\\\\xff" shared one key, and one file hid the other in the library. The
-    escape is per byte, so a folder's text is still a prefix of its files' texts.
+    so that text can never be another path's (b"a\\xff" and the valid name "a\\\\xff" stay
+    apart), and `key_bytes` turns it back into the bytes. The escape is per byte, so a folder's
+    text is still a prefix of its files' texts. Since schema 3 the library stores the bytes
+    themselves (`path_bytes`) and never this text: it keys dicts in memory only (scan.py).
     """
     raw = os.fsencode(path)
     try:
@@ -131,8 +147,27 @@ def path_key(path: Path | str) -> tuple[str, bytes | None]:
         return raw.decode("utf-8", "nsfw_desk.path"), raw
 
 
+def key_text(raw: bytes) -> str:
+    """`path_key`'s text for path bytes read from the library."""
+    return raw.decode("utf-8", "nsfw_desk.path")
+
+
+def key_bytes(key: str | bytes) -> bytes:
+    """The path bytes of a `path_key` text (the inverse of `key_text`); bytes pass through."""
+    if isinstance(key, bytes):
+        return key
+    pieces = _ESCAPED_BYTE.split(key)  # text, hex, text, hex, …, text
+    return b"".join(
+        bytes([int(piece, 16)]) if odd else piece.encode("utf-8", "surrogatepass")
+        for odd, piece in zip(itertools.cycle((False, True)), pieces)
+    )
+
+
+_ESCAPED_BYTE = re.compile("\x00\\\\x([0-9a-f]{2})")
+
+
 def display_text(text: str) -> str:
-    """A stored path text as people read it: bytes that are not UTF-8 shown as `\\xNN`."""
+    """A `path_key` text as people read it: bytes that are not UTF-8 shown as `\\xNN`."""
     return text.replace("\x00", "")
 
 
@@ -140,10 +175,15 @@ def path_from_row(text: str, raw: bytes | None) -> Path:
     return Path(os.fsdecode(raw)) if raw is not None else Path(text)
 
 
-def _prefix_range(root: Path) -> tuple[str, str]:
-    """[low, high) bounds of every stored path under `root`, for an indexed range scan."""
-    prefix = path_key(root)[0].rstrip(os.sep) + os.sep
-    return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
+def _prefix_range(root: Path) -> tuple[bytes, bytes]:
+    """[low, high) bounds of every stored path under `root`, for an indexed range scan.
+
+    BLOBs compare with memcmp(), so the bytes of every path under the folder sort between
+    "folder/" and "folder" + the byte after "/".
+    """
+    sep = os.fsencode(os.sep)
+    prefix = os.fsencode(root).rstrip(sep) + sep
+    return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 @contextlib.contextmanager
@@ -216,16 +256,33 @@ def _retry_busy(statement: Callable[[], object]) -> None:
     Turning a new database to WAL needs it to itself for a moment, and SQLite answers
     SQLITE_BUSY at once instead of waiting: two instances creating one library collide here.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    started = time.monotonic()
+    deadline = started + BUSY_TIMEOUT_MS / 1000
+    tries = 0
     while True:
         try:
             statement()
-            return
         except sqlite3.OperationalError as exc:
             busy = (getattr(exc, "sqlite_errorcode", 5) & 0xFF) in (5, 6)  # BUSY, LOCKED
             if not (busy and "locked" in str(exc)) or time.monotonic() > deadline:
+                if tries:
+                    log.debug(
+                        "still busy after %d retries in %.2f s: %s",
+                        tries,
+                        time.monotonic() - started,
+                        exc,
+                    )
                 raise
+            if not tries:
+                log.debug("database busy (%s); retrying for up to %d ms", exc, BUSY_TIMEOUT_MS)
+            tries += 1
             time.sleep(0.01)
+        else:
+            if tries:
+                log.debug(
+                    "busy wait over after %d retries, %.2f s", tries, time.monotonic() - started
+                )
+            return
 
 
 IN_CHUNK = 500  # SQLite limits host parameters per statement (999 in older builds)
@@ -251,8 +308,40 @@ def blob_to_array(blob: bytes, dtype: str) -> np.ndarray:
     return np.frombuffer(blob, dtype=dtype)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+def utc_text(when: datetime) -> str:
+    """The library's one timestamp format: ISO 8601 UTC, milliseconds, 'Z'.
+
+    Fixed width, so text order is time order in SQL and in Python.
+    """
+    when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def now_utc() -> str:
+    """Now in the library's timestamp format (see `utc_text`)."""
+    return utc_text(datetime.now(timezone.utc))
+
+
+_now = now_utc  # the name store.py used before schema 3 unified the formats
+
+_UTC_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
+@functools.lru_cache(maxsize=4096)  # a scan batch shares one timestamp
+def _as_utc_text(text: str | None) -> str | None:
+    """An older timestamp (local time with a `+hhmm` offset) in the library's format.
+
+    Text that is not a timestamp is kept as it is: a migration must not lose anything.
+    """
+    if text is None or _UTC_TEXT.fullmatch(text):
+        return text
+    for parse in (lambda t: datetime.strptime(t, "%Y-%m-%dT%H:%M:%S%z"), datetime.fromisoformat):
+        try:
+            when = parse(text)
+        except (TypeError, ValueError):
+            continue
+        return utc_text(when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+    return text
 
 
 # --- schema -------------------------------------------------------------------------------
@@ -345,14 +434,164 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
         " undo_of INTEGER REFERENCES decisions(id))"
     )
     db.execute("CREATE INDEX idx_decisions_hash_id ON decisions (hash, id)")
+    _append_only_triggers(db, "CREATE")
+
+
+def _append_only_triggers(db: sqlite_utils.Database, verb: str) -> None:
     for action in ("UPDATE", "DELETE"):
+        if verb == "DROP":
+            db.execute(f"DROP TRIGGER decisions_no_{action.lower()}")
+        else:
+            db.execute(
+                f"CREATE TRIGGER decisions_no_{action.lower()} BEFORE {action} ON decisions "
+                "BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END"
+            )
+
+
+# Schema 3 tables. SQLite keeps these comments in sqlite_master.sql, so `.schema` in the
+# sqlite3 shell shows them; the `notes` table says the same in rows.
+_FILES_V3 = """CREATE TABLE files (
+    path_bytes BLOB PRIMARY KEY NOT NULL, -- the path's exact bytes (os.fsencode): the key
+    path TEXT NOT NULL, -- the path for people; bytes that are not UTF-8 shown as \\xNN
+    size INTEGER,
+    mtime_ns INTEGER,
+    hash TEXT, -- BLAKE2b-256 of the content, hex
+    width INTEGER,
+    height INTEGER,
+    format TEXT,
+    scanned_at TEXT -- ISO 8601 UTC with milliseconds and 'Z'
+)"""
+_ERRORS_V3 = """CREATE TABLE errors (
+    path_bytes BLOB PRIMARY KEY NOT NULL, -- the path's exact bytes (os.fsencode): the key
+    path TEXT NOT NULL, -- the path for people; bytes that are not UTF-8 shown as \\xNN
+    kind TEXT,
+    message TEXT,
+    size INTEGER,
+    mtime_ns INTEGER,
+    scan_id INTEGER,
+    at TEXT -- ISO 8601 UTC with milliseconds and 'Z'
+)"""
+_NOTES_V3 = """CREATE TABLE notes (
+    topic TEXT PRIMARY KEY NOT NULL, -- table.column, or a subject
+    note TEXT NOT NULL -- what it holds, for anyone reading the library with other tools
+)"""
+NOTES = {
+    "scores.probabilities": "little-endian float32 (numpy '<f4'), one per class of the model, "
+    "in the order of models.labels (a JSON list) of scores.model_id: the softmax output",
+    "scores.embedding": "little-endian float16 (numpy '<f2'): the model's pooled pre-logits "
+    "embedding (timm forward_head(pre_logits=True)), as many values as the model's width",
+    "scores.unsafe": "the summed probability of the model's unsafe classes "
+    "(models.unsafe_labels), 0 to 1",
+    "files.path_bytes": "the file's path exactly as the operating system knows it "
+    "(os.fsencode); the key. errors.path_bytes, scans.root_bytes and "
+    "decisions.source_path_bytes hold the same kind of bytes",
+    "files.path": "the same path as text for people: bytes that are not valid UTF-8 shown as "
+    "\\xNN, so two names can read alike; use path_bytes to open the file",
+    "timestamps": "every timestamp column (files.scanned_at, scores.scored_at, "
+    "models.first_used, scans.started_at and finished_at, errors.at, decisions.decided_at) "
+    "is ISO 8601 UTC with milliseconds and 'Z', e.g. 2026-01-31T12:00:00.000Z",
+    "decisions": "append-only (triggers refuse UPDATE and DELETE); the row with the highest "
+    "id of a hash is its current label, and a NULL label clears it",
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _legacy_path_bytes(text: str | None, raw: bytes | None) -> bytes | None:
+    """Schema 2 kept `path_key` text (NUL escapes) and, for names not UTF-8, the raw bytes."""
+    if raw is not None:
+        return bytes(raw)
+    return None if text is None else key_bytes(text)
+
+
+def _legacy_path_text(text: str | None, raw: bytes | None) -> str | None:
+    raw = _legacy_path_bytes(text, raw)
+    return None if raw is None else display_path(raw)
+
+
+_D = "[0-9]"
+_UTC_GLOB = f"{_D * 4}-{_D * 2}-{_D * 2}T{_D * 2}:{_D * 2}:{_D * 2}.{_D * 3}Z"
+_OFFSET_GLOB = f"{_D * 4}-{_D * 2}-{_D * 2}T{_D * 2}:{_D * 2}:{_D * 2}[+-]{_D * 4}"
+
+
+def _utc_sql(column: str) -> str:
+    """SQL for `_as_utc_text(column)`: SQLite's date functions convert the old format (a
+    `+hhmm` offset once written `+hh:mm`) at SQL speed; Python sees only what is left."""
+    return (
+        f"CASE WHEN {column} GLOB '{_OFFSET_GLOB}' THEN strftime('%Y-%m-%dT%H:%M:%fZ', "
+        f"substr({column}, 1, 22) || ':' || substr({column}, 23, 2)) "
+        f"ELSE nsfw_utc({column}) END"
+    )
+
+
+def _migrate_to_3(db: sqlite_utils.Database) -> None:
+    """Paths as exact bytes (no text with a NUL left), one timestamp format, notes.
+
+    Keyed on the bytes, b"x\\xe9.jpg" and the valid name "x\\\\xe9.jpg" stay two rows while
+    both read "x\\xe9.jpg" as text. SQLite's own string functions stop at a NUL, so the
+    rewrite of the old NUL-escaped texts runs through Python functions.
+    """
+    conn = db.conn
+    conn.create_function("nsfw_path_bytes", 2, _legacy_path_bytes, deterministic=True)
+    conn.create_function("nsfw_path_text", 2, _legacy_path_text, deterministic=True)
+    conn.create_function("nsfw_utc", 1, _as_utc_text, deterministic=True)
+    for table, ddl, columns in (
+        ("files", _FILES_V3, "size, mtime_ns, hash, width, height, format"),
+        ("errors", _ERRORS_V3, "kind, message, size, mtime_ns, scan_id"),
+    ):
+        stamp = "scanned_at" if table == "files" else "at"
+        db.execute(f"ALTER TABLE {table} RENAME TO {table}_v2")
+        db.execute(ddl)
+        # Old keys were unique texts, so their bytes are unique too; OR REPLACE only guards
+        # against rows from before the NUL escape, where the latest row wins.
+        # Without raw_path the text was the valid UTF-8 name itself: SQL converts those
+        # (fast); Python only the few names that were not UTF-8.
         db.execute(
-            f"CREATE TRIGGER decisions_no_{action.lower()} BEFORE {action} ON decisions "
-            "BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END"
+            f"INSERT OR REPLACE INTO {table} (path_bytes, path, {columns}, {stamp}) SELECT "
+            "CASE WHEN raw_path IS NULL THEN CAST(path AS BLOB) "
+            "ELSE nsfw_path_bytes(path, raw_path) END, "
+            "CASE WHEN raw_path IS NULL THEN path ELSE nsfw_path_text(path, raw_path) END, "
+            f"{columns}, {_utc_sql(stamp)} FROM {table}_v2 ORDER BY rowid"
         )
+        db.execute(f"DROP TABLE {table}_v2")
+    db.execute("CREATE INDEX idx_files_hash ON files (hash)")
+    db.execute("ALTER TABLE scans ADD COLUMN root_bytes BLOB")
+    db.execute(
+        "UPDATE scans SET root_bytes = nsfw_path_bytes(root, NULL), "
+        f"root = nsfw_path_text(root, NULL), started_at = {_utc_sql('started_at')}, "
+        f"finished_at = {_utc_sql('finished_at')}"
+    )
+    db.execute("CREATE INDEX idx_scans_root_bytes ON scans (root_bytes, id)")
+    db.execute(f"UPDATE models SET first_used = {_utc_sql('first_used')}")
+    # Only rows in another format: scores carry blobs, and a rewrite copies them.
+    db.execute(
+        f"UPDATE scores SET scored_at = {_utc_sql('scored_at')} "
+        f"WHERE scored_at NOT GLOB '{_UTC_GLOB}'"
+    )
+    db.execute("ALTER TABLE decisions ADD COLUMN source_path_bytes BLOB")
+    # The log is append-only and its triggers refuse every UPDATE, this one too. This one
+    # changes no decision: the same path, as bytes plus readable text instead of a text
+    # with NUL escapes, and the same instant in the one timestamp format. So the triggers go
+    # for the length of the rewrite, inside this migration's transaction: no other
+    # connection ever sees the log without them, and a failure restores them with the rest.
+    _append_only_triggers(db, "DROP")
+    db.execute(
+        "UPDATE decisions SET source_path_bytes = nsfw_path_bytes(source_path, NULL), "
+        "source_path = nsfw_path_text(source_path, NULL) WHERE source_path IS NOT NULL"
+    )
+    db.execute(
+        f"UPDATE decisions SET decided_at = {_utc_sql('decided_at')} "
+        f"WHERE decided_at NOT GLOB '{_UTC_GLOB}'"
+    )
+    _append_only_triggers(db, "CREATE")
+    db.execute(_NOTES_V3)
+    db.conn.executemany("INSERT INTO notes (topic, note) VALUES (?, ?)", list(NOTES.items()))
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -377,9 +616,14 @@ def migrate(db: sqlite_utils.Database, migrations=MIGRATIONS) -> int:
         with write_transaction(db):
             version = _schema_version(db, len(migrations))
             if version < len(migrations):
+                started = time.monotonic()
+                log.debug("migrating the library schema from version %d", version)
                 migrations[version](db)
                 version += 1
                 db.execute(f"PRAGMA user_version = {version}")
+                log.debug(
+                    "schema version %d in %.3f s (committing)", version, time.monotonic() - started
+                )
     return len(migrations)
 
 
@@ -424,7 +668,11 @@ class ScoredFile:
 
 
 class Library:
-    """One library database (plus its thumbnail cache), used from one thread at a time."""
+    """One library database (plus its thumbnail cache), used from one thread at a time.
+
+    Every SQL statement of the app lives here and in core/review.py (a test enforces it):
+    other modules call methods, so the schema has one owner.
+    """
 
     def __init__(self, path: Path | str | None = None, thumbnails: Path | str | None = None):
         self.path = Path(path) if path else default_library_path()
@@ -444,8 +692,14 @@ class Library:
                 )
 
     def close(self) -> None:
-        self.db.close()
-        self.thumbs.close()
+        """Close both databases, first moving the WAL's contents into the main files.
+
+        After a clean close `library.sqlite` alone holds every commit, so a backup that
+        copies only that file misses nothing.
+        """
+        for db, name in ((self.db, "library"), (self.thumbs, "thumbnails")):
+            checkpoint(db.conn, name)
+            db.close()
 
     def __enter__(self) -> Library:
         return self
@@ -474,18 +728,32 @@ class Library:
                     "architecture": architecture,
                     "labels": json.dumps(labels),
                     "unsafe_labels": json.dumps(unsafe_labels),
-                    "first_used": _now(),
+                    "first_used": now_utc(),
                 },
                 ignore=True,
             )
+
+    def model_labels(self, model_id: str) -> tuple[list[str], list[str]] | None:
+        """(labels, unsafe labels) a model was registered with; None if unknown or unreadable."""
+        row = self.db.execute(
+            "SELECT labels, unsafe_labels FROM models WHERE id = ?", (model_id,)
+        ).fetchone()
+        try:
+            labels, unsafe = json.loads(row[0]), json.loads(row[1])
+        except (TypeError, ValueError):  # no row, or not what register_model wrote
+            return None
+        if not isinstance(labels, list) or not isinstance(unsafe, list):
+            return None
+        return [str(name) for name in labels], [str(name) for name in unsafe]
 
     def begin_scan(self, root: Path, model_id: str) -> int:
         with write_transaction(self.db):
             table = self.db["scans"].insert(
                 {
-                    "root": path_key(root)[0],
+                    "root": display_path(root),
+                    "root_bytes": os.fsencode(root),
                     "model_id": model_id,
-                    "started_at": _now(),
+                    "started_at": now_utc(),
                     "status": "running",
                 }
             )
@@ -498,7 +766,7 @@ class Library:
             self.db["scans"].update(
                 scan_id,
                 {
-                    "finished_at": _now(),
+                    "finished_at": now_utc(),
                     "status": status,
                     "files": files,
                     "scored": scored,
@@ -510,22 +778,24 @@ class Library:
     # the cache check
 
     def known_files(self, root: Path) -> dict[str, KnownFile]:
-        """Stored stat facts of every file under `root`, keyed by stored path text."""
+        """Stored stat facts of every file under `root`, keyed by `path_key` text."""
         low, high = _prefix_range(root)
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, hash FROM files WHERE path >= ? AND path < ?",
+            "SELECT path_bytes, size, mtime_ns, hash FROM files "
+            "WHERE path_bytes >= ? AND path_bytes < ?",
             (low, high),
         )
-        return {path: KnownFile(size, mtime, digest) for path, size, mtime, digest in rows}
+        return {key_text(raw): KnownFile(size, mtime, digest) for raw, size, mtime, digest in rows}
 
     def known_errors(self, root: Path) -> dict[str, tuple[int, int, str, str]]:
-        """Remembered content-bound errors: path text → (size, mtime_ns, kind, message)."""
+        """Remembered errors: `path_key` text → (size, mtime_ns, kind, message)."""
         low, high = _prefix_range(root)
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, kind, message FROM errors WHERE path >= ? AND path < ?",
+            "SELECT path_bytes, size, mtime_ns, kind, message FROM errors "
+            "WHERE path_bytes >= ? AND path_bytes < ?",
             (low, high),
         )
-        return {row[0]: tuple(row[1:]) for row in rows}
+        return {key_text(row[0]): tuple(row[1:]) for row in rows}
 
     def scored_hashes(self, model_id: str, hashes: Iterable[str]) -> set[str]:
         return set(self.scores_for(model_id, hashes))
@@ -546,15 +816,15 @@ class Library:
         """One transaction for a batch: file rows, new scores, and clearing old errors."""
         if not items:
             return
-        now = _now()
+        now = now_utc()
         file_rows, score_rows, error_paths = [], [], []
         for item in items:
-            text, raw = path_key(item.path)
-            error_paths.append(text)
+            raw = os.fsencode(item.path)
+            error_paths.append(raw)
             file_rows.append(
                 {
-                    "path": text,
-                    "raw_path": raw,
+                    "path_bytes": raw,
+                    "path": display_path(raw),
                     "size": item.size,
                     "mtime_ns": item.mtime_ns,
                     "hash": item.hash,
@@ -590,15 +860,15 @@ class Library:
         """Errors replace any file row of the same path (it no longer scores)."""
         if not errors:
             return
-        now = _now()
+        now = now_utc()
         rows, paths = [], []
         for error in errors:
-            text, raw = path_key(error.path)
-            paths.append(text)
+            raw = os.fsencode(error.path)
+            paths.append(raw)
             rows.append(
                 {
-                    "path": text,
-                    "raw_path": raw,
+                    "path_bytes": raw,
+                    "path": display_path(raw),
                     "kind": error.kind,
                     "message": error.message,
                     "size": error.size,
@@ -611,22 +881,27 @@ class Library:
             self.db["errors"].insert_all(rows, replace=True)
             self._delete_paths("files", paths)
 
-    def forget_missing(self, root: Path, present: set[str], keep_under: Iterable[Path] = ()) -> int:
+    def forget_missing(
+        self, root: Path, present: set[str] | set[bytes], keep_under: Iterable[Path] = ()
+    ) -> int:
         """Drop file and error rows under `root` that a full scan no longer found.
 
-        Rows under `keep_under` (folders that could not be listed: a drive that is not
-        mounted, a permission lost for a while) stay: their files are unknown, not gone.
-        Scores, decisions and thumbnails stay: they belong to content, not paths.
+        `present` holds the found paths as `path_key` texts (or as bytes). Rows under
+        `keep_under` (folders that could not be listed: a drive that is not mounted, a
+        permission lost for a while) stay: their files are unknown, not gone. Scores,
+        decisions and thumbnails stay: they belong to content, not paths.
         """
+        found = {key_bytes(key) for key in present}
         low, high = _prefix_range(root)
         kept = tuple(_prefix_range(folder)[0] for folder in keep_under)
         gone = [
             row[0]
             for table in ("files", "errors")
             for row in self.db.execute(
-                f"SELECT path FROM {table} WHERE path >= ? AND path < ?", (low, high)
+                f"SELECT path_bytes FROM {table} WHERE path_bytes >= ? AND path_bytes < ?",
+                (low, high),
             )
-            if row[0] not in present and not row[0].startswith(kept)
+            if row[0] not in found and not row[0].startswith(kept)
         ]
         if gone:
             with write_transaction(self.db):
@@ -634,9 +909,9 @@ class Library:
                 self._delete_paths("errors", gone)
         return len(gone)
 
-    def _delete_paths(self, table: str, paths: list[str]) -> None:
+    def _delete_paths(self, table: str, paths: list[bytes]) -> None:
         for chunk, marks in in_chunks(paths):
-            self.db.execute(f"DELETE FROM {table} WHERE path IN ({marks})", chunk)
+            self.db.execute(f"DELETE FROM {table} WHERE path_bytes IN ({marks})", chunk)
 
     # reads for the GUI, the CLI and export
 
@@ -644,28 +919,28 @@ class Library:
         """Every file under `root` with its score for `model_id`, then every error."""
         low, high = _prefix_range(root)
         rows = self.db.execute(
-            "SELECT f.path, f.raw_path, f.hash, s.unsafe, f.mtime_ns FROM files f "
+            "SELECT f.path_bytes, f.hash, s.unsafe, f.mtime_ns FROM files f "
             "LEFT JOIN scores s ON s.hash = f.hash AND s.model_id = ? "
-            "WHERE f.path >= ? AND f.path < ? ORDER BY f.path",
+            "WHERE f.path_bytes >= ? AND f.path_bytes < ? ORDER BY f.path_bytes",
             (model_id, low, high),
         )
-        for text, raw, digest, unsafe, mtime_ns in rows:
-            yield FileOutcome(path_from_row(text, raw), digest, unsafe, True, mtime_ns=mtime_ns)
+        for raw, digest, unsafe, mtime_ns in rows:
+            yield FileOutcome(_path(raw), digest, unsafe, True, mtime_ns=mtime_ns)
         rows = self.db.execute(
-            "SELECT path, raw_path, kind, message, mtime_ns FROM errors "
-            "WHERE path >= ? AND path < ? ORDER BY path",
+            "SELECT path_bytes, kind, message, mtime_ns FROM errors "
+            "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
             (low, high),
         )
-        for text, raw, kind, message, mtime_ns in rows:
-            yield FileOutcome(path_from_row(text, raw), None, None, True, kind, message, mtime_ns)
+        for raw, kind, message, mtime_ns in rows:
+            yield FileOutcome(_path(raw), None, None, True, kind, message, mtime_ns)
 
     def last_model_for(self, root: Path) -> str | None:
         """The model of the latest scan of `root` (else of any folder), so that stored
         results can be shown before a model is loaded."""
         row = (
             self.db.execute(
-                "SELECT model_id FROM scans WHERE root = ? ORDER BY id DESC LIMIT 1",
-                (path_key(root)[0],),
+                "SELECT model_id FROM scans WHERE root_bytes = ? ORDER BY id DESC LIMIT 1",
+                (os.fsencode(root),),
             ).fetchone()
             or self.db.execute("SELECT model_id FROM scans ORDER BY id DESC LIMIT 1").fetchone()
         )
@@ -673,8 +948,8 @@ class Library:
 
     def file_facts(self, path: Path) -> dict | None:
         row = self.db.execute(
-            "SELECT size, mtime_ns, hash, width, height, format FROM files WHERE path = ?",
-            (path_key(path)[0],),
+            "SELECT size, mtime_ns, hash, width, height, format FROM files WHERE path_bytes = ?",
+            (os.fsencode(path),),
         ).fetchone()
         if row is None:
             return None
@@ -712,6 +987,10 @@ class Library:
     def scans(self) -> list[dict]:
         return list(self.db["scans"].rows_where(order_by="id"))
 
+    def notes(self) -> dict[str, str]:
+        """What the library's columns hold (the `notes` table), by topic."""
+        return dict(self.db.execute("SELECT topic, note FROM notes ORDER BY topic"))
+
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 
@@ -719,7 +998,8 @@ class Library:
         """Content hashes of the files stored under `root` (export's folder filter)."""
         low, high = _prefix_range(root)
         rows = self.db.execute(
-            "SELECT DISTINCT hash FROM files WHERE path >= ? AND path < ? AND hash IS NOT NULL",
+            "SELECT DISTINCT hash FROM files "
+            "WHERE path_bytes >= ? AND path_bytes < ? AND hash IS NOT NULL",
             (low, high),
         )
         return {row[0] for row in rows}
@@ -727,39 +1007,135 @@ class Library:
     def files_for_hashes(
         self, hashes: Iterable[str]
     ) -> dict[str, list[tuple[Path, str, str | None]]]:
-        """Every stored file of each content as (path, stored path text, format), by path."""
+        """Every stored file of each content as (path, path text for people, format).
+
+        In path byte order; the text is not unique (see `display_path`), the path is.
+        """
         hashes = list(dict.fromkeys(hashes))
         found: dict[str, list[tuple[Path, str, str | None]]] = {}
         for chunk, marks in in_chunks(hashes):
             rows = self.db.execute(
-                f"SELECT hash, path, raw_path, format FROM files WHERE hash IN ({marks}) "
-                "ORDER BY path",
+                f"SELECT hash, path_bytes, path, format FROM files WHERE hash IN ({marks}) "
+                "ORDER BY path_bytes",
                 chunk,
             )
-            for digest, text, raw, fmt in rows:
-                found.setdefault(digest, []).append((path_from_row(text, raw), text, fmt))
+            for digest, raw, text, fmt in rows:
+                found.setdefault(digest, []).append((_path(raw), text, fmt))
         return found
 
 
-class ScoreLookup:
-    """Read-only 'is this content already scored?' checks, safe from any thread.
+def _path(raw: bytes) -> Path:
+    return Path(os.fsdecode(raw))
 
-    Each thread gets its own read-only connection; WAL lets them read while the scan writes.
+
+CHECKPOINT_WAIT_MS = 250  # how long close() waits for readers before leaving the WAL as is
+
+
+def checkpoint(conn: sqlite3.Connection, name: str = "library") -> bool:
+    """Copy the WAL into the main file and empty it; True when all of it went in.
+
+    Never raises: a reader in the middle of a transaction (another window, a backup) keeps
+    the frames it may still need, and those stay safely in the WAL. Waits at most
+    CHECKPOINT_WAIT_MS for them, so quitting never hangs on another program.
+    """
+    try:
+        if conn.in_transaction:
+            log.debug("%s: no checkpoint inside an open transaction", name)
+            return False
+        conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+        busy, frames, moved = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as exc:
+        log.debug("%s: checkpoint failed: %s", name, exc)
+        return False
+    if busy:
+        log.debug(
+            "%s: checkpoint incomplete, another connection is reading (%s of %s WAL frames "
+            "copied; the rest stays in the -wal file)",
+            name,
+            moved,
+            frames,
+        )
+        return False
+    log.debug("%s: checkpoint done, WAL emptied", name)
+    return True
+
+
+class ReadOnlyConnections:
+    """Read-only connections to one database file, one per thread, made on first use.
+
+    For readers that must not wait for the Library's thread (decode workers, the thumbnail
+    pool): WAL lets each read while a scan writes. Each query's cursor is closed at once, so
+    no statement keeps a read snapshot open (one would hold back checkpoints).
     """
 
-    def __init__(self, path: Path, model_id: str) -> None:
-        self._uri = Path(path).resolve().as_uri() + "?mode=ro"
-        self._model_id = model_id
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._uri = self.path.resolve().as_uri() + "?mode=ro"
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._made: list[sqlite3.Connection] = []
 
-    def has_score(self, content_hash: str) -> bool:
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3.Error when the file cannot be opened)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
                 self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
             )
             self._local.conn = conn
-        row = conn.execute(
+            with self._lock:
+                self._made.append(conn)
+        return conn
+
+    def first(self, sql: str, params: Iterable = ()) -> tuple | None:
+        """The first row of a query, or None."""
+        cursor = self.connection().execute(sql, tuple(params))
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()  # resets the statement: no read snapshot stays open
+
+    def close(self) -> None:
+        """Close every thread's connection; only when no thread still reads."""
+        with self._lock:
+            made, self._made = self._made, []
+        for conn in made:
+            conn.close()
+
+
+class ScoreLookup:
+    """Read-only 'is this content already scored?' checks, safe from any thread."""
+
+    def __init__(self, path: Path, model_id: str) -> None:
+        self._reader = ReadOnlyConnections(path)
+        self._model_id = model_id
+
+    def has_score(self, content_hash: str) -> bool:
+        row = self._reader.first(
             "SELECT 1 FROM scores WHERE hash = ? AND model_id = ?", (content_hash, self._model_id)
-        ).fetchone()
+        )
         return row is not None
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class ThumbnailReader:
+    """Stored thumbnail JPEGs by content hash, safe from any thread (the GUI's pool)."""
+
+    def __init__(self, path: Path) -> None:
+        self._reader = ReadOnlyConnections(path)
+
+    def jpeg(self, content_hash: str) -> bytes | None:
+        """The JPEG, or None when there is none or the cache cannot be read (a placeholder
+        is the right answer then, not an error)."""
+        try:
+            row = self._reader.first("SELECT jpeg FROM thumbnails WHERE hash = ?", (content_hash,))
+        except sqlite3.Error as exc:
+            log.debug("thumbnail cache unreadable: %s", exc)
+            return None
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self._reader.close()

@@ -8,8 +8,6 @@ ordinary painting; `original()` is asked for one deliberately revealed item.
 from __future__ import annotations
 
 import io
-import sqlite3
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from nsfw_desk.core.images import THUMBNAIL_SIZE
+from nsfw_desk.core.store import ThumbnailReader
 
 
 def blur(image: Image.Image, strength: int, grayscale: bool = False) -> Image.Image:
@@ -38,34 +37,10 @@ class _Signals(QObject):
     done = Signal(str, int, QImage, QImage)  # hash, generation, original, blurred
 
 
-class _Reader:
-    """Read-only connections to the thumbnail database, one per pool thread."""
-
-    def __init__(self, path: Path) -> None:
-        self._uri = Path(path).resolve().as_uri() + "?mode=ro"
-        self._local = threading.local()
-
-    def jpeg(self, content_hash: str) -> bytes | None:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self._uri, uri=True, timeout=5, check_same_thread=False)
-            except sqlite3.Error:
-                return None
-            self._local.conn = conn
-        try:
-            row = conn.execute(
-                "SELECT jpeg FROM thumbnails WHERE hash = ?", (content_hash,)
-            ).fetchone()
-        except sqlite3.Error:
-            return None
-        return row[0] if row else None
-
-
 class _Load(QRunnable):
     def __init__(
         self,
-        reader: _Reader,
+        reader: ThumbnailReader,
         content_hash: str,
         generation: int,
         strength: int,
@@ -114,7 +89,9 @@ class ThumbnailCache(QObject):
         self.set_path(thumbnails_path)
 
     def set_path(self, thumbnails_path: Path | None) -> None:
-        self._reader = _Reader(thumbnails_path) if thumbnails_path else None
+        # Read-only connections per pool thread (core/store.py): the library's own
+        # connection belongs to the worker thread.
+        self._reader = ThumbnailReader(thumbnails_path) if thumbnails_path else None
         self.clear()
 
     def set_style(self, strength: int, grayscale: bool) -> None:
