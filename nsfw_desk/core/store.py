@@ -91,9 +91,8 @@ def library_error(exc: sqlite3.Error, path: Path | str | None) -> LibraryError:
         )
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
         return LibraryBusy(
-            f"The library {where} stayed locked by another program (a second nsfw-desk?) for "
-            f"more than {BUSY_TIMEOUT_MS // 1000} s. Nothing was lost; try again when it is "
-            f"done."
+            f"The library {where} stayed locked by another program (a second nsfw-desk?) "
+            f"longer than this wait allows. Nothing was lost; try again when it is done."
         )
     if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text:
         return LibraryDamaged(
@@ -700,6 +699,14 @@ class Library:
         for db, name in ((self.db, "library"), (self.thumbs, "thumbnails")):
             checkpoint(db.conn, name)
             db.close()
+
+    def wait_for_lock(self, timeout_ms: int) -> None:
+        """How long this connection's writes wait for another's lock before LibraryBusy.
+
+        The desk waits briefly and retries in the background, saying why meanwhile; a scan
+        or the command line keeps the long default.
+        """
+        self.db.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
 
     def __enter__(self) -> Library:
         return self

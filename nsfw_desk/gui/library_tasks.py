@@ -162,7 +162,7 @@ class _WriteWorker(_LibraryThreadObject):
         fresh = self._library is None
         library = super().library()
         if fresh:  # wait less than other writers, then say why and retry (never drop)
-            library.db.execute(f"PRAGMA busy_timeout = {WRITE_WAIT_MS}")
+            library.wait_for_lock(WRITE_WAIT_MS)
         return library
 
     @Slot(int, object)
