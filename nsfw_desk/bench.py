@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_desk.core.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
-from nsfw_desk.core.models import DEFAULT_MODEL, LoadedModel, ModelError, load_model
+from nsfw_desk.core.hub import DEFAULT_MODEL, ModelError
+from nsfw_desk.core.runtime import LoadedModel, load_model
 from nsfw_desk.core.scan import ScanOptions, scan_folder
 from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import save_random_model, synthetic_photo
@@ -281,7 +282,7 @@ def run_bench(args: argparse.Namespace) -> int:
         except ModelError as exc:
             print(f"nsfw-desk bench: {exc}", file=sys.stderr)
             return 3
-        from nsfw_desk.core.models import choose_precision
+        from nsfw_desk.core.runtime import choose_precision
 
         default = choose_precision(model.device)
         print(

@@ -23,7 +23,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from nsfw_desk.core.models import DEFAULT_MODEL, DEVICES, PRECISIONS
+    from nsfw_desk.core.hub import DEFAULT_MODEL
+    from nsfw_desk.core.runtime import DEVICES, PRECISIONS
 
     parser.add_argument(
         "--model",
@@ -360,7 +361,8 @@ class _ProgressLine:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from nsfw_desk.core.models import ModelError, load_model
+    from nsfw_desk.core.hub import ModelError
+    from nsfw_desk.core.runtime import load_model
     from nsfw_desk.core.scan import ScanOptions, scan_folder
     from nsfw_desk.core.store import Library, LibraryError
 

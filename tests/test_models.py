@@ -1,10 +1,6 @@
-"""Model loading and inference: spec parsing, safetensors-only loading, unsafe-class mapping,
-hub cache (offline only; nothing here downloads), progress, device and precision choice,
-and score parity with the model card's reference loop.
-
-Every model is a small random-weight timm model written by `save_random_model`, built once
-per module (or per session, for conftest's `model_dir`).
-"""
+"""Both sides of a model, core/hub.py and core/runtime.py: spec parsing, safetensors-only
+loading, unsafe-class mapping, hub cache (offline only; nothing here downloads), progress,
+device and precision choice, and score parity with the model card's reference loop."""
 
 from __future__ import annotations
 
@@ -20,20 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-from nsfw_desk.core.models import (
+from nsfw_desk.core import hub, runtime
+from nsfw_desk.core.hub import (
     DEFAULT_MODEL,
     DEFAULT_REVISION,
-    LoadedModel,
     ModelError,
     ModelSpec,
     _progress_tqdm,
+)
+from nsfw_desk.core.progress import Progress
+from nsfw_desk.core.runtime import (
+    LoadedModel,
     available_cores,
     choose_device,
     choose_precision,
     load_model,
     unsafe_indices_for,
 )
-from nsfw_desk.core.progress import Progress
 from nsfw_desk.synthetic import save_random_model, synthetic_photo
 
 FIVE_LABELS = ("drawing", "hentai", "neutral", "porn", "sexy")
@@ -729,15 +728,13 @@ def test_load_model_on_unavailable_cuda_is_a_model_error(model_dir, no_gpu):
 
 
 def test_choose_precision(monkeypatch):
-    from nsfw_desk.core import models
-
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert choose_precision(cpu) == "fp32"
     assert choose_precision(cpu, "auto") == "fp32"
     assert choose_precision(cuda, "auto") == "fp16"
     assert choose_precision(torch.device("mps"), "auto") == "fp32"
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     assert choose_precision(cpu, "auto") == "bf16"  # measured faster, 0% flips: see bench
     assert choose_precision(cuda, "auto") == "fp16"
     for value in ("fp32", "fp16", "bf16"):
@@ -795,8 +792,6 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
 
     from huggingface_hub import constants
 
-    from nsfw_desk.core import models
-
     for name in (
         "HTTPS_PROXY",
         "https_proxy",
@@ -809,8 +804,8 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     started = time.monotonic()
-    with pytest.raises(models.ModelError) as exc:
-        models.load_model("someorg/somemodel@" + "a" * 40)
+    with pytest.raises(hub.ModelError) as exc:
+        runtime.load_model("someorg/somemodel@" + "a" * 40)
     assert time.monotonic() - started < 10
     message = str(exc.value)
     assert "someorg/somemodel" in message and "a" * 40 in message
@@ -819,8 +814,6 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
 
 def test_native_bf16_detection_reads_cpu_flags(monkeypatch, tmp_path):
     import builtins
-
-    from nsfw_desk.core import models
 
     real_open = builtins.open
     for flags, expected in (
@@ -835,4 +828,4 @@ def test_native_bf16_detection_reads_cpu_flags(monkeypatch, tmp_path):
             "open",
             lambda p, *a, _f=fake, **k: real_open(_f if p == "/proc/cpuinfo" else p, *a, **k),
         )
-        assert models.cpu_has_native_bf16() is expected
+        assert runtime.cpu_has_native_bf16() is expected

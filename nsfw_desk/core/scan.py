@@ -34,8 +34,8 @@ from nsfw_desk.core.images import (
     make_thumbnail,
     read_file,
 )
-from nsfw_desk.core.models import LoadedModel, available_cores
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
+from nsfw_desk.core.runtime import LoadedModel, available_cores
 from nsfw_desk.core.store import FileOutcome, Library, ScoredFile, ScoreLookup, path_key
 
 log = logging.getLogger(__name__)
