@@ -67,7 +67,9 @@ def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
             path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         )
     except OSError as exc:  # a read-only home must not stop the app
-        logging.getLogger(__name__).warning("no log file: %s", exc)
+        # The error's text holds the path; that goes to debug level, as every path does.
+        logging.getLogger(__name__).warning("no log file: %s", exc.strerror or type(exc).__name__)
+        logging.getLogger(__name__).debug("no log file at %s", path, exc_info=True)
         return None
     handler.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     handler.setFormatter(logging.Formatter(FORMAT))

@@ -43,7 +43,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto: fp16 autocast on CUDA, fp32 elsewhere (see README)",
+        help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 or "
+        "AMX), fp32 on other CPUs and on Apple MPS (see README: Precision)",
     )
     parser.add_argument(
         "--unsafe-label",

@@ -829,3 +829,24 @@ def test_native_bf16_detection_reads_cpu_flags(monkeypatch, tmp_path):
             lambda p, *a, _f=fake, **k: real_open(_f if p == "/proc/cpuinfo" else p, *a, **k),
         )
         assert runtime.cpu_has_native_bf16() is expected
+
+
+def test_load_model_logs_its_choices_at_debug_and_no_path_above(model_dir, caplog):
+    """A bug report's debug log says which model, device and precision, and why; the INFO
+    line names the model by id, never by its folder (paths are for debug level only)."""
+    with caplog.at_level("DEBUG", logger="nsfw_desk.core"):
+        model = load_model(model_dir, device="cpu", precision="auto")
+    debug = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "DEBUG")
+    above = [r.getMessage() for r in caplog.records if r.levelno > 10]
+    assert "local folder" in debug and str(model_dir) in debug
+    assert "device: cpu asked for" in debug
+    assert f"precision {model.precision}: auto on a CPU" in debug
+    assert any(model.model_id in line and "test_vit" in line for line in above)
+    assert not any(str(model_dir) in line or model_dir.name in line for line in above)
+
+
+def test_hub_choice_is_logged_at_debug(caplog):
+    with caplog.at_level("DEBUG", logger="nsfw_desk.core"), pytest.raises(ModelError):
+        load_model(None, device="cpu", offline=True)
+    debug = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"hub {DEFAULT_MODEL}, revision {DEFAULT_REVISION} (the pinned default)" in debug

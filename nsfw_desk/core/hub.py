@@ -68,7 +68,13 @@ def model_folder(
     """
     if spec.is_local:
         folder = _check_local_folder(Path(spec.source))
-        return folder, "sha256:" + _sha256(folder / WEIGHTS_FILE)
+        model_id = "sha256:" + _sha256(folder / WEIGHTS_FILE)
+        log.debug("model: local folder %s, weights %s", folder, model_id)
+        return folder, model_id
+    default = " (the pinned default)" if spec == ModelSpec.parse(None) else ""
+    log.debug(
+        "model: hub %s, revision %s%s, offline %s", spec.source, spec.revision, default, offline
+    )
     return _download_from_hub(spec, progress, offline)
 
 
@@ -129,15 +135,21 @@ def _download_from_hub(
     offline = offline or bool(constants.HF_HUB_OFFLINE)
     if offline or _is_commit(spec.revision):
         try:
-            return _hub_files(spec, None, local_only=True)
+            found = _hub_files(spec, None, local_only=True)
+            log.debug("model: %s found in the Hugging Face cache, network not used", found[1])
+            return found
         except hf_errors.LocalEntryNotFoundError as exc:
             if offline:
                 raise ModelError(_not_available(spec, "offline mode is on")) from exc
+            log.debug("model: %s not in the Hugging Face cache; asking the hub", spec)
     unreachable = _hub_unreachable(constants.ENDPOINT)
     if unreachable:
+        log.debug("model: hub probe failed: %s", unreachable)
         raise ModelError(_not_available(spec, unreachable))
     tqdm_class = _progress_tqdm(progress, spec.source) if progress else None
-    return _hub_files(spec, tqdm_class, local_only=False)
+    found = _hub_files(spec, tqdm_class, local_only=False)
+    log.debug("model: %s resolved through %s", found[1], constants.ENDPOINT)
+    return found
 
 
 def _not_available(spec: ModelSpec, reason: str) -> str:

@@ -189,6 +189,7 @@ def choose_device(requested: str = "auto") -> torch.device:
         raise ModelError(f"Unknown device {requested!r}; choose one of {', '.join(DEVICES)}.")
     cuda = torch.cuda.is_available()
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    log.debug("device: %s asked for; CUDA available: %s, MPS available: %s", requested, cuda, mps)
     if requested == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if requested == "cuda" and not cuda:
@@ -199,21 +200,27 @@ def choose_device(requested: str = "auto") -> torch.device:
 
 
 def choose_precision(device: torch.device, requested: str = "auto") -> str:
-    """fp16 autocast on CUDA; bf16 on CPUs with native bf16; fp32 elsewhere.
+    """fp16 autocast on CUDA; bf16 on CPUs with native bf16; fp32 on other CPUs and MPS.
 
-    The CPU rule follows `nsfw-desk bench`: on an AVX512-BF16 CPU, bf16 autocast scanned
-    1.17-1.36× faster than fp32 and flipped 0.00% of decisions at 0.5 (max |Δp| 0.006).
-    Without native bf16 it is emulated and slower, so fp32 stays. See README: Precision.
+    The CPU rule follows `nsfw-desk bench` on an AVX512-BF16 CPU: bf16 was faster than fp32
+    and flipped no decision at 0.5 (figures and CPU in README: Precision). Without native
+    bf16 it is emulated and slower, so fp32 stays.
     """
     if requested not in PRECISIONS:
         raise ModelError(f"Unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}.")
     if requested != "auto":
+        log.debug("precision %s: asked for on %s", requested, device.type)
         return requested
     if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
+        chosen, why = "fp16", "auto on CUDA"
+    elif device.type == "cpu" and cpu_has_native_bf16():
+        chosen, why = "bf16", "auto on a CPU with native bf16 (avx512_bf16 or amx_bf16)"
+    elif device.type == "cpu":
+        chosen, why = "fp32", "auto on a CPU without native bf16 (it would be emulated)"
+    else:
+        chosen, why = "fp32", f"auto on {device.type}"
+    log.debug("precision %s: %s", chosen, why)
+    return chosen
 
 
 def cpu_has_native_bf16() -> bool:
@@ -295,7 +302,26 @@ def load_model(
     module.eval().to(torch_device)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else ""
     data_config = timm.data.resolve_model_data_config(module)
-    log.info("loaded %s (%s) on %s", spec, architecture, torch_device)
+    # A local model's source is a path, and paths are logged at debug level only: the model
+    # id (org/name@commit or sha256:…) says which model without saying where it lives.
+    log.info(
+        "loaded %s (%s) on %s, %s, %d threads",
+        model_id,
+        architecture,
+        device_name or torch_device,
+        chosen_precision,
+        threads,
+    )
+    log.debug(
+        "model %s from %s: labels %s, unsafe %s, input %s, torch %s, timm %s",
+        model_id,
+        folder,
+        labels,
+        [labels[i] for i in unsafe],
+        data_config.get("input_size"),
+        torch.__version__,
+        timm.__version__,
+    )
     return LoadedModel(
         module=module,
         model_id=model_id,
