@@ -2,9 +2,10 @@
 
 Exit codes (EXIT_STATUS below, shown in --help): 0 the command ran (a scan with per-file
 errors still ran), 1 interrupted or an unexpected failure, 2 bad usage, 3 the model could not
-be loaded, 4 the library cannot be used (locked, damaged), 5 a disk is full. A script that
-runs scans unattended can tell "free some space" from "look at the library" from "fix the
-command" without parsing messages.
+be loaded, 4 the library cannot be used (locked, damaged), 5 a disk is full, 6 the desk
+cannot open (no display, missing Qt system libraries). A script that runs scans unattended
+can tell "free some space" from "look at the library" from "fix the command" without parsing
+messages.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from nsfw_desk import __version__
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_LIBRARY, EXIT_DISK_FULL = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+EXIT_LIBRARY, EXIT_DISK_FULL, EXIT_NO_DISPLAY = 4, 5, 6
 
 EXIT_STATUS = """\
 exit status:
@@ -38,6 +40,8 @@ exit status:
      damaged, or not an nsfw-desk library
   5  a disk is full (the library's, or the export's or --jsonl output's);
      what was saved before is kept, and no partial output is left
+  6  the desk cannot open: no display, or Qt's system libraries are missing
+     (the message names them and the command that installs them)
 """
 
 _DISK_FULL_ERRNOS = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())

@@ -198,5 +198,6 @@ def test_readme_documents_the_same_exit_statuses():
         "3 the model could not be loaded",
         "4 the library cannot be used",
         "5 a disk is full",
+        "6 the desk cannot open",
     ):
         assert line in readme, line
