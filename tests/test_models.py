@@ -850,3 +850,14 @@ def test_hub_choice_is_logged_at_debug(caplog):
         load_model(None, device="cpu", offline=True)
     debug = "\n".join(r.getMessage() for r in caplog.records)
     assert f"hub {DEFAULT_MODEL}, revision {DEFAULT_REVISION} (the pinned default)" in debug
+
+
+def test_precision_help_says_what_auto_picks(capsys):
+    """The help text follows choose_precision: bf16 on CPUs with native bf16 is not 'fp32'."""
+    from nsfw_desk.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16" in help_text
+    assert "fp32 elsewhere" not in help_text
