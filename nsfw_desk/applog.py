@@ -18,6 +18,7 @@ LOG_FILE = "nsfw-desk.log"
 MAX_BYTES = 1_000_000
 BACKUPS = 4
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+HANDLER_PREFIX = "nsfw-desk."
 
 
 def log_dir() -> Path:
@@ -50,13 +51,13 @@ def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
     root = logging.getLogger()
     root.setLevel(min(level, logging.INFO))
     for handler in list(root.handlers):
-        if getattr(handler, "_nsfw_desk", False):
+        if (handler.get_name() or "").startswith(HANDLER_PREFIX):  # ours, from an earlier call
             root.removeHandler(handler)
             handler.close()
     console = logging.StreamHandler()
     console.setLevel(level)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    console._nsfw_desk = True
+    console.set_name(HANDLER_PREFIX + "console")
     root.addHandler(console)
     if not to_file:
         return None
@@ -73,7 +74,7 @@ def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
         return None
     handler.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     handler.setFormatter(logging.Formatter(FORMAT))
-    handler._nsfw_desk = True
+    handler.set_name(HANDLER_PREFIX + "file")
     root.addHandler(handler)
     for noisy in ("PIL", "huggingface_hub", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

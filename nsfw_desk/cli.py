@@ -22,10 +22,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nsfw_desk import __version__
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
+
+if TYPE_CHECKING:  # the store pulls in numpy and sqlite-utils: not for `nsfw-desk --help`
+    from nsfw_desk.core.store import Library
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 EXIT_LIBRARY, EXIT_DISK_FULL, EXIT_NO_DISPLAY = 4, 5, 6
@@ -558,7 +562,10 @@ def run_scan(args: argparse.Namespace) -> int:
         _close_quietly(library)
         if writer:
             try:
-                writer.close() if failure is None else writer.discard()
+                if failure is None:
+                    writer.close()
+                else:
+                    writer.discard()
             except OSError as exc:  # the --jsonl disk filled at the last flush
                 writer.discard()
                 failure = failure or exc
@@ -639,7 +646,7 @@ class _JsonlWriter:
             os.unlink(self.tmp)
 
 
-def _close_quietly(library) -> None:
+def _close_quietly(library: Library) -> None:
     """Close a library after a failure without hiding that failure behind another."""
     import sqlite3
 

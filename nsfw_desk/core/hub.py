@@ -243,7 +243,11 @@ def _refuse_cached_pickles(spec: ModelSpec, snapshot: Path, exc: Exception) -> N
 
 
 def _is_commit(revision: str | None) -> bool:
-    return bool(revision) and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+    return (
+        revision is not None
+        and len(revision) == 40
+        and all(c in "0123456789abcdef" for c in revision)
+    )
 
 
 def _progress_tqdm(progress: ProgressCallback, name: str):

@@ -113,7 +113,7 @@ class LoadedModel:
         """Probabilities, unsafe score and embedding from a single forward pass."""
         import torch
 
-        module = self.module
+        module: Any = self.module  # timm's methods, which torch.nn.Module does not declare
         with torch.inference_mode(), self._autocast():
             x = batch.to(self.device, non_blocking=True)
             features = module.forward_features(x)

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import cast
 
 # Qt platforms that need neither a display nor X11 libraries.
 HEADLESS_PLATFORMS = frozenset(
@@ -150,7 +151,7 @@ def run_gui(
     from nsfw_desk.gui.main_window import MainWindow
     from nsfw_desk.gui.resources import app_icon
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = cast(QApplication, QApplication.instance() or QApplication(sys.argv[:1]))
     app.setApplicationName("nsfw-desk")
     app.setOrganizationName("nsfw-desk")
     app.setDesktopFileName("io.github.nsfw_desk.NsfwDesk")
