@@ -86,6 +86,7 @@ def no_server(display: str) -> str | None:
         {"WAYLAND_DISPLAY": "wayland-0"},
         {"WAYLAND_DISPLAY": "wayland-0", "DISPLAY": ":0"},
         {"QT_QPA_PLATFORM": "wayland", "WAYLAND_DISPLAY": "wayland-0"},
+        {"QT_QPA_PLATFORM": "wayland;xcb", "WAYLAND_DISPLAY": "wayland-0", "DISPLAY": ":0"},
     ],
 )
 def test_headless_and_wayland_platforms_need_no_x11(env):
@@ -104,6 +105,16 @@ def test_headless_and_wayland_platforms_need_no_x11(env):
 def test_no_display_for_the_platform_qt_will_use(env):
     problem = app.display_problem(env, platform="linux", loadable=everything, connect=no_server)
     assert problem is not None and problem.startswith("no display")
+
+
+def test_a_fallback_to_x11_is_checked_like_x11():
+    env = {"QT_QPA_PLATFORM": "wayland;xcb", "DISPLAY": ":0"}  # no Wayland session here
+    problem = app.display_problem(env, platform="linux", loadable=nothing, connect=no_server)
+    assert problem is not None and "libxcb-cursor.so.0" in problem
+    assert (
+        app.display_problem(env, platform="linux", loadable=everything, connect=lambda d: None)
+        is None
+    )
 
 
 def test_other_systems_are_not_checked():

@@ -92,18 +92,23 @@ def display_problem(
     env = os.environ if environ is None else environ
     loadable = loadable or _loadable
     connect = connect or _x_server_refuses
-    requested = env.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
-    if requested in HEADLESS_PLATFORMS:
-        return None
     display, wayland = env.get("DISPLAY", ""), env.get("WAYLAND_DISPLAY", "")
-    wants_xcb = requested == "xcb" or (not requested and not wayland)
-    if (wants_xcb and not display) or (requested.startswith("wayland") and not wayland):
+    # QT_QPA_PLATFORM may list fallbacks ("wayland;xcb") and options ("vnc:size=800x600");
+    # unset, Qt takes Wayland in a Wayland session and X11 otherwise.
+    names = [p.split(":")[0].strip() for p in env.get("QT_QPA_PLATFORM", "").split(";")]
+    names = [n for n in names if n] or (["wayland", "xcb"] if wayland else ["xcb"])
+    for name in names:
+        if name in HEADLESS_PLATFORMS or (name.startswith("wayland") and wayland):
+            return None  # Wayland's libraries come with the session
+        if name == "xcb" and display:
+            break
+        if name != "xcb" and not name.startswith("wayland"):
+            return None  # a platform we know nothing about: Qt will say
+    else:
         return (
             "no display: set DISPLAY (or WAYLAND_DISPLAY) to open the desk, or use "
             "`nsfw-desk scan FOLDER`, which needs no display."
         )
-    if not wants_xcb:
-        return None  # Wayland: its libraries come with the session
     missing = [row for row in XCB_LIBRARIES if not loadable(row[0])]
     if missing:
         debian = " ".join(dict.fromkeys(row[1] for row in missing))
