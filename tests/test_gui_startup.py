@@ -149,3 +149,25 @@ def test_readme_lists_the_packages_the_check_asks_for():
     readme = (ROOT / "README.md").read_text("utf-8")
     for command in commands:
         assert command in readme, command
+
+
+def test_a_running_x_server_is_accepted(tmp_path):
+    """The positive case of the real probe, against a private Xvfb (skipped without one)."""
+    import shutil
+    import time
+
+    if not shutil.which("Xvfb") or not app._loadable("libxcb.so.1"):
+        pytest.skip("needs Xvfb and libxcb (apt install xvfb)")
+    display = f":{4000 + os.getpid() % 1000}"
+    server = subprocess.Popen(
+        ["Xvfb", display, "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while app._x_server_refuses(display) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app._x_server_refuses(display) is None
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert app._x_server_refuses(display) is not None  # and refused once it is gone
