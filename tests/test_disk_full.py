@@ -53,7 +53,7 @@ def resize(point: Path, size: str) -> None:
 
 @pytest.fixture
 def many_photos(tmp_path) -> Path:
-    """60 photos: their thumbnails and scores need far more than 300 KB of library."""
+    """60 photos: their thumbnails and scores need far more than 512 KB of library."""
     root = tmp_path / "photos"
     for i in range(60):
         write_photo(root / f"p{i:02d}.jpg", (320, 240), seed=i)
@@ -72,7 +72,7 @@ def count_files(db: Path) -> int:
 def test_scan_onto_a_full_disk_exits_5_and_keeps_what_it_scored(
     small_disk, many_photos, model_dir, capsys
 ):
-    disk = small_disk("300k")
+    disk = small_disk("512k")
     db = disk / "library.sqlite"
     args = ["scan", str(many_photos), "--model", str(model_dir), "--db", str(db), "-q"]
     assert main([*args, "--batch-size", "4"]) == EXIT_DISK_FULL
