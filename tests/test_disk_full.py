@@ -201,3 +201,12 @@ def test_readme_documents_the_same_exit_statuses():
         "6 the desk cannot open",
     ):
         assert line in readme, line
+
+
+def test_desktop_integration_onto_a_full_disk_exits_5(small_disk, monkeypatch, capsys):
+    disk = small_disk("8k")  # less than the icons need
+    monkeypatch.setenv("XDG_DATA_HOME", str(disk))
+    assert main(["desktop-integration"]) == EXIT_DISK_FULL
+    err = capsys.readouterr().err
+    assert "nsfw-desk desktop-integration: The disk holding" in err and "is full" in err
+    assert str(disk) in err and "Traceback" not in err
