@@ -18,6 +18,7 @@ LOG_FILE = "nsfw-desk.log"
 MAX_BYTES = 1_000_000
 BACKUPS = 4
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+HANDLER_PREFIX = "nsfw-desk."
 
 
 def log_dir() -> Path:
@@ -50,13 +51,13 @@ def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
     root = logging.getLogger()
     root.setLevel(min(level, logging.INFO))
     for handler in list(root.handlers):
-        if getattr(handler, "_nsfw_desk", False):
+        if (handler.get_name() or "").startswith(HANDLER_PREFIX):  # ours, from an earlier call
             root.removeHandler(handler)
             handler.close()
     console = logging.StreamHandler()
     console.setLevel(level)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    console._nsfw_desk = True
+    console.set_name(HANDLER_PREFIX + "console")
     root.addHandler(console)
     if not to_file:
         return None
@@ -67,11 +68,13 @@ def setup_logging(verbosity: int = 0, *, to_file: bool = True) -> Path | None:
             path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         )
     except OSError as exc:  # a read-only home must not stop the app
-        logging.getLogger(__name__).warning("no log file: %s", exc)
+        # The error's text holds the path; that goes to debug level, as every path does.
+        logging.getLogger(__name__).warning("no log file: %s", exc.strerror or type(exc).__name__)
+        logging.getLogger(__name__).debug("no log file at %s", path, exc_info=True)
         return None
     handler.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     handler.setFormatter(logging.Formatter(FORMAT))
-    handler._nsfw_desk = True
+    handler.set_name(HANDLER_PREFIX + "file")
     root.addHandler(handler)
     for noisy in ("PIL", "huggingface_hub", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

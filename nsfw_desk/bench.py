@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_desk.core.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
-from nsfw_desk.core.models import DEFAULT_MODEL, LoadedModel, ModelError, load_model
+from nsfw_desk.core.hub import DEFAULT_MODEL, ModelError
+from nsfw_desk.core.runtime import LoadedModel, load_model
 from nsfw_desk.core.scan import ScanOptions, scan_folder
 from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import save_random_model, synthetic_photo
@@ -188,6 +189,57 @@ def measure_cancel(model: LoadedModel, folder: Path, workdir: Path) -> float | N
     return finished["at"] - asked if finished["cancelled"] else None
 
 
+def measure_pipeline(model: LoadedModel, paths: list[Path]) -> dict[str, float]:
+    """Where a 12-MP image's time goes: decoding with and without the JPEG draft (median ms
+    per file, one thread), and the model alone on preprocessed batches (the ceiling of any
+    scan on this device and precision)."""
+    import torch
+
+    from nsfw_desk.core.images import decode
+
+    full, draft, tensors = [], [], []
+    for path in paths[:5]:
+        data = path.read_bytes()
+        start = time.perf_counter()
+        decode(data)
+        full.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        pixels = decode(data, min_side=model.input_size)[0]
+        draft.append(time.perf_counter() - start)
+        tensors.append(model.preprocess(pixels)[0])
+    batch = torch.stack([tensors[i % len(tensors)] for i in range(DEFAULT_BATCH_SIZE)])
+    model.predict(batch)
+    rounds = 4
+    start = time.perf_counter()
+    for _ in range(rounds):
+        model.predict(batch)
+    return {
+        "decode_full_ms": 1000 * float(np.median(full)),
+        "decode_draft_ms": 1000 * float(np.median(draft)),
+        "model_only_images_per_s": rounds * DEFAULT_BATCH_SIZE / (time.perf_counter() - start),
+    }
+
+
+def measure_decisions(workdir: Path, count: int = 50) -> dict[str, float]:
+    """Milliseconds to commit one decision, with the library's `synchronous=FULL` (an fsync
+    per commit, so it survives a power cut) and, for comparison, WAL's usual `NORMAL`."""
+    from nsfw_desk.core.review import DecisionInput, ReviewStore
+
+    figures = {}
+    for mode in ("FULL", "NORMAL"):
+        with Library(workdir / f"decisions-{mode.lower()}.sqlite") as library:
+            library.db.execute(f"PRAGMA synchronous = {mode}")
+            reviews = ReviewStore(library)
+            times = []
+            for i in range(count):
+                item = DecisionInput(f"{i:064x}", "bench", 0.5, f"/bench/{i}.jpg")
+                start = time.perf_counter()
+                reviews.decide([item], "unsafe", reviewer="bench", threshold=THRESHOLD)
+                times.append(time.perf_counter() - start)
+        figures[f"decision_ms_{mode.lower()}"] = 1000 * float(np.median(times))
+    return figures
+
+
 def measure_rescan(workdir: Path, count: int) -> dict[str, float]:
     """Rate of a second scan over an unchanged folder (stat + library lookups only)."""
     folder = workdir / "rescan"
@@ -281,7 +333,7 @@ def run_bench(args: argparse.Namespace) -> int:
         except ModelError as exc:
             print(f"nsfw-desk bench: {exc}", file=sys.stderr)
             return 3
-        from nsfw_desk.core.models import choose_precision
+        from nsfw_desk.core.runtime import choose_precision
 
         default = choose_precision(model.device)
         print(
@@ -307,6 +359,14 @@ def run_bench(args: argparse.Namespace) -> int:
             _print_figures(figures)
             results.append(figures)
             if size[0] > 2000:
+                pipeline = measure_pipeline(model, paths)
+                print(
+                    f"  decode per file : {pipeline['decode_full_ms']:6.0f} ms full, "
+                    f"{pipeline['decode_draft_ms']:.0f} ms with the JPEG draft (one thread)\n"
+                    f"  model alone     : {pipeline['model_only_images_per_s']:6.2f} images/s "
+                    f"fp32, batch {DEFAULT_BATCH_SIZE} (the ceiling of any scan here)",
+                    flush=True,
+                )
                 latency = measure_cancel(model, folder, workdir)
                 text = (
                     f"{latency:6.2f} s"
@@ -332,6 +392,13 @@ def run_bench(args: argparse.Namespace) -> int:
             f"({exported['export_mb_per_s'] / exported['copy_mb_per_s']:.2f}× of it)",
             flush=True,
         )
+        decisions = measure_decisions(workdir)
+        print(
+            f"\nreview decision commit: {decisions['decision_ms_full']:.2f} ms "
+            f"(synchronous=FULL, as the library runs), {decisions['decision_ms_normal']:.2f} ms "
+            "with NORMAL",
+            flush=True,
+        )
     print("\ndesk:", flush=True)
     from nsfw_desk.gui.bench_gui import print_desk_figures
 
@@ -344,6 +411,8 @@ def run_bench(args: argparse.Namespace) -> int:
             "rescan": rescan,
             "cancel_latency_s": latency,
             "export": exported,
+            "pipeline_12mp": pipeline,
+            "decisions": decisions,
             "desk": desk,
         }
         args.json.write_text(json.dumps(payload, indent=2))

@@ -1,29 +1,68 @@
 """The `nsfw-desk` command: the desk window by default, `scan` and `bench` on the core.
 
-Exit codes: 0 the command ran (a scan with per-file errors still ran), 1 interrupted or an
-unexpected failure, 2 bad usage, 3 the model could not be loaded.
+Exit codes (EXIT_STATUS below, shown in --help): 0 the command ran (a scan with per-file
+errors still ran), 1 interrupted or an unexpected failure, 2 bad usage, 3 the model could not
+be loaded, 4 the library cannot be used (locked, damaged), 5 a disk is full, 6 the desk
+cannot open (no display, missing Qt system libraries). A script that runs scans unattended
+can tell "free some space" from "look at the library" from "fix the command" without parsing
+messages.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nsfw_desk import __version__
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
+if TYPE_CHECKING:  # the store pulls in numpy and sqlite-utils: not for `nsfw-desk --help`
+    from nsfw_desk.core.store import Library
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+EXIT_LIBRARY, EXIT_DISK_FULL, EXIT_NO_DISPLAY = 4, 5, 6
+
+EXIT_STATUS = """\
+exit status:
+  0  the command ran (a scan with per-file errors too)
+  1  interrupted, or an unexpected failure
+  2  bad usage: an option, a missing folder or library, nothing to export
+  3  the model could not be loaded
+  4  the library cannot be used: locked by another program for too long,
+     damaged, or not an nsfw-desk library
+  5  a disk is full (the library's, or the export's or --jsonl output's);
+     what was saved before is kept, and no partial output is left
+  6  the desk cannot open: no display, or Qt's system libraries are missing
+     (the message names them and the command that installs them)
+"""
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual but keeps text with line breaks (the exit status table)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from nsfw_desk.core.models import DEFAULT_MODEL, DEVICES, PRECISIONS
+    from nsfw_desk.core.hub import DEFAULT_MODEL
+    from nsfw_desk.core.runtime import DEVICES, PRECISIONS
 
     parser.add_argument(
         "--model",
@@ -42,7 +81,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto: fp16 autocast on CUDA, fp32 elsewhere (see README)",
+        help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 or "
+        "AMX), fp32 on other CPUs and on Apple MPS (see README: Precision)",
     )
     parser.add_argument(
         "--unsafe-label",
@@ -58,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nsfw-desk",
         description="Review desk for content moderators: scan folders of images with a "
         "timm classifier and keep the results in a local library.",
+        epilog=EXIT_STATUS,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"nsfw-desk {__version__}")
     parser.add_argument(
@@ -73,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "gui",
         help="open the review desk (the default command)",
         description="Open the review desk; with FOLDER, scan it too. "
-        "`nsfw-desk [FOLDER]` does the same.",
+        "`nsfw-desk [FOLDER]` does the same. Needs a display: on a server, use "
+        "`nsfw-desk scan`.",
+        epilog=EXIT_STATUS,
+        formatter_class=_HelpFormatter,
     )
     gui.add_argument("folder", type=Path, nargs="?", metavar="FOLDER")
     _add_model_options(gui)
@@ -93,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="score every image under a folder",
         description="Score every image under FOLDER and store the "
         "results; unchanged files are not read again.",
+        epilog=EXIT_STATUS,
+        formatter_class=_HelpFormatter,
     )
     scan.add_argument("folder", type=Path, metavar="FOLDER")
     _add_model_options(scan)
@@ -157,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare a model's scores with the current review labels: precision, "
         "recall, F1 and false-positive rate per threshold, and two suggested "
         "thresholds (target recall with the best precision; best F1).",
+        epilog=EXIT_STATUS,
+        formatter_class=_HelpFormatter,
     )
     metrics.add_argument(
         "--model",
@@ -186,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         "with metadata.jsonl, labels.csv and a README data card, loadable by "
         "torchvision's ImageFolder, timm and Hugging Face imagefolder. DIR "
         "appears only when complete; the originals are only read.",
+        epilog=EXIT_STATUS,
+        formatter_class=_HelpFormatter,
     )
     export.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="the dataset folder to create"
@@ -298,14 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "gui":
         return run_gui(args, started)
-    if args.command == "desktop-integration":
-        from nsfw_desk import desktop
-
-        paths = desktop.uninstall() if args.remove else desktop.install()
-        verb = "Removed" if args.remove else "Installed"
-        print(f"{verb} {len(paths)} files under {desktop.data_home()}", file=sys.stderr)
-        return EXIT_OK
     try:
+        if args.command == "desktop-integration":
+            return run_desktop_integration(args)
         if args.command == "scan":
             return run_scan(args)
         if args.command == "bench":
@@ -319,8 +365,89 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # a full disk or a library failure the command did not expect
+        status = _failure(args.command, exc, where=Path(tempfile.gettempdir()), library=args)
+        if status is None:
+            raise
+        return status
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _library_path(args: argparse.Namespace) -> Path:
+    from nsfw_desk.core.store import default_library_path
+
+    return (getattr(args, "db", None) or default_library_path()).expanduser()
+
+
+def _free_space(folder: Path) -> str:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB"
+    except OSError:
+        return "unknown"
+
+
+def _failure(
+    command: str,
+    exc: BaseException,
+    *,
+    where: Path,
+    library: argparse.Namespace | Path | None = None,
+    kept: Callable[[int], str] | None = None,
+) -> int | None:
+    """Exit status and message for a full disk or an unusable library; None for anything else.
+
+    `where` is the folder an OSError without a file name was writing to; `kept(status)` says
+    what survived. Library failures keep every committed transaction, so there is always
+    something true to say about what was kept.
+    """
+    import sqlite3
+
+    from nsfw_desk.core.store import LibraryError, LibraryFull, library_error
+
+    db = _library_path(library) if isinstance(library, argparse.Namespace) else library
+    cause = exc.__cause__
+    if isinstance(exc, sqlite3.DatabaseError):  # a read, outside the store's write transactions
+        exc = library_error(exc, db)
+    elif type(exc) is LibraryError and isinstance(cause, sqlite3.Error):
+        mapped = library_error(cause, db)  # opening a library on a full disk, for one
+        exc = mapped if isinstance(mapped, LibraryFull) else exc
+    if isinstance(exc, LibraryFull):
+        status, message = EXIT_DISK_FULL, str(exc)
+    elif isinstance(exc, LibraryError):
+        status, message = EXIT_LIBRARY, str(exc)
+    elif isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        place = Path(os.fsdecode(exc.filename)).parent if exc.filename else where
+        what = "is full" if exc.errno == errno.ENOSPC else "is over your disk quota"
+        status = EXIT_DISK_FULL
+        message = (
+            f"The disk holding {place} {what} ({_free_space(place)} free). "
+            f"Free space on that disk and try again."
+        )
+    else:
+        return None
+    logging.getLogger(__name__).debug("%s failed", command, exc_info=True)
+    print(f"nsfw-desk {command}: {message}", file=sys.stderr)
+    if kept is not None:
+        print(kept(status), file=sys.stderr)
+    return status
+
+
+def run_desktop_integration(args: argparse.Namespace) -> int:
+    from nsfw_desk import desktop
+
+    try:
+        paths = desktop.uninstall() if args.remove else desktop.install()
+    except OSError as exc:
+        status = _failure("desktop-integration", exc, where=desktop.data_home())
+        if status is None:
+            raise
+        return status
+    verb = "Removed" if args.remove else "Installed"
+    print(f"{verb} {len(paths)} files under {desktop.data_home()}", file=sys.stderr)
+    return EXIT_OK
 
 
 def run_gui(args: argparse.Namespace, started: float) -> int:
@@ -360,9 +487,10 @@ class _ProgressLine:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from nsfw_desk.core.models import ModelError, load_model
+    from nsfw_desk.core.hub import ModelError
+    from nsfw_desk.core.runtime import load_model
     from nsfw_desk.core.scan import ScanOptions, scan_folder
-    from nsfw_desk.core.store import Library, LibraryError
+    from nsfw_desk.core.store import Library
 
     folder: Path = args.folder.expanduser()
     if not folder.is_dir():
@@ -383,24 +511,37 @@ def run_scan(args: argparse.Namespace) -> int:
         return EXIT_MODEL
     try:
         library = Library(args.db)
-    except LibraryError as exc:
-        print(f"nsfw-desk: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as exc:
+        status = _failure("scan", exc, where=_library_path(args).parent, library=args)
+        if status is None:
+            raise
+        return status
     options = ScanOptions(
         batch_size=args.batch_size or defaults.BATCH_SIZE,
         workers=args.workers,
         include_hidden=args.include_hidden,
     )
-    writer = _JsonlWriter(args.jsonl, model.model_id, args.threshold) if args.jsonl else None
+    jsonl_folder = args.jsonl.parent if args.jsonl and str(args.jsonl) != "-" else None
+    try:
+        writer = _JsonlWriter(args.jsonl, model.model_id, args.threshold) if args.jsonl else None
+    except OSError as exc:
+        library.close()
+        status = _failure("scan", exc, where=jsonl_folder or Path.cwd(), library=args)
+        if status is None:
+            raise
+        return status
     cancel = CancelToken()
-    flagged = 0
+    flagged = scored = 0
 
     def on_results(outcomes) -> None:
-        nonlocal flagged
+        nonlocal flagged, scored
+        # Called after each batch is committed: `scored` is what a failure would keep.
+        scored += sum(1 for o in outcomes if o.score is not None and not o.cached)
         flagged += sum(1 for o in outcomes if o.score is not None and o.score >= args.threshold)
         if writer:
             writer.write(outcomes)
 
+    failure: Exception | None = None
     try:
         summary = scan_folder(
             folder,
@@ -414,11 +555,40 @@ def run_scan(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         cancel.cancel()
         raise
+    except Exception as exc:  # sorted out below, once the library and output are closed
+        failure = exc
     finally:
         line.close()
-        library.close()
+        _close_quietly(library)
         if writer:
-            writer.close()
+            try:
+                if failure is None:
+                    writer.close()
+                else:
+                    writer.discard()
+            except OSError as exc:  # the --jsonl disk filled at the last flush
+                writer.discard()
+                failure = failure or exc
+    if failure is not None:
+
+        def kept(status: int) -> str:
+            why = "the disk filled" if status == EXIT_DISK_FULL else "this failure"
+            jsonl = " The --jsonl output was not written." if writer and writer.target else ""
+            return (
+                f"{scored:,} files scored before {why} are kept in the library; scanning "
+                f"{folder} again continues from there.{jsonl}"
+            )
+
+        status = _failure(
+            "scan",
+            failure,
+            where=jsonl_folder or _library_path(args).parent,
+            library=args,
+            kept=kept,
+        )
+        if status is None:
+            raise failure
+        return status
     print(
         f"{summary.files:,} files in {summary.elapsed_s:.1f} s: "
         f"{summary.scored:,} scored, {summary.cached:,} from the library, "
@@ -470,20 +640,45 @@ class _JsonlWriter:
         self.fh.close()
         os.replace(self.tmp, self.target)
 
+    def discard(self) -> None:
+        """After a failed scan: no partial file left (standard output is only flushed)."""
+        if self.target is None:
+            with contextlib.suppress(OSError):
+                self.fh.flush()
+            return
+        with contextlib.suppress(OSError):
+            self.fh.close()  # its flush may fail again on a full disk
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+def _close_quietly(library: Library) -> None:
+    """Close a library after a failure without hiding that failure behind another."""
+    import sqlite3
+
+    with contextlib.suppress(sqlite3.Error, OSError):
+        library.close()
+
 
 def run_metrics(args: argparse.Namespace) -> int:
-    from nsfw_desk.core.metrics import NotEnoughReviews, calibration_for, models_with_reviews
-    from nsfw_desk.core.store import Library, LibraryError, default_library_path
-
-    path = (args.db or default_library_path()).expanduser()
+    path = _library_path(args)
     if not path.is_file():  # opening would create an empty library
         print(f"nsfw-desk metrics: no library at {path}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        library = Library(path)
-    except LibraryError as exc:
-        print(f"nsfw-desk: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _metrics(args, path)
+    except Exception as exc:  # opening migrates and checkpoints: those write
+        status = _failure("metrics", exc, where=path.parent, library=path)
+        if status is None:
+            raise
+        return status
+
+
+def _metrics(args: argparse.Namespace, path: Path) -> int:
+    from nsfw_desk.core.metrics import NotEnoughReviews, calibration_for, models_with_reviews
+    from nsfw_desk.core.store import Library
+
+    library = Library(path)
     try:
         models = models_with_reviews(library)
         model_id = args.model or (models[0][0] if models else None)
@@ -552,9 +747,9 @@ def _metrics_table(calibration) -> str:
 
 def run_export(args: argparse.Namespace) -> int:
     from nsfw_desk.core import export
-    from nsfw_desk.core.store import Library, LibraryError, default_library_path
+    from nsfw_desk.core.store import Library
 
-    path = (args.db or default_library_path()).expanduser()
+    path = _library_path(args)
     if not path.is_file():  # opening would create an empty library
         print(f"nsfw-desk export: no library at {path}", file=sys.stderr)
         return EXIT_USAGE
@@ -573,9 +768,11 @@ def run_export(args: argparse.Namespace) -> int:
     )
     try:
         library = Library(path)
-    except LibraryError as exc:
-        print(f"nsfw-desk: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as exc:
+        status = _failure("export", exc, where=path.parent, library=path)
+        if status is None:
+            raise
+        return status
     line = _ProgressLine(not args.quiet)
     try:
         report = export.export_dataset(library, options, progress=line)
@@ -589,6 +786,16 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except Exception as exc:
         line.close()
+        # The export writes into a hidden folder beside DIR and deletes it on any failure.
+        status = _failure(
+            "export",
+            exc,
+            where=args.out.expanduser().absolute().parent,
+            library=path,
+            kept=lambda _: f"Nothing was written to {args.out}; the library is unchanged.",
+        )
+        if status is not None:
+            return status
         logging.getLogger(__name__).debug("export failed", exc_info=True)
         print(
             f"nsfw-desk export: failed, nothing was written to {args.out}: "
@@ -597,7 +804,7 @@ def run_export(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     finally:
-        library.close()
+        _close_quietly(library)
     line.close()
     print(_export_summary(report), file=sys.stderr)
     return EXIT_OK

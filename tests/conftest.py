@@ -33,7 +33,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded_model(model_dir):
-    from nsfw_desk.core.models import load_model
+    from nsfw_desk.core.runtime import load_model
 
     return load_model(model_dir, device="cpu")
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 
 def life(args: dict) -> None:
-    from nsfw_desk.core.models import load_model
     from nsfw_desk.core.review import DecisionInput, ReviewStore
+    from nsfw_desk.core.runtime import load_model
     from nsfw_desk.core.scan import ScanOptions, scan_folder
     from nsfw_desk.core.store import Library
     from nsfw_desk.synthetic import write_photo
@@ -135,8 +135,8 @@ def zygote() -> None:
     import timm  # noqa: F401
     import torch  # noqa: F401
 
-    import nsfw_desk.core.models  # noqa: F401
     import nsfw_desk.core.review  # noqa: F401
+    import nsfw_desk.core.runtime  # noqa: F401
     import nsfw_desk.core.scan  # noqa: F401
     import nsfw_desk.synthetic  # noqa: F401
 

@@ -30,6 +30,18 @@ def test_log_file_is_owner_only_and_rotates(tmp_path, monkeypatch, restore_loggi
     assert "hello from the test" in path.read_text()
 
 
+def test_no_log_file_warns_without_the_path(tmp_path, monkeypatch, restore_logging, capfd):
+    """A log folder that cannot be made still lets the app run, and the warning on stderr
+    says why without the path (paths appear at debug level only)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker / "state"))
+    assert applog.setup_logging(0) is None
+    err = capfd.readouterr().err
+    assert "no log file: Not a directory" in err
+    assert str(blocker) not in err
+
+
 def test_a_scan_logs_no_image_paths_at_the_default_level(
     tmp_path, monkeypatch, model_dir, restore_logging, photo_folder
 ):

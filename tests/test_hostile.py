@@ -133,7 +133,7 @@ def test_an_elongated_picture_gives_the_model_exactly_the_full_transforms_input(
     import torch
     from PIL import Image
 
-    from nsfw_desk.core.models import MAX_ASPECT
+    from nsfw_desk.core.runtime import MAX_ASPECT
 
     small = (max(2, size[0] // 8), max(2, size[1] // 8))
     picture = synthetic_photo(small, seed=3).resize(size, Image.Resampling.BICUBIC)

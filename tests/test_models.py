@@ -1,10 +1,6 @@
-"""Model loading and inference: spec parsing, safetensors-only loading, unsafe-class mapping,
-hub cache (offline only; nothing here downloads), progress, device and precision choice,
-and score parity with the model card's reference loop.
-
-Every model is a small random-weight timm model written by `save_random_model`, built once
-per module (or per session, for conftest's `model_dir`).
-"""
+"""Both sides of a model, core/hub.py and core/runtime.py: spec parsing, safetensors-only
+loading, unsafe-class mapping, hub cache (offline only; nothing here downloads), progress,
+device and precision choice, and score parity with the model card's reference loop."""
 
 from __future__ import annotations
 
@@ -20,20 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-from nsfw_desk.core.models import (
+from nsfw_desk.core import hub, runtime
+from nsfw_desk.core.hub import (
     DEFAULT_MODEL,
     DEFAULT_REVISION,
-    LoadedModel,
     ModelError,
     ModelSpec,
     _progress_tqdm,
+)
+from nsfw_desk.core.progress import Progress
+from nsfw_desk.core.runtime import (
+    LoadedModel,
     available_cores,
     choose_device,
     choose_precision,
     load_model,
     unsafe_indices_for,
 )
-from nsfw_desk.core.progress import Progress
 from nsfw_desk.synthetic import save_random_model, synthetic_photo
 
 FIVE_LABELS = ("drawing", "hentai", "neutral", "porn", "sexy")
@@ -729,15 +728,13 @@ def test_load_model_on_unavailable_cuda_is_a_model_error(model_dir, no_gpu):
 
 
 def test_choose_precision(monkeypatch):
-    from nsfw_desk.core import models
-
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert choose_precision(cpu) == "fp32"
     assert choose_precision(cpu, "auto") == "fp32"
     assert choose_precision(cuda, "auto") == "fp16"
     assert choose_precision(torch.device("mps"), "auto") == "fp32"
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     assert choose_precision(cpu, "auto") == "bf16"  # measured faster, 0% flips: see bench
     assert choose_precision(cuda, "auto") == "fp16"
     for value in ("fp32", "fp16", "bf16"):
@@ -795,8 +792,6 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
 
     from huggingface_hub import constants
 
-    from nsfw_desk.core import models
-
     for name in (
         "HTTPS_PROXY",
         "https_proxy",
@@ -809,8 +804,8 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     started = time.monotonic()
-    with pytest.raises(models.ModelError) as exc:
-        models.load_model("someorg/somemodel@" + "a" * 40)
+    with pytest.raises(hub.ModelError) as exc:
+        runtime.load_model("someorg/somemodel@" + "a" * 40)
     assert time.monotonic() - started < 10
     message = str(exc.value)
     assert "someorg/somemodel" in message and "a" * 40 in message
@@ -819,8 +814,6 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(monkeypatch):
 
 def test_native_bf16_detection_reads_cpu_flags(monkeypatch, tmp_path):
     import builtins
-
-    from nsfw_desk.core import models
 
     real_open = builtins.open
     for flags, expected in (
@@ -835,4 +828,36 @@ def test_native_bf16_detection_reads_cpu_flags(monkeypatch, tmp_path):
             "open",
             lambda p, *a, _f=fake, **k: real_open(_f if p == "/proc/cpuinfo" else p, *a, **k),
         )
-        assert models.cpu_has_native_bf16() is expected
+        assert runtime.cpu_has_native_bf16() is expected
+
+
+def test_load_model_logs_its_choices_at_debug_and_no_path_above(model_dir, caplog):
+    """A bug report's debug log says which model, device and precision, and why; the INFO
+    line names the model by id, never by its folder (paths are for debug level only)."""
+    with caplog.at_level("DEBUG", logger="nsfw_desk.core"):
+        model = load_model(model_dir, device="cpu", precision="auto")
+    debug = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "DEBUG")
+    above = [r.getMessage() for r in caplog.records if r.levelno > 10]
+    assert "local folder" in debug and str(model_dir) in debug
+    assert "device: cpu asked for" in debug
+    assert f"precision {model.precision}: auto on a CPU" in debug
+    assert any(model.model_id in line and "test_vit" in line for line in above)
+    assert not any(str(model_dir) in line or model_dir.name in line for line in above)
+
+
+def test_hub_choice_is_logged_at_debug(caplog):
+    with caplog.at_level("DEBUG", logger="nsfw_desk.core"), pytest.raises(ModelError):
+        load_model(None, device="cpu", offline=True)
+    debug = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"hub {DEFAULT_MODEL}, revision {DEFAULT_REVISION} (the pinned default)" in debug
+
+
+def test_precision_help_says_what_auto_picks(capsys):
+    """The help text follows choose_precision: bf16 on CPUs with native bf16 is not 'fp32'."""
+    from nsfw_desk.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16" in help_text
+    assert "fp32 elsewhere" not in help_text

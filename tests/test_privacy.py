@@ -163,7 +163,8 @@ def no_network(monkeypatch):
 
 def test_the_blocker_catches_a_download_attempt(no_network):
     """Guards the test below: with the blocker on, a hub model does try the network."""
-    from nsfw_desk.core.models import ModelError, load_model
+    from nsfw_desk.core.hub import ModelError
+    from nsfw_desk.core.runtime import load_model
 
     with pytest.raises((ModelError, OSError)):
         load_model("nsfw-desk-tests/not-cached-anywhere", device="cpu")
@@ -173,7 +174,7 @@ def test_the_blocker_catches_a_download_attempt(no_network):
 def test_scan_review_export_and_metrics_need_no_network(
     no_network, tmp_path, model_dir, photo_folder, capsys
 ):
-    from nsfw_desk.core.models import load_model
+    from nsfw_desk.core.runtime import load_model
     from nsfw_desk.core.scan import scan_folder
 
     db = tmp_path / "library.sqlite"

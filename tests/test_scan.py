@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from nsfw_desk.core import scan as scan_module
-from nsfw_desk.core.models import load_model
 from nsfw_desk.core.progress import CancelToken
+from nsfw_desk.core.runtime import load_model
 from nsfw_desk.core.scan import ScanOptions, scan_folder
 from nsfw_desk.synthetic import save_random_model, write_photo
 

@@ -34,8 +34,8 @@ from nsfw_desk.core.images import (
     make_thumbnail,
     read_file,
 )
-from nsfw_desk.core.models import LoadedModel, available_cores
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
+from nsfw_desk.core.runtime import LoadedModel, available_cores
 from nsfw_desk.core.store import FileOutcome, Library, ScoredFile, ScoreLookup, path_key
 
 log = logging.getLogger(__name__)
@@ -270,8 +270,7 @@ def _lower_thread_priority() -> None:
     """Decode threads yield to the model's threads (and to the GUI).
 
     With equal priority a decode thread that preempts one of torch's threads stalls the
-    other at its next barrier; at lower priority decoding fills the gaps instead. Measured
-    with `nsfw-desk bench` on 2 cores: 10.2 → 11.3 images/s on 12-MP JPEGs. Linux only:
+    other at its next barrier; at lower priority decoding fills the gaps instead. Linux only:
     elsewhere a thread id is not something `setpriority` accepts.
     """
     if sys.platform.startswith("linux"):

@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from nsfw_desk.core.models import DEFAULT_MODEL, DEVICES
+from nsfw_desk.core.hub import DEFAULT_MODEL
+from nsfw_desk.core.runtime import DEVICES
 from nsfw_desk.core.settings import Settings
 
 

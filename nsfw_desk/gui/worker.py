@@ -128,7 +128,8 @@ class ScanWorker(QObject):
         self.stored_results.emit(folder, model_id, outcomes, labels)
 
     def _load(self, request: ScanRequest):
-        from nsfw_desk.core.models import ModelError, load_model
+        from nsfw_desk.core.hub import ModelError
+        from nsfw_desk.core.runtime import load_model
 
         key = (request.model or "", request.device, request.precision, request.unsafe_label)
         if self._model is not None and self._model_key == key:
