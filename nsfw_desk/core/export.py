@@ -283,7 +283,7 @@ def _export_one(
             failures.append((text, f"{CHANGED} (content differs)"))
             continue
         name = f"{decision.hash}.{extension(stored_format, path)}"
-        linked = link and _try_link(path, folder / name, before)
+        linked = before is not None and _try_link(path, folder / name, before)
         if not linked:
             _write_bytes(folder / name, data)
         return _Exported(decision, folder.name, name, path, len(data)), None, linked
@@ -591,6 +591,7 @@ def export_dataset(
                     len(candidates) if roots else 0, (source, display_path(source), None)
                 )
             stored_format = next((f[2] for f in stored if f[2]), None)
+            assert decision.label is not None  # select_decisions keeps labelled ones only
             item, skip, was_linked = _export_one(
                 decision,
                 candidates,
@@ -599,6 +600,7 @@ def export_dataset(
                 options.link,
             )
             if item is None:
+                assert skip is not None
                 skipped.append(skip)
             else:
                 exported.append(item)

@@ -258,7 +258,7 @@ def _progress_tqdm(progress: ProgressCallback, name: str):
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
-            self._seen = self.n  # `initial`: the bytes a resumed download already has
+            self._seen = self.n  # type: ignore[has-type]  # `initial`: the bytes a resumed download already has
 
         def update(self, n=1):
             self._seen += n or 0

@@ -154,7 +154,8 @@ class ReviewStore:
                         reverted,
                     ),
                 )
-                ids.append(int(cursor.lastrowid))
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
         return ids
 
     def revert(self, ids: Sequence[int], *, reviewer: str, threshold: float) -> list[int]:

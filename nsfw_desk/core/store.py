@@ -347,7 +347,7 @@ def _as_utc_text(text: str | None) -> str | None:
 
 
 def _migrate_to_1(db: sqlite_utils.Database) -> None:
-    db["files"].create(
+    db.table("files").create(
         {
             "path": str,
             "raw_path": bytes,
@@ -361,8 +361,8 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         },
         pk="path",
     )
-    db["files"].create_index(["hash"])
-    db["models"].create(
+    db.table("files").create_index(["hash"])
+    db.table("models").create(
         {
             "id": str,
             "source": str,
@@ -374,7 +374,7 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["scores"].create(
+    db.table("scores").create(
         {
             "hash": str,
             "model_id": str,
@@ -385,8 +385,8 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         },
         pk=("hash", "model_id"),
     )
-    db["scores"].create_index(["model_id", "unsafe"])
-    db["errors"].create(
+    db.table("scores").create_index(["model_id", "unsafe"])
+    db.table("errors").create(
         {
             "path": str,
             "raw_path": bytes,
@@ -399,7 +399,7 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         },
         pk="path",
     )
-    db["scans"].create(
+    db.table("scans").create(
         {
             "id": int,
             "root": str,
@@ -727,7 +727,7 @@ class Library:
         unsafe_labels: list[str],
     ) -> None:
         with write_transaction(self.db):
-            self.db["models"].insert(
+            self.db.table("models").insert(
                 {
                     "id": model_id,
                     "source": source,
@@ -755,7 +755,7 @@ class Library:
 
     def begin_scan(self, root: Path, model_id: str) -> int:
         with write_transaction(self.db):
-            table = self.db["scans"].insert(
+            table = self.db.table("scans").insert(
                 {
                     "root": display_path(root),
                     "root_bytes": os.fsencode(root),
@@ -764,13 +764,14 @@ class Library:
                     "status": "running",
                 }
             )
+        assert table.last_pk is not None
         return int(table.last_pk)
 
     def finish_scan(
         self, scan_id: int, status: str, *, files: int, scored: int, cached: int, errors: int
     ) -> None:
         with write_transaction(self.db):
-            self.db["scans"].update(
+            self.db.table("scans").update(
                 scan_id,
                 {
                     "finished_at": now_utc(),
@@ -843,6 +844,7 @@ class Library:
             )
         for item in items:
             if item.unsafe is not None:
+                assert item.probabilities is not None and item.embedding is not None
                 score_rows.append(
                     {
                         "hash": item.hash,
@@ -856,11 +858,11 @@ class Library:
         thumbs = [{"hash": i.hash, "jpeg": i.thumbnail} for i in items if i.thumbnail]
         if thumbs:  # thumbnails first: a crash in between leaves a harmless spare thumbnail
             with write_transaction(self.thumbs):
-                self.thumbs["thumbnails"].insert_all(thumbs, replace=True)
+                self.thumbs.table("thumbnails").insert_all(thumbs, replace=True)
         with write_transaction(self.db):
-            self.db["files"].insert_all(file_rows, replace=True)
+            self.db.table("files").insert_all(file_rows, replace=True)
             if score_rows:
-                self.db["scores"].insert_all(score_rows, replace=True)
+                self.db.table("scores").insert_all(score_rows, replace=True)
             self._delete_paths("errors", error_paths)
 
     def record_errors(self, errors: list, scan_id: int | None) -> None:
@@ -885,7 +887,7 @@ class Library:
                 }
             )
         with write_transaction(self.db):
-            self.db["errors"].insert_all(rows, replace=True)
+            self.db.table("errors").insert_all(rows, replace=True)
             self._delete_paths("files", paths)
 
     def forget_missing(
@@ -992,7 +994,7 @@ class Library:
         return row[0] if row else None
 
     def scans(self) -> list[dict]:
-        return list(self.db["scans"].rows_where(order_by="id"))
+        return list(self.db.table("scans").rows_where(order_by="id"))
 
     def notes(self) -> dict[str, str]:
         """What the library's columns hold (the `notes` table), by topic."""
