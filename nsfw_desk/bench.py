@@ -228,7 +228,7 @@ def measure_decisions(workdir: Path, count: int = 50) -> dict[str, float]:
     figures = {}
     for mode in ("FULL", "NORMAL"):
         with Library(workdir / f"decisions-{mode.lower()}.sqlite") as library:
-            library.db.execute(f"PRAGMA synchronous = {mode}")
+            library.set_synchronous(mode)
             reviews = ReviewStore(library)
             times = []
             for i in range(count):

@@ -403,17 +403,10 @@ def _failure(
     what survived. Library failures keep every committed transaction, so there is always
     something true to say about what was kept.
     """
-    import sqlite3
-
-    from nsfw_desk.core.store import LibraryError, LibraryFull, library_error
+    from nsfw_desk.core.store import LibraryError, LibraryFull, as_library_error
 
     db = _library_path(library) if isinstance(library, argparse.Namespace) else library
-    cause = exc.__cause__
-    if isinstance(exc, sqlite3.DatabaseError):  # a read, outside the store's write transactions
-        exc = library_error(exc, db)
-    elif type(exc) is LibraryError and isinstance(cause, sqlite3.Error):
-        mapped = library_error(cause, db)  # opening a library on a full disk, for one
-        exc = mapped if isinstance(mapped, LibraryFull) else exc
+    exc = as_library_error(exc, db)
     if isinstance(exc, LibraryFull):
         status, message = EXIT_DISK_FULL, str(exc)
     elif isinstance(exc, LibraryError):
@@ -654,9 +647,7 @@ class _JsonlWriter:
 
 def _close_quietly(library: Library) -> None:
     """Close a library after a failure without hiding that failure behind another."""
-    import sqlite3
-
-    with contextlib.suppress(sqlite3.Error, OSError):
+    with contextlib.suppress(Exception):  # the first failure is the one worth reporting
         library.close()
 
 

@@ -102,6 +102,22 @@ def library_error(exc: sqlite3.Error, path: Path | str | None) -> LibraryError:
     return LibraryError(f"The library {where} could not be used: {text}")
 
 
+def as_library_error(exc: BaseException, path: Path | str | None) -> BaseException:
+    """`exc` as the LibraryError a user can act on, when it is an SQLite failure; else itself.
+
+    Write transactions translate their own failures; this covers reads and opening, where a
+    raw sqlite3 error (or a generic LibraryError caused by one, e.g. a full disk while a new
+    library is created) would otherwise reach the user.
+    """
+    if isinstance(exc, sqlite3.DatabaseError):
+        return library_error(exc, path)
+    cause = exc.__cause__
+    if type(exc) is LibraryError and isinstance(cause, sqlite3.Error):
+        mapped = library_error(cause, path)
+        return mapped if isinstance(mapped, LibraryFull) else exc
+    return exc
+
+
 def _database_file(conn: sqlite3.Connection) -> str | None:
     try:
         return conn.execute("PRAGMA database_list").fetchone()[2] or None
@@ -699,6 +715,13 @@ class Library:
         for db, name in ((self.db, "library"), (self.thumbs, "thumbnails")):
             checkpoint(db.conn, name)
             db.close()
+
+    def set_synchronous(self, mode: str) -> None:
+        """SQLite's durability mode for this connection; the library runs FULL (see the module
+        docstring). `nsfw-desk bench` uses this to price FULL against WAL's usual NORMAL."""
+        if mode not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {mode!r}")
+        self.db.execute(f"PRAGMA synchronous = {mode}")
 
     def wait_for_lock(self, timeout_ms: int) -> None:
         """How long this connection's writes wait for another's lock before LibraryBusy.
