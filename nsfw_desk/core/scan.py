@@ -441,4 +441,8 @@ def _scan_entries(
             flush(run_model=False)  # keep finished cheap work; drop the unrun batch
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        # A cancel does not wait for a decode still running; that thread may still use its
+        # connection, which is then left to the garbage collector.
+        if all(future.done() for future in pending):
+            lookup.close()
     return scored, known_content, errors

@@ -202,10 +202,14 @@ def _open_private_db(path: Path) -> sqlite3.Connection:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.DatabaseError as exc:
+        raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
+    try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.DatabaseError as exc:
+        conn.close()  # refused: no handle left open on the file
         raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
     return conn
 
@@ -435,7 +439,11 @@ class Library:
         try:
             migrate(self.db)
         except sqlite3.DatabaseError as exc:
+            self.db.close()  # refused: no handle left open on the file
             raise LibraryError(f"{self.path} is not a usable nsfw-desk library: {exc}") from exc
+        except BaseException:
+            self.db.close()
+            raise
         self.thumbs = sqlite_utils.Database(_open_private_db(self.thumbnails_path))
         if "thumbnails" not in self.thumbs.table_names():
             with write_transaction(self.thumbs):  # IF NOT EXISTS: another instance may be first
@@ -751,6 +759,7 @@ class ScoreLookup:
         self._uri = Path(path).resolve().as_uri() + "?mode=ro"
         self._model_id = model_id
         self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []  # every thread's, for close()
 
     def has_score(self, content_hash: str) -> bool:
         conn = getattr(self._local, "conn", None)
@@ -759,7 +768,14 @@ class ScoreLookup:
                 self._uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
             )
             self._local.conn = conn
+            self._opened.append(conn)
         row = conn.execute(
             "SELECT 1 FROM scores WHERE hash = ? AND model_id = ?", (content_hash, self._model_id)
         ).fetchone()
         return row is not None
+
+    def close(self) -> None:
+        """Close every thread's connection; call once no thread uses this lookup any more."""
+        for conn in self._opened:
+            conn.close()
+        self._opened.clear()
