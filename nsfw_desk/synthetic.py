@@ -6,6 +6,8 @@ images or downloaded weights.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +34,27 @@ def write_photo(
     mode: str = "RGB",
     **save_args,
 ) -> Path:
-    """Save a synthetic photo, converted to `mode`, in the format the suffix (or `fmt`) says."""
+    """Save a synthetic photo, converted to `mode`, in the format the suffix (or `fmt`) says.
+
+    The file appears whole or not at all (written to a hidden temporary name in the same
+    folder, then renamed over `path`): a scan running at the same moment, in a test that
+    writes photos while scanning, must never read half a photo.
+    """
     image = synthetic_photo(size, seed)
     if mode != "RGB":
         image = image.convert(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=fmt, **save_args)
+    # Hidden (scans skip it), unique per process and thread, and with path's suffix so that
+    # Pillow picks the same format from it.
+    temporary = path.with_name(
+        f".{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{path.suffix}"
+    )
+    try:
+        image.save(temporary, format=fmt, **save_args)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path
 
 

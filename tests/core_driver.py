@@ -30,6 +30,16 @@ from pathlib import Path
 
 
 def life(args: dict) -> None:
+    """One life, as the module docstring says.
+
+    args: library, folder, model, report; seed (names the life's subfolder and reviewer);
+    rounds and new_images (the scan rounds: the life scans exactly `rounds` times unless it
+    fails or is killed); scan_seed and review_seed (one random stream per thread, so that a
+    seed replays the choices whatever the threads' interleaving); review_interval_s (pause
+    between two decisions; absent: 0 to 5 ms at random, as fast as a moderator never could);
+    min_decisions (the reviewer goes on after the last round until it has made that many);
+    max_seconds (a safety net for a life nobody kills: past it the life reports ERROR).
+    """
     from nsfw_desk.core.review import DecisionInput, ReviewStore
     from nsfw_desk.core.runtime import load_model
     from nsfw_desk.core.scan import ScanOptions, scan_folder
@@ -41,13 +51,25 @@ def life(args: dict) -> None:
     def say(line: str) -> None:
         os.write(report, (line + "\n").encode())
 
-    rng = random.Random(args["seed"])
-    deadline = time.monotonic() + args.get("max_seconds", 60)
+    seed = args["seed"]
+    scan_rng = random.Random(args.get("scan_seed", f"scan-{seed}"))
+    review_rng = random.Random(args.get("review_seed", f"review-{seed}"))
+    interval = args.get("review_interval_s")
+    min_decisions = args.get("min_decisions", 0)
     model = load_model(args["model"], device="cpu")
+    # Counted from here: importing torch and loading the model take what they take.
+    deadline = time.monotonic() + args.get("max_seconds", float("inf"))
     say("READY")
     folder = Path(args["folder"])
     library_path = Path(args["library"])
     scanning_done = threading.Event()
+    scan_failed = threading.Event()
+
+    def past_deadline(who: str) -> bool:
+        if time.monotonic() <= deadline:
+            return False
+        say(f"ERROR {who} still running after max_seconds={args['max_seconds']}")
+        return True
 
     def scanner() -> None:
         try:
@@ -55,22 +77,24 @@ def life(args: dict) -> None:
             try:
                 for round_ in range(args["rounds"]):
                     for i in range(args["new_images"]):
-                        size = (rng.randint(64, 200), rng.randint(64, 200))
+                        size = (scan_rng.randint(64, 200), scan_rng.randint(64, 200))
                         write_photo(
-                            folder / f"life{args['seed']}" / f"r{round_}_{i}.jpg",
+                            folder / f"life{seed}" / f"r{round_}_{i}.jpg",
                             size,
-                            seed=args["seed"] * 10_000 + round_ * 100 + i,
+                            seed=seed * 10_000 + round_ * 100 + i,
                         )
                     say(f"SCAN {round_}")
                     summary = scan_folder(
                         folder, model, library, options=ScanOptions(batch_size=4, workers=2)
                     )
                     say(f"SCANNED {round_} {summary.scored} {summary.cached} {summary.errors}")
-                    if time.monotonic() > deadline:
+                    if past_deadline("scan"):
+                        scan_failed.set()
                         break
             finally:
                 library.close()
         except BaseException as exc:
+            scan_failed.set()
             traceback.print_exc()
             say(f"ERROR scan {type(exc).__name__}: {exc}".replace("\n", " "))
         finally:
@@ -82,7 +106,12 @@ def life(args: dict) -> None:
         library = Library(library_path)
         reviews = ReviewStore(library)
         mine: list[int] = []
-        while not scanning_done.is_set() and time.monotonic() < deadline:
+        decisions = 0
+        while not scanning_done.is_set() or (
+            decisions < min_decisions and not scan_failed.is_set()
+        ):
+            if past_deadline("review"):
+                break
             hashes = [
                 row[0]
                 for row in library.db.execute(
@@ -92,9 +121,9 @@ def life(args: dict) -> None:
             if not hashes:
                 time.sleep(0.01)
                 continue
-            reviewer = f"life{args['seed']}"
-            if mine and rng.random() < 0.2:
-                ids = reviews.revert([rng.choice(mine)], reviewer=reviewer, threshold=0.5)
+            reviewer = f"life{seed}"
+            if mine and review_rng.random() < 0.2:
+                ids = reviews.revert([review_rng.choice(mine)], reviewer=reviewer, threshold=0.5)
                 picked = [
                     row[0]
                     for row in library.db.execute(
@@ -105,10 +134,10 @@ def life(args: dict) -> None:
                 ]
                 labels = ["?"] * len(ids)  # whatever the label before was
             else:
-                picked = rng.sample(hashes, min(len(hashes), rng.randint(1, 3)))
-                label = rng.choice(["unsafe", "safe", None])
+                picked = review_rng.sample(hashes, min(len(hashes), review_rng.randint(1, 3)))
+                label = review_rng.choice(["unsafe", "safe", None])
                 ids = reviews.decide(
-                    [DecisionInput(h, model.model_id, rng.random(), None) for h in picked],
+                    [DecisionInput(h, model.model_id, review_rng.random(), None) for h in picked],
                     label,
                     reviewer=reviewer,
                     threshold=0.5,
@@ -117,7 +146,8 @@ def life(args: dict) -> None:
             for decision_id, digest, shown in zip(ids, picked, labels, strict=True):
                 say(f"COMMITTED {decision_id} {digest} {shown}")
             mine.extend(ids)
-            time.sleep(rng.uniform(0, 0.005))
+            decisions += 1
+            time.sleep(review_rng.uniform(0, 0.005) if interval is None else interval)
         library.close()
     except BaseException as exc:
         traceback.print_exc()

@@ -185,25 +185,46 @@ def test_two_instances_opening_a_new_library_at_once(tmp_path):
             assert library.integrity_check() == "ok"
 
 
+ROUNDS, NEW_IMAGES = 4, 4
+# One decision per 20 ms and process at most: far faster than a moderator, and the scan
+# workers still get the write lock. A reviewer that wrote every 0-5 ms (one fsync each) could
+# starve them: SQLite's busy handler is no queue, a waiting writer retries at most every
+# 100 ms and a free moment between two decisions may never coincide with its retry.
+REVIEW_INTERVAL_S = 0.02
+
+
 def test_two_instances_scan_and_review_one_library_at_once(
     tmp_path, model_dir, loaded_model, monkeypatch
 ):
-    """Two processes, each a scan worker plus a reviewer, on one library and one folder."""
+    """Two processes, each a scan worker plus a reviewer, on one library and one folder.
+
+    Each scans exactly ROUNDS times (no deadline: a slow machine makes the test slower, not
+    shorter) while its reviewer decides and undoes. `NSFW_DESK_CONCURRENCY_SEED` picks the
+    seeds of the four threads' random choices; they are in every failure message.
+    """
+    base = int(os.environ.get("NSFW_DESK_CONCURRENCY_SEED", 0))
+    seeds = {
+        life: {"scan_seed": base * 100 + 10 * life + 1, "review_seed": base * 100 + 10 * life + 2}
+        for life in (1, 2)
+    }
+    replay = f"seeds {seeds} (NSFW_DESK_CONCURRENCY_SEED={base})"
     folder = tmp_path / "photos"
     for i in range(6):
         write_photo(folder / "shared" / f"p{i}.jpg", (90 + i, 70), seed=500 + i)
     library_path = tmp_path / "library.sqlite"  # new: the two race to create it too
     procs = []
-    for seed in (1, 2):
+    for life, life_seeds in seeds.items():
         args = {
             "library": str(library_path),
             "folder": str(folder),
             "model": str(model_dir),
-            "seed": seed,
-            "report": str(tmp_path / f"instance{seed}.txt"),
-            "rounds": 4,
-            "new_images": 4,
-            "max_seconds": 90,
+            "seed": life,
+            **life_seeds,
+            "report": str(tmp_path / f"instance{life}.txt"),
+            "rounds": ROUNDS,
+            "new_images": NEW_IMAGES,
+            "review_interval_s": REVIEW_INTERVAL_S,
+            "min_decisions": 5,
         }
         procs.append(
             subprocess.Popen(
@@ -213,29 +234,40 @@ def test_two_instances_scan_and_review_one_library_at_once(
                 text=True,
             )
         )
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    try:
+        # Only against a hang: the lives stop after their rounds, however long those take.
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+        pytest.fail(f"an instance hung for 10 minutes; {replay}")
     committed: dict[int, tuple[str, str]] = {}
-    for seed, (proc, output) in enumerate(zip(procs, outputs, strict=True), start=1):
-        text = (tmp_path / f"instance{seed}.txt").read_text()
-        assert proc.returncode == 0, output[-3000:]
-        assert "ERROR" not in text and "locked" not in output, (text[-2000:], output[-3000:])
-        assert text.rstrip().endswith("DONE")
-        assert text.count("SCANNED") == 4
+    for life, (proc, output) in enumerate(zip(procs, outputs, strict=True), start=1):
+        text = (tmp_path / f"instance{life}.txt").read_text()
+        where = f"instance {life}, {replay}"
+        assert proc.returncode == 0, (where, output[-3000:])
+        assert "ERROR" not in text and "locked" not in output, (where, text[-2000:], output[-3000:])
+        assert text.rstrip().endswith("DONE"), (where, text[-2000:])
+        assert text.count("SCANNED") == ROUNDS, (where, text[-2000:])
         reported, _ = parse_report(text)
-        assert reported, "an instance made no decision"
+        assert len(reported) >= 5, f"{where}: only {len(reported)} decisions"
         committed.update(reported)
-    check_library(library_path, committed)
+    try:
+        check_library(library_path, committed)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {replay}") from exc
 
     # Whatever either instance stored holds: a third scan reads none of it again.
     probe = ScanProbe(monkeypatch, loaded_model)
     with Library(library_path) as library:
         stored = stored_and_unchanged(library, folder, loaded_model.model_id)
         summary = scan_folder(folder, loaded_model, library)
-        assert summary.files == 6 + 2 * 4 * 4
-        assert not {os.fsencode(p) for p in probe.reads} & stored
-        assert summary.scored == 0
+        assert summary.files == 6 + 2 * ROUNDS * NEW_IMAGES
+        assert not {os.fsencode(p) for p in probe.reads} & stored, replay
+        assert summary.scored == 0, replay
     FIGURES["concurrency: two instances on one library"] = (
-        f"2 processes × 4 scan rounds + reviews at once, {len(committed):,} decisions, "
+        f"2 processes × {ROUNDS} scan rounds + reviews at once, {len(committed):,} decisions, "
         f"no lock error, integrity ok, nothing rescanned"
     )
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nsfw_desk.core.defaults import BATCH_SIZE, DECODE_NICENESS, PROGRESS_INTERVAL_S, RESULT_CHUNK
 from nsfw_desk.core.images import (
@@ -37,6 +38,9 @@ from nsfw_desk.core.images import (
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.runtime import LoadedModel, available_cores
 from nsfw_desk.core.store import FileOutcome, Library, ScoredFile, ScoreLookup, path_key
+
+if TYPE_CHECKING:  # torch is imported where a scan runs, not when the module loads
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ class ScanSummary:
 class _Prepared:
     entry: FileEntry
     hash: str
-    tensor: object = None  # torch.Tensor, None when the content is already scored
+    tensor: torch.Tensor | None = None  # None when the content is already scored
     thumbnail: bytes | None = None
     width: int | None = None
     height: int | None = None
@@ -212,7 +216,10 @@ def _discover(
     errors: list[FileError] = []
     last = time.monotonic()
     for found in discover(root, include_hidden=options.include_hidden, stats=stats):
-        (errors if isinstance(found, FileError) else entries).append(found)
+        if isinstance(found, FileError):
+            errors.append(found)
+        else:
+            entries.append(found)
         if progress and len(entries) % 1000 == 0 and time.monotonic() - last > 0.1:
             last = time.monotonic()
             progress(
@@ -341,7 +348,9 @@ def _scan_entries(
         items: list[ScoredFile] = []
         outcomes: list[FileOutcome] = []
         if run_model and batch:
-            prediction = model.predict(torch.stack([p.tensor for p in batch]))
+            tensors = [p.tensor for p in batch if p.tensor is not None]
+            assert len(tensors) == len(batch), "batch holds only content to score"
+            prediction = model.predict(torch.stack(tensors))
             for i, p in enumerate(batch):
                 items.append(
                     ScoredFile(
@@ -431,4 +440,8 @@ def _scan_entries(
             flush(run_model=False)  # keep finished cheap work; drop the unrun batch
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        # A cancel does not wait for a decode still running; that thread may still use its
+        # connection, which is then left to the garbage collector.
+        if all(future.done() for future in pending):
+            lookup.close()
     return scored, known_content, errors

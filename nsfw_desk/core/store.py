@@ -257,10 +257,14 @@ def _open_private_db(path: Path) -> sqlite3.Connection:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.DatabaseError as exc:
+        raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
+    try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.DatabaseError as exc:
+        conn.close()  # refused: no handle left open on the file
         raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
     return conn
 
@@ -698,7 +702,11 @@ class Library:
         try:
             migrate(self.db)
         except sqlite3.DatabaseError as exc:
+            self.db.close()  # refused: no handle left open on the file
             raise LibraryError(f"{self.path} is not a usable nsfw-desk library: {exc}") from exc
+        except BaseException:
+            self.db.close()
+            raise
         self.thumbs = sqlite_utils.Database(_open_private_db(self.thumbnails_path))
         if "thumbnails" not in self.thumbs.table_names():
             with write_transaction(self.thumbs):  # IF NOT EXISTS: another instance may be first
