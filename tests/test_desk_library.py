@@ -8,11 +8,13 @@ says why a decision is not saved yet, and saves it once the library can take it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from desk import LatenessProbe, column, scan, settle
 from PySide6.QtCore import Qt, QTimer
@@ -33,15 +35,26 @@ conn.close()
 """
 
 
-def hold_write_lock(library_path, seconds: float) -> subprocess.Popen:
+@contextlib.contextmanager
+def write_lock_held(library_path, seconds: float) -> Iterator[subprocess.Popen]:
     """Another process takes the library's write lock and keeps it for `seconds`."""
     locker = subprocess.Popen(
         [sys.executable, "-c", LOCKER, str(library_path), str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert locker.stdout.readline().strip() == "locked"
-    return locker
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        yield locker
+    finally:
+        locker.stdout.close()
+        locker.wait(timeout=60)
+
+
+def outside(library_path, statement: str) -> tuple | None:
+    """One statement from another program's connection; the first row of its answer."""
+    with contextlib.closing(sqlite3.connect(library_path)) as conn:
+        return conn.execute(statement).fetchone()
 
 
 def hashes_of_rows(window, rows) -> list[str]:
@@ -57,24 +70,26 @@ def test_window_keeps_painting_and_deciding_while_another_process_holds_the_lock
     decided = hashes_of_rows(window, range(6))
     probe = LatenessProbe()
 
-    locker = hold_write_lock(window.library_path, 10)
-    locked_at = time.monotonic()
-    probe.start()
-    for _ in decided:
-        qtbot.keyClick(window.grid, Qt.Key.Key_U)  # marks unsafe, moves to the next item
-        window.grid.viewport().repaint()  # a real paint of the grid, on the GUI thread
-        qtbot.wait(300)
-    # Every decision is shown at once, marked as saving, and the window says why.
-    assert column(window, Role.LABEL)[:6] == ["unsafe"] * 6
-    assert all(column(window, Role.SAVING)[:6])
-    qtbot.waitUntil(lambda: window.saving_label.isVisible(), timeout=5_000)
-    assert "6 decisions not saved yet" in window.saving_label.text()
-    assert "locked by another program" in window.saving_label.text()
-    assert locker.poll() is None, "the lock was released before the checks ran"
-    with sqlite3.connect(window.library_path) as conn:  # readers are not blocked in WAL
-        assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone() == (0,)
+    with write_lock_held(window.library_path, 10) as locker:
+        locked_at = time.monotonic()
+        probe.start()
+        for _ in decided:
+            qtbot.keyClick(window.grid, Qt.Key.Key_U)  # marks unsafe, moves to the next item
+            window.grid.viewport().repaint()  # a real paint of the grid, on the GUI thread
+            qtbot.wait(300)
+        # Every decision is shown at once, marked as saving, and the window says why.
+        assert column(window, Role.LABEL)[:6] == ["unsafe"] * 6
+        assert all(column(window, Role.SAVING)[:6])
+        qtbot.waitUntil(lambda: window.saving_label.isVisible(), timeout=5_000)
+        assert "6 decisions not saved yet" in window.saving_label.text()
+        assert "locked by another program" in window.saving_label.text()
+        assert locker.poll() is None, "the lock was released before the checks ran"
+        with contextlib.closing(
+            sqlite3.connect(window.library_path)
+        ) as conn:  # readers are not blocked in WAL
+            assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone() == (0,)
 
-    qtbot.waitUntil(lambda: locker.poll() is not None, timeout=30_000)  # keep the loop running
+        qtbot.waitUntil(lambda: locker.poll() is not None, timeout=30_000)  # keep the loop running
     released_at = time.monotonic()
     settle(qtbot, window)
     saved_after = time.monotonic() - released_at
@@ -114,7 +129,9 @@ def test_a_full_disk_keeps_decisions_until_there_is_space(
 ):
     window = make_window(library_path=small_disk / "library.sqlite")
     scan(qtbot, window, folder)
-    with sqlite3.connect(window.library_path) as conn:  # an empty WAL must grow to take more
+    with contextlib.closing(
+        sqlite3.connect(window.library_path)
+    ) as conn:  # an empty WAL must grow to take more
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     filler = fill_disk(small_disk)
     window._select_row(0)
@@ -146,8 +163,7 @@ def test_a_scan_that_fills_the_disk_says_so(qtbot, make_window, folder, small_di
     scan(qtbot, window, folder)
     for i in range(6):
         write_photo(folder / "more" / f"{i}.jpg", (300, 200), seed=50 + i)
-    with sqlite3.connect(window.library_path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    outside(window.library_path, "PRAGMA wal_checkpoint(TRUNCATE)")
     fill_disk(small_disk)
     scan(qtbot, window, folder)
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
@@ -189,9 +205,6 @@ def test_closing_with_decisions_pending_waits_for_them(qtbot, make_window, folde
     scan(qtbot, window, folder)
     window._select_row(0)
     decided = hashes_of_rows(window, range(2))
-    locker = hold_write_lock(window.library_path, 4)
-    for _ in decided:
-        qtbot.keyClick(window.grid, Qt.Key.Key_U)
     seen = []
 
     def look() -> None:
@@ -199,9 +212,11 @@ def test_closing_with_decisions_pending_waits_for_them(qtbot, make_window, folde
         if isinstance(dialog, QProgressDialog):
             seen.append(dialog.labelText())
 
-    QTimer.singleShot(1000, look)
-    window.close()  # returns once the writes are in, about 4 s from now
-    locker.wait(timeout=30)
+    with write_lock_held(window.library_path, 4):
+        for _ in decided:
+            qtbot.keyClick(window.grid, Qt.Key.Key_U)
+        QTimer.singleShot(1000, look)
+        window.close()  # returns once the writes are in, about 4 s from now
     assert seen and "Saving 2 decisions" in seen[0]
     assert not window.isVisible()
     assert window.writes.waiting == 0

@@ -210,6 +210,7 @@ def test_a_decision_remembers_the_exact_file_it_was_made_on(tmp_path, loaded_mod
         reviews.revert([undo], reviewer="r", threshold=0.5)
         report = export_dataset(library, ExportOptions(out=tmp_path / "out"))
     assert report.exported == 1
-    (row,) = [json.loads(line) for line in (tmp_path / "out" / "metadata.jsonl").open()]
+    lines = (tmp_path / "out" / "metadata.jsonl").read_text("utf-8").splitlines()
+    (row,) = [json.loads(line) for line in lines]
     assert bytes_from_fields(row, "source_path") == os.fsencode(latin1)
     assert (tmp_path / "out" / row["file_name"]).read_bytes() == latin1.read_bytes()
