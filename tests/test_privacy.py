@@ -260,3 +260,24 @@ def test_logs_hold_no_image_content_and_paths_only_at_debug(
             assert SECRET_NAME not in text and str(root) not in text, text
     # stderr gets the same records (and the per-file error summary, which may name files).
     assert SECRET_CONTENT not in captured.err and SECRET_CONTENT not in captured.out
+
+
+def test_unexpected_failures_keep_their_paths_at_debug_level(caplog):
+    import logging
+
+    from nsfw_desk.core.logs import log_problem, log_unexpected
+
+    log = logging.getLogger("nsfw_desk.test")
+    secret = "/home/moderator/case-4711/evidence.jpg"
+    caplog.set_level(logging.DEBUG, logger="nsfw_desk.test")
+    for report in (log_unexpected, log_problem):
+        try:
+            open(secret, "rb")  # noqa: SIM115 (it never opens)
+        except OSError as exc:
+            report(log, "reading failed", exc)
+    above = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(above) == 2 and all("FileNotFoundError" in m for m in above)
+    assert not any(secret in m for m in above)
+    assert "test_privacy.py" in above[0]  # where in our code, for the bug report
+    assert len(debug) == 2 and all(secret in m for m in debug)

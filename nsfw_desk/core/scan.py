@@ -35,6 +35,7 @@ from nsfw_desk.core.images import (
     make_thumbnail,
     read_file,
 )
+from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.runtime import LoadedModel, available_cores
 from nsfw_desk.core.store import FileOutcome, Library, ScoredFile, ScoreLookup, path_key
@@ -329,7 +330,7 @@ def _scan_entries(
         except ImageError as exc:
             return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
         except Exception as exc:  # a bug or a Pillow surprise: report it on the file
-            log.exception("unexpected error preparing a file")
+            log_unexpected(log, "unexpected error preparing a file", exc)
             return FileError(
                 entry.path,
                 ErrorKind.DECODE_ERROR,

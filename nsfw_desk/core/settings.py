@@ -13,6 +13,7 @@ from pathlib import Path
 import platformdirs
 
 from nsfw_desk.core import defaults
+from nsfw_desk.core.logs import log_problem
 from nsfw_desk.core.review import default_reviewer
 from nsfw_desk.core.store import APP_NAME
 
@@ -54,7 +55,7 @@ class Settings:
         except FileNotFoundError:
             return settings
         except (OSError, ValueError) as exc:
-            log.warning("settings file unreadable, using defaults: %s", exc)
+            log_problem(log, "settings file unreadable, using defaults", exc)
             return settings
         if not isinstance(data, dict):
             return settings

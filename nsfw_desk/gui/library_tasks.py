@@ -29,6 +29,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
+from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.store import Library, LibraryError
 from nsfw_desk.gui.worker import TaskThread, failure_kind
@@ -191,7 +192,7 @@ class _WriteWorker(_LibraryThreadObject):
                 self._wait_and_retry(exc)
                 return
             except Exception as exc:  # a bug, not a condition to wait out: say so, go on
-                log.exception("a review write failed")
+                log_unexpected(log, "a review write failed", exc)
                 self._queue.popleft()
                 self.failed.emit(ticket, describe_failure(exc), self._held(ticket))
                 continue

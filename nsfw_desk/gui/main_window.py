@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from nsfw_desk.core.logs import log_problem
 from nsfw_desk.core.progress import Progress
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
@@ -796,7 +797,7 @@ class MainWindow(QMainWindow):
             try:
                 self.settings.save()
             except OSError as exc:
-                log.warning("could not save settings: %s", exc)
+                log_problem(log, "could not save settings", exc)
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().paintEvent(event)

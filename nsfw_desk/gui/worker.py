@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.progress import CancelToken
 from nsfw_desk.core.store import LibraryBusy, LibraryError, LibraryFull
 
@@ -109,7 +110,7 @@ class ScanWorker(QObject):
             self.library_failed.emit(failure_kind(exc), str(exc))
             self.finished.emit(request, None)
         except Exception as exc:  # never let a worker exception vanish silently
-            log.exception("scan failed")
+            log_unexpected(log, "scan failed", exc)
             self.scan_failed.emit(f"{type(exc).__name__}: {exc}")
             self.finished.emit(request, None)
 
@@ -189,7 +190,7 @@ class ExportWorker(QObject):
         except (ExportError, LibraryError) as exc:
             self.failed.emit(str(exc))
         except Exception as exc:
-            log.exception("export failed")
+            log_unexpected(log, "export failed", exc)
             self.failed.emit(
                 f"The export failed and nothing was written: {type(exc).__name__}: {exc}"
             )
