@@ -304,8 +304,8 @@ def decode(
     `min_side` lets JPEG decode at 1/2, 1/4 or 1/8 scale (DCT draft) and other formats be
     box-reduced, as long as the shorter side stays at least `DRAFT_MARGIN × min_side`: the
     model's own (bicubic, antialiased) resize then always shrinks by 1.5× or more, which
-    keeps the reduction's filter out of the scores (max |Δp| vs the model card's full decode:
-    0.0086 with no margin on 1024×768 JPEGs, see `nsfw-desk bench`).
+    keeps the reduction's filter out of the scores (`nsfw-desk bench` prints the agreement
+    with the model card's full decode as "max |Δp| vs card").
     """
     if not data:
         raise ImageError(ErrorKind.NOT_AN_IMAGE, "empty file (0 bytes)")
