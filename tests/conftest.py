@@ -114,22 +114,31 @@ def stored():
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 8 MB filesystem that can fill up (tmpfs; mounting needs root, as in CI)."""
+    """`small_disk("256k")` mounts a real filesystem of that size (tmpfs) that can fill up,
+    and returns its folder; every mount is undone after the test, whatever happened."""
     import subprocess
+    import sys
 
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        if sys.platform != "linux" or os.geteuid() != 0:
+            pytest.skip("a size-limited tmpfs needs root on Linux (CI runs as root)")
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def pytest_terminal_summary(terminalreporter):

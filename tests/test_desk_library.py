@@ -127,13 +127,13 @@ def test_undo_and_redo_go_through_the_review_api(qtbot, make_window, folder, sto
 def test_a_full_disk_keeps_decisions_until_there_is_space(
     qtbot, make_window, folder, stored, small_disk
 ):
-    window = make_window(library_path=small_disk / "library.sqlite")
+    window = make_window(library_path=small_disk("8m") / "library.sqlite")
     scan(qtbot, window, folder)
     with contextlib.closing(
         sqlite3.connect(window.library_path)
     ) as conn:  # an empty WAL must grow to take more
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    filler = fill_disk(small_disk)
+    filler = fill_disk(window.library_path.parent)
     window._select_row(0)
     decided = hashes_of_rows(window, range(3))
     for _ in decided:
@@ -159,12 +159,12 @@ def test_a_scan_that_fills_the_disk_says_so(qtbot, make_window, folder, small_di
         return 0
 
     monkeypatch.setattr(QMessageBox, "exec", fake_exec)
-    window = make_window(library_path=small_disk / "library.sqlite")
+    window = make_window(library_path=small_disk("8m") / "library.sqlite")
     scan(qtbot, window, folder)
     for i in range(6):
         write_photo(folder / "more" / f"{i}.jpg", (300, 200), seed=50 + i)
     outside(window.library_path, "PRAGMA wal_checkpoint(TRUNCATE)")
-    fill_disk(small_disk)
+    fill_disk(window.library_path.parent)
     scan(qtbot, window, folder)
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
     title, text, buttons = shown[0]

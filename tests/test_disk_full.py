@@ -6,45 +6,18 @@ elsewhere these tests skip and say why). Exit statuses: 4 library unusable, 5 di
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import fill_disk
 
 from nsfw_desk.cli import EXIT_DISK_FULL, EXIT_LIBRARY, main
 from nsfw_desk.core import store
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.scan import scan_folder
 from nsfw_desk.synthetic import write_photo
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """`small_disk("256k")` mounts a tmpfs of that size and returns its folder; every mount
-    is undone after the test, whatever happened."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        if sys.platform != "linux" or os.geteuid() != 0:
-            pytest.skip("a size-limited tmpfs needs root on Linux (CI runs as root)")
-        point = tmp_path / f"disk{len(mounted)}"
-        point.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in reversed(mounted):
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def resize(point: Path, size: str) -> None:
@@ -86,6 +59,20 @@ def test_scan_onto_a_full_disk_exits_5_and_keeps_what_it_scored(
     assert main(args) == 0
     err = capsys.readouterr().err
     assert f"{60 - kept} scored, {kept} from the library" in err
+
+
+def test_a_library_whose_disk_filled_since_exits_5_when_opened(
+    small_disk, photo_folder, model_dir, capsys
+):
+    """Opening needs room for the -wal and -shm files: SQLite calls that an I/O error."""
+    disk = small_disk("4m")
+    db = disk / "library.sqlite"
+    args = ["scan", str(photo_folder), "--model", str(model_dir), "--db", str(db), "-q"]
+    assert main(args) == 0
+    fill_disk(disk)
+    assert main(args) == EXIT_DISK_FULL
+    err = capsys.readouterr().err
+    assert f"The disk holding {db} is full" in err and "I/O" not in err
 
 
 def test_jsonl_onto_a_full_disk_exits_5_and_leaves_no_partial_file(

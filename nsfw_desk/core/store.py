@@ -65,12 +65,20 @@ class LibraryDamaged(LibraryError):
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 5, 6, 11, 13, 26
 
 
-def _free_space(path: Path) -> str:
+_SQLITE_IOERR = 10
+NEARLY_FULL_BYTES = 1 << 20  # an I/O error with less than this free is a full disk
+
+
+def _free_bytes(path: Path) -> int | None:
     try:
-        free = shutil.disk_usage(path.parent).free
+        return shutil.disk_usage(path.parent).free
     except OSError:
-        return "unknown"
-    return f"{free / 1e6:,.1f} MB"
+        return None
+
+
+def _free_space(path: Path) -> str:
+    free = _free_bytes(path)
+    return "unknown" if free is None else f"{free / 1e6:,.1f} MB"
 
 
 def library_error(exc: sqlite3.Error, path: Path | str | None) -> LibraryError:
@@ -83,7 +91,10 @@ def library_error(exc: sqlite3.Error, path: Path | str | None) -> LibraryError:
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     text = str(exc)
     log.debug("SQLite error %s (code %s) on %s", text, code, where, exc_info=exc)
-    if code == _SQLITE_FULL or "disk is full" in text:
+    free = _free_bytes(where)
+    # Creating the -shm or -wal file on a full disk is an I/O error, not SQLITE_FULL.
+    io_on_full_disk = code == _SQLITE_IOERR and free is not None and free < NEARLY_FULL_BYTES
+    if code == _SQLITE_FULL or "disk is full" in text or io_on_full_disk:
         return LibraryFull(
             f"The disk holding {where} is full ({_free_space(where)} free). Everything saved "
             f"before this point is kept; nothing was half-written. Free space on that disk "
