@@ -177,12 +177,6 @@ class _WriteWorker(_LibraryThreadObject):
         if not self._is_blocked:
             self._drain()
 
-    @Slot()
-    def retry_now(self) -> None:
-        if self._is_blocked:
-            self._retry.stop()
-            self._drain()
-
     def _drain(self) -> None:
         while self._queue:
             ticket, op = self._queue[0]
@@ -241,14 +235,12 @@ class ReviewWrites(QObject):
     failed = Signal(str, dict)  # message, hash → label the library holds
     state_changed = Signal()  # `waiting` or `problem` changed
     _submit = Signal(int, object)
-    _retry_now = Signal()
 
     def __init__(self, library_path: Path | None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._worker = _WriteWorker(library_path)
         self._task = TaskThread(self._worker, "nsfw-desk-library-writes")
         self._submit.connect(self._worker.submit, Qt.ConnectionType.QueuedConnection)
-        self._retry_now.connect(self._worker.retry_now, Qt.ConnectionType.QueuedConnection)
         self._worker.committed.connect(self._on_committed)
         self._worker.blocked.connect(self._on_blocked)
         self._worker.unblocked.connect(self._on_unblocked)
@@ -285,9 +277,6 @@ class ReviewWrites(QObject):
             else:
                 shown[digest] = label
         return shown
-
-    def retry_now(self) -> None:
-        self._retry_now.emit()
 
     def _send(self, op: Decide | Revert, expected: dict[str, str | None]) -> int:
         ticket = next(self._tickets)
