@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 from desk import column, scan, settle
-from PySide6.QtCore import QRect
-from PySide6.QtGui import QColor, QImage, QPainter, QPalette
+from PySide6.QtCore import QPoint, QRect
+from PySide6.QtGui import QImage, QPainter, QPalette
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
 
 from nsfw_desk.gui.grid import Role
@@ -56,3 +56,194 @@ def test_nothing_in_the_detail_pane_overlaps_at_the_minimum_window_size(qtbot, m
         assert rects[widget].height() >= widget.fontMetrics().height(), widget.text()
     assert rects[detail.size_label].size() == detail.size_label.size()
     assert rects[detail.preview].height() >= 120
+
+
+# --- tiles: contrast and marks that do not rely on hue --------------------------------
+
+STATES = {
+    "flagged": {"score": 1.0, "flagged": True},
+    "not flagged": {"score": 0.2, "flagged": False},
+    "unsafe": {"score": 1.0, "flagged": True, "label": "unsafe"},
+    "safe": {"score": 0.1, "flagged": False, "label": "safe"},
+    "unsafe, saving": {"score": 0.9, "flagged": True, "label": "unsafe", "saving": True},
+    "cleared, saving": {"score": 0.3, "flagged": False, "saving": True},
+    "error": {"error": "not an image: text/html"},
+    "copies": {"score": 0.4, "flagged": False, "copies": 3},
+}
+
+
+def _index(state: dict):
+    from PySide6.QtGui import QStandardItem, QStandardItemModel
+
+    model = QStandardItemModel()
+    item = QStandardItem("holiday_photo.jpg")
+    item.setData(None if state.get("error") else "ab" * 16, Role.HASH)
+    item.setData(state.get("score"), Role.SCORE)
+    item.setData(state.get("flagged", False), Role.FLAGGED)
+    item.setData(state.get("label"), Role.LABEL)
+    item.setData(state.get("error"), Role.ERROR)
+    item.setData(state.get("saving", False), Role.SAVING)
+    item.setData(state.get("copies", 1), Role.COPIES)
+    model.appendRow(item)
+    return model, model.index(0, 0)
+
+
+def render_tile(window, state: dict, selected: bool) -> QImage:
+    """One tile as the grid paints it, with the grid's palette and font."""
+    delegate = window.delegate
+    size = delegate.tile_size()
+    option = QStyleOptionViewItem()
+    option.rect = QRect(0, 0, size.width(), size.height())
+    option.palette = window.grid.palette()
+    option.font = window.grid.font()
+    option.state = QStyle.StateFlag.State_Enabled | (
+        QStyle.StateFlag.State_Selected if selected else QStyle.StateFlag.State_None
+    )
+    image = QImage(size, QImage.Format.Format_RGB32)
+    image.fill(window.grid.palette().color(QPalette.ColorRole.Base))
+    _model, index = _index(state)
+    painter = QPainter(image)
+    delegate.paint(painter, option, index)
+    painter.end()
+    return image
+
+
+def _pixels(image: QImage, rect: QRect) -> np.ndarray:
+    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
+    data = np.frombuffer(rgb.constBits(), np.uint8).reshape(rgb.height(), rgb.bytesPerLine())
+    data = data[:, : rgb.width() * 3].reshape(rgb.height(), rgb.width(), 3)
+    return data[rect.top() : rect.bottom() + 1, rect.left() : rect.right() + 1].reshape(-1, 3)
+
+
+def _luminance(rgb) -> float:
+    def channel(c: float) -> float:
+        c = c / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(float(v)) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a, b) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_contrast(image: QImage, rect: QRect) -> float:
+    """The text's contrast in `rect`: its background is the commonest colour there, its
+    colour the pixel farthest from it (a fully covered stem is the pen's own colour)."""
+    pixels = _pixels(image, rect)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    background = colours[counts.argmax()]
+    assert len(colours) > 1, f"no text in {rect}"
+    return max(contrast(c, background) for c in colours)
+
+
+def _text_rects(window) -> dict[str, QRect]:
+    delegate = window.delegate
+    area = delegate.image_rect(QRect(QPoint(0, 0), delegate.tile_size()))
+    line = QRect(area.x(), area.bottom() + 4, area.width(), 16)
+    half = area.width() // 2
+    return {
+        "score": QRect(line.x(), line.y(), half, line.height()),
+        "badge": QRect(line.x() + half, line.y(), area.width() - half, line.height()),
+        "name": line.translated(0, 16),
+    }
+
+
+def test_every_text_on_a_tile_has_aa_contrast_selected_or_not(qtbot, make_window):
+    window = make_window()
+    rects = _text_rects(window)
+    for selected in (False, True):
+        for name, state in STATES.items():
+            image = render_tile(window, state, selected)
+            parts = ["score", "name"]
+            if state.get("label") or state.get("saving"):
+                parts.append("badge")
+            for part in parts:
+                ratio = text_contrast(image, rects[part])
+                where = f"{name} ({'selected' if selected else 'not selected'}), {part}"
+                assert ratio >= 4.5, f"{where}: contrast {ratio:.2f}"
+
+
+def _gray(image: QImage, rect: QRect) -> np.ndarray:
+    gray = image.convertToFormat(QImage.Format.Format_Grayscale8)
+    data = np.frombuffer(gray.constBits(), np.uint8).reshape(gray.height(), gray.bytesPerLine())
+    return data[rect.top() : rect.bottom() + 1, rect.left() : rect.right() + 1].astype(int)
+
+
+def test_flag_and_labels_differ_without_colour(qtbot, make_window):
+    """In grayscale (or to a red/green colour-blind eye) flagged, unsafe and safe still read
+    differently: each pair differs by many pixels where its text is, not only by hue."""
+    window = make_window()
+    rects = _text_rects(window)
+    pairs = [
+        ({"score": 0.6, "flagged": True}, {"score": 0.6, "flagged": False}, "score"),
+        (
+            {"score": 0.6, "flagged": True, "label": "unsafe"},
+            {"score": 0.6, "flagged": True, "label": "safe"},
+            "badge",
+        ),
+    ]
+    for selected in (False, True):
+        for a, b, part in pairs:
+            gray_a = _gray(render_tile(window, a, selected), rects[part])
+            gray_b = _gray(render_tile(window, b, selected), rects[part])
+            assert np.count_nonzero(np.abs(gray_a - gray_b) > 64) >= 20, (a, b, selected)
+        # The flag's frame shows in grayscale against the tile as well.
+        flagged = render_tile(window, {"score": 0.6, "flagged": True}, selected)
+        plain = render_tile(window, {"score": 0.6, "flagged": False}, selected)
+        area = window.delegate.image_rect(QRect(QPoint(0, 0), window.delegate.tile_size()))
+        frame = QRect(area.x(), area.y(), area.width(), 4)
+        assert np.abs(_gray(flagged, frame) - _gray(plain, frame)).mean() > 40
+
+
+def test_exact_copies_are_marked_and_a_decision_says_how_many_files_it_covers(
+    qtbot, make_window, folder, stored
+):
+    from nsfw_desk.gui.calibration import CalibrationDialog
+
+    original = sorted(folder.rglob("photo_*.jpg"))[0]
+    shutil.copy(original, folder / "copy one.jpg")
+    shutil.copy(original, folder / "copy two.jpg")
+    window = make_window()
+    scan(qtbot, window, folder)
+    digest = next(
+        h
+        for h, p in zip(column(window, Role.HASH), column(window, Role.PATH), strict=True)
+        if p == original
+    )
+    copies = {
+        p.name: c
+        for h, p, c in zip(
+            column(window, Role.HASH),
+            column(window, Role.PATH),
+            column(window, Role.COPIES),
+            strict=True,
+        )
+        if h == digest
+    }
+    assert copies == {original.name: 3, "copy one.jpg": 3, "copy two.jpg": 3}
+    assert set(column(window, Role.COPIES)) == {3, 1}
+
+    window.settings.auto_advance = False
+    row = window.results.row_of(folder / "copy one.jpg")
+    window.grid.setCurrentIndex(window.results.index(row))
+    window.decide("unsafe")
+    note = "Marked unsafe: 1 item, 3 files (copies share a label)"
+    assert window.statusBar().currentMessage() == note
+    settle(qtbot, window)
+    other = next(r for r, h in enumerate(column(window, Role.HASH)) if h and h != digest)
+    window.grid.setCurrentIndex(window.results.index(other))
+    window.decide("safe")
+    # One selected file of its own content: nothing to explain.
+    assert window.statusBar().currentMessage() == ""
+    settle(qtbot, window)
+    text = window.counts_label.text()
+    assert "4 files reviewed (2 distinct images)" in text, text
+
+    dialog = CalibrationDialog(window.reads, window.results.threshold, window.model_id, window)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.model_box.count() > 0, timeout=10_000)
+    assert "2 distinct reviewed images with a score" in dialog.model_box.itemText(0)

@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
 
 from nsfw_desk.gui.thumbnails import ThumbnailCache
 
-
 PREVIEW_MIN_HEIGHT = 160
 
 

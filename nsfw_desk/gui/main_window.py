@@ -533,6 +533,7 @@ class MainWindow(QMainWindow):
             on_change=self._labels_changed,
         )
         self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
+        self._report_copies(label, items)
         if self.settings.auto_advance:
             position = self.results.row_of(last_path)
             if position is None:  # filtered away by its new label: stay at the same place
@@ -540,6 +541,19 @@ class MainWindow(QMainWindow):
             self._select_row(min(position + 1, self.results.rowCount() - 1))
         else:
             self._show_detail()
+
+    def _report_copies(self, label: str | None, items: list[DecisionInput]) -> None:
+        """Labels follow the content: say so when a decision covers more files than chosen."""
+        hashes = {item.hash for item in items}
+        files = sum(self.results.copies_of(h) for h in hashes)
+        if files <= len(items):
+            self.statusBar().clearMessage()  # an earlier decision's note no longer applies
+            return
+        done = {"unsafe": "Marked unsafe", "safe": "Marked safe"}.get(label, "Cleared")
+        chosen = f"{len(items):,} item{'s' if len(items) != 1 else ''}"
+        self.statusBar().showMessage(
+            f"{done}: {chosen}, {files:,} files (copies share a label)", 10_000
+        )
 
     def _labels_changed(self, labels: dict[str, str | None], _command=None) -> None:
         with self._keeping_current():
