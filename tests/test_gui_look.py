@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 from desk import column, scan, settle
 from PySide6.QtCore import QPoint, QRect
-from PySide6.QtGui import QImage, QPainter, QPalette
+from PySide6.QtGui import QImage, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
 
 from nsfw_desk.gui.grid import Role
@@ -112,7 +112,9 @@ def _pixels(image: QImage, rect: QRect) -> np.ndarray:
     rgb = image.convertToFormat(QImage.Format.Format_RGB888)
     data = np.frombuffer(rgb.constBits(), np.uint8).reshape(rgb.height(), rgb.bytesPerLine())
     data = data[:, : rgb.width() * 3].reshape(rgb.height(), rgb.width(), 3)
-    return data[rect.top() : rect.bottom() + 1, rect.left() : rect.right() + 1].reshape(-1, 3)
+    return (
+        data[rect.top() : rect.bottom() + 1, rect.left() : rect.right() + 1].reshape(-1, 3).copy()
+    )
 
 
 def _luminance(rgb) -> float:
@@ -247,3 +249,75 @@ def test_exact_copies_are_marked_and_a_decision_says_how_many_files_it_covers(
     qtbot.addWidget(dialog)
     qtbot.waitUntil(lambda: dialog.model_box.count() > 0, timeout=10_000)
     assert "2 distinct reviewed images with a score" in dialog.model_box.itemText(0)
+
+
+# --- the blur preview in Settings -------------------------------------------------------
+
+
+def _array(image: QImage) -> np.ndarray:
+    return _pixels(image, image.rect()).reshape(image.height(), image.width(), 3).astype(int)
+
+
+def test_settings_preview_blurs_a_sample_as_the_grid_paints_it(qtbot, make_window):
+    from nsfw_desk.gui.settings_dialog import SettingsDialog, sample_picture
+    from nsfw_desk.gui.thumbnails import blur, to_qimage
+
+    window = make_window(blur_strength=4, grayscale=False)
+    dialog = SettingsDialog(window.settings, window)
+    qtbot.addWidget(dialog)
+    delegate = window.delegate
+
+    class Sample:  # a thumbnail cache holding the sample, blurred as ThumbnailCache does
+        def __init__(self, strength: int, grayscale: bool) -> None:
+            self.pixmap = QPixmap.fromImage(to_qimage(blur(sample_picture(), strength, grayscale)))
+
+        def blurred(self, _digest):
+            return self.pixmap
+
+    def grid_paints(strength: int, grayscale: bool) -> np.ndarray:
+        delegate.thumbnails = Sample(strength, grayscale)
+        image = render_tile(window, {"score": 0.1}, selected=False)
+        area = delegate.image_rect(QRect(QPoint(0, 0), delegate.tile_size()))
+        return _array(image.copy(area))
+
+    def shown() -> np.ndarray:
+        return _array(dialog.preview.pixmap().toImage().convertToFormat(QImage.Format.Format_RGB32))
+
+    def sharpness(pixels: np.ndarray) -> float:
+        return float(np.abs(np.diff(pixels, axis=1)).mean())
+
+    try:
+        seen = {}
+        for strength, grayscale in ((4, False), (32, False), (1, False), (12, True)):
+            dialog.blur.setValue(strength)  # the preview follows the slider as it moves
+            dialog.grayscale.setChecked(grayscale)
+            pixels = shown()
+            assert np.array_equal(pixels, grid_paints(strength, grayscale)), strength
+            seen[strength] = sharpness(pixels)
+            picture = pixels[40:120]  # inside the fitted 4:3 sample, off the dark ground
+            gray = (picture[..., 0] == picture[..., 1]) & (picture[..., 1] == picture[..., 2])
+            assert gray.all() == grayscale
+        assert seen[1] > seen[4] > seen[32]
+    finally:
+        delegate.thumbnails = window.thumbnails
+
+
+# --- grayscale: the default for a new desk, one key away --------------------------------
+
+
+def test_grayscale_is_the_first_run_default_and_a_view_toggle(qtbot, make_window, tmp_path):
+    from nsfw_desk.core.settings import Settings
+
+    assert Settings.load(tmp_path / "none.json").grayscale  # a first run: grayscale
+    kept = tmp_path / "kept.json"
+    Settings(grayscale=False).save(kept)
+    assert not Settings.load(kept).grayscale  # a moderator's own choice is kept
+
+    window = make_window()
+    assert window.thumbnails.grayscale and window.grayscale_action.isChecked()
+    assert window.grayscale_action.shortcut().toString() == "Ctrl+G"
+    assert window.grayscale_action in window.menuBar().actions()[3].menu().actions()  # View
+    window.grayscale_action.trigger()
+    assert not window.thumbnails.grayscale and not window.settings.grayscale
+    window.grayscale_action.trigger()
+    assert window.thumbnails.grayscale and window.settings.grayscale

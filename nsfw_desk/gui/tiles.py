@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPen
+from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
 from nsfw_desk.gui.grid import Role
@@ -194,9 +194,15 @@ class TileDelegate(QStyledItemDelegate):
         if pixmap is None or pixmap.isNull():
             painter.fillRect(area, PLACEHOLDER if not error else HIDDEN)
             return
-        target = pixmap.size().scaled(area.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        x = area.x() + (area.width() - target.width()) // 2
-        y = area.y() + (area.height() - target.height()) // 2
-        painter.fillRect(area, HIDDEN)
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        painter.drawPixmap(QRect(x, y, target.width(), target.height()), pixmap)
+        draw_fitted(painter, area, pixmap)
+
+
+def draw_fitted(painter: QPainter, area: QRect, pixmap: QPixmap) -> None:
+    """A thumbnail as the grid paints it: fitted and centred on a dark ground (the
+    Settings preview paints its sample with this too)."""
+    target = pixmap.size().scaled(area.size(), Qt.AspectRatioMode.KeepAspectRatio)
+    x = area.x() + (area.width() - target.width()) // 2
+    y = area.y() + (area.height() - target.height()) // 2
+    painter.fillRect(area, HIDDEN)
+    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+    painter.drawPixmap(QRect(x, y, target.width(), target.height()), pixmap)
