@@ -313,6 +313,14 @@ class MainWindow(QMainWindow):
         self.hide_action = self._action(
             view, "&Hide all images", self.toggle_hide_all, ["Esc"], checkable=True, icon="hide"
         )
+        self.grayscale_action = self._action(
+            view,
+            "&Grayscale thumbnails",
+            self._set_grayscale,
+            ["Ctrl+G"],
+            checkable=True,
+            checked=self.settings.grayscale,
+        )
         view.addSeparator()
         self._action(view, "&Larger thumbnails", lambda: self.zoom(1), ["Ctrl++", "Ctrl+="])
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
@@ -743,6 +751,7 @@ class MainWindow(QMainWindow):
         )
         self.settings = new
         self.auto_advance_action.setChecked(new.auto_advance)
+        self.grayscale_action.setChecked(new.grayscale)
         if style_changed:
             self.thumbnails.set_style(new.blur_strength, new.grayscale)
             self.grid.viewport().update()
@@ -752,6 +761,16 @@ class MainWindow(QMainWindow):
         self._save_settings()
         if model_changed and self.folder is not None:
             self._start_scan()
+
+    def _set_grayscale(self, on: bool) -> None:
+        """View → Grayscale thumbnails: the same setting as in Settings, one key away."""
+        if on == self.settings.grayscale:
+            return
+        self.settings.grayscale = on
+        self.thumbnails.set_style(self.settings.blur_strength, on)
+        self.grid.viewport().update()
+        self.detail.set_revealed(False)
+        self._save_settings()
 
     def open_export(self) -> None:
         from nsfw_desk.gui.export_dialog import ExportDialog  # loaded when first needed
