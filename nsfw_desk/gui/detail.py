@@ -78,6 +78,8 @@ class DetailPane(QWidget):
         area = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame)
         area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         area.setWidget(facts)
+        # The preview takes the room left once the facts have what they ask for.
+        area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         # Room for a path of four lines and the Size row at the window's minimum size.
         area.setMinimumHeight(9 * self.fontMetrics().lineSpacing())
         return area
@@ -103,7 +105,7 @@ class DetailPane(QWidget):
         w, h = facts.get("width"), facts.get("height")
         self.dims_label.setText(f"{w} × {h} {facts.get('format') or ''}" if w and h else "")
         if error:
-            self.scores_label.setText(f"<span style='color:#d64545'>{error}</span>")
+            self.scores_label.setText(f"<span style='color:#b3261e'>{error}</span>")
         else:
             self.scores_label.setText(
                 "<br>".join(

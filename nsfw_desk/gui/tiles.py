@@ -60,9 +60,7 @@ def readable(colour: QColor, background: QColor, ratio: float = AIMED_CONTRAST) 
     )
     for step in range(1, 21):
         t = step / 20
-        mixed = QColor.fromRgbF(
-            *(c + (e - c) * t for c, e in zip(colour.getRgbF()[:3], end.getRgbF()[:3], strict=True))
-        )
+        mixed = mix(colour, end, t)
         if contrast(mixed, background) >= ratio:
             return mixed
     return end
@@ -79,9 +77,20 @@ class TileColours:
     safe: QColor
 
 
+def mix(a: QColor, b: QColor, t: float) -> QColor:
+    """`a` moved a fraction `t` of the way to `b`."""
+    return QColor.fromRgbF(
+        *(x + (y - x) * t for x, y in zip(a.getRgbF()[:3], b.getRgbF()[:3], strict=True))
+    )
+
+
 def tile_colours(palette: QPalette, selected: bool) -> TileColours:
-    background = palette.highlight().color() if selected else palette.base().color()
-    text = palette.highlightedText().color() if selected else palette.text().color()
+    """A selected tile's text sits on a pale tint of the selection colour (the tile itself
+    is framed in it): on the full selection colour red, green and the text would all have
+    to turn black or white to stay readable, and the labels would lose their colour."""
+    base = palette.base().color()
+    background = mix(palette.highlight().color(), base, 0.8) if selected else base
+    text = palette.text().color()
     return TileColours(
         background,
         readable(text, background),
@@ -116,8 +125,14 @@ class TileDelegate(QStyledItemDelegate):
         rect = option.rect
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
         colours = tile_colours(option.palette, selected)
-        painter.fillRect(rect, colours.background)
         area = self.image_rect(rect)
+        if selected:
+            painter.fillRect(rect, option.palette.highlight())
+            strip = QRect(rect.x() + 3, area.bottom() + 3, rect.width() - 6, 0)
+            strip.setBottom(rect.bottom() - 2)
+            painter.fillRect(strip, colours.background)
+        else:
+            painter.fillRect(rect, colours.background)
         digest = index.data(Role.HASH)
         error = index.data(Role.ERROR)
         score = index.data(Role.SCORE)
