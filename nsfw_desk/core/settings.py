@@ -34,8 +34,8 @@ class Settings:
     precision: str = "auto"
     batch_size: int = defaults.BATCH_SIZE
     blur_strength: int = 12  # 1 (barely) to 32 (shapes only)
-    # Grayscale from the first run: with the blur it takes most of the sting out of a
-    # disturbing picture, and revealing (Space) still shows the original in colour.
+    # Grayscale from the first run: with the blur it makes a disturbing picture far less
+    # vivid, and revealing (Space) still shows the original in colour.
     grayscale: bool = True
     reviewer: str = field(default_factory=default_reviewer)
     auto_advance: bool = True
