@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
 from nsfw_desk.gui.grid import Role
@@ -189,10 +189,10 @@ class TileDelegate(QStyledItemDelegate):
         """A two-tone frame: the flag colour outside, black or white inside, so it stands
         out from any image and in grayscale, not by its hue alone."""
         inner = QColor("black") if luminance(colour) > 0.18 else QColor("white")
-        painter.setPen(QPen(colour, 2))
-        painter.drawRect(area.adjusted(1, 1, -1, -1))
-        painter.setPen(QPen(inner, 2))
-        painter.drawRect(area.adjusted(3, 3, -3, -3))
+        for band, fill in ((area, colour), (area.adjusted(2, 2, -2, -2), inner)):
+            x, y, w, h = band.x(), band.y(), band.width(), band.height()
+            for strip in ((x, y, w, 2), (x, y + h - 2, w, 2), (x, y, 2, h), (x + w - 2, y, 2, h)):
+                painter.fillRect(QRect(*strip), fill)  # exactly 2 px, inside the image area
 
     def _paint_image(
         self, painter: QPainter, area: QRect, digest: str | None, error: str | None
