@@ -703,7 +703,8 @@ def _metrics_table(calibration) -> str:
     rows.update({m.threshold: m for m in suggested.values() if m is not None})
     lines = [
         f"{calibration.model_id}: {calibration.n_unsafe:,} unsafe and "
-        f"{calibration.n_safe:,} safe reviewed items",
+        f"{calibration.n_safe:,} safe reviewed items (distinct images with a score from "
+        "this model; exact copies count once)",
         f"{'threshold':>10} {'flagged':>8} {'tp':>7} {'fp':>7} {'tn':>7} {'fn':>7} "
         f"{'precision':>9} {'recall':>7} {'F1':>6} {'FPR':>6}",
     ]

@@ -232,7 +232,7 @@ def detail_energy(pixels: np.ndarray) -> float:
 
 
 def test_no_unrevealed_tile_is_painted_unblurred(qtbot, make_window, folder):
-    window = make_window()
+    window = make_window(grayscale=False)  # detail compared colour to colour
     scan(qtbot, window, folder)
     scored = [i for i, h in enumerate(column(window, Role.HASH)) if h]
     hashes = [window.results.index(r).data(Role.HASH) for r in scored]

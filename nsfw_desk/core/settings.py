@@ -34,7 +34,9 @@ class Settings:
     precision: str = "auto"
     batch_size: int = defaults.BATCH_SIZE
     blur_strength: int = 12  # 1 (barely) to 32 (shapes only)
-    grayscale: bool = False
+    # Grayscale from the first run: with the blur it makes a disturbing picture far less
+    # vivid, and revealing (Space) still shows the original in colour.
+    grayscale: bool = True
     reviewer: str = field(default_factory=default_reviewer)
     auto_advance: bool = True
     threshold: float = defaults.THRESHOLD

@@ -106,7 +106,11 @@ class CalibrationDialog(QDialog):
     def _fill_models(self, models: list[tuple[str, int]], model_id: str | None) -> None:
         self.model_box.blockSignals(True)
         for model, count in models:
-            self.model_box.addItem(f"{model}  ({count} reviewed)", model)
+            # Distinct images, like `nsfw-desk metrics`: copies count once, and only
+            # reviewed images this model has scored.
+            self.model_box.addItem(
+                f"{model}  ({count} distinct reviewed images with a score)", model
+            )
         if model_id is not None:
             index = self.model_box.findData(model_id)
             if index >= 0:

@@ -12,12 +12,15 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from nsfw_desk.gui.thumbnails import ThumbnailCache
+
+PREVIEW_MIN_HEIGHT = 160
 
 
 class DetailPane(QWidget):
@@ -32,7 +35,7 @@ class DetailPane(QWidget):
         self.hide_all = False
 
         self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(QSize(240, 240))
+        self.preview.setMinimumSize(QSize(240, PREVIEW_MIN_HEIGHT))
         self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.preview.setStyleSheet("background: #30333a; color: #c8ccd4;")
         self.preview.setToolTip("Press and hold (or hold Space) to reveal")
@@ -40,6 +43,9 @@ class DetailPane(QWidget):
         self.preview.mouseReleaseEvent = lambda e: self.reveal_requested.emit(False)
 
         self.path_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        # A path segment longer than the pane cannot wrap: it is clipped (the tooltip has it
+        # all) instead of widening the facts past the pane.
+        self.path_label.setMinimumWidth(1)
         self.size_label = QLabel()
         self.dims_label = QLabel()
         self.scores_label = QLabel(wordWrap=True)
@@ -49,20 +55,34 @@ class DetailPane(QWidget):
         self.show_button = QPushButton("Show in folder")
         self.show_button.clicked.connect(self.show_in_folder)
 
-        facts = QFormLayout()
-        facts.addRow("File", self.path_label)
-        facts.addRow("Size", self.size_label)
-        facts.addRow("Dimensions", self.dims_label)
-        facts.addRow("Scores", self.scores_label)
-        facts.addRow("Label", self.label_label)
         layout = QVBoxLayout(self)
         layout.addWidget(self.preview, 1)
-        layout.addLayout(facts)
-        layout.addWidget(QLabel("Decision history"))
-        layout.addWidget(self.history)
+        layout.addWidget(self._facts_area())
         layout.addWidget(self.show_button)
         self.show_item(None)
         thumbnails.changed.connect(self._thumbnail_arrived)
+
+    def _facts_area(self) -> QScrollArea:
+        """Facts and history scroll under the preview: a long path wraps to more lines than
+        the layout's minimum size allows for, and must never be painted over by the preview."""
+        facts = QWidget()
+        form = QFormLayout(facts)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("File", self.path_label)
+        form.addRow("Size", self.size_label)
+        form.addRow("Dimensions", self.dims_label)
+        form.addRow("Scores", self.scores_label)
+        form.addRow("Label", self.label_label)
+        form.addRow(QLabel("Decision history"))
+        form.addRow(self.history)
+        area = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setWidget(facts)
+        # The preview takes the room left once the facts have what they ask for.
+        area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        # Room for a path of four lines and the Size row at the window's minimum size.
+        area.setMinimumHeight(9 * self.fontMetrics().lineSpacing())
+        return area
 
     def show_item(
         self,
@@ -78,13 +98,14 @@ class DetailPane(QWidget):
         self.path, self.hash, self.revealed = path, content_hash, False
         self.show_button.setEnabled(path is not None)
         self.path_label.setText(str(path) if path else "No image selected")
+        self.path_label.setToolTip(str(path) if path else "")
         facts = facts or {}
         size = facts.get("size")
         self.size_label.setText(f"{size / 1024:,.0f} KiB" if size else "")
         w, h = facts.get("width"), facts.get("height")
         self.dims_label.setText(f"{w} × {h} {facts.get('format') or ''}" if w and h else "")
         if error:
-            self.scores_label.setText(f"<span style='color:#d64545'>{error}</span>")
+            self.scores_label.setText(f"<span style='color:#b3261e'>{error}</span>")
         else:
             self.scores_label.setText(
                 "<br>".join(

@@ -28,6 +28,7 @@ class Role(IntEnum):
     LABEL = PATH + 4
     ERROR = PATH + 5
     SAVING = PATH + 6  # a decision on this content is made but not yet committed
+    COPIES = PATH + 7  # how many files in the folder hold this content
 
 
 SORTS = {
@@ -52,13 +53,21 @@ _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements"}
 class Counts:
     total: int
     flagged: int
-    reviewed: int
+    reviewed: int  # files whose content carries a label
     errors: int
+    reviewed_images: int = 0  # distinct contents among them (exact copies count once)
 
     def __str__(self) -> str:
+        # Files, as the grid shows them; the distinct images are what calibration and
+        # `nsfw-desk metrics` count (those with a score), so say both when they differ.
+        images = (
+            f" ({self.reviewed_images:,} distinct image{'s' if self.reviewed_images != 1 else ''})"
+            if self.reviewed_images != self.reviewed
+            else ""
+        )
         return (
-            f"{self.flagged:,} flagged of {self.total:,} · {self.reviewed:,} reviewed · "
-            f"{self.errors:,} errors"
+            f"{self.flagged:,} flagged of {self.total:,} files · {self.reviewed:,} files "
+            f"reviewed{images} · {self.errors:,} errors"
         )
 
 
@@ -125,7 +134,13 @@ class ResultsModel(QAbstractListModel):
         if role == Role.SAVING:
             digest = self._hashes[row]
             return digest is not None and digest in self.saving
+        if role == Role.COPIES:
+            return max(1, self.copies_of(self._hashes[row]))
         return None
+
+    def copies_of(self, content_hash: str | None) -> int:
+        """How many files of the folder hold this content (a label covers all of them)."""
+        return len(self._rows_of_hash.get(content_hash, ())) if content_hash else 0
 
     # --- loading results --------------------------------------------------------------
 
@@ -276,12 +291,13 @@ class ResultsModel(QAbstractListModel):
 
     def counts(self) -> Counts:
         scores = self._scores
-        labelled = sum(len(self._rows_of_hash.get(h, ())) for h in self._labels)
+        present = [h for h in self._labels if self._rows_of_hash.get(h)]
         return Counts(
             total=len(self._paths),
             flagged=int(np.count_nonzero(scores >= self.threshold)),
-            reviewed=labelled,
+            reviewed=sum(len(self._rows_of_hash[h]) for h in present),
             errors=sum(1 for e in self._errors if e),
+            reviewed_images=len(present),
         )
 
     def row_of(self, path: Path) -> int | None:

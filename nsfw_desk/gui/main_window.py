@@ -313,6 +313,14 @@ class MainWindow(QMainWindow):
         self.hide_action = self._action(
             view, "&Hide all images", self.toggle_hide_all, ["Esc"], checkable=True, icon="hide"
         )
+        self.grayscale_action = self._action(
+            view,
+            "&Grayscale thumbnails",
+            self._set_grayscale,
+            ["Ctrl+G"],
+            checkable=True,
+            checked=self.settings.grayscale,
+        )
         view.addSeparator()
         self._action(view, "&Larger thumbnails", lambda: self.zoom(1), ["Ctrl++", "Ctrl+="])
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
@@ -533,6 +541,7 @@ class MainWindow(QMainWindow):
             on_change=self._labels_changed,
         )
         self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
+        self._report_copies(label, items)
         if self.settings.auto_advance:
             position = self.results.row_of(last_path)
             if position is None:  # filtered away by its new label: stay at the same place
@@ -540,6 +549,19 @@ class MainWindow(QMainWindow):
             self._select_row(min(position + 1, self.results.rowCount() - 1))
         else:
             self._show_detail()
+
+    def _report_copies(self, label: str | None, items: list[DecisionInput]) -> None:
+        """Labels follow the content: say so when a decision covers more files than chosen."""
+        hashes = {item.hash for item in items}
+        files = sum(self.results.copies_of(h) for h in hashes)
+        if files <= len(items):
+            self.statusBar().clearMessage()  # an earlier decision's note no longer applies
+            return
+        done = {"unsafe": "Marked unsafe", "safe": "Marked safe"}.get(label, "Cleared")
+        chosen = f"{len(items):,} item{'s' if len(items) != 1 else ''}"
+        self.statusBar().showMessage(
+            f"{done}: {chosen}, {files:,} files (copies share a label)", 10_000
+        )
 
     def _labels_changed(self, labels: dict[str, str | None], _command=None) -> None:
         with self._keeping_current():
@@ -729,6 +751,7 @@ class MainWindow(QMainWindow):
         )
         self.settings = new
         self.auto_advance_action.setChecked(new.auto_advance)
+        self.grayscale_action.setChecked(new.grayscale)
         if style_changed:
             self.thumbnails.set_style(new.blur_strength, new.grayscale)
             self.grid.viewport().update()
@@ -738,6 +761,16 @@ class MainWindow(QMainWindow):
         self._save_settings()
         if model_changed and self.folder is not None:
             self._start_scan()
+
+    def _set_grayscale(self, on: bool) -> None:
+        """View → Grayscale thumbnails: the same setting as in Settings, one key away."""
+        if on == self.settings.grayscale:
+            return
+        self.settings.grayscale = on
+        self.thumbnails.set_style(self.settings.blur_strength, on)
+        self.grid.viewport().update()
+        self.detail.set_revealed(False)
+        self._save_settings()
 
     def open_export(self) -> None:
         from nsfw_desk.gui.export_dialog import ExportDialog  # loaded when first needed

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from PySide6.QtCore import Qt
+from PIL import Image, ImageDraw
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSlider,
@@ -21,8 +24,25 @@ from PySide6.QtWidgets import (
 )
 
 from nsfw_desk.core.hub import DEFAULT_MODEL
+from nsfw_desk.core.images import THUMBNAIL_SIZE
 from nsfw_desk.core.runtime import DEVICES
 from nsfw_desk.core.settings import Settings
+from nsfw_desk.gui.thumbnails import blur, to_qimage
+from nsfw_desk.gui.tiles import draw_fitted
+from nsfw_desk.synthetic import synthetic_photo
+
+
+def sample_picture() -> Image.Image:
+    """A harmless generated picture with edges and small text, so the blur strength shows;
+    as big as a stored thumbnail, which is what the grid blurs."""
+    image = synthetic_photo((THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4), seed=7)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((24, 30, 110, 116), fill=(235, 190, 60), outline=(40, 40, 40), width=4)
+    for i in range(6):
+        x = 140 + i * 16
+        draw.rectangle((x, 30, x + 7, 150), fill=(20, 60, 150) if i % 2 else (240, 240, 240))
+    draw.text((26, 150), "Aa 123 sample", fill=(0, 0, 0))
+    return image
 
 
 class SettingsDialog(QDialog):
@@ -47,6 +67,13 @@ class SettingsDialog(QDialog):
             Qt.Orientation.Horizontal, minimum=1, maximum=32, value=settings.blur_strength
         )
         self.grayscale = QCheckBox("Show thumbnails in grayscale", checked=settings.grayscale)
+        self.preview = QLabel()
+        self.preview.setToolTip("A generated sample, blurred as the grid will paint thumbnails")
+        self._tile = settings.thumbnail_size
+        self._sample = sample_picture()
+        self.blur.valueChanged.connect(self._update_preview)
+        self.grayscale.toggled.connect(self._update_preview)
+        self._update_preview()
         self.reviewer = QLineEdit(settings.reviewer)
         self.auto_advance = QCheckBox(
             "Move to the next image after a decision", checked=settings.auto_advance
@@ -58,6 +85,7 @@ class SettingsDialog(QDialog):
         form.addRow("Batch size", self.batch_size)
         form.addRow("Blur strength", self.blur)
         form.addRow("", self.grayscale)
+        form.addRow("Preview", self.preview)
         form.addRow("Reviewer name", self.reviewer)
         form.addRow("", self.auto_advance)
         buttons = QDialogButtonBox(
@@ -67,6 +95,21 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
         self._base = settings
+
+    def preview_image(self) -> QImage:
+        """The sample at the slider's strength and the grayscale choice, painted in a
+        thumbnail's square exactly as the grid paints a tile's image."""
+        blurred = blur(self._sample, self.blur.value(), self.grayscale.isChecked())
+        image = QImage(self._tile, self._tile, QImage.Format.Format_RGB32)
+        painter = QPainter(image)
+        draw_fitted(
+            painter, QRect(0, 0, self._tile, self._tile), QPixmap.fromImage(to_qimage(blurred))
+        )
+        painter.end()
+        return image
+
+    def _update_preview(self, *_args) -> None:
+        self.preview.setPixmap(QPixmap.fromImage(self.preview_image()))
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(

@@ -2,12 +2,19 @@
 
 The rule this module keeps: an image is painted unblurred only for the one item the
 moderator is deliberately revealing, and nothing is painted while "hide all" is on.
+
+Every text meets WCAG AA contrast (4.5:1) against what it is painted on, selected or not,
+whatever the palette: the state colours are adjusted to the background at paint time
+(`readable`). Hue is never the only difference between states: the flag is a glyph and a
+frame, the labels are words with their own glyphs, an error has a warning sign.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
 from nsfw_desk.gui.grid import Role
@@ -18,6 +25,79 @@ SAFE_COLOUR = QColor("#2e8b57")
 PLACEHOLDER = QColor("#8a8f98")
 HIDDEN = QColor("#30333a")
 TEXT_LINES = 2
+AA_CONTRAST = 4.5
+AIMED_CONTRAST = 4.7  # a margin: painting rounds colours to 8 bits per channel
+BADGES = {"unsafe": "✖ UNSAFE", "safe": "✓ SAFE"}
+FLAG_MARK = "⚑ "
+ERROR_MARK = "⚠ "
+
+
+def luminance(colour: QColor) -> float:
+    """WCAG 2 relative luminance of an sRGB colour."""
+
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in colour.getRgbF()[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: QColor, b: QColor) -> float:
+    """WCAG 2 contrast ratio, 1 to 21."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def readable(colour: QColor, background: QColor, ratio: float = AIMED_CONTRAST) -> QColor:
+    """`colour`, mixed toward black or white (whichever the background contrasts with
+    more) just enough to reach `ratio`; the hue stays recognisable where it can."""
+    if contrast(colour, background) >= ratio:
+        return QColor(colour)
+    end = (
+        QColor("black")
+        if contrast(QColor("black"), background) >= contrast(QColor("white"), background)
+        else QColor("white")
+    )
+    for step in range(1, 21):
+        t = step / 20
+        mixed = mix(colour, end, t)
+        if contrast(mixed, background) >= ratio:
+            return mixed
+    return end
+
+
+@dataclass(frozen=True)
+class TileColours:
+    """The colours one tile is painted with, each readable on `background`."""
+
+    background: QColor
+    text: QColor
+    flag: QColor
+    unsafe: QColor
+    safe: QColor
+
+
+def mix(a: QColor, b: QColor, t: float) -> QColor:
+    """`a` moved a fraction `t` of the way to `b`."""
+    return QColor.fromRgbF(
+        *(x + (y - x) * t for x, y in zip(a.getRgbF()[:3], b.getRgbF()[:3], strict=True))
+    )
+
+
+def tile_colours(palette: QPalette, selected: bool) -> TileColours:
+    """A selected tile's text sits on a pale tint of the selection colour (the tile itself
+    is framed in it): on the full selection colour red, green and the text would all have
+    to turn black or white to stay readable, and the labels would lose their colour."""
+    base = palette.base().color()
+    background = mix(palette.highlight().color(), base, 0.8) if selected else base
+    text = palette.text().color()
+    return TileColours(
+        background,
+        readable(text, background),
+        readable(FLAG_COLOUR, background),
+        readable(FLAG_COLOUR, background),
+        readable(SAFE_COLOUR, background),
+    )
 
 
 class TileDelegate(QStyledItemDelegate):
@@ -44,10 +124,15 @@ class TileDelegate(QStyledItemDelegate):
         painter.save()
         rect = option.rect
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        palette = option.palette
-        if selected:
-            painter.fillRect(rect, palette.highlight())
+        colours = tile_colours(option.palette, selected)
         area = self.image_rect(rect)
+        if selected:
+            painter.fillRect(rect, option.palette.highlight())
+            strip = QRect(rect.x() + 3, area.bottom() + 3, rect.width() - 6, 0)
+            strip.setBottom(rect.bottom() - 2)
+            painter.fillRect(strip, colours.background)
+        else:
+            painter.fillRect(rect, colours.background)
         digest = index.data(Role.HASH)
         error = index.data(Role.ERROR)
         score = index.data(Role.SCORE)
@@ -56,43 +141,58 @@ class TileDelegate(QStyledItemDelegate):
 
         self._paint_image(painter, area, digest, error)
         if flagged:
-            painter.setPen(QPen(FLAG_COLOUR, 3))
-            painter.drawRect(area.adjusted(1, 1, -2, -2))
+            self._paint_flag_frame(painter, area, colours.flag)
 
-        text_colour = palette.highlightedText().color() if selected else palette.text().color()
         font = QFont(option.font)
         painter.setFont(font)
         line_h = 16
         y = area.bottom() + 4
         left = QRect(area.x(), y, area.width(), line_h)
         if error:
-            painter.setPen(FLAG_COLOUR)
+            painter.setPen(colours.flag)
             kind = error.split(":", 1)[0]  # "decode error", "too large", … (full text: tooltip)
-            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"⚠ {kind}")
+            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{ERROR_MARK}{kind}")
         elif score is not None:
-            painter.setPen(FLAG_COLOUR if flagged else text_colour)
-            mark = "⚑ " if flagged else ""
+            painter.setPen(colours.flag if flagged else colours.text)
+            mark = FLAG_MARK if flagged else ""
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{mark}{score:.2f}")
         saving = index.data(Role.SAVING)
         if label or saving:
             # "…" until the library has committed the decision (gui/library_tasks.py)
-            badge = {"unsafe": "UNSAFE", "safe": "SAFE"}.get(label, "") + ("…" if saving else "")
+            badge = BADGES.get(label, "") + ("…" if saving else "")
             bold = QFont(font)
             bold.setBold(True)
             bold.setItalic(bool(saving))
             painter.setFont(bold)
             painter.setPen(
-                text_colour if not label else FLAG_COLOUR if label == "unsafe" else SAFE_COLOUR
+                colours.text if not label else colours.unsafe if label == "unsafe" else colours.safe
             )
             painter.drawText(left, Qt.AlignmentFlag.AlignRight, badge)
             painter.setFont(font)
         name_rect = QRect(area.x(), y + line_h, area.width(), line_h)
-        painter.setPen(text_colour)
+        painter.setPen(colours.text)
+        copies = index.data(Role.COPIES) or 1
+        width = area.width()
+        if copies > 1:
+            # Labels follow the content: a decision on this tile labels every copy.
+            marker = f"×{copies}"
+            painter.drawText(name_rect, Qt.AlignmentFlag.AlignRight, marker)
+            width -= painter.fontMetrics().horizontalAdvance(marker) + 6
         name = painter.fontMetrics().elidedText(
-            index.data() or "", Qt.TextElideMode.ElideMiddle, area.width()
+            index.data() or "", Qt.TextElideMode.ElideMiddle, width
         )
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft, name)
         painter.restore()
+
+    @staticmethod
+    def _paint_flag_frame(painter: QPainter, area: QRect, colour: QColor) -> None:
+        """A two-tone frame: the flag colour outside, black or white inside, so it stands
+        out from any image and in grayscale, not by its hue alone."""
+        inner = QColor("black") if luminance(colour) > 0.18 else QColor("white")
+        for band, fill in ((area, colour), (area.adjusted(2, 2, -2, -2), inner)):
+            x, y, w, h = band.x(), band.y(), band.width(), band.height()
+            for strip in ((x, y, w, 2), (x, y + h - 2, w, 2), (x, y, 2, h), (x + w - 2, y, 2, h)):
+                painter.fillRect(QRect(*strip), fill)  # exactly 2 px, inside the image area
 
     def _paint_image(
         self, painter: QPainter, area: QRect, digest: str | None, error: str | None
@@ -109,9 +209,15 @@ class TileDelegate(QStyledItemDelegate):
         if pixmap is None or pixmap.isNull():
             painter.fillRect(area, PLACEHOLDER if not error else HIDDEN)
             return
-        target = pixmap.size().scaled(area.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        x = area.x() + (area.width() - target.width()) // 2
-        y = area.y() + (area.height() - target.height()) // 2
-        painter.fillRect(area, HIDDEN)
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        painter.drawPixmap(QRect(x, y, target.width(), target.height()), pixmap)
+        draw_fitted(painter, area, pixmap)
+
+
+def draw_fitted(painter: QPainter, area: QRect, pixmap: QPixmap) -> None:
+    """A thumbnail as the grid paints it: fitted and centred on a dark ground (the
+    Settings preview paints its sample with this too)."""
+    target = pixmap.size().scaled(area.size(), Qt.AspectRatioMode.KeepAspectRatio)
+    x = area.x() + (area.width() - target.width()) // 2
+    y = area.y() + (area.height() - target.height()) // 2
+    painter.fillRect(area, HIDDEN)
+    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+    painter.drawPixmap(QRect(x, y, target.width(), target.height()), pixmap)
