@@ -284,6 +284,28 @@ class ResultsModel(QAbstractListModel):
             errors=sum(1 for e in self._errors if e),
         )
 
+    def labellable(self, position: int) -> bool:
+        """Whether the item at visible `position` can take a label (scanned, no error)."""
+        row = self._visible[position]
+        return self._hashes[row] is not None and self._errors[row] is None
+
+    def unreviewed_positions(self) -> np.ndarray:
+        """Visible positions, in display order, of labellable items without a label: the queue."""
+        if not self._visible:
+            return np.empty(0, dtype=np.int64)
+        visible = np.asarray(self._visible, dtype=np.int64)
+        open_ = np.fromiter(
+            (self._hashes[r] is not None and self._errors[r] is None for r in self._visible),
+            dtype=bool,
+            count=len(self._visible),
+        )
+        return np.flatnonzero(open_ & (self._labels_array()[visible] < 0))
+
+    def positions_of(self, paths: Collection[Path]) -> list[int]:
+        """The visible positions of those of `paths` that are shown, in one pass."""
+        rows = {self._row_of_path[p] for p in paths if p in self._row_of_path}
+        return [i for i, row in enumerate(self._visible) if row in rows]
+
     def row_of(self, path: Path) -> int | None:
         """The visible position of `path`, or None when it is filtered out or unknown."""
         row = self._row_of_path.get(path)
