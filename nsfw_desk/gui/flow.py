@@ -32,6 +32,17 @@ def why_not_labellable(name: str, error: str | None) -> str:
     return f"{name} can't be labelled: {kind} — {reason}"
 
 
+# What each Show filter keeps, said under "No items match" so the empty grid makes sense.
+_FILTER_MEANS = {
+    "flagged": "items the model scores at or above the threshold",
+    "unflagged": "items the model scores below the threshold",
+    "reviewed": "items you have labelled",
+    "unreviewed": "scanned items without a label",
+    "disagreements": "items you labelled differently from the model at this threshold",
+    "errors": "files that could not be scanned",
+}
+
+
 def empty_grid_message(
     folder: Path | None, scanning: bool, total: int, filter_name: str
 ) -> tuple[str, bool]:
@@ -41,7 +52,9 @@ def empty_grid_message(
         return "Open a folder to scan (Ctrl+O), or drop one here", False
     if total:
         still = " yet" if scanning else ""
-        return f"No items match '{FILTERS[filter_name]}'{still}", filtered
+        means = _FILTER_MEANS.get(filter_name)
+        detail = f"<br><small>{FILTERS[filter_name]}: {means}.</small>" if means else ""
+        return f"No items match '{FILTERS[filter_name]}'{still}{detail}", filtered
     if scanning:
         return "Scanning…", False
     return "This folder has no images", False
@@ -55,9 +68,7 @@ class EmptyGridHint(QWidget):
     def __init__(self, viewport: QWidget) -> None:
         super().__init__(viewport)
         self.setObjectName("empty-hint")
-        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, False)
         layout = QVBoxLayout(self)
-        layout.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label = QLabel()
         self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label.setWordWrap(True)
@@ -68,8 +79,10 @@ class EmptyGridHint(QWidget):
         self.clear_button.setToolTip("Clear the Show filter (Alt+1)")
         self.clear_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.clear_button.clicked.connect(self.clear_requested)
+        layout.addStretch(1)
         layout.addWidget(self.label)
         layout.addWidget(self.clear_button, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addStretch(1)
         viewport.installEventFilter(self)
         self.hide()
 

@@ -626,6 +626,7 @@ class MainWindow(QMainWindow):
         """The remaining count, the empty-grid hint and undo/redo feedback (gui/flow.py)."""
         self.remaining_label = QLabel()
         self.remaining_label.setObjectName("remaining")
+        self.remaining_label.setContentsMargins(12, 0, 4, 0)
         self.remaining_label.setToolTip(
             "Items in this view that can be labelled and have no label yet (N: the next one)"
         )
