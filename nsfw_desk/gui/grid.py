@@ -88,6 +88,9 @@ class ResultsModel(QAbstractListModel):
         self._errors: list[str | None] = []
         self._scores = np.empty(0, dtype=np.float64)
         self._mtimes = np.empty(0, dtype=np.int64)
+        # Kept per row as labels and results change, so the review queue is one numpy step.
+        self._open = np.empty(0, dtype=bool)  # can take a label: scanned, no error
+        self._label_codes = np.empty(0, dtype=np.int8)  # 1 unsafe, 0 safe, -1 none
         self._row_of_path: dict[Path, int] = {}
         self._rows_of_hash: dict[str, list[int]] = {}
         self._labels: dict[str, str] = {}
@@ -204,6 +207,10 @@ class ResultsModel(QAbstractListModel):
         start = len(self._paths)
         self._scores = np.concatenate([self._scores, np.full(len(outcomes), np.nan)])
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
+        self._open = np.concatenate([self._open, np.zeros(len(outcomes), dtype=bool)])
+        self._label_codes = np.concatenate(
+            [self._label_codes, np.full(len(outcomes), -1, dtype=np.int8)]
+        )
         for offset, outcome in enumerate(outcomes):
             row = start + offset
             self._paths.append(outcome.path)
@@ -224,6 +231,8 @@ class ResultsModel(QAbstractListModel):
         self._scores[row] = _score(outcome)
         self._errors[row] = _error_text(outcome)
         self._mtimes[row] = outcome.mtime_ns or 0
+        self._open[row] = outcome.hash is not None and self._errors[row] is None
+        self._label_codes[row] = _label_code(self._labels.get(outcome.hash or ""))
 
     # --- threshold, labels, sort and filter ---------------------------------------------
 
@@ -257,6 +266,7 @@ class ResultsModel(QAbstractListModel):
             else:
                 self._labels[digest] = label
             rows.extend(self._rows_of_hash.get(digest, ()))
+            self._label_codes[self._rows_of_hash.get(digest, [])] = _label_code(label)
         if self.sort == "disagreement":
             self._order = None
         if (
@@ -286,20 +296,14 @@ class ResultsModel(QAbstractListModel):
 
     def labellable(self, position: int) -> bool:
         """Whether the item at visible `position` can take a label (scanned, no error)."""
-        row = self._visible[position]
-        return self._hashes[row] is not None and self._errors[row] is None
+        return bool(self._open[self._visible[position]])
 
     def unreviewed_positions(self) -> np.ndarray:
         """Visible positions, in display order, of labellable items without a label: the queue."""
         if not self._visible:
             return np.empty(0, dtype=np.int64)
         visible = np.asarray(self._visible, dtype=np.int64)
-        open_ = np.fromiter(
-            (self._hashes[r] is not None and self._errors[r] is None for r in self._visible),
-            dtype=bool,
-            count=len(self._visible),
-        )
-        return np.flatnonzero(open_ & (self._labels_array()[visible] < 0))
+        return np.flatnonzero(self._open[visible] & (self._label_codes[visible] < 0))
 
     def positions_of(self, paths: Collection[Path]) -> list[int]:
         """The visible positions of those of `paths` that are shown, in one pass."""
@@ -451,6 +455,10 @@ class ResultsModel(QAbstractListModel):
         del self._visible[position]
         del keys[position]
         self.endRemoveRows()
+
+
+def _label_code(label: str | None) -> int:
+    return -1 if label is None else 1 if label == "unsafe" else 0
 
 
 def _score(outcome: FileOutcome) -> float:
