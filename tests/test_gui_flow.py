@@ -100,7 +100,8 @@ def test_empty_filter_says_why_and_one_click_shows_all(qtbot, make_window, folde
     window = make_window(filter="disagreements")
     window.open_folder(folder)
     hint = window.empty_hint
-    qtbot.waitUntil(hint.isVisible)
+    assert hint.text() == "Scanning… only items that match 'Disagreements' will show"
+    assert hint.isVisible() and hint.clear_button.isVisible()
     qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
     assert window.results.rowCount() == 0
     qtbot.waitUntil(lambda: "No items match 'Disagreements'" in hint.text())
@@ -144,6 +145,15 @@ def test_first_item_stays_current_while_results_arrive_until_the_moderator_moves
     assert seen and set(seen) == {0}
     assert window.grid.currentIndex().row() == 0
     assert paths_selected(window) == {window.results.index(0).data(Role.PATH)}
+
+    # Looking further down (scrolling is not choosing) keeps the view where it is.
+    bar = window.grid.verticalScrollBar()
+    assert bar.maximum() > 0
+    bar.setValue(bar.maximum())
+    window.set_sort("score")
+    assert window.grid.currentIndex().row() == 0
+    assert bar.value() == bar.maximum()
+    window.set_sort("modified")
     top = window.results.index(0).data(Role.HASH)
     qtbot.keyClick(window.grid, Qt.Key.Key_U)  # labels the top of the grid, not some item
     assert window.results.label_of(top) == "unsafe"

@@ -56,6 +56,8 @@ def empty_grid_message(
         detail = f"<br><small>{FILTERS[filter_name]}: {means}.</small>" if means else ""
         return f"No items match '{FILTERS[filter_name]}'{still}{detail}", filtered
     if scanning:
+        if filtered:  # a filter kept from the last session may hide everything that comes
+            return f"Scanning… only items that match '{FILTERS[filter_name]}' will show", True
         return "Scanning…", False
     return "This folder has no images", False
 

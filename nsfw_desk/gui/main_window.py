@@ -535,6 +535,8 @@ class MainWindow(QMainWindow):
             else:
                 refused.append(row)
         self._moved = True
+        if not rows:
+            self._say("Nothing to label: select an image first")
         if refused:
             self._say_not_labellable(refused, labelled=len(items))
         if not items:
@@ -761,7 +763,10 @@ class MainWindow(QMainWindow):
         self.grid.selectAll()
 
     def _pin_first(self) -> None:
-        """Make the first item current and alone selected, unless it already is."""
+        """Make the first item current and alone selected, unless it already is.
+
+        Without scrolling: a moderator who scrolls to look, without choosing, keeps the view.
+        """
         if not self.results.rowCount():
             return
         current = self.grid.currentIndex()
@@ -772,7 +777,14 @@ class MainWindow(QMainWindow):
             and len(selection.selectedIndexes()) == 1
         ):
             return
-        self._select_row(0)
+        self.grid.setAutoScroll(False)
+        try:
+            selection.setCurrentIndex(
+                self.results.index(0), QItemSelectionModel.SelectionFlag.ClearAndSelect
+            )
+        finally:
+            self.grid.setAutoScroll(True)
+        self._show_detail()
 
     def _note_moderator_move(self, watched: QObject, event: QEvent) -> None:
         """A key or click in the grid is the moderator moving: stop pinning the first item."""
