@@ -309,3 +309,20 @@ def test_every_new_action_is_in_a_menu_with_its_shortcut(qtbot, make_window):
     assert shortcuts["Next unreviewed"] == "N"
     for number, text in enumerate(FILTERS.values(), start=1):
         assert shortcuts[f"Show {text}"] == f"Alt+{number}"
+
+
+def test_auto_advance_at_the_end_stays_off_error_tiles_and_says_what_is_left(
+    qtbot, make_window, folder
+):
+    window = make_window()  # by score: the broken file is last
+    scan(qtbot, window, folder)
+    assert column(window, Role.ERROR)[-1] is not None
+    window._select_row(11)  # the last scored image
+    qtbot.keyClick(window.grid, Qt.Key.Key_U)
+    assert window.grid.currentIndex().row() == 11
+    assert said(window) == "End of this view: 11 left to review (N goes to the next)"
+    window.grid.selectAll()
+    qtbot.keyClick(window.grid, Qt.Key.Key_S)
+    assert window.grid.currentIndex().row() == 11
+    assert said(window).endswith("Everything in this view is reviewed")
+    settle(qtbot, window)

@@ -535,11 +535,11 @@ class MainWindow(QMainWindow):
             else:
                 refused.append(row)
         self._moved = True
-        if not rows:
-            self._say("Nothing to label: select an image first")
+        notes = [] if rows else ["Nothing to label: select an image first"]
         if refused:
-            self._say_not_labellable(refused, labelled=len(items))
+            notes.append(self._not_labellable_text(refused, labelled=len(items)))
         if not items:
+            self._say(" · ".join(notes))
             return
         last_path = self.results.index(rows[-1]).data(Role.PATH)
         command = DecisionCommand(
@@ -561,11 +561,14 @@ class MainWindow(QMainWindow):
             if position is None:  # filtered away by its new label: stay at the same place
                 position = min(rows[-1] - len(rows), self.results.rowCount() - 2)
             following = self._next_labellable(position + 1)  # error tiles take no label
-            if following is None:
-                following = min(position + 1, self.results.rowCount() - 1)
+            if following is None:  # the end of the view: stay on an image, say what is left
+                following = self._last_labellable(min(position + 1, self.results.rowCount() - 1))
+                notes.append(self._end_of_view_text())
             self._select_row(following)
         else:
             self._show_detail()
+        if notes:
+            self._say(" · ".join(notes))
 
     def _labels_changed(self, labels: dict[str, str | None], _command=None) -> None:
         with self._keeping_current():
@@ -704,18 +707,29 @@ class MainWindow(QMainWindow):
                 return position
         return None
 
-    def _say_not_labellable(self, rows: list[int], *, labelled: int) -> None:
+    def _last_labellable(self, position: int) -> int:
+        """The nearest item at or before `position` that can take a label, else `position`."""
+        for before in range(position, -1, -1):
+            if self.results.labellable(before):
+                return before
+        return position
+
+    def _end_of_view_text(self) -> str:
+        left = len(self.results.unreviewed_positions())
+        if not left:
+            return "Everything in this view is reviewed"
+        return f"End of this view: {left:,} left to review (N goes to the next)"
+
+    def _not_labellable_text(self, rows: list[int], *, labelled: int) -> str:
         first = self.results.index(rows[0])
         why = why_not_labellable(first.data(Role.PATH).name, first.data(Role.ERROR))
         if len(rows) == 1 and not labelled:
-            self._say(why)
-            return
+            return why
         what = "1 item" if len(rows) == 1 else f"{len(rows):,} items"
         if labelled:
             what += " was left out:" if len(rows) == 1 else " were left out, for example"
-            self._say(f"{what} {why}")
-        else:
-            self._say(f"{what} can't be labelled, for example {why}")
+            return f"{what} {why}"
+        return f"{what} can't be labelled, for example {why}"
 
     def _on_undo_index(self, index: int) -> None:
         """After an undo or redo, select what it changed and say what it did."""
