@@ -97,6 +97,9 @@ class ResultsModel(QAbstractListModel):
         self._errors: list[str | None] = []
         self._scores = np.empty(0, dtype=np.float64)
         self._mtimes = np.empty(0, dtype=np.int64)
+        # Kept per row as labels and results change, so the review queue is one numpy step.
+        self._open = np.empty(0, dtype=bool)  # can take a label: scanned, no error
+        self._label_codes = np.empty(0, dtype=np.int8)  # 1 unsafe, 0 safe, -1 none
         self._row_of_path: dict[Path, int] = {}
         self._rows_of_hash: dict[str, list[int]] = {}
         self._labels: dict[str, str] = {}
@@ -219,6 +222,10 @@ class ResultsModel(QAbstractListModel):
         start = len(self._paths)
         self._scores = np.concatenate([self._scores, np.full(len(outcomes), np.nan)])
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
+        self._open = np.concatenate([self._open, np.zeros(len(outcomes), dtype=bool)])
+        self._label_codes = np.concatenate(
+            [self._label_codes, np.full(len(outcomes), -1, dtype=np.int8)]
+        )
         for offset, outcome in enumerate(outcomes):
             row = start + offset
             self._paths.append(outcome.path)
@@ -239,6 +246,8 @@ class ResultsModel(QAbstractListModel):
         self._scores[row] = _score(outcome)
         self._errors[row] = _error_text(outcome)
         self._mtimes[row] = outcome.mtime_ns or 0
+        self._open[row] = outcome.hash is not None and self._errors[row] is None
+        self._label_codes[row] = _label_code(self._labels.get(outcome.hash or ""))
 
     # --- threshold, labels, sort and filter ---------------------------------------------
 
@@ -272,6 +281,7 @@ class ResultsModel(QAbstractListModel):
             else:
                 self._labels[digest] = label
             rows.extend(self._rows_of_hash.get(digest, ()))
+            self._label_codes[self._rows_of_hash.get(digest, [])] = _label_code(label)
         if self.sort == "disagreement":
             self._order = None
         if (
@@ -299,6 +309,22 @@ class ResultsModel(QAbstractListModel):
             errors=sum(1 for e in self._errors if e),
             reviewed_images=len(present),
         )
+
+    def labellable(self, position: int) -> bool:
+        """Whether the item at visible `position` can take a label (scanned, no error)."""
+        return bool(self._open[self._visible[position]])
+
+    def unreviewed_positions(self) -> np.ndarray:
+        """Visible positions, in display order, of labellable items without a label: the queue."""
+        if not self._visible:
+            return np.empty(0, dtype=np.int64)
+        visible = np.asarray(self._visible, dtype=np.int64)
+        return np.flatnonzero(self._open[visible] & (self._label_codes[visible] < 0))
+
+    def positions_of(self, paths: Collection[Path]) -> list[int]:
+        """The visible positions of those of `paths` that are shown, in one pass."""
+        rows = {self._row_of_path[p] for p in paths if p in self._row_of_path}
+        return [i for i, row in enumerate(self._visible) if row in rows]
 
     def row_of(self, path: Path) -> int | None:
         """The visible position of `path`, or None when it is filtered out or unknown."""
@@ -445,6 +471,10 @@ class ResultsModel(QAbstractListModel):
         del self._visible[position]
         del keys[position]
         self.endRemoveRows()
+
+
+def _label_code(label: str | None) -> int:
+    return -1 if label is None else 1 if label == "unsafe" else 0
 
 
 def _score(outcome: FileOutcome) -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import (
     QByteArray,
     QEvent,
+    QItemSelection,
     QItemSelectionModel,
     QObject,
     QSize,
@@ -23,7 +24,7 @@ from PySide6.QtCore import (
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QUndoStack
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -49,6 +50,7 @@ from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
+from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
 from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.resources import action_icon, app_icon
@@ -60,6 +62,7 @@ from nsfw_desk.gui.worker import ScanRequest, ScanWorker, TaskThread
 log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 128, 160, 200, 256)
 HOLD_TO_REVEAL_MS = 350
+_MODIFIER_KEYS = {Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt, Qt.Key.Key_Meta}
 
 
 class MainWindow(QMainWindow):
@@ -90,6 +93,8 @@ class MainWindow(QMainWindow):
         self._scan_serial = 0
         self._seen_paths: set[Path] = set()
         self._painted = False
+        self._moved = False  # the moderator has moved in this folder: stop pinning row 0
+        self._pushing = False  # a new decision is being pushed (not an undo or redo)
 
         self.setWindowTitle("nsfw-desk")
         self.setWindowIcon(app_icon())
@@ -119,6 +124,7 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_status_bar()
         self._build_menus()
+        self._build_flow()
         self._restore_window()
 
         self.worker = TaskThread(ScanWorker(self.library_path), "nsfw-desk-scan")
@@ -283,7 +289,7 @@ class MainWindow(QMainWindow):
             edit.addAction(action)
             self.addAction(action)
         edit.addSeparator()
-        self._action(edit, "Select &all", self.grid.selectAll, ["Ctrl+A"])
+        self._action(edit, "Select &all", self._select_all, ["Ctrl+A"])
 
         review = bar.addMenu("&Review")
         self._action(review, "Mark &unsafe", lambda: self.decide("unsafe"), ["U"])
@@ -292,6 +298,7 @@ class MainWindow(QMainWindow):
         review.addSeparator()
         self._action(review, "&Next image", lambda: self.move(1), ["J"])
         self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
+        self._action(review, "Next un&reviewed", self.next_unreviewed, ["N"])
         review.addSeparator()
         self._action(
             review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"], icon="calibrate"
@@ -324,6 +331,8 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         self._action(view, "&Larger thumbnails", lambda: self.zoom(1), ["Ctrl++", "Ctrl+="])
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
+        view.addSeparator()
+        self._build_filter_actions(view.addMenu("S&how"))
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Open &log folder", self.open_log_folder)
@@ -344,6 +353,7 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Not a folder", f"{folder} is not a folder.")
             return
         self.folder = folder
+        self._moved = False  # a new folder starts at the top of the grid
         self.setWindowTitle(f"{folder.name} — nsfw-desk")
         self.settings.add_recent(folder)
         self._fill_recent()
@@ -366,6 +376,7 @@ class MainWindow(QMainWindow):
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
         self.stop_button.show()
+        self._refresh_view_state()
         self.scan_requested.emit(
             ScanRequest(
                 self.folder,
@@ -460,7 +471,9 @@ class MainWindow(QMainWindow):
         if labels:
             self.results.set_labels(labels)
         self._update_counts()
-        if self.grid.currentIndex().row() < 0 and self.results.rowCount() > 0:
+        if not self._moved:
+            self._pin_first()
+        elif self.grid.currentIndex().row() < 0 and self.results.rowCount() > 0:
             self.grid.setCurrentIndex(self.results.index(0))
 
     def _on_finished(self, request, summary) -> None:
@@ -479,13 +492,11 @@ class MainWindow(QMainWindow):
                 for p in self.results.paths()
                 if any(folder == p or folder in p.parents for folder in summary.unlisted)
             }
-            self.results.remove_missing(self._seen_paths | kept)
+            with self._keeping_current():
+                self.results.remove_missing(self._seen_paths | kept)
         self._update_counts()
-        verb = "Stopped" if summary.cancelled else "Scanned"
-        self.status.setText(
-            f"{verb}: {summary.files:,} files in {summary.elapsed_s:.1f} s · "
-            f"{summary.scored:,} new · {summary.errors:,} errors"
-        )
+        self._refresh_view_state()
+        self.status.setText(self._scan_summary_text(summary))
 
     # --- threshold, filter, sort ------------------------------------------------------------
 
@@ -503,6 +514,7 @@ class MainWindow(QMainWindow):
         self.settings.filter = name
         with self._keeping_current():
             self.results.set_filter(name)
+        self._show_filter(name)
 
     def set_sort(self, name: str) -> None:
         self.settings.sort = name
@@ -518,7 +530,7 @@ class MainWindow(QMainWindow):
         rows = sorted(i.row() for i in self.grid.selectionModel().selectedIndexes())
         if not rows and self.grid.currentIndex().isValid():
             rows = [self.grid.currentIndex().row()]
-        items = []
+        items, refused = [], []
         for row in rows:
             index = self.results.index(row)
             digest = index.data(Role.HASH)
@@ -528,7 +540,14 @@ class MainWindow(QMainWindow):
                         digest, self.model_id, index.data(Role.SCORE), index.data(Role.PATH)
                     )
                 )
+            else:
+                refused.append(row)
+        self._moved = True
+        notes = [] if rows else ["Nothing to label: select an image first"]
+        if refused:
+            notes.append(self._not_labellable_text(refused, labelled=len(items)))
         if not items:
+            self._say(" · ".join(notes))
             return
         last_path = self.results.index(rows[-1]).data(Role.PATH)
         command = DecisionCommand(
@@ -540,28 +559,39 @@ class MainWindow(QMainWindow):
             threshold=self.results.threshold,
             on_change=self._labels_changed,
         )
-        self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
-        self._report_copies(label, items)
+        self._pushing = True
+        try:
+            self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
+        finally:
+            self._pushing = False
+        copies = self._copies_text(label, items)
+        if copies:
+            notes.insert(0, copies)
         if self.settings.auto_advance:
             position = self.results.row_of(last_path)
             if position is None:  # filtered away by its new label: stay at the same place
                 position = min(rows[-1] - len(rows), self.results.rowCount() - 2)
-            self._select_row(min(position + 1, self.results.rowCount() - 1))
+            following = self._next_labellable(position + 1)  # error tiles take no label
+            if following is None:  # the end of the view: stay on an image, say what is left
+                following = self._last_labellable(min(position + 1, self.results.rowCount() - 1))
+                notes.append(self._end_of_view_text())
+            self._select_row(following)
         else:
             self._show_detail()
+        if notes:
+            self._say(" · ".join(notes))
+        else:
+            self.statusBar().clearMessage()  # an earlier decision's note no longer applies
 
-    def _report_copies(self, label: str | None, items: list[DecisionInput]) -> None:
+    def _copies_text(self, label: str | None, items: list[DecisionInput]) -> str:
         """Labels follow the content: say so when a decision covers more files than chosen."""
         hashes = {item.hash for item in items}
         files = sum(self.results.copies_of(h) for h in hashes)
         if files <= len(items):
-            self.statusBar().clearMessage()  # an earlier decision's note no longer applies
-            return
+            return ""
         done = {"unsafe": "Marked unsafe", "safe": "Marked safe"}.get(label, "Cleared")
         chosen = f"{len(items):,} item{'s' if len(items) != 1 else ''}"
-        self.statusBar().showMessage(
-            f"{done}: {chosen}, {files:,} files (copies share a label)", 10_000
-        )
+        return f"{done}: {chosen}, {files:,} files (copies share a label)"
 
     def _labels_changed(self, labels: dict[str, str | None], _command=None) -> None:
         with self._keeping_current():
@@ -611,11 +641,208 @@ class MainWindow(QMainWindow):
             QMessageBox.critical(self, "Library not usable", message)
 
     def move(self, step: int) -> None:
+        self._moved = True
         row = self.grid.currentIndex().row()
         self._select_row(max(0, min(self.results.rowCount() - 1, row + step)))
 
     def _set_auto_advance(self, on: bool) -> None:
         self.settings.auto_advance = on
+
+    # --- the moderator's flow: queue, filter keys, empty grid, feedback -------------------
+
+    def _build_flow(self) -> None:
+        """The remaining count, the empty-grid hint and undo/redo feedback (gui/flow.py)."""
+        self.remaining_label = QLabel()
+        self.remaining_label.setObjectName("remaining")
+        self.remaining_label.setContentsMargins(12, 0, 4, 0)
+        self.remaining_label.setToolTip(
+            "Items in this view that can be labelled and have no label yet (N: the next one)"
+        )
+        self.statusBar().addPermanentWidget(self.remaining_label)
+        self.empty_hint = EmptyGridHint(self.grid.viewport())
+        self.empty_hint.clear_requested.connect(lambda: self.set_filter("all"))
+        # Many grid changes come at once (a batch inserts row by row): count once after them.
+        self._view_timer = QTimer(self, singleShot=True, interval=0)
+        self._view_timer.timeout.connect(self._refresh_view_state)
+        for signal in (
+            self.results.modelReset,
+            self.results.layoutChanged,
+            self.results.rowsInserted,
+            self.results.rowsRemoved,
+            self.results.dataChanged,
+        ):
+            signal.connect(lambda *_: self._view_timer.start())
+        self._undo_index = self.undo_stack.index()
+        self.undo_stack.indexChanged.connect(self._on_undo_index)
+        self._refresh_view_state()
+
+    def _build_filter_actions(self, menu) -> None:
+        """Alt+1 … Alt+7 pick the Show filter, in the toolbar's order."""
+        group = QActionGroup(self)
+        self.filter_actions: dict[str, QAction] = {}
+        for number, (key, text) in enumerate(FILTERS.items(), start=1):
+            action = QAction(f"Show {text}", self, checkable=True)
+            action.setShortcut(QKeySequence(f"Alt+{number}"))
+            action.setChecked(key == self.results.filter)
+            action.triggered.connect(lambda _=False, k=key: self.set_filter(k))
+            group.addAction(action)
+            menu.addAction(action)
+            self.addAction(action)
+            self.filter_actions[key] = action
+
+    def _show_filter(self, name: str) -> None:
+        """Keep the combo box and the menu on the filter in force, however it was chosen."""
+        self.filter_actions[name].setChecked(True)
+        self.filter_box.blockSignals(True)
+        self.filter_box.setCurrentIndex(list(FILTERS).index(name))
+        self.filter_box.blockSignals(False)
+
+    def _refresh_view_state(self) -> None:
+        """Say why an empty grid is empty, and how many items this view has left to review."""
+        if self.results.rowCount():
+            self.empty_hint.show_message(None)
+        else:
+            total = self.results.counts().total
+            self.empty_hint.show_message(
+                *empty_grid_message(self.folder, self.scanning, total, self.results.filter)
+            )
+        left = len(self.results.unreviewed_positions())
+        self.remaining_label.setText(f"{left:,} left in this view")
+        self.remaining_label.setVisible(self.folder is not None)
+
+    def _say(self, text: str) -> None:
+        """Feedback on what a key did; it stays a few seconds even while a scan reports."""
+        self.statusBar().showMessage(text, 6000)
+
+    def next_unreviewed(self) -> None:
+        """Go to the next labellable item without a label in the grid's order, wrapping."""
+        self._moved = True
+        queue = self.results.unreviewed_positions()
+        if not len(queue):
+            self._say("Nothing left to review in this view")
+            return
+        after = queue[queue > self.grid.currentIndex().row()]
+        self._select_row(int(after[0] if len(after) else queue[0]))
+
+    def _next_labellable(self, start: int) -> int | None:
+        for position in range(max(0, start), self.results.rowCount()):
+            if self.results.labellable(position):
+                return position
+        return None
+
+    def _last_labellable(self, position: int) -> int:
+        """The nearest item at or before `position` that can take a label, else `position`."""
+        for before in range(position, -1, -1):
+            if self.results.labellable(before):
+                return before
+        return position
+
+    def _end_of_view_text(self) -> str:
+        left = len(self.results.unreviewed_positions())
+        if not left:
+            return "Everything in this view is reviewed"
+        return f"End of this view: {left:,} left to review (N goes to the next)"
+
+    def _not_labellable_text(self, rows: list[int], *, labelled: int) -> str:
+        first = self.results.index(rows[0])
+        why = why_not_labellable(first.data(Role.PATH).name, first.data(Role.ERROR))
+        if len(rows) == 1 and not labelled:
+            return why
+        what = "1 item" if len(rows) == 1 else f"{len(rows):,} items"
+        if labelled:
+            what += " was left out:" if len(rows) == 1 else " were left out, for example"
+            return f"{what} {why}"
+        return f"{what} can't be labelled, for example {why}"
+
+    def _on_undo_index(self, index: int) -> None:
+        """After an undo or redo, select what it changed and say what it did."""
+        before, self._undo_index = self._undo_index, index
+        if self._pushing or index == before:
+            return
+        undid = index < before
+        command = self.undo_stack.command(index if undid else index - 1)
+        if not isinstance(command, DecisionCommand):
+            return
+        self._moved = True
+        paths = [Path(item.source_path) for item in command.items if item.source_path]
+        shown = self._select_paths(paths)
+        text = f"{'Undid' if undid else 'Redid'}: {command.text()}"
+        hidden = len(paths) - shown
+        if hidden:
+            which = "" if len(paths) == 1 else f"{hidden:,} of {len(paths):,} "
+            text += f" · {which}not shown in this view ('{FILTERS[self.results.filter]}')"
+        self._say(text)
+
+    def _select_paths(self, paths: list[Path]) -> int:
+        """Select the visible ones of `paths`, the first as current; returns how many."""
+        positions = sorted(self.results.positions_of(paths))
+        if not positions:
+            return 0
+        selection = QItemSelection()
+        start = previous = positions[0]
+        for position in [*positions[1:], None]:
+            if position is not None and position == previous + 1:
+                previous = position
+                continue
+            selection.select(self.results.index(start), self.results.index(previous))
+            if position is not None:
+                start = previous = position
+        model = self.grid.selectionModel()
+        flags = QItemSelectionModel.SelectionFlag
+        model.setCurrentIndex(self.results.index(positions[0]), flags.NoUpdate)
+        model.select(selection, flags.ClearAndSelect)
+        self.grid.scrollTo(self.results.index(positions[0]))
+        self._show_detail()
+        return len(positions)
+
+    def _select_all(self) -> None:
+        self._moved = True
+        self.grid.selectAll()
+
+    def _pin_first(self) -> None:
+        """Make the first item current and alone selected, unless it already is.
+
+        Without scrolling: a moderator who scrolls to look, without choosing, keeps the view.
+        """
+        if not self.results.rowCount():
+            return
+        current = self.grid.currentIndex()
+        selection = self.grid.selectionModel()
+        if (
+            current.row() == 0
+            and selection.isSelected(current)
+            and len(selection.selectedIndexes()) == 1
+        ):
+            return
+        self.grid.setAutoScroll(False)
+        try:
+            selection.setCurrentIndex(
+                self.results.index(0), QItemSelectionModel.SelectionFlag.ClearAndSelect
+            )
+        finally:
+            self.grid.setAutoScroll(True)
+        self._show_detail()
+
+    def _note_moderator_move(self, watched: QObject, event: QEvent) -> None:
+        """A key or click in the grid is the moderator moving: stop pinning the first item."""
+        kind = event.type()
+        if watched is self.grid and kind == QEvent.Type.KeyPress:
+            if event.key() not in _MODIFIER_KEYS:
+                self._moved = True
+        elif watched is self.grid.viewport() and kind == QEvent.Type.MouseButtonPress:
+            self._moved = True
+
+    def _scan_summary_text(self, summary) -> str:
+        if summary.cancelled:
+            done = summary.scored + summary.cached + summary.errors
+            return (
+                f"Stopped after {done:,} of {summary.files:,} files · "
+                f"{summary.scored:,} new · {summary.errors:,} errors"
+            )
+        return (
+            f"Scanned: {summary.files:,} files in {summary.elapsed_s:.1f} s · "
+            f"{summary.scored:,} new · {summary.errors:,} errors"
+        )
 
     # --- reveal, hide, zoom -----------------------------------------------------------
 
@@ -648,6 +875,7 @@ class MainWindow(QMainWindow):
             if not event.isAutoRepeat():
                 self._reveal_current(kind == QEvent.Type.KeyPress)
             return True
+        self._note_moderator_move(watched, event)
         if watched is self.grid.viewport():
             left = getattr(event, "button", lambda: None)() == Qt.MouseButton.LeftButton
             if kind == QEvent.Type.MouseButtonPress and left:
@@ -665,7 +893,10 @@ class MainWindow(QMainWindow):
         """Re-sort, re-filter or reload the grid without losing the moderator's place."""
         current = self._current_path()
         yield
-        self._select_path(current)
+        if self._moved:
+            self._select_path(current)
+        else:
+            self._pin_first()  # until the moderator moves, the top of the grid is current
         self._update_counts()
 
     def _current_path(self) -> Path | None:
