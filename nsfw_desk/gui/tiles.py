@@ -73,6 +73,9 @@ class TileDelegate(QStyledItemDelegate):
             painter.setPen(FLAG_COLOUR if flagged else text_colour)
             mark = "⚑ " if flagged else ""
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{mark}{score:.2f}")
+        elif digest:  # listed without a model (or not scored yet)
+            painter.setPen(PLACEHOLDER)
+            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, "no score")
         saving = index.data(Role.SAVING)
         if label or saving:
             # "…" until the library has committed the decision (gui/library_tasks.py)
