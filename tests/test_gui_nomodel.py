@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 from desk import SCAN_TIMEOUT_MS, column, scan, settle
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtCore import QRect
+from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QStyleOptionViewItem
 
 from nsfw_desk.core.store import Library
 from nsfw_desk.gui.grid import Role
@@ -28,6 +30,29 @@ def no_dialogs(monkeypatch):
     monkeypatch.setattr(QMessageBox, "exec", lambda box: pytest.fail(f"modal: {box.text()}"))
 
 
+class TextRecorder(QPainter):
+    """A painter that remembers the text a tile writes."""
+
+    def __init__(self, device) -> None:
+        super().__init__(device)
+        self.texts: list[str] = []
+
+    def drawText(self, *args) -> None:  # noqa: N802 (Qt API)
+        self.texts.append(str(args[-1]))
+        super().drawText(*args)
+
+
+def tile_texts(window, row: int) -> list[str]:
+    option = QStyleOptionViewItem()
+    option.rect = QRect(0, 0, 172, 204)
+    option.palette, option.font = window.grid.palette(), window.grid.font()
+    image = QImage(option.rect.size(), QImage.Format.Format_RGB32)
+    painter = TextRecorder(image)
+    window.delegate.paint(painter, option, window.results.index(row))
+    painter.end()
+    return painter.texts
+
+
 def images(window) -> list[int]:
     return [r for r, e in enumerate(column(window, Role.ERROR)) if e is None]
 
@@ -46,6 +71,7 @@ def test_a_broken_model_folder_lists_the_folder_for_review(
     # Their thumbnails were made without the model and are painted blurred.
     hashes = [h for r, h in enumerate(column(window, Role.HASH)) if r in images(window)]
     qtbot.waitUntil(lambda: all(window.thumbnails.blurred(h) for h in hashes), timeout=10_000)
+    assert "no score" in tile_texts(window, images(window)[0])
     # The problem is in a bar above the grid, with its way out.
     bar = window.model_bar
     assert bar.isVisible() and "model.safetensors" in bar.message.text()
