@@ -164,25 +164,23 @@ def test_stop_cancels_a_running_scan(qtbot, make_window, big_folder):
     assert window.results.rowCount() < 150
 
 
-def test_model_load_failure_shows_a_dialog(qtbot, make_window, folder, tmp_path, monkeypatch):
+def test_model_load_failure_shows_a_bar_not_a_dialog(
+    qtbot, make_window, folder, tmp_path, monkeypatch
+):
     bad = tmp_path / "pickled"
     bad.mkdir()
     (bad / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
     shown = []
-
-    def fake_exec(box):
-        shown.append((box.windowTitle(), box.text(), [b.text() for b in box.buttons()]))
-        return 0
-
-    monkeypatch.setattr(QMessageBox, "exec", fake_exec)
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box.text()) or 0)
     window = make_window()
     window.model_override = str(bad)
     scan(qtbot, window, folder)
-    qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
-    title, text, buttons = shown[0]
-    assert title == "Model not available"
+    qtbot.waitUntil(window.model_bar.isVisible, timeout=10_000)
+    text = window.model_bar.message.text()
+    assert "Model not available" in text
     assert "pickle" in text and "safetensors" in text and "Traceback" not in text
-    assert any("local model folder" in b for b in buttons)
+    assert any("model folder" in b.text() for b in window.model_bar.buttons())
+    assert shown == []  # the moderator is never stopped by a modal dialog for this
 
 
 def render_tile(window, row, size=160):

@@ -260,3 +260,71 @@ def test_counts_add_up_with_duplicate_content_in_one_scan(tmp_path, loaded_model
     assert len({o.hash for o in summary.outcomes}) == 1
     row = library.scans()[-1]
     assert row["scored"] + row["cached"] + row["errors"] == row["files"] == 9
+
+
+# --- listing without a model (first run offline, a broken model folder) -------------------
+
+
+def test_listing_without_a_model_records_every_image_with_hash_and_thumbnail(
+    folder, library, monkeypatch
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # a listing never needs torch
+    summary = scan_folder(folder, None, library, keep_outcomes=True)
+    by_path = {o.path: o for o in summary.outcomes}
+    assert set(by_path) == set(files_in(folder))
+    images = [o for o in summary.outcomes if o.error_kind is None]
+    assert len(images) == 12 and summary.errors == 1 and summary.scored == 0
+    assert summary.listed == 12 and summary.model_id is None
+    assert by_path[folder / "broken.jpg"].error_kind == "decode_error"
+    for o in images:
+        assert len(o.hash) == 64 and o.score is None
+        thumb = Image.open(io.BytesIO(library.thumbnail(o.hash)))
+        assert thumb.format == "JPEG" and 0 < max(thumb.size) <= 256
+        facts = library.file_facts(o.path)
+        assert facts["hash"] == o.hash and facts["width"] > 0 and facts["format"] == "JPEG"
+    # Stored results read back as unscored rows, and the listing is not a model's scan.
+    stored = list(library.results(folder, "any-model"))
+    assert {r.path for r in stored if r.error_kind is None} == {o.path for o in images}
+    assert all(r.score is None for r in stored)
+    assert library.scans()[-1]["status"] == "done" and library.last_model_for(folder) is None
+
+
+def test_relisting_an_unchanged_folder_reads_nothing(photo_folder, library, monkeypatch):
+    scan_folder(photo_folder, None, library)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an unchanged file was read, hashed or decoded")
+
+    for name in ("read_file", "content_hash", "decode"):
+        monkeypatch.setattr(scan_module, name, forbidden)
+    again = scan_folder(photo_folder, None, library, keep_outcomes=True)
+    assert again.cached == 12 and again.listed == 0
+    assert all(o.cached and o.score is None for o in again.outcomes)
+
+
+def test_a_scan_after_a_listing_scores_the_same_rows_once(folder, loaded_model, library):
+    listed = scan_folder(folder, None, library, keep_outcomes=True)
+    hashes = {o.path: o.hash for o in listed.outcomes}
+    scanned = scan_folder(folder, loaded_model, library, keep_outcomes=True)
+    assert scanned.scored == 12 and scanned.errors == 1
+    assert {o.path: o.hash for o in scanned.outcomes} == hashes
+    stored = list(library.results(folder, loaded_model.model_id))
+    assert len(stored) == len({r.path for r in stored}) == 13  # no file listed twice
+    assert all(r.score is not None for r in stored if r.error_kind is None)
+    assert library.last_model_for(folder) == loaded_model.model_id
+
+
+def test_a_listing_after_a_scan_keeps_showing_the_stored_scores(
+    photo_folder, loaded_model, library
+):
+    scanned = scan_folder(photo_folder, loaded_model, library, keep_outcomes=True)
+    write_photo(photo_folder / "new.jpg", (90, 60), seed=77)
+    listed = scan_folder(
+        photo_folder, None, library, keep_outcomes=True, stored_model=loaded_model.model_id
+    )
+    scores = {o.path: o.score for o in listed.outcomes}
+    assert scores[photo_folder / "new.jpg"] is None and listed.listed == 1
+    for o in scanned.outcomes:
+        assert scores[o.path] == pytest.approx(o.score)

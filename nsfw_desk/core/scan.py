@@ -4,6 +4,10 @@ Decoding runs in a small thread pool (Pillow and the file reads release the GIL)
 calling thread runs the model on the previous batch, so the two overlap. Every batch is
 committed before the next starts: a cancel or a crash loses at most the batch in flight, and
 the next scan of the folder skips everything already stored.
+
+Without a model (not downloaded yet, offline, a broken model folder) the same pipeline lists
+the folder: discovery, content hash, decode for the thumbnail, the file rows and errors, no
+score. A later scan with a model then scores those rows in place.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from nsfw_desk.core.defaults import BATCH_SIZE, DECODE_NICENESS, PROGRESS_INTERV
 from nsfw_desk.core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
+    THUMBNAIL_SIZE,
     DiscoveryStats,
     ErrorKind,
     FileEntry,
@@ -38,7 +43,14 @@ from nsfw_desk.core.images import (
 from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.runtime import LoadedModel, available_cores
-from nsfw_desk.core.store import FileOutcome, Library, ScoredFile, ScoreLookup, path_key
+from nsfw_desk.core.store import (
+    FileOutcome,
+    Library,
+    ScoredFile,
+    ScoreLookup,
+    ThumbnailReader,
+    path_key,
+)
 
 if TYPE_CHECKING:  # torch is imported where a scan runs, not when the module loads
     import torch
@@ -61,10 +73,11 @@ class ScanOptions:
 @dataclass
 class ScanSummary:
     root: Path
-    model_id: str
+    model_id: str | None  # None: listed without a model
     device: str
     files: int = 0
     scored: int = 0  # run through the model in this scan
+    listed: int = 0  # decoded for a thumbnail only (a scan without a model)
     cached: int = 0  # answered from the library without decoding
     errors: int = 0
     ignored: int = 0  # not images (by name and content) or hidden
@@ -84,11 +97,12 @@ class ScanSummary:
 class _Prepared:
     entry: FileEntry
     hash: str
-    tensor: torch.Tensor | None = None  # None when the content is already scored
+    tensor: torch.Tensor | None = None  # None when already scored, or listed without a model
     thumbnail: bytes | None = None
     width: int | None = None
     height: int | None = None
     format: str | None = None
+    decoded: bool = False  # False: the content is known, only the file row is new
 
 
 ResultsCallback = Callable[[list[FileOutcome]], None]
@@ -131,7 +145,7 @@ class _Progress:
 
 def scan_folder(
     root: Path,
-    model: LoadedModel,
+    model: LoadedModel | None,
     library: Library,
     *,
     options: ScanOptions | None = None,
@@ -139,25 +153,31 @@ def scan_folder(
     on_results: ResultsCallback | None = None,
     cancel: CancelToken | None = None,
     keep_outcomes: bool = False,
+    stored_model: str | None = None,
 ) -> ScanSummary:
     """Scan `root` with `model` into `library`; every file ends as a score or an error.
 
     `on_results` receives outcomes in chunks as they are committed (cached ones first);
     `cancel` stops the scan within about a second, keeping everything committed so far.
+    With `model` None the folder is only listed (so a moderator can review without a model):
+    files get their hash, facts and thumbnail, outcomes carry `stored_model`'s stored scores
+    where there are any, and the next scan with a model scores the same rows.
     """
     options = options or ScanOptions()
     cancel = cancel or CancelToken()
     root = Path(root)
-    library.register_model(
-        model.model_id,
-        source=model.spec.source,
-        revision=model.spec.revision,
-        architecture=model.architecture,
-        labels=model.labels,
-        unsafe_labels=model.unsafe_labels,
-    )
-    summary = ScanSummary(root, model.model_id, model.describe())
-    summary.scan_id = library.begin_scan(root, model.model_id)
+    model_id = model.model_id if model else None
+    if model is not None:
+        library.register_model(
+            model.model_id,
+            source=model.spec.source,
+            revision=model.spec.revision,
+            architecture=model.architecture,
+            labels=model.labels,
+            unsafe_labels=model.unsafe_labels,
+        )
+    summary = ScanSummary(root, model_id, model.describe() if model else "no model")
+    summary.scan_id = library.begin_scan(root, model_id)
     started = time.monotonic()
 
     def emit(outcomes: list[FileOutcome]) -> None:
@@ -170,7 +190,7 @@ def scan_folder(
     try:
         entries, found_errors, present, stats = _discover(root, options, progress, cancel)
         summary.ignored = stats.ignored_not_images + stats.ignored_hidden
-        todo, cached = _check_cache(library, root, model.model_id, entries)
+        todo, cached = _check_cache(library, root, model_id or stored_model, entries, model)
         tracker = _Progress(progress, len(entries) + len(found_errors))
         tracker.fresh_total = len(todo)
 
@@ -184,9 +204,12 @@ def scan_folder(
         tracker.report(force=True)
 
         scored, known, errors = _scan_entries(
-            todo, model, library, options, cancel, tracker, emit, summary.scan_id
+            todo, model, library, options, cancel, tracker, emit, summary.scan_id, stored_model
         )
-        summary.scored += scored
+        if model is None:
+            summary.listed += scored
+        else:
+            summary.scored += scored
         summary.cached += known
         summary.errors += errors
         summary.files = len(entries) + len(found_errors)
@@ -238,8 +261,18 @@ def _discover(
     return entries, errors, present, stats
 
 
-def _check_cache(library: Library, root: Path, model_id: str, entries: list[FileEntry]):
-    """Split entries into work and outcomes answered from the library (no reads, no hashing)."""
+def _check_cache(
+    library: Library,
+    root: Path,
+    model_id: str | None,
+    entries: list[FileEntry],
+    model: LoadedModel | None,
+):
+    """Split entries into work and outcomes answered from the library (no reads, no hashing).
+
+    A listing (no `model`) needs nothing more for a known, unchanged file; a scan needs its
+    score for the model. Outcomes carry `model_id`'s stored scores.
+    """
     known = library.known_files(root)
     known_errors = library.known_errors(root)
     maybe: list[tuple[FileEntry, str]] = []
@@ -261,12 +294,12 @@ def _check_cache(library: Library, root: Path, model_id: str, entries: list[File
             cached.append(FileOutcome(entry.path, None, None, True, err[2], err[3], entry.mtime_ns))
             continue
         todo.append(entry)
-    scores = library.scores_for(model_id, {digest for _, digest in maybe})
+    scores = library.scores_for(model_id, {d for _, d in maybe}) if model_id else {}
     for entry, digest in maybe:
-        if digest in scores:
+        if digest in scores or model is None:
             cached.append(
                 FileOutcome(
-                    entry.path, digest, scores[digest], cached=True, mtime_ns=entry.mtime_ns
+                    entry.path, digest, scores.get(digest), cached=True, mtime_ns=entry.mtime_ns
                 )
             )
         else:
@@ -294,24 +327,32 @@ def _error_outcome(error: FileError) -> FileOutcome:
 
 def _scan_entries(
     todo: list[FileEntry],
-    model: LoadedModel,
+    model: LoadedModel | None,
     library: Library,
     options: ScanOptions,
     cancel: CancelToken,
     tracker: _Progress,
     emit: ResultsCallback,
     scan_id: int | None,
+    stored_model: str | None = None,
 ) -> tuple[int, int, int]:
-    """Decode in a pool, infer in batches on this thread.
+    """Decode in a pool, infer in batches on this thread (without a model: thumbnails only).
 
-    Returns (scored by the model, answered by known content, errors).
+    Returns (scored by the model or listed, answered by known content, errors).
     """
-    import torch
-
     if not todo:
         return 0, 0, 0
-    lookup = ScoreLookup(library.path, model.model_id)
-    min_side = model.input_size
+    # Content needs no decode when it is already scored (a scan) or has its thumbnail
+    # (a listing): a renamed or copied file then only adds its file row.
+    lookup: ScoreLookup | ThumbnailReader
+    if model is not None:
+        lookup = ScoreLookup(library.path, model.model_id)
+        is_known, min_side = lookup.has_score, model.input_size
+        scores_model: str | None = model.model_id
+    else:
+        lookup = ThumbnailReader(library.thumbnails_path)
+        is_known, min_side = lookup.has, THUMBNAIL_SIZE
+        scores_model = stored_model
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
         try:
@@ -319,14 +360,17 @@ def _scan_entries(
                 return FileError(entry.path, "cancelled", "scan cancelled")
             data = read_file(entry.path, max_bytes=options.max_bytes)
             digest = content_hash(data)
-            if lookup.has_score(digest):  # renamed or copied content: no decode needed
+            if is_known(digest):  # renamed or copied content: no decode needed
                 return _Prepared(entry, digest)
             pixels, width, height, fmt = decode(
                 data, min_side=min_side, max_pixels=options.max_pixels
             )
             del data
+            if model is None:
+                thumbnail = make_thumbnail(pixels)
+                return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
             tensor, view = model.preprocess(pixels)
-            return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt)
+            return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
         except ImageError as exc:
             return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
         except Exception as exc:  # a bug or a Pillow surprise: report it on the file
@@ -349,10 +393,9 @@ def _scan_entries(
         items: list[ScoredFile] = []
         outcomes: list[FileOutcome] = []
         if run_model and batch:
-            tensors = [p.tensor for p in batch if p.tensor is not None]
-            assert len(tensors) == len(batch), "batch holds only content to score"
-            prediction = model.predict(torch.stack(tensors))
+            prediction = _predict(model, batch)
             for i, p in enumerate(batch):
+                score = float(prediction.unsafe_scores[i]) if prediction else None
                 items.append(
                     ScoredFile(
                         p.entry.path,
@@ -362,24 +405,18 @@ def _scan_entries(
                         p.width,
                         p.height,
                         p.format,
-                        float(prediction.unsafe_scores[i]),
-                        prediction.probabilities[i],
-                        prediction.embeddings[i],
+                        score,
+                        prediction.probabilities[i] if prediction else None,
+                        prediction.embeddings[i] if prediction else None,
                         p.thumbnail,
                     )
                 )
-                outcomes.append(
-                    FileOutcome(
-                        p.entry.path,
-                        p.hash,
-                        float(prediction.unsafe_scores[i]),
-                        mtime_ns=p.entry.mtime_ns,
-                    )
-                )
+                outcomes.append(FileOutcome(p.entry.path, p.hash, score, mtime_ns=p.entry.mtime_ns))
             scored += len(batch)
             batch = []
         if ready:
-            known = library.scores_for(model.model_id, {p.hash for p in ready})
+            hashes = {p.hash for p in ready}
+            known = library.scores_for(scores_model, hashes) if scores_model else {}
             for p in ready:
                 items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
                 outcomes.append(
@@ -393,7 +430,7 @@ def _scan_entries(
                 )
             known_content += len(ready)
             ready = []
-        library.record_scored(items, model.model_id)
+        library.record_scored(items, model.model_id if model else None)
         library.record_errors(failed, scan_id)
         outcomes.extend(_error_outcome(e) for e in failed)
         errors += len(failed)
@@ -427,7 +464,7 @@ def _scan_entries(
                     continue
                 if isinstance(result, FileError):
                     failed.append(result)
-                elif result.tensor is None:
+                elif not result.decoded:
                     ready.append(result)
                 else:
                     batch.append(result)
@@ -446,3 +483,14 @@ def _scan_entries(
         if all(future.done() for future in pending):
             lookup.close()
     return scored, known_content, errors
+
+
+def _predict(model: LoadedModel | None, batch: list[_Prepared]):
+    """One forward pass over a batch; None for a listing, which has no model to run."""
+    if model is None:
+        return None
+    import torch
+
+    tensors = [p.tensor for p in batch if p.tensor is not None]
+    assert len(tensors) == len(batch), "batch holds only content to score"
+    return model.predict(torch.stack(tensors))

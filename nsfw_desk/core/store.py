@@ -795,7 +795,8 @@ class Library:
             return None
         return [str(name) for name in labels], [str(name) for name in unsafe]
 
-    def begin_scan(self, root: Path, model_id: str) -> int:
+    def begin_scan(self, root: Path, model_id: str | None) -> int:
+        """A row in the scan history; `model_id` None: a listing without a model."""
         with write_transaction(self.db):
             table = self.db.table("scans").insert(
                 {
@@ -862,8 +863,10 @@ class Library:
 
     # writes
 
-    def record_scored(self, items: list[ScoredFile], model_id: str) -> None:
-        """One transaction for a batch: file rows, new scores, and clearing old errors."""
+    def record_scored(self, items: list[ScoredFile], model_id: str | None) -> None:
+        """One transaction for a batch: file rows, new scores, and clearing old errors.
+
+        Items without a score (a listing without a model) add their file row and thumbnail."""
         if not items:
             return
         now = now_utc()
@@ -887,6 +890,7 @@ class Library:
         for item in items:
             if item.unsafe is not None:
                 assert item.probabilities is not None and item.embedding is not None
+                assert model_id is not None, "a score belongs to a model"
                 score_rows.append(
                     {
                         "hash": item.hash,
@@ -987,13 +991,17 @@ class Library:
 
     def last_model_for(self, root: Path) -> str | None:
         """The model of the latest scan of `root` (else of any folder), so that stored
-        results can be shown before a model is loaded."""
+        results can be shown before a model is loaded. Listings without a model are not
+        a model's scan and are passed over."""
         row = (
             self.db.execute(
-                "SELECT model_id FROM scans WHERE root_bytes = ? ORDER BY id DESC LIMIT 1",
+                "SELECT model_id FROM scans WHERE root_bytes = ? AND model_id IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
                 (os.fsencode(root),),
             ).fetchone()
-            or self.db.execute("SELECT model_id FROM scans ORDER BY id DESC LIMIT 1").fetchone()
+            or self.db.execute(
+                "SELECT model_id FROM scans WHERE model_id IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
         )
         return row[0] if row else None
 
@@ -1187,6 +1195,15 @@ class ThumbnailReader:
             log.debug("thumbnail cache unreadable: %s", exc)
             return None
         return row[0] if row else None
+
+    def has(self, content_hash: str) -> bool:
+        """Whether the content has a thumbnail (a listing need not decode it again)."""
+        try:
+            row = self._reader.first("SELECT 1 FROM thumbnails WHERE hash = ?", (content_hash,))
+        except sqlite3.Error as exc:
+            log.debug("thumbnail cache unreadable: %s", exc)
+            return False
+        return row is not None
 
     def close(self) -> None:
         self._reader.close()

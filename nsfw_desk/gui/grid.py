@@ -381,14 +381,17 @@ class ResultsModel(QAbstractListModel):
         if self.filter == "unflagged":
             return scored & (self._scores < self.threshold)
         if self.filter == "errors":
-            return np.array([e is not None for e in self._errors], dtype=bool)
+            return self._filter_errors()
         labels = self._labels_array()
         if self.filter == "reviewed":
             return labels >= 0
-        if self.filter == "unreviewed":
-            return (labels < 0) & scored
+        if self.filter == "unreviewed":  # images without a score (no model) too
+            return (labels < 0) & ~self._filter_errors()
         flagged = self._scores >= self.threshold
         return (labels >= 0) & scored & ((labels == 1) != flagged)  # disagreements
+
+    def _filter_errors(self) -> np.ndarray:
+        return np.array([e is not None for e in self._errors], dtype=bool)
 
     def _sort_order(self) -> np.ndarray:
         names = np.array(self._names, dtype=object)
@@ -439,7 +442,7 @@ class ResultsModel(QAbstractListModel):
             "unflagged": scored and score < self.threshold,
             "errors": self._errors[row] is not None,
             "reviewed": label is not None,
-            "unreviewed": label is None and scored,
+            "unreviewed": label is None and self._errors[row] is None,
             "disagreements": label is not None
             and scored
             and (label == "unsafe") != (score >= self.threshold),

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QSplitter,
     QToolBar,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -53,6 +54,7 @@ from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
 from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
+from nsfw_desk.gui.model_bar import ModelBar
 from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
@@ -120,7 +122,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.detail)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 1)
-        self.setCentralWidget(self.splitter)
+        self.setCentralWidget(self._with_model_bar(self.splitter))
         self._build_toolbar()
         self._build_status_bar()
         self._build_menus()
@@ -174,6 +176,20 @@ class MainWindow(QMainWindow):
         self.grid.viewport().installEventFilter(self)
         self._hold = QTimer(self, singleShot=True, interval=HOLD_TO_REVEAL_MS)
         self._hold.timeout.connect(lambda: self._reveal_current(True))
+
+    def _with_model_bar(self, content: QWidget) -> QWidget:
+        """`content` under the bar that says why there is no model (hidden until then)."""
+        self.model_bar = ModelBar()
+        self.model_bar.choose_folder.connect(self.choose_model_folder)
+        self.model_bar.open_settings.connect(self.open_settings)
+        self.model_bar.retry.connect(self.retry_model)
+        holder = QWidget()
+        layout = QVBoxLayout(holder)
+        layout.setContentsMargins(4, 4, 4, 0)
+        layout.setSpacing(4)
+        layout.addWidget(self.model_bar)
+        layout.addWidget(content, 1)
+        return holder
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Threshold and filters")
@@ -401,6 +417,7 @@ class MainWindow(QMainWindow):
             self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
 
     def _on_model_ready(self, model_id: str, description: str) -> None:
+        self.model_bar.hide()
         self.model_id = model_id
         self.device_text = description
         self.device_label.setText(description)
@@ -439,21 +456,27 @@ class MainWindow(QMainWindow):
             self.open_log_folder()
 
     def _on_model_failed(self, message: str) -> None:
+        """No modal dialog: the folder is listed without scores below the bar."""
         self.status.setText("The model could not be loaded")
-        box = QMessageBox(QMessageBox.Icon.Critical, "Model not available", message, parent=self)
-        choose = box.addButton("Choose a local model folder…", QMessageBox.ButtonRole.ActionRole)
-        box.addButton(QMessageBox.StandardButton.Close)
-        box.exec()
-        if box.clickedButton() is choose:
-            folder = QFileDialog.getExistingDirectory(
-                self, "Choose a model folder (config.json + model.safetensors)"
-            )
-            if folder:
-                self.settings.model = folder
-                self.model_override = None
-                self._save_settings()
-                if self.folder is not None:
-                    self._start_scan()
+        self.model_bar.show_problem("Model not available", message)
+
+    def choose_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a model folder (config.json + model.safetensors)"
+        )
+        if folder:
+            self.settings.model = folder
+            self.model_override = None
+            self._save_settings()
+            if self.folder is not None:
+                self.model_bar.set_busy(True)
+                self._start_scan()
+
+    def retry_model(self) -> None:
+        """Load the model again (fixed on disk, back online) and score the listed rows."""
+        if self.folder is not None:
+            self.model_bar.set_busy(True)
+            self._start_scan()
 
     def _on_progress(self, progress: Progress) -> None:
         if progress.phase in ("scan", "download") and progress.total:
@@ -483,6 +506,7 @@ class MainWindow(QMainWindow):
         self.scanning = False
         self.progress_bar.hide()
         self.stop_button.hide()
+        self.model_bar.set_busy(False)
         if folder != self.folder or summary is None:
             return
         if not summary.cancelled:
@@ -496,7 +520,18 @@ class MainWindow(QMainWindow):
                 self.results.remove_missing(self._seen_paths | kept)
         self._update_counts()
         self._refresh_view_state()
+        if summary.model_id is None:
+            self._say_listed(summary)
+            return
         self.status.setText(self._scan_summary_text(summary))
+
+    def _say_listed(self, summary) -> None:
+        """The status line after a listing without a model (the bar says why)."""
+        verb = "Stopped listing" if summary.cancelled else "Listed"
+        self.status.setText(
+            f"{verb} without a model: {summary.files:,} files · no scores · "
+            f"{summary.errors:,} errors"
+        )
 
     # --- threshold, filter, sort ------------------------------------------------------------
 
@@ -535,11 +570,9 @@ class MainWindow(QMainWindow):
             index = self.results.index(row)
             digest = index.data(Role.HASH)
             if digest and not index.data(Role.ERROR):
-                items.append(
-                    DecisionInput(
-                        digest, self.model_id, index.data(Role.SCORE), index.data(Role.PATH)
-                    )
-                )
+                score = index.data(Role.SCORE)  # no score: no model said anything
+                model_id = self.model_id if score is not None else None
+                items.append(DecisionInput(digest, model_id, score, index.data(Role.PATH)))
             else:
                 refused.append(row)
         self._moved = True

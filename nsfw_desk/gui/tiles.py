@@ -156,6 +156,9 @@ class TileDelegate(QStyledItemDelegate):
             painter.setPen(colours.flag if flagged else colours.text)
             mark = FLAG_MARK if flagged else ""
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{mark}{score:.2f}")
+        elif digest:  # listed without a model (or not scored yet)
+            painter.setPen(PLACEHOLDER)
+            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, "no score")
         saving = index.data(Role.SAVING)
         if label or saving:
             # "…" until the library has committed the decision (gui/library_tasks.py)

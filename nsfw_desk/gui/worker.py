@@ -44,7 +44,9 @@ class ScanRequest:
 
 
 class ScanWorker(QObject):
-    """Loads stored results, then the model, then scans; every step reports by signal."""
+    """Loads stored results, then the model, then scans; every step reports by signal.
+
+    When the model cannot be loaded (`model_failed`), the folder is listed without it."""
 
     # folder, model id, list[FileOutcome], their labels (hash → label): read here, not on
     # the GUI thread, because a big folder's labels take a noticeable query
@@ -88,13 +90,15 @@ class ScanWorker(QObject):
             if known_model:
                 self._emit_stored(library, folder, known_model)
             model = self._load(request)
-            if model is None or cancel.cancelled:
+            if cancel.cancelled:
                 self.finished.emit(request, None)
                 return
-            if model.model_id != known_model:
+            if model is not None and model.model_id != known_model:
                 self._emit_stored(library, folder, model.model_id)
             from nsfw_desk.core.scan import ScanOptions, scan_folder
 
+            # Without a model the folder is still listed (thumbnails, no scores) so the
+            # moderator can review; a later scan with a model scores the same rows.
             summary = scan_folder(
                 folder,
                 model,
@@ -103,6 +107,7 @@ class ScanWorker(QObject):
                 progress=self.progress.emit,
                 on_results=lambda outcomes: self._emit_results(library, folder, outcomes),
                 cancel=cancel,
+                stored_model=known_model,
             )
             self.finished.emit(request, summary)
         except LibraryError as exc:
