@@ -18,6 +18,8 @@ SAFE_COLOUR = QColor("#2e8b57")
 PLACEHOLDER = QColor("#8a8f98")
 HIDDEN = QColor("#30333a")
 TEXT_LINES = 2
+TAG_BACKGROUND = QColor(20, 22, 28, 210)
+TAG_TEXT = QColor("#f2d16b")
 
 
 class TileDelegate(QStyledItemDelegate):
@@ -58,6 +60,7 @@ class TileDelegate(QStyledItemDelegate):
         if flagged:
             painter.setPen(QPen(FLAG_COLOUR, 3))
             painter.drawRect(area.adjusted(1, 1, -2, -2))
+        self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
 
         text_colour = palette.highlightedText().color() if selected else palette.text().color()
         font = QFont(option.font)
@@ -93,6 +96,23 @@ class TileDelegate(QStyledItemDelegate):
         )
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft, name)
         painter.restore()
+
+    def _paint_tags(self, painter: QPainter, area: QRect, tags, font: QFont) -> None:
+        """Tags in small text on a dark strip along the bottom of the image (gui/tags.py)."""
+        if not tags:
+            return
+        small = QFont(font)
+        small.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+        painter.setFont(small)
+        height = painter.fontMetrics().height() + 2
+        strip = QRect(area.x() + 3, area.bottom() - height - 2, area.width() - 6, height)
+        text = painter.fontMetrics().elidedText(
+            " · ".join(tags), Qt.TextElideMode.ElideRight, strip.width() - 6
+        )
+        painter.fillRect(strip, TAG_BACKGROUND)
+        painter.setPen(TAG_TEXT)
+        painter.drawText(strip.adjusted(3, 0, -3, 0), Qt.AlignmentFlag.AlignVCenter, text)
+        painter.setFont(font)
 
     def _paint_image(
         self, painter: QPainter, area: QRect, digest: str | None, error: str | None
