@@ -336,7 +336,7 @@ def test_metrics_table(db, capsys):
     assert thresholds == sorted(thresholds)
     assert {round(i * 0.05, 2) for i in range(21)} <= set(thresholds)
     marked = [r for r in rows if "<-" in r]
-    assert len(marked) == 1 and marked[0][0] == "0.5000"  # both suggestions on one row
+    assert len(marked) == 1 and marked[0][0] == "0.50"  # both suggestions on one row
     assert "<- target <- F1" in out
     assert "target: recall >= 0.95" in out and "F1: best F1 1.000 at score >= 0.5" in out
     assert main(["metrics", "--db", str(db), "--model", OTHER, "--target-recall", "1"]) == 2

@@ -155,6 +155,7 @@ def test_t_tags_items_shown_on_tiles_filtered_and_removed(qtbot, make_window, fo
         for tag in ("Escalate", "minor?"):
             qtbot.keyClicks(dialog.field, tag)
             qtbot.keyClick(dialog.field, Qt.Key.Key_Return)
+            assert dialog.isVisible()  # Enter adds a tag and leaves the editor open
         dialog.reject()
 
     _in_dialog(qtbot, TagEditor, add_two)

@@ -63,8 +63,15 @@ class TagEditor(QDialog):
         layout.addWidget(buttons)
         self._fill()
 
+    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        """Enter adds the typed tag (returnPressed) and keeps the editor open for the next;
+        QDialog would also press its default button (Close). Esc still closes."""
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            return
+        super().keyPressEvent(event)
+
     def current(self) -> list[str]:
-        """Tags on every selected item... or on any: shown are those on at least one."""
+        """The tags on at least one of the selected items."""
         found: set[str] = set()
         for digest in self.hashes:
             found.update(self.tags.window.results.tags.get(digest, ()))
