@@ -590,7 +590,7 @@ def test_export_dialog_shows_what_it_will_write_before_it_runs(
     qtbot.addWidget(dialog)
     qtbot.waitUntil(lambda: dialog.preview is not None, timeout=10_000)
     assert dialog.preview.total == 24
-    assert "24 images" in dialog.preview_label.text()
+    assert dialog.preview_label.text().startswith("24 images\ntrain: ")
     counts = dialog.preview.counts
     assert sum(counts["val"].values()) == round(0.2 * n) + round(0.2 * (24 - n))
     dialog.val_fraction.setValue(0.5)

@@ -395,3 +395,18 @@ def test_metrics_bad_usage_exits_2(args):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
+
+
+def test_not_enough_reviews_names_the_model_for_people(tmp_path):
+    with Library(tmp_path / "l.sqlite") as library:
+        library.register_model(
+            MODEL,
+            source=str(tmp_path / "my-finetune"),
+            revision=None,
+            architecture="a",
+            labels=["NSFW", "SFW"],
+            unsafe_labels=["NSFW"],
+        )
+        fill(library, 3, 3)
+        with pytest.raises(NotEnoughReviews, match=r"calibrate my-finetune \(sha256:abababab\):"):
+            calibration_for(library, MODEL)

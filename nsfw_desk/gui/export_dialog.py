@@ -93,8 +93,12 @@ class ExportDialog(QDialog):
         self.overwrite = QCheckBox("Replace the folder if it exists")
         self.source_paths = QCheckBox("Record original file paths in the metadata", checked=True)
 
-        self.preview_label = QLabel("Counting what this export will write…", wordWrap=True)
+        self.preview_label = QLabel("Counting what this export will write…")
         self.preview_label.setObjectName("export_preview")
+        self.preview_label.setToolTip(
+            "Counted from your decisions as the options stand. Files that changed or vanished "
+            "since review are found, and left out, when the export runs."
+        )
         self._preview_timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._preview_timer.timeout.connect(self.refresh_preview)
 
@@ -173,10 +177,8 @@ class ExportDialog(QDialog):
             f"{split}: " + ", ".join(f"{n:,} {name}" for name, n in classes.items())
             for split, classes in preview.counts.items()
         ]
-        self.preview_label.setText(
-            f"{preview.total:,} images — " + "; ".join(rows) + " (files that changed or "
-            "vanished since review are left out when it runs)"
-        )
+        images = "image" if preview.total == 1 else "images"
+        self.preview_label.setText("\n".join([f"{preview.total:,} {images}", *rows]))
 
     def options(self) -> ExportOptions:
         return ExportOptions(

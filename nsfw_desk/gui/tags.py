@@ -120,6 +120,8 @@ class Tags:
             toolbar.addWidget(self.filter_box)
         self._fill_filter()
         self.reload()
+        # Another instance may have tagged meanwhile: read them again with each folder.
+        window.results.modelReset.connect(self.reload)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
