@@ -683,6 +683,7 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
+        name = library.model_names([model_id])[model_id]
         try:
             calibration = calibration_for(library, model_id, target_recall=args.target_recall)
         except NotEnoughReviews as exc:
@@ -695,8 +696,13 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
         json.dump(calibration.as_dict(), sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(_metrics_table(calibration))
+        print(_metrics_table(calibration, name))
     return EXIT_OK
+
+
+def _model_title(model_id: str, name: str | None) -> str:
+    """The model's name for people, then the id that --model takes, when they differ."""
+    return model_id if not name or name == model_id else f"{name} [{model_id}]"
 
 
 def threshold_digits(thresholds, least: int = 2, most: int = 8) -> int:
@@ -709,13 +715,13 @@ def threshold_digits(thresholds, least: int = 2, most: int = 8) -> int:
     return most
 
 
-def _metrics_table(calibration) -> str:
+def _metrics_table(calibration, name: str | None = None) -> str:
     """Every 0.05 step plus the suggested thresholds (marked), then the suggestions."""
     suggested = {"target": calibration.at_target, "F1": calibration.best_f1}
     rows = {round(step * 0.05, 2): calibration.at(round(step * 0.05, 2)) for step in range(21)}
     rows.update({m.threshold: m for m in suggested.values() if m is not None})
     lines = [
-        f"{calibration.model_id}: {calibration.n_unsafe:,} unsafe and "
+        f"{_model_title(calibration.model_id, name)}: {calibration.n_unsafe:,} unsafe and "
         f"{calibration.n_safe:,} safe reviewed items",
         f"{'threshold':>10} {'flagged':>8} {'tp':>7} {'fp':>7} {'tn':>7} {'fn':>7} "
         f"{'precision':>9} {'recall':>7} {'F1':>6} {'FPR':>6}",

@@ -329,7 +329,7 @@ def db(tmp_path) -> Path:
 def test_metrics_table(db, capsys):
     assert main(["metrics", "--db", str(db)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{MODEL}: 12 unsafe and 15 safe reviewed items")
+    assert out.startswith(f"sha256:abababab [{MODEL}]: 12 unsafe and 15 safe reviewed items")
     assert "precision" in out and "recall" in out and "FPR" in out
     rows = [line.split() for line in out.splitlines() if line[:10].strip()[:1].isdigit()]
     thresholds = [float(r[0]) for r in rows]
