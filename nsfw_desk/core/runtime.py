@@ -200,9 +200,15 @@ def choose_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if requested == "cuda" and not cuda:
-        raise ModelError("--device cuda was asked for, but torch sees no CUDA GPU.")
+        raise ModelError(
+            "Device cuda was asked for (--device, or Device in Settings), but torch sees no "
+            "CUDA GPU."
+        )
     if requested == "mps" and not mps:
-        raise ModelError("--device mps was asked for, but Apple MPS is not available.")
+        raise ModelError(
+            "Device mps was asked for (--device, or Device in Settings), but Apple MPS is not "
+            "available."
+        )
     return torch.device(requested)
 
 

@@ -713,6 +713,8 @@ class MainWindow(QMainWindow):
             scores={self.model_id: score} if self.model_id and score is not None else {},
             label=label,
             error=error,
+            tags=self.results.tags.get(digest, ()) if digest else (),
+            model_names=self.model_names,
         )
         # Facts, every model's score and the history come from the read thread.
         self._detail_serial += 1
