@@ -564,8 +564,9 @@ def test_about_settings_calibrate_and_detail_name_the_model(
     assert dialog.model_box.currentData() == window.model_id
 
     window._select_row(0)
-    qtbot.waitUntil(lambda: name in window.detail.scores_label.text())
-    assert "kB" in window.detail.size_label.text()  # one unit family: decimal
+    qtbot.waitUntil(lambda: window.detail.size_label.text() != "")  # facts: read thread
+    assert name in window.detail.scores_label.text()
+    assert window.detail.size_label.text().endswith(" kB")  # one unit family: decimal
 
 
 def test_export_dialog_shows_what_it_will_write_before_it_runs(
