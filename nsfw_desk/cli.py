@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the store pulls in numpy and sqlite-utils: not for `nsfw-de
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 EXIT_LIBRARY, EXIT_DISK_FULL, EXIT_NO_DISPLAY = 4, 5, 6
+MODEL_HINT = "On the command line, pass --model FOLDER (or another hub id) to use another model."
 
 EXIT_STATUS = """\
 exit status:
@@ -383,8 +384,10 @@ def _library_path(args: argparse.Namespace) -> Path:
 def _free_space(folder: Path) -> str:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    from nsfw_desk.core.units import format_size
+
     try:
-        return f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB"
+        return format_size(shutil.disk_usage(folder).free)
     except OSError:
         return "unknown"
 
@@ -500,7 +503,7 @@ def run_scan(args: argparse.Namespace) -> int:
         )
     except ModelError as exc:
         line.close()
-        print(f"nsfw-desk: {exc}", file=sys.stderr)
+        print(f"nsfw-desk: {exc}\n{MODEL_HINT}", file=sys.stderr)
         return EXIT_MODEL
     try:
         library = Library(args.db)
@@ -680,6 +683,7 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
+        name = library.model_names([model_id])[model_id]
         try:
             calibration = calibration_for(library, model_id, target_recall=args.target_recall)
         except NotEnoughReviews as exc:
@@ -692,22 +696,38 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
         json.dump(calibration.as_dict(), sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(_metrics_table(calibration))
+        print(_metrics_table(calibration, name))
     return EXIT_OK
 
 
-def _metrics_table(calibration) -> str:
+def _model_title(model_id: str, name: str | None) -> str:
+    """The model's name for people, then the id that --model takes, when they differ."""
+    return model_id if not name or name == model_id else f"{name} [{model_id}]"
+
+
+def threshold_digits(thresholds, least: int = 2, most: int = 8) -> int:
+    """Decimals enough that no two different thresholds print alike (suggested thresholds
+    are real scores, and two can differ only in the fifth digit)."""
+    values = sorted(set(thresholds))
+    for digits in range(least, most + 1):
+        if len({f"{t:.{digits}f}" for t in values}) == len(values):
+            return digits
+    return most
+
+
+def _metrics_table(calibration, name: str | None = None) -> str:
     """Every 0.05 step plus the suggested thresholds (marked), then the suggestions."""
     suggested = {"target": calibration.at_target, "F1": calibration.best_f1}
     rows = {round(step * 0.05, 2): calibration.at(round(step * 0.05, 2)) for step in range(21)}
     rows.update({m.threshold: m for m in suggested.values() if m is not None})
     lines = [
-        f"{calibration.model_id}: {calibration.n_unsafe:,} unsafe and "
+        f"{_model_title(calibration.model_id, name)}: {calibration.n_unsafe:,} unsafe and "
         f"{calibration.n_safe:,} safe reviewed items (distinct images with a score from "
         "this model; exact copies count once)",
         f"{'threshold':>10} {'flagged':>8} {'tp':>7} {'fp':>7} {'tn':>7} {'fn':>7} "
         f"{'precision':>9} {'recall':>7} {'F1':>6} {'FPR':>6}",
     ]
+    digits = threshold_digits(rows)
     for threshold, m in sorted(rows.items()):
         marks = " ".join(
             f"<- {name}"
@@ -715,7 +735,7 @@ def _metrics_table(calibration) -> str:
             if s is not None and s.threshold == threshold
         )
         lines.append(
-            f"{threshold:>10.4f} {m.tp + m.fp:>8,} {m.tp:>7,} {m.fp:>7,} {m.tn:>7,} "
+            f"{threshold:>10.{digits}f} {m.tp + m.fp:>8,} {m.tp:>7,} {m.fp:>7,} {m.tn:>7,} "
             f"{m.fn:>7,} {m.precision:>9.3f} {m.recall:>7.3f} {m.f1:>6.3f} "
             f"{m.fpr:>6.3f} {marks}".rstrip()
         )
@@ -770,7 +790,12 @@ def run_export(args: argparse.Namespace) -> int:
         report = export.export_dataset(library, options, progress=line)
     except export.ExportError as exc:
         line.close()
-        print(f"nsfw-desk export: {exc}", file=sys.stderr)
+        hint = (
+            " (pass --overwrite to replace an earlier export or an empty folder)"
+            if isinstance(exc, export.TargetExists)
+            else ""
+        )
+        print(f"nsfw-desk export: {exc}{hint}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         line.close()
@@ -805,12 +830,14 @@ def run_export(args: argparse.Namespace) -> int:
 def _export_summary(report) -> str:
     """Totals and rate, counts per split and class, then skipped items and notes."""
     from nsfw_desk.core.export import _printable
+    from nsfw_desk.core.units import format_rate, format_size
 
     links = f"; {report.linked:,} hard links" if report.linked else ""
+    rate = report.bytes / report.elapsed_s if report.elapsed_s > 0 else 0.0
     lines = [
-        f"Exported {report.exported:,} files ({report.bytes / 1e6:,.1f} MB) to "
+        f"Exported {report.exported:,} files ({format_size(report.bytes)}) to "
         f"{_printable(str(report.out))} in {report.elapsed_s:.1f} s: "
-        f"{report.files_per_s:,.1f} files/s, {report.mb_per_s:,.1f} MB/s{links}"
+        f"{report.files_per_s:,.1f} files/s, {format_rate(rate)}{links}"
     ]
     lines += [
         f"  {split}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items())

@@ -188,3 +188,39 @@ def test_console_script_and_module_agree():
     )
     assert a.returncode == b.returncode == 0
     assert a.stdout.strip() == b.stdout.strip() == f"nsfw-desk {__version__}"
+
+
+def test_export_into_an_existing_folder_names_overwrite(folder, model_dir, tmp_path, capsys):
+    from nsfw_desk.core.review import DecisionInput, ReviewStore
+    from nsfw_desk.core.store import Library
+
+    db = tmp_path / "l.sqlite"
+    assert main(["scan", str(folder), "--model", str(model_dir), "--db", str(db), "-q"]) == 0
+    with Library(db) as library:
+        hashes = [o.hash for o in library.results(folder, "x") if o.hash]
+        ReviewStore(library).decide(
+            [DecisionInput(h) for h in hashes], "safe", reviewer="r", threshold=0.5
+        )
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    capsys.readouterr()
+    assert main(["export", "--out", str(tmp_path / "out"), "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+
+
+def test_model_errors_name_the_cli_option_on_the_command_line(folder, tmp_path, capsys):
+    code = main(["scan", str(folder), "--db", str(tmp_path / "l.sqlite")])
+    assert code == 3
+    assert "--model FOLDER" in capsys.readouterr().err
+
+
+def test_metrics_thresholds_print_with_enough_digits_to_tell_rows_apart():
+    from nsfw_desk.cli import _metrics_table
+    from nsfw_desk.core.metrics import calibrate
+
+    scores = [0.50004 + i / 1000 for i in range(12)] + [0.1 + i / 1000 for i in range(12)]
+    table = _metrics_table(calibrate(scores, [True] * 12 + [False] * 12))
+    printed = [line.split()[0] for line in table.splitlines() if line[:10].strip()[:1].isdigit()]
+    assert len(printed) == len(set(printed)) > 21
+    assert "0.50004" in printed and "0.50000" in printed

@@ -542,7 +542,9 @@ def test_progress_reports_files_and_bytes(reviewed, library, tmp_path):
     seen = []
     export_dataset(library, ExportOptions(out=tmp_path / "out"), progress=seen.append)
     assert seen and seen[-1].phase == "export" and seen[-1].done == seen[-1].total == 30
-    assert "30 / 30 files" in seen[-1].describe() and "MB/s" in seen[-1].describe()
+    assert "30 / 30 files" in seen[-1].describe() and re.search(
+        r"[\d.]+ (k|M|G)?B/s", seen[-1].describe()
+    )
 
 
 def test_cli_export_summary_and_exit_codes(reviewed, library, tmp_path, capsys, monkeypatch):
@@ -566,7 +568,11 @@ def test_cli_export_summary_and_exit_codes(reviewed, library, tmp_path, capsys, 
     )
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "Exported 30 files" in err and "MB/s" in err
+    assert (
+        "Exported 30 files" in err
+        and re.search(r"\(([\d.]+ (kB|MB|GB)|\d+ bytes)\)", err)
+        and "B/s" in err
+    )
     assert re.search(r"train: nsfw 9, sfw 6", err) and re.search(r"val: nsfw 9, sfw 6", err)
     assert all(r["source_path"] == "" for r in metadata(out))
 
@@ -590,3 +596,43 @@ def test_cli_export_summary_and_exit_codes(reviewed, library, tmp_path, capsys, 
     monkeypatch.setattr(export_module, "export_dataset", broken)
     assert main(["export", "--out", str(tmp_path / "z"), "--db", db]) == 1
     assert "disk on fire" in capsys.readouterr().err
+
+
+# --- before an export: what it will write --------------------------------------------------
+
+
+def test_preview_counts_what_the_export_writes_per_split_and_class(reviewed, library, tmp_path):
+    from nsfw_desk.core.export import preview_export
+
+    for options in (
+        {},
+        {"val_fraction": 0.5, "seed": 3},
+        {"reviewer": "alice", "val_fraction": 0.0},
+    ):
+        preview = preview_export(library, ExportOptions(out=tmp_path / "unused", **options))
+        assert preview.error is None
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        report = run(library, out, **options)
+        assert preview.counts == report.counts and preview.total == 30
+    assert not (tmp_path / "unused").exists()  # the preview writes nothing
+    nobody = preview_export(library, ExportOptions(out=tmp_path / "x", reviewer="bob"))
+    assert nobody.total == 0 and nobody.error is None
+    bad = preview_export(library, ExportOptions(out=tmp_path / "x", since="last tuesday"))
+    assert bad.error and bad.total == 0
+
+
+def test_the_data_card_names_models_for_people(reviewed, library, loaded_model, tmp_path):
+    run(library, tmp_path / "out")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"model `nsfw-sfw ({loaded_model.model_id[:15]})`" in card
+    assert loaded_model.model_id not in card  # not the bare 64-digit hash
+
+
+def test_sizes_use_one_decimal_unit_family():
+    from nsfw_desk.core.units import format_rate, format_size
+
+    assert format_size(999) == "999 bytes"
+    assert format_size(1234) == "1.2 kB"
+    assert format_size(22_000_000) == "22.0 MB"
+    assert format_size(3.5e9) == "3.5 GB"
+    assert format_rate(55e6) == "55.0 MB/s"

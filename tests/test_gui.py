@@ -510,3 +510,92 @@ def test_rows_of_an_unreadable_subfolder_stay_after_a_rescan(
     qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
     paths = set(column(window, Role.PATH))
     assert under_sub <= paths and gone not in paths
+
+
+# --- models by name, and wording for a window user ----------------------------------------
+
+
+def test_a_model_error_in_the_window_points_to_settings_not_to_an_option(
+    qtbot, make_window, folder, monkeypatch
+):
+    window = make_window()
+    window.model_override = None  # the default model: not in the (empty, offline) cache
+    scan(qtbot, window, folder)
+    qtbot.waitUntil(lambda: window.model_bar.isVisible(), timeout=10_000)
+    shown = window.model_bar.message.toolTip()  # the whole message, as the bar says it
+    assert "--model" not in shown
+    assert "Settings" in shown and "local folder" in shown
+
+
+def test_about_settings_calibrate_and_detail_name_the_model(
+    qtbot, reviewed_window, model_dir, monkeypatch
+):
+    from nsfw_desk.gui.about import about_text
+    from nsfw_desk.gui.calibration import CalibrationDialog
+    from nsfw_desk.gui.settings_dialog import SettingsDialog
+
+    window = reviewed_window
+    name = f"{model_dir.name} ({window.model_id[:15]})"  # nsfw-sfw (sha256:1234abcd)
+    assert window.model_name(window.model_id) == name
+    texts = []
+    monkeypatch.setattr(
+        "nsfw_desk.gui.about.show_about", lambda parent, model, device: texts.append(model)
+    )
+    window.show_about()
+    assert texts == [name] and name in about_text(texts[0], "CPU")
+
+    seen = []
+
+    def fake_exec(dialog):
+        seen.append((dialog.model.text(), dialog.in_use.text()))
+        return 0
+
+    monkeypatch.setattr(SettingsDialog, "exec", fake_exec)
+    window.open_settings()
+    assert seen == [("", f"In use: {name} (from --model, for this run)")]
+
+    dialog = CalibrationDialog(window.reads, 0.5, window.model_id, window)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.loaded, timeout=10_000)
+    assert dialog.model_box.currentText().startswith(name)
+    assert dialog.model_box.currentData() == window.model_id
+
+    window._select_row(0)
+    qtbot.waitUntil(lambda: window.detail.size_label.text() != "")  # facts: read thread
+    assert name in window.detail.scores_label.text()
+    assert window.detail.size_label.text().endswith(" kB")  # one unit family: decimal
+
+
+def test_export_dialog_shows_what_it_will_write_before_it_runs(
+    qtbot, reviewed_window, tmp_path, monkeypatch
+):
+    import threading
+
+    from nsfw_desk.core import export
+    from nsfw_desk.gui.export_dialog import ExportDialog
+
+    threads = []
+    real = export.preview_export
+
+    def spy(library, options):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(library, options)
+
+    monkeypatch.setattr("nsfw_desk.gui.export_dialog.preview_export", spy)
+    window = reviewed_window
+    n = window.unsafe_count
+    dialog = ExportDialog(window.library_path, window.folder, "tester", window, reads=window.reads)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.preview is not None, timeout=10_000)
+    assert dialog.preview.total == 24
+    assert dialog.preview_label.text().startswith("24 images\ntrain: ")
+    counts = dialog.preview.counts
+    assert sum(counts["val"].values()) == round(0.2 * n) + round(0.2 * (24 - n))
+    dialog.val_fraction.setValue(0.5)
+    qtbot.waitUntil(lambda: sum(dialog.preview.counts["val"].values()) == 12, timeout=10_000)
+    dialog.reviewer.setText("nobody")
+    qtbot.waitUntil(lambda: dialog.preview.total == 0, timeout=10_000)
+    assert "Nothing" in dialog.preview_label.text()
+    assert threads and not any(threads)  # never on the GUI thread
+    assert not list(tmp_path.glob("*dataset*"))
+    dialog.reject()

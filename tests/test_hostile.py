@@ -23,6 +23,7 @@ from scan_probe import (
 
 from nsfw_desk.core.scan import scan_folder
 from nsfw_desk.core.store import Library
+from nsfw_desk.core.units import format_size
 from nsfw_desk.synthetic import synthetic_photo
 
 # Pillow warns (and goes on) about the corpus's broken EXIF blocks.
@@ -115,11 +116,11 @@ def test_the_whole_corpus_in_one_scan(tmp_path, loaded_model, monkeypatch):
         f"rescan: {second.scored} scored, {second.cached} from the library"
     )
     FIGURES["hostile: whole corpus in one scan"] = (
-        f"slowest file {seconds:.2f} s ({name}); peak RSS {memory.peak / 2**20:,.0f} MiB, "
-        f"{memory.growth / 2**20:,.0f} MiB above the {memory.baseline / 2**20:,.0f} MiB before"
+        f"slowest file {seconds:.2f} s ({name}); peak RSS {format_size(memory.peak)}, "
+        f"{format_size(memory.growth)} above the {format_size(memory.baseline)} before"
     )
     assert seconds < PER_FILE_LIMIT_S, f"{name} took {seconds:.1f} s"
-    assert memory.growth < MEMORY_LIMIT, f"memory grew by {memory.growth / 2**20:,.0f} MiB"
+    assert memory.growth < MEMORY_LIMIT, f"memory grew by {format_size(memory.growth)}"
 
 
 # --- the fixes behind three of the kinds, checked directly ---------------------------------

@@ -329,14 +329,14 @@ def db(tmp_path) -> Path:
 def test_metrics_table(db, capsys):
     assert main(["metrics", "--db", str(db)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{MODEL}: 12 unsafe and 15 safe reviewed items")
+    assert out.startswith(f"sha256:abababab [{MODEL}]: 12 unsafe and 15 safe reviewed items")
     assert "precision" in out and "recall" in out and "FPR" in out
     rows = [line.split() for line in out.splitlines() if line[:10].strip()[:1].isdigit()]
     thresholds = [float(r[0]) for r in rows]
     assert thresholds == sorted(thresholds)
     assert {round(i * 0.05, 2) for i in range(21)} <= set(thresholds)
     marked = [r for r in rows if "<-" in r]
-    assert len(marked) == 1 and marked[0][0] == "0.5000"  # both suggestions on one row
+    assert len(marked) == 1 and marked[0][0] == "0.50"  # both suggestions on one row
     assert "<- target <- F1" in out
     assert "target: recall >= 0.95" in out and "F1: best F1 1.000 at score >= 0.5" in out
     assert main(["metrics", "--db", str(db), "--model", OTHER, "--target-recall", "1"]) == 2
@@ -395,3 +395,18 @@ def test_metrics_bad_usage_exits_2(args):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
+
+
+def test_not_enough_reviews_names_the_model_for_people(tmp_path):
+    with Library(tmp_path / "l.sqlite") as library:
+        library.register_model(
+            MODEL,
+            source=str(tmp_path / "my-finetune"),
+            revision=None,
+            architecture="a",
+            labels=["NSFW", "SFW"],
+            unsafe_labels=["NSFW"],
+        )
+        fill(library, 3, 3)
+        with pytest.raises(NotEnoughReviews, match=r"calibrate my-finetune \(sha256:abababab\):"):
+            calibration_for(library, MODEL)

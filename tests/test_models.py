@@ -861,3 +861,14 @@ def test_precision_help_says_what_auto_picks(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16" in help_text
     assert "fp32 elsewhere" not in help_text
+
+
+def test_a_missing_device_error_names_both_ways_to_choose_it(monkeypatch):
+    import torch
+
+    from nsfw_desk.core.hub import ModelError
+    from nsfw_desk.core.runtime import choose_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelError, match=r"--device, or Device in Settings"):
+        choose_device("cuda")

@@ -53,6 +53,7 @@ def test_new_library_has_the_decisions_table_and_index(library):
         "source_path": "TEXT",
         "undo_of": "INTEGER",
         "source_path_bytes": "BLOB",
+        "note": "TEXT",
     }
     index_columns = [
         [row[2] for row in library.db.execute(f"PRAGMA index_info('{index.name}')")]

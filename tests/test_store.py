@@ -294,7 +294,7 @@ def test_a_schema_2_library_migrates_with_its_non_utf8_rows_intact(tmp_path):
     conn.close()
 
     with Library(path) as lib:
-        assert lib.db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 3
+        assert lib.db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
         assert lib.integrity_check() == "ok"
         results = {os.fsencode(o.path): o.hash for o in lib.results(photos, "m")}
         assert results == {
@@ -574,3 +574,63 @@ def test_forget_missing_takes_path_key_texts_or_bytes(library, tmp_path):
     assert [os.fsencode(r.path) for r in library.results(root, "m")] == sorted(
         os.fsencode(n) for n in names[:2]
     )
+
+
+# --- model display names (schema 4) -------------------------------------------------------
+
+
+def test_models_get_a_display_name_for_people(library, tmp_path):
+    digest = "fb8690ab" + "0" * 56
+    library.register_model(
+        f"sha256:{digest}",
+        source=str(tmp_path / "my-finetune"),
+        revision=None,
+        architecture="vit",
+        labels=["NSFW", "SFW"],
+        unsafe_labels=["NSFW"],
+    )
+    library.register_model(
+        "Marqo/nsfw-image-detection-384@0c26ec22111b83f106d72a55f611ec35962bcb65",
+        source="Marqo/nsfw-image-detection-384",
+        revision="0c26ec22111b83f106d72a55f611ec35962bcb65",
+        architecture="vit",
+        labels=["NSFW", "SFW"],
+        unsafe_labels=["NSFW"],
+    )
+    names = library.model_names()
+    assert names[f"sha256:{digest}"] == "my-finetune (sha256:fb8690ab)"
+    assert names["Marqo/nsfw-image-detection-384@0c26ec22111b83f106d72a55f611ec35962bcb65"] == (
+        "Marqo/nsfw-image-detection-384"
+    )
+    # An id the library never registered still reads better than its hash.
+    assert library.model_names([f"sha256:{'cd' * 32}"]) == {
+        f"sha256:{'cd' * 32}": "sha256:cdcdcdcd"
+    }
+
+
+def test_a_schema_3_library_migrates_names_notes_and_tags(tmp_path):
+    path = tmp_path / "v3.sqlite"
+    db = store.sqlite_utils.Database(path)
+    store.migrate(db, store.MIGRATIONS[:3])
+    local = "sha256:" + "fb8690ab" * 8
+    db.execute(
+        "INSERT INTO models (id, source, first_used) VALUES (?, ?, '2026-01-01T00:00:00.000Z')",
+        (local, str(tmp_path / "my-finetune")),
+    )
+    db.execute(
+        "INSERT INTO decisions (hash, label, reviewer, decided_at) "
+        "VALUES ('h1', 'unsafe', 'r', '2026-01-01T00:00:00.000Z')"
+    )
+    db.conn.commit()
+    db.close()
+    with Library(path) as lib:
+        assert lib.db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 4
+        assert lib.integrity_check() == "ok"
+        assert lib.model_names() == {local: "my-finetune (sha256:fb8690ab)"}
+        reviews = ReviewStore(lib)
+        assert [d.note for d in reviews.history("h1")] == [None]  # old decisions: no note
+        assert reviews.current_labels() == {"h1": "unsafe"}
+        assert reviews.tags() == {}
+        with pytest.raises(Exception, match="append-only"):
+            lib.db.execute("UPDATE decisions SET note = 'x'")
+        assert "decisions.note" in lib.notes() and "tags" in lib.notes()

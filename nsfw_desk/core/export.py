@@ -23,6 +23,7 @@ from nsfw_desk.core.paths import display_path, path_fields
 from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.review import Decision, ReviewStore
 from nsfw_desk.core.store import Library
+from nsfw_desk.core.units import format_rate, format_size
 
 SPLITS = ("train", "val")
 FALLBACK_CLASSES = {"unsafe": "unsafe", "safe": "safe"}
@@ -38,6 +39,8 @@ COLUMNS = (
     "source_path",
     "source_path_base64",  # the exact path bytes, when source_path is not valid UTF-8
     "hash",
+    "note",  # the reviewer's latest note on the item, "" when none
+    "tags",  # its current tags: a list in JSON, joined by "; " in the CSV
 )
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -82,6 +85,7 @@ class ExportReport:
     elapsed_s: float
     linked: int
     notes: list[str] = field(default_factory=list)  # warnings for the user, also in README
+    model_names: dict[str, str] = field(default_factory=dict)  # model id → display name
 
     @property
     def files_per_s(self) -> float:
@@ -96,6 +100,11 @@ class ExportError(Exception):
     """The export cannot be done as asked; the message is for the user."""
 
 
+class TargetExists(ExportError):
+    """The output folder exists and overwriting was not asked for; each front end names its
+    own way to ask (`--overwrite`, the dialog's checkbox)."""
+
+
 @dataclass
 class _Exported:
     decision: Decision
@@ -104,6 +113,8 @@ class _Exported:
     source: Path  # the file the bytes came from
     size: int
     split: str = "train"
+    note: str = ""
+    tags: tuple[str, ...] = ()
 
     @property
     def file_name(self) -> str:
@@ -314,6 +325,8 @@ def _rows(items: list[_Exported], include_source_path: bool) -> list[dict]:
             "source_path_base64": None,
             **(path_fields(item.source, "source_path") if include_source_path else {}),
             "hash": item.decision.hash,
+            "note": item.note,
+            "tags": list(item.tags),
         }
         for item in sorted(items, key=lambda i: i.file_name)
     ]
@@ -331,7 +344,10 @@ def _csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    writer.writerows(
+        {k: "" if v is None else "; ".join(v) if isinstance(v, list) else v for k, v in row.items()}
+        for row in rows
+    )
     return buffer.getvalue()
 
 
@@ -347,9 +363,14 @@ def _card(
     options: ExportOptions,
     skipped: int,
     notes: list[str],
+    model_names: dict[str, str] | None = None,
 ) -> str:
     """README.md: HF configs (one metadata file per split), counts, models, selection."""
-    models = Counter(i.decision.model_id or "(none)" for i in items)
+    names = model_names or {}
+    models = Counter(
+        names.get(i.decision.model_id, i.decision.model_id) if i.decision.model_id else "(none)"
+        for i in items
+    )
     thresholds = Counter(i.decision.threshold for i in items)
     reviewers = Counter(i.decision.reviewer for i in items)
     folder = (
@@ -477,7 +498,7 @@ def _check_target(options: ExportOptions) -> Path:
         if out.is_symlink() or not out.is_dir():
             raise ExportError(f"{out} exists and is not a folder")
         if not options.overwrite:
-            raise ExportError(f"{out} already exists; choose another folder or overwrite it")
+            raise TargetExists(f"{out} already exists; choose another folder or overwrite it")
         if not _replaceable(out):
             raise ExportError(f"{out} is neither empty nor an nsfw-desk export; not replacing it")
     return out
@@ -538,7 +559,7 @@ class _Meter:
                 skipped,
                 rate,
                 eta,
-                f"{done:,} / {self.total:,} files · {nbytes / 1e6:,.1f} MB · {rate / 1e6:.1f} MB/s",
+                f"{done:,} / {self.total:,} files · {format_size(nbytes)} · {format_rate(rate)}",
             )
         )
 
@@ -626,6 +647,13 @@ def export_dataset(
         for item in exported:
             counts[item.split][item.label] += 1
         notes = _notes(exported, counts, options.link)
+        reviews = ReviewStore(library)
+        hashes = [item.decision.hash for item in exported]
+        latest_notes, tags = reviews.latest_notes(hashes), reviews.tags(hashes)
+        for item in exported:
+            item.note = latest_notes.get(item.decision.hash, "")
+            item.tags = tuple(tags.get(item.decision.hash, ()))
+        model_names = library.model_names({d.model_id for d in decisions if d.model_id})
         rows = _rows(exported, options.include_source_path)
         _write_text(tmp / "metadata.jsonl", _jsonl(rows))
         _write_text(tmp / "labels.csv", _csv(rows))
@@ -641,7 +669,8 @@ def export_dataset(
             tmp / "class_map.txt", "".join(name + "\n" for name in sorted(classes.values()))
         )
         _write_text(
-            tmp / "README.md", _card(exported, counts, classes, options, len(skipped), notes)
+            tmp / "README.md",
+            _card(exported, counts, classes, options, len(skipped), notes, model_names),
         )
         for split in SPLITS:
             for name in classes.values():
@@ -653,5 +682,49 @@ def export_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportReport(
-        out, len(exported), counts, skipped, nbytes, time.monotonic() - started, linked, notes
+        out,
+        len(exported),
+        counts,
+        skipped,
+        nbytes,
+        time.monotonic() - started,
+        linked,
+        notes,
+        model_names,
     )
+
+
+@dataclass(frozen=True)
+class ExportPreview:
+    """What an export with these options would write, before it reads a single image."""
+
+    counts: dict[str, dict[str, int]]  # split → class → n
+    error: str | None = None  # the options cannot be exported as they are (a reason)
+
+    @property
+    def total(self) -> int:
+        return sum(sum(row.values()) for row in self.counts.values())
+
+
+def preview_export(library: Library, options: ExportOptions) -> ExportPreview:
+    """Select and split as `export_dataset` would, without touching a file: counts per split
+    and class for the export dialog. Items whose source has vanished or changed are only
+    found (and left out) by the export itself, so its counts can come out lower."""
+    empty: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+    try:
+        if not 0.0 <= options.val_fraction <= 1.0:
+            raise ExportError("the validation fraction must be between 0 and 1")
+        decisions = [d for d in select_decisions(library, options) if _HASH.fullmatch(d.hash)]
+    except ExportError as exc:
+        return ExportPreview(empty, str(exc))
+    classes = class_names(library, decisions)
+    by_class: dict[str, list[str]] = {name: [] for name in classes.values()}
+    for decision in decisions:
+        assert decision.label is not None
+        by_class[classes[decision.label]].append(decision.hash)
+    val = split_val(by_class, options.val_fraction, options.seed)
+    counts = {split: {name: 0 for name in classes.values()} for split in SPLITS}
+    for name, hashes in by_class.items():
+        for digest in hashes:
+            counts["val" if digest in val else "train"][name] += 1
+    return ExportPreview(counts)

@@ -156,8 +156,8 @@ def _not_available(spec: ModelSpec, reason: str) -> str:
     return (
         f"Model {spec.source} (revision {spec.revision or 'main'}) is not in the local "
         f"Hugging Face cache and cannot be downloaded: {reason}.\n"
-        "Connect to the internet once to download it, or point --model at a local folder "
-        f"holding {CONFIG_FILE} and {WEIGHTS_FILE} (for example a copy of the hub repo)."
+        "Connect to the internet once to download it, or use a local folder holding "
+        f"{CONFIG_FILE} and {WEIGHTS_FILE} (for example a copy of the hub repo)."
     )
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from nsfw_desk.core.units import format_size
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset(
@@ -276,7 +278,7 @@ def read_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         if st.st_size > max_bytes:
             raise ImageError(
                 ErrorKind.TOO_LARGE,
-                f"file too large: {st.st_size / 2**20:,.0f} MiB (limit {max_bytes / 2**20:,.0f})",
+                f"file too large: {format_size(st.st_size)} (limit {format_size(max_bytes)})",
             )
         chunks = []
         remaining = max_bytes + 1

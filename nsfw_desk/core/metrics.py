@@ -177,8 +177,9 @@ def calibration_for(
     unsafe = int(is_unsafe.sum())
     safe = len(is_unsafe) - unsafe
     if unsafe < min_per_class or safe < min_per_class:
+        name = library.model_names([model_id])[model_id] if model_id else "this model"
         raise NotEnoughReviews(
-            f"Not enough reviews to calibrate {model_id or 'this model'}: {unsafe} unsafe and "
+            f"Not enough reviews to calibrate {name}: {unsafe} unsafe and "
             f"{safe} safe reviewed items; at least {min_per_class} of each are needed.",
             unsafe=unsafe,
             safe=safe,

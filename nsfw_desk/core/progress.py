@@ -26,7 +26,9 @@ class Progress:
     def describe(self) -> str:
         """One line for a status bar or a terminal: counts, rate and ETA, or download size."""
         if self.phase == "download":
-            return f"{self.message}: {self.done / 2**20:,.1f} of {self.total / 2**20:,.1f} MiB"
+            from nsfw_desk.core.units import format_size
+
+            return f"{self.message}: {format_size(self.done)} of {format_size(self.total)}"
         if self.phase == "discover":
             return self.message
         eta = ""

@@ -20,14 +20,17 @@ from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.store import Library, in_chunks, now_utc, write_transaction
 
 LABELS = ("unsafe", "safe")
+MAX_NOTE = 500  # characters: a note is one line of context, not a report
+MAX_TAG = 40
 FALLBACK_REVIEWER = "reviewer"
 _COLUMNS = (
     "id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, undo_of, "
-    "source_path_bytes"
+    "source_path_bytes, note"
 )
 _INSERT = (
     "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
-    "threshold, source_path, source_path_bytes, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "threshold, source_path, source_path_bytes, undo_of, note) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The latest decision of each hash; the (hash, id) index answers it without a table scan.
 _LATEST = "SELECT MAX(id) FROM decisions {where} GROUP BY hash"
@@ -64,6 +67,7 @@ class Decision:
     source_path: str | None  # for people: not unique, see core/paths.py
     undo_of: int | None
     source_path_bytes: bytes | None = None  # the exact path (os.fsencode); open this one
+    note: str | None = None  # the reviewer's note on this decision
 
     @property
     def source(self) -> Path | None:
@@ -80,6 +84,22 @@ def default_reviewer() -> str:
     except Exception:  # OSError, KeyError or ImportError depending on the platform
         name = ""
     return name or FALLBACK_REVIEWER
+
+
+def clean_note(note: str | None) -> str | None:
+    """One line, trimmed, at most MAX_NOTE characters; empty is no note."""
+    if note is None:
+        return None
+    text = " ".join(str(note).split())[:MAX_NOTE]
+    return text or None
+
+
+def clean_tag(tag: str) -> str:
+    """A tag as stored: one line, trimmed, lower case, at most MAX_TAG characters."""
+    text = " ".join(str(tag).split()).lower()[:MAX_TAG]
+    if not text:
+        raise ValueError("a tag needs at least one character")
+    return text
 
 
 def _check_label(label: str | None) -> None:
@@ -100,11 +120,21 @@ class ReviewStore:
     # writes
 
     def decide(
-        self, items: Sequence[DecisionInput], label: str | None, *, reviewer: str, threshold: float
+        self,
+        items: Sequence[DecisionInput],
+        label: str | None,
+        *,
+        reviewer: str,
+        threshold: float,
+        note: str | None = None,
     ) -> list[int]:
-        """Give every item the same label (None clears it); return the new ids in order."""
+        """Give every item the same label (None clears it); return the new ids in order.
+
+        `note` goes with each of these decisions. A note on its own is a decision that
+        repeats the item's current label: the log stays the one record of who said what.
+        """
         return self.apply_labels(
-            [(item, label) for item in items], reviewer=reviewer, threshold=threshold
+            [(item, label) for item in items], reviewer=reviewer, threshold=threshold, note=note
         )
 
     def apply_labels(
@@ -114,6 +144,7 @@ class ReviewStore:
         reviewer: str,
         threshold: float,
         undo_of: Sequence[int | None] | None = None,
+        note: str | None = None,
     ) -> list[int]:
         """Append one decision per (item, label), all or none; return the new ids in order.
 
@@ -127,6 +158,7 @@ class ReviewStore:
             raise ValueError("undo_of must have one entry per change")
         if not isinstance(reviewer, str) or not reviewer.strip():
             raise ValueError("reviewer must be a non-empty name")
+        note = clean_note(note)
         if not changes:
             return []
         if self.db.conn.in_transaction:
@@ -152,6 +184,7 @@ class ReviewStore:
                         None if raw is None else display_path(raw),
                         raw,
                         reverted,
+                        note,
                     ),
                 )
                 assert cursor.lastrowid is not None
@@ -248,6 +281,61 @@ class ReviewStore:
             + ") GROUP BY label"
         )
         return {label: 0 for label in LABELS} | dict(rows)
+
+    def latest_notes(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
+        """hash → its most recent note (for export and the tile's tooltip); all if None."""
+        sql = (
+            "SELECT hash, note FROM decisions WHERE id IN ("
+            "SELECT MAX(id) FROM decisions WHERE note IS NOT NULL {where} GROUP BY hash)"
+        )
+        if hashes is None:
+            return dict(self.db.execute(sql.format(where="")))
+        found: dict[str, str] = {}
+        for chunk, marks in in_chunks(dict.fromkeys(hashes)):
+            found.update(self.db.execute(sql.format(where=f"AND hash IN ({marks})"), chunk))
+        return found
+
+    # tags: append-only like decisions; the latest row of a (hash, tag) says whether it is on
+
+    def set_tag(self, hashes: Iterable[str], tag: str, *, added: bool, reviewer: str) -> str:
+        """Add (or remove) `tag` on every content; return the tag as stored."""
+        tag = clean_tag(tag)
+        if not isinstance(reviewer, str) or not reviewer.strip():
+            raise ValueError("reviewer must be a non-empty name")
+        at = now_utc()
+        rows = [(h, tag, int(added), reviewer, at) for h in dict.fromkeys(hashes)]
+        with write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT INTO tags (hash, tag, added, reviewer, at) VALUES (?, ?, ?, ?, ?)", rows
+            )
+        return tag
+
+    def tags(self, hashes: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """hash → its current tags, sorted; only contents with at least one; all if None."""
+        sql = (
+            "SELECT hash, tag FROM tags WHERE added = 1 AND id IN ("
+            "SELECT MAX(id) FROM tags {where} GROUP BY hash, tag) ORDER BY hash, tag"
+        )
+        found: dict[str, list[str]] = {}
+        if hashes is None:
+            batches: Iterable = [(sql.format(where=""), [])]
+        else:
+            batches = (
+                (sql.format(where=f"WHERE hash IN ({marks})"), chunk)
+                for chunk, marks in in_chunks(dict.fromkeys(hashes))
+            )
+        for statement, params in batches:
+            for digest, tag in self.db.execute(statement, params):
+                found.setdefault(digest, []).append(tag)
+        return found
+
+    def tag_counts(self) -> dict[str, int]:
+        """Every tag now on some content → on how many, by tag."""
+        counts: dict[str, int] = {}
+        for tags in self.tags().values():
+            for tag in tags:
+                counts[tag] = counts.get(tag, 0) + 1
+        return dict(sorted(counts.items()))
 
     def _decisions_by_id(self, ids: Sequence[int]) -> list[Decision]:
         found: list[Decision] = []

@@ -73,6 +73,13 @@ class LoadedModel:
         crop_pct = self.data_config.get("crop_pct") or 1.0
         return int(max(self.data_config["input_size"][1:]) / crop_pct + 0.999)
 
+    @property
+    def display_name(self) -> str:
+        """The model's name for people (see store.model_display_name)."""
+        from nsfw_desk.core.store import model_display_name
+
+        return model_display_name(self.model_id, self.spec.source if self.spec.is_local else None)
+
     def describe(self) -> str:
         """Short line for a status bar or a summary, e.g. `CPU · fp32 · 2 threads`."""
         if self.device.type == "cpu":
@@ -193,9 +200,15 @@ def choose_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if requested == "cuda" and not cuda:
-        raise ModelError("--device cuda was asked for, but torch sees no CUDA GPU.")
+        raise ModelError(
+            "Device cuda was asked for (--device, or Device in Settings), but torch sees no "
+            "CUDA GPU."
+        )
     if requested == "mps" and not mps:
-        raise ModelError("--device mps was asked for, but Apple MPS is not available.")
+        raise ModelError(
+            "Device mps was asked for (--device, or Device in Settings), but Apple MPS is not "
+            "available."
+        )
     return torch.device(requested)
 
 

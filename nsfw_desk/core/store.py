@@ -38,6 +38,7 @@ import sqlite_utils
 
 from nsfw_desk.core.defaults import BUSY_TIMEOUT_MS
 from nsfw_desk.core.paths import display_path
+from nsfw_desk.core.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,7 @@ def _free_bytes(path: Path) -> int | None:
 
 
 def _free_space(path: Path) -> str:
-    free = _free_bytes(path)
-    return "unknown" if free is None else f"{free / 1e6:,.1f} MB"
+    return format_size(_free_bytes(path))
 
 
 def library_error(exc: sqlite3.Error, path: Path | str | None) -> LibraryError:
@@ -617,10 +617,65 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
     db.conn.executemany("INSERT INTO notes (topic, note) VALUES (?, ?)", list(NOTES.items()))
 
 
+def model_display_name(model_id: str, source: str | None = None) -> str:
+    """How people read a model's name: the hub id, or a local folder's name and short hash.
+
+    `org/name@commit` → `org/name`; a local model (id `sha256:…`, source its folder) →
+    `my-finetune (sha256:fb8690ab)`; without a known folder just the short hash. The full
+    id stays the key everywhere; this is only for showing.
+    """
+    if model_id.startswith("sha256:"):
+        short = model_id[:15]
+        folder = Path(source).name if source else ""
+        return f"{folder} ({short})" if folder else short
+    return model_id.partition("@")[0] or model_id
+
+
+_TAGS_V4 = """CREATE TABLE tags (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash TEXT NOT NULL CHECK (hash <> ''), -- the content the tag is on
+    tag TEXT NOT NULL CHECK (tag <> ''),
+    added INTEGER NOT NULL CHECK (added IN (0, 1)), -- 1 added, 0 removed
+    reviewer TEXT NOT NULL,
+    at TEXT NOT NULL -- ISO 8601 UTC with milliseconds and 'Z'
+)"""
+NOTES_V4 = {
+    "models.display_name": "the model's name for people: the hub id, or a local folder's name "
+    "and the short hash of its weights; models.id stays the key",
+    "decisions.note": "the reviewer's note on that decision, or NULL; a note on its own is a "
+    "decision that repeats the current label",
+    "tags": "append-only (triggers refuse UPDATE and DELETE): a tag is on a content while the "
+    "latest row of its (hash, tag) has added = 1",
+}
+
+
+def _migrate_to_4(db: sqlite_utils.Database) -> None:
+    """Model display names, a note per decision, tags per content (append-only)."""
+    db.execute("ALTER TABLE models ADD COLUMN display_name TEXT")
+    rows = db.execute("SELECT id, source FROM models").fetchall()
+    db.conn.executemany(
+        "UPDATE models SET display_name = ? WHERE id = ?",
+        [(model_display_name(model_id, source), model_id) for model_id, source in rows],
+    )
+    # ADD COLUMN rewrites no row, so the append-only triggers can stay.
+    db.execute("ALTER TABLE decisions ADD COLUMN note TEXT")
+    db.execute(_TAGS_V4)
+    db.execute("CREATE INDEX idx_tags_hash_tag ON tags (hash, tag, id)")
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER tags_no_{action.lower()} BEFORE {action} ON tags "
+            "BEGIN SELECT RAISE(ABORT, 'tags are append-only'); END"
+        )
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO notes (topic, note) VALUES (?, ?)", list(NOTES_V4.items())
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
+    _migrate_to_4,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -767,7 +822,9 @@ class Library:
         architecture: str,
         labels: list[str],
         unsafe_labels: list[str],
+        display_name: str | None = None,
     ) -> None:
+        name = display_name or model_display_name(model_id, source)
         with write_transaction(self.db):
             self.db.table("models").insert(
                 {
@@ -778,9 +835,25 @@ class Library:
                     "labels": json.dumps(labels),
                     "unsafe_labels": json.dumps(unsafe_labels),
                     "first_used": now_utc(),
+                    "display_name": name,
                 },
                 ignore=True,
             )
+            # A model registered before display names (or under another folder name) keeps
+            # its first name: the weights decide the id, the first folder names it.
+            self.db.execute(
+                "UPDATE models SET display_name = ? WHERE id = ? AND display_name IS NULL",
+                (name, model_id),
+            )
+
+    def model_names(self, model_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """model id → display name, for every registered model (or the given ones; an
+        unregistered id gets the name its id alone gives)."""
+        rows = self.db.execute("SELECT id, display_name, source FROM models")
+        known = {mid: name or model_display_name(mid, source) for mid, name, source in rows}
+        if model_ids is None:
+            return known
+        return {mid: known.get(mid) or model_display_name(mid) for mid in model_ids}
 
     def model_labels(self, model_id: str) -> tuple[list[str], list[str]] | None:
         """(labels, unsafe labels) a model was registered with; None if unknown or unreadable."""

@@ -46,6 +46,12 @@ def _describe(m: ThresholdMetrics) -> str:
     )
 
 
+def _models_and_names(library) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """Models with reviews and their names for people (read thread)."""
+    models = models_with_reviews(library)
+    return models, library.model_names(m for m, _ in models)
+
+
 class CalibrationDialog(QDialog):
     threshold_applied = Signal(float)
 
@@ -101,15 +107,23 @@ class CalibrationDialog(QDialog):
 
         self.message.setText("Reading your reviews…")
         self._show_charts(False)
-        self.reads.query(models_with_reviews, lambda models: self._fill_models(models, model_id))
+        self.reads.query(
+            _models_and_names, lambda found: self._fill_models(*found, model_id=model_id)
+        )
 
-    def _fill_models(self, models: list[tuple[str, int]], model_id: str | None) -> None:
+    def _fill_models(
+        self, models: list[tuple[str, int]], names: dict[str, str], model_id: str | None
+    ) -> None:
         self.model_box.blockSignals(True)
         for model, count in models:
             # Distinct images, like `nsfw-desk metrics`: copies count once, and only
             # reviewed images this model has scored.
             self.model_box.addItem(
-                f"{model}  ({count} distinct reviewed images with a score)", model
+                f"{names.get(model, model)}  ({count} distinct reviewed images with a score)",
+                model,
+            )
+            self.model_box.setItemData(
+                self.model_box.count() - 1, model, Qt.ItemDataRole.ToolTipRole
             )
         if model_id is not None:
             index = self.model_box.findData(model_id)

@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from nsfw_desk.core.store import model_display_name
+from nsfw_desk.core.units import format_size
 from nsfw_desk.gui.thumbnails import ThumbnailCache
 
 PREVIEW_MIN_HEIGHT = 160
@@ -50,6 +52,8 @@ class DetailPane(QWidget):
         self.dims_label = QLabel()
         self.scores_label = QLabel(wordWrap=True)
         self.label_label = QLabel()
+        self.tags_label = QLabel(wordWrap=True)
+        self.tags_label.setObjectName("tags")
         self.history = QPlainTextEdit(readOnly=True)
         self.history.setMaximumHeight(140)
         self.show_button = QPushButton("Show in folder")
@@ -73,6 +77,7 @@ class DetailPane(QWidget):
         form.addRow("Dimensions", self.dims_label)
         form.addRow("Scores", self.scores_label)
         form.addRow("Label", self.label_label)
+        form.addRow("Tags", self.tags_label)
         form.addRow(QLabel("Decision history"))
         form.addRow(self.history)
         area = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame)
@@ -94,6 +99,8 @@ class DetailPane(QWidget):
         label: str | None = None,
         error: str | None = None,
         history: list | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        model_names: dict[str, str] | None = None,
     ) -> None:
         self.path, self.hash, self.revealed = path, content_hash, False
         self.show_button.setEnabled(path is not None)
@@ -101,7 +108,7 @@ class DetailPane(QWidget):
         self.path_label.setToolTip(str(path) if path else "")
         facts = facts or {}
         size = facts.get("size")
-        self.size_label.setText(f"{size / 1024:,.0f} KiB" if size else "")
+        self.size_label.setText(format_size(size) if size else "")
         w, h = facts.get("width"), facts.get("height")
         self.dims_label.setText(f"{w} × {h} {facts.get('format') or ''}" if w and h else "")
         if error:
@@ -109,20 +116,22 @@ class DetailPane(QWidget):
         else:
             self.scores_label.setText(
                 "<br>".join(
-                    f"{score:.3f} — {_short(model)}"
+                    f"{score:.3f} — {(model_names or {}).get(model) or _short(model)}"
                     for model, score in (scores or {}).items()
                     if score is not None and not math.isnan(score)
                 )
             )
         self.label_label.setText({"unsafe": "Unsafe", "safe": "Safe"}.get(label, "Not reviewed"))
+        self.tags_label.setText(" · ".join(tags) if tags else "none (T to add)")
         self.history.setPlainText(
             "\n".join(
-                f"{d.decided_at}  {d.label or 'cleared'}  by {d.reviewer}"
+                f"{d.decided_at}  {_what(d)}  by {d.reviewer}"
                 + (
                     f"  (score {d.score:.2f} at threshold {d.threshold:.2f})"
                     if d.score is not None and d.threshold is not None
                     else ""
                 )
+                + (f"\n    note: {d.note}" if getattr(d, "note", None) else "")
                 for d in (history or [])
             )
         )
@@ -169,8 +178,12 @@ class DetailPane(QWidget):
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path.parent)))
 
 
+def _what(decision) -> str:
+    """A decision's label for the history; a note on an unreviewed item is no clearing."""
+    if decision.label:
+        return decision.label
+    return "no label" if getattr(decision, "note", None) else "cleared"
+
+
 def _short(model_id: str) -> str:
-    if model_id.startswith("sha256:"):
-        return f"local model {model_id[7:19]}…"
-    name, _, rev = model_id.partition("@")
-    return f"{name}@{rev[:8]}" if rev else name
+    return model_display_name(model_id)

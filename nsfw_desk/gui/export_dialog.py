@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QDate, Qt, Signal
+from PySide6.QtCore import QDate, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDateEdit,
@@ -24,9 +24,13 @@ from PySide6.QtWidgets import (
 )
 
 from nsfw_desk.core import defaults
-from nsfw_desk.core.export import ExportOptions, ExportReport
+from nsfw_desk.core.export import ExportOptions, ExportPreview, ExportReport, preview_export
 from nsfw_desk.core.progress import Progress
+from nsfw_desk.core.units import format_size
+from nsfw_desk.gui.library_tasks import LibraryReads
 from nsfw_desk.gui.worker import ExportWorker, TaskThread
+
+PREVIEW_DELAY_MS = 150  # typing a reviewer name asks once, not per key
 
 
 def _row(*widgets) -> QWidget:
@@ -42,9 +46,20 @@ class ExportDialog(QDialog):
     export_requested = Signal(object)  # ExportOptions, queued to the export worker
 
     def __init__(
-        self, library_path: Path | None, folder: Path | None = None, reviewer: str = "", parent=None
+        self,
+        library_path: Path | None,
+        folder: Path | None = None,
+        reviewer: str = "",
+        parent=None,
+        *,
+        reads: LibraryReads | None = None,
     ) -> None:
         super().__init__(parent)
+        # The preview reads on the window's read thread (or one of its own): never here.
+        self._own_reads = reads is None
+        self.reads = reads if reads is not None else LibraryReads(library_path, self)
+        self.preview: ExportPreview | None = None
+        self._preview_serial = 0
         self.setWindowTitle("Export dataset")
         self.setMinimumWidth(620)
         self.report: ExportReport | None = None
@@ -78,6 +93,15 @@ class ExportDialog(QDialog):
         self.overwrite = QCheckBox("Replace the folder if it exists")
         self.source_paths = QCheckBox("Record original file paths in the metadata", checked=True)
 
+        self.preview_label = QLabel("Counting what this export will write…")
+        self.preview_label.setObjectName("export_preview")
+        self.preview_label.setToolTip(
+            "Counted from your decisions as the options stand. Files that changed or vanished "
+            "since review are found, and left out, when the export runs."
+        )
+        self._preview_timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
+        self._preview_timer.timeout.connect(self.refresh_preview)
+
         self.progress = QProgressBar()
         self.progress.hide()
         self.status = QLabel(wordWrap=True)
@@ -103,6 +127,7 @@ class ExportDialog(QDialog):
         form.addRow("", self.link)
         form.addRow("", self.source_paths)
         form.addRow("", self.overwrite)
+        form.addRow("Will write", self.preview_label)
         form.addRow(self.progress)
         form.addRow(self.status)
         form.addRow(self.summary)
@@ -115,6 +140,45 @@ class ExportDialog(QDialog):
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         self.running = False
+        for box in (self.only_corrections, self.only_folder, self.use_dates):
+            box.toggled.connect(self._preview_later)
+        self.reviewer.textChanged.connect(self._preview_later)
+        for edit in (self.since, self.until):
+            edit.dateChanged.connect(self._preview_later)
+        self.val_fraction.valueChanged.connect(self._preview_later)
+        self.seed.valueChanged.connect(self._preview_later)
+        self.refresh_preview()
+
+    # --- the preview: what the options select, split as the export will split it -------
+
+    def _preview_later(self, *_args) -> None:
+        self._preview_timer.start()
+
+    def refresh_preview(self) -> None:
+        """Ask the read thread for the counts of these options; the newest answer wins."""
+        self._preview_serial += 1
+        serial, options = self._preview_serial, self.options()
+
+        def show(preview: ExportPreview) -> None:
+            if serial == self._preview_serial:
+                self._show_preview(preview)
+
+        self.reads.query(lambda library: preview_export(library, options), show)
+
+    def _show_preview(self, preview: ExportPreview) -> None:
+        self.preview = preview
+        if preview.error:
+            self.preview_label.setText(f"Nothing yet: {preview.error}")
+            return
+        if not preview.total:
+            self.preview_label.setText("Nothing: no reviewed image matches these options.")
+            return
+        rows = [
+            f"{split}: " + ", ".join(f"{n:,} {name}" for name, n in classes.items())
+            for split, classes in preview.counts.items()
+        ]
+        images = "image" if preview.total == 1 else "images"
+        self.preview_label.setText("\n".join([f"{preview.total:,} {images}", *rows]))
 
     def options(self) -> ExportOptions:
         return ExportOptions(
@@ -171,7 +235,7 @@ class ExportDialog(QDialog):
         self.report = report
         lines = [
             f"Exported {report.exported:,} images to {report.out} "
-            f"({report.bytes / 2**20:,.1f} MiB in {report.elapsed_s:.1f} s)."
+            f"({format_size(report.bytes)} in {report.elapsed_s:.1f} s)."
         ]
         for split, classes in report.counts.items():
             lines.append(f"  {split}: " + ", ".join(f"{n:,} {c}" for c, n in classes.items()))
@@ -195,4 +259,7 @@ class ExportDialog(QDialog):
 
     def done(self, result: int) -> None:  # every way the dialog closes
         self.task.stop()
+        self._preview_timer.stop()
+        if self._own_reads:
+            self.reads.stop()
         super().done(result)

@@ -29,6 +29,7 @@ class Role(IntEnum):
     ERROR = PATH + 5
     SAVING = PATH + 6  # a decision on this content is made but not yet committed
     COPIES = PATH + 7  # how many files in the folder hold this content
+    TAGS = PATH + 8  # the content's tags (gui/tags.py), a tuple of str
 
 
 SORTS = {
@@ -88,6 +89,8 @@ class ResultsModel(QAbstractListModel):
         self.filter = "all"
         self.folder: Path | None = None
         self.saving: Collection[str] = ()  # hashes with a decision still being written
+        self.tags: dict[str, tuple[str, ...]] = {}  # hash → tags, kept by gui/tags.py
+        self.tag_filter: str | None = None  # only contents with this tag (on top of `filter`)
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -139,6 +142,9 @@ class ResultsModel(QAbstractListModel):
             return digest is not None and digest in self.saving
         if role == Role.COPIES:
             return max(1, self.copies_of(self._hashes[row]))
+        if role == Role.TAGS:
+            digest = self._hashes[row]
+            return self.tags.get(digest, ()) if digest else ()
         return None
 
     def copies_of(self, content_hash: str | None) -> int:
@@ -272,6 +278,24 @@ class ResultsModel(QAbstractListModel):
         self.filter = name
         self._refresh_visible()
 
+    def set_tags(self, tags: dict[str, tuple[str, ...]], tag_filter: str | None) -> None:
+        """Show these tags (hash → tags) and keep only contents with `tag_filter` (None: all)."""
+        self.tags = {h: tuple(t) for h, t in tags.items() if t}
+        refilter = tag_filter is not None or self.tag_filter is not None
+        self.tag_filter = tag_filter
+        if refilter:
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def _tag_mask(self) -> np.ndarray:
+        n = len(self._paths)
+        if self.tag_filter is None:
+            return np.ones(n, dtype=bool)
+        return np.array(
+            [self.tag_filter in self.tags.get(h or "", ()) for h in self._hashes], dtype=bool
+        )
+
     def set_labels(self, labels: dict[str, str | None]) -> None:
         """Apply label changes (hash → label or None) to the tiles that show them."""
         rows = []
@@ -358,7 +382,7 @@ class ResultsModel(QAbstractListModel):
         n = len(self._paths)
         if n == 0:
             return []
-        mask = self._filter_mask()
+        mask = self._filter_mask() & self._tag_mask()
         if self._order is None or self.sort == "disagreement":  # that order moves with t
             self._order = self._sort_order()
         return self._order[mask[self._order]].tolist()
@@ -432,6 +456,10 @@ class ResultsModel(QAbstractListModel):
         )
 
     def _passes(self, row: int) -> bool:
+        if self.tag_filter is not None and self.tag_filter not in self.tags.get(
+            self._hashes[row] or "", ()
+        ):
+            return False
         if self.filter == "all":
             return True
         score = self._scores[row]

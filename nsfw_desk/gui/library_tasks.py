@@ -132,6 +132,17 @@ class Decide:
     label: str | None
     reviewer: str
     threshold: float
+    note: str | None = None  # stored with each of these decisions (gui/notes.py)
+
+
+@dataclass(frozen=True)
+class Tag:
+    """Add or remove one tag on contents (gui/tags.py); changes no label."""
+
+    hashes: tuple[str, ...]
+    tag: str
+    added: bool
+    reviewer: str
 
 
 @dataclass(frozen=True)
@@ -151,7 +162,7 @@ class _WriteWorker(_LibraryThreadObject):
 
     def __init__(self, library_path: Path | None) -> None:
         super().__init__(library_path)
-        self._queue: deque[tuple[int, Decide | Revert]] = deque()
+        self._queue: deque[tuple[int, Decide | Revert | Tag]] = deque()
         self._ids: dict[int, list[int]] = {}  # ticket → committed decision ids
         self._hashes: dict[int, list[str]] = {}  # ticket → content hashes it touched
         self._retry = QTimer(self, singleShot=True)  # moves to the worker thread with self
@@ -167,12 +178,13 @@ class _WriteWorker(_LibraryThreadObject):
         return library
 
     @Slot(int, object)
-    def submit(self, ticket: int, op: Decide | Revert) -> None:
-        self._hashes[ticket] = (
-            [item.hash for item in op.items]
-            if isinstance(op, Decide)
-            else list(self._hashes.get(op.of, []))
-        )
+    def submit(self, ticket: int, op: Decide | Revert | Tag) -> None:
+        if isinstance(op, Decide):
+            self._hashes[ticket] = [item.hash for item in op.items]
+        elif isinstance(op, Tag):
+            self._hashes[ticket] = []  # a tag changes no label
+        else:
+            self._hashes[ticket] = list(self._hashes.get(op.of, []))
         self._queue.append((ticket, op))
         if not self._is_blocked:
             self._drain()
@@ -198,11 +210,14 @@ class _WriteWorker(_LibraryThreadObject):
                 self.unblocked.emit()
             self.committed.emit(ticket, labels)
 
-    def _write(self, ticket: int, op: Decide | Revert) -> dict[str, str | None]:
+    def _write(self, ticket: int, op: Decide | Revert | Tag) -> dict[str, str | None]:
         reviews = ReviewStore(self.library())
-        if isinstance(op, Decide):
+        if isinstance(op, Tag):
+            reviews.set_tag(op.hashes, op.tag, added=op.added, reviewer=op.reviewer)
+            ids: list[int] = []
+        elif isinstance(op, Decide):
             ids = reviews.decide(
-                list(op.items), op.label, reviewer=op.reviewer, threshold=op.threshold
+                list(op.items), op.label, reviewer=op.reviewer, threshold=op.threshold, note=op.note
             )
         else:
             undone = self._ids.get(op.of, [])
@@ -257,10 +272,20 @@ class ReviewWrites(QObject):
         return len(self._in_flight)
 
     def decide(
-        self, items: Sequence[DecisionInput], label: str | None, *, reviewer: str, threshold: float
+        self,
+        items: Sequence[DecisionInput],
+        label: str | None,
+        *,
+        reviewer: str,
+        threshold: float,
+        note: str | None = None,
     ) -> int:
-        op = Decide(tuple(items), label, reviewer, threshold)
+        op = Decide(tuple(items), label, reviewer, threshold, note)
         return self._send(op, {item.hash: label for item in items})
+
+    def tag(self, hashes: Sequence[str], tag: str, *, added: bool, reviewer: str) -> int:
+        """Add or remove `tag` on contents, in order with the decisions; `saved` says when."""
+        return self._send(Tag(tuple(hashes), tag, added, reviewer), {})
 
     def revert(
         self, ticket: int, expected: dict[str, str | None], *, reviewer: str, threshold: float
@@ -278,7 +303,7 @@ class ReviewWrites(QObject):
                 shown[digest] = label
         return shown
 
-    def _send(self, op: Decide | Revert, expected: dict[str, str | None]) -> int:
+    def _send(self, op: Decide | Revert | Tag, expected: dict[str, str | None]) -> int:
         ticket = next(self._tickets)
         hashes = list(expected)
         self._in_flight[ticket] = hashes

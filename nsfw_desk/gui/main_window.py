@@ -66,6 +66,9 @@ THUMB_SIZES = (96, 128, 160, 200, 256)
 HOLD_TO_REVEAL_MS = 350
 _MODIFIER_KEYS = {Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt, Qt.Key.Key_Meta}
 
+# The desk's own hint under a model error (core's messages name no front end's option).
+MODEL_HINT = "Choose a model folder (config.json + model.safetensors) here or in Settings."
+
 
 class MainWindow(QMainWindow):
     scan_requested = Signal(object)  # ScanRequest, queued to the worker thread
@@ -89,6 +92,7 @@ class MainWindow(QMainWindow):
         self.reads = LibraryReads(self.library_path, self)
         self.writes = ReviewWrites(self.library_path, self)
         self.model_id: str | None = None
+        self.model_names: dict[str, str] = {}  # model id → display name, as learnt
         self.device_text = ""
         self.folder: Path | None = None
         self.scanning = False
@@ -127,6 +131,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._build_flow()
+        self._build_notes_and_tags()
         self._restore_window()
 
         self.worker = TaskThread(ScanWorker(self.library_path), "nsfw-desk-scan")
@@ -134,6 +139,7 @@ class MainWindow(QMainWindow):
         self.scan_requested.connect(w.scan, Qt.ConnectionType.QueuedConnection)
         w.stored_results.connect(self._on_stored_results)
         w.model_loading.connect(lambda name: self.status.setText(f"Loading {name}…"))
+        w.model_named.connect(self.model_names.__setitem__)
         w.model_ready.connect(self._on_model_ready)
         w.model_failed.connect(self._on_model_failed)
         w.library_failed.connect(self._on_library_failed)
@@ -307,7 +313,7 @@ class MainWindow(QMainWindow):
         edit.addSeparator()
         self._action(edit, "Select &all", self._select_all, ["Ctrl+A"])
 
-        review = bar.addMenu("&Review")
+        review = self.review_menu = bar.addMenu("&Review")
         self._action(review, "Mark &unsafe", lambda: self.decide("unsafe"), ["U"])
         self._action(review, "Mark &safe", lambda: self.decide("safe"), ["S"])
         self._action(review, "&Clear label", lambda: self.decide(None), ["0", "Backspace"])
@@ -353,6 +359,19 @@ class MainWindow(QMainWindow):
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Open &log folder", self.open_log_folder)
         self._action(help_menu, "&About nsfw-desk", self.show_about)
+
+    def _build_notes_and_tags(self) -> None:
+        """Notes (Shift+N) and tags (T): gui/notes.py and gui/tags.py."""
+        from nsfw_desk.gui.notes import NOTE_KEY, Notes
+        from nsfw_desk.gui.tags import TAG_KEY, Tags
+
+        self.notes = Notes(self)
+        self.tags = Tags(self, self.findChild(QToolBar, "filters"))
+        self.review_menu.addSeparator()
+        self._action(
+            self.review_menu, "Add a &note…", self._acting(self.notes.add_note), [NOTE_KEY]
+        )
+        self._action(self.review_menu, "&Tags…", self._acting(self.tags.edit), [TAG_KEY])
 
     # --- folders and scanning -----------------------------------------------------------
 
@@ -413,6 +432,10 @@ class MainWindow(QMainWindow):
         if folder != self.folder:
             return
         self.model_id = model_id
+        if model_id not in self.model_names:
+            self.reads.query(
+                lambda library: library.model_names([model_id]), self.model_names.update
+            )
         with self._keeping_current():
             self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
 
@@ -455,10 +478,18 @@ class MainWindow(QMainWindow):
         if box.clickedButton() is logs:
             self.open_log_folder()
 
+    def model_name(self, model_id: str | None) -> str | None:
+        """The display name of a model (core/store.py model_display_name)."""
+        if model_id is None:
+            return None
+        from nsfw_desk.core.store import model_display_name
+
+        return self.model_names.get(model_id) or model_display_name(model_id)
+
     def _on_model_failed(self, message: str) -> None:
         """No modal dialog: the folder is listed without scores below the bar."""
         self.status.setText("The model could not be loaded")
-        self.model_bar.show_problem("Model not available", message)
+        self.model_bar.show_problem("Model not available", f"{message}\n\n{MODEL_HINT}")
 
     def choose_model_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(
@@ -856,6 +887,16 @@ class MainWindow(QMainWindow):
             self.grid.setAutoScroll(True)
         self._show_detail()
 
+    def _acting(self, action):
+        """An action on the current item (a note, tags) is the moderator's choice of it: the
+        grid stops pinning its first item, as after a decision."""
+
+        def act() -> None:
+            self._moved = True
+            action()
+
+        return act
+
     def _note_moderator_move(self, watched: QObject, event: QEvent) -> None:
         """A key or click in the grid is the moderator moving: stop pinning the first item."""
         kind = event.type()
@@ -968,22 +1009,27 @@ class MainWindow(QMainWindow):
             scores={self.model_id: score} if self.model_id and score is not None else {},
             label=label,
             error=error,
+            tags=self.results.tags.get(digest, ()) if digest else (),
+            model_names=self.model_names,
         )
         # Facts, every model's score and the history come from the read thread.
         self._detail_serial += 1
         serial = self._detail_serial
 
         def read(library):
+            scores = library.scores_by_model(digest) if digest else {}
             return (
                 library.file_facts(path),
-                library.scores_by_model(digest) if digest else {},
+                scores,
                 ReviewStore(library).history(digest) if digest else [],
+                library.model_names(scores),
             )
 
         def show(found) -> None:
             if serial != self._detail_serial:
                 return  # the moderator has moved on
-            facts, scores, history = found
+            facts, scores, history, names = found
+            self.model_names.update(names)
             current = self.grid.currentIndex()
             self.detail.show_item(
                 path,
@@ -993,6 +1039,8 @@ class MainWindow(QMainWindow):
                 label=current.data(Role.LABEL) if current.isValid() else label,
                 error=error,
                 history=history,
+                tags=self.results.tags.get(digest, ()) if digest else (),
+                model_names=self.model_names,
             )
 
         self.reads.query(read, show)
@@ -1000,7 +1048,7 @@ class MainWindow(QMainWindow):
     # --- settings, recent folders, drag and drop, window state --------------------------
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self)
+        dialog = SettingsDialog(self.settings, self, in_use=self._model_in_use())
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         new = dialog.result_settings()
@@ -1036,10 +1084,21 @@ class MainWindow(QMainWindow):
         self.detail.set_revealed(False)
         self._save_settings()
 
+    def _model_in_use(self) -> str:
+        """What the Settings dialog says is scoring now, and where that choice came from."""
+        name = self.model_name(self.model_id)
+        if self.model_override is not None:
+            return f"{name or self.model_override} (from --model, for this run)"
+        if name is None:
+            return "none loaded yet"
+        return f"{name} (from Settings)" if self.settings.model else f"{name} (the default)"
+
     def open_export(self) -> None:
         from nsfw_desk.gui.export_dialog import ExportDialog  # loaded when first needed
 
-        ExportDialog(self.library_path, self.folder, self.settings.reviewer, self).exec()
+        ExportDialog(
+            self.library_path, self.folder, self.settings.reviewer, self, reads=self.reads
+        ).exec()
 
     def open_calibration(self) -> None:
         from nsfw_desk.gui.calibration import CalibrationDialog  # QtCharts: only when asked
@@ -1058,7 +1117,7 @@ class MainWindow(QMainWindow):
     def show_about(self) -> None:
         from nsfw_desk.gui.about import show_about
 
-        show_about(self, self.model_id, self.device_text)
+        show_about(self, self.model_name(self.model_id), self.device_text)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

@@ -46,7 +46,7 @@ def sample_picture() -> Image.Image:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, parent=None) -> None:
+    def __init__(self, settings: Settings, parent=None, *, in_use: str | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.model = QLineEdit(settings.model)
@@ -81,6 +81,14 @@ class SettingsDialog(QDialog):
 
         form = QFormLayout(self)
         form.addRow("Model (hub id or folder)", model_row)
+        # The field holds the saved choice; a --model for this run or the default is not
+        # in it, so say which model actually scores now.
+        self.in_use = QLabel(f"In use: {in_use}" if in_use else "")
+        self.in_use.setObjectName("model_in_use")
+        self.in_use.setWordWrap(True)
+        self.in_use.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        if in_use:
+            form.addRow("", self.in_use)
         form.addRow("Device", self.device)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Blur strength", self.blur)

@@ -100,6 +100,10 @@ def tile_colours(palette: QPalette, selected: bool) -> TileColours:
     )
 
 
+TAG_BACKGROUND = QColor(20, 22, 28, 210)
+TAG_TEXT = QColor("#f2d16b")
+
+
 class TileDelegate(QStyledItemDelegate):
     """Paints tiles from a ThumbnailCache; knows which hash (if any) is being revealed."""
 
@@ -142,6 +146,7 @@ class TileDelegate(QStyledItemDelegate):
         self._paint_image(painter, area, digest, error)
         if flagged:
             self._paint_flag_frame(painter, area, colours.flag)
+        self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
 
         font = QFont(option.font)
         painter.setFont(font)
@@ -196,6 +201,23 @@ class TileDelegate(QStyledItemDelegate):
             x, y, w, h = band.x(), band.y(), band.width(), band.height()
             for strip in ((x, y, w, 2), (x, y + h - 2, w, 2), (x, y, 2, h), (x + w - 2, y, 2, h)):
                 painter.fillRect(QRect(*strip), fill)  # exactly 2 px, inside the image area
+
+    def _paint_tags(self, painter: QPainter, area: QRect, tags, font: QFont) -> None:
+        """Tags in small text on a dark strip along the bottom of the image (gui/tags.py)."""
+        if not tags:
+            return
+        small = QFont(font)
+        small.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+        painter.setFont(small)
+        height = painter.fontMetrics().height() + 2
+        strip = QRect(area.x() + 3, area.bottom() - height - 2, area.width() - 6, height)
+        text = painter.fontMetrics().elidedText(
+            " · ".join(tags), Qt.TextElideMode.ElideRight, strip.width() - 6
+        )
+        painter.fillRect(strip, TAG_BACKGROUND)
+        painter.setPen(TAG_TEXT)
+        painter.drawText(strip.adjusted(3, 0, -3, 0), Qt.AlignmentFlag.AlignVCenter, text)
+        painter.setFont(font)
 
     def _paint_image(
         self, painter: QPainter, area: QRect, digest: str | None, error: str | None

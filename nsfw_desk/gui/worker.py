@@ -53,6 +53,7 @@ class ScanWorker(QObject):
     stored_results = Signal(object, str, list, dict)
     model_loading = Signal(str)  # what is being loaded
     model_ready = Signal(str, str)  # model id, device description
+    model_named = Signal(str, str)  # model id, its name for people (before model_ready)
     model_failed = Signal(str)  # the model could not be loaded: a message for the user
     library_failed = Signal(str, str)  # kind ("full", "busy", "library"), message
     scan_failed = Signal(str)  # anything else: a bug, with the message for the log
@@ -153,6 +154,7 @@ class ScanWorker(QObject):
             self.model_failed.emit(str(exc))
             return None
         self._model, self._model_key = model, key
+        self.model_named.emit(model.model_id, model.display_name)
         self.model_ready.emit(model.model_id, model.describe())
         return model
 
