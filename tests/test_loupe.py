@@ -310,4 +310,7 @@ def test_f1_sheet_lists_every_shortcut_even_one_added_at_runtime(qtbot, make_win
     assert visible and all(
         "loupe" in sheet.rows[i].action.lower() + sheet.rows[i].where.lower() for i in visible
     )
-    sheet.close()
+    # F1 again: still one sheet, made afresh.
+    qtbot.keyClick(window.grid, Qt.Key.Key_F1)
+    qtbot.waitUntil(lambda: len(window.findChildren(ShortcutSheet)) == 1)
+    assert window.findChildren(ShortcutSheet)[0] is not sheet

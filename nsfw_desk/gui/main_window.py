@@ -706,6 +706,8 @@ class MainWindow(QMainWindow):
     def show_shortcuts(self) -> None:
         from nsfw_desk.gui.shortcut_sheet import ShortcutSheet
 
+        for old in self.findChildren(ShortcutSheet):
+            old.close()  # one sheet, made afresh: actions added since are on it
         ShortcutSheet(self).show()
 
     # --- selection helpers --------------------------------------------------------------

@@ -87,6 +87,7 @@ class ShortcutSheet(QDialog):
     def __init__(self, window: QMainWindow) -> None:
         super().__init__(window)
         self.setWindowTitle("Keyboard shortcuts — nsfw-desk")
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.rows = shortcut_rows(window)
         self.filter = QLineEdit(placeholderText="Filter (a key or a word)")
         self.filter.setClearButtonEnabled(True)
@@ -94,6 +95,7 @@ class ShortcutSheet(QDialog):
         self.table = QTableWidget(len(self.rows), 3)
         self.table.setHorizontalHeaderLabels(["Keys", "Action", "Where"])
         self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
@@ -112,7 +114,7 @@ class ShortcutSheet(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.filter)
         layout.addWidget(self.table)
-        self.resize(640, 620)
+        self.resize(660, 760)
         self.filter.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _apply_filter(self, text: str) -> None:
