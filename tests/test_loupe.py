@@ -109,6 +109,21 @@ def test_grayscale_setting_reaches_the_loupe(qtbot, make_window, big_folder):
     assert np.abs(made[..., 0] - made[..., 1]).max() == 0  # grey
     colour = to_array(window.loupe.view.original.toImage())
     assert np.abs(colour[..., 0] - colour[..., 1]).max() > 10  # the original keeps colour
+    # Settings change the style: the loupe blurs again, in colour now.
+    window.thumbnails.set_style(window.thumbnails.strength, False)
+    window.loupe.reload()
+    qtbot.waitUntil(lambda: not window.loupe.loading, timeout=20_000)
+    made = to_array(window.loupe.view.blurred.toImage())
+    assert np.abs(made[..., 0] - made[..., 1]).max() > 0
+
+
+def test_return_in_the_threshold_box_does_not_open_the_loupe(qtbot, make_window, big_folder):
+    window = make_window()
+    scan(qtbot, window, big_folder)
+    window._select_row(0)
+    window.spin.setFocus()
+    qtbot.keyClick(window.spin, Qt.Key.Key_Return)
+    assert not window.loupe_open()
 
 
 def test_double_click_opens_the_loupe(qtbot, make_window, big_folder):

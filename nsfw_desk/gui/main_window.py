@@ -662,7 +662,13 @@ class MainWindow(QMainWindow):
 
     def _add_loupe_actions(self, menu) -> None:
         menu.addSeparator()
-        self._action(menu, "Open in the &loupe", self.open_loupe, ["Return", "Enter"])
+        opening = QAction("Open in the &loupe", self)
+        opening.setShortcuts([QKeySequence("Return"), QKeySequence("Enter")])
+        # Only on the grid: Return in the threshold box or a combo box keeps its own meaning.
+        opening.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        opening.triggered.connect(self.open_loupe)
+        menu.addAction(opening)
+        self.grid.addAction(opening)
         self.loupe_size_action = self._action(
             menu, "Loupe: &fit / actual size (1:1)", self.loupe.view.toggle_actual_size, ["Z"]
         )
