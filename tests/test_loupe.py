@@ -122,8 +122,14 @@ def test_return_in_the_threshold_box_does_not_open_the_loupe(qtbot, make_window,
     scan(qtbot, window, big_folder)
     window._select_row(0)
     window.spin.setFocus()
-    qtbot.keyClick(window.spin, Qt.Key.Key_Return)
+    qtbot.waitUntil(window.isActiveWindow)
+    with qtbot.waitSignal(window.spin.editingFinished, timeout=2000):
+        qtbot.keyClick(window.spin, Qt.Key.Key_Return)  # the box gets its Return
     assert not window.loupe_open()
+    # Anywhere else (the grid, the slider, nothing focused), Return opens the loupe.
+    window.slider.setFocus()
+    qtbot.keyClick(window.slider, Qt.Key.Key_Return)
+    assert window.loupe_open()
 
 
 def test_double_click_opens_the_loupe(qtbot, make_window, big_folder):

@@ -26,10 +26,13 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QAbstractSpinBox,
+    QApplication,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QLabel,
+    QLineEdit,
     QListView,
     QMainWindow,
     QMessageBox,
@@ -662,13 +665,7 @@ class MainWindow(QMainWindow):
 
     def _add_loupe_actions(self, menu) -> None:
         menu.addSeparator()
-        opening = QAction("Open in the &loupe", self)
-        opening.setShortcuts([QKeySequence("Return"), QKeySequence("Enter")])
-        # Only on the grid: Return in the threshold box or a combo box keeps its own meaning.
-        opening.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-        opening.triggered.connect(self.open_loupe)
-        menu.addAction(opening)
-        self.grid.addAction(opening)
+        self._action(menu, "Open in the &loupe", self._open_loupe_key, ["Return", "Enter"])
         self.loupe_size_action = self._action(
             menu, "Loupe: &fit / actual size (1:1)", self.loupe.view.toggle_actual_size, ["Z"]
         )
@@ -687,6 +684,20 @@ class MainWindow(QMainWindow):
         self.loupe_size_action.setEnabled(True)
         self._loupe_follow()
         self.loupe.view.setFocus()
+
+    def _open_loupe_key(self) -> None:
+        """Return opens the loupe, except in a field where Return means "done" (it stays that)."""
+        field = QApplication.focusWidget()
+        if isinstance(field, QLineEdit) and isinstance(field.parent(), QAbstractSpinBox):
+            field = field.parent()  # a spin box's own line edit
+        if isinstance(field, QAbstractSpinBox):
+            field.interpretText()
+            field.editingFinished.emit()
+        elif isinstance(field, QLineEdit):
+            field.returnPressed.emit()
+            field.editingFinished.emit()
+        elif not isinstance(field, QComboBox):
+            self.open_loupe()
 
     def close_loupe(self) -> None:
         if not self.loupe_open():
