@@ -335,3 +335,18 @@ def test_f1_sheet_lists_every_shortcut_even_one_added_at_runtime(qtbot, make_win
     qtbot.keyClick(window.grid, Qt.Key.Key_F1)
     qtbot.waitUntil(lambda: len(window.findChildren(ShortcutSheet)) == 1)
     assert window.findChildren(ShortcutSheet)[0] is not sheet
+
+
+def test_a_long_name_does_not_widen_the_loupe(qtbot, make_window, tmp_path):
+    root = tmp_path / "names"
+    write_photo(root / "a.jpg", (400, 300), seed=1)
+    write_photo(root / ("b" * 200 + ".jpg"), (400, 300), seed=2)
+    window = make_window(sort="name")
+    scan(qtbot, window, root)
+    open_on(qtbot, window, 0)
+    qtbot.keyClick(window.loupe.view, Qt.Key.Key_J)
+    qtbot.waitUntil(lambda: not window.loupe.loading, timeout=20_000)
+    assert window.loupe.name.startswith("bbbb")
+    assert window.loupe.caption.text().startswith("bbbb")
+    # The caption must not push the splitter (the loupe's width) about as names change.
+    assert window.loupe.minimumSizeHint().width() < 400

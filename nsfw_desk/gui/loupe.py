@@ -285,6 +285,8 @@ class Loupe(QWidget):
         self.caption = QLabel()
         self.caption.setTextFormat(Qt.TextFormat.PlainText)
         self.caption.setContentsMargins(6, 2, 6, 2)
+        # A long caption must not push the splitter about as the moderator moves on.
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -390,13 +392,12 @@ class Loupe(QWidget):
             return
         parts = [self.name]
         view = self.view
-        if not view.image_size.isEmpty() and not view.error:
-            if not self.loading:
-                parts.append(f"{view.image_size.width()}×{view.image_size.height()}")
+        if self.loading:
+            parts.append("loading full size…")  # the thumbnail's size says nothing yet
+        elif not view.image_size.isEmpty() and not view.error:
+            parts.append(f"{view.image_size.width()}×{view.image_size.height()}")
             zoom = f"{view.zoom:.0%}"
             parts.append(f"fit ({zoom})" if view.fit else zoom)
-        if self.loading:
-            parts.append("loading full size…")
         if self.changed_on_disk:
             parts.append("⚠ the file changed since it was scanned")
         if view.hide_all:
