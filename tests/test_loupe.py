@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -350,3 +352,41 @@ def test_a_long_name_does_not_widen_the_loupe(qtbot, make_window, tmp_path):
     assert window.loupe.caption.text().startswith("bbbb")
     # The caption must not push the splitter (the loupe's width) about as names change.
     assert window.loupe.minimumSizeHint().width() < 400
+
+
+def test_without_auto_advance_the_loupe_stays_and_shows_the_label(qtbot, make_window, big_folder):
+    window = make_window(auto_advance=False)
+    scan(qtbot, window, big_folder)
+    row = scored_rows(window)[0]
+    path = window.results.index(row).data(Role.PATH)
+    open_on(qtbot, window, row)
+    assert "UNSAFE" not in window.loupe.caption.text()
+    qtbot.keyClick(window.loupe.view, Qt.Key.Key_U)
+    assert window.loupe.path == path  # no auto-advance: the same image
+    assert "UNSAFE" in window.loupe.caption.text()  # shown at once ("UNSAFE…" while saving)
+    settle(qtbot, window)
+    qtbot.waitUntil(lambda: "UNSAFE ·" in window.loupe.caption.text())  # saved: no "…"
+
+
+def test_the_desk_exits_cleanly_with_the_loupe_built(tmp_path):
+    # Reparenting the grid into the loupe's stack once made PySide's clean-up at exit call
+    # the window's event filter from a half-destroyed widget: a segfault after every run.
+    code = (
+        "import os, sys\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from pathlib import Path\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from nsfw_desk.core.settings import Settings\n"
+        "from nsfw_desk.gui.main_window import MainWindow\n"
+        "app = QApplication([])\n"
+        "w = MainWindow(Settings(reviewer='t'), library_path=Path(sys.argv[1]),\n"
+        "               save_settings=False)\n"
+        "w.show(); app.processEvents(); w.open_loupe(); w.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "library.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

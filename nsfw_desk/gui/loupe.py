@@ -228,8 +228,18 @@ class LoupeView(QWidget):
     def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt API)
         if event.key() == Qt.Key.Key_Escape:
             self.back_requested.emit()
-            return
-        super().keyPressEvent(event)
+        elif event.key() == Qt.Key.Key_Space:
+            if not event.isAutoRepeat():
+                self.reveal_requested.emit(True)  # held Space reveals, as on the grid
+        else:
+            super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if event.key() == Qt.Key.Key_Space:
+            if not event.isAutoRepeat():
+                self.reveal_requested.emit(False)
+        else:
+            super().keyReleaseEvent(event)
 
     def wheelEvent(self, event) -> None:  # noqa: N802 (Qt API)
         notches = event.angleDelta().y() / 120
@@ -295,6 +305,9 @@ class Loupe(QWidget):
         self.path: Path | None = None
         self.hash: str | None = None
         self.name = ""
+        self.label: str | None = None
+        self.saving = False
+        self.score: float | None = None
         self.loading = False
         self.changed_on_disk = False
         self._serial = 0
@@ -306,11 +319,20 @@ class Loupe(QWidget):
         self.view.changed.connect(self._update_caption)
 
     def show_item(
-        self, path: Path | None, content_hash: str | None = None, error: str | None = None
+        self,
+        path: Path | None,
+        content_hash: str | None = None,
+        error: str | None = None,
+        *,
+        label: str | None = None,
+        saving: bool = False,
+        score: float | None = None,
     ) -> None:
         """Show an item: its stored error, or its thumbnail now and its full pixels soon."""
+        self.label, self.saving, self.score = label, saving, score
         if path is not None and (path, content_hash) == (self.path, self.hash):
-            return  # the same item (a label changed): keep pixels, zoom and pan
+            self._update_caption()  # the same item (a label changed): keep pixels and zoom
+            return
         self._serial += 1
         self._pool.clear()  # drop decodes not started for items the moderator has passed
         self.path, self.hash = path, content_hash
@@ -391,6 +413,13 @@ class Loupe(QWidget):
             self.caption.setText("No image selected · Esc: back to the grid")
             return
         parts = [self.name]
+        if self.score is not None:
+            parts.append(f"score {self.score:.2f}")
+        if self.label or self.saving:
+            # "…" until the library has committed the decision, as on the tile
+            parts.append(
+                {"unsafe": "UNSAFE", "safe": "SAFE"}.get(self.label, "") + "…" * self.saving
+            )
         view = self.view
         if self.loading:
             parts.append("loading full size…")  # the thumbnail's size says nothing yet

@@ -649,15 +649,18 @@ class MainWindow(QMainWindow):
     # --- loupe and shortcut sheet -------------------------------------------------------
 
     def _build_loupe(self) -> None:
-        """The loupe takes the grid's place in the splitter; the detail pane stays beside it."""
+        """The loupe takes the whole central area (grid and detail pane) while it is open.
+
+        The splitter is moved into a stack as a whole: reparenting the grid alone changed the
+        order in which Qt destroys widgets at exit and crashed PySide's cleanup.
+        """
         self.loupe = Loupe(self.thumbnails, HOLD_TO_REVEAL_MS)
         self.view_stack = QStackedWidget()
-        self.splitter.replaceWidget(0, self.view_stack)
-        self.view_stack.addWidget(self.grid)
+        self.view_stack.addWidget(self.takeCentralWidget())
         self.view_stack.addWidget(self.loupe)
+        self.setCentralWidget(self.view_stack)
         self.loupe.view.back_requested.connect(self.close_loupe)
         self.loupe.view.reveal_requested.connect(self._reveal_current)
-        self.loupe.view.installEventFilter(self)  # Space reveals here as on the grid
         self.grid.doubleClicked.connect(lambda _index: self.open_loupe())
         self.grid.selectionModel().currentChanged.connect(lambda *_: self._loupe_follow())
         self.results.dataChanged.connect(lambda *_: self._loupe_follow())
@@ -703,7 +706,7 @@ class MainWindow(QMainWindow):
         if not self.loupe_open():
             return
         self._reveal_current(False)
-        self.view_stack.setCurrentWidget(self.grid)
+        self.view_stack.setCurrentWidget(self.splitter)
         self.loupe_size_action.setEnabled(False)
         self.loupe.show_item(None)  # let the full-size pixels go
         self.grid.setFocus()
@@ -718,7 +721,14 @@ class MainWindow(QMainWindow):
         if not index.isValid():
             self.loupe.show_item(None)
             return
-        self.loupe.show_item(index.data(Role.PATH), index.data(Role.HASH), index.data(Role.ERROR))
+        self.loupe.show_item(
+            index.data(Role.PATH),
+            index.data(Role.HASH),
+            index.data(Role.ERROR),
+            label=index.data(Role.LABEL),
+            saving=bool(index.data(Role.SAVING)),
+            score=index.data(Role.SCORE),
+        )
 
     def show_shortcuts(self) -> None:
         from nsfw_desk.gui.shortcut_sheet import ShortcutSheet
