@@ -27,10 +27,13 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QAbstractSpinBox,
+    QApplication,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QLabel,
+    QLineEdit,
     QListView,
     QMainWindow,
     QMessageBox,
@@ -39,6 +42,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QSplitter,
+    QStackedWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -54,6 +58,7 @@ from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
 from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
+from nsfw_desk.gui.loupe import Loupe
 from nsfw_desk.gui.model_bar import ModelBar
 from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
@@ -127,6 +132,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 1)
         self.setCentralWidget(self._with_model_bar(self.splitter))
+        self._build_loupe()
         self._build_toolbar()
         self._build_status_bar()
         self._build_menus()
@@ -355,8 +361,10 @@ class MainWindow(QMainWindow):
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
         view.addSeparator()
         self._build_filter_actions(view.addMenu("S&how"))
+        self._add_loupe_actions(view)
 
         help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"])
         self._action(help_menu, "Open &log folder", self.open_log_folder)
         self._action(help_menu, "&About nsfw-desk", self.show_about)
 
@@ -924,11 +932,13 @@ class MainWindow(QMainWindow):
         digest = self.grid.currentIndex().data(Role.HASH) if on else None
         self.delegate.revealed = digest
         self.detail.set_revealed(on and digest is not None)
+        self.loupe.set_revealed(on and digest is not None)
         self.grid.viewport().update()
 
     def toggle_hide_all(self, hidden: bool) -> None:
         self.delegate.hide_all = hidden
         self.detail.set_hide_all(hidden)
+        self.loupe.set_hide_all(hidden)
         self.grid.viewport().update()
 
     def zoom(self, step: int) -> None:
@@ -959,6 +969,97 @@ class MainWindow(QMainWindow):
                 if self.delegate.revealed:
                     self._reveal_current(False)
         return super().eventFilter(watched, event)
+
+    # --- loupe and shortcut sheet -------------------------------------------------------
+
+    def _build_loupe(self) -> None:
+        """The loupe takes the whole central area (grid and detail pane) while it is open.
+
+        The splitter is moved into a stack as a whole: reparenting the grid alone changed the
+        order in which Qt destroys widgets at exit and crashed PySide's cleanup.
+        """
+        self.loupe = Loupe(self.thumbnails, HOLD_TO_REVEAL_MS)
+        self.view_stack = QStackedWidget()
+        self.view_stack.addWidget(self.takeCentralWidget())
+        self.view_stack.addWidget(self.loupe)
+        self.setCentralWidget(self.view_stack)
+        self.loupe.view.back_requested.connect(self.close_loupe)
+        self.loupe.view.reveal_requested.connect(self._reveal_current)
+        self.grid.doubleClicked.connect(lambda _index: self.open_loupe())
+        self.grid.selectionModel().currentChanged.connect(lambda *_: self._loupe_follow())
+        self.results.dataChanged.connect(lambda *_: self._loupe_follow())
+        self.results.modelReset.connect(self._loupe_follow)
+
+    def _add_loupe_actions(self, menu) -> None:
+        menu.addSeparator()
+        self._action(menu, "Open in the &loupe", self._open_loupe_key, ["Return", "Enter"])
+        self.loupe_size_action = self._action(
+            menu, "Loupe: &fit / actual size (1:1)", self.loupe.view.toggle_actual_size, ["Z"]
+        )
+        self.loupe_size_action.setEnabled(False)  # only while the loupe is open
+
+    def loupe_open(self) -> bool:
+        return self.view_stack.currentWidget() is self.loupe
+
+    def open_loupe(self) -> None:
+        index = self.grid.currentIndex()
+        if self.loupe_open() or not index.isValid():
+            return
+        # One item: U/S/0 in the loupe decide what it shows, not an older multi-selection.
+        self._select_row(index.row())
+        self.view_stack.setCurrentWidget(self.loupe)
+        self.loupe_size_action.setEnabled(True)
+        self._loupe_follow()
+        self.loupe.view.setFocus()
+
+    def _open_loupe_key(self) -> None:
+        """Return opens the loupe, except in a field where Return means "done" (it stays that)."""
+        field = QApplication.focusWidget()
+        if isinstance(field, QLineEdit) and isinstance(field.parent(), QAbstractSpinBox):
+            field = field.parent()  # a spin box's own line edit
+        if isinstance(field, QAbstractSpinBox):
+            field.interpretText()
+            field.editingFinished.emit()
+        elif isinstance(field, QLineEdit):
+            field.returnPressed.emit()
+            field.editingFinished.emit()
+        elif not isinstance(field, QComboBox):
+            self.open_loupe()
+
+    def close_loupe(self) -> None:
+        if not self.loupe_open():
+            return
+        self._reveal_current(False)
+        self.view_stack.setCurrentWidget(self.splitter)
+        self.loupe_size_action.setEnabled(False)
+        self.loupe.show_item(None)  # let the full-size pixels go
+        self.grid.setFocus()
+        if self.grid.currentIndex().isValid():
+            self.grid.scrollTo(self.grid.currentIndex())
+
+    def _loupe_follow(self) -> None:
+        """The loupe shows the grid's current item (decisions and J/K move it)."""
+        if not self.loupe_open():
+            return
+        index = self.grid.currentIndex()
+        if not index.isValid():
+            self.loupe.show_item(None)
+            return
+        self.loupe.show_item(
+            index.data(Role.PATH),
+            index.data(Role.HASH),
+            index.data(Role.ERROR),
+            label=index.data(Role.LABEL),
+            saving=bool(index.data(Role.SAVING)),
+            score=index.data(Role.SCORE),
+        )
+
+    def show_shortcuts(self) -> None:
+        from nsfw_desk.gui.shortcut_sheet import ShortcutSheet
+
+        for old in self.findChildren(ShortcutSheet):
+            old.close()  # one sheet, made afresh: actions added since are on it
+        ShortcutSheet(self).show()
 
     # --- selection helpers --------------------------------------------------------------
 
@@ -1068,6 +1169,7 @@ class MainWindow(QMainWindow):
             self.thumbnails.set_style(new.blur_strength, new.grayscale)
             self.grid.viewport().update()
             self.detail.set_revealed(False)
+            self.loupe.reload()
         if model_changed:
             self.model_override = self.device_override = None
         self._save_settings()
