@@ -84,7 +84,8 @@ def test_enter_opens_the_current_item_blurred_as_the_grid(qtbot, make_window, bi
     assert np.abs(shown - sharp).mean() > 3.0  # which are visibly not the original
     assert detail_energy(shown) < 0.3 * detail_energy(sharp)
     # The same blur as the grid's: blur() with its strength per image size, on the decoded file.
-    reference = blur(images.load_image(path).image, window.thumbnails.strength)
+    thumbnails = window.thumbnails  # the grid's style: strength and grayscale
+    reference = blur(images.load_image(path).image, thumbnails.strength, thumbnails.grayscale)
     made = to_array(view.blurred.toImage())
     assert np.abs(made - np.asarray(reference, dtype=int)[..., ::-1]).mean() < 1.5  # BGR
     # Space held reveals it, as on the grid; released, it is blurred again.

@@ -980,7 +980,8 @@ class MainWindow(QMainWindow):
         """
         self.loupe = Loupe(self.thumbnails, HOLD_TO_REVEAL_MS)
         self.view_stack = QStackedWidget()
-        self.view_stack.addWidget(self.takeCentralWidget())
+        self.desk_page = self.takeCentralWidget()  # the model bar, grid and detail pane
+        self.view_stack.addWidget(self.desk_page)
         self.view_stack.addWidget(self.loupe)
         self.setCentralWidget(self.view_stack)
         self.loupe.view.back_requested.connect(self.close_loupe)
@@ -1030,7 +1031,7 @@ class MainWindow(QMainWindow):
         if not self.loupe_open():
             return
         self._reveal_current(False)
-        self.view_stack.setCurrentWidget(self.splitter)
+        self.view_stack.setCurrentWidget(self.desk_page)
         self.loupe_size_action.setEnabled(False)
         self.loupe.show_item(None)  # let the full-size pixels go
         self.grid.setFocus()
