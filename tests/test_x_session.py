@@ -118,6 +118,14 @@ def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+def scans(db: Path) -> list[tuple]:
+    """The scan history's statuses; nothing while the desk is still creating the library."""
+    try:
+        return query(db, "SELECT status FROM scans")
+    except sqlite3.OperationalError:  # no file or no table yet
+        return []
+
+
 def latest_labels(db: Path) -> dict[str, str | None]:
     rows = query(
         db,
@@ -164,10 +172,7 @@ def test_a_keyboard_review_session_on_a_real_x_server(tmp_path, model_dir):
         )
         try:
             window = session.find_window("upload — nsfw-desk")
-            wait_for(
-                lambda: db.exists() and query(db, "SELECT status FROM scans") == [("done",)],
-                "the first scan",
-            )
+            wait_for(lambda: scans(db) == [("done",)], "the first scan")
             session.focus(window)
             session.shot("1-scanned")
             valid = dict(query(db, "SELECT path, hash FROM files"))
