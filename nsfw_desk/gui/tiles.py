@@ -11,6 +11,7 @@ frame, the labels are words with their own glyphs, an error has a warning sign.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRect, QSize, Qt
@@ -75,6 +76,7 @@ class TileColours:
     flag: QColor
     unsafe: QColor
     safe: QColor
+    flag_inner: QColor  # the inner band of the flag frame, black or white against `flag`
 
 
 def mix(a: QColor, b: QColor, t: float) -> QColor:
@@ -88,15 +90,29 @@ def tile_colours(palette: QPalette, selected: bool) -> TileColours:
     """A selected tile's text sits on a pale tint of the selection colour (the tile itself
     is framed in it): on the full selection colour red, green and the text would all have
     to turn black or white to stay readable, and the labels would lose their colour."""
-    base = palette.base().color()
-    background = mix(palette.highlight().color(), base, 0.8) if selected else base
-    text = palette.text().color()
+    return _tile_colours(
+        palette.base().color().rgba(),
+        palette.highlight().color().rgba(),
+        palette.text().color().rgba(),
+        selected,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _tile_colours(base_rgba: int, highlight_rgba: int, text_rgba: int, selected: bool):
+    """Computed once per palette and state: painting runs per tile, on the GUI thread,
+    while a scan's threads want the interpreter too (the search for a readable mix is
+    hundreds of colour conversions)."""
+    base = QColor.fromRgba(base_rgba)
+    background = mix(QColor.fromRgba(highlight_rgba), base, 0.8) if selected else base
+    flag = readable(FLAG_COLOUR, background)
     return TileColours(
         background,
-        readable(text, background),
-        readable(FLAG_COLOUR, background),
+        readable(QColor.fromRgba(text_rgba), background),
+        flag,
         readable(FLAG_COLOUR, background),
         readable(SAFE_COLOUR, background),
+        QColor("black") if luminance(flag) > 0.18 else QColor("white"),
     )
 
 
@@ -145,7 +161,7 @@ class TileDelegate(QStyledItemDelegate):
 
         self._paint_image(painter, area, digest, error)
         if flagged:
-            self._paint_flag_frame(painter, area, colours.flag)
+            self._paint_flag_frame(painter, area, colours.flag, colours.flag_inner)
         self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
 
         font = QFont(option.font)
@@ -193,10 +209,9 @@ class TileDelegate(QStyledItemDelegate):
         painter.restore()
 
     @staticmethod
-    def _paint_flag_frame(painter: QPainter, area: QRect, colour: QColor) -> None:
+    def _paint_flag_frame(painter: QPainter, area: QRect, colour: QColor, inner: QColor) -> None:
         """A two-tone frame: the flag colour outside, black or white inside, so it stands
         out from any image and in grayscale, not by its hue alone."""
-        inner = QColor("black") if luminance(colour) > 0.18 else QColor("white")
         for band, fill in ((area, colour), (area.adjusted(2, 2, -2, -2), inner)):
             x, y, w, h = band.x(), band.y(), band.width(), band.height()
             for strip in ((x, y, w, 2), (x, y + h - 2, w, 2), (x, y, 2, h), (x + w - 2, y, 2, h)):
