@@ -67,7 +67,8 @@ STATES = {
     "safe": {"score": 0.1, "flagged": False, "label": "safe"},
     "unsafe, saving": {"score": 0.9, "flagged": True, "label": "unsafe", "saving": True},
     "cleared, saving": {"score": 0.3, "flagged": False, "saving": True},
-    "error": {"error": "not an image: text/html"},
+    "error": {"error": "not an image: text/html", "size": 52_431},
+    "no score (no model)": {"flagged": False},
     "copies": {"score": 0.4, "flagged": False, "copies": 3},
 }
 
@@ -84,6 +85,7 @@ def _index(state: dict):
     item.setData(state.get("error"), Role.ERROR)
     item.setData(state.get("saving", False), Role.SAVING)
     item.setData(state.get("copies", 1), Role.COPIES)
+    item.setData(state.get("size"), Role.SIZE)
     model.appendRow(item)
     return model, model.index(0, 0)
 
@@ -321,3 +323,24 @@ def test_grayscale_is_the_first_run_default_and_a_view_toggle(qtbot, make_window
     assert not window.thumbnails.grayscale and not window.settings.grayscale
     window.grayscale_action.trigger()
     assert window.thumbnails.grayscale and window.settings.grayscale
+
+
+def test_error_tiles_show_the_file_size(qtbot, make_window, folder):
+    """Defect 10: a moderator deciding whether to chase a broken file wants its size (an
+    empty or truncated upload reads differently from a big one that failed)."""
+    from nsfw_desk.core.units import format_size
+
+    broken = folder / "broken.jpg"
+    window = make_window()
+    scan(qtbot, window, folder)
+    row = window.results.row_of(broken)
+    index = window.results.index(row)
+    assert index.data(Role.ERROR)
+    assert index.data(Role.SIZE) == broken.stat().st_size
+    # The line the tile paints under its placeholder.
+    assert format_size(broken.stat().st_size) in window.delegate.error_line(index)
+    # From the library too, as a reopened folder shows it.
+    again = make_window()
+    scan(qtbot, again, folder)
+    stored = again.results.index(again.results.row_of(broken))
+    assert stored.data(Role.SIZE) == broken.stat().st_size

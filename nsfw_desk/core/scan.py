@@ -291,7 +291,11 @@ def _check_cache(
             and err[1] == entry.mtime_ns
             and err[2] in ErrorKind.CONTENT_BOUND
         ):
-            cached.append(FileOutcome(entry.path, None, None, True, err[2], err[3], entry.mtime_ns))
+            cached.append(
+                FileOutcome(
+                    entry.path, None, None, True, err[2], err[3], entry.mtime_ns, entry.size
+                )
+            )
             continue
         todo.append(entry)
     scores = library.scores_for(model_id, {d for _, d in maybe}) if model_id else {}
@@ -299,7 +303,12 @@ def _check_cache(
         if digest in scores or model is None:
             cached.append(
                 FileOutcome(
-                    entry.path, digest, scores.get(digest), cached=True, mtime_ns=entry.mtime_ns
+                    entry.path,
+                    digest,
+                    scores.get(digest),
+                    cached=True,
+                    mtime_ns=entry.mtime_ns,
+                    size=entry.size,
                 )
             )
         else:
@@ -321,7 +330,11 @@ def _lower_thread_priority() -> None:
 
 def _error_outcome(error: FileError) -> FileOutcome:
     return FileOutcome(
-        error.path, error_kind=error.kind, error=error.message, mtime_ns=error.mtime_ns
+        error.path,
+        error_kind=error.kind,
+        error=error.message,
+        mtime_ns=error.mtime_ns,
+        size=error.size,
     )
 
 
@@ -411,7 +424,11 @@ def _scan_entries(
                         p.thumbnail,
                     )
                 )
-                outcomes.append(FileOutcome(p.entry.path, p.hash, score, mtime_ns=p.entry.mtime_ns))
+                outcomes.append(
+                    FileOutcome(
+                        p.entry.path, p.hash, score, mtime_ns=p.entry.mtime_ns, size=p.entry.size
+                    )
+                )
             scored += len(batch)
             batch = []
         if ready:
@@ -426,6 +443,7 @@ def _scan_entries(
                         known.get(p.hash),
                         cached=True,
                         mtime_ns=p.entry.mtime_ns,
+                        size=p.entry.size,
                     )
                 )
             known_content += len(ready)

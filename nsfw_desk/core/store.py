@@ -733,6 +733,7 @@ class FileOutcome:
     error_kind: str | None = None
     error: str | None = None
     mtime_ns: int | None = None
+    size: int | None = None  # bytes, as the file was last seen
 
 
 @dataclass
@@ -1047,20 +1048,20 @@ class Library:
         """Every file under `root` with its score for `model_id`, then every error."""
         low, high = _prefix_range(root)
         rows = self.db.execute(
-            "SELECT f.path_bytes, f.hash, s.unsafe, f.mtime_ns FROM files f "
+            "SELECT f.path_bytes, f.hash, s.unsafe, f.mtime_ns, f.size FROM files f "
             "LEFT JOIN scores s ON s.hash = f.hash AND s.model_id = ? "
             "WHERE f.path_bytes >= ? AND f.path_bytes < ? ORDER BY f.path_bytes",
             (model_id, low, high),
         )
-        for raw, digest, unsafe, mtime_ns in rows:
-            yield FileOutcome(_path(raw), digest, unsafe, True, mtime_ns=mtime_ns)
+        for raw, digest, unsafe, mtime_ns, size in rows:
+            yield FileOutcome(_path(raw), digest, unsafe, True, mtime_ns=mtime_ns, size=size)
         rows = self.db.execute(
-            "SELECT path_bytes, kind, message, mtime_ns FROM errors "
+            "SELECT path_bytes, kind, message, mtime_ns, size FROM errors "
             "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
             (low, high),
         )
-        for raw, kind, message, mtime_ns in rows:
-            yield FileOutcome(_path(raw), None, None, True, kind, message, mtime_ns)
+        for raw, kind, message, mtime_ns, size in rows:
+            yield FileOutcome(_path(raw), None, None, True, kind, message, mtime_ns, size)
 
     def last_model_for(self, root: Path) -> str | None:
         """The model of the latest scan of `root` (else of any folder), so that stored

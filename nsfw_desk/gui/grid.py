@@ -30,6 +30,7 @@ class Role(IntEnum):
     SAVING = PATH + 6  # a decision on this content is made but not yet committed
     COPIES = PATH + 7  # how many files in the folder hold this content
     TAGS = PATH + 8  # the content's tags (gui/tags.py), a tuple of str
+    SIZE = PATH + 9  # the file's size in bytes, or None when unknown
 
 
 SORTS = {
@@ -100,6 +101,7 @@ class ResultsModel(QAbstractListModel):
         self._errors: list[str | None] = []
         self._scores = np.empty(0, dtype=np.float64)
         self._mtimes = np.empty(0, dtype=np.int64)
+        self._sizes = np.empty(0, dtype=np.int64)  # bytes; -1 unknown
         # Kept per row as labels and results change, so the review queue is one numpy step.
         self._open = np.empty(0, dtype=bool)  # can take a label: scanned, no error
         self._label_codes = np.empty(0, dtype=np.int8)  # 1 unsafe, 0 safe, -1 none
@@ -142,6 +144,8 @@ class ResultsModel(QAbstractListModel):
             return digest is not None and digest in self.saving
         if role == Role.COPIES:
             return max(1, self.copies_of(self._hashes[row]))
+        if role == Role.SIZE:
+            return None if self._sizes[row] < 0 else int(self._sizes[row])
         if role == Role.TAGS:
             digest = self._hashes[row]
             return self.tags.get(digest, ()) if digest else ()
@@ -217,6 +221,7 @@ class ResultsModel(QAbstractListModel):
                 None if math.isnan(self._scores[r]) else float(self._scores[r]),
                 error=self._errors[r],
                 mtime_ns=int(self._mtimes[r]),
+                size=None if self._sizes[r] < 0 else int(self._sizes[r]),
             )
             for r in range(len(self._paths))
         ]
@@ -228,6 +233,7 @@ class ResultsModel(QAbstractListModel):
         start = len(self._paths)
         self._scores = np.concatenate([self._scores, np.full(len(outcomes), np.nan)])
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
+        self._sizes = np.concatenate([self._sizes, np.full(len(outcomes), -1, dtype=np.int64)])
         self._open = np.concatenate([self._open, np.zeros(len(outcomes), dtype=bool)])
         self._label_codes = np.concatenate(
             [self._label_codes, np.full(len(outcomes), -1, dtype=np.int8)]
@@ -252,6 +258,7 @@ class ResultsModel(QAbstractListModel):
         self._scores[row] = _score(outcome)
         self._errors[row] = _error_text(outcome)
         self._mtimes[row] = outcome.mtime_ns or 0
+        self._sizes[row] = -1 if outcome.size is None else outcome.size
         self._open[row] = outcome.hash is not None and self._errors[row] is None
         self._label_codes[row] = _label_code(self._labels.get(outcome.hash or ""))
 

@@ -18,6 +18,7 @@ from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
+from nsfw_desk.core.units import format_size
 from nsfw_desk.gui.grid import Role
 from nsfw_desk.gui.thumbnails import ThumbnailCache
 
@@ -171,14 +172,16 @@ class TileDelegate(QStyledItemDelegate):
         left = QRect(area.x(), y, area.width(), line_h)
         if error:
             painter.setPen(colours.flag)
-            kind = error.split(":", 1)[0]  # "decode error", "too large", … (full text: tooltip)
-            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{ERROR_MARK}{kind}")
+            line = painter.fontMetrics().elidedText(
+                self.error_line(index), Qt.TextElideMode.ElideRight, left.width()
+            )
+            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
             mark = FLAG_MARK if flagged else ""
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{mark}{score:.2f}")
         elif digest:  # listed without a model (or not scored yet)
-            painter.setPen(PLACEHOLDER)
+            painter.setPen(colours.text)
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, "no score")
         saving = index.data(Role.SAVING)
         if label or saving:
@@ -216,6 +219,14 @@ class TileDelegate(QStyledItemDelegate):
             x, y, w, h = band.x(), band.y(), band.width(), band.height()
             for strip in ((x, y, w, 2), (x, y + h - 2, w, 2), (x, y, 2, h), (x + w - 2, y, 2, h)):
                 painter.fillRect(QRect(*strip), fill)  # exactly 2 px, inside the image area
+
+    @staticmethod
+    def error_line(index) -> str:
+        """`⚠ decode error · 4.1 kB`: the kind (the full reason is the tooltip) and the size,
+        which tells an empty or cut-short upload from a big file that failed."""
+        kind = (index.data(Role.ERROR) or "").split(":", 1)[0]
+        size = index.data(Role.SIZE)
+        return f"{ERROR_MARK}{kind}" + (f" · {format_size(size)}" if size is not None else "")
 
     def _paint_tags(self, painter: QPainter, area: QRect, tags, font: QFont) -> None:
         """Tags in small text on a dark strip along the bottom of the image (gui/tags.py)."""
