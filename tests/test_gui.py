@@ -273,10 +273,9 @@ def test_space_reveals_only_while_held(qtbot, make_window, folder):
 
 
 def test_event_loop_stays_responsive_during_a_scan(qtbot, make_window, tmp_path):
-    """The scan's threads share the interpreter with the window: 95% of a 10 ms timer's ticks
-    come within 60 ms, and no freeze reaches half a second. (A single stall of ~240 ms early
-    in the scan appeared with this session's desk features and is not yet explained: see the
-    closing note; the held-lock test in test_desk_library.py keeps the 100 ms bound.)"""
+    """The scan's threads share the interpreter with the window: no tick of a 10 ms timer
+    comes 100 ms late. (A full garbage collection with torch loaded held the interpreter for
+    ~240 ms here until the worker froze the long-lived objects: gui/worker.py.)"""
     root = tmp_path / "busy"
     for i in range(80):
         write_photo(root / f"{i:03d}.jpg", (480, 360), seed=i)
@@ -293,8 +292,7 @@ def test_event_loop_stays_responsive_during_a_scan(qtbot, make_window, tmp_path)
         f"event-loop lateness during a scan: max {worst:.1f} ms, "
         f"p95 {np.percentile(lateness, 95):.1f} ms over {len(lateness)} ticks"
     )
-    assert np.percentile(lateness, 95) < 60, lateness
-    assert worst < 500, worst
+    assert worst < 100, worst
 
 
 def test_gui_modules_and_window_do_not_import_torch(tmp_path):
