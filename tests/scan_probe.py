@@ -21,13 +21,7 @@ from nsfw_desk.core.store import Library, key_bytes
 SCORE = "score"
 ANY = "any"
 HEX64 = re.compile(r"[0-9a-f]{64}")
-ERROR_KINDS = {
-    ErrorKind.NOT_AN_IMAGE,
-    ErrorKind.DECODE_ERROR,
-    ErrorKind.UNREADABLE,
-    ErrorKind.VANISHED,
-    ErrorKind.TOO_LARGE,
-}
+ERROR_KINDS = ErrorKind.ALL
 
 
 class ScanProbe:

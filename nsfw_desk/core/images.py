@@ -78,6 +78,7 @@ class ErrorKind:
     VANISHED = "vanished"
     TOO_LARGE = "too_large"
 
+    ALL = frozenset({NOT_AN_IMAGE, DECODE_ERROR, UNREADABLE, VANISHED, TOO_LARGE})
     # Errors that depend only on the file's bytes: safe to remember until the file changes.
     CONTENT_BOUND = frozenset({NOT_AN_IMAGE, DECODE_ERROR, TOO_LARGE})
 

@@ -32,7 +32,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.store import Library, LibraryError
-from nsfw_desk.gui.worker import TaskThread, failure_kind
+from nsfw_desk.gui.worker import LibraryOwner, TaskThread, failure_kind
 
 log = logging.getLogger(__name__)
 WRITE_WAIT_MS = 2000  # a decision waits this long for the lock before the desk says why
@@ -48,30 +48,7 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class _LibraryThreadObject(QObject):
-    """Opens its own library connection on first use, on its own thread."""
-
-    def __init__(self, library_path: Path | None) -> None:
-        super().__init__()
-        self._library_path = library_path
-        self._library: Library | None = None
-
-    def library(self) -> Library:
-        if self._library is None:
-            self._library = Library(self._library_path)
-        return self._library
-
-    def cancel(self) -> None:
-        """Nothing to cancel: each job is short (TaskThread.stop calls this)."""
-
-    @Slot()
-    def close(self) -> None:
-        if self._library is not None:
-            self._library.close()
-            self._library = None
-
-
-class _ReadWorker(_LibraryThreadObject):
+class _ReadWorker(LibraryOwner):
     done = Signal(int, object)  # ticket, result
     failed = Signal(int, str, str)  # ticket, kind, message
 
@@ -154,7 +131,7 @@ class Revert:
     threshold: float
 
 
-class _WriteWorker(_LibraryThreadObject):
+class _WriteWorker(LibraryOwner):
     committed = Signal(int, dict)  # ticket, hash → label the library now holds (None: none)
     blocked = Signal(str, str)  # kind, message: the head write waits for a retry
     unblocked = Signal()

@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.progress import CancelToken
-from nsfw_desk.core.store import LibraryBusy, LibraryError, LibraryFull
+from nsfw_desk.core.store import Library, LibraryBusy, LibraryError, LibraryFull
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,31 @@ class ScanRequest:
     serial: int = 0  # tells the GUI which request a `finished` answers
 
 
-class ScanWorker(QObject):
+class LibraryOwner(QObject):
+    """A worker that opens its own library connection on first use, on its own thread, and
+    closes it there (TaskThread calls `close` as the thread ends)."""
+
+    def __init__(self, library_path: Path | None) -> None:
+        super().__init__()
+        self._library_path = library_path
+        self._library: Library | None = None
+
+    def library(self) -> Library:
+        if self._library is None:
+            self._library = Library(self._library_path)
+        return self._library
+
+    def cancel(self) -> None:
+        """Nothing to cancel by default: TaskThread.stop calls this."""
+
+    @Slot()
+    def close(self) -> None:
+        if self._library is not None:
+            self._library.close()
+            self._library = None
+
+
+class ScanWorker(LibraryOwner):
     """Loads stored results, then the model, then scans; every step reports by signal.
 
     When the model cannot be loaded (`model_failed`), the folder is listed without it."""
@@ -78,9 +102,7 @@ class ScanWorker(QObject):
     finished = Signal(object, object)  # ScanRequest, ScanSummary (None: it did not run)
 
     def __init__(self, library_path: Path | None) -> None:
-        super().__init__()
-        self._library_path = library_path
-        self._library = None
+        super().__init__(library_path)
         self._model = None
         self._model_key: tuple | None = None
         self._cancel = CancelToken()
@@ -89,20 +111,13 @@ class ScanWorker(QObject):
         """Thread-safe: called from the GUI thread while `scan` runs here."""
         self._cancel.cancel()
 
-    def _library_here(self):
-        from nsfw_desk.core.store import Library
-
-        if self._library is None:
-            self._library = Library(self._library_path)
-        return self._library
-
     @Slot(object)
     def scan(self, request: ScanRequest) -> None:
         self._cancel = CancelToken()
         cancel = self._cancel
         folder = request.folder
         try:
-            library = self._library_here()
+            library = self.library()
             known_model = self._model.model_id if self._model else library.last_model_for(folder)
             if known_model:
                 self._emit_stored(library, folder, known_model)
@@ -175,12 +190,6 @@ class ScanWorker(QObject):
         self.model_ready.emit(model.model_id, model.describe())
         return model
 
-    @Slot()
-    def close(self) -> None:
-        if self._library is not None:
-            self._library.close()
-            self._library = None
-
 
 class ExportWorker(QObject):
     """Writes a dataset export on its own thread; same pattern as the scan worker."""
@@ -201,7 +210,6 @@ class ExportWorker(QObject):
     def export(self, options) -> None:
         from nsfw_desk.core.export import ExportError, export_dataset
         from nsfw_desk.core.progress import Cancelled
-        from nsfw_desk.core.store import Library
 
         self._cancel = CancelToken()
         try:
