@@ -155,6 +155,10 @@ def check_library(path: Path, committed: dict[int, tuple[str, str]]) -> None:
                 assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", db
             finally:
                 conn.close()
+    # A kill while the first life created the library leaves it at an earlier schema
+    # version (each migration is one transaction); the next start finishes it, as here.
+    with Library(path):
+        pass
     conn = sqlite3.connect(path)
     try:
         rows = {
