@@ -1,0 +1,1 @@
+"""Training a better model from the moderators' decisions (head, partial or full fine-tune)."""
