@@ -368,33 +368,9 @@ def _scan_entries(
         scores_model = stored_model
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
-        try:
-            if cancel.cancelled:
-                return FileError(entry.path, "cancelled", "scan cancelled")
-            data = read_file(entry.path, max_bytes=options.max_bytes)
-            digest = content_hash(data)
-            if is_known(digest):  # renamed or copied content: no decode needed
-                return _Prepared(entry, digest)
-            pixels, width, height, fmt = decode(
-                data, min_side=min_side, max_pixels=options.max_pixels
-            )
-            del data
-            if model is None:
-                thumbnail = make_thumbnail(pixels)
-                return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
-            tensor, view = model.preprocess(pixels)
-            return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
-        except ImageError as exc:
-            return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
-        except Exception as exc:  # a bug or a Pillow surprise: report it on the file
-            log_unexpected(log, "unexpected error preparing a file", exc)
-            return FileError(
-                entry.path,
-                ErrorKind.DECODE_ERROR,
-                f"unexpected {type(exc).__name__}: {exc}",
-                entry.size,
-                entry.mtime_ns,
-            )
+        if cancel.cancelled:
+            return FileError(entry.path, "cancelled", "scan cancelled")
+        return _prepare(entry, model, is_known, min_side, options)
 
     scored = known_content = errors = 0
     batch: list[_Prepared] = []
@@ -435,7 +411,7 @@ def _scan_entries(
             hashes = {p.hash for p in ready}
             known = library.scores_for(scores_model, hashes) if scores_model else {}
             for p in ready:
-                items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
+                items.append(_listing_row(p))
                 outcomes.append(
                     FileOutcome(
                         p.entry.path,
@@ -501,6 +477,79 @@ def _scan_entries(
         if all(future.done() for future in pending):
             lookup.close()
     return scored, known_content, errors
+
+
+def _prepare(
+    entry: FileEntry,
+    model: LoadedModel | None,
+    is_known: Callable[[str], bool],
+    min_side: int,
+    options: ScanOptions,
+) -> _Prepared | FileError:
+    """Read, hash and (unless the content is known) decode one file; never raises."""
+    try:
+        data = read_file(entry.path, max_bytes=options.max_bytes)
+        digest = content_hash(data)
+        if is_known(digest):  # renamed or copied content: no decode needed
+            return _Prepared(entry, digest)
+        pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=options.max_pixels)
+        del data
+        if model is None:
+            thumbnail = make_thumbnail(pixels)
+            return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
+        tensor, view = model.preprocess(pixels)
+        return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
+    except ImageError as exc:
+        return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
+    except Exception as exc:  # a bug or a Pillow surprise: report it on the file
+        log_unexpected(log, "unexpected error preparing a file", exc)
+        return FileError(
+            entry.path,
+            ErrorKind.DECODE_ERROR,
+            f"unexpected {type(exc).__name__}: {exc}",
+            entry.size,
+            entry.mtime_ns,
+        )
+
+
+def _listing_row(p: _Prepared) -> ScoredFile:
+    """What a listing (no model) stores for a prepared file: its row and, if new, thumbnail."""
+    if not p.decoded:
+        return ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash)
+    return ScoredFile(
+        p.entry.path,
+        p.entry.size,
+        p.entry.mtime_ns,
+        p.hash,
+        p.width,
+        p.height,
+        p.format,
+        thumbnail=p.thumbnail,
+    )
+
+
+def prepare_listing(
+    entries: list[FileEntry], library: Library, *, options: ScanOptions | None = None
+) -> tuple[list[ScoredFile], list[FileError]]:
+    """The rows a listing without a model would store for `entries`, and their errors.
+
+    Nothing is written: the caller stores the rows (`library.record_scored(rows, None)`)
+    once it has decided to, so a file that turns out unreadable changes nothing. Content
+    that already has a thumbnail is only read and hashed, as in a scan.
+    """
+    options = options or ScanOptions()
+    if not entries:
+        return [], []
+    reader = ThumbnailReader(library.thumbnails_path)
+    try:
+        with ThreadPoolExecutor(min(options.decode_workers(), len(entries))) as pool:
+            results = list(
+                pool.map(lambda e: _prepare(e, None, reader.has, THUMBNAIL_SIZE, options), entries)
+            )
+    finally:
+        reader.close()
+    rows = [_listing_row(r) for r in results if isinstance(r, _Prepared)]
+    return rows, [r for r in results if isinstance(r, FileError)]
 
 
 def _predict(model: LoadedModel | None, batch: list[_Prepared]):
