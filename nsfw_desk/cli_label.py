@@ -162,8 +162,12 @@ def _print_items(report, *, quiet: bool, csv_rows: bool) -> None:
                 f"refused: {_printable(item.where)}{path}: {item.kind}: {_printable(item.reason)}",
                 file=sys.stderr,
             )
-        elif not quiet and not (csv_rows and item.status == LABELLED and not item.reason):
-            what = item.status or "skipped"
+        elif (
+            item.status
+            and not quiet
+            and not (csv_rows and item.status == LABELLED and not item.reason)
+        ):
+            what = item.status
             if item.status == LABELLED:
                 what = f"labelled {item.label or 'clear'}"
             reason = f" ({_printable(item.reason)})" if item.reason else ""
@@ -201,7 +205,9 @@ def summary(report, command: str) -> str:
     if report.listed:
         parts.append(_count(report.listed, "new file") + " listed in the library (not scored)")
     if refused:
-        parts.append(f"{refused:,} {unit} refused (listed above; nothing recorded for them)")
+        parts.append(
+            _count(refused, unit[:-1]) + " refused (listed above; nothing recorded for them)"
+        )
     lines = ["; ".join(parts) + "."]
     lines += [f"Note: {note}" for note in report.notes]
     return "\n".join(lines)
