@@ -55,8 +55,8 @@ def add_parser(commands) -> None:
         "nsfw/sfw or 1/0) and a 'hash' (the library's content hash) or 'path' column "
         "(also path_base64, source_path[_base64] and file_name, as the export's labels.csv "
         "writes them; relative paths are relative to the CSV's folder). A 'reviewer' column "
-        "wins over --reviewer, a 'note' column is kept; decided_at, score, model and "
-        "threshold columns are not used (the decision is recorded now, with the library's "
+        "wins over --reviewer, a 'note' column is kept; decided_at, score, model, "
+        "threshold and tags columns are not used (the decision is recorded now, with the library's "
         "score and your threshold, like the desk's). Rows whose image already has that "
         "label are reported unchanged. Bad rows are listed with their line and skipped; "
         "all good rows are one transaction.",
@@ -135,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
             exc,
             where=path.parent,
             library=path,
-            kept=lambda _: "No decision of this run was recorded.",
+            kept=lambda _: (
+                "No decision of this run was recorded (files it listed stay "
+                "listed, without a label)."
+            ),
         )
         if status is None:
             raise

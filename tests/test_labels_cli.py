@@ -411,3 +411,14 @@ def test_reviewer_and_threshold_come_from_the_desk_settings(tmp_path, monkeypatc
     ours = history(db, digest(target))[-1]
     assert (ours.reviewer, ours.threshold) == ("dana", 0.73)
     same_as_desk(ours, desk_decision(db, target, "safe", None))
+
+
+def test_import_spreadsheet_separator_line_and_multiline_cells_keep_line_numbers(tmp_path, capsys):
+    db = tmp_path / "library.sqlite"
+    a = photo(tmp_path / "a.jpg", 91)
+    text = 'sep=|\npath|label|note\n"a.jpg"|sfw|"two\nlines"\nb.jpg|what|\n'
+    table = write_csv(tmp_path / "t.csv", text)
+    assert run("import-labels", table, "--db", db) == EXIT_REFUSED
+    assert "refused: line 5: row: unknown label 'what'" in capsys.readouterr().err
+    assert labels(db) == {digest(a): "safe"}
+    assert history(db, digest(a))[-1].note == "two lines"

@@ -178,10 +178,17 @@ def read_label_csv(csv_path: Path) -> tuple[list[Item], list[str]]:
     header_line = next((line for line in lines if line.strip()), "")
     if not header_line:
         raise LabelFileError(f"{display_path(csv_path)} is empty: it needs a header row")
-    delimiter = _delimiter(header_line)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    stream = io.StringIO(text, newline="")
+    if re.fullmatch(r"sep=.", header_line.strip()):  # a spreadsheet's separator line
+        delimiter = header_line.strip()[-1]
+        while not stream.readline().strip():
+            pass
+        skipped = text[: stream.tell()].count("\n")
+    else:
+        delimiter, skipped = _delimiter(header_line), 0
+    reader = csv.reader(stream, delimiter=delimiter)
     try:
-        rows = _numbered_rows(reader)
+        rows = _numbered_rows(reader, skipped)
     except csv.Error as exc:
         raise LabelFileError(
             f"{display_path(csv_path)} line {reader.line_num}: not readable as CSV: {exc}"
@@ -209,6 +216,8 @@ def read_label_csv(csv_path: Path) -> tuple[list[Item], list[str]]:
             "the decided_at column is not used: decisions are dated when they are recorded "
             "here, like the desk's (the log says when this library learnt them)"
         )
+    if "tags" in where:
+        notes.append("the tags column is not imported (tags are not labels)")
     base = Path(csv_path).expanduser().absolute().parent
     items = [
         _row_item(number, cells, where, len(columns), base) for number, cells in rows[1:] if cells
@@ -251,13 +260,14 @@ def _delimiter_name(delimiter: str) -> str:
     return {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}[delimiter]
 
 
-def _numbered_rows(reader) -> list[tuple[int, list[str]]]:
-    """(first line of the row, its cells): a quoted cell may span lines."""
+def _numbered_rows(reader, skipped: int = 0) -> list[tuple[int, list[str]]]:
+    """(first line of the row, its cells): a quoted cell may span lines. `skipped`: lines
+    read before the reader started."""
     rows = []
-    start = 1
+    start = skipped + 1
     for cells in reader:
         rows.append((start, cells))
-        start = reader.line_num + 1
+        start = skipped + reader.line_num + 1
     return [(n, c) for n, c in rows if any(cell.strip() for cell in c)]
 
 
