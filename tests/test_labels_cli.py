@@ -422,3 +422,52 @@ def test_import_spreadsheet_separator_line_and_multiline_cells_keep_line_numbers
     assert "refused: line 5: row: unknown label 'what'" in capsys.readouterr().err
     assert labels(db) == {digest(a): "safe"}
     assert history(db, digest(a))[-1].note == "two lines"
+
+
+def test_model_and_score_are_those_of_the_folder_the_desk_would_open(tmp_path, library):
+    """The latest model scan of a folder holding the file, else the latest scan's model,
+    else whichever model scored the content (no model of this test loads: stored rows)."""
+    import numpy as np
+
+    from nsfw_desk.core.labelling import Item, fill_models
+    from nsfw_desk.core.store import ScoredFile
+
+    content, other = "c" * 64, "d" * 64
+    for model_id, root, score in (("m-old", "first", 0.2), ("m-new", "second", 0.9)):
+        scan_id = library.begin_scan(tmp_path / root, model_id)
+        row = ScoredFile(
+            tmp_path / root / "x.jpg",
+            1,
+            1,
+            content,
+            unsafe=score,
+            probabilities=np.array([score, 1 - score]),
+            embedding=np.zeros(4),
+        )
+        library.record_scored([row], model_id)
+        library.finish_scan(scan_id, "done", files=1, scored=1, cached=0, errors=0)
+    only_old = ScoredFile(
+        tmp_path / "first" / "y.jpg",
+        1,
+        1,
+        other,
+        unsafe=0.4,
+        probabilities=np.array([0.4, 0.6]),
+        embedding=np.zeros(4),
+    )
+    library.record_scored([only_old], "m-old")
+    items = [
+        Item("a", "safe", tmp_path / "first" / "sub" / "x.jpg", content),
+        Item("b", "safe", tmp_path / "second" / "x.jpg", content),
+        Item("c", "safe", None, content),
+        Item("d", "safe", tmp_path / "elsewhere.jpg", other),
+        Item("e", "safe", None, "e" * 64),
+    ]
+    fill_models(library, items)
+    assert [(i.model_id, i.score) for i in items] == [
+        ("m-old", pytest.approx(0.2)),
+        ("m-new", pytest.approx(0.9)),
+        ("m-new", pytest.approx(0.9)),
+        ("m-old", pytest.approx(0.4)),
+        (None, None),
+    ]
