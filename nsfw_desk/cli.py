@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nsfw_desk import __version__
+from nsfw_desk import __version__, cli_import_weights
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    cli_import_weights.add_parser(commands)
     return parser
 
 
@@ -331,7 +332,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-COMMANDS = ("gui", "desktop-integration", "scan", "bench", "metrics", "export")
+COMMANDS = ("gui", "desktop-integration", "scan", "bench", "metrics", "export", "import-weights")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_metrics(args)
         if args.command == "export":
             return run_export(args)
+        if args.command == cli_import_weights.NAME:
+            return cli_import_weights.run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED

@@ -815,9 +815,7 @@ def export_dataset(
             ]
             if part:
                 _write_text(tmp / split / "metadata.jsonl", _jsonl(part))
-        _write_text(
-            tmp / "class_map.txt", "".join(name + "\n" for name in order.folders)
-        )
+        _write_text(tmp / "class_map.txt", "".join(name + "\n" for name in order.folders))
         _write_text(
             tmp / "README.md",
             _card(exported, counts, order, options, len(skipped), notes, model_names),
