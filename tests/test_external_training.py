@@ -105,8 +105,10 @@ def test_export_indices_follow_the_base_model_label_order(tmp_path, library, lab
         assert row["class_index"] == folders.index(row["label"])
         assert (row["class_index"] == unsafe_index) == (row["label"] == "nsfw")
     card = (out / "README.md").read_text()
-    assert f"0. `{folders[0]}`: reviewed as " in card and f"base model's label `{labels[0]}`" in card
-    assert f"1. `{folders[1]}`: reviewed as " in card and f"base model's label `{labels[1]}`" in card
+    for i, folder in enumerate(folders):
+        reviewed_as = "unsafe" if folder == "nsfw" else "safe"
+        line = f"{i}. `{folder}`: reviewed as {reviewed_as}, the base model's label `{labels[i]}`"
+        assert line in card
     assert ("This is not alphabetical" in card) == (folders != sorted(folders))
 
 
