@@ -182,7 +182,7 @@ def test_recipe_steps_train_convert_import_and_scan_with_the_right_class_order(
             input_size=config["input_size"],
             batch_size=batch_size,
             is_training=True,  # timm's training augmentations (create_transform is_training)
-            use_prefetcher=False,
+            use_prefetcher=True,  # train.py's default; on the CPU without CUDA streams
             mean=config["mean"],
             std=config["std"],
             num_workers=0,

@@ -212,7 +212,7 @@ class ClassOrder:
 
 
 def _fallback(why: str) -> ClassOrder:
-    return ClassOrder({"safe": "safe", "unsafe": "unsafe"}, why=why)
+    return ClassOrder({"safe": "safe", "unsafe": "unsafe"}, why=f"alphabetical order: {why}")
 
 
 def class_order(library: Library, decisions: list[Decision]) -> ClassOrder:
@@ -529,9 +529,10 @@ def _classes_section(order: ClassOrder, model_names: dict[str, str]) -> list[str
     lines.append("")
     if order.model_id is None:
         lines.append(
-            "No base model order is known, so the order is alphabetical. Before training on "
-            "a base model, check that its `label_names` are in this order, or reorder "
-            "`class_map.txt` to match them."
+            "No base model order is known. Before training on a base model, check that its "
+            "`label_names` name these classes in this order, or reorder `class_map.txt` to "
+            "match them; `nsfw-desk import-weights --labels` then names the classes in the "
+            "`class_map.txt` order."
         )
     elif not order.alphabetical:
         lines.append(
