@@ -30,6 +30,7 @@ from nsfw_desk.core.hub import (
     model_folder,
 )
 from nsfw_desk.core.model_folder import TRAINING_FILE, ModelFolderError, base_config
+from nsfw_desk.core.paths import display_path
 
 if TYPE_CHECKING:
     import torch
@@ -59,8 +60,9 @@ class ImportResult:
     @property
     def summary(self) -> str:
         lines = [
-            f"Wrote {self.out}: {self.architecture}, {self.parameters:,} parameters in "
-            f"{self.tensors:,} tensors, labels {', '.join(self.labels)} (index order).",
+            f"Wrote {display_path(self.out)}: {self.architecture}, {self.parameters:,} "
+            f"parameters in {self.tensors:,} tensors, labels {', '.join(self.labels)} "
+            "(index order).",
             f"Base model: {self.base_model_id}.",
         ]
         if self.stripped:
@@ -76,7 +78,10 @@ class ImportResult:
                 + ", ".join(f"{n:,} {split}" for split, n in self.data_counts.items())
                 + " images recorded in training.json."
             )
-        lines.append(f"Scan with: nsfw-desk scan --model {self.out} FOLDER  (id {self.model_id})")
+        lines.append(
+            f"Scan with: nsfw-desk scan --model {display_path(self.out)} FOLDER  "
+            f"(id {self.model_id})"
+        )
         return "\n".join(lines)
 
 
@@ -293,7 +298,7 @@ def import_weights(
         "weights_sha256": _sha256(Path(weights)),
         "stripped_prefixes": stripped,
         "label_names": names,
-        "data": None if data is None else Path(data).name,
+        "data": None if data is None else Path(os.path.abspath(data)).name,
         "train_hashes": train_hashes,
         "val_hashes": val_hashes,
         "hashes_known": data is not None,
