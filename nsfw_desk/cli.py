@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nsfw_desk import __version__, cli_label
+from nsfw_desk import __version__, cli_import_weights, cli_label
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     cli_label.add_parser(commands)
+    cli_import_weights.add_parser(commands)
     return parser
 
 
@@ -344,6 +345,7 @@ COMMANDS = (
     "export",
     "label",
     "import-labels",
+    "import-weights",
 )
 
 
@@ -378,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_export(args)
         if args.command in ("label", "import-labels"):
             return cli_label.run(args)
+        if args.command == cli_import_weights.NAME:
+            return cli_import_weights.run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED
