@@ -87,13 +87,8 @@ def test_grey_pixels_hash_as_their_rgb():
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_rotated_photos_hash_upright(orientation):
     upright = shapes_photo(160, 120, orientation)
-    stored = upright.transpose(
-        {
-            3: Image.Transpose.ROTATE_180,
-            6: Image.Transpose.ROTATE_90,
-            8: Image.Transpose.ROTATE_270,
-        }[orientation]
-    )
+    turns = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90}
+    stored = upright.transpose(turns.get(orientation, Image.Transpose.ROTATE_270))
     exif = Image.Exif()
     exif[0x0112] = orientation
     out = io.BytesIO()
