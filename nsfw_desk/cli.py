@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    from nsfw_desk import cli_dupes, cli_hashlist
+
+    for module in (cli_dupes, cli_hashlist):
+        module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
     return parser
 
 
@@ -331,7 +335,16 @@ def _fraction(text: str) -> float:
     return value
 
 
-COMMANDS = ("gui", "desktop-integration", "scan", "bench", "metrics", "export")
+COMMANDS = (
+    "gui",
+    "desktop-integration",
+    "scan",
+    "bench",
+    "metrics",
+    "export",
+    "dupes",
+    "hashlist",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_metrics(args)
         if args.command == "export":
             return run_export(args)
+        if args.command in ("dupes", "hashlist"):
+            from nsfw_desk import cli_dupes, cli_hashlist
+
+            return {"dupes": cli_dupes, "hashlist": cli_hashlist}[args.command].run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nsfw_desk.core.progress import CancelToken, Progress
+
+if TYPE_CHECKING:
+    from nsfw_desk.core.store import Library
 
 DEFAULT_MAX_DISTANCE = 31  # see tests/test_dupes.py for the measured distances behind it
 MAX_DISTANCE = 31  # beyond it the one-bit chunk search is no longer exact
@@ -66,11 +71,13 @@ def _chunk_pairs(keys: np.ndarray, flips: bool) -> tuple[np.ndarray, np.ndarray]
         rights.append(order[same + shift])
         shift += 1
     if flips:
+        # Where each 16-bit value's run starts in the sorted order: a table, not a search.
+        bounds = np.zeros(65537, dtype=np.int64)
+        np.cumsum(np.bincount(ordered, minlength=65536), out=bounds[1:])
         for bit in range(16):
-            flipped = ordered ^ np.uint16(1 << bit)
-            start = np.searchsorted(ordered, flipped, "left")
-            stop = np.searchsorted(ordered, flipped, "right")
-            counts = stop - start
+            flipped = (ordered ^ np.uint16(1 << bit)).astype(np.int64)
+            start = bounds[flipped]
+            counts = bounds[flipped + 1] - start
             has = np.flatnonzero(counts)
             if not len(has):
                 continue
@@ -194,3 +201,51 @@ def within(
         best[index] = min(d, best.get(index, d))
     indices = np.array(sorted(best), dtype=np.int64)
     return indices, np.array([best[i] for i in indices.tolist()], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ContentGroup:
+    """Near-duplicate contents of a library: content hashes (representative first), each
+    one's PDQ hash and its distance to the representative's."""
+
+    hashes: list[str]
+    pdqs: list[bytes]
+    distances: list[int]
+
+
+def library_groups(
+    library: Library,
+    root: Path | None = None,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    *,
+    min_quality: int = MIN_QUALITY,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> list[ContentGroup]:
+    """Groups among the contents with files under `root` (the whole library when None).
+
+    A content stored at several paths counts as a group even alone (exact copies); a caller
+    lists each content's files (`Library.files_for_hashes`)."""
+    hashes, packed, qualities = library.pdq_hashes(root)
+    index = {digest: i for i, digest in enumerate(hashes)}
+    found = group(
+        packed,
+        qualities,
+        max_distance,
+        min_quality=min_quality,
+        progress=progress,
+        cancel=cancel,
+    )
+    groups = [
+        ContentGroup(
+            [hashes[i] for i in g.members], [packed[i].tobytes() for i in g.members], g.distances
+        )
+        for g in found
+    ]
+    # Byte-identical copies (one content at several paths) are a group of their own when no
+    # near-duplicate joined them: a group of one content, at distance 0.
+    grouped = {digest for g in groups for digest in g.hashes}
+    for digest in library.contents_with_copies(root):
+        if digest not in grouped and digest in index:
+            groups.append(ContentGroup([digest], [packed[index[digest]].tobytes()], [0]))
+    return groups

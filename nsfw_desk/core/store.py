@@ -1119,9 +1119,7 @@ class Library:
     def pdq_hashes(self, root: Path | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(content hashes, N×32 uint8 PDQ hashes, N qualities) of the contents of files
         stored under `root` (every file when None), in content hash order."""
-        sql = (
-            "SELECT c.hash, c.pdq, c.pdq_quality FROM content_hashes c WHERE c.pdq IS NOT NULL"
-        )
+        sql = "SELECT c.hash, c.pdq, c.pdq_quality FROM content_hashes c WHERE c.pdq IS NOT NULL"
         params: tuple = ()
         if root is not None:
             low, high = _prefix_range(root)
@@ -1162,6 +1160,16 @@ class Library:
                 "sha256 = excluded.sha256",
                 rows,
             )
+
+    def contents_with_copies(self, root: Path | None = None) -> list[str]:
+        """Content hashes stored at more than one path (under `root`): byte-identical copies."""
+        sql = "SELECT hash FROM files WHERE hash IS NOT NULL"
+        params: tuple = ()
+        if root is not None:
+            sql += " AND path_bytes >= ? AND path_bytes < ?"
+            params = _prefix_range(root)
+        rows = self.db.execute(sql + " GROUP BY hash HAVING COUNT(*) > 1 ORDER BY hash", params)
+        return [row[0] for row in rows]
 
     def all_content_hashes(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT DISTINCT hash FROM files ORDER BY hash")]
