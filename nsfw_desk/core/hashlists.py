@@ -282,3 +282,10 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def flagged_by_lists(matches: dict[str, list[Match]]) -> set[str]:
+    """Contents that an `unsafe` list matches: flagged whatever the model's score says."""
+    return {
+        content for content, found in matches.items() if any(m.list_kind == "unsafe" for m in found)
+    }
