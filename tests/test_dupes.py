@@ -74,12 +74,21 @@ def test_low_quality_hashes_are_left_out():
     assert dupes.group(packed, np.array([90, 49]), min_quality=40) != []
 
 
-def test_within_matches_queries_against_the_library():
-    packed = with_copies(500, seed=9)
-    query = packed[[3, 7]].copy()
-    query[0, 0] ^= 0b111  # 3 bits from item 3
-    found, dist = dupes.within(packed, query, 10)
-    assert {3: 3, 7: 0}.items() <= dict(zip(found.tolist(), dist.tolist(), strict=True)).items()
+@pytest.mark.parametrize("limit", [0, 12, 31])
+def test_within_finds_exactly_the_library_query_pairs(limit):
+    packed = with_copies(800, seed=9)
+    rng = np.random.default_rng(limit)
+    query = packed[rng.integers(0, len(packed), 300)].copy()
+    bits = np.unpackbits(query, axis=1)
+    for row in bits:
+        row[rng.choice(256, int(rng.integers(0, 40)), replace=False)] ^= 1
+    query = np.concatenate([np.packbits(bits, axis=1), rng.integers(0, 256, (50, 32), np.uint8)])
+    lib, q, dist = dupes.within(packed, query, limit)
+    words, query_words = dupes.as_words(packed), dupes.as_words(query)
+    full = np.bitwise_count(words[:, None, :] ^ query_words[None, :, :]).sum(-1)
+    expected = set(zip(*np.nonzero(full <= limit), strict=True))
+    assert set(zip(lib.tolist(), q.tolist(), strict=True)) == expected
+    assert np.array_equal(dist, full[lib, q])
 
 
 def test_distance_out_of_range_is_refused():

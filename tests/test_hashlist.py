@@ -226,3 +226,30 @@ def test_matching_a_large_list_is_streamed_and_vectorised(tmp_path):
         report = hashlists.import_hash_list(library, listing, "big", "known")
         assert report.entries == 20_000 and not report.bad_lines
         assert hashlists.match_library(library) == {}
+
+
+def test_the_readme_commands_run(reviewed, tmp_path, capsys, monkeypatch):
+    import re
+    import shlex
+    from pathlib import Path
+
+    folder, db = reviewed
+    readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+    section = readme.split("## Near-duplicates and hash lists", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    commands = [shlex.split(line) for line in block.splitlines() if line.startswith("nsfw-desk ")]
+    assert [c[1] for c in commands] == [
+        "dupes",
+        "dupes",
+        "hashlist",
+        "hashlist",
+        "hashlist",
+        "hashlist",
+    ]
+    (tmp_path / "shared-unsafe.txt").write_text(f"# from a partner\n{PDQ},90\n")
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        args = [str(folder) if a == "~/Pictures/inbox" else a for a in command[1:]]
+        assert main([*args, "--db", str(db)]) == 0, command
+    assert (tmp_path / "our-unsafe.txt").read_text().count("\n") == 1
+    assert "partner-2026-11" not in capsys.readouterr().err

@@ -183,24 +183,62 @@ def group(
     return groups
 
 
-def within(
-    packed: np.ndarray, query: np.ndarray, max_distance: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indices into `packed`, distances) of hashes within `max_distance` of any `query` row.
+def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For runs [start, start + count): (which run, position) of every element, flat."""
+    has = np.flatnonzero(counts)
+    reps = counts[has]
+    owner = np.repeat(has, reps)
+    offsets = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+    return owner, np.repeat(starts[has], reps) + offsets
 
-    For matching a hash list: the queries and the library's hashes are indexed together."""
-    packed = np.asarray(packed, dtype=np.uint8).reshape(-1, 32)
-    query = np.asarray(query, dtype=np.uint8).reshape(-1, 32)
-    both = np.concatenate([packed, query])
-    left, right, dist = near_pairs(both, max_distance)
-    n = len(packed)
-    cross = (left < n) & (right >= n)  # left < right always: library first, queries after
-    hit, hit_dist = left[cross], dist[cross]
-    best: dict[int, int] = {}
-    for index, d in zip(hit.tolist(), hit_dist.tolist(), strict=True):
-        best[index] = min(d, best.get(index, d))
-    indices = np.array(sorted(best), dtype=np.int64)
-    return indices, np.array([best[i] for i in indices.tolist()], dtype=np.int64)
+
+def within(
+    packed: np.ndarray,
+    query: np.ndarray,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    *,
+    cancel: CancelToken | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (index into `packed`, index into `query`, distance) within `max_distance`.
+
+    For matching a hash list against the library: the same chunk index as `near_pairs`,
+    built on `packed` and probed with the queries, so pairs within either side cost nothing.
+    """
+    if not 0 <= max_distance <= MAX_DISTANCE:
+        raise ValueError(f"the distance must be 0 to {MAX_DISTANCE} bits, not {max_distance}")
+    packed = np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1, 32)
+    query = np.ascontiguousarray(query, dtype=np.uint8).reshape(-1, 32)
+    words, query_words = as_words(packed), as_words(query)
+    chunks = packed.view(">u2").reshape(-1, _CHUNKS)
+    query_chunks = query.view(">u2").reshape(-1, _CHUNKS)
+    flips = [0] + ([1 << bit for bit in range(16)] if max_distance >= _CHUNKS else [])
+    found_l, found_q, found_d = [], [], []
+    step = max(1, _BLOCK // (len(flips) * 4))  # queries per block, bounding the candidates
+    for c in range(_CHUNKS):
+        if cancel is not None and cancel.cancelled:
+            break
+        order = np.argsort(chunks[:, c], kind="stable")
+        bounds = np.zeros(65537, dtype=np.int64)
+        np.cumsum(np.bincount(chunks[order, c], minlength=65536), out=bounds[1:])
+        for first in range(0, len(query), step):
+            keys = query_chunks[first : first + step, c].astype(np.int64)
+            for flip in flips:
+                probe = keys ^ flip
+                owner, position = _expand(bounds[probe], bounds[probe + 1] - bounds[probe])
+                if not len(owner):
+                    continue
+                lib, q = order[position], owner + first
+                dist = np.bitwise_count(words[lib] ^ query_words[q]).sum(axis=1, dtype=np.int64)
+                near = dist <= max_distance
+                found_l.append(lib[near])
+                found_q.append(q[near])
+                found_d.append(dist[near])
+    if not found_l:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
+    lib, q, dist = np.concatenate(found_l), np.concatenate(found_q), np.concatenate(found_d)
+    _, first_seen = np.unique(lib * len(query) + q, return_index=True)  # found via many chunks
+    return lib[first_seen], q[first_seen], dist[first_seen]
 
 
 @dataclass(frozen=True)

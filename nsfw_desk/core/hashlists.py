@@ -236,16 +236,11 @@ def match_library(
         hashes, packed, qualities = library.pdq_hashes()
         usable = np.flatnonzero(qualities >= dupes.MIN_QUALITY)
         query = np.frombuffer(b"".join(pdq_rows), dtype=np.uint8).reshape(-1, 32)
-        words = dupes.as_words(query)
-        found, _ = dupes.within(packed[usable], query, max_distance)
-        for index in found.tolist():
+        lib, q, dist = dupes.within(packed[usable], query, max_distance)
+        for index, row, d in zip(lib.tolist(), q.tolist(), dist.tolist(), strict=True):
             content = hashes[usable[index]]
-            dist = dupes.distances_to(words, dupes.as_words(packed[usable[index]])[0])
-            for q in np.flatnonzero(dist <= max_distance).tolist():
-                name, kind, _algorithm = pdq_lists[q]
-                matches.setdefault(content, []).append(
-                    Match(content, name, kind, "pdq", int(dist[q]))
-                )
+            name, kind, _algorithm = pdq_lists[row]
+            matches.setdefault(content, []).append(Match(content, name, kind, "pdq", d))
     return matches
 
 
