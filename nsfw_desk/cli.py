@@ -304,9 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-    from nsfw_desk import cli_dupes, cli_hashlist
+    from nsfw_desk import cli_dupes, cli_hashlist, cli_similar
 
-    for module in (cli_dupes, cli_hashlist):
+    for module in (cli_dupes, cli_hashlist, cli_similar):
         module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
     return parser
 
@@ -344,6 +344,7 @@ COMMANDS = (
     "export",
     "dupes",
     "hashlist",
+    "similar",
 )
 
 
@@ -376,10 +377,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_metrics(args)
         if args.command == "export":
             return run_export(args)
-        if args.command in ("dupes", "hashlist"):
-            from nsfw_desk import cli_dupes, cli_hashlist
+        if args.command in ("dupes", "hashlist", "similar"):
+            from nsfw_desk import cli_dupes, cli_hashlist, cli_similar
 
-            return {"dupes": cli_dupes, "hashlist": cli_hashlist}[args.command].run(args)
+            modules = {"dupes": cli_dupes, "hashlist": cli_hashlist, "similar": cli_similar}
+            return modules[args.command].run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED

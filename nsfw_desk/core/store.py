@@ -1305,6 +1305,18 @@ class Library:
         ).fetchone()
         return blob_to_array(row[0], "<f2") if row else None
 
+    def embeddings(self, model_id: str) -> tuple[list[str], np.ndarray]:
+        """(content hashes, N×D float16 embeddings) of every content `model_id` scored."""
+        rows = self.db.execute(
+            "SELECT hash, embedding FROM scores WHERE model_id = ? AND embedding IS NOT NULL "
+            "ORDER BY hash",
+            (model_id,),
+        ).fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float16)
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f2")
+        return [row[0] for row in rows], matrix.reshape(len(rows), -1)
+
     def probabilities(self, content_hash: str, model_id: str) -> np.ndarray | None:
         row = self.db.execute(
             "SELECT probabilities FROM scores WHERE hash = ? AND model_id = ?",
