@@ -99,6 +99,27 @@ def measure_matching(library_size: int, list_size: int) -> dict:
     }
 
 
+def measure_similar(count: int, dim: int = 768) -> dict:
+    """Median ms for a top-20 query over `count` random float16 embeddings, and their size."""
+    from nsfw_desk.core.similar import EmbeddingIndex
+
+    rng = np.random.default_rng(2)
+    matrix = rng.standard_normal((count, dim), dtype=np.float32).astype(np.float16)
+    index = EmbeddingIndex([f"{i:064x}" for i in range(count)], matrix)
+    del matrix
+    times = []
+    for row in rng.integers(0, count, 5).tolist():
+        start = time.perf_counter()
+        index.nearest(index.matrix[row], 20)
+        times.append(time.perf_counter() - start)
+    return {
+        "embeddings": count,
+        "dim": dim,
+        "query_ms": 1000 * float(np.median(times)),
+        "mib": index.nbytes / 2**20,
+    }
+
+
 def print_figures(paths: list[Path], min_side: int, scan_rate: float, quick: bool) -> dict:
     """Print the figures (and return them for --json)."""
     cost = measure_pdq(paths, min_side)

@@ -195,3 +195,19 @@ def test_dupes_command_prints_groups_as_json(tmp_path, loaded_model, model_dir, 
 def test_dupes_without_a_library_says_so(tmp_path, capsys):
     assert main(["dupes", "--db", str(tmp_path / "none.sqlite")]) == 2
     assert "no library" in capsys.readouterr().err
+
+
+def test_the_benchmarks_run_at_a_small_size(tmp_path):
+    """`nsfw-desk bench` runs these at full size; here they only must not rot."""
+    from nsfw_desk import bench_dupes
+
+    path = tmp_path / "p.jpg"
+    synthetic_photo((800, 600), 1).save(path, quality=90)
+    cost = bench_dupes.measure_pdq([path], 224)
+    assert cost["pdq_draft_ms"] > 0 and cost["pdq_full_ms"] > 0
+    grouping = bench_dupes.measure_grouping(3000)
+    assert grouping["groups"] > 0 and grouping["bytes_per_hash"] == 32
+    matching = bench_dupes.measure_matching(1000, 3000)
+    assert matching["matched"] == 30  # the 1 % of the list copied from the library
+    similar = bench_dupes.measure_similar(2000, 32)
+    assert similar["mib"] == 2000 * 32 * 2 / 2**20
