@@ -94,7 +94,9 @@ def luma(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def downsample_64(lum: np.ndarray) -> np.ndarray:
-    """The 64×64 tent-filtered samples of a luminance image (float64).
+    """The 64×64 tent-filtered samples of a luminance image.
+
+    The first (larger) stage sums in float32, as the reference does; the second in float64.
 
     The box passes are linear and act on separate axes, so they commute (exactly so in real
     arithmetic; the reference's float32 order differs by rounding only): the columns' tents
@@ -103,8 +105,11 @@ def downsample_64(lum: np.ndarray) -> np.ndarray:
     rows, cols = lum.shape
     col_idx, col_w = _tent(cols)
     row_idx, row_w = _tent(rows)
-    across = np.einsum("rik,ik->ri", lum[:, col_idx].astype(np.float64), col_w)
-    return np.einsum("ikc,ik->ic", across[row_idx, :], row_w)
+    # Per sample column i: (rows × K) @ (K × 1), batched over the 64 samples by matmul.
+    gathered = lum[:, col_idx].astype(np.float32).transpose(1, 0, 2)  # 64 × rows × K
+    across = np.matmul(gathered, col_w.astype(np.float32)[:, :, None])[:, :, 0].T  # rows × 64
+    down = across.astype(np.float64)[row_idx, :]  # 64 × K × 64
+    return np.matmul(row_w[:, None, :], down)[:, 0, :]
 
 
 def quality_of(buffer64: np.ndarray) -> int:
