@@ -10,9 +10,13 @@ printed big-endian, so hashes exchange with every other PDQ implementation.
 
 Why a port and not the `pdqhash` package: `pdqhash` binds the reference C++ but ships only a
 source distribution, so installing it needs a C++ compiler, which Windows and macOS users of
-a desktop app do not have. The port needs nothing beyond numpy, and tests/test_pdq.py holds
-it to `pdqhash` (Hamming distance 0 on ordinary images; the reference sums in float32, this
-port in float64, so a coefficient within rounding of the median can flip a bit or two).
+a desktop app do not have. The port needs nothing beyond numpy (and is faster: ~1.5 ms
+against the bindings' ~4.7 ms for 512×384), and tests/test_pdq.py holds it to `pdqhash`:
+distance 0 and the same quality on every generated photo tried (450, 5 px to 1500 px, every
+Pillow mode, EXIF-rotated). Where the two differ is where the reference's own bits are
+float32 rounding noise: pictures whose DCT has many coefficients exactly zero (a pure linear
+gradient, exact stripes, noise smaller than 64 px whose side divides 64). Every PDQ port
+disagrees with every other there; such hashes mostly have low quality and match nothing.
 
 The scan hashes the pixels it already decoded (a JPEG decoded at a reduced DCT scale, at
 least 1.5× the model's input side): the box windows then shrink with the image, so the hash
