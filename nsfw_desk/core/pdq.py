@@ -16,7 +16,7 @@ distance 0 and the same quality on every generated photo tried (450, 5 px to 150
 Pillow mode, EXIF-rotated). Where the two differ is where the reference's own bits are
 float32 rounding noise: pictures whose DCT has many coefficients exactly zero (a pure linear
 gradient, exact stripes, noise smaller than 64 px whose side divides 64). Every PDQ port
-disagrees with every other there; such hashes mostly have low quality and match nothing.
+disagrees with every other there. Photographs do not have such spectra; drawn graphics can.
 
 The scan hashes the pixels it already decoded (a JPEG decoded at a reduced DCT scale, at
 least 1.5× the model's input side): the box windows then shrink with the image, so the hash
