@@ -79,11 +79,9 @@ def measure_matching(library_size: int, list_size: int) -> dict:
         with open(listing, "w") as handle:
             handle.writelines(f"{row.tobytes().hex()},90\n" for row in listed)
         with Library(folder / "library.sqlite") as library:
-            library.db.conn.executemany(
-                "INSERT INTO content_hashes (hash, pdq, pdq_quality) VALUES (?, ?, 90)",
-                ((f"{i:064x}", row.tobytes()) for i, row in enumerate(items)),
+            library.record_pdq_hashes(
+                (f"{i:064x}", row.tobytes(), 90) for i, row in enumerate(items)
             )
-            library.db.conn.commit()
             start = time.perf_counter()
             import_hash_list(library, listing, "bench", "unsafe")
             imported = time.perf_counter() - start

@@ -1133,6 +1133,16 @@ class Library:
         qualities = np.array([row[2] for row in rows], dtype=np.int16)
         return hashes, packed.reshape(len(rows), 32), qualities
 
+    def record_pdq_hashes(self, rows: Iterable[tuple[str, bytes, int]]) -> None:
+        """(content hash, PDQ hash, quality) rows, as the scan records them (and the bench)."""
+        with write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT INTO content_hashes (hash, pdq, pdq_quality) VALUES (?, ?, ?) "
+                "ON CONFLICT (hash) DO UPDATE SET pdq = excluded.pdq, "
+                "pdq_quality = excluded.pdq_quality",
+                rows,
+            )
+
     def pdq_of(self, content_hash: str) -> tuple[bytes, int] | None:
         row = self.db.execute(
             "SELECT pdq, pdq_quality FROM content_hashes WHERE hash = ? AND pdq IS NOT NULL",
