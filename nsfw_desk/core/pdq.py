@@ -103,17 +103,18 @@ def downsample_64(lum: np.ndarray) -> np.ndarray:
     The first (larger) stage sums in float32, as the reference does; the second in float64.
 
     The box passes are linear and act on separate axes, so they commute (exactly so in real
-    arithmetic; the reference's float32 order differs by rounding only): the columns' tents
-    first, then the rows' tents on those 64 columns.
+    arithmetic; the reference's float32 order differs by rounding only): the rows' tents
+    first, then the columns' tents on those 64 rows.
     """
     rows, cols = lum.shape
     col_idx, col_w = _tent(cols)
     row_idx, row_w = _tent(rows)
-    # Per sample column i: (rows × K) @ (K × 1), batched over the 64 samples by matmul.
-    gathered = lum[:, col_idx].astype(np.float32).transpose(1, 0, 2)  # 64 × rows × K
-    across = np.matmul(gathered, col_w.astype(np.float32)[:, :, None])[:, :, 0].T  # rows × 64
-    down = across.astype(np.float64)[row_idx, :]  # 64 × K × 64
-    return np.matmul(row_w[:, None, :], down)[:, 0, :]
+    # Rows first: gathering whole rows is a contiguous copy. Per sample row i, the tent's
+    # (1 × K) weights times its (K × cols) rows, batched over the 64 samples by matmul.
+    lum32 = np.asarray(lum, dtype=np.float32)
+    down = np.matmul(row_w.astype(np.float32)[:, None, :], lum32[row_idx])[:, 0, :]
+    across = down.astype(np.float64)[:, col_idx]  # 64 × 64 × K
+    return np.einsum("ijk,jk->ij", across, col_w)
 
 
 def quality_of(buffer64: np.ndarray) -> int:
