@@ -245,11 +245,17 @@ def test_the_readme_commands_run(reviewed, tmp_path, capsys, monkeypatch):
         "hashlist",
         "hashlist",
         "hashlist",
+        "similar",
     ]
     (tmp_path / "shared-unsafe.txt").write_text(f"# from a partner\n{PDQ},90\n")
     monkeypatch.chdir(tmp_path)
     for command in commands:
-        args = [str(folder) if a == "~/Pictures/inbox" else a for a in command[1:]]
+        args = [
+            str(folder)
+            if a == "~/Pictures/inbox"
+            else a.replace("~/Pictures/inbox/beach.jpg", str(folder / "p1.png"))
+            for a in command[1:]
+        ]
         assert main([*args, "--db", str(db)]) == 0, command
     assert (tmp_path / "our-unsafe.txt").read_text().count("\n") == 1
     assert "partner-2026-11" not in capsys.readouterr().err
