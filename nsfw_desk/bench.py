@@ -374,6 +374,9 @@ def run_bench(args: argparse.Namespace) -> int:
                     else "   n/a (the scan ended before the cancel: too few files)"
                 )
                 print(f"  cancel latency  : {text} (target < 1 s)", flush=True)
+                from nsfw_desk.bench_dupes import print_figures as print_hash_figures
+
+                hashing = print_hash_figures(paths, model.input_size, figures.scan_rate, quick)
         rescan_count = 2000 if quick else 10_000
         print(f"\nrescan of an unchanged folder: writing {rescan_count:,} files…", flush=True)
         rescan = measure_rescan(workdir, rescan_count)
@@ -414,6 +417,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "pipeline_12mp": pipeline,
             "decisions": decisions,
             "desk": desk,
+            "perceptual_hashes": hashing,
         }
         args.json.write_text(json.dumps(payload, indent=2))
     return 0

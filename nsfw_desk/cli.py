@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     cli_label.add_parser(commands)
     cli_import_weights.add_parser(commands)
+    from nsfw_desk import cli_dupes, cli_hashlist, cli_similar
+
+    for module in (cli_dupes, cli_hashlist, cli_similar):
+        module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
     return parser
 
 
@@ -346,6 +350,9 @@ COMMANDS = (
     "label",
     "import-labels",
     "import-weights",
+    "dupes",
+    "hashlist",
+    "similar",
 )
 
 
@@ -382,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             return cli_label.run(args)
         if args.command == cli_import_weights.NAME:
             return cli_import_weights.run(args)
+        if args.command in ("dupes", "hashlist", "similar"):
+            from nsfw_desk import cli_dupes, cli_hashlist, cli_similar
+
+            modules = {"dupes": cli_dupes, "hashlist": cli_hashlist, "similar": cli_similar}
+            return modules[args.command].run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED

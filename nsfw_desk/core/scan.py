@@ -41,11 +41,13 @@ from nsfw_desk.core.images import (
     read_file,
 )
 from nsfw_desk.core.logs import log_unexpected
+from nsfw_desk.core.pdq import pdq_hash
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.runtime import LoadedModel, available_cores
 from nsfw_desk.core.store import (
     FileOutcome,
     Library,
+    PdqLookup,
     ScoredFile,
     ScoreLookup,
     ThumbnailReader,
@@ -103,6 +105,8 @@ class _Prepared:
     height: int | None = None
     format: str | None = None
     decoded: bool = False  # False: the content is known, only the file row is new
+    pdq: bytes | None = None  # the perceptual hash of the decoded pixels
+    pdq_quality: int | None = None
 
 
 ResultsCallback = Callable[[list[FileOutcome]], None]
@@ -299,8 +303,10 @@ def _check_cache(
             continue
         todo.append(entry)
     scores = library.scores_for(model_id, {d for _, d in maybe}) if model_id else {}
+    # Content stored before PDQ hashes is decoded once more for its hash (not scored again).
+    lacking = library.hashes_lacking_pdq({d for _, d in maybe})
     for entry, digest in maybe:
-        if digest in scores or model is None:
+        if (digest in scores or model is None) and digest not in lacking:
             cached.append(
                 FileOutcome(
                     entry.path,
@@ -366,11 +372,12 @@ def _scan_entries(
         lookup = ThumbnailReader(library.thumbnails_path)
         is_known, min_side = lookup.has, THUMBNAIL_SIZE
         scores_model = stored_model
+    perceptual = PdqLookup(library.path)
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
         if cancel.cancelled:
             return FileError(entry.path, "cancelled", "scan cancelled")
-        return _prepare(entry, model, is_known, min_side, options)
+        return _prepare(entry, model, is_known, perceptual.has_pdq, min_side, options)
 
     scored = known_content = errors = 0
     batch: list[_Prepared] = []
@@ -398,6 +405,8 @@ def _scan_entries(
                         prediction.probabilities[i] if prediction else None,
                         prediction.embeddings[i] if prediction else None,
                         p.thumbnail,
+                        p.pdq,
+                        p.pdq_quality,
                     )
                 )
                 outcomes.append(
@@ -476,6 +485,7 @@ def _scan_entries(
         # connection, which is then left to the garbage collector.
         if all(future.done() for future in pending):
             lookup.close()
+            perceptual.close()
     return scored, known_content, errors
 
 
@@ -483,6 +493,7 @@ def _prepare(
     entry: FileEntry,
     model: LoadedModel | None,
     is_known: Callable[[str], bool],
+    has_pdq: Callable[[str], bool],
     min_side: int,
     options: ScanOptions,
 ) -> _Prepared | FileError:
@@ -490,15 +501,24 @@ def _prepare(
     try:
         data = read_file(entry.path, max_bytes=options.max_bytes)
         digest = content_hash(data)
-        if is_known(digest):  # renamed or copied content: no decode needed
+        known = is_known(digest)
+        if known and has_pdq(digest):  # renamed or copied content: no decode needed
             return _Prepared(entry, digest)
         pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=options.max_pixels)
         del data
+        # The pixels the model sees (upright, JPEGs at a reduced DCT scale): see core/pdq.
+        hashed, quality = pdq_hash(pixels)
+        if known:  # scored (or listed) before PDQ hashes: the hash only, no model run
+            return _Prepared(entry, digest, pdq=hashed, pdq_quality=quality)
         if model is None:
             thumbnail = make_thumbnail(pixels)
-            return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
+            return _Prepared(
+                entry, digest, None, thumbnail, width, height, fmt, True, hashed, quality
+            )
         tensor, view = model.preprocess(pixels)
-        return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
+        return _Prepared(
+            entry, digest, tensor, make_thumbnail(view), width, height, fmt, True, hashed, quality
+        )
     except ImageError as exc:
         return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
     except Exception as exc:  # a bug or a Pillow surprise: report it on the file
@@ -515,7 +535,14 @@ def _prepare(
 def _listing_row(p: _Prepared) -> ScoredFile:
     """What a listing (no model) stores for a prepared file: its row and, if new, thumbnail."""
     if not p.decoded:
-        return ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash)
+        return ScoredFile(
+            p.entry.path,
+            p.entry.size,
+            p.entry.mtime_ns,
+            p.hash,
+            pdq=p.pdq,
+            pdq_quality=p.pdq_quality,
+        )
     return ScoredFile(
         p.entry.path,
         p.entry.size,
@@ -525,6 +552,8 @@ def _listing_row(p: _Prepared) -> ScoredFile:
         p.height,
         p.format,
         thumbnail=p.thumbnail,
+        pdq=p.pdq,
+        pdq_quality=p.pdq_quality,
     )
 
 
@@ -541,13 +570,17 @@ def prepare_listing(
     if not entries:
         return [], []
     reader = ThumbnailReader(library.thumbnails_path)
+    perceptual = PdqLookup(library.path)
+
+    def prepare(entry: FileEntry) -> _Prepared | FileError:
+        return _prepare(entry, None, reader.has, perceptual.has_pdq, THUMBNAIL_SIZE, options)
+
     try:
         with ThreadPoolExecutor(min(options.decode_workers(), len(entries))) as pool:
-            results = list(
-                pool.map(lambda e: _prepare(e, None, reader.has, THUMBNAIL_SIZE, options), entries)
-            )
+            results = list(pool.map(prepare, entries))
     finally:
         reader.close()
+        perceptual.close()
     rows = [_listing_row(r) for r in results if isinstance(r, _Prepared)]
     return rows, [r for r in results if isinstance(r, FileError)]
 

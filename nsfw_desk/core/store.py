@@ -671,11 +671,43 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
     )
 
 
+NOTES_PDQ = {
+    "content_hashes": "per content (files.hash): its PDQ perceptual hash (32 bytes, the "
+    "reference's printed order) and quality 0-100, computed by the scan from the decoded "
+    "pixels; md5, sha1, sha256 of the file's bytes, computed when a hash list needs them",
+    "hash_lists": "imported lists of hashes from elsewhere; kind unsafe, safe or known",
+    "hash_list_entries": "one hash of a list: algorithm pdq, md5, sha1 or sha256, the raw "
+    "digest bytes, the PDQ quality when the list gave one, and the line it came from",
+}
+
+
+def _migrate_add_pdq_and_hash_lists(db: sqlite_utils.Database) -> None:
+    """Perceptual and file hashes per content; imported hash lists (issue 12)."""
+    db.execute(
+        "CREATE TABLE content_hashes (hash TEXT PRIMARY KEY, pdq BLOB, pdq_quality INTEGER, "
+        "md5 BLOB, sha1 BLOB, sha256 BLOB)"
+    )
+    db.execute(
+        "CREATE TABLE hash_lists (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+        "kind TEXT NOT NULL CHECK (kind IN ('unsafe', 'safe', 'known')), "
+        "created TEXT NOT NULL, source TEXT)"
+    )
+    db.execute(
+        "CREATE TABLE hash_list_entries (list_id INTEGER NOT NULL REFERENCES hash_lists(id), "
+        "algorithm TEXT NOT NULL, digest BLOB NOT NULL, quality INTEGER, line INTEGER)"
+    )
+    db.execute("CREATE INDEX idx_hash_list_entries_list ON hash_list_entries (list_id)")
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO notes (topic, note) VALUES (?, ?)", list(NOTES_PDQ.items())
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_add_pdq_and_hash_lists,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -751,6 +783,26 @@ class ScoredFile:
     probabilities: np.ndarray | None = None
     embedding: np.ndarray | None = None
     thumbnail: bytes | None = None
+    pdq: bytes | None = None  # 32 bytes; None: not decoded in this scan
+    pdq_quality: int | None = None
+
+
+@dataclass(frozen=True)
+class HashList:
+    name: str
+    kind: str  # unsafe | safe | known
+    created: str
+    source: str | None
+    entries: int
+
+
+@dataclass(frozen=True)
+class HashListEntry:
+    list_name: str
+    list_kind: str
+    algorithm: str  # pdq | md5 | sha1 | sha256
+    digest: bytes
+    quality: int | None
 
 
 class Library:
@@ -975,6 +1027,7 @@ class Library:
                         "scored_at": now,
                     }
                 )
+        perceptual = [(i.hash, i.pdq, i.pdq_quality) for i in items if i.pdq is not None]
         thumbs = [{"hash": i.hash, "jpeg": i.thumbnail} for i in items if i.thumbnail]
         if thumbs:  # thumbnails first: a crash in between leaves a harmless spare thumbnail
             with write_transaction(self.thumbs):
@@ -983,6 +1036,13 @@ class Library:
             self.db.table("files").insert_all(file_rows, replace=True)
             if score_rows:
                 self.db.table("scores").insert_all(score_rows, replace=True)
+            if perceptual:
+                self.db.conn.executemany(
+                    "INSERT INTO content_hashes (hash, pdq, pdq_quality) VALUES (?, ?, ?) "
+                    "ON CONFLICT (hash) DO UPDATE SET pdq = excluded.pdq, "
+                    "pdq_quality = excluded.pdq_quality",
+                    perceptual,
+                )
             self._delete_paths("errors", error_paths)
 
     def record_errors(self, errors: list, scan_id: int | None) -> None:
@@ -1041,6 +1101,157 @@ class Library:
     def _delete_paths(self, table: str, paths: list[bytes]) -> None:
         for chunk, marks in in_chunks(paths):
             self.db.execute(f"DELETE FROM {table} WHERE path_bytes IN ({marks})", chunk)
+
+    # perceptual and file hashes (core/dupes.py, core/hashlists.py)
+
+    def hashes_lacking_pdq(self, hashes: Iterable[str]) -> set[str]:
+        """The contents among `hashes` without a PDQ hash (stored before PDQ, or never decoded)."""
+        hashes = set(hashes)
+        have: set[str] = set()
+        for chunk, marks in in_chunks(hashes):
+            rows = self.db.execute(
+                f"SELECT hash FROM content_hashes WHERE pdq IS NOT NULL AND hash IN ({marks})",
+                chunk,
+            )
+            have.update(row[0] for row in rows)
+        return hashes - have
+
+    def pdq_hashes(self, root: Path | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(content hashes, N×32 uint8 PDQ hashes, N qualities) of the contents of files
+        stored under `root` (every file when None), in content hash order."""
+        sql = "SELECT c.hash, c.pdq, c.pdq_quality FROM content_hashes c WHERE c.pdq IS NOT NULL"
+        params: tuple = ()
+        if root is not None:
+            low, high = _prefix_range(root)
+            sql += (
+                " AND c.hash IN (SELECT hash FROM files WHERE path_bytes >= ? AND path_bytes < ?)"
+            )
+            params = (low, high)
+        rows = self.db.execute(sql + " ORDER BY c.hash", params).fetchall()
+        hashes = [row[0] for row in rows]
+        packed = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.uint8)
+        qualities = np.array([row[2] for row in rows], dtype=np.int16)
+        return hashes, packed.reshape(len(rows), 32), qualities
+
+    def record_pdq_hashes(self, rows: Iterable[tuple[str, bytes, int]]) -> None:
+        """(content hash, PDQ hash, quality) rows, as the scan records them (and the bench)."""
+        with write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT INTO content_hashes (hash, pdq, pdq_quality) VALUES (?, ?, ?) "
+                "ON CONFLICT (hash) DO UPDATE SET pdq = excluded.pdq, "
+                "pdq_quality = excluded.pdq_quality",
+                rows,
+            )
+
+    def pdq_of(self, content_hash: str) -> tuple[bytes, int] | None:
+        row = self.db.execute(
+            "SELECT pdq, pdq_quality FROM content_hashes WHERE hash = ? AND pdq IS NOT NULL",
+            (content_hash,),
+        ).fetchone()
+        return (bytes(row[0]), int(row[1])) if row else None
+
+    def file_digests(self, hashes: Iterable[str] | None = None) -> dict[str, dict[str, bytes]]:
+        """content hash → {"md5": …, "sha1": …, "sha256": …} where they were computed."""
+        found: dict[str, dict[str, bytes]] = {}
+        base = "SELECT hash, md5, sha1, sha256 FROM content_hashes WHERE sha256 IS NOT NULL"
+        chunks = in_chunks(hashes) if hashes is not None else iter([([], "")])
+        for chunk, marks in chunks:
+            sql = base + (f" AND hash IN ({marks})" if hashes is not None else "")
+            for digest, md5, sha1, sha256 in self.db.execute(sql, chunk):
+                found[digest] = {"md5": md5, "sha1": sha1, "sha256": sha256}
+        return found
+
+    def record_file_digests(self, rows: list[tuple[str, bytes, bytes, bytes]]) -> None:
+        """(content hash, md5, sha1, sha256) of contents read for a hash-list match."""
+        with write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT INTO content_hashes (hash, md5, sha1, sha256) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (hash) DO UPDATE SET md5 = excluded.md5, sha1 = excluded.sha1, "
+                "sha256 = excluded.sha256",
+                rows,
+            )
+
+    def contents_with_copies(self, root: Path | None = None) -> list[str]:
+        """Content hashes stored at more than one path (under `root`): byte-identical copies."""
+        sql = "SELECT hash FROM files WHERE hash IS NOT NULL"
+        params: tuple = ()
+        if root is not None:
+            sql += " AND path_bytes >= ? AND path_bytes < ?"
+            params = _prefix_range(root)
+        rows = self.db.execute(sql + " GROUP BY hash HAVING COUNT(*) > 1 ORDER BY hash", params)
+        return [row[0] for row in rows]
+
+    def all_content_hashes(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT DISTINCT hash FROM files ORDER BY hash")]
+
+    # hash lists
+
+    def add_hash_list(
+        self,
+        name: str,
+        kind: str,
+        entries: Iterable[tuple[str, bytes, int | None, int]],
+        *,
+        source: str | None = None,
+    ) -> int:
+        """Store a list and its (algorithm, digest, quality, line) entries in one transaction.
+
+        LibraryError when a list of that name exists (remove it first)."""
+        if kind not in ("unsafe", "safe", "known"):
+            raise ValueError(f"a hash list is unsafe, safe or known, not {kind!r}")
+        with write_transaction(self.db):
+            if self.db.execute("SELECT 1 FROM hash_lists WHERE name = ?", (name,)).fetchone():
+                raise LibraryError(
+                    f"a hash list named {name!r} exists; remove it first "
+                    f"(nsfw-desk hashlist remove {name}) or choose another name"
+                )
+            cursor = self.db.execute(
+                "INSERT INTO hash_lists (name, kind, created, source) VALUES (?, ?, ?, ?)",
+                (name, kind, now_utc(), source),
+            )
+            list_id = cursor.lastrowid
+            count = 0
+            batch: list[tuple] = []
+            for algorithm, digest, quality, line in entries:
+                batch.append((list_id, algorithm, digest, quality, line))
+                if len(batch) >= 10_000:
+                    self.db.conn.executemany(_INSERT_ENTRY, batch)
+                    count += len(batch)
+                    batch = []
+            self.db.conn.executemany(_INSERT_ENTRY, batch)
+            count += len(batch)
+        return count
+
+    def hash_lists(self) -> list[HashList]:
+        rows = self.db.execute(
+            "SELECT l.name, l.kind, l.created, l.source, "
+            "(SELECT COUNT(*) FROM hash_list_entries e WHERE e.list_id = l.id) "
+            "FROM hash_lists l ORDER BY l.name"
+        )
+        return [HashList(*row) for row in rows]
+
+    def remove_hash_list(self, name: str) -> bool:
+        """Forget a list and its entries; False when there is none of that name."""
+        with write_transaction(self.db):
+            row = self.db.execute("SELECT id FROM hash_lists WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return False
+            self.db.execute("DELETE FROM hash_list_entries WHERE list_id = ?", (row[0],))
+            self.db.execute("DELETE FROM hash_lists WHERE id = ?", (row[0],))
+        return True
+
+    def hash_list_entries(self, algorithm: str | None = None) -> Iterator[HashListEntry]:
+        sql = (
+            "SELECT l.name, l.kind, e.algorithm, e.digest, e.quality FROM hash_list_entries e "
+            "JOIN hash_lists l ON l.id = e.list_id"
+        )
+        rows = (
+            self.db.execute(sql + " WHERE e.algorithm = ?", (algorithm,))
+            if algorithm
+            else self.db.execute(sql)
+        )
+        for name, kind, algo, digest, quality in rows:
+            yield HashListEntry(name, kind, algo, bytes(digest), quality)
 
     # reads for the GUI, the CLI and export
 
@@ -1104,6 +1315,18 @@ class Library:
         ).fetchone()
         return blob_to_array(row[0], "<f2") if row else None
 
+    def embeddings(self, model_id: str) -> tuple[list[str], np.ndarray]:
+        """(content hashes, N×D float16 embeddings) of every content `model_id` scored."""
+        rows = self.db.execute(
+            "SELECT hash, embedding FROM scores WHERE model_id = ? AND embedding IS NOT NULL "
+            "ORDER BY hash",
+            (model_id,),
+        ).fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float16)
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f2")
+        return [row[0] for row in rows], matrix.reshape(len(rows), -1)
+
     def probabilities(self, content_hash: str, model_id: str) -> np.ndarray | None:
         row = self.db.execute(
             "SELECT probabilities FROM scores WHERE hash = ? AND model_id = ?",
@@ -1155,6 +1378,12 @@ class Library:
             for digest, raw, text, fmt in rows:
                 found.setdefault(digest, []).append((_path(raw), text, fmt))
         return found
+
+
+_INSERT_ENTRY = (
+    "INSERT INTO hash_list_entries (list_id, algorithm, digest, quality, line) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def _path(raw: bytes) -> Path:
@@ -1247,6 +1476,22 @@ class ScoreLookup:
     def has_score(self, content_hash: str) -> bool:
         row = self._reader.first(
             "SELECT 1 FROM scores WHERE hash = ? AND model_id = ?", (content_hash, self._model_id)
+        )
+        return row is not None
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class PdqLookup:
+    """Read-only 'has this content a PDQ hash?' checks, safe from any thread (the scan's)."""
+
+    def __init__(self, path: Path) -> None:
+        self._reader = ReadOnlyConnections(path)
+
+    def has_pdq(self, content_hash: str) -> bool:
+        row = self._reader.first(
+            "SELECT 1 FROM content_hashes WHERE hash = ? AND pdq IS NOT NULL", (content_hash,)
         )
         return row is not None
 

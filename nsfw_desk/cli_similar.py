@@ -1,0 +1,89 @@
+"""`nsfw-desk similar`: the library's images nearest to one, by the model's embeddings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.ArgumentParser:
+    similar = commands.add_parser(
+        "similar",
+        help="list the images that look most like one (cosine similarity of embeddings)",
+        description="The images nearest to FILE_OR_HASH (a scanned file, or a content hash "
+        "as `dupes --json` prints) by cosine similarity of the model's stored embeddings.",
+        formatter_class=formatter_class,
+    )
+    similar.add_argument("target", metavar="FILE_OR_HASH")
+    similar.add_argument("--top", type=int, default=20, metavar="K", help="how many (20)")
+    similar.add_argument(
+        "--model", default=None, metavar="ID", help="whose embeddings (default: the last used)"
+    )
+    similar.add_argument("--json", action="store_true", help="machine-readable output")
+    similar.add_argument("--db", type=Path, default=None, metavar="PATH", help="library file")
+    return similar
+
+
+def run(args: argparse.Namespace) -> int:
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, _library_path
+    from nsfw_desk.core.images import ImageError, content_hash, read_file
+    from nsfw_desk.core.paths import path_fields
+    from nsfw_desk.core.similar import EmbeddingIndex, NoEmbedding
+    from nsfw_desk.core.store import Library
+
+    path = _library_path(args)
+    if not path.is_file():
+        print(f"nsfw-desk similar: no library at {path}", file=sys.stderr)
+        return EXIT_USAGE
+    with Library(path) as library:
+        target = Path(args.target).expanduser()
+        if target.is_file():
+            try:
+                digest = content_hash(read_file(target))
+            except ImageError as exc:
+                print(f"nsfw-desk similar: {target}: {exc.message}", file=sys.stderr)
+                return EXIT_USAGE
+        elif re.fullmatch(r"[0-9a-f]{64}", args.target):
+            digest = args.target
+        else:
+            print(
+                f"nsfw-desk similar: {args.target} is neither a file nor a content hash",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        model_id = args.model or library.last_model_for(target.parent.absolute())
+        if model_id is None:
+            print("nsfw-desk similar: the library holds no scores yet; scan first", file=sys.stderr)
+            return EXIT_USAGE
+        index = EmbeddingIndex.from_library(library, model_id)
+        try:
+            query = index.vector(digest)
+        except NoEmbedding:
+            where = (
+                f"scan its folder first: nsfw-desk scan {target.parent}"
+                if target.is_file()
+                else "scan it first"
+            )
+            print(
+                f"nsfw-desk similar: {args.target} is not in the library with an embedding "
+                f"for {library.model_names([model_id])[model_id]}; {where}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        neighbours = index.nearest(query, args.top, exclude=digest)
+        files = library.files_for_hashes(n.content_hash for n in neighbours)
+    records = [
+        {**path_fields(file_path), "hash": n.content_hash, "similarity": round(n.similarity, 4)}
+        for n in neighbours
+        for file_path, _text, _fmt in files.get(n.content_hash, [])[:1]
+    ]
+    if args.json:
+        json.dump(records, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for record in records:
+            print(f"{record['similarity']:.3f}  {record['path']}")
+    return EXIT_OK
