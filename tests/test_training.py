@@ -397,3 +397,33 @@ def test_train_command_prints_the_report_and_a_missing_base_exits_3(
     )
     assert code == 3
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_partial_mode_goes_through_finetune_and_writes_a_loadable_model(
+    tmp_path, reviewed, chance_base
+):
+    from nsfw_desk.core.runtime import load_model
+    from nsfw_desk.core.training import resumable
+
+    library, _ = reviewed
+    out = tmp_path / "partial"
+    result = train(
+        TrainOptions(
+            out,
+            base=str(chance_base),
+            mode="partial",
+            epochs=1,
+            batch_size=16,
+            device="cpu",
+            precision="fp32",
+        ),
+        library,
+    )
+    assert result.rescored == 0  # the backbone changed: stored embeddings do not apply
+    assert "scan again with the new model" in result.summary
+    record = json.loads((out / "training.json").read_text())
+    assert record["mode"] == "partial" and record["epochs_run"] == 1
+    assert record["imbalance"]["method"].startswith("weighted loss")
+    assert set(result.report) >= {"before", "after", "threshold"}
+    assert not resumable(out)  # the checkpoint is removed after a finished run
+    assert load_model(out, device="cpu").labels == ["NSFW", "SFW"]
