@@ -435,35 +435,10 @@ def _scan_entries(
             base_lookup = ScoreLookup(library.path, head[0])
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
-        try:
-            if cancel.cancelled:
-                return FileError(entry.path, "cancelled", "scan cancelled")
-            data = read_file(entry.path, max_bytes=options.max_bytes)
-            digest = content_hash(data)
-            if is_known(digest):  # renamed or copied content: no decode needed
-                return _Prepared(entry, digest)
-            if base_lookup is not None and base_lookup.has_score(digest):
-                return _Prepared(entry, digest, via_base=True)
-            pixels, width, height, fmt = decode(
-                data, min_side=min_side, max_pixels=options.max_pixels
-            )
-            del data
-            if model is None:
-                thumbnail = make_thumbnail(pixels)
-                return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
-            tensor, view = model.preprocess(pixels)
-            return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
-        except ImageError as exc:
-            return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
-        except Exception as exc:  # a bug or a Pillow surprise: report it on the file
-            log_unexpected(log, "unexpected error preparing a file", exc)
-            return FileError(
-                entry.path,
-                ErrorKind.DECODE_ERROR,
-                f"unexpected {type(exc).__name__}: {exc}",
-                entry.size,
-                entry.mtime_ns,
-            )
+        if cancel.cancelled:
+            return FileError(entry.path, "cancelled", "scan cancelled")
+        via_base = base_lookup.has_score if base_lookup is not None else None
+        return _prepare(entry, model, is_known, min_side, options, via_base)
 
     scored = known_content = errors = via_base = 0
     batch: list[_Prepared] = []
@@ -508,7 +483,7 @@ def _scan_entries(
                 via_base += len(through_base)
             known = library.scores_for(scores_model, hashes) if scores_model else {}
             for p in ready:
-                items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
+                items.append(_listing_row(p))
                 outcomes.append(
                     FileOutcome(
                         p.entry.path,
@@ -576,6 +551,85 @@ def _scan_entries(
             if base_lookup is not None:
                 base_lookup.close()
     return scored, known_content, errors, via_base
+
+
+def _prepare(
+    entry: FileEntry,
+    model: LoadedModel | None,
+    is_known: Callable[[str], bool],
+    min_side: int,
+    options: ScanOptions,
+    via_base: Callable[[str], bool] | None = None,
+) -> _Prepared | FileError:
+    """Read, hash and (unless the content is known) decode one file; never raises.
+
+    `via_base(digest)` true: a head-only model scores the content from its base model's
+    stored embedding, so it is not decoded either."""
+    try:
+        data = read_file(entry.path, max_bytes=options.max_bytes)
+        digest = content_hash(data)
+        if is_known(digest):  # renamed or copied content: no decode needed
+            return _Prepared(entry, digest)
+        if via_base is not None and via_base(digest):
+            return _Prepared(entry, digest, via_base=True)
+        pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=options.max_pixels)
+        del data
+        if model is None:
+            thumbnail = make_thumbnail(pixels)
+            return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
+        tensor, view = model.preprocess(pixels)
+        return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
+    except ImageError as exc:
+        return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
+    except Exception as exc:  # a bug or a Pillow surprise: report it on the file
+        log_unexpected(log, "unexpected error preparing a file", exc)
+        return FileError(
+            entry.path,
+            ErrorKind.DECODE_ERROR,
+            f"unexpected {type(exc).__name__}: {exc}",
+            entry.size,
+            entry.mtime_ns,
+        )
+
+
+def _listing_row(p: _Prepared) -> ScoredFile:
+    """What a listing (no model) stores for a prepared file: its row and, if new, thumbnail."""
+    if not p.decoded:
+        return ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash)
+    return ScoredFile(
+        p.entry.path,
+        p.entry.size,
+        p.entry.mtime_ns,
+        p.hash,
+        p.width,
+        p.height,
+        p.format,
+        thumbnail=p.thumbnail,
+    )
+
+
+def prepare_listing(
+    entries: list[FileEntry], library: Library, *, options: ScanOptions | None = None
+) -> tuple[list[ScoredFile], list[FileError]]:
+    """The rows a listing without a model would store for `entries`, and their errors.
+
+    Nothing is written: the caller stores the rows (`library.record_scored(rows, None)`)
+    once it has decided to, so a file that turns out unreadable changes nothing. Content
+    that already has a thumbnail is only read and hashed, as in a scan.
+    """
+    options = options or ScanOptions()
+    if not entries:
+        return [], []
+    reader = ThumbnailReader(library.thumbnails_path)
+    try:
+        with ThreadPoolExecutor(min(options.decode_workers(), len(entries))) as pool:
+            results = list(
+                pool.map(lambda e: _prepare(e, None, reader.has, THUMBNAIL_SIZE, options), entries)
+            )
+    finally:
+        reader.close()
+    rows = [_listing_row(r) for r in results if isinstance(r, _Prepared)]
+    return rows, [r for r in results if isinstance(r, FileError)]
 
 
 def _predict(model: LoadedModel | None, batch: list[_Prepared]):
