@@ -324,6 +324,16 @@ def _check_cache(
     return todo, cached
 
 
+def _may_be_head_only(model: LoadedModel) -> bool:
+    """A local model folder with a training record: only then is the training code imported
+    (a scan of any other model pays nothing for head-only re-scoring)."""
+    if not model.spec.is_local:
+        return False
+    folder = Path(model.spec.source)
+    folder = folder.parent if folder.is_file() else folder
+    return (folder / "training.json").is_file()
+
+
 def _score_from_embeddings(
     library: Library, root: Path, todo: list[FileEntry], model: LoadedModel
 ) -> tuple[list[FileEntry], list[FileOutcome]]:
@@ -333,7 +343,7 @@ def _score_from_embeddings(
 
     Returns the entries still to decode and the outcomes scored here (committed).
     """
-    if not todo:
+    if not todo or not _may_be_head_only(model):
         return todo, []
     from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
 
@@ -427,7 +437,7 @@ def _scan_entries(
     # (a copy or a changed file row of known content).
     head = None
     base_lookup: ScoreLookup | None = None
-    if model is not None:
+    if model is not None and _may_be_head_only(model):
         from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
 
         head = head_only_base(model)
