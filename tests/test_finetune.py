@@ -139,7 +139,8 @@ def test_partial_trains_only_the_last_blocks_norm_and_head(tmp_path, data):
     assert steps == sorted(steps) and steps[-1] == 12
     last = reports[-1]
     assert (last.epoch, last.epochs, last.steps) == (3, 3, 12) and last.val_accuracy is not None
-    assert "epoch 3/3 · step 12/12 · loss" in last.message and "val acc" in last.message
+    assert "epoch 3/3 done · step 12/12 · loss" in last.message and "val acc" in last.message
+    assert any(r.message.startswith("epoch 1/3 · step 1/12 · loss") for r in reports)
     # Its checkpoint records a finished run; resuming it trains nothing more.
     assert ck.load_checkpoint(tmp_path / "model.checkpoint")[1]["finished"] is True
     _, resumed = run(tmp_path, data, train=train, resume=True)
@@ -237,3 +238,30 @@ def test_partial_needs_transformer_blocks(tmp_path, data):
     module, _ = make_model()
     with pytest.raises(TrainingError, match="unfreeze_blocks is 9, but the model has 6 blocks"):
         trainable_parameters(module, "partial", 9)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, data, monkeypatch):
+    """Validation loss only gets worse after epoch 1: with patience 1 the run ends after
+    epoch 2, and the weights returned (and kept in the checkpoint) are epoch 1's."""
+    from nsfw_desk.core.training import finetune as finetune_mod
+
+    seen = []
+
+    def worsening(module, *args):
+        seen.append({k: v.clone() for k, v in module.state_dict().items()})
+        return 0.5 + 0.1 * len(seen), 0.5
+
+    monkeypatch.setattr(finetune_mod, "_evaluate", worsening)
+    reports = []
+    module, outcome = run(tmp_path, data, epochs=4, patience=1, progress=reports.append)
+    assert (outcome.best_epoch, outcome.epochs_run, outcome.steps) == (1, 2, 8)
+    assert outcome.early_stopped and len(seen) == 2
+    for key, value in seen[0].items():
+        assert torch.equal(outcome.state[key], value)
+        assert torch.equal(module.state_dict()[key], value)
+    assert not torch.equal(seen[1]["head.weight"], seen[0]["head.weight"])
+    assert "stopping early" in reports[-1].message
+    _, resumed = run(tmp_path, data, epochs=4, patience=1, resume=True)  # nothing left to do
+    assert resumed.steps == 8 and resumed.best_epoch == 1
+    for key, value in seen[0].items():
+        assert torch.equal(resumed.state[key], value)

@@ -185,6 +185,7 @@ def finetune(
                 torch.manual_seed(seed * 1_000_003 + epoch)
                 train_loader.batch_sampler.epoch = epoch
                 _train_mode(module, mode, unfreeze_blocks)
+                epoch_started = time.monotonic()
                 loss_sum, loss_count = 0.0, 0
                 for images, targets, ok in train_loader:
                     if stop():
@@ -238,7 +239,7 @@ def finetune(
                     val_loss=val_loss,
                     val_accuracy=val_accuracy,
                     lr=lr_at(max(0, run.step - 1)),
-                    seconds=round(time.monotonic() - started, 3),
+                    seconds=round(time.monotonic() - epoch_started, 3),
                     module=module,
                 )
                 if epoch - run.best_epoch >= patience and epoch < epochs:
@@ -247,6 +248,20 @@ def finetune(
                 if epoch == epochs:
                     run.finished = True
                 _save(checkpoint_dir, module, optimizer, scaler, run, options)
+                eta = (
+                    0.0
+                    if run.finished
+                    else _eta(started, run.step - steps_at_start, total_steps - run.step)
+                )
+                line = (
+                    f"epoch {epoch}/{epochs} done · step {run.step}/{total_steps} · loss "
+                    f"{run.history[-1]['train_loss']:.3f} · val loss {val_loss:.3f} · val acc "
+                    f"{val_accuracy:.2f} · best epoch {run.best_epoch}"
+                )
+                if run.early_stopped:
+                    line += f" · stopping early: no better val loss in {patience} epochs"
+                elif eta is not None and not run.finished:
+                    line += f" · {_duration(eta)} left"
                 report.send(
                     "training",
                     epoch,
@@ -254,8 +269,8 @@ def finetune(
                     total_steps,
                     loss=run.history[-1]["train_loss"],
                     val_accuracy=val_accuracy,
-                    eta_s=_eta(started, run.step - steps_at_start, total_steps - run.step),
-                    force=True,
+                    eta_s=eta,
+                    message=line,
                 )
     finally:
         for name, param in module.named_parameters():
