@@ -265,3 +265,34 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, data, monkeypatch):
     assert resumed.steps == 8 and resumed.best_epoch == 1
     for key, value in seen[0].items():
         assert torch.equal(resumed.state[key], value)
+
+
+def test_the_dataset_pickles_for_decode_processes(data):
+    """Decode processes (spawned on machines with more than 2 cores) get a pickled copy of
+    the dataset: the copy gives the same augmented sample for the same (epoch, index)."""
+    import pickle
+
+    from nsfw_desk.core.training.finetune_data import ImageDataset
+
+    _, data_config = make_model()
+    transform = timm.data.create_transform(**data_config, is_training=True)
+    dataset = ImageDataset(data[0], transform, IMG, seed=0)
+    copy = pickle.loads(pickle.dumps(dataset))
+    for key in ((1, 0), (2, 0), (1, 5)):
+        assert torch.equal(copy[key][0], dataset[key][0])
+    assert not torch.equal(dataset[(1, 0)][0], dataset[(2, 0)][0])  # epochs differ
+
+
+@pytest.mark.slow
+def test_decode_workers_see_the_same_epochs(tmp_path, data, monkeypatch, request):
+    """With a spawned decode process the run is the one the in-process loader gives."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("spawns processes that import torch (~40 s on a busy 2-core machine): -m slow")
+    from nsfw_desk.core.training import finetune as finetune_mod
+
+    _, inline = run(tmp_path / "a", data, epochs=1)
+    monkeypatch.setattr(finetune_mod, "loader_workers", lambda device_type: 1)
+    _, spawned = run(tmp_path / "b", data, epochs=1)
+    for a, b in zip(inline.history, spawned.history, strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert math.isclose(a[key], b[key], abs_tol=1e-5), (key, a, b)

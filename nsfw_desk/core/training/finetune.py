@@ -396,7 +396,14 @@ def _loaders(module, data_config, train_ok, val_ok, batch_size, seed, workers, d
     min_side = _min_side(data_config)
     extra: dict[str, Any] = {}
     if workers:
-        extra = {"num_workers": workers, "persistent_workers": False}
+        # spawn, not fork: the desk trains on a worker thread of a Qt process, and forking a
+        # threaded process can deadlock the child. Workers persist across epochs (a spawned
+        # one imports torch anew); the epoch travels in the sampler's keys, not in them.
+        extra = {
+            "num_workers": workers,
+            "persistent_workers": True,
+            "multiprocessing_context": "spawn",
+        }
     pin = device.type == "cuda"
     train_loader: Any = torch.utils.data.DataLoader(
         cast(Any, ImageDataset(train_ok, train_transform, min_side, seed)),
