@@ -150,8 +150,11 @@ def test_partial_trains_only_the_last_blocks_norm_and_head(tmp_path, data):
 
 
 def test_full_trains_everything(tmp_path, data):
+    import random
+
     module, _ = make_model()
     before = {k: v.clone() for k, v in module.named_parameters()}
+    caller_rng = random.getstate(), torch.get_rng_state()
     module, outcome = run(
         tmp_path,
         data,
@@ -162,6 +165,8 @@ def test_full_trains_everything(tmp_path, data):
         class_weights=[1.0, 1.5],
     )
     assert all(not torch.equal(p, before[n]) for n, p in module.named_parameters())
+    assert random.getstate() == caller_rng[0]  # the caller's random streams are left alone
+    assert torch.equal(torch.get_rng_state(), caller_rng[1])
     assert outcome.history[-1]["train_loss"] < outcome.history[0]["train_loss"]
     assert max(h["val_accuracy"] for h in outcome.history) >= 0.9
     assert accuracy(module, data[1]) >= 0.9

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,7 @@ def finetune(
 
     stop = should_stop or (lambda: False)
     started, steps_at_start = time.monotonic(), run.step
+    python_random = random.getstate()  # samples seed `random` (timm's crops draw from it)
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
             while not run.finished and run.epoch < epochs:
@@ -273,6 +275,7 @@ def finetune(
                     message=line,
                 )
     finally:
+        random.setstate(python_random)
         for name, param in module.named_parameters():
             param.requires_grad_(original_grad.get(name, True))
     module.load_state_dict(run.best_state)
