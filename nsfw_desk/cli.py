@@ -3,7 +3,8 @@
 Exit codes (EXIT_STATUS below, shown in --help): 0 the command ran (a scan with per-file
 errors still ran), 1 interrupted or an unexpected failure, 2 bad usage, 3 the model could not
 be loaded, 4 the library cannot be used (locked, damaged), 5 a disk is full, 6 the desk
-cannot open (no display, missing Qt system libraries). A script that runs scans unattended
+cannot open (no display, missing Qt system libraries), 7 some inputs of `label` or
+`import-labels` were refused (each is listed). A script that runs scans unattended
 can tell "free some space" from "look at the library" from "fix the command" without parsing
 messages.
 """
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nsfw_desk import __version__
+from nsfw_desk import __version__, cli_compare, cli_import_weights, cli_label, cli_train
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
@@ -47,6 +48,8 @@ exit status:
      what was saved before is kept, and no partial output is left
   6  the desk cannot open: no display, or Qt's system libraries are missing
      (the message names them and the command that installs them)
+  7  label, import-labels: some files or CSV rows were refused (each is
+     listed with its reason); the others were recorded (with --strict: none)
 """
 
 _DISK_FULL_ERRNOS = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
@@ -304,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-    from nsfw_desk import cli_compare, cli_train
-
+    cli_label.add_parser(commands)
+    cli_import_weights.add_parser(commands)
     cli_train.add_parser(commands)
     cli_compare.add_parser(commands)
     return parser
@@ -335,7 +338,19 @@ def _fraction(text: str) -> float:
     return value
 
 
-COMMANDS = ("gui", "desktop-integration", "scan", "bench", "metrics", "export", "train", "compare")
+COMMANDS = (
+    "gui",
+    "desktop-integration",
+    "scan",
+    "bench",
+    "metrics",
+    "export",
+    "label",
+    "import-labels",
+    "import-weights",
+    "train",
+    "compare",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,9 +382,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_metrics(args)
         if args.command == "export":
             return run_export(args)
+        if args.command in ("label", "import-labels"):
+            return cli_label.run(args)
+        if args.command == cli_import_weights.NAME:
+            return cli_import_weights.run(args)
         if args.command in ("train", "compare"):
-            from nsfw_desk import cli_compare, cli_train
-
             return (cli_train if args.command == "train" else cli_compare).run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)

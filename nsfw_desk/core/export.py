@@ -26,10 +26,10 @@ from nsfw_desk.core.store import Library
 from nsfw_desk.core.units import format_rate, format_size
 
 SPLITS = ("train", "val")
-FALLBACK_CLASSES = {"unsafe": "unsafe", "safe": "safe"}
 COLUMNS = (
     "file_name",
     "label",
+    "class_index",  # the label's line in class_map.txt (0-based): the base model's label order
     "split",
     "score",
     "model",
@@ -52,6 +52,7 @@ EXTENSIONS = {
     "DIB": "bmp",
     "TIFF": "tif",
 }
+TRAIN_BATCH_SIZE = 128  # timm train.py's default --batch-size
 TIMM_EXTENSIONS = frozenset({"jpg", "jpeg", "png"})  # timm's folder reader's default list
 CARD_MARKER = "<!-- written by nsfw-desk export -->"
 VANISHED, CHANGED = "vanished", "changed since review"
@@ -184,14 +185,45 @@ def select_decisions(library: Library, options: ExportOptions) -> list[Decision]
     return selected
 
 
-def class_names(library: Library, decisions: list[Decision]) -> dict[str, str]:
-    """Decision label → class folder: the most common model's two labels, else unsafe/safe.
+@dataclass(frozen=True)
+class ClassOrder:
+    """The export's classes in index order: decision label → class folder name.
+
+    When the decisions were scored with a model that has exactly two known labels, the
+    order is that model's `label_names` order, so class index i (timm `--class-map
+    class_map.txt`) is that model's label i and training on it keeps the head's meaning.
+    Otherwise there is no base order to follow and it is alphabetical (safe, unsafe), as
+    torchvision's ImageFolder numbers folders; `why` says which.
+    """
+
+    names: dict[str, str]  # insertion order = class index order
+    model_id: str | None = None  # the model whose label order this follows
+    model_labels: tuple[str, ...] = ()  # that model's label_names, as registered
+    why: str = ""  # for the data card: where the order comes from
+
+    @property
+    def folders(self) -> list[str]:
+        """Class folder names in index order: the lines of class_map.txt."""
+        return list(self.names.values())
+
+    @property
+    def alphabetical(self) -> bool:
+        return self.folders == sorted(self.folders)
+
+
+def _fallback(why: str) -> ClassOrder:
+    return ClassOrder({"safe": "safe", "unsafe": "unsafe"}, why=f"alphabetical order: {why}")
+
+
+def class_order(library: Library, decisions: list[Decision]) -> ClassOrder:
+    """The classes of the most common model's two labels, in its label order; else
+    unsafe/safe in alphabetical order (see `ClassOrder`).
 
     One naming for the whole export, so there are always exactly two class folders.
     """
     used = Counter(d.model_id for d in decisions if d.model_id)
     if not used:
-        return dict(FALLBACK_CLASSES)
+        return _fallback("no decision names the model it was scored with")
     model_id = min(used, key=lambda m: (-used[m], m))
     labels, unsafe = library.model_labels(model_id) or ([], [])
     names = [name.lower() for name in labels]
@@ -203,9 +235,23 @@ def class_names(library: Library, decisions: list[Decision]) -> dict[str, str]:
         or names[0] == names[1]
         or not all(_CLASS_NAME.fullmatch(n) for n in names)
     ):
-        return dict(FALLBACK_CLASSES)
-    safe_name = next(n for n in names if n != unsafe_names[0])
-    return {"unsafe": unsafe_names[0], "safe": safe_name}
+        shown = ", ".join(labels) if labels else "unknown"
+        return _fallback(
+            f"the model the decisions were scored with ({shown}) does not have exactly two "
+            "labels usable as folder names, one of them unsafe"
+        )
+    by_label = {"unsafe" if n == unsafe_names[0] else "safe": n for n in names}
+    return ClassOrder(
+        by_label,
+        model_id,
+        tuple(labels),
+        f"the label order of the model the decisions were scored with ({', '.join(labels)})",
+    )
+
+
+def class_names(library: Library, decisions: list[Decision]) -> dict[str, str]:
+    """Decision label → class folder, in class index order (see `class_order`)."""
+    return class_order(library, decisions).names
 
 
 def extension(stored_format: str | None, source: Path | None) -> str:
@@ -308,13 +354,14 @@ def _export_one(
 # --- output -------------------------------------------------------------------------------
 
 
-def _rows(items: list[_Exported], include_source_path: bool) -> list[dict]:
+def _rows(items: list[_Exported], folders: list[str], include_source_path: bool) -> list[dict]:
     """Every row has every column (Hugging Face reads one schema from all of them);
     `source_path_base64` is None unless the name is not valid UTF-8 (core/paths.py)."""
     return [
         {
             "file_name": item.file_name,
             "label": item.label,
+            "class_index": folders.index(item.label),
             "split": item.split,
             "score": item.decision.score,
             "model": item.decision.model_id or "",
@@ -359,7 +406,7 @@ def _printable(text: str) -> str:
 def _card(
     items: list[_Exported],
     counts: dict[str, dict[str, int]],
-    classes: dict[str, str],
+    order: ClassOrder,
     options: ExportOptions,
     skipped: int,
     notes: list[str],
@@ -367,6 +414,7 @@ def _card(
 ) -> str:
     """README.md: HF configs (one metadata file per split), counts, models, selection."""
     names = model_names or {}
+    classes = order.names
     models = Counter(
         names.get(i.decision.model_id, i.decision.model_id) if i.decision.model_id else "(none)"
         for i in items
@@ -415,11 +463,8 @@ def _card(
             + " | ".join(f"{row[c]:,}" for c in classes.values())
             + f" | {sum(row.values()):,} |"
         )
+    lines += ["", *_classes_section(order, names)]
     lines += [
-        "",
-        "## Classes",
-        "",
-        *(f"- `{name}`: reviewed as {label}" for label, name in classes.items()),
         "",
         "## Selection",
         "",
@@ -446,16 +491,121 @@ def _card(
         "- `metadata.jsonl`, `labels.csv`: one row per image, `file_name` relative to this folder",
         "- `train/metadata.jsonl`, `val/metadata.jsonl`: the same rows per split, `file_name` "
         "relative to the split (for Hugging Face `imagefolder`)",
-        "- `class_map.txt`: class names in index order (timm `--class-map`)",
+        "- `class_map.txt`: class folder names in index order (timm `--class-map`); "
+        "`class_index` in the metadata is the same index",
         "",
-        'Load with `torchvision.datasets.ImageFolder("train")`, timm '
-        "`--data-dir . --class-map class_map.txt`, or "
+        "Load with timm `--data-dir . --class-map class_map.txt` (or "
+        '`timm.data.create_dataset("", root=".", split="train", class_map="class_map.txt")`), '
+        '`torchvision.datasets.ImageFolder("train")` (alphabetical indices, see Classes), or '
         '`datasets.load_dataset("imagefolder", data_dir=".")` (its `label` column is text: '
         '`.class_encode_column("label")` makes it a class label).',
+        "",
+        *_recipe_section(order, counts),
     ]
     if notes:
         lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
+
+
+def _classes_section(order: ClassOrder, model_names: dict[str, str]) -> list[str]:
+    """Which index each class has, and why: a model trained on the export must agree."""
+    reviewed_as = {name: label for label, name in order.names.items()}
+    lines = [
+        "## Classes",
+        "",
+        f"Class indices follow {_printable(order.why)}"
+        + (
+            f": model `{_printable(model_names.get(order.model_id, order.model_id))}`"
+            if order.model_id
+            else ""
+        )
+        + ". `class_map.txt` lists the folders in this order:",
+        "",
+    ]
+    for index, name in enumerate(order.folders):
+        label = order.model_labels[index] if order.model_labels else None
+        base = f", the base model's label `{_printable(label)}`" if label else ""
+        lines.append(f"{index}. `{name}`: reviewed as {reviewed_as[name]}{base}")
+    lines.append("")
+    if order.model_id is None:
+        lines.append(
+            "No base model order is known. Before training on a base model, check that its "
+            "`label_names` name these classes in this order, or reorder `class_map.txt` to "
+            "match them; `nsfw-desk import-weights --labels` then names the classes in the "
+            "`class_map.txt` order."
+        )
+    elif not order.alphabetical:
+        lines.append(
+            "This is not alphabetical: tools that number class folders alphabetically "
+            "(torchvision's `ImageFolder`, timm without `--class-map`) would swap the "
+            "classes against the base model's head. Pass `--class-map class_map.txt`."
+        )
+    else:
+        lines.append(
+            "Alphabetical too, so tools that number class folders alphabetically agree; "
+            "pass `--class-map class_map.txt` to timm all the same."
+        )
+    return lines
+
+
+def suggested_batch_size(train_images: int, preferred: int = TRAIN_BATCH_SIZE) -> int:
+    """A train.py batch size that trains at least one step per epoch: its training loader
+    drops the last incomplete batch, so a split smaller than the batch trains nothing."""
+    return max(1, min(preferred, train_images))
+
+
+def recipe_commands(
+    order: ClassOrder, train_images: int, *, data: str = ".", base: str = "BASE"
+) -> list[str]:
+    """timm's train.py on this export on a CPU, offline, then into a model folder the desk
+    loads. README "Export and calibration" gives the same commands (a test checks)."""
+    batch = suggested_batch_size(train_images)
+    labels = "" if order.model_id else f" --labels {','.join(order.folders)}"
+    return [
+        f"python train.py --data-dir {data} --train-split train --val-split val "
+        f"--class-map {data}/class_map.txt \\\n"
+        f"  --model local-dir:{base} --pretrained --num-classes {len(order.folders)} "
+        f"--batch-size {batch} --device cpu \\\n"
+        "  --opt adamw --lr 1e-5 --epochs 5 --workers 2 --output runs --experiment ft",
+        "python clean_checkpoint.py --checkpoint runs/ft/model_best.pth.tar "
+        "--output ft.safetensors --safetensors --no-hash",
+        f"nsfw-desk import-weights ft.safetensors --base {base} --out MODEL_DIR "
+        f"--data {data}{labels}",
+        "nsfw-desk scan --model MODEL_DIR FOLDER",
+    ]
+
+
+def _recipe_section(order: ClassOrder, counts: dict[str, dict[str, int]]) -> list[str]:
+    """The external route for this export (README "Export and calibration" explains it)."""
+    train_images = sum(counts["train"].values())
+    lines = [
+        "## Fine-tune with timm's train.py",
+        "",
+        "On a CPU and offline, from this folder, with `BASE` a folder holding the base "
+        "model's `config.json` and `model.safetensors` (nsfw-desk README: Models), and "
+        "`train.py` and `clean_checkpoint.py` from timm's repository at the tag of the "
+        "installed timm version:",
+        "",
+        "```sh",
+        *recipe_commands(order, train_images),
+        "```",
+        "",
+        "`--pretrained` with `local-dir:` keeps the base model's head and `label_names` "
+        "(`--pretrained-path` would start a new head); `--class-map` puts each class at the "
+        "index listed under Classes. train.py writes pickle checkpoints (`.pth.tar`), which "
+        "nsfw-desk never loads: `clean_checkpoint.py --safetensors` keeps only the weights, "
+        "and `nsfw-desk import-weights` checks them against the base model and writes a "
+        "model folder with its `label_names`.",
+    ]
+    if train_images < TRAIN_BATCH_SIZE:
+        lines += [
+            "",
+            f"**Warning: the train split has {train_images:,} images, fewer than train.py's "
+            f"default batch size of {TRAIN_BATCH_SIZE}.** Its training loader drops an "
+            "incomplete last batch, so with the default it trains zero steps and still exits "
+            f"0: keep `--batch-size` at {max(train_images, 1):,} or less (as above).",
+        ]
+    return lines
 
 
 def _notes(items: list[_Exported], counts: dict[str, dict[str, int]], link: bool) -> list[str]:
@@ -581,7 +731,8 @@ def export_dataset(
     decisions = select_decisions(library, options)
     if not decisions:
         raise ExportError("nothing to export: no reviewed item matches the selection")
-    classes = class_names(library, decisions)
+    order = class_order(library, decisions)
+    classes = order.names
     files = library.files_for_hashes(d.hash for d in decisions)
     roots = _folder_roots(options.folder) if options.folder is not None else []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -654,7 +805,7 @@ def export_dataset(
             item.note = latest_notes.get(item.decision.hash, "")
             item.tags = tuple(tags.get(item.decision.hash, ()))
         model_names = library.model_names({d.model_id for d in decisions if d.model_id})
-        rows = _rows(exported, options.include_source_path)
+        rows = _rows(exported, order.folders, options.include_source_path)
         _write_text(tmp / "metadata.jsonl", _jsonl(rows))
         _write_text(tmp / "labels.csv", _csv(rows))
         for split in SPLITS:  # per split too: Hugging Face ignores a top-level one here
@@ -665,12 +816,10 @@ def export_dataset(
             ]
             if part:
                 _write_text(tmp / split / "metadata.jsonl", _jsonl(part))
-        _write_text(
-            tmp / "class_map.txt", "".join(name + "\n" for name in sorted(classes.values()))
-        )
+        _write_text(tmp / "class_map.txt", "".join(name + "\n" for name in order.folders))
         _write_text(
             tmp / "README.md",
-            _card(exported, counts, classes, options, len(skipped), notes, model_names),
+            _card(exported, counts, order, options, len(skipped), notes, model_names),
         )
         for split in SPLITS:
             for name in classes.values():

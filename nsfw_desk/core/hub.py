@@ -23,7 +23,8 @@ DEFAULT_MODEL = "Marqo/nsfw-image-detection-384"
 DEFAULT_REVISION = "0c26ec22111b83f106d72a55f611ec35962bcb65"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# `.tar`: timm's train.py writes `checkpoint-N.pth.tar` and `model_best.pth.tar` (pickles).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".tar")
 
 
 class ModelError(Exception):
@@ -106,14 +107,35 @@ def _check_local_folder(path: Path) -> Path:
     return path
 
 
+def is_training_checkpoint(path: Path) -> bool:
+    """A name timm's train.py gives its checkpoints (`*.pth.tar`): a dict with the weights
+    under `state_dict`, the optimizer and the run's arguments, not a bare state dict."""
+    return path.name.lower().endswith(".tar")
+
+
 def _pickle_refusal(path: Path) -> str:
-    return (
+    why = (
         f"Refusing to load {path.name}: it is a pickle checkpoint, and unpickling a file can run "
         "arbitrary code. nsfw-desk loads weights from safetensors only. If you trust the file, "
-        "convert it once with:\n"
+    )
+    checkpoint = path if is_training_checkpoint(path) else "runs/NAME/model_best.pth.tar"
+    train_py = (
+        "timm's clean_checkpoint.py (beside train.py in timm's repository) keeps only the "
+        "weights, as safetensors; nsfw-desk import-weights then checks them against the base "
+        "model and writes a model folder with its label names:\n"
+        f"  python clean_checkpoint.py --checkpoint '{checkpoint}' --output weights.safetensors "
+        "--safetensors --no-hash\n"
+        "  nsfw-desk import-weights weights.safetensors --base BASE_MODEL --out MODEL_DIR\n"
+        "and use --model MODEL_DIR (README: Export and calibration)."
+    )
+    if is_training_checkpoint(path):
+        return why + "this looks like a checkpoint of timm's train.py: " + train_py
+    return (
+        why + "convert it once with:\n"
         '  python -c "import torch; from safetensors.torch import save_file; '
         f"save_file(torch.load('{path}', weights_only=True), 'model.safetensors')\"\n"
-        "and put model.safetensors beside the model's config.json."
+        "and put model.safetensors beside the model's config.json. A checkpoint of timm's "
+        "train.py is converted differently: " + train_py
     )
 
 

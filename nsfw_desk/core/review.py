@@ -145,20 +145,28 @@ class ReviewStore:
         threshold: float,
         undo_of: Sequence[int | None] | None = None,
         note: str | None = None,
+        reviewers: Sequence[str | None] | None = None,
+        notes: Sequence[str | None] | None = None,
     ) -> list[int]:
         """Append one decision per (item, label), all or none; return the new ids in order.
 
         For undo of a multi-select whose items had different labels before; `undo_of`, aligned
-        with `changes`, names the decision each new one reverts.
+        with `changes`, names the decision each new one reverts. `reviewers` and `notes`,
+        aligned too, give single decisions their own reviewer or note (an import of several
+        reviewers' labels, still one transaction); None entries take `reviewer` and `note`.
         """
         changes = list(changes)
         for _, label in changes:
             _check_label(label)
-        if undo_of is not None and len(undo_of) != len(changes):
-            raise ValueError("undo_of must have one entry per change")
-        if not isinstance(reviewer, str) or not reviewer.strip():
-            raise ValueError("reviewer must be a non-empty name")
+        for name, aligned in (("undo_of", undo_of), ("reviewers", reviewers), ("notes", notes)):
+            if aligned is not None and len(aligned) != len(changes):
+                raise ValueError(f"{name} must have one entry per change")
+        names = [r or reviewer for r in reviewers] if reviewers else [reviewer] * len(changes)
+        for name in {reviewer, *names}:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError("reviewer must be a non-empty name")
         note = clean_note(note)
+        own_notes = [clean_note(n) or note for n in notes] if notes else [note] * len(changes)
         if not changes:
             return []
         if self.db.conn.in_transaction:
@@ -168,7 +176,9 @@ class ReviewStore:
         reverts = undo_of if undo_of is not None else [None] * len(changes)
         ids: list[int] = []
         with write_transaction(self.db):
-            for (item, label), reverted in zip(changes, reverts, strict=True):
+            for (item, label), reverted, who, said in zip(
+                changes, reverts, names, own_notes, strict=True
+            ):
                 raw = os.fsencode(item.source_path) if item.source_path is not None else None
                 score = float(item.score) if item.score is not None else None
                 cursor = self.db.execute(
@@ -176,7 +186,7 @@ class ReviewStore:
                     (
                         item.hash,
                         label,
-                        reviewer,
+                        who,
                         at,
                         item.model_id,
                         score,
@@ -184,7 +194,7 @@ class ReviewStore:
                         None if raw is None else display_path(raw),
                         raw,
                         reverted,
-                        note,
+                        said,
                     ),
                 )
                 assert cursor.lastrowid is not None

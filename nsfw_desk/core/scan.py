@@ -104,6 +104,7 @@ class _Prepared:
     height: int | None = None
     format: str | None = None
     decoded: bool = False  # False: the content is known, only the file row is new
+    via_base: bool = False  # scored from the base model's stored embedding (head-only model)
 
 
 ResultsCallback = Callable[[list[FileOutcome]], None]
@@ -208,9 +209,11 @@ def scan_folder(
         tracker.done, tracker.errors = len(first), summary.errors
         tracker.report(force=True)
 
-        scored, known, errors = _scan_entries(
+        scored, known, errors, via_base = _scan_entries(
             todo, model, library, options, cancel, tracker, emit, summary.scan_id, stored_model
         )
+        summary.from_embeddings += via_base
+        known -= via_base
         if model is None:
             summary.listed += scored
         else:
@@ -401,13 +404,14 @@ def _scan_entries(
     emit: ResultsCallback,
     scan_id: int | None,
     stored_model: str | None = None,
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     """Decode in a pool, infer in batches on this thread (without a model: thumbnails only).
 
-    Returns (scored by the model or listed, answered by known content, errors).
+    Returns (scored by the model or listed, answered by known content, errors, of those
+    answered: scored from the base model's stored embeddings).
     """
     if not todo:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     # Content needs no decode when it is already scored (a scan) or has its thumbnail
     # (a listing): a renamed or copied file then only adds its file row.
     lookup: ScoreLookup | ThumbnailReader
@@ -419,43 +423,30 @@ def _scan_entries(
         lookup = ThumbnailReader(library.thumbnails_path)
         is_known, min_side = lookup.has, THUMBNAIL_SIZE
         scores_model = stored_model
+    # A head-only model scores content its base model has an embedding of without decoding
+    # (a copy or a changed file row of known content).
+    head = None
+    base_lookup: ScoreLookup | None = None
+    if model is not None:
+        from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
+
+        head = head_only_base(model)
+        if head is not None:
+            base_lookup = ScoreLookup(library.path, head[0])
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
-        try:
-            if cancel.cancelled:
-                return FileError(entry.path, "cancelled", "scan cancelled")
-            data = read_file(entry.path, max_bytes=options.max_bytes)
-            digest = content_hash(data)
-            if is_known(digest):  # renamed or copied content: no decode needed
-                return _Prepared(entry, digest)
-            pixels, width, height, fmt = decode(
-                data, min_side=min_side, max_pixels=options.max_pixels
-            )
-            del data
-            if model is None:
-                thumbnail = make_thumbnail(pixels)
-                return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
-            tensor, view = model.preprocess(pixels)
-            return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
-        except ImageError as exc:
-            return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
-        except Exception as exc:  # a bug or a Pillow surprise: report it on the file
-            log_unexpected(log, "unexpected error preparing a file", exc)
-            return FileError(
-                entry.path,
-                ErrorKind.DECODE_ERROR,
-                f"unexpected {type(exc).__name__}: {exc}",
-                entry.size,
-                entry.mtime_ns,
-            )
+        if cancel.cancelled:
+            return FileError(entry.path, "cancelled", "scan cancelled")
+        via_base = base_lookup.has_score if base_lookup is not None else None
+        return _prepare(entry, model, is_known, min_side, options, via_base)
 
-    scored = known_content = errors = 0
+    scored = known_content = errors = via_base = 0
     batch: list[_Prepared] = []
     ready: list[_Prepared] = []  # content already scored: only the file row is new
     failed: list[FileError] = []
 
     def flush(run_model: bool) -> None:
-        nonlocal scored, known_content, errors, batch, ready, failed
+        nonlocal scored, known_content, errors, via_base, batch, ready, failed
         items: list[ScoredFile] = []
         outcomes: list[FileOutcome] = []
         if run_model and batch:
@@ -486,15 +477,19 @@ def _scan_entries(
             batch = []
         if ready:
             hashes = {p.hash for p in ready}
+            through_base = [p.hash for p in ready if p.via_base]
+            if through_base and head is not None and model is not None:
+                rescore_from_embeddings(library, head[0], model.model_id, head[1], through_base)
+                via_base += len(through_base)
             known = library.scores_for(scores_model, hashes) if scores_model else {}
             for p in ready:
-                items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
+                items.append(_listing_row(p))
                 outcomes.append(
                     FileOutcome(
                         p.entry.path,
                         p.hash,
                         known.get(p.hash),
-                        cached=True,
+                        cached=not p.via_base,
                         mtime_ns=p.entry.mtime_ns,
                         size=p.entry.size,
                     )
@@ -553,7 +548,88 @@ def _scan_entries(
         # connection, which is then left to the garbage collector.
         if all(future.done() for future in pending):
             lookup.close()
-    return scored, known_content, errors
+            if base_lookup is not None:
+                base_lookup.close()
+    return scored, known_content, errors, via_base
+
+
+def _prepare(
+    entry: FileEntry,
+    model: LoadedModel | None,
+    is_known: Callable[[str], bool],
+    min_side: int,
+    options: ScanOptions,
+    via_base: Callable[[str], bool] | None = None,
+) -> _Prepared | FileError:
+    """Read, hash and (unless the content is known) decode one file; never raises.
+
+    `via_base(digest)` true: a head-only model scores the content from its base model's
+    stored embedding, so it is not decoded either."""
+    try:
+        data = read_file(entry.path, max_bytes=options.max_bytes)
+        digest = content_hash(data)
+        if is_known(digest):  # renamed or copied content: no decode needed
+            return _Prepared(entry, digest)
+        if via_base is not None and via_base(digest):
+            return _Prepared(entry, digest, via_base=True)
+        pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=options.max_pixels)
+        del data
+        if model is None:
+            thumbnail = make_thumbnail(pixels)
+            return _Prepared(entry, digest, None, thumbnail, width, height, fmt, True)
+        tensor, view = model.preprocess(pixels)
+        return _Prepared(entry, digest, tensor, make_thumbnail(view), width, height, fmt, True)
+    except ImageError as exc:
+        return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
+    except Exception as exc:  # a bug or a Pillow surprise: report it on the file
+        log_unexpected(log, "unexpected error preparing a file", exc)
+        return FileError(
+            entry.path,
+            ErrorKind.DECODE_ERROR,
+            f"unexpected {type(exc).__name__}: {exc}",
+            entry.size,
+            entry.mtime_ns,
+        )
+
+
+def _listing_row(p: _Prepared) -> ScoredFile:
+    """What a listing (no model) stores for a prepared file: its row and, if new, thumbnail."""
+    if not p.decoded:
+        return ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash)
+    return ScoredFile(
+        p.entry.path,
+        p.entry.size,
+        p.entry.mtime_ns,
+        p.hash,
+        p.width,
+        p.height,
+        p.format,
+        thumbnail=p.thumbnail,
+    )
+
+
+def prepare_listing(
+    entries: list[FileEntry], library: Library, *, options: ScanOptions | None = None
+) -> tuple[list[ScoredFile], list[FileError]]:
+    """The rows a listing without a model would store for `entries`, and their errors.
+
+    Nothing is written: the caller stores the rows (`library.record_scored(rows, None)`)
+    once it has decided to, so a file that turns out unreadable changes nothing. Content
+    that already has a thumbnail is only read and hashed, as in a scan.
+    """
+    options = options or ScanOptions()
+    if not entries:
+        return [], []
+    reader = ThumbnailReader(library.thumbnails_path)
+    try:
+        with ThreadPoolExecutor(min(options.decode_workers(), len(entries))) as pool:
+            results = list(
+                pool.map(lambda e: _prepare(e, None, reader.has, THUMBNAIL_SIZE, options), entries)
+            )
+    finally:
+        reader.close()
+    rows = [_listing_row(r) for r in results if isinstance(r, _Prepared)]
+    return rows, [r for r in results if isinstance(r, FileError)]
 
 
 def _predict(model: LoadedModel | None, batch: list[_Prepared]):

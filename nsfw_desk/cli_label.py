@@ -1,0 +1,220 @@
+"""`nsfw-desk label` and `nsfw-desk import-labels`: decisions from outside the window.
+
+Both write the desk's own decisions (see core/labelling.py) in one transaction, print what
+happened to each input, and end with a summary. Inputs that cannot be used are listed with
+their reason and change nothing; the exit status then says so (EXIT_REFUSED).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_REFUSED = 7  # see cli.EXIT_STATUS
+SHOWN_REFUSED = 50  # rows listed one by one; the rest are counted
+
+
+def add_parser(commands) -> None:
+    """The parsers of both commands, with the exit-status table every command shows."""
+    from nsfw_desk.cli import EXIT_STATUS as epilog
+    from nsfw_desk.cli import _HelpFormatter as formatter_class
+
+    label = commands.add_parser(
+        "label",
+        help="record review decisions for image files",
+        description="Record a decision (unsafe, safe, or clear the label) for each image, "
+        "by its content as the desk does: every copy of the image carries it. Images the "
+        "library does not know yet are read and listed (thumbnail, no score). A folder is "
+        "only labelled with --recursive. Files that are not images or cannot be read are "
+        "listed and change nothing. All decisions of one run are one transaction.",
+        epilog=epilog,
+        formatter_class=formatter_class,
+    )
+    label.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files")
+    label.add_argument(
+        "--as",
+        dest="label",
+        required=True,
+        choices=("unsafe", "safe", "clear"),
+        help="the decision; clear removes the label (the log keeps the history)",
+    )
+    label.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="label every image under a folder given as PATH (as a scan finds them: "
+        "hidden files and folders skipped)",
+    )
+    _add_common(label)
+
+    imports = commands.add_parser(
+        "import-labels",
+        help="record review decisions from a CSV file",
+        description="Record the decisions of a CSV file with a 'label' column (unsafe/safe, "
+        "nsfw/sfw or 1/0) and a 'hash' (the library's content hash) or 'path' column "
+        "(also path_base64, source_path[_base64] and file_name, as the export's labels.csv "
+        "writes them; relative paths are relative to the CSV's folder). A 'reviewer' column "
+        "wins over --reviewer, a 'note' column is kept; decided_at, score, model, "
+        "threshold and tags columns are not used (the decision is recorded now, with the library's "
+        "score and your threshold, like the desk's). Rows whose image already has that "
+        "label are reported unchanged. Bad rows are listed with their line and skipped; "
+        "all good rows are one transaction.",
+        epilog=epilog,
+        formatter_class=formatter_class,
+    )
+    imports.add_argument("csv", type=Path, metavar="FILE.csv", help="the labels")
+    imports.add_argument(
+        "--strict",
+        action="store_true",
+        help="record nothing at all when any row is bad",
+    )
+    _add_common(imports)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reviewer",
+        default=None,
+        metavar="NAME",
+        help="who decided (default: the desk's reviewer name, your login name unless "
+        "changed in Settings)",
+    )
+    from nsfw_desk.cli import _add_db_option
+
+    _add_db_option(parser)
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="only refused inputs and the summary"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, _close_quietly, _failure, _library_path
+    from nsfw_desk.core import labelling
+    from nsfw_desk.core.settings import Settings
+    from nsfw_desk.core.store import Library
+
+    command = args.command
+    settings = Settings.load()
+    reviewer = " ".join((args.reviewer or settings.reviewer).split())
+    if not reviewer:
+        print(f"nsfw-desk {command}: --reviewer needs a name", file=sys.stderr)
+        return EXIT_USAGE
+    notes: list[str] = []
+    if command == "label":
+        label = None if args.label == "clear" else args.label
+        items, notes = labelling.items_for_paths(args.paths, label, recursive=args.recursive)
+        strict = False
+    else:
+        try:
+            items, notes = labelling.read_label_csv(args.csv)
+        except labelling.LabelFileError as exc:
+            print(f"nsfw-desk import-labels: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        strict = args.strict
+    path = _library_path(args)
+    try:
+        library = Library(path)
+    except Exception as exc:
+        status = _failure(command, exc, where=path.parent, library=path)
+        if status is None:
+            raise
+        return status
+    try:
+        report = labelling.record_labels(
+            library,
+            items,
+            reviewer=reviewer,
+            threshold=settings.threshold,
+            strict=strict,
+            notes=notes,
+        )
+    except Exception as exc:
+        status = _failure(
+            command,
+            exc,
+            where=path.parent,
+            library=path,
+            kept=lambda _: (
+                "No decision of this run was recorded (files it listed stay "
+                "listed, without a label)."
+            ),
+        )
+        if status is None:
+            raise
+        return status
+    finally:
+        _close_quietly(library)
+    _print_items(report, quiet=args.quiet, csv_rows=command != "label")
+    print(summary(report, command), file=sys.stderr)
+    return EXIT_REFUSED if report.count(labelling.REFUSED) else EXIT_OK
+
+
+def _print_items(report, *, quiet: bool, csv_rows: bool) -> None:
+    from nsfw_desk.core.export import _printable
+    from nsfw_desk.core.labelling import LABELLED, REFUSED
+
+    refused = 0
+    for item in report.items:
+        if item.status == REFUSED:
+            refused += 1
+            if refused > SHOWN_REFUSED:
+                continue
+            path = f" {_printable(str(item.path))}" if csv_rows and item.path else ""
+            print(
+                f"refused: {_printable(item.where)}{path}: {item.kind}: {_printable(item.reason)}",
+                file=sys.stderr,
+            )
+        elif (
+            item.status
+            and not quiet
+            and not (csv_rows and item.status == LABELLED and not item.reason)
+        ):
+            what = item.status
+            if item.status == LABELLED:
+                what = f"labelled {item.label or 'clear'}"
+            reason = f" ({_printable(item.reason)})" if item.reason else ""
+            print(f"{what}: {_printable(item.where)}{reason}")
+    if refused > SHOWN_REFUSED:
+        print(f"refused: ... and {refused - SHOWN_REFUSED:,} more", file=sys.stderr)
+
+
+def summary(report, command: str) -> str:
+    """One paragraph: what was recorded, for whom, and what was not."""
+    from nsfw_desk.core.labelling import DUPLICATE, REFUSED, UNCHANGED
+
+    unit = "rows" if command == "import-labels" else "files"
+    refused = report.count(REFUSED)
+    if not report.recorded:
+        return (
+            f"Nothing recorded (--strict): {refused:,} of {len(report.items):,} {unit} "
+            "refused, listed above. Fix them or leave out --strict to record the others."
+        )
+    labels = report.labels()
+    done = ", ".join(
+        f"{n:,} {label or 'cleared'}"
+        for label, n in sorted(labels.items(), key=lambda kv: kv[0] or "")
+    )
+    parts = [
+        _count(len(report.decision_ids), "decision")
+        + " recorded"
+        + (f" ({done})" if done else "")
+        + f" as {report.reviewer}, threshold {report.threshold:.2f}"
+    ]
+    if report.count(UNCHANGED):
+        parts.append(f"{report.count(UNCHANGED):,} already had that label (unchanged)")
+    if report.count(DUPLICATE):
+        parts.append(f"{report.count(DUPLICATE):,} the same image as an earlier one")
+    if report.listed:
+        parts.append(_count(report.listed, "new file") + " listed in the library (not scored)")
+    if refused:
+        parts.append(
+            _count(refused, unit[:-1]) + " refused (listed above; nothing recorded for them)"
+        )
+    lines = ["; ".join(parts) + "."]
+    lines += [f"Note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
