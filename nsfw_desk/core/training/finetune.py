@@ -129,12 +129,28 @@ def finetune(
 
     min_side = _min_side(data_config)
     workers = loader_workers(device.type)
-    report.send("preparing", 0, 0, 0, message=f"checking {len(train) + len(val)} images")
-    train_ok, left_train = check_examples(train, min_side, max(2, workers))
-    val_ok, left_val = check_examples(val, min_side, max(2, workers))
+    total = len(train) + len(val)
+    report.send("preparing", 0, 0, 0, message=f"checking {total} images", force=True)
+
+    def checked(offset: int) -> Callable[[int], None]:
+        return lambda done: report.send(
+            "preparing", 0, 0, 0, message=f"checking images: {offset + done}/{total}"
+        )
+
+    stop = should_stop or (lambda: False)
+    checked_train = check_examples(train, min_side, max(2, workers), checked(0), stop)
+    checked_val = None
+    if checked_train is not None:
+        checked_val = check_examples(val, min_side, max(2, workers), checked(len(train)), stop)
+    if checked_train is None or checked_val is None:
+        kept = _RunState()
+        if stored is not None:
+            kept.epoch, kept.step = int(stored[1]["epoch"]), int(stored[1]["step"])
+        raise _stopped(kept, 0)
+    (train_ok, left_train), (val_ok, left_val) = checked_train, checked_val
     left_out = left_train + left_val
     if left_out:
-        report.send("preparing", 0, 0, 0, message=_left_out_line(left_out))
+        report.send("preparing", 0, 0, 0, message=_left_out_line(left_out), force=True)
     _check_usable(train_ok, val_ok, num_classes, left_out)
 
     train_loader, val_loader = _loaders(
@@ -177,7 +193,6 @@ def finetune(
         floor = lr * MIN_LR_FRACTION
         return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-    stop = should_stop or (lambda: False)
     started, steps_at_start = time.monotonic(), run.step
     python_random = random.getstate()  # samples seed `random` (timm's crops draw from it)
     try:
@@ -273,6 +288,7 @@ def finetune(
                     val_accuracy=val_accuracy,
                     eta_s=eta,
                     message=line,
+                    force=True,
                 )
     finally:
         random.setstate(python_random)
@@ -607,14 +623,17 @@ def _fingerprint(options: dict) -> str:
 
 
 def _stopped(run: _RunState, epoch: int) -> TrainingStopped:
+    """Stopped in `epoch` (0: while checking the images), after `run`'s last checkpoint."""
+    where = f"during epoch {epoch}" if epoch else "while checking the images"
     if run.epoch == 0:
+        first = "during the first epoch" if epoch else where
         return TrainingStopped(
-            "stopped during the first epoch, before any checkpoint: there is nothing to "
-            "resume; start the training again"
+            f"stopped {first}, before any checkpoint: there is nothing to resume; start the "
+            "training again"
         )
     return TrainingStopped(
-        f"stopped during epoch {epoch}; the checkpoint after epoch {run.epoch} (step "
-        f"{run.step}) is kept: resume to continue from it"
+        f"stopped {where}; the checkpoint after epoch {run.epoch} (step {run.step}) is kept: "
+        "resume to continue from it"
     )
 
 
@@ -651,7 +670,7 @@ class _Reporter:
         if self.callback is None:
             return
         now = time.monotonic()
-        if not force and message is None and now - self.last < PROGRESS_INTERVAL_S:
+        if not force and now - self.last < PROGRESS_INTERVAL_S:
             return
         self.last = now
         if message is None:
