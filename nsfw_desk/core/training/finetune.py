@@ -647,12 +647,14 @@ def _eta(started: float, steps_done: int, steps_left: int) -> float | None:
 
 
 class _Reporter:
-    """Sends TrainProgress at most every PROGRESS_INTERVAL_S (always when forced)."""
+    """Sends TrainProgress at most every PROGRESS_INTERVAL_S; the first of a phase, and
+    forced ones (an epoch's end), always."""
 
     def __init__(self, callback: Callable[[TrainProgress], None] | None, epochs: int):
         self.callback = callback
         self.epochs = epochs
         self.last = -math.inf
+        self.phase = ""
 
     def send(
         self,
@@ -670,9 +672,9 @@ class _Reporter:
         if self.callback is None:
             return
         now = time.monotonic()
-        if not force and now - self.last < PROGRESS_INTERVAL_S:
-            return
-        self.last = now
+        if not force and phase == self.phase and now - self.last < PROGRESS_INTERVAL_S:
+            return  # the first report of a phase always goes
+        self.last, self.phase = now, phase
         if message is None:
             parts = [f"epoch {epoch}/{self.epochs}", f"step {step}/{steps}"]
             if loss is not None:
