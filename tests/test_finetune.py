@@ -8,6 +8,7 @@ generated: class 0 reddish, class 1 bluish, with texture and brightness that var
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,8 @@ def test_partial_trains_only_the_last_blocks_norm_and_head(tmp_path, data):
     assert steps == sorted(steps) and steps[-1] == 12
     last = reports[-1]
     assert (last.epoch, last.epochs, last.steps) == (3, 3, 12) and last.val_accuracy is not None
-    assert "epoch 3/3 · step 12/12 · loss" in last.message and "val acc" in last.message
+    assert "epoch 3/3 done · step 12/12 · loss" in last.message and "val acc" in last.message
+    assert any(re.match(r"epoch [12]/3 · step \d+/12 · loss \d", r.message) for r in reports)
     # Its checkpoint records a finished run; resuming it trains nothing more.
     assert ck.load_checkpoint(tmp_path / "model.checkpoint")[1]["finished"] is True
     _, resumed = run(tmp_path, data, train=train, resume=True)
@@ -149,8 +151,11 @@ def test_partial_trains_only_the_last_blocks_norm_and_head(tmp_path, data):
 
 
 def test_full_trains_everything(tmp_path, data):
+    import random
+
     module, _ = make_model()
     before = {k: v.clone() for k, v in module.named_parameters()}
+    caller_rng = random.getstate(), torch.get_rng_state()
     module, outcome = run(
         tmp_path,
         data,
@@ -161,6 +166,8 @@ def test_full_trains_everything(tmp_path, data):
         class_weights=[1.0, 1.5],
     )
     assert all(not torch.equal(p, before[n]) for n, p in module.named_parameters())
+    assert random.getstate() == caller_rng[0]  # the caller's random streams are left alone
+    assert torch.equal(torch.get_rng_state(), caller_rng[1])
     assert outcome.history[-1]["train_loss"] < outcome.history[0]["train_loss"]
     assert max(h["val_accuracy"] for h in outcome.history) >= 0.9
     assert accuracy(module, data[1]) >= 0.9
@@ -203,9 +210,29 @@ def test_resume_after_a_stop_continues_as_an_uninterrupted_run(tmp_path, data):
 
 
 def test_stop_in_the_first_epoch_says_nothing_can_be_resumed(tmp_path, data):
-    with pytest.raises(TrainingStopped, match="first epoch.*nothing to resume"):
-        run(tmp_path, data, should_stop=lambda: True)
+    reports = []
+    with pytest.raises(TrainingStopped, match="during the first epoch.*nothing to resume"):
+        run(
+            tmp_path,
+            data,
+            progress=reports.append,
+            should_stop=lambda: any(r.phase == "training" for r in reports),
+        )
+    assert [r.step for r in reports if r.phase == "training"] == [1]
     assert ck.load_checkpoint(tmp_path / "model.checkpoint") is None
+
+
+def test_stop_while_checking_the_images(tmp_path, data, monkeypatch):
+    """Stop works before training too: the check of a large library's files takes a while."""
+    from nsfw_desk.core.training import finetune_data
+
+    read = []
+    real = finetune_data.read_file
+    monkeypatch.setattr(finetune_data, "read_file", lambda path: read.append(path) or real(path))
+    with pytest.raises(TrainingStopped, match="while checking the images.*nothing to resume"):
+        run(tmp_path, data, should_stop=lambda: len(read) >= 3)
+    # Two checking threads read at most 4 files ahead each: the rest were never read.
+    assert len(read) <= 3 + 2 * finetune_data.CHECK_AHEAD < len(data[0])
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(small_disk, data):
@@ -237,3 +264,61 @@ def test_partial_needs_transformer_blocks(tmp_path, data):
     module, _ = make_model()
     with pytest.raises(TrainingError, match="unfreeze_blocks is 9, but the model has 6 blocks"):
         trainable_parameters(module, "partial", 9)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, data, monkeypatch):
+    """Validation loss only gets worse after epoch 1: with patience 1 the run ends after
+    epoch 2, and the weights returned (and kept in the checkpoint) are epoch 1's."""
+    from nsfw_desk.core.training import finetune as finetune_mod
+
+    seen = []
+
+    def worsening(module, *args):
+        seen.append({k: v.clone() for k, v in module.state_dict().items()})
+        return 0.5 + 0.1 * len(seen), 0.5
+
+    monkeypatch.setattr(finetune_mod, "_evaluate", worsening)
+    reports = []
+    module, outcome = run(tmp_path, data, epochs=4, patience=1, progress=reports.append)
+    assert (outcome.best_epoch, outcome.epochs_run, outcome.steps) == (1, 2, 8)
+    assert outcome.early_stopped and len(seen) == 2
+    for key, value in seen[0].items():
+        assert torch.equal(outcome.state[key], value)
+        assert torch.equal(module.state_dict()[key], value)
+    assert not torch.equal(seen[1]["head.weight"], seen[0]["head.weight"])
+    assert "stopping early" in reports[-1].message
+    _, resumed = run(tmp_path, data, epochs=4, patience=1, resume=True)  # nothing left to do
+    assert resumed.steps == 8 and resumed.best_epoch == 1
+    for key, value in seen[0].items():
+        assert torch.equal(resumed.state[key], value)
+
+
+def test_the_dataset_pickles_for_decode_processes(data):
+    """Decode processes (spawned on machines with more than 2 cores) get a pickled copy of
+    the dataset: the copy gives the same augmented sample for the same (epoch, index)."""
+    import pickle
+
+    from nsfw_desk.core.training.finetune_data import ImageDataset
+
+    _, data_config = make_model()
+    transform = timm.data.create_transform(**data_config, is_training=True)
+    dataset = ImageDataset(data[0], transform, IMG, seed=0)
+    copy = pickle.loads(pickle.dumps(dataset))
+    for key in ((1, 0), (2, 0), (1, 5)):
+        assert torch.equal(copy[key][0], dataset[key][0])
+    assert not torch.equal(dataset[(1, 0)][0], dataset[(2, 0)][0])  # epochs differ
+
+
+@pytest.mark.slow
+def test_decode_workers_see_the_same_epochs(tmp_path, data, monkeypatch, request):
+    """With a spawned decode process the run is the one the in-process loader gives."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("spawns processes that import torch (~40 s on a busy 2-core machine): -m slow")
+    from nsfw_desk.core.training import finetune as finetune_mod
+
+    _, inline = run(tmp_path / "a", data, epochs=1)
+    monkeypatch.setattr(finetune_mod, "loader_workers", lambda device_type: 1)
+    _, spawned = run(tmp_path / "b", data, epochs=1)
+    for a, b in zip(inline.history, spawned.history, strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert math.isclose(a[key], b[key], abs_tol=1e-5), (key, a, b)

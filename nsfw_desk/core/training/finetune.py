@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,12 +129,28 @@ def finetune(
 
     min_side = _min_side(data_config)
     workers = loader_workers(device.type)
-    report.send("preparing", 0, 0, 0, message=f"checking {len(train) + len(val)} images")
-    train_ok, left_train = check_examples(train, min_side, max(2, workers))
-    val_ok, left_val = check_examples(val, min_side, max(2, workers))
+    total = len(train) + len(val)
+    report.send("preparing", 0, 0, 0, message=f"checking {total} images", force=True)
+
+    def checked(offset: int) -> Callable[[int], None]:
+        return lambda done: report.send(
+            "preparing", 0, 0, 0, message=f"checking images: {offset + done}/{total}"
+        )
+
+    stop = should_stop or (lambda: False)
+    checked_train = check_examples(train, min_side, max(2, workers), checked(0), stop)
+    checked_val = None
+    if checked_train is not None:
+        checked_val = check_examples(val, min_side, max(2, workers), checked(len(train)), stop)
+    if checked_train is None or checked_val is None:
+        kept = _RunState()
+        if stored is not None:
+            kept.epoch, kept.step = int(stored[1]["epoch"]), int(stored[1]["step"])
+        raise _stopped(kept, 0)
+    (train_ok, left_train), (val_ok, left_val) = checked_train, checked_val
     left_out = left_train + left_val
     if left_out:
-        report.send("preparing", 0, 0, 0, message=_left_out_line(left_out))
+        report.send("preparing", 0, 0, 0, message=_left_out_line(left_out), force=True)
     _check_usable(train_ok, val_ok, num_classes, left_out)
 
     train_loader, val_loader = _loaders(
@@ -176,8 +193,8 @@ def finetune(
         floor = lr * MIN_LR_FRACTION
         return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-    stop = should_stop or (lambda: False)
     started, steps_at_start = time.monotonic(), run.step
+    python_random = random.getstate()  # samples seed `random` (timm's crops draw from it)
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
             while not run.finished and run.epoch < epochs:
@@ -185,6 +202,7 @@ def finetune(
                 torch.manual_seed(seed * 1_000_003 + epoch)
                 train_loader.batch_sampler.epoch = epoch
                 _train_mode(module, mode, unfreeze_blocks)
+                epoch_started = time.monotonic()
                 loss_sum, loss_count = 0.0, 0
                 for images, targets, ok in train_loader:
                     if stop():
@@ -238,7 +256,7 @@ def finetune(
                     val_loss=val_loss,
                     val_accuracy=val_accuracy,
                     lr=lr_at(max(0, run.step - 1)),
-                    seconds=round(time.monotonic() - started, 3),
+                    seconds=round(time.monotonic() - epoch_started, 3),
                     module=module,
                 )
                 if epoch - run.best_epoch >= patience and epoch < epochs:
@@ -247,6 +265,20 @@ def finetune(
                 if epoch == epochs:
                     run.finished = True
                 _save(checkpoint_dir, module, optimizer, scaler, run, options)
+                eta = (
+                    0.0
+                    if run.finished
+                    else _eta(started, run.step - steps_at_start, total_steps - run.step)
+                )
+                line = (
+                    f"epoch {epoch}/{epochs} done · step {run.step}/{total_steps} · loss "
+                    f"{run.history[-1]['train_loss']:.3f} · val loss {val_loss:.3f} · val acc "
+                    f"{val_accuracy:.2f} · best epoch {run.best_epoch}"
+                )
+                if run.early_stopped:
+                    line += f" · stopping early: no better val loss in {patience} epochs"
+                elif eta is not None and not run.finished:
+                    line += f" · {_duration(eta)} left"
                 report.send(
                     "training",
                     epoch,
@@ -254,10 +286,12 @@ def finetune(
                     total_steps,
                     loss=run.history[-1]["train_loss"],
                     val_accuracy=val_accuracy,
-                    eta_s=_eta(started, run.step - steps_at_start, total_steps - run.step),
+                    eta_s=eta,
+                    message=line,
                     force=True,
                 )
     finally:
+        random.setstate(python_random)
         for name, param in module.named_parameters():
             param.requires_grad_(original_grad.get(name, True))
     module.load_state_dict(run.best_state)
@@ -381,7 +415,14 @@ def _loaders(module, data_config, train_ok, val_ok, batch_size, seed, workers, d
     min_side = _min_side(data_config)
     extra: dict[str, Any] = {}
     if workers:
-        extra = {"num_workers": workers, "persistent_workers": False}
+        # spawn, not fork: the desk trains on a worker thread of a Qt process, and forking a
+        # threaded process can deadlock the child. Workers persist across epochs (a spawned
+        # one imports torch anew); the epoch travels in the sampler's keys, not in them.
+        extra = {
+            "num_workers": workers,
+            "persistent_workers": True,
+            "multiprocessing_context": "spawn",
+        }
     pin = device.type == "cuda"
     train_loader: Any = torch.utils.data.DataLoader(
         cast(Any, ImageDataset(train_ok, train_transform, min_side, seed)),
@@ -582,14 +623,17 @@ def _fingerprint(options: dict) -> str:
 
 
 def _stopped(run: _RunState, epoch: int) -> TrainingStopped:
+    """Stopped in `epoch` (0: while checking the images), after `run`'s last checkpoint."""
+    where = f"during epoch {epoch}" if epoch else "while checking the images"
     if run.epoch == 0:
+        first = "during the first epoch" if epoch else where
         return TrainingStopped(
-            "stopped during the first epoch, before any checkpoint: there is nothing to "
-            "resume; start the training again"
+            f"stopped {first}, before any checkpoint: there is nothing to resume; start the "
+            "training again"
         )
     return TrainingStopped(
-        f"stopped during epoch {epoch}; the checkpoint after epoch {run.epoch} (step "
-        f"{run.step}) is kept: resume to continue from it"
+        f"stopped {where}; the checkpoint after epoch {run.epoch} (step {run.step}) is kept: "
+        "resume to continue from it"
     )
 
 
@@ -603,12 +647,14 @@ def _eta(started: float, steps_done: int, steps_left: int) -> float | None:
 
 
 class _Reporter:
-    """Sends TrainProgress at most every PROGRESS_INTERVAL_S (always when forced)."""
+    """Sends TrainProgress at most every PROGRESS_INTERVAL_S; the first of a phase, and
+    forced ones (an epoch's end), always."""
 
     def __init__(self, callback: Callable[[TrainProgress], None] | None, epochs: int):
         self.callback = callback
         self.epochs = epochs
         self.last = -math.inf
+        self.phase = ""
 
     def send(
         self,
@@ -626,9 +672,9 @@ class _Reporter:
         if self.callback is None:
             return
         now = time.monotonic()
-        if not force and message is None and now - self.last < PROGRESS_INTERVAL_S:
-            return
-        self.last = now
+        if not force and phase == self.phase and now - self.last < PROGRESS_INTERVAL_S:
+            return  # the first report of a phase always goes
+        self.last, self.phase = now, phase
         if message is None:
             parts = [f"epoch {epoch}/{self.epochs}", f"step {step}/{steps}"]
             if loss is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 from nsfw_desk.core.images import ImageError, content_hash, decode, read_file
 
 log = logging.getLogger(__name__)
+
+CHECK_AHEAD = 4  # files in flight per checking thread
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,10 @@ def check_examples(
     min_side: int,
     workers: int,
     on_progress: Callable[[int], None] | None = None,
-) -> tuple[list[Example], list[LeftOut]]:
-    """Examples whose files decode (in order) and those left out, each with its reason."""
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[Example], list[LeftOut]] | None:
+    """Examples whose files decode (in order) and those left out, each with its reason;
+    None when `should_stop()` turned true (the files not yet checked are not read)."""
 
     def check(example: Example) -> str | None:
         try:
@@ -70,10 +75,18 @@ def check_examples(
 
     usable: list[Example] = []
     left_out: list[LeftOut] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, (example, reason) in enumerate(
-            zip(examples, pool.map(check, examples), strict=True), start=1
-        ):
+    window = CHECK_AHEAD * max(1, workers)  # files read ahead of the results (Stop waits on them)
+    pending: deque = deque()
+    upcoming = iter(examples)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        for done in range(1, len(examples) + 1):
+            while len(pending) < window and (example := next(upcoming, None)) is not None:
+                pending.append((example, pool.submit(check, example)))
+            if should_stop and should_stop():
+                return None
+            example, future = pending.popleft()
+            reason = future.result()
             if reason is None:
                 usable.append(example)
             else:
@@ -81,6 +94,8 @@ def check_examples(
                 left_out.append(LeftOut(example.path, reason))
             if on_progress:
                 on_progress(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return usable, left_out
 
 
