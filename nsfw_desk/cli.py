@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nsfw_desk import __version__, cli_import_weights, cli_label
+from nsfw_desk import __version__, cli_compare, cli_import_weights, cli_label, cli_train
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (cli_dupes, cli_hashlist, cli_similar):
         module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
+    cli_train.add_parser(commands)
+    cli_compare.add_parser(commands)
     return parser
 
 
@@ -353,6 +355,8 @@ COMMANDS = (
     "dupes",
     "hashlist",
     "similar",
+    "train",
+    "compare",
 )
 
 
@@ -394,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
 
             modules = {"dupes": cli_dupes, "hashlist": cli_hashlist, "similar": cli_similar}
             return modules[args.command].run(args)
+        if args.command in ("train", "compare"):
+            return (cli_train if args.command == "train" else cli_compare).run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED
@@ -619,7 +625,12 @@ def run_scan(args: argparse.Namespace) -> int:
     print(
         f"{summary.files:,} files in {summary.elapsed_s:.1f} s: "
         f"{summary.scored:,} scored, {summary.cached:,} from the library, "
-        f"{summary.errors:,} errors, {summary.ignored:,} other files ignored; "
+        + (
+            f"{summary.from_embeddings:,} scored from stored embeddings (no decoding), "
+            if summary.from_embeddings
+            else ""
+        )
+        + f"{summary.errors:,} errors, {summary.ignored:,} other files ignored; "
         f"{flagged:,} flagged at {args.threshold:.2f}; "
         f"{summary.images_per_s:.1f} images/s on {summary.device}",
         file=sys.stderr,

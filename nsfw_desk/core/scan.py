@@ -81,6 +81,7 @@ class ScanSummary:
     scored: int = 0  # run through the model in this scan
     listed: int = 0  # decoded for a thumbnail only (a scan without a model)
     cached: int = 0  # answered from the library without decoding
+    from_embeddings: int = 0  # scored by a head-only model from stored base embeddings
     errors: int = 0
     ignored: int = 0  # not images (by name and content) or hidden
     elapsed_s: float = 0.0
@@ -107,6 +108,7 @@ class _Prepared:
     decoded: bool = False  # False: the content is known, only the file row is new
     pdq: bytes | None = None  # the perceptual hash of the decoded pixels
     pdq_quality: int | None = None
+    via_base: bool = False  # scored from the base model's stored embedding (head-only model)
 
 
 ResultsCallback = Callable[[list[FileOutcome]], None]
@@ -195,6 +197,10 @@ def scan_folder(
         entries, found_errors, present, stats = _discover(root, options, progress, cancel)
         summary.ignored = stats.ignored_not_images + stats.ignored_hidden
         todo, cached = _check_cache(library, root, model_id or stored_model, entries, model)
+        if model is not None:
+            todo, scored_now = _score_from_embeddings(library, root, todo, model)
+            summary.from_embeddings = len(scored_now)
+            cached += scored_now
         tracker = _Progress(progress, len(entries) + len(found_errors))
         tracker.fresh_total = len(todo)
 
@@ -202,14 +208,16 @@ def scan_folder(
         first = [_error_outcome(e) for e in found_errors] + cached
         for start in range(0, len(first), RESULT_CHUNK):
             emit(first[start : start + RESULT_CHUNK])
-        summary.cached = sum(1 for o in cached if o.error_kind is None)
-        summary.errors = len(first) - summary.cached
+        summary.cached = sum(1 for o in cached if o.error_kind is None and o.cached)
+        summary.errors = sum(1 for o in first if o.error_kind is not None)
         tracker.done, tracker.errors = len(first), summary.errors
         tracker.report(force=True)
 
-        scored, known, errors = _scan_entries(
+        scored, known, errors, via_base = _scan_entries(
             todo, model, library, options, cancel, tracker, emit, summary.scan_id, stored_model
         )
+        summary.from_embeddings += via_base
+        known -= via_base
         if model is None:
             summary.listed += scored
         else:
@@ -322,6 +330,64 @@ def _check_cache(
     return todo, cached
 
 
+def _may_be_head_only(model: LoadedModel) -> bool:
+    """A local model folder with a training record: only then is the training code imported
+    (a scan of any other model pays nothing for head-only re-scoring)."""
+    if not model.spec.is_local:
+        return False
+    folder = Path(model.spec.source)
+    folder = folder.parent if folder.is_file() else folder
+    return (folder / "training.json").is_file()
+
+
+def _score_from_embeddings(
+    library: Library, root: Path, todo: list[FileEntry], model: LoadedModel
+) -> tuple[list[FileEntry], list[FileOutcome]]:
+    """Score, without decoding, the known unchanged files whose content has a stored
+    embedding from the base model of `model`, when `model` is a head-only training of it
+    (same backbone, new head: the stored embedding is all the head reads).
+
+    Returns the entries still to decode and the outcomes scored here (committed).
+    """
+    if not todo or not _may_be_head_only(model):
+        return todo, []
+    from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
+
+    found = head_only_base(model)
+    if found is None:
+        return todo, []
+    base_id, scorer = found
+    known = library.known_files(root)
+    digests: dict[str, str] = {}
+    for entry in todo:
+        row = known.get(path_key(entry.path)[0])
+        if row and row.hash and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
+            digests[path_key(entry.path)[0]] = row.hash
+    if not digests:
+        return todo, []
+    rescore_from_embeddings(library, base_id, model.model_id, scorer, list(set(digests.values())))
+    scores = library.scores_for(model.model_id, set(digests.values()))
+    rest: list[FileEntry] = []
+    outcomes: list[FileOutcome] = []
+    for entry in todo:
+        digest = digests.get(path_key(entry.path)[0])
+        if digest is not None and digest in scores:
+            outcomes.append(
+                FileOutcome(
+                    entry.path,
+                    digest,
+                    scores[digest],
+                    cached=False,
+                    mtime_ns=entry.mtime_ns,
+                    size=entry.size,
+                )
+            )
+        else:
+            rest.append(entry)
+    log.info("%d files scored from stored embeddings of %s (no decoding)", len(outcomes), base_id)
+    return rest, outcomes
+
+
 def _lower_thread_priority() -> None:
     """Decode threads yield to the model's threads (and to the GUI).
 
@@ -354,13 +420,14 @@ def _scan_entries(
     emit: ResultsCallback,
     scan_id: int | None,
     stored_model: str | None = None,
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     """Decode in a pool, infer in batches on this thread (without a model: thumbnails only).
 
-    Returns (scored by the model or listed, answered by known content, errors).
+    Returns (scored by the model or listed, answered by known content, errors, of those
+    answered: scored from the base model's stored embeddings).
     """
     if not todo:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     # Content needs no decode when it is already scored (a scan) or has its thumbnail
     # (a listing): a renamed or copied file then only adds its file row.
     lookup: ScoreLookup | ThumbnailReader
@@ -373,19 +440,30 @@ def _scan_entries(
         is_known, min_side = lookup.has, THUMBNAIL_SIZE
         scores_model = stored_model
     perceptual = PdqLookup(library.path)
+    # A head-only model scores content its base model has an embedding of without decoding
+    # (a copy or a changed file row of known content).
+    head = None
+    base_lookup: ScoreLookup | None = None
+    if model is not None and _may_be_head_only(model):
+        from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
+
+        head = head_only_base(model)
+        if head is not None:
+            base_lookup = ScoreLookup(library.path, head[0])
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
         if cancel.cancelled:
             return FileError(entry.path, "cancelled", "scan cancelled")
-        return _prepare(entry, model, is_known, perceptual.has_pdq, min_side, options)
+        via_base = base_lookup.has_score if base_lookup is not None else None
+        return _prepare(entry, model, is_known, perceptual.has_pdq, min_side, options, via_base)
 
-    scored = known_content = errors = 0
+    scored = known_content = errors = via_base = 0
     batch: list[_Prepared] = []
     ready: list[_Prepared] = []  # content already scored: only the file row is new
     failed: list[FileError] = []
 
     def flush(run_model: bool) -> None:
-        nonlocal scored, known_content, errors, batch, ready, failed
+        nonlocal scored, known_content, errors, via_base, batch, ready, failed
         items: list[ScoredFile] = []
         outcomes: list[FileOutcome] = []
         if run_model and batch:
@@ -418,6 +496,10 @@ def _scan_entries(
             batch = []
         if ready:
             hashes = {p.hash for p in ready}
+            through_base = [p.hash for p in ready if p.via_base]
+            if through_base and head is not None and model is not None:
+                rescore_from_embeddings(library, head[0], model.model_id, head[1], through_base)
+                via_base += len(through_base)
             known = library.scores_for(scores_model, hashes) if scores_model else {}
             for p in ready:
                 items.append(_listing_row(p))
@@ -426,7 +508,7 @@ def _scan_entries(
                         p.entry.path,
                         p.hash,
                         known.get(p.hash),
-                        cached=True,
+                        cached=not p.via_base,
                         mtime_ns=p.entry.mtime_ns,
                         size=p.entry.size,
                     )
@@ -486,7 +568,9 @@ def _scan_entries(
         if all(future.done() for future in pending):
             lookup.close()
             perceptual.close()
-    return scored, known_content, errors
+            if base_lookup is not None:
+                base_lookup.close()
+    return scored, known_content, errors, via_base
 
 
 def _prepare(
@@ -496,20 +580,30 @@ def _prepare(
     has_pdq: Callable[[str], bool],
     min_side: int,
     options: ScanOptions,
+    via_base: Callable[[str], bool] | None = None,
 ) -> _Prepared | FileError:
-    """Read, hash and (unless the content is known) decode one file; never raises."""
+    """Read, hash and (unless the content is known) decode one file; never raises.
+
+    `via_base(digest)` true: a head-only model scores the content from its base model's
+    stored embedding, so it is not decoded either."""
     try:
         data = read_file(entry.path, max_bytes=options.max_bytes)
         digest = content_hash(data)
         known = is_known(digest)
-        if known and has_pdq(digest):  # renamed or copied content: no decode needed
+        has_hash = has_pdq(digest)
+        if known and has_hash:  # renamed or copied content: no decode needed
             return _Prepared(entry, digest)
+        scored_via_base = not known and via_base is not None and via_base(digest)
+        if scored_via_base and has_hash:
+            return _Prepared(entry, digest, via_base=True)
         pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=options.max_pixels)
         del data
         # The pixels the model sees (upright, JPEGs at a reduced DCT scale): see core/pdq.
         hashed, quality = pdq_hash(pixels)
-        if known:  # scored (or listed) before PDQ hashes: the hash only, no model run
-            return _Prepared(entry, digest, pdq=hashed, pdq_quality=quality)
+        if known or scored_via_base:  # the hash only (from before PDQ hashes), no model run
+            return _Prepared(
+                entry, digest, pdq=hashed, pdq_quality=quality, via_base=scored_via_base
+            )
         if model is None:
             thumbnail = make_thumbnail(pixels)
             return _Prepared(
