@@ -102,6 +102,8 @@ class MainWindow(QMainWindow):
         # The model the switcher chose (what loads it); scans use it until Settings changes.
         self.switched_spec: str | None = None
         self.compare_model_id: str | None = None  # "Compare with" (its scores may be on the way)
+        self.train_dialog = None  # Review → Train from my decisions…, while open
+        self._switch_after_scan: str | None = None  # a model trained while a scan ran
         self._models_serial = 0
         self.device_text = ""
         self.folder: Path | None = None
@@ -345,6 +347,8 @@ class MainWindow(QMainWindow):
             review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"], icon="calibrate"
         )
         review.addSeparator()
+        self._action(review, "&Train from my decisions…", self.open_training)
+        review.addSeparator()
         self.auto_advance_action = self._action(
             review,
             "&Auto-advance after a decision",
@@ -494,7 +498,9 @@ class MainWindow(QMainWindow):
         self.reads.query(lambda library: read_model_choices(library, folder), show)
 
     def switch_model(self, model_id: str) -> None:
-        """Show `model_id`'s stored scores for this folder; no scan (Scan again scores the rest)."""
+        """Show `model_id`'s stored scores for this folder; no scan (Scan again scores the rest).
+
+        Not while a scan runs: its results are the scanning model's."""
         folder = self.folder
         if folder is None or self.scanning or model_id == self.model_id:
             return
@@ -646,6 +652,9 @@ class MainWindow(QMainWindow):
         self.stop_button.hide()
         self.model_bar.set_busy(False)
         self.switcher.set_busy(False)
+        if self._switch_after_scan is not None:
+            model_id, self._switch_after_scan = self._switch_after_scan, None
+            self.switch_model(model_id)
         if folder != self.folder or summary is None:
             return
         self.refresh_models()
@@ -1355,6 +1364,45 @@ class MainWindow(QMainWindow):
         dialog.threshold_applied.connect(self.spin.setValue)
         dialog.exec()
 
+    def open_training(self):
+        """Review → Train from my decisions… (gui/train_dialog.py); returns the dialog."""
+        from nsfw_desk.gui.train_dialog import TrainDialog
+
+        if self.train_dialog is not None and self.train_dialog.isVisible():
+            self.train_dialog.raise_()
+            return self.train_dialog
+        choice = self.switcher.choices.get(self.model_id or "")
+        spec = choice.spec if choice and choice.spec else self._model_spec()
+        dialog = TrainDialog(
+            self.library_path,
+            base_spec=spec or None,
+            base_name=self.model_name(self.model_id) or "the default model",
+            models_dir=self.library_path.parent / "models",
+            parent=self,
+        )
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.model_trained.connect(self._on_model_trained)
+        dialog.review_requested.connect(lambda: self.review_uncertain(only_unreviewed=True))
+        dialog.destroyed.connect(lambda *_: setattr(self, "train_dialog", None))
+        self.train_dialog = dialog
+        self.reads.query(lambda library: ReviewStore(library).counts(), dialog.set_counts)
+        dialog.open()
+        return dialog
+
+    def _on_model_trained(self, result) -> None:
+        """A model trained here becomes the one the grid shows (its scores, if any, are in
+        the library already: a head-only model's come from the stored embeddings)."""
+        self.switched_spec = str(result.out)
+        if self.folder is None or result.model_id == self.model_id:
+            self.model_id = result.model_id
+            self.refresh_models()
+            return
+        if self.scanning:  # its results are the scanning model's: switch once it stops
+            self._switch_after_scan = result.model_id
+            self.stop_scan()
+            return
+        self.switch_model(result.model_id)
+
     def open_log_folder(self) -> None:
         from nsfw_desk.applog import log_dir
 
@@ -1420,6 +1468,8 @@ class MainWindow(QMainWindow):
         if self.writes.waiting and not self._wait_for_writes():
             event.ignore()
             return
+        if self.train_dialog is not None:
+            self.train_dialog.task.stop()  # a run stops at its next step; its checkpoint stays
         self.worker.stop()
         self.writes.stop()
         self.reads.stop()
