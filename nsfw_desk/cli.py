@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_option(export)
     export.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    from nsfw_desk import cli_compare, cli_train
+
+    cli_train.add_parser(commands)
+    cli_compare.add_parser(commands)
     return parser
 
 
@@ -331,7 +335,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-COMMANDS = ("gui", "desktop-integration", "scan", "bench", "metrics", "export")
+COMMANDS = ("gui", "desktop-integration", "scan", "bench", "metrics", "export", "train", "compare")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_metrics(args)
         if args.command == "export":
             return run_export(args)
+        if args.command in ("train", "compare"):
+            from nsfw_desk import cli_compare, cli_train
+
+            return (cli_train if args.command == "train" else cli_compare).run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED
@@ -588,7 +596,12 @@ def run_scan(args: argparse.Namespace) -> int:
     print(
         f"{summary.files:,} files in {summary.elapsed_s:.1f} s: "
         f"{summary.scored:,} scored, {summary.cached:,} from the library, "
-        f"{summary.errors:,} errors, {summary.ignored:,} other files ignored; "
+        + (
+            f"{summary.from_embeddings:,} scored from stored embeddings (no decoding), "
+            if summary.from_embeddings
+            else ""
+        )
+        + f"{summary.errors:,} errors, {summary.ignored:,} other files ignored; "
         f"{flagged:,} flagged at {args.threshold:.2f}; "
         f"{summary.images_per_s:.1f} images/s on {summary.device}",
         file=sys.stderr,

@@ -113,3 +113,37 @@ def _spread_head(model, num_classes: int, seed: int, samples: int = 24) -> None:
     with torch.no_grad():
         head.weight.copy_(weight)
         head.bias.copy_(-(weight @ mean))
+
+
+def family_photo(family: int, size: tuple[int, int] = (96, 72), seed: int = 0) -> Image.Image:
+    """A picture whose class is a visible property: family 0 is warm with horizontal
+    stripes, family 1 cool with a checkerboard; position, period, shade and grain vary with
+    `seed`. Training tests and benchmarks use the two families as 'unsafe' and 'safe'."""
+    rng = np.random.default_rng(seed * 2 + family)
+    w, h = size
+    ys, xs = np.mgrid[0:h, 0:w]
+    period = int(rng.integers(6, 14))
+    phase = int(rng.integers(0, period))
+    if family == 0:
+        pattern = ((ys + phase) // period) % 2
+        low = np.array([150, 40, 20]) + rng.integers(-30, 30, 3)
+        high = np.array([250, 170, 60]) + rng.integers(-30, 5, 3)
+    else:
+        pattern = (((ys + phase) // period) + ((xs + phase) // period)) % 2
+        low = np.array([20, 60, 140]) + rng.integers(-20, 30, 3)
+        high = np.array([90, 200, 240]) + rng.integers(-30, 15, 3)
+    pixels = np.where(pattern[..., None] == 1, high, low).astype(np.int16)
+    pixels += rng.integers(-20, 21, size=(h, w, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def write_family_photos(folder: Path, count: int, *, seed: int = 0) -> dict[Path, int]:
+    """`count` JPEGs of each family under `folder`: path → family (0 or 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[Path, int] = {}
+    for i in range(count):
+        for family in (0, 1):
+            path = folder / f"f{family}_{seed}_{i:04d}.jpg"
+            family_photo(family, seed=seed * 100_000 + i).save(path, quality=90)
+            written[path] = family
+    return written

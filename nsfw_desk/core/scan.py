@@ -79,6 +79,7 @@ class ScanSummary:
     scored: int = 0  # run through the model in this scan
     listed: int = 0  # decoded for a thumbnail only (a scan without a model)
     cached: int = 0  # answered from the library without decoding
+    from_embeddings: int = 0  # scored by a head-only model from stored base embeddings
     errors: int = 0
     ignored: int = 0  # not images (by name and content) or hidden
     elapsed_s: float = 0.0
@@ -191,6 +192,10 @@ def scan_folder(
         entries, found_errors, present, stats = _discover(root, options, progress, cancel)
         summary.ignored = stats.ignored_not_images + stats.ignored_hidden
         todo, cached = _check_cache(library, root, model_id or stored_model, entries, model)
+        if model is not None:
+            todo, scored_now = _score_from_embeddings(library, root, todo, model)
+            summary.from_embeddings = len(scored_now)
+            cached += scored_now
         tracker = _Progress(progress, len(entries) + len(found_errors))
         tracker.fresh_total = len(todo)
 
@@ -198,8 +203,8 @@ def scan_folder(
         first = [_error_outcome(e) for e in found_errors] + cached
         for start in range(0, len(first), RESULT_CHUNK):
             emit(first[start : start + RESULT_CHUNK])
-        summary.cached = sum(1 for o in cached if o.error_kind is None)
-        summary.errors = len(first) - summary.cached
+        summary.cached = sum(1 for o in cached if o.error_kind is None and o.cached)
+        summary.errors = sum(1 for o in first if o.error_kind is not None)
         tracker.done, tracker.errors = len(first), summary.errors
         tracker.report(force=True)
 
@@ -314,6 +319,54 @@ def _check_cache(
         else:
             todo.append(entry)
     return todo, cached
+
+
+def _score_from_embeddings(
+    library: Library, root: Path, todo: list[FileEntry], model: LoadedModel
+) -> tuple[list[FileEntry], list[FileOutcome]]:
+    """Score, without decoding, the known unchanged files whose content has a stored
+    embedding from the base model of `model`, when `model` is a head-only training of it
+    (same backbone, new head: the stored embedding is all the head reads).
+
+    Returns the entries still to decode and the outcomes scored here (committed).
+    """
+    if not todo:
+        return todo, []
+    from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
+
+    found = head_only_base(model)
+    if found is None:
+        return todo, []
+    base_id, scorer = found
+    known = library.known_files(root)
+    digests: dict[str, str] = {}
+    for entry in todo:
+        row = known.get(path_key(entry.path)[0])
+        if row and row.hash and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
+            digests[path_key(entry.path)[0]] = row.hash
+    if not digests:
+        return todo, []
+    rescore_from_embeddings(library, base_id, model.model_id, scorer, list(set(digests.values())))
+    scores = library.scores_for(model.model_id, set(digests.values()))
+    rest: list[FileEntry] = []
+    outcomes: list[FileOutcome] = []
+    for entry in todo:
+        digest = digests.get(path_key(entry.path)[0])
+        if digest is not None and digest in scores:
+            outcomes.append(
+                FileOutcome(
+                    entry.path,
+                    digest,
+                    scores[digest],
+                    cached=False,
+                    mtime_ns=entry.mtime_ns,
+                    size=entry.size,
+                )
+            )
+        else:
+            rest.append(entry)
+    log.info("%d files scored from stored embeddings of %s (no decoding)", len(outcomes), base_id)
+    return rest, outcomes
 
 
 def _lower_thread_priority() -> None:

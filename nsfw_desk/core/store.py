@@ -935,6 +935,28 @@ class Library:
             found.update(rows)
         return found
 
+    def embedding_blobs(
+        self, model_id: str, hashes: Iterable[str] | None = None
+    ) -> list[tuple[str, bytes]]:
+        """(hash, float16 embedding blob) of `model_id`'s stored scores: of `hashes`, or of
+        every content it scored when None. For training and re-scoring from embeddings: one
+        query per IN_CHUNK hashes, blobs as stored (no decoding into arrays here)."""
+        if hashes is None:
+            rows = self.db.execute(
+                "SELECT hash, embedding FROM scores WHERE model_id = ? AND embedding IS NOT NULL",
+                (model_id,),
+            )
+            return [(digest, blob) for digest, blob in rows]
+        found: list[tuple[str, bytes]] = []
+        for chunk, marks in in_chunks(dict.fromkeys(hashes)):
+            rows = self.db.execute(
+                f"SELECT hash, embedding FROM scores WHERE model_id = ? AND hash IN ({marks}) "
+                "AND embedding IS NOT NULL",
+                [model_id, *chunk],
+            )
+            found.extend((digest, blob) for digest, blob in rows)
+        return found
+
     # writes
 
     def record_scored(self, items: list[ScoredFile], model_id: str | None) -> None:
@@ -984,6 +1006,25 @@ class Library:
             if score_rows:
                 self.db.table("scores").insert_all(score_rows, replace=True)
             self._delete_paths("errors", error_paths)
+
+    def record_model_scores(
+        self, model_id: str, rows: Iterable[tuple[str, float, bytes, bytes]]
+    ) -> int:
+        """Scores of `model_id` without file rows, in one transaction: (hash, unsafe,
+        probabilities blob '<f4', embedding blob '<f2'). For scores computed from stored
+        embeddings (a head-only model) and embeddings training computed; returns the count."""
+        now = now_utc()
+        values = [(digest, model_id, float(u), p, e, now) for digest, u, p, e in rows]
+        if not values:
+            return 0
+        with write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO scores "
+                "(hash, model_id, unsafe, probabilities, embedding, scored_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        return len(values)
 
     def record_errors(self, errors: list, scan_id: int | None) -> None:
         """Errors replace any file row of the same path (it no longer scores)."""

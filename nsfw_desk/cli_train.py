@@ -1,0 +1,186 @@
+"""`nsfw-desk train`: a new model from the library's decisions (or an export folder)."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+import time
+from pathlib import Path
+
+TRAIN_EXIT_STATUS = """\
+exit status:
+  0  the model was trained and saved
+  1  interrupted (a fine-tune's last checkpoint is kept: --resume continues)
+  2  bad input: too few decisions, an export folder that is not one, an --out
+     folder that holds other things, a base model that does not match
+  3  the base model could not be loaded
+  4  the library cannot be used
+  5  a disk is full (an earlier MODEL_DIR and checkpoint stay intact)
+"""
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    from nsfw_desk.cli import _HelpFormatter
+    from nsfw_desk.core.defaults import VAL_FRACTION
+    from nsfw_desk.core.hub import DEFAULT_MODEL
+    from nsfw_desk.core.runtime import DEVICES, PRECISIONS
+    from nsfw_desk.core.training.common import MODES
+
+    parser = commands.add_parser(
+        "train",
+        help="train a better model from the review decisions",
+        description="Train a new model from the library's current decisions (or from an "
+        "export folder with --data) and save it as a model folder that `scan --model` and "
+        "the desk load like any other. head (the default) trains a new linear head on the "
+        "frozen backbone from the embeddings the scan stored (no image decoded for items "
+        "that have one) and re-scores the library from them; partial and full fine-tune "
+        "the backbone too. Prints the before/after report on the held-out split.",
+        epilog=TRAIN_EXIT_STATUS,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
+    parser.add_argument(
+        "--base",
+        default=None,
+        metavar="MODEL",
+        help=f"the model to start from: hub id or folder (default: {DEFAULT_MODEL}, pinned)",
+    )
+    parser.add_argument("--mode", choices=MODES, default="head")
+    parser.add_argument("--epochs", type=int, default=None, help="default: per mode")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: per mode")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (per mode)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=VAL_FRACTION,
+        metavar="F",
+        help=f"share of each class held out for the report (default {VAL_FRACTION})",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from MODEL_DIR's last checkpoint"
+    )
+    parser.add_argument(
+        "--unfreeze-blocks", type=int, default=2, metavar="N", help="partial mode: last N blocks"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="EXPORT_DIR",
+        help="train on an export folder (nsfw-desk export) instead of the library",
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="library file (default: in the user data folder)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+class _Lines:
+    """Progress as lines on stderr: each phase once, training at most every 0.5 s."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.phase = ""
+        self.last = 0.0
+
+    def __call__(self, report) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if report.phase == self.phase and now - self.last < 0.5:
+            return
+        self.phase, self.last = report.phase, now
+        print(f"  {report.phase}: {report.message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nsfw_desk.cli import (
+        EXIT_FAILED,
+        EXIT_MODEL,
+        EXIT_OK,
+        EXIT_USAGE,
+        _close_quietly,
+        _failure,
+        _library_path,
+    )
+    from nsfw_desk.core.hub import ModelError
+    from nsfw_desk.core.store import Library
+    from nsfw_desk.core.training import TrainingError, TrainingStopped, TrainOptions, train
+
+    library = None
+    path = _library_path(args)
+    if args.data is None or args.db is not None:
+        if not path.is_file():  # opening would create an empty library
+            print(
+                f"nsfw-desk train: no library at {path}; scan and review first, or give an "
+                "export folder with --data",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        try:
+            library = Library(path)
+        except Exception as exc:
+            status = _failure("train", exc, where=path.parent, library=args)
+            if status is None:
+                raise
+            return status
+    options = TrainOptions(
+        out=args.out.expanduser(),
+        base=args.base,
+        mode=args.mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        resume=args.resume,
+        data=args.data.expanduser() if args.data else None,
+        unfreeze_blocks=args.unfreeze_blocks,
+        device=args.device,
+        precision=args.precision,
+    )
+    try:
+        result = train(options, library, progress=_Lines(args.quiet))
+    except TrainingError as exc:
+        print(f"nsfw-desk train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModelError as exc:
+        print(f"nsfw-desk train: {exc}\nGive another base model with --base.", file=sys.stderr)
+        return EXIT_MODEL
+    except (TrainingStopped, KeyboardInterrupt):
+        print(
+            "nsfw-desk train: interrupted; nothing was written to "
+            f"{options.out} (a fine-tune's last checkpoint is kept: --resume continues)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except Exception as exc:
+        status = _failure(
+            "train",
+            exc,
+            where=options.out.parent,
+            library=args if library is not None else None,
+            kept=lambda _: (
+                f"Nothing was written to {options.out}; an earlier model there is intact."
+            ),
+        )
+        if status is None:
+            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC,):
+                print(f"nsfw-desk train: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            raise
+        return status
+    finally:
+        if library is not None:
+            _close_quietly(library)
+    print(result.summary)
+    return EXIT_OK
