@@ -67,7 +67,17 @@ def stop_at_first_training_step(dialog) -> list:
     return steps
 
 
-def test_training_from_the_desk_with_stop_resume_report_and_the_new_model_shown(
+def start_training(qtbot, window, out, *, mode: str, epochs: int, dialog=None):
+    dialog = dialog or window.open_training()
+    qtbot.waitUntil(lambda: "14 unsafe, 14 safe" in dialog.intro.text())
+    dialog.out.setText(str(out))
+    dialog.out.editingFinished.emit()
+    dialog.mode.setCurrentIndex(dialog.mode.findData(mode))
+    dialog.epochs.setValue(epochs)
+    return dialog
+
+
+def test_training_from_the_desk_shows_progress_report_and_the_new_model(
     qtbot, make_window, two_colour_folder, tmp_path
 ):
     window = make_window(auto_advance=True)
@@ -77,41 +87,43 @@ def test_training_from_the_desk_with_stop_resume_report_and_the_new_model_shown(
     dialog = window.open_training()
     assert dialog.base_label.text() == window.model_name(base_model)
     assert dialog.out.text().startswith(str(tmp_path / "models" / "nsfw-sfw-trained-"))
-    qtbot.waitUntil(lambda: "14 unsafe, 14 safe" in dialog.intro.text())
     out = tmp_path / "trained"
-    dialog.out.setText(str(out))
-    dialog.mode.setCurrentIndex(dialog.mode.findData("head"))
-    dialog.epochs.setValue(40)
+    dialog = start_training(qtbot, window, out, mode="head", epochs=40, dialog=dialog)
     steps = stop_at_first_training_step(dialog)
 
+    # Stop in the first epoch: nothing written, the base model still shown.
     dialog.train_button.click()
     assert dialog.running and not dialog.options.isEnabled()
     qtbot.waitUntil(lambda: not dialog.running, timeout=60_000)
     assert dialog.phase.text() == "Stopped", dialog.error.text()
-    assert dialog.result is None and window.model_id == base_model
-    qtbot.waitUntil(dialog.resume_button.isEnabled)  # the checkpoint was found
-    stopped_at = max(step for phase, step in steps if phase == "training")
+    assert "Stopped: stopped in epoch" in dialog.line.text()
+    assert dialog.result is None and window.model_id == base_model and not out.exists()
+    assert any(phase == "training" for phase, _ in steps)
 
     steps.clear()
-    dialog.resume_button.click()
+    dialog.train_button.click()
     qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
     result = dialog.result
-    resumed = [step for phase, step in steps if phase == "training"]
-    assert resumed and min(resumed) > stopped_at  # the step count went on
+    assert result.out == out and (out / "training.json").is_file()
     # Progress was shown: epochs, steps, loss, time left.
+    assert [p for p, _ in steps].count("training") >= 1
     assert dialog.figures["epoch"].text() != "—" and dialog.figures["step"].text() != "—"
     assert dialog.bar.value() == dialog.bar.maximum() > 0
     # The before/after report as a table, and the summary says where the scores came from.
     names = [dialog.report.item(r, 0).text() for r in range(dialog.report.rowCount())]
-    assert "Accuracy" in names and "ROC AUC" in names
-    row = names.index("Accuracy")
-    assert dialog.report.item(row, 1).text() != "—" and dialog.report.item(row, 2).text() != "—"
-    assert result.rescored > 0
-    assert "stored embeddings" in dialog.summary.text()
+    assert names[:6] == ["Accuracy", "Precision", "Recall", "F1", "ROC AUC", "Average precision"]
+    assert "Threshold for recall 0.95" in names or any(n.startswith("Threshold for") for n in names)
+    before = result.report["before"]["accuracy"]
+    assert dialog.report.item(0, 1).text() == f"{before:.3f}"
+    assert dialog.report.item(0, 2).text() == f"{result.report['after']['accuracy']:.3f}"
+    assert "Held-out split" in dialog.caption.text()
+    assert result.rescored >= 2 * N_PER_CLASS
+    assert "stored embeddings: no image was decoded" in dialog.summary.text()
     # The window shows the new model's scores, and lists it as trained from the base.
     qtbot.waitUntil(lambda: window.model_id == result.model_id)
     with Library(window.library_path) as library:
-        expected = library.scores_for(result.model_id, [h for h in column(window, Role.HASH)])
+        expected = library.scores_for(result.model_id, column(window, Role.HASH))
+    assert len(expected) == 2 * N_PER_CLASS + N_UNREVIEWED
     qtbot.waitUntil(
         lambda: (
             dict(zip(column(window, Role.HASH), column(window, Role.SCORE), strict=True))
@@ -121,7 +133,8 @@ def test_training_from_the_desk_with_stop_resume_report_and_the_new_model_shown(
     box = window.switcher.model_box
     qtbot.waitUntil(lambda: box.findData(result.model_id) >= 0)
     assert box.currentData() == result.model_id
-    assert "trained from nsfw-sfw" in box.itemText(box.findData(result.model_id))
+    title = box.itemText(box.findData(result.model_id))
+    assert "trained from nsfw-sfw" in title and "head" in title
     assert box.findData(base_model) >= 0  # the base stays selectable
     # The review queue: unreviewed items, the new model's least sure first.
     dialog.review_button.click()
@@ -133,7 +146,36 @@ def test_training_from_the_desk_with_stop_resume_report_and_the_new_model_shown(
     assert window.grid.currentIndex().row() == 0
     window.decide("safe")  # auto-advance follows the queue
     assert window.results.rowCount() == N_UNREVIEWED - 1
+    assert window.grid.currentIndex().row() == 0
+    # Switching back to the base shows its scores again, without a scan.
+    window.switch_model(base_model)
+    qtbot.waitUntil(lambda: window.model_id == base_model)
+    assert not window.scanning
     settle(qtbot, window)
+
+
+def test_partial_training_stops_and_resumes_from_its_checkpoint(
+    qtbot, make_window, two_colour_folder, tmp_path
+):
+    pytest.importorskip("nsfw_desk.core.training.finetune")
+    window = make_window()
+    scan(qtbot, window, two_colour_folder)
+    label_all_but_a_few(window)
+    out = tmp_path / "partial"
+    dialog = start_training(qtbot, window, out, mode="partial", epochs=2)
+    steps = stop_at_first_training_step(dialog)
+    dialog.train_button.click()
+    qtbot.waitUntil(lambda: not dialog.running, timeout=120_000)
+    assert dialog.phase.text() == "Stopped", dialog.error.text()
+    qtbot.waitUntil(dialog.resume_button.isEnabled)  # the checkpoint was found
+    assert "Resume picks up from its last checkpoint" in dialog.line.text()
+    stopped_at = max(step for phase, step in steps if phase == "training")
+    steps.clear()
+    dialog.resume_button.click()
+    qtbot.waitUntil(lambda: dialog.result is not None, timeout=240_000)
+    resumed = [step for phase, step in steps if phase == "training" and step]
+    assert resumed and min(resumed) > stopped_at  # the step count went on
+    qtbot.waitUntil(lambda: window.model_id == dialog.result.model_id)
 
 
 def test_too_few_decisions_are_said_in_the_dialog_and_nothing_is_written(

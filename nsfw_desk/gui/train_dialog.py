@@ -61,9 +61,7 @@ METRICS = {
     "confusion.fp": "False positives (safe flagged)",
     "confusion.tn": "True negatives",
     "confusion.fn": "False negatives (unsafe missed)",
-    "threshold_for_recall": "Threshold for the same recall",
-    "n_unsafe": "Held-out unsafe",
-    "n_safe": "Held-out safe",
+    "threshold_for_target_recall": "Threshold for the target recall",
 }
 _BEFORE_KEYS = ("before", "base", "baseline")
 _AFTER_KEYS = ("after", "new", "trained")
@@ -106,12 +104,30 @@ def report_table(report: dict) -> list[tuple[str, object, object]]:
     after = next((metrics[k] for k in _AFTER_KEYS if isinstance(metrics.get(k), dict)), {})
     flat_before, flat_after = _flatten(before), _flatten(after)
     keys = [k for k in METRICS if k in flat_before or k in flat_after]
-    keys += [
-        k
-        for k in {**flat_before, **flat_after}
-        if k not in METRICS and isinstance(flat_before.get(k, flat_after.get(k)), int | float)
+    target = metrics.get("target_recall")
+    return [
+        (
+            f"Threshold for recall {target:g}"
+            if k == "threshold_for_target_recall" and isinstance(target, int | float)
+            else METRICS[k],
+            flat_before.get(k),
+            flat_after.get(k),
+        )
+        for k in keys
     ]
-    return [(METRICS.get(k, k), flat_before.get(k), flat_after.get(k)) for k in keys]
+
+
+def report_caption(report: dict) -> str:
+    """What the report measured: the held-out split and the threshold."""
+    before = report.get("before") if isinstance(report.get("before"), dict) else {}
+    if not before or "n" not in before:
+        return "Before (base model) and after (new model), on the held-out split"
+    threshold = report.get("threshold", before.get("threshold"))
+    at = f" at threshold {threshold:g}" if isinstance(threshold, int | float) else ""
+    return (
+        f"Held-out split: {before['n']:,} items ({before.get('n_unsafe', 0):,} unsafe, "
+        f"{before.get('n_safe', 0):,} safe), never trained on; metrics{at}"
+    )
 
 
 def _cell(value: object) -> str:
@@ -216,6 +232,8 @@ class TrainDialog(QDialog):
         self.error.setStyleSheet("color: #b00020;")
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
+        self.caption = QLabel(wordWrap=True)
+        self.caption.hide()
         self.report = QTableWidget(0, 3)
         self.report.setHorizontalHeaderLabels(["Held-out split", "Base model", "New model"])
         self.report.verticalHeader().hide()
@@ -259,6 +277,7 @@ class TrainDialog(QDialog):
         layout.addWidget(figures)
         layout.addWidget(self.line)
         layout.addWidget(self.error)
+        layout.addWidget(self.caption)
         layout.addWidget(self.report, 1)
         layout.addWidget(self.summary)
         layout.addLayout(buttons)
@@ -287,8 +306,13 @@ class TrainDialog(QDialog):
         )
         self.error.hide()
         self.report.hide()
+        self.caption.hide()
         self.summary.hide()
         self.result = None
+        for figure in self.figures.values():
+            figure.setText("—")
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
         self.phase.setText("Resuming from the checkpoint…" if resume else "Starting…")
         self.line.setText("")
         self._set_running(True)
@@ -313,15 +337,18 @@ class TrainDialog(QDialog):
 
     def _on_progress(self, p) -> None:
         self.phase.setText(PHASES.get(p.phase, p.phase.capitalize()) + "…")
-        if p.steps:
-            self.bar.setRange(0, p.steps)
-            self.bar.setValue(min(p.step, p.steps))
-        self.figures["epoch"].setText(f"{p.epoch} / {p.epochs}" if p.epochs else "—")
-        self.figures["step"].setText(f"{p.step:,} / {p.steps:,}" if p.steps else "—")
-        self.figures["loss"].setText("—" if p.loss is None else f"{p.loss:.3f}")
-        self.figures["val"].setText("—" if p.val_accuracy is None else f"{p.val_accuracy:.1%}")
-        self.figures["eta"].setText(format_eta(p.eta_s))
         self.line.setText(p.message)
+        if not p.steps:  # a phase line ("evaluating", …): the last figures stay
+            return
+        self.bar.setRange(0, p.steps)
+        self.bar.setValue(min(p.step, p.steps))
+        self.figures["epoch"].setText(f"{p.epoch} / {p.epochs}" if p.epochs else "—")
+        self.figures["step"].setText(f"{p.step:,} / {p.steps:,}")
+        if p.loss is not None:
+            self.figures["loss"].setText(f"{p.loss:.3f}")
+        if p.val_accuracy is not None:
+            self.figures["val"].setText(f"{p.val_accuracy:.1%}")
+        self.figures["eta"].setText(format_eta(p.eta_s))
 
     def _on_finished(self, result) -> None:
         self.result = result
@@ -340,7 +367,7 @@ class TrainDialog(QDialog):
     def _on_stopped(self, message: str) -> None:
         self._set_running(False)
         self.phase.setText("Stopped")
-        self.line.setText(f"{message} Resume continues from it.")
+        self.line.setText(f"Stopped: {message}. Train starts again from the base model.")
         self._check_out()
         if self._closing:
             self.reject()
@@ -366,7 +393,7 @@ class TrainDialog(QDialog):
         if resumable and not self.running:
             self.line.setText(
                 "A stopped run for this folder can be continued: Resume picks up from its "
-                "last checkpoint (Train starts over)."
+                "last checkpoint, the step count going on (Train starts over)."
             )
 
     # --- showing --------------------------------------------------------------------------
@@ -386,6 +413,8 @@ class TrainDialog(QDialog):
                 self.report.setItem(i, column, item)
         self.report.resizeColumnsToContents()
         self.report.setVisible(bool(rows))
+        self.caption.setText(report_caption(report or {}))
+        self.caption.setVisible(bool(rows))
 
     @staticmethod
     def _summary_text(result) -> str:
