@@ -150,7 +150,8 @@ def test_uncertain_sort_puts_scores_nearest_the_threshold_first_and_the_queue_fo
     window.spin.setValue(0.5)
     window.review_uncertain()
     assert window.sort_box.currentData() == "uncertain"
-    assert "nearest the threshold" in window.sort_box.currentText()
+    assert window.sort_box.currentText() == "Most uncertain first"
+    assert "nearest the threshold" in window.sort_box.toolTip()
     scores = [s for s in column(window, Role.SCORE) if s is not None]
     distances = [abs(s - 0.5) for s in scores]
     assert distances == sorted(distances) and len(scores) == 12

@@ -118,7 +118,7 @@ def test_training_from_the_desk_shows_progress_report_and_the_new_model(
     assert dialog.report.item(0, 2).text() == f"{result.report['after']['accuracy']:.3f}"
     assert "Held-out split" in dialog.caption.text()
     assert result.rescored >= 2 * N_PER_CLASS
-    assert "stored embeddings: no image was decoded" in dialog.summary.text()
+    assert "stored embeddings: no image was decoded" in dialog.summary.toPlainText()
     # The window shows the new model's scores, and lists it as trained from the base.
     qtbot.waitUntil(lambda: window.model_id == result.model_id)
     with Library(window.library_path) as library:

@@ -39,7 +39,7 @@ SORTS = {
     "name": "Name",
     "modified": "Modified (newest first)",
     "disagreement": "Disagreement",
-    "uncertain": "Most uncertain first (score nearest the threshold)",
+    "uncertain": "Most uncertain first",  # score nearest the threshold (said in the UI)
 }
 FILTERS = {
     "all": "All",
@@ -52,7 +52,10 @@ FILTERS = {
     "models_disagree": "Models disagree",
 }
 _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements", "models_disagree"}
-_THRESHOLD_SORTS = {"disagreement", "uncertain"}  # their order moves with the threshold
+_THRESHOLD_SORTS = {"disagreement", "uncertain"}
+SORT_TIPS = {
+    "uncertain": "Scores nearest the threshold first: the items the model is least sure about",
+}  # their order moves with the threshold
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
-from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.grid import FILTERS, SORT_TIPS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.loupe import Loupe
 from nsfw_desk.gui.model_bar import ModelBar
@@ -251,6 +251,10 @@ class MainWindow(QMainWindow):
         self.sort_box = QComboBox()
         for key, text in SORTS.items():
             self.sort_box.addItem(text, key)
+            if key in SORT_TIPS:
+                self.sort_box.setItemData(
+                    self.sort_box.count() - 1, SORT_TIPS[key], Qt.ItemDataRole.ToolTipRole
+                )
         self.sort_box.setCurrentIndex(list(SORTS).index(self.results.sort))
         self.sort_box.currentIndexChanged.connect(
             lambda i: self.set_sort(self.sort_box.itemData(i))
@@ -513,12 +517,13 @@ class MainWindow(QMainWindow):
         def read(library):
             outcomes = list(library.results(folder, model_id))
             labels = ReviewStore(library).current_labels({o.hash for o in outcomes if o.hash})
-            return outcomes, labels
+            return outcomes, labels, library.model_names([model_id])
 
         def show(found) -> None:
             if folder != self.folder or model_id != self.model_id:
                 return
-            outcomes, labels = found
+            outcomes, labels, names = found
+            self.model_names.update(names)
             with self._keeping_current():
                 self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
             self._refresh_view_state()
@@ -708,6 +713,12 @@ class MainWindow(QMainWindow):
         self.settings.sort = name
         with self._keeping_current():
             self.results.set_sort(name)
+        self.sort_box.setToolTip(SORT_TIPS.get(name, ""))
+        if name == "uncertain":
+            self._say(
+                f"Most uncertain first: scores nearest the threshold "
+                f"({self.results.threshold:.2f}) first; N and auto-advance follow this queue"
+            )
 
     def _choose_a_comparison(self) -> None:
         """ "Models disagree" needs a second model: take the first the switcher offers."""

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -206,7 +207,7 @@ class TrainDialog(QDialog):
         self.phase = QLabel("Not started")
         self.phase.setObjectName("train_phase")
         self.bar = QProgressBar()
-        self.bar.setFormat("step %v / %m")
+        self.bar.setFormat("")
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
         self.figures = {name: QLabel("—") for name in ("epoch", "step", "loss", "val", "eta")}
@@ -240,9 +241,9 @@ class TrainDialog(QDialog):
         self.report.horizontalHeader().setStretchLastSection(True)
         self.report.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.report.hide()
-        self.summary = QLabel(wordWrap=True)
+        self.summary = QPlainTextEdit(readOnly=True)
         self.summary.setObjectName("train_summary")
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary.setMaximumHeight(120)
         self.summary.hide()
 
         self.train_button = QPushButton("Train")
@@ -311,6 +312,7 @@ class TrainDialog(QDialog):
         self.result = None
         for figure in self.figures.values():
             figure.setText("—")
+        self.bar.setFormat("")
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
         self.phase.setText("Resuming from the checkpoint…" if resume else "Starting…")
@@ -340,6 +342,7 @@ class TrainDialog(QDialog):
         self.line.setText(p.message)
         if not p.steps:  # a phase line ("evaluating", …): the last figures stay
             return
+        self.bar.setFormat("step %v / %m")
         self.bar.setRange(0, p.steps)
         self.bar.setValue(min(p.step, p.steps))
         self.figures["epoch"].setText(f"{p.epoch} / {p.epochs}" if p.epochs else "—")
@@ -357,8 +360,11 @@ class TrainDialog(QDialog):
         self.phase.setText(f"Done: the new model is in {result.out}")
         self.bar.setValue(self.bar.maximum())
         self._show_report(result.report)
-        self.summary.setText(self._summary_text(result))
+        self.summary.setPlainText(self._summary_text(result))
         self.summary.show()
+        self.bar.setFormat("done")
+        self.line.setText("")
+        self._fit_to_screen()
         self.train_button.setText("Train again")
         self.model_trained.emit(result)
         if self._closing:
@@ -385,15 +391,20 @@ class TrainDialog(QDialog):
         if self._closing:
             self.reject()
 
-    def _on_checked(self, out: Path, resumable: bool) -> None:
-        if Path(out) != self.out_path():
+    def _on_checked(self, out: Path, resumable: bool, occupied: bool) -> None:
+        if Path(out) != self.out_path() or self.running:
             return  # the folder changed meanwhile
         self._resumable = resumable
-        self.resume_button.setEnabled(not self.running and resumable)
-        if resumable and not self.running:
+        self.resume_button.setEnabled(resumable)
+        if resumable:
             self.line.setText(
                 "A stopped run for this folder can be continued: Resume picks up from its "
                 "last checkpoint, the step count going on (Train starts over)."
+            )
+        elif occupied and self.result is None:
+            self.line.setText(
+                f"A model is saved in {out} already: training replaces it (choose another "
+                "folder to keep it)."
             )
 
     # --- showing --------------------------------------------------------------------------
@@ -412,13 +423,22 @@ class TrainDialog(QDialog):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.report.setItem(i, column, item)
         self.report.resizeColumnsToContents()
+        self.report.resizeRowsToContents()
+        header = self.report.horizontalHeader().height()
+        whole = header + sum(self.report.rowHeight(i) for i in range(len(rows))) + 4
+        self.report.setMinimumHeight(min(whole, 240))  # the rest scrolls on a small screen
         self.report.setVisible(bool(rows))
         self.caption.setText(report_caption(report or {}))
         self.caption.setVisible(bool(rows))
 
     @staticmethod
     def _summary_text(result) -> str:
-        lines = [line for line in (result.summary or "").splitlines() if line.strip()]
+        """The trainer's summary without its text table (the dialog shows that as a table)."""
+        lines = [
+            line
+            for line in (result.summary or "").splitlines()
+            if line.strip() and not line.startswith(("  ", "Held-out split", "Re-scored"))
+        ]
         if result.rescored:
             lines.append(
                 f"{result.rescored:,} library items were scored by the new model from their "
@@ -443,6 +463,16 @@ class TrainDialog(QDialog):
                 f"{counts.get('safe', 0):,} safe."
             )
         return text
+
+    def _fit_to_screen(self) -> None:
+        """Grow to show the report, within the screen the dialog is on."""
+        screen = self.screen().availableGeometry() if self.screen() else None
+        want = self.sizeHint().expandedTo(self.size())
+        if screen is not None:
+            want = want.boundedTo(screen.size() * 0.9)
+        self.resize(want)
+        if screen is not None and not screen.contains(self.frameGeometry()):
+            self.move(screen.center() - self.rect().center())
 
     def set_counts(self, counts: dict[str, int]) -> None:
         self.intro.setText(self._intro_text(counts))

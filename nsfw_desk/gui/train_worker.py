@@ -26,7 +26,8 @@ class TrainWorker(LibraryOwner):
     finished = Signal(object)  # core.training.TrainResult
     stopped = Signal(str)  # Stop was honoured: a message (the checkpoint is kept)
     failed = Signal(str, str)  # kind ("input", "library", "unexpected"), message for the user
-    checked = Signal(object, bool)  # out folder, whether a run there can be resumed
+    # out folder, whether a run there can be resumed, whether a model is saved there already
+    checked = Signal(object, bool, bool)
 
     def __init__(self, library_path: Path | None) -> None:
         super().__init__(library_path)
@@ -46,7 +47,11 @@ class TrainWorker(LibraryOwner):
         except Exception as exc:  # an unreadable checkpoint is not resumable; say why in the log
             log.debug("could not check %s for a checkpoint: %s", out, exc)
             found = False
-        self.checked.emit(out, found)
+        try:
+            occupied = (Path(out) / "config.json").is_file()
+        except OSError:
+            occupied = False
+        self.checked.emit(out, found, occupied)
 
     @Slot(object)
     def train(self, options) -> None:
