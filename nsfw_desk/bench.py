@@ -399,6 +399,11 @@ def run_bench(args: argparse.Namespace) -> int:
             "with NORMAL",
             flush=True,
         )
+        from nsfw_desk.bench_training import measure_training, print_training
+
+        print("\ntraining from decisions (head mode, stored embeddings):", flush=True)
+        training = measure_training(workdir)
+        print_training(training)
     print("\ndesk:", flush=True)
     from nsfw_desk.gui.bench_gui import print_desk_figures
 
@@ -413,6 +418,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "export": exported,
             "pipeline_12mp": pipeline,
             "decisions": decisions,
+            "training": training,
             "desk": desk,
         }
         args.json.write_text(json.dumps(payload, indent=2))

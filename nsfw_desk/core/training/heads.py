@@ -88,7 +88,8 @@ def rescore_from_embeddings(
     `base_model_id` embedding, computed by `scorer` from that embedding; the embedding is
     copied as it is (the backbone is the same). One transaction; returns how many."""
     pairs = library.embedding_blobs(base_model_id, hashes)
-    good = [(h, b) for h, b in pairs if len(b) == 2 * scorer.width]
+    size = 2 * scorer.width
+    good = [pair for pair in pairs if len(pair[1]) == size]
     if len(good) != len(pairs):
         log.warning(
             "%d stored embeddings of %s are not %d wide; left unscored",
@@ -96,18 +97,24 @@ def rescore_from_embeddings(
             base_model_id,
             scorer.width,
         )
+    good.sort()  # hash order: the inserts walk the (hash, model) index in order
     rows: list[tuple[str, float, bytes, bytes]] = []
     for start in range(0, len(good), CHUNK):
         part = good[start : start + CHUNK]
-        matrix = embeddings_matrix([b for _, b in part], scorer.width)
-        assert matrix is not None
+        blobs = [blob for _, blob in part]
+        matrix = blob_to_array(b"".join(blobs), "<f2").reshape(len(part), scorer.width)
         probs = scorer.probabilities(matrix)
-        unsafe = scorer.unsafe(probs)
+        unsafe = scorer.unsafe(probs).tolist()
         blob = probs.astype("<f4").tobytes()
         step = probs.shape[1] * 4
         rows.extend(
-            (digest, float(unsafe[i]), blob[i * step : (i + 1) * step], emb)
-            for i, (digest, emb) in enumerate(part)
+            zip(
+                [digest for digest, _ in part],
+                unsafe,
+                [blob[i : i + step] for i in range(0, len(blob), step)],
+                blobs,
+                strict=True,
+            )
         )
     return library.record_model_scores(model_id, rows)
 

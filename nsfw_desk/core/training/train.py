@@ -92,12 +92,9 @@ class _Reporter:
 
 def resumable(out: Path) -> bool:
     """A checkpoint for `out` exists that `resume=True` would continue."""
-    try:
-        from nsfw_desk.core.training.checkpoint import checkpoint_folder, load_checkpoint
-    except ImportError:  # fine-tuning not available in this build
-        return False
-    folder = checkpoint_folder(Path(out))
-    return folder.exists() and load_checkpoint(folder) is not None
+    from nsfw_desk.core.training.checkpoint import checkpoint_folder, has_checkpoint
+
+    return has_checkpoint(checkpoint_folder(Path(out)))
 
 
 def software_versions() -> dict[str, str]:
@@ -226,6 +223,11 @@ def train(
             architecture=base.architecture,
             labels=base.labels,
             unsafe_labels=base.unsafe_labels,
+        )
+    if options.mode == "head" and options.resume and resumable(out):
+        raise TrainingError(
+            f"The checkpoint beside {out} is from a partial or full fine-tune: resume it with "
+            "the --mode it was started with, or train a head without --resume."
         )
     if options.mode == "head":
         return _train_head(
@@ -436,16 +438,8 @@ def _train_head(options, out, base, config, dataset, library, report, should_sto
 
 def _train_finetune(options, out, base, config, dataset, library, report, should_stop, started):
     """Partial or full fine-tuning through core/training/finetune.py (images are decoded)."""
-    try:
-        from nsfw_desk.core.training import finetune as ft
-        from nsfw_desk.core.training.checkpoint import checkpoint_folder
-    except ImportError as exc:
-        raise TrainingError(
-            f"--mode {options.mode} is not available in this build (no fine-tuning module); "
-            "use --mode head."
-        ) from exc
-    import torch
-
+    from nsfw_desk.core.training import finetune as ft
+    from nsfw_desk.core.training.checkpoint import checkpoint_folder, remove_checkpoint
     from nsfw_desk.core.training.head import class_weights
 
     data_mod.split(dataset, options.val_fraction, options.seed)
@@ -524,10 +518,7 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     report.phase_line("writing", f"writing {out}")
     state = {k: v.detach().cpu() for k, v in outcome.state.items()}
     model_id = _write(out, state, config, record, report_data, library, base)
-    import shutil
-
-    shutil.rmtree(checkpoint_folder(out), ignore_errors=True)
-    del torch
+    remove_checkpoint(checkpoint_folder(out))
     lines = [
         f"Fine-tuned {base.display_name} ({options.mode}) on {len(train_set)} decisions "
         f"({counts['unsafe']} unsafe, {counts['safe']} safe in all; {len(val_set)} held out): "
