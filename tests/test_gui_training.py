@@ -51,15 +51,16 @@ def label_all_but_a_few(window) -> list:
     return [i.hash for chosen in items.values() for i in chosen]
 
 
-def stop_at_first_training_step(dialog) -> list:
-    """Ask the run to stop as soon as it reports a training step (on the worker's thread,
-    so the stop is certain to land before the run ends); every step reported is kept."""
+def stop_at_first_training_step(dialog, epoch: int = 1) -> list:
+    """Ask the run to stop as soon as it reports a training step in `epoch` (on the worker's
+    thread, so the stop is certain to land before the run ends); every step is kept."""
     steps: list = []
     worker = dialog.task.worker
 
     def seen(p) -> None:
         steps.append((p.phase, p.step))
-        if p.phase == "training" and p.step > 0 and not worker.__dict__.get("stopped_once"):
+        stop = p.phase == "training" and p.step > 0 and p.epoch >= epoch
+        if stop and not worker.__dict__.get("stopped_once"):
             worker.__dict__["stopped_once"] = True
             worker.cancel()
 
@@ -162,8 +163,8 @@ def test_partial_training_stops_and_resumes_from_its_checkpoint(
     scan(qtbot, window, two_colour_folder)
     label_all_but_a_few(window)
     out = tmp_path / "partial"
-    dialog = start_training(qtbot, window, out, mode="partial", epochs=2)
-    steps = stop_at_first_training_step(dialog)
+    dialog = start_training(qtbot, window, out, mode="partial", epochs=3)
+    steps = stop_at_first_training_step(dialog, epoch=2)  # a checkpoint after epoch 1
     dialog.train_button.click()
     qtbot.waitUntil(lambda: not dialog.running, timeout=120_000)
     assert dialog.phase.text() == "Stopped", dialog.error.text()
@@ -174,7 +175,8 @@ def test_partial_training_stops_and_resumes_from_its_checkpoint(
     dialog.resume_button.click()
     qtbot.waitUntil(lambda: dialog.result is not None, timeout=240_000)
     resumed = [step for phase, step in steps if phase == "training" and step]
-    assert resumed and min(resumed) > stopped_at  # the step count went on
+    # The step count went on from the checkpoint (the end of epoch 1), not from 0.
+    assert resumed and min(resumed) >= stopped_at > 0 and max(resumed) > stopped_at
     qtbot.waitUntil(lambda: window.model_id == dialog.result.model_id)
 
 
