@@ -178,6 +178,17 @@ def test_partial_training_stops_and_resumes_from_its_checkpoint(
     # The step count went on from the checkpoint (the end of epoch 1), not from 0.
     assert resumed and min(resumed) >= stopped_at > 0 and max(resumed) > stopped_at
     qtbot.waitUntil(lambda: window.model_id == dialog.result.model_id)
+    # Its backbone changed, so no stored embedding serves it: the desk scans the folder with it.
+    assert dialog.result.rescored == 0
+    assert "is scoring the open folder" in dialog.summary.toPlainText()
+    qtbot.waitUntil(lambda: window.scanning)
+    qtbot.waitUntil(lambda: not window.scanning, timeout=120_000)
+    assert window.model_id == dialog.result.model_id
+    assert window.results.unscored() == 0
+    with Library(window.library_path) as library:
+        stored = library.scores_for(window.model_id, column(window, Role.HASH))
+    shown = dict(zip(column(window, Role.HASH), column(window, Role.SCORE), strict=True))
+    assert shown == pytest.approx(stored) and len(stored) == 2 * N_PER_CLASS + N_UNREVIEWED
 
 
 def test_too_few_decisions_are_said_in_the_dialog_and_nothing_is_written(

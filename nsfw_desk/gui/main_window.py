@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self.compare_model_id: str | None = None  # "Compare with" (its scores may be on the way)
         self.train_dialog = None  # Review → Train from my decisions…, while open
         self._switch_after_scan: str | None = None  # a model trained while a scan ran
+        self._score_trained: str | None = None  # a model just trained: scan what it lacks
         self._models_serial = 0
         self.device_text = ""
         self.folder: Path | None = None
@@ -496,7 +497,9 @@ class MainWindow(QMainWindow):
             compare = self.compare_model_id
             if compare == self.model_id or compare not in {c.model_id for c in choices}:
                 self.compare_with(None)
-            self.switcher.set_choices(choices, self.model_id, self.compare_model_id)
+            self.switcher.set_choices(
+                choices, self.model_id, self.compare_model_id, self.model_name(self.model_id)
+            )
             self._update_counts()
 
         self.reads.query(lambda library: read_model_choices(library, folder), show)
@@ -530,6 +533,12 @@ class MainWindow(QMainWindow):
             self.refresh_models()
             name = self.model_name(model_id)
             unscored = self.results.unscored()
+            if unscored and self._score_trained == model_id:
+                # Just trained and its backbone changed: the folder needs its scores now.
+                self._score_trained = None
+                self._start_scan()
+                self.status.setText(f"Scoring {unscored:,} images with {name}, just trained…")
+                return
             more = f" · {unscored:,} without a score (Scan again scores them)" if unscored else ""
             self.status.setText(f"Showing the stored scores of {name}{more}")
 
@@ -1404,6 +1413,7 @@ class MainWindow(QMainWindow):
         """A model trained here becomes the one the grid shows (its scores, if any, are in
         the library already: a head-only model's come from the stored embeddings)."""
         self.switched_spec = str(result.out)
+        self._score_trained = result.model_id
         if self.folder is None or result.model_id == self.model_id:
             self.model_id = result.model_id
             self.refresh_models()

@@ -135,15 +135,20 @@ class ModelSwitcher(QFrame):
         self.hide()
 
     def set_choices(
-        self, choices: list[ModelChoice], active: str | None, compare: str | None
+        self,
+        choices: list[ModelChoice],
+        active: str | None,
+        compare: str | None,
+        active_name: str | None = None,
     ) -> None:
-        """List `choices` (the active model first if it has no scores yet)."""
+        """List `choices` (the active model first if it has no scores here yet)."""
         self.choices = {c.model_id: c for c in choices}
         for box in (self.model_box, self.compare_box):
             box.blockSignals(True)
             box.clear()
         if active and active not in self.choices:
-            self.model_box.addItem(f"{active[:24]} (no scores here yet)", active)
+            name = active_name or active[:15]
+            self.model_box.addItem(f"{name} (no scores here yet)", active)
         for choice in choices:
             self.model_box.addItem(choice.title(), choice.model_id)
             self.model_box.setItemData(

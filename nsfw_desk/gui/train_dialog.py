@@ -270,6 +270,7 @@ class TrainDialog(QDialog):
         buttons.addWidget(self.close_button)
 
         layout = QVBoxLayout(self)
+        layout.setSizeConstraint(QVBoxLayout.SizeConstraint.SetMinimumSize)  # lines never squeeze
         layout.addWidget(self.intro)
         layout.addWidget(self.options)
         layout.addSpacing(6)
@@ -446,8 +447,8 @@ class TrainDialog(QDialog):
             )
         else:
             lines.append(
-                "The desk now shows the new model; its scores come from a scan: "
-                "use 'Scan again' above the grid to score this folder with it."
+                "The desk now shows the new model and is scoring the open folder with it "
+                "(a scan: this model's backbone changed, so stored embeddings cannot be reused)."
             )
         return "\n".join(lines)
 
