@@ -228,6 +228,9 @@ class TrainDialog(QDialog):
         self.line = QLabel()
         self.line.setObjectName("train_line")
         self.line.setWordWrap(True)
+        # Two lines kept free: a long message must not squeeze the form when it appears.
+        self.line.setMinimumHeight(2 * self.line.fontMetrics().lineSpacing() + 2)
+        self.line.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.error = QLabel(wordWrap=True)
         self.error.setObjectName("train_error")
         self.error.setStyleSheet("color: #b00020;")
@@ -270,7 +273,6 @@ class TrainDialog(QDialog):
         buttons.addWidget(self.close_button)
 
         layout = QVBoxLayout(self)
-        layout.setSizeConstraint(QVBoxLayout.SizeConstraint.SetMinimumSize)  # lines never squeeze
         layout.addWidget(self.intro)
         layout.addWidget(self.options)
         layout.addSpacing(6)
@@ -364,6 +366,7 @@ class TrainDialog(QDialog):
         self.summary.setPlainText(self._summary_text(result))
         self.summary.show()
         self.bar.setFormat("done")
+        self.figures["eta"].setText("—")  # early stopping ends before the planned steps
         self.line.setText("")
         self._fit_to_screen()
         self.train_button.setText("Train again")
@@ -413,6 +416,7 @@ class TrainDialog(QDialog):
     def _show_error(self, message: str) -> None:
         self.error.setText(message)
         self.error.show()
+        self._fit_to_screen()
 
     def _show_report(self, report: dict) -> None:
         rows = report_table(report or {})
@@ -491,6 +495,8 @@ class TrainDialog(QDialog):
     def _check_out(self) -> None:
         self._resumable = False
         self.resume_button.setEnabled(False)
+        if not self.running and self.phase.text() == "Not started":
+            self.line.setText("")  # what was said about another folder
         if self.out.text().strip():
             self.check_requested.emit(self.out_path())
 
