@@ -80,7 +80,17 @@ def reviewed(tmp_path, chance_model):
 
 
 def _count_decodes(monkeypatch, *modules):
+    """Calls of each module's `decode`, and of Pillow's Image.open (any decode anywhere)."""
+    from PIL import Image
+
     calls = []
+    real_open = Image.open
+
+    def counting_open(*args, **kwargs):
+        calls.append("Image.open")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
     for module in modules:
         real = module.decode
 
@@ -179,8 +189,28 @@ def test_head_only_rescan_scores_from_stored_embeddings_without_decoding(
     write_family_photos(tmp_path / "later", 10, seed=3)
     scan_folder(tmp_path / "later", chance_model, library)
     library.close()
+    # and a copy elsewhere: content the base model scored, a file the library has not seen
+    first = sorted((tmp_path / "later").iterdir())[0]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "copy.jpg").write_bytes(first.read_bytes())
 
     decodes = _count_decodes(monkeypatch, scan_mod)
+    db = str(tmp_path / "library.sqlite")
+    code = main(
+        [
+            "scan",
+            str(tmp_path / "elsewhere"),
+            "--model",
+            str(out),
+            "--db",
+            db,
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and "1 scored from stored embeddings (no decoding)" in err, err
     jsonl = tmp_path / "later.jsonl"
     code = main(
         [
@@ -189,7 +219,7 @@ def test_head_only_rescan_scores_from_stored_embeddings_without_decoding(
             "--model",
             str(out),
             "--db",
-            str(tmp_path / "library.sqlite"),
+            db,
             "--device",
             "cpu",
             "--jsonl",
@@ -200,8 +230,9 @@ def test_head_only_rescan_scores_from_stored_embeddings_without_decoding(
     err = capsys.readouterr().err
     assert code == 0, err
     assert decodes == []
-    assert "20 scored from stored embeddings (no decoding)" in err
+    assert "19 scored from stored embeddings (no decoding)" in err  # the copy's: stored
     from_embeddings = _jsonl_scores(jsonl)
+    assert len(from_embeddings) == 20
 
     # the same scores (up to the float16 embedding) as running the whole new model
     monkeypatch.undo()
@@ -227,7 +258,7 @@ def test_missing_embeddings_are_computed_and_stored_others_never_decoded(
     assert len(library.embedding_blobs(chance_model.model_id)) == 60
     decodes = _count_decodes(monkeypatch, embeddings)
     result = train(TrainOptions(tmp_path / "m", base=str(chance_base), device="cpu"), library)
-    assert len(decodes) == 10  # only the ten without an embedding
+    assert decodes.count(1) == 10  # only the ten without an embedding
     record = json.loads((tmp_path / "m" / "training.json").read_text())
     assert record["embeddings"] == {"stored": 60, "computed": 10, "left_out": []}
     assert len(library.embedding_blobs(chance_model.model_id)) == 70  # stored as a scan would

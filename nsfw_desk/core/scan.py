@@ -104,6 +104,7 @@ class _Prepared:
     height: int | None = None
     format: str | None = None
     decoded: bool = False  # False: the content is known, only the file row is new
+    via_base: bool = False  # scored from the base model's stored embedding (head-only model)
 
 
 ResultsCallback = Callable[[list[FileOutcome]], None]
@@ -208,9 +209,11 @@ def scan_folder(
         tracker.done, tracker.errors = len(first), summary.errors
         tracker.report(force=True)
 
-        scored, known, errors = _scan_entries(
+        scored, known, errors, via_base = _scan_entries(
             todo, model, library, options, cancel, tracker, emit, summary.scan_id, stored_model
         )
+        summary.from_embeddings += via_base
+        known -= via_base
         if model is None:
             summary.listed += scored
         else:
@@ -401,13 +404,14 @@ def _scan_entries(
     emit: ResultsCallback,
     scan_id: int | None,
     stored_model: str | None = None,
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     """Decode in a pool, infer in batches on this thread (without a model: thumbnails only).
 
-    Returns (scored by the model or listed, answered by known content, errors).
+    Returns (scored by the model or listed, answered by known content, errors, of those
+    answered: scored from the base model's stored embeddings).
     """
     if not todo:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     # Content needs no decode when it is already scored (a scan) or has its thumbnail
     # (a listing): a renamed or copied file then only adds its file row.
     lookup: ScoreLookup | ThumbnailReader
@@ -419,6 +423,16 @@ def _scan_entries(
         lookup = ThumbnailReader(library.thumbnails_path)
         is_known, min_side = lookup.has, THUMBNAIL_SIZE
         scores_model = stored_model
+    # A head-only model scores content its base model has an embedding of without decoding
+    # (a copy or a changed file row of known content).
+    head = None
+    base_lookup: ScoreLookup | None = None
+    if model is not None:
+        from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
+
+        head = head_only_base(model)
+        if head is not None:
+            base_lookup = ScoreLookup(library.path, head[0])
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
         try:
@@ -428,6 +442,8 @@ def _scan_entries(
             digest = content_hash(data)
             if is_known(digest):  # renamed or copied content: no decode needed
                 return _Prepared(entry, digest)
+            if base_lookup is not None and base_lookup.has_score(digest):
+                return _Prepared(entry, digest, via_base=True)
             pixels, width, height, fmt = decode(
                 data, min_side=min_side, max_pixels=options.max_pixels
             )
@@ -449,13 +465,13 @@ def _scan_entries(
                 entry.mtime_ns,
             )
 
-    scored = known_content = errors = 0
+    scored = known_content = errors = via_base = 0
     batch: list[_Prepared] = []
     ready: list[_Prepared] = []  # content already scored: only the file row is new
     failed: list[FileError] = []
 
     def flush(run_model: bool) -> None:
-        nonlocal scored, known_content, errors, batch, ready, failed
+        nonlocal scored, known_content, errors, via_base, batch, ready, failed
         items: list[ScoredFile] = []
         outcomes: list[FileOutcome] = []
         if run_model and batch:
@@ -486,6 +502,10 @@ def _scan_entries(
             batch = []
         if ready:
             hashes = {p.hash for p in ready}
+            through_base = [p.hash for p in ready if p.via_base]
+            if through_base and head is not None and model is not None:
+                rescore_from_embeddings(library, head[0], model.model_id, head[1], through_base)
+                via_base += len(through_base)
             known = library.scores_for(scores_model, hashes) if scores_model else {}
             for p in ready:
                 items.append(ScoredFile(p.entry.path, p.entry.size, p.entry.mtime_ns, p.hash))
@@ -494,7 +514,7 @@ def _scan_entries(
                         p.entry.path,
                         p.hash,
                         known.get(p.hash),
-                        cached=True,
+                        cached=not p.via_base,
                         mtime_ns=p.entry.mtime_ns,
                         size=p.entry.size,
                     )
@@ -553,7 +573,9 @@ def _scan_entries(
         # connection, which is then left to the garbage collector.
         if all(future.done() for future in pending):
             lookup.close()
-    return scored, known_content, errors
+            if base_lookup is not None:
+                base_lookup.close()
+    return scored, known_content, errors, via_base
 
 
 def _predict(model: LoadedModel | None, batch: list[_Prepared]):

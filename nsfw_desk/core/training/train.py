@@ -202,9 +202,14 @@ def train(
     except ModelFolderError as exc:
         raise TrainingError(str(exc)) from exc
 
+    if options.data is None:  # say "too few decisions" before loading any model
+        from nsfw_desk.core.review import ReviewStore
+
+        assert library is not None
+        data_mod.check_counts(ReviewStore(library).counts())
     report.phase_line("preparing", "loading the base model")
     base = load_model(options.base, device=options.device, precision=options.precision)
-    folder, _ = model_folder(base.spec)
+    folder, _ = model_folder(base.spec, offline=True)  # load_model just fetched it
     try:
         config = base_config(folder)
     except ModelFolderError as exc:
