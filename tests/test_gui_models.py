@@ -6,6 +6,7 @@ import json
 
 import pytest
 from desk import column, scan, settle
+from PySide6.QtCore import Qt
 
 from nsfw_desk.core.runtime import load_model
 from nsfw_desk.core.scan import scan_folder
@@ -130,6 +131,8 @@ def test_models_disagree_lists_exactly_the_items_decided_differently_with_both_s
         strict=True,
     ):
         assert score == pytest.approx(a[path]) and other_score == pytest.approx(b[path])
+    tip = window.results.index(0).data(Qt.ItemDataRole.ToolTipRole)
+    assert f"⇄ {column(window, Role.OTHER_SCORE)[0]:.3f}: my-finetune" in tip
     # The threshold moves the set; no comparison model: nothing disagrees.
     window.spin.setValue(0.0)
     assert window.results.rowCount() == 0

@@ -101,6 +101,7 @@ class ResultsModel(QAbstractListModel):
         self.tag_filter: str | None = None  # only contents with this tag (on top of `filter`)
         # The model "Models disagree" compares with, and its scores (hash → score).
         self.other_model_id: str | None = None
+        self.other_model_name: str | None = None  # for the tile's tooltip
         self._other_by_hash: dict[str, float] = {}
         self._clear_columns()
 
@@ -135,7 +136,10 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._names[row]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return str(self._paths[row]) + (f"\n{self._errors[row]}" if self._errors[row] else "")
+            tip = str(self._paths[row]) + (f"\n{self._errors[row]}" if self._errors[row] else "")
+            if not math.isnan(self._other[row]):  # what "⇄ 0.12" on the tile is
+                tip += f"\n⇄ {self._other[row]:.3f}: {self.other_model_name or 'compared model'}"
+            return tip
         if role == Role.PATH:
             return self._paths[row]
         if role == Role.HASH:

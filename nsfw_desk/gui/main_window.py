@@ -560,6 +560,7 @@ class MainWindow(QMainWindow):
         def show(scores) -> None:
             if self.compare_model_id != model_id:
                 return
+            self.results.other_model_name = self.model_name(model_id)
             with self._keeping_current():
                 self.results.set_other_scores(model_id, scores)
             self._refresh_view_state()
