@@ -302,6 +302,8 @@ def test_gui_modules_and_window_do_not_import_torch(tmp_path):
         "from PySide6.QtWidgets import QApplication\n"
         "app = QApplication([])\n"
         "import nsfw_desk.gui.app, nsfw_desk.gui.main_window, nsfw_desk.gui.grid\n"
+        "import nsfw_desk.gui.train_dialog, nsfw_desk.gui.model_switcher\n"
+        "from nsfw_desk.core.training import TrainOptions\n"  # the dialog builds these
         "from nsfw_desk.core.settings import Settings\n"
         "from nsfw_desk.gui.main_window import MainWindow\n"
         f"w = MainWindow(Settings(), library_path=r'{tmp_path / 'l.sqlite'}', "

@@ -1322,6 +1322,32 @@ class Library:
         for raw, kind, message, mtime_ns, size in rows:
             yield FileOutcome(_path(raw), None, None, True, kind, message, mtime_ns, size)
 
+    def models_scored_under(self, root: Path) -> list[dict]:
+        """The models with scores for files under `root`: id, display name, source, when first
+        used and how many of the folder's files each has scored; most files first.
+
+        The desk's model switcher lists these; switching reads `results(root, id)`."""
+        low, high = _prefix_range(root)
+        rows = self.db.execute(
+            "SELECT s.model_id, COUNT(*), m.display_name, m.source, m.revision, m.first_used "
+            "FROM files f JOIN scores s ON s.hash = f.hash "
+            "LEFT JOIN models m ON m.id = s.model_id "
+            "WHERE f.path_bytes >= ? AND f.path_bytes < ? "
+            "GROUP BY s.model_id ORDER BY COUNT(*) DESC, m.first_used, s.model_id",
+            (low, high),
+        )
+        return [
+            {
+                "id": model_id,
+                "scored": count,
+                "name": name or model_display_name(model_id, source),
+                "source": source,
+                "revision": revision,
+                "first_used": first_used,
+            }
+            for model_id, count, name, source, revision, first_used in rows
+        ]
+
     def last_model_for(self, root: Path) -> str | None:
         """The model of the latest scan of `root` (else of any folder), so that stored
         results can be shown before a model is loaded. Listings without a model are not

@@ -40,6 +40,8 @@ _FILTER_MEANS = {
     "unreviewed": "scanned items without a label",
     "disagreements": "items you labelled differently from the model at this threshold",
     "errors": "files that could not be scanned",
+    "models_disagree": "items the shown model and the one under 'Compare with' decide "
+    "differently at this threshold (choose the other model there)",
 }
 
 

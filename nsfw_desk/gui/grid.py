@@ -31,6 +31,7 @@ class Role(IntEnum):
     COPIES = PATH + 7  # how many files in the folder hold this content
     TAGS = PATH + 8  # the content's tags (gui/tags.py), a tuple of str
     SIZE = PATH + 9  # the file's size in bytes, or None when unknown
+    OTHER_SCORE = PATH + 10  # the compared model's score ("Models disagree"), or None
 
 
 SORTS = {
@@ -38,6 +39,7 @@ SORTS = {
     "name": "Name",
     "modified": "Modified (newest first)",
     "disagreement": "Disagreement",
+    "uncertain": "Most uncertain first",  # score nearest the threshold (said in the UI)
 }
 FILTERS = {
     "all": "All",
@@ -47,8 +49,13 @@ FILTERS = {
     "unreviewed": "Not reviewed",
     "disagreements": "Disagreements",
     "errors": "Errors",
+    "models_disagree": "Models disagree",
 }
-_THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements"}
+_THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements", "models_disagree"}
+_THRESHOLD_SORTS = {"disagreement", "uncertain"}
+SORT_TIPS = {
+    "uncertain": "Scores nearest the threshold first: the items the model is least sure about",
+}  # their order moves with the threshold
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,10 @@ class ResultsModel(QAbstractListModel):
         self.saving: Collection[str] = ()  # hashes with a decision still being written
         self.tags: dict[str, tuple[str, ...]] = {}  # hash → tags, kept by gui/tags.py
         self.tag_filter: str | None = None  # only contents with this tag (on top of `filter`)
+        # The model "Models disagree" compares with, and its scores (hash → score).
+        self.other_model_id: str | None = None
+        self.other_model_name: str | None = None  # for the tile's tooltip
+        self._other_by_hash: dict[str, float] = {}
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -100,6 +111,7 @@ class ResultsModel(QAbstractListModel):
         self._hashes: list[str | None] = []
         self._errors: list[str | None] = []
         self._scores = np.empty(0, dtype=np.float64)
+        self._other = np.empty(0, dtype=np.float64)  # the compared model's scores; NaN: none
         self._mtimes = np.empty(0, dtype=np.int64)
         self._sizes = np.empty(0, dtype=np.int64)  # bytes; -1 unknown
         # Kept per row as labels and results change, so the review queue is one numpy step.
@@ -124,7 +136,10 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._names[row]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return str(self._paths[row]) + (f"\n{self._errors[row]}" if self._errors[row] else "")
+            tip = str(self._paths[row]) + (f"\n{self._errors[row]}" if self._errors[row] else "")
+            if not math.isnan(self._other[row]):  # what "⇄ 0.12" on the tile is
+                tip += f"\n⇄ {self._other[row]:.3f}: {self.other_model_name or 'compared model'}"
+            return tip
         if role == Role.PATH:
             return self._paths[row]
         if role == Role.HASH:
@@ -132,6 +147,9 @@ class ResultsModel(QAbstractListModel):
         if role == Role.SCORE:
             score = self._scores[row]
             return None if math.isnan(score) else float(score)
+        if role == Role.OTHER_SCORE:
+            other = self._other[row]
+            return None if math.isnan(other) else float(other)
         if role == Role.FLAGGED:
             return bool(self._scores[row] >= self.threshold)
         if role == Role.LABEL:
@@ -232,6 +250,7 @@ class ResultsModel(QAbstractListModel):
         self._order = None
         start = len(self._paths)
         self._scores = np.concatenate([self._scores, np.full(len(outcomes), np.nan)])
+        self._other = np.concatenate([self._other, np.full(len(outcomes), np.nan)])
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
         self._sizes = np.concatenate([self._sizes, np.full(len(outcomes), -1, dtype=np.int64)])
         self._open = np.concatenate([self._open, np.zeros(len(outcomes), dtype=bool)])
@@ -256,6 +275,7 @@ class ResultsModel(QAbstractListModel):
             self._rows_of_hash.setdefault(outcome.hash, []).append(row)
         self._hashes[row] = outcome.hash
         self._scores[row] = _score(outcome)
+        self._other[row] = self._other_by_hash.get(outcome.hash or "", math.nan)
         self._errors[row] = _error_text(outcome)
         self._mtimes[row] = outcome.mtime_ns or 0
         self._sizes[row] = -1 if outcome.size is None else outcome.size
@@ -267,7 +287,7 @@ class ResultsModel(QAbstractListModel):
     def set_threshold(self, threshold: float) -> None:
         """Re-mark every tile; re-filter only when the filter depends on the threshold."""
         self.threshold = threshold
-        if self.filter in _THRESHOLD_FILTERS or self.sort == "disagreement":
+        if self.filter in _THRESHOLD_FILTERS or self.sort in _THRESHOLD_SORTS:
             self._refresh_visible()
         else:
             self.marks_changed.emit()
@@ -284,6 +304,18 @@ class ResultsModel(QAbstractListModel):
             raise ValueError(f"unknown filter {name!r}")
         self.filter = name
         self._refresh_visible()
+
+    def set_other_scores(self, model_id: str | None, scores: dict[str, float]) -> None:
+        """Compare with `model_id` (None: with no model), whose scores are hash → score."""
+        self.other_model_id = model_id
+        self._other_by_hash = dict(scores) if model_id else {}
+        self._other = np.array(
+            [self._other_by_hash.get(h or "", math.nan) for h in self._hashes], dtype=np.float64
+        )
+        if self.filter == "models_disagree":
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
 
     def set_tags(self, tags: dict[str, tuple[str, ...]], tag_filter: str | None) -> None:
         """Show these tags (hash → tags) and keep only contents with `tag_filter` (None: all)."""
@@ -341,6 +373,10 @@ class ResultsModel(QAbstractListModel):
             reviewed_images=len(present),
         )
 
+    def unscored(self) -> int:
+        """Images (read, no error) the shown model has no score for: "Scan again" scores them."""
+        return int(np.count_nonzero(self._open & np.isnan(self._scores)))
+
     def labellable(self, position: int) -> bool:
         """Whether the item at visible `position` can take a label (scanned, no error)."""
         return bool(self._open[self._visible[position]])
@@ -390,7 +426,7 @@ class ResultsModel(QAbstractListModel):
         if n == 0:
             return []
         mask = self._filter_mask() & self._tag_mask()
-        if self._order is None or self.sort == "disagreement":  # that order moves with t
+        if self._order is None or self.sort in _THRESHOLD_SORTS:  # that order moves with t
             self._order = self._sort_order()
         return self._order[mask[self._order]].tolist()
 
@@ -413,6 +449,10 @@ class ResultsModel(QAbstractListModel):
             return scored & (self._scores < self.threshold)
         if self.filter == "errors":
             return self._filter_errors()
+        if self.filter == "models_disagree":
+            other = self._other
+            both = scored & ~np.isnan(other)
+            return both & ((self._scores >= self.threshold) != (other >= self.threshold))
         labels = self._labels_array()
         if self.filter == "reviewed":
             return labels >= 0
@@ -437,6 +477,8 @@ class ResultsModel(QAbstractListModel):
 
     def _sort_primary(self) -> np.ndarray:
         """Ascending key for score and disagreement sorts; rows without a score last."""
+        if self.sort == "uncertain":  # nearest the threshold first
+            return np.where(np.isnan(self._scores), np.inf, np.abs(self._scores - self.threshold))
         scores = np.where(np.isnan(self._scores), np.inf, -self._scores)
         if self.sort != "disagreement":
             return scores
@@ -450,6 +492,8 @@ class ResultsModel(QAbstractListModel):
         if self.sort == "modified":
             return (-int(self._mtimes[row]), row)
         score = self._scores[row]
+        if self.sort == "uncertain":
+            return (math.inf if math.isnan(score) else abs(float(score) - self.threshold), row)
         if self.sort == "disagreement":
             label = self._labels.get(self._hashes[row] or "")
             if label is not None:
@@ -472,6 +516,7 @@ class ResultsModel(QAbstractListModel):
         score = self._scores[row]
         scored = not math.isnan(score)
         label = self._labels.get(self._hashes[row] or "")
+        other = self._other[row]
         return {
             "flagged": scored and score >= self.threshold,
             "unflagged": scored and score < self.threshold,
@@ -481,6 +526,9 @@ class ResultsModel(QAbstractListModel):
             "disagreements": label is not None
             and scored
             and (label == "unsafe") != (score >= self.threshold),
+            "models_disagree": scored
+            and not math.isnan(other)
+            and (score >= self.threshold) != (other >= self.threshold),
         }[self.filter]
 
     def _ensure_keys(self) -> list[tuple]:

@@ -56,10 +56,11 @@ from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
-from nsfw_desk.gui.grid import FILTERS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.grid import FILTERS, SORT_TIPS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.loupe import Loupe
 from nsfw_desk.gui.model_bar import ModelBar
+from nsfw_desk.gui.model_switcher import ModelSwitcher, read_model_choices
 from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
@@ -98,6 +99,13 @@ class MainWindow(QMainWindow):
         self.writes = ReviewWrites(self.library_path, self)
         self.model_id: str | None = None
         self.model_names: dict[str, str] = {}  # model id → display name, as learnt
+        # The model the switcher chose (what loads it); scans use it until Settings changes.
+        self.switched_spec: str | None = None
+        self.compare_model_id: str | None = None  # "Compare with" (its scores may be on the way)
+        self.train_dialog = None  # Review → Train from my decisions…, while open
+        self._switch_after_scan: str | None = None  # a model trained while a scan ran
+        self._score_trained: str | None = None  # a model just trained: scan what it lacks
+        self._models_serial = 0
         self.device_text = ""
         self.folder: Path | None = None
         self.scanning = False
@@ -195,10 +203,15 @@ class MainWindow(QMainWindow):
         self.model_bar.choose_folder.connect(self.choose_model_folder)
         self.model_bar.open_settings.connect(self.open_settings)
         self.model_bar.retry.connect(self.retry_model)
+        self.switcher = ModelSwitcher()
+        self.switcher.model_chosen.connect(self.switch_model)
+        self.switcher.compare_chosen.connect(self.compare_with)
+        self.switcher.scan_again.connect(self.rescan)
         holder = QWidget()
         layout = QVBoxLayout(holder)
         layout.setContentsMargins(4, 4, 4, 0)
         layout.setSpacing(4)
+        layout.addWidget(self.switcher)
         layout.addWidget(self.model_bar)
         layout.addWidget(content, 1)
         return holder
@@ -239,6 +252,10 @@ class MainWindow(QMainWindow):
         self.sort_box = QComboBox()
         for key, text in SORTS.items():
             self.sort_box.addItem(text, key)
+            if key in SORT_TIPS:
+                self.sort_box.setItemData(
+                    self.sort_box.count() - 1, SORT_TIPS[key], Qt.ItemDataRole.ToolTipRole
+                )
         self.sort_box.setCurrentIndex(list(SORTS).index(self.results.sort))
         self.sort_box.currentIndexChanged.connect(
             lambda i: self.set_sort(self.sort_box.itemData(i))
@@ -327,10 +344,15 @@ class MainWindow(QMainWindow):
         self._action(review, "&Next image", lambda: self.move(1), ["J"])
         self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
         self._action(review, "Next un&reviewed", self.next_unreviewed, ["N"])
+        self._action(
+            review, "Review the most un&certain first", self.review_uncertain, ["Ctrl+Shift+U"]
+        )
         review.addSeparator()
         self._action(
             review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"], icon="calibrate"
         )
+        review.addSeparator()
+        self._action(review, "&Train from my decisions…", self.open_training)
         review.addSeparator()
         self.auto_advance_action = self._action(
             review,
@@ -401,6 +423,8 @@ class MainWindow(QMainWindow):
         self.settings.add_recent(folder)
         self._fill_recent()
         self.results.reset(folder)
+        self.compare_with(None)
+        self.switcher.set_choices([], None, None)
         self.detail.show_item(None)
         self._start_scan()
 
@@ -419,17 +443,25 @@ class MainWindow(QMainWindow):
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
         self.stop_button.show()
+        self.switcher.set_busy(True)
         self._refresh_view_state()
         self.scan_requested.emit(
             ScanRequest(
                 self.folder,
-                self.model_override if self.model_override is not None else self.settings.model,
+                self._model_spec(),
                 self.device_override or self.settings.device,
                 self.settings.precision,
                 self.settings.batch_size,
                 serial=self._scan_serial,
+                shown_model=self.model_id if self.switched_spec is not None else None,
             )
         )
+
+    def _model_spec(self) -> str | None:
+        """What a scan loads: the switcher's choice, else --model, else Settings."""
+        if self.switched_spec is not None:
+            return self.switched_spec
+        return self.model_override if self.model_override is not None else self.settings.model
 
     def stop_scan(self) -> None:
         if self.scanning:
@@ -446,6 +478,94 @@ class MainWindow(QMainWindow):
             )
         with self._keeping_current():
             self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
+        self.refresh_models()
+
+    # --- the model switcher and "Models disagree" (gui/model_switcher.py) ---------------
+
+    def refresh_models(self) -> None:
+        """List the models with scores in this folder (read thread: library, training.json)."""
+        folder = self.folder
+        if folder is None:
+            return
+        self._models_serial += 1
+        serial = self._models_serial
+
+        def show(choices) -> None:
+            if serial != self._models_serial or folder != self.folder:
+                return
+            self.model_names.update({c.model_id: c.name for c in choices})
+            compare = self.compare_model_id
+            if compare == self.model_id or compare not in {c.model_id for c in choices}:
+                self.compare_with(None)
+            self.switcher.set_choices(
+                choices, self.model_id, self.compare_model_id, self.model_name(self.model_id)
+            )
+            self._update_counts()
+
+        self.reads.query(lambda library: read_model_choices(library, folder), show)
+
+    def switch_model(self, model_id: str) -> None:
+        """Show `model_id`'s stored scores for this folder; no scan (Scan again scores the rest).
+
+        Not while a scan runs: its results are the scanning model's."""
+        folder = self.folder
+        if folder is None or self.scanning or model_id == self.model_id:
+            return
+        choice = self.switcher.choices.get(model_id)
+        self.switched_spec = choice.spec if choice and choice.spec else self.switched_spec
+        self.model_id = model_id
+        if self.compare_model_id == model_id:
+            self.compare_with(None)
+
+        def read(library):
+            outcomes = list(library.results(folder, model_id))
+            labels = ReviewStore(library).current_labels({o.hash for o in outcomes if o.hash})
+            return outcomes, labels, library.model_names([model_id])
+
+        def show(found) -> None:
+            if folder != self.folder or model_id != self.model_id:
+                return
+            outcomes, labels, names = found
+            self.model_names.update(names)
+            with self._keeping_current():
+                self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
+            self._refresh_view_state()
+            self.refresh_models()
+            name = self.model_name(model_id)
+            unscored = self.results.unscored()
+            if unscored and self._score_trained == model_id:
+                # Just trained and its backbone changed: the folder needs its scores now.
+                self._score_trained = None
+                self._start_scan()
+                self.status.setText(f"Scoring {unscored:,} images with {name}, just trained…")
+                return
+            more = f" · {unscored:,} without a score (Scan again scores them)" if unscored else ""
+            self.status.setText(f"Showing the stored scores of {name}{more}")
+
+        self.reads.query(read, show)
+
+    def compare_with(self, model_id: str | None) -> None:
+        """Put `model_id`'s scores beside the shown ones ("Models disagree" compares them)."""
+        if model_id == self.model_id:
+            model_id = None
+        self.compare_model_id = model_id
+        if model_id is None:
+            if self.results.other_model_id is not None:
+                with self._keeping_current():
+                    self.results.set_other_scores(None, {})
+                self._refresh_view_state()
+            return
+        hashes = [o.hash for o in self.results.outcomes() if o.hash]
+
+        def show(scores) -> None:
+            if self.compare_model_id != model_id:
+                return
+            self.results.other_model_name = self.model_name(model_id)
+            with self._keeping_current():
+                self.results.set_other_scores(model_id, scores)
+            self._refresh_view_state()
+
+        self.reads.query(lambda library: library.scores_for(model_id, hashes), show)
 
     def _on_model_ready(self, model_id: str, description: str) -> None:
         self.model_bar.hide()
@@ -505,7 +625,7 @@ class MainWindow(QMainWindow):
         )
         if folder:
             self.settings.model = folder
-            self.model_override = None
+            self.model_override = self.switched_spec = None
             self._save_settings()
             if self.folder is not None:
                 self.model_bar.set_busy(True)
@@ -546,8 +666,15 @@ class MainWindow(QMainWindow):
         self.progress_bar.hide()
         self.stop_button.hide()
         self.model_bar.set_busy(False)
+        self.switcher.set_busy(False)
+        if self._switch_after_scan is not None:
+            model_id, self._switch_after_scan = self._switch_after_scan, None
+            self.switch_model(model_id)
         if folder != self.folder or summary is None:
             return
+        self.refresh_models()
+        if self.compare_model_id is not None:
+            self.compare_with(self.compare_model_id)  # scores for new files too
         if not summary.cancelled:
             # Like the library: rows under folders that could not be read stay.
             kept = {
@@ -585,6 +712,8 @@ class MainWindow(QMainWindow):
             self.results.set_threshold(value)
 
     def set_filter(self, name: str) -> None:
+        if name == "models_disagree" and self.compare_model_id is None:
+            self._choose_a_comparison()
         self.settings.filter = name
         with self._keeping_current():
             self.results.set_filter(name)
@@ -594,9 +723,25 @@ class MainWindow(QMainWindow):
         self.settings.sort = name
         with self._keeping_current():
             self.results.set_sort(name)
+        self.sort_box.setToolTip(SORT_TIPS.get(name, ""))
+        if name == "uncertain":
+            self._say(
+                f"Most uncertain first: scores nearest the threshold "
+                f"({self.results.threshold:.2f}) first; N and auto-advance follow this queue"
+            )
+
+    def _choose_a_comparison(self) -> None:
+        """ "Models disagree" needs a second model: take the first the switcher offers."""
+        box = self.switcher.compare_box
+        if box.count() > 1:
+            box.setCurrentIndex(1)
+            self.compare_with(box.itemData(1))
+            self._say(f"Comparing with {box.itemText(1)} (change it under 'Compare with')")
 
     def _update_counts(self) -> None:
-        self.counts_label.setText("  " + str(self.results.counts()) + "  ")
+        counts = self.results.counts()
+        self.counts_label.setText("  " + str(counts) + "  ")
+        self.switcher.set_coverage(self.results.unscored(), counts.total - counts.errors)
 
     # --- review -----------------------------------------------------------------------
 
@@ -643,7 +788,11 @@ class MainWindow(QMainWindow):
             position = self.results.row_of(last_path)
             if position is None:  # filtered away by its new label: stay at the same place
                 position = min(rows[-1] - len(rows), self.results.rowCount() - 2)
-            following = self._next_labellable(position + 1)  # error tiles take no label
+            following = (
+                self._next_in_queue(position + 1)  # the review queue: unreviewed items only
+                if self.results.sort == "uncertain"
+                else self._next_labellable(position + 1)  # error tiles take no label
+            )
             if following is None:  # the end of the view: stay on an image, say what is left
                 following = self._last_labellable(min(position + 1, self.results.rowCount() - 1))
                 notes.append(self._end_of_view_text())
@@ -795,6 +944,32 @@ class MainWindow(QMainWindow):
             return
         after = queue[queue > self.grid.currentIndex().row()]
         self._select_row(int(after[0] if len(after) else queue[0]))
+
+    def _next_in_queue(self, start: int) -> int | None:
+        """The first unreviewed labellable item at or after `start` in the grid's order."""
+        queue = self.results.unreviewed_positions()
+        after = queue[queue >= start]
+        return int(after[0]) if len(after) else None
+
+    def review_uncertain(self, *, only_unreviewed: bool = False) -> None:
+        """The review queue: items the shown model is least sure about (score nearest the
+        threshold) first; N and auto-advance follow it, skipping reviewed items."""
+        if only_unreviewed:
+            self.set_filter("unreviewed")
+        self.set_sort("uncertain")
+        self.sort_box.blockSignals(True)
+        self.sort_box.setCurrentIndex(list(SORTS).index("uncertain"))
+        self.sort_box.blockSignals(False)
+        self._moved = True
+        queue = self.results.unreviewed_positions()
+        if not len(queue):
+            self._say("Nothing left to review in this view")
+            return
+        self._select_row(int(queue[0]))
+        self._say(
+            f"Review queue: {len(queue):,} unreviewed items, the scores nearest the threshold "
+            f"({self.results.threshold:.2f}) first"
+        )
 
     def _next_labellable(self, start: int) -> int | None:
         for position in range(max(0, start), self.results.rowCount()):
@@ -1172,7 +1347,7 @@ class MainWindow(QMainWindow):
             self.detail.set_revealed(False)
             self.loupe.reload()
         if model_changed:
-            self.model_override = self.device_override = None
+            self.model_override = self.device_override = self.switched_spec = None
         self._save_settings()
         if model_changed and self.folder is not None:
             self._start_scan()
@@ -1209,6 +1384,46 @@ class MainWindow(QMainWindow):
         dialog = CalibrationDialog(self.reads, self.results.threshold, self.model_id, self)
         dialog.threshold_applied.connect(self.spin.setValue)
         dialog.exec()
+
+    def open_training(self):
+        """Review → Train from my decisions… (gui/train_dialog.py); returns the dialog."""
+        from nsfw_desk.gui.train_dialog import TrainDialog
+
+        if self.train_dialog is not None and self.train_dialog.isVisible():
+            self.train_dialog.raise_()
+            return self.train_dialog
+        choice = self.switcher.choices.get(self.model_id or "")
+        spec = choice.spec if choice and choice.spec else self._model_spec()
+        dialog = TrainDialog(
+            self.library_path,
+            base_spec=spec or None,
+            base_name=self.model_name(self.model_id) or "the default model",
+            models_dir=self.library_path.parent / "models",
+            parent=self,
+        )
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.model_trained.connect(self._on_model_trained)
+        dialog.review_requested.connect(lambda: self.review_uncertain(only_unreviewed=True))
+        dialog.destroyed.connect(lambda *_: setattr(self, "train_dialog", None))
+        self.train_dialog = dialog
+        self.reads.query(lambda library: ReviewStore(library).counts(), dialog.set_counts)
+        dialog.open()
+        return dialog
+
+    def _on_model_trained(self, result) -> None:
+        """A model trained here becomes the one the grid shows (its scores, if any, are in
+        the library already: a head-only model's come from the stored embeddings)."""
+        self.switched_spec = str(result.out)
+        self._score_trained = result.model_id
+        if self.folder is None or result.model_id == self.model_id:
+            self.model_id = result.model_id
+            self.refresh_models()
+            return
+        if self.scanning:  # its results are the scanning model's: switch once it stops
+            self._switch_after_scan = result.model_id
+            self.stop_scan()
+            return
+        self.switch_model(result.model_id)
 
     def open_log_folder(self) -> None:
         from nsfw_desk.applog import log_dir
@@ -1275,6 +1490,8 @@ class MainWindow(QMainWindow):
         if self.writes.waiting and not self._wait_for_writes():
             event.ignore()
             return
+        if self.train_dialog is not None:
+            self.train_dialog.task.stop()  # a run stops at its next step; its checkpoint stays
         self.worker.stop()
         self.writes.stop()
         self.reads.stop()

@@ -32,6 +32,7 @@ AIMED_CONTRAST = 4.7  # a margin: painting rounds colours to 8 bits per channel
 BADGES = {"unsafe": "✖ UNSAFE", "safe": "✓ SAFE"}
 FLAG_MARK = "⚑ "
 ERROR_MARK = "⚠ "
+OTHER_MARK = "⇄ "  # before the compared model's score
 
 
 def luminance(colour: QColor) -> float:
@@ -179,7 +180,11 @@ class TileDelegate(QStyledItemDelegate):
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
             mark = FLAG_MARK if flagged else ""
-            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, f"{mark}{score:.2f}")
+            text = f"{mark}{score:.2f}"
+            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, text)
+            other = index.data(Role.OTHER_SCORE)
+            if other is not None:  # the compared model's score ("Models disagree")
+                self._paint_other(painter, left, text, other, index, colours)
         elif digest:  # listed without a model (or not scored yet)
             painter.setPen(colours.text)
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, "no score")
@@ -210,6 +215,19 @@ class TileDelegate(QStyledItemDelegate):
         )
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft, name)
         painter.restore()
+
+    @staticmethod
+    def _paint_other(painter: QPainter, line: QRect, shown: str, other: float, index, colours):
+        """`⇄ ⚑0.71` after the shown score: the compared model's score, flagged or not."""
+        threshold_flag = other >= index.model().threshold
+        x = line.x() + painter.fontMetrics().horizontalAdvance(shown + " ")
+        painter.setPen(colours.text)
+        arrow = OTHER_MARK
+        painter.drawText(QRect(x, line.y(), line.width(), line.height()), 0, arrow)
+        x += painter.fontMetrics().horizontalAdvance(arrow)
+        painter.setPen(colours.flag if threshold_flag else colours.text)
+        text = f"{FLAG_MARK.strip() if threshold_flag else ''}{other:.2f}"
+        painter.drawText(QRect(x, line.y(), line.right() - x, line.height()), 0, text)
 
     @staticmethod
     def _paint_flag_frame(painter: QPainter, area: QRect, colour: QColor, inner: QColor) -> None:

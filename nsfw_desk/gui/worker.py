@@ -57,6 +57,7 @@ class ScanRequest:
     batch_size: int = 8
     unsafe_label: str | None = None
     serial: int = 0  # tells the GUI which request a `finished` answers
+    shown_model: str | None = None  # the model the grid shows (the switcher's choice), if any
 
 
 class LibraryOwner(QObject):
@@ -118,7 +119,9 @@ class ScanWorker(LibraryOwner):
         folder = request.folder
         try:
             library = self.library()
-            known_model = self._model.model_id if self._model else library.last_model_for(folder)
+            known_model = request.shown_model or (
+                self._model.model_id if self._model else library.last_model_for(folder)
+            )
             if known_model:
                 self._emit_stored(library, folder, known_model)
             model = self._load(request)
