@@ -175,10 +175,10 @@ def _train(
             since_best += 1
         now = time.monotonic()
         stopping = since_best >= patience
-        if progress is not None and (now - last_report >= REPORT_INTERVAL_S or stopping):
+        last = stopping or epoch == epochs  # the final figures always reach the caller
+        if progress is not None and (now - last_report >= REPORT_INTERVAL_S or last):
             last_report = now
-            rate = (now - started) / step
-            eta = rate * (total - step)
+            eta = (now - started) / step * (total - step) if not last else 0.0
             progress(
                 TrainProgress(
                     "training",
@@ -190,8 +190,8 @@ def _train(
                     val_accuracy,
                     eta,
                     f"epoch {epoch}/{epochs} · step {step}/{total} · loss "
-                    f"{record['train_loss']:.3f} · val acc {val_accuracy:.3f} · "
-                    f"{eta:.0f} s left",
+                    f"{record['train_loss']:.3f} · val acc {val_accuracy:.3f}"
+                    + ("" if last else f" · {eta:.0f} s left"),
                 )
             )
         if stopping:

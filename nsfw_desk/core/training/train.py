@@ -70,20 +70,24 @@ class TrainResult:
 
 
 class _Reporter:
-    """Progress reports, at most ~10 a second except phase changes."""
+    """Progress reports, at most ~10 a second except phase and epoch changes (the loops
+    report an epoch's end at most ~10 a second too, and always the last one: the figures a
+    caller shows at the end are the run's own)."""
 
     def __init__(self, callback: ProgressFn | None) -> None:
         self.callback = callback
         self.last = 0.0
         self.phase = ""
+        self.epoch = 0
 
     def __call__(self, report: TrainProgress) -> None:
         if self.callback is None:
             return
         now = time.monotonic()
-        if report.phase == self.phase and now - self.last < 0.1:
+        same = report.phase == self.phase and report.epoch == self.epoch
+        if same and now - self.last < 0.1:
             return
-        self.phase, self.last = report.phase, now
+        self.phase, self.epoch, self.last = report.phase, report.epoch, now
         self.callback(report)
 
     def phase_line(self, phase: str, message: str) -> None:
