@@ -418,6 +418,16 @@ def _library_path(args: argparse.Namespace) -> Path:
     return (getattr(args, "db", None) or default_library_path()).expanduser()
 
 
+def existing_library(args: argparse.Namespace, command: str, hint: str = "") -> Path | None:
+    """The library `--db` names when it exists; None, after saying so, when it does not:
+    opening it would create an empty library, which no reading command wants."""
+    path = _library_path(args)
+    if path.is_file():
+        return path
+    print(f"nsfw-desk {command}: no library at {path}{hint}", file=sys.stderr)
+    return None
+
+
 def _free_space(folder: Path) -> str:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -697,9 +707,8 @@ def _close_quietly(library: Library) -> None:
 
 
 def run_metrics(args: argparse.Namespace) -> int:
-    path = _library_path(args)
-    if not path.is_file():  # opening would create an empty library
-        print(f"nsfw-desk metrics: no library at {path}", file=sys.stderr)
+    path = existing_library(args, "metrics")
+    if path is None:
         return EXIT_USAGE
     try:
         return _metrics(args, path)
@@ -803,9 +812,8 @@ def run_export(args: argparse.Namespace) -> int:
     from nsfw_desk.core import export
     from nsfw_desk.core.store import Library
 
-    path = _library_path(args)
-    if not path.is_file():  # opening would create an empty library
-        print(f"nsfw-desk export: no library at {path}", file=sys.stderr)
+    path = existing_library(args, "export")
+    if path is None:
         return EXIT_USAGE
     options = export.ExportOptions(
         out=args.out,

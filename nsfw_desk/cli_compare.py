@@ -35,14 +35,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nsfw_desk.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, _close_quietly, _library_path
+    from nsfw_desk.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, _close_quietly, existing_library
     from nsfw_desk.core.compare import CompareError, compare_lines, compare_models
     from nsfw_desk.core.hub import ModelError
     from nsfw_desk.core.store import Library
 
-    path = _library_path(args)
-    if not path.is_file():
-        print(f"nsfw-desk compare: no library at {path}", file=sys.stderr)
+    path = existing_library(args, "compare")
+    if path is None:
         return EXIT_USAGE
     library = Library(path)
     try:

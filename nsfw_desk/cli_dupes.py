@@ -48,14 +48,13 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
 
 
 def run(args: argparse.Namespace) -> int:
-    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, _library_path
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library
     from nsfw_desk.core.dupes import library_groups
     from nsfw_desk.core.paths import display_path, path_fields
     from nsfw_desk.core.store import Library
 
-    path = _library_path(args)
-    if not path.is_file():  # opening would create an empty library
-        print(f"nsfw-desk dupes: no library at {path}", file=sys.stderr)
+    path = existing_library(args, "dupes")
+    if path is None:
         return EXIT_USAGE
     folder = args.folder.expanduser().absolute() if args.folder else None
     with Library(path) as library:

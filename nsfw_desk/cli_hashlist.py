@@ -60,12 +60,14 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
 
 
 def run(args: argparse.Namespace) -> int:
-    from nsfw_desk.cli import EXIT_USAGE, _library_path
+    from nsfw_desk.cli import EXIT_USAGE, _library_path, existing_library
     from nsfw_desk.core.store import Library
 
-    path = _library_path(args)
-    if args.action != "import" and not path.is_file():
-        print(f"nsfw-desk hashlist {args.action}: no library at {path}", file=sys.stderr)
+    if args.action == "import":  # a list can come before the first scan
+        path = _library_path(args)
+    elif (found := existing_library(args, f"hashlist {args.action}")) is not None:
+        path = found
+    else:
         return EXIT_USAGE
     with Library(path) as library:
         return {"import": _import, "export": _export, "list": _list, "remove": _remove}[

@@ -28,15 +28,14 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
 
 
 def run(args: argparse.Namespace) -> int:
-    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, _library_path
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library
     from nsfw_desk.core.images import ImageError, content_hash, read_file
     from nsfw_desk.core.paths import path_fields
     from nsfw_desk.core.similar import EmbeddingIndex, NoEmbedding
     from nsfw_desk.core.store import Library
 
-    path = _library_path(args)
-    if not path.is_file():
-        print(f"nsfw-desk similar: no library at {path}", file=sys.stderr)
+    path = existing_library(args, "similar")
+    if path is None:
         return EXIT_USAGE
     with Library(path) as library:
         target = Path(args.target).expanduser()
