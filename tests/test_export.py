@@ -217,15 +217,15 @@ def test_hugging_face_imagefolder_loads_both_splits_with_metadata(reviewed, libr
 
 
 def test_failure_mid_copy_leaves_nothing(reviewed, library, tmp_path, monkeypatch):
-    real, calls = export_module._write_bytes, []
+    real, calls = export_module.write_durably, []
 
-    def flaky(path, data):
+    def flaky(path, data, **how):
         calls.append(path)
         if len(calls) > 5:
             raise OSError(28, "No space left on device")
-        real(path, data)
+        real(path, data, **how)
 
-    monkeypatch.setattr(export_module, "_write_bytes", flaky)
+    monkeypatch.setattr(export_module, "write_durably", flaky)
     before = listing(tmp_path)
     with pytest.raises(OSError, match="No space"):
         run(library, tmp_path / "out")
@@ -233,15 +233,15 @@ def test_failure_mid_copy_leaves_nothing(reviewed, library, tmp_path, monkeypatc
 
 
 def test_cancel_leaves_nothing(reviewed, library, tmp_path, monkeypatch):
-    token, real, calls = CancelToken(), export_module._write_bytes, []
+    token, real, calls = CancelToken(), export_module.write_durably, []
 
-    def cancelling(path, data):
+    def cancelling(path, data, **how):
         calls.append(path)
         if len(calls) == 3:
             token.cancel()
-        real(path, data)
+        real(path, data, **how)
 
-    monkeypatch.setattr(export_module, "_write_bytes", cancelling)
+    monkeypatch.setattr(export_module, "write_durably", cancelling)
     before = listing(tmp_path)
     with pytest.raises(Cancelled):
         export_dataset(library, ExportOptions(out=tmp_path / "out"), cancel=token)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_desk.core.defaults import PROGRESS_INTERVAL_S, VAL_FRACTION
+from nsfw_desk.core.durable import fsync_dir, write_durably
 from nsfw_desk.core.images import ImageError, content_hash, read_file
 from nsfw_desk.core.paths import display_path, path_fields
 from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
@@ -276,18 +277,6 @@ def split_val(hashes_by_class: dict[str, list[str]], fraction: float, seed: int)
 # --- files --------------------------------------------------------------------------------
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """A new file (never an existing one) with `data`, flushed to disk."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _try_link(source: Path, target: Path, before: os.stat_result) -> bool:
     """Hard-link `source` if it is still the very file that was read and verified."""
     try:
@@ -304,16 +293,6 @@ def _try_link(source: Path, target: Path, before: os.stat_result) -> bool:
         os.unlink(target)  # replaced between the read and the link
         return False
     return True
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync there
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _export_one(
@@ -342,7 +321,7 @@ def _export_one(
         name = f"{decision.hash}.{extension(stored_format, path)}"
         linked = before is not None and _try_link(path, folder / name, before)
         if not linked:
-            _write_bytes(folder / name, data)
+            write_durably(folder / name, data, mode=0o644)
         return _Exported(decision, folder.name, name, path, len(data)), None, linked
     if not failures:
         return None, (decision.hash, "no stored path for this content"), False
@@ -380,7 +359,7 @@ def _rows(items: list[_Exported], folders: list[str], include_source_path: bool)
 
 
 def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode("utf-8", "backslashreplace"))
+    write_durably(path, text.encode("utf-8", "backslashreplace"), mode=0o644)
 
 
 def _jsonl(rows: list[dict]) -> str:
@@ -683,7 +662,7 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
             os.rename(aside, out)
             raise
         shutil.rmtree(aside, ignore_errors=True)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 class _Meter:
@@ -823,9 +802,9 @@ def export_dataset(
         )
         for split in SPLITS:
             for name in classes.values():
-                _fsync_dir(tmp / split / name)
-            _fsync_dir(tmp / split)
-        _fsync_dir(tmp)
+                fsync_dir(tmp / split / name)
+            fsync_dir(tmp / split)
+        fsync_dir(tmp)
         _move_into_place(tmp, out, options.overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nsfw_desk.core.durable import fsync_dir, write_durably
 from nsfw_desk.core.hub import CONFIG_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:
@@ -70,25 +71,8 @@ def check_target(out: Path) -> Path:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_durably(path, data)
     os.chmod(path, 0o600)  # O_CREAT's mode is filtered by the umask
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # folders cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def weights_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
@@ -127,7 +111,7 @@ def write_model_folder(
         os.chmod(tmp, 0o700)
         for name, content in files.items():
             _write_file(tmp / name, content)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,4 +133,4 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
             raise
         shutil.rmtree(aside, ignore_errors=True)
     with contextlib.suppress(OSError):
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)

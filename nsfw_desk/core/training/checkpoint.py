@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nsfw_desk.core.durable import fsync_dir, write_durably
 from nsfw_desk.core.training.common import TrainingError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def save_checkpoint(folder: Path, tensors: Mapping[str, Tensor], state: dict) ->
         plain = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
         # Serialised in memory and written by us: a full disk is then a plain OSError (ENOSPC),
         # where safetensors' own file writer raises its own error type.
-        _write_bytes(partial, save(plain))
+        write_durably(partial, save(plain), exclusive=False)
         del plain
         os.replace(partial, folder / name)
         record = {
@@ -70,7 +71,7 @@ def save_checkpoint(folder: Path, tensors: Mapping[str, Tensor], state: dict) ->
             "tensors_sha256": _sha256(folder / name),
         }
         _write_text(state_tmp, json.dumps(record, indent=1, sort_keys=True))
-        _fsync_dir(folder)
+        fsync_dir(folder)
         os.replace(state_tmp, folder / STATE_FILE)  # the moment the new checkpoint counts
     except BaseException as exc:
         for leftover in (partial, state_tmp, folder / name):
@@ -88,7 +89,7 @@ def save_checkpoint(folder: Path, tensors: Mapping[str, Tensor], state: dict) ->
             f"could not write the training checkpoint in {folder}: {what}; {kept}. "
             "Free some space and resume the training",
         ) from exc
-    _fsync_dir(folder)
+    fsync_dir(folder)
     _remove_stale(folder, keep=name)
 
 
@@ -198,33 +199,7 @@ def _read_state(folder: Path) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode("utf-8"))
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """`data` into `path` (owner-only), flushed to disk before returning."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # folders cannot be opened for fsync there
-        return
-    _fsync_file(path)
+    write_durably(path, text.encode("utf-8"), exclusive=False)
 
 
 def _sha256(path: Path) -> str:
