@@ -250,3 +250,32 @@ def test_head_mode_stop_and_resume_say_it_starts_again(
     assert "--resume does nothing in head mode" in captured.err  # said at once
     assert "--resume: head mode keeps no checkpoint" in captured.out  # and the summary
     assert (out / "model.safetensors").is_file()
+
+
+def test_stop_before_the_first_epoch_and_while_evaluating_the_result(
+    tmp_path, decided, model_dir, monkeypatch, capsys
+):
+    db, _ = decided
+    out = tmp_path / "models" / "partial"
+    one_epoch = ("--mode", "partial", "--epochs", "1", "--batch-size", "10")
+    # Stop while the base model scores the held-out images, before any training step.
+    with monkeypatch.context() as m:
+        stop_when(m, lambda r: r.phase == "preparing")
+        assert train_cli(db, out, model_dir, *one_epoch) == 1
+    err = capsys.readouterr().err
+    assert "stopped before the first epoch, before any checkpoint: there is nothing" in err
+    assert "  training: " not in err and not resumable(out) and not out.exists()
+    # Stop once training is done, while the new model is evaluated: its checkpoint is kept,
+    # and resuming writes the model without another training step.
+    with monkeypatch.context() as m:
+        stop_when(m, lambda r: r.phase == "evaluating" and r.message.startswith("before/after"))
+        assert train_cli(db, out, model_dir, *one_epoch) == 1
+    err = capsys.readouterr().err
+    assert "stopped while evaluating the trained model; its checkpoint is kept" in err
+    assert resumable(out) and not out.exists()
+    assert train_cli(db, out, model_dir, *one_epoch, "--resume") == 0
+    captured = capsys.readouterr()
+    assert "  training: " not in captured.err, captured.err
+    assert "resumed after epoch 1" in captured.out
+    assert json.loads((out / "training.json").read_text())["epochs_run"] == 1
+    assert not resumable(out)

@@ -32,7 +32,7 @@ from nsfw_desk.core.model_folder import (
 from nsfw_desk.core.paths import display_path, path_fields
 from nsfw_desk.core.store import now_utc
 from nsfw_desk.core.training import data as data_mod
-from nsfw_desk.core.training.common import MODES, TrainingError, TrainProgress
+from nsfw_desk.core.training.common import MODES, TrainingError, TrainingStopped, TrainProgress
 
 if TYPE_CHECKING:
     from nsfw_desk.core.runtime import LoadedModel
@@ -489,7 +489,20 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     weights = [w_safe] * len(base.labels)
     for i in base.unsafe_indices:
         weights[i] = w_unsafe
-    before_scores, val_keep = _score_examples(base, val_set)
+
+    def stopped_before() -> TrainingStopped:
+        if options.resume and resumable(out):
+            return TrainingStopped(
+                "stopped before training went on; the checkpoint is kept: resume to continue "
+                "from it"
+            )
+        return TrainingStopped(
+            "stopped before the first epoch, before any checkpoint: there is nothing to "
+            "resume; start the training again"
+        )
+
+    report.phase_line("preparing", "scoring the held-out images with the base model")
+    before_scores, val_keep = _score_examples(base, val_set, should_stop, stopped_before)
     outcome = ft.finetune(
         base.module,
         base.data_config,
@@ -512,7 +525,15 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     report.phase_line("evaluating", "before/after on the held-out split")
     base.module.load_state_dict({k: v.to(base.device) for k, v in outcome.state.items()})
     base.module.eval()
-    after_scores, _ = _score_examples(base, [val_set[i] for i in val_keep])
+    after_scores, _ = _score_examples(
+        base,
+        [val_set[i] for i in val_keep],
+        should_stop,
+        lambda: TrainingStopped(
+            "stopped while evaluating the trained model; its checkpoint is kept: resume to "
+            "write the model without training again"
+        ),
+    )
     y_val = np.array([val_set[i].target == unsafe_index for i in val_keep])
     metrics = _scores_report(before_scores, after_scores, y_val)
     hyper = {
@@ -597,8 +618,16 @@ def _images_lines(missing: list[data_mod.Item], left_out) -> list[str]:
     return lines
 
 
-def _score_examples(model: LoadedModel, examples) -> tuple[np.ndarray, list[int]]:
-    """Unsafe scores of the examples' images (decoded); indices of those that decoded."""
+def _score_examples(
+    model: LoadedModel,
+    examples,
+    should_stop: Callable[[], bool] | None = None,
+    stopped: Callable[[], TrainingStopped] | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Unsafe scores of the examples' images (decoded); indices of those that decoded.
+
+    Polls `should_stop` between images (thousands of held-out images take a while) and
+    raises `stopped()` when it turns true."""
     import torch
 
     from nsfw_desk.core.images import ImageError, decode, read_file
@@ -613,6 +642,8 @@ def _score_examples(model: LoadedModel, examples) -> tuple[np.ndarray, list[int]
             batch.clear()
 
     for n, example in enumerate(examples):
+        if should_stop is not None and stopped is not None and should_stop():
+            raise stopped()
         try:
             pixels, *_ = decode(read_file(example.path), min_side=model.input_size)
         except (ImageError, OSError) as exc:
