@@ -491,7 +491,7 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
         weights[i] = w_unsafe
 
     def stopped_before() -> TrainingStopped:
-        if options.resume and resumable(out):
+        if resumable(out):  # resuming, or a checkpoint an earlier run left
             return TrainingStopped(
                 "stopped before training went on; the checkpoint is kept: resume to continue "
                 "from it"
