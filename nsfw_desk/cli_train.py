@@ -11,7 +11,7 @@ from pathlib import Path
 TRAIN_EXIT_STATUS = """\
 exit status:
   0  the model was trained and saved
-  1  interrupted (a fine-tune's last checkpoint is kept: --resume continues)
+  1  interrupted (says whether a fine-tune's checkpoint is kept for --resume)
   2  bad input: too few decisions, an export folder that is not one, an --out
      folder that holds other things, a base model that does not match
   3  the base model could not be loaded
@@ -102,6 +102,37 @@ class _Lines:
         print(f"  {report.phase}: {report.message}", file=sys.stderr, flush=True)
 
 
+def _resumable(options) -> bool:
+    from nsfw_desk.core.training import resumable
+
+    try:
+        return options.mode != "head" and resumable(options.out)
+    except Exception:  # an unreadable checkpoint is not one to resume
+        return False
+
+
+def _checkpoint_kept(options) -> str:
+    if not _resumable(options):
+        return ""
+    return (
+        " The checkpoint of the last finished epoch is kept: run the same command with "
+        "--resume to continue from it."
+    )
+
+
+def _interrupted(options) -> str:
+    """What Ctrl+C left behind, checked rather than assumed."""
+    nothing = f"nothing was written to {options.out}"
+    if _resumable(options):
+        return (
+            f"{nothing}; the checkpoint of the last finished epoch is kept: run the same "
+            "command with --resume to continue from it"
+        )
+    if options.mode == "head":
+        return f"{nothing}; a head keeps no checkpoint: run the command again to start over"
+    return f"{nothing} and no checkpoint was kept yet: run the command again to start over"
+
+
 def run(args: argparse.Namespace) -> int:
     from nsfw_desk.cli import (
         EXIT_FAILED,
@@ -148,6 +179,12 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
+    if options.mode == "head" and options.resume:
+        print(
+            "nsfw-desk train: --resume does nothing in head mode: a head keeps no checkpoint "
+            "(it trains in seconds), so training starts again from the base model",
+            file=sys.stderr,
+        )
     try:
         result = train(options, library, progress=_Lines(args.quiet))
     except TrainingError as exc:
@@ -156,12 +193,11 @@ def run(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(f"nsfw-desk train: {exc}\nGive another base model with --base.", file=sys.stderr)
         return EXIT_MODEL
-    except (TrainingStopped, KeyboardInterrupt):
-        print(
-            "nsfw-desk train: interrupted; nothing was written to "
-            f"{options.out} (a fine-tune's last checkpoint is kept: --resume continues)",
-            file=sys.stderr,
-        )
+    except TrainingStopped as exc:  # its message says whether a checkpoint is kept
+        print(f"nsfw-desk train: {exc}; nothing was written to {options.out}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"nsfw-desk train: interrupted; {_interrupted(options)}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
         status = _failure(
@@ -171,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             library=args if library is not None else None,
             kept=lambda _: (
                 f"Nothing was written to {options.out}; an earlier model there is intact."
+                + _checkpoint_kept(options)
             ),
         )
         if status is None:

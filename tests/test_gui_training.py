@@ -209,3 +209,47 @@ def test_too_few_decisions_are_said_in_the_dialog_and_nothing_is_written(
     assert dialog.train_button.isEnabled() and not dialog.resume_button.isEnabled()
     dialog.close_button.click()
     qtbot.waitUntil(lambda: window.train_dialog is None)
+
+
+def test_a_head_only_scan_in_the_desk_says_it_scored_from_stored_embeddings(
+    qtbot, tmp_path, model_dir, loaded_model
+):
+    """A folder the base model scanned, opened with a head trained on it: the status bar says
+    its items were scored from stored embeddings without decoding, as `nsfw-desk scan` does."""
+    from nsfw_desk.core.review import ReviewStore
+    from nsfw_desk.core.scan import scan_folder
+    from nsfw_desk.core.settings import Settings
+    from nsfw_desk.core.training import TrainOptions, train
+    from nsfw_desk.gui.main_window import MainWindow
+    from nsfw_desk.synthetic import write_family_photos
+
+    families = write_family_photos(tmp_path / "decided", 12)
+    write_family_photos(tmp_path / "later", 3, seed=1)
+    db = tmp_path / "library.sqlite"
+    with Library(db) as library:
+        summary = scan_folder(tmp_path / "decided", loaded_model, library, keep_outcomes=True)
+        for o in summary.outcomes:
+            label = "unsafe" if families[o.path] == 0 else "safe"
+            item = DecisionInput(o.hash, loaded_model.model_id, o.score, o.path)
+            ReviewStore(library).decide([item], label, reviewer="tester", threshold=0.5)
+        out = tmp_path / "head"
+        train(TrainOptions(out, base=str(model_dir), device="cpu"), library)
+        # Scanned by the base model after the training: embeddings stored, no head score yet.
+        assert scan_folder(tmp_path / "later", loaded_model, library).scored == 6
+    window = MainWindow(
+        Settings(reviewer="tester"),
+        library_path=db,
+        model=str(out),
+        device="cpu",
+        save_settings=False,
+    )
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    try:
+        scan(qtbot, window, tmp_path / "later")
+        text = window.status.text()
+        assert "6 scored from stored embeddings (no decoding)" in text, text
+        assert len(column(window, Role.SCORE)) == 6 and window.results.unscored() == 0
+    finally:
+        window.close()

@@ -1090,15 +1090,22 @@ class MainWindow(QMainWindow):
             self._moved = True
 
     def _scan_summary_text(self, summary) -> str:
+        # A head-only model scores from the base model's stored embeddings: say so, as the
+        # CLI does, since those items were not decoded again.
+        via = (
+            f" · {summary.from_embeddings:,} scored from stored embeddings (no decoding)"
+            if summary.from_embeddings
+            else ""
+        )
         if summary.cancelled:
             done = summary.scored + summary.cached + summary.errors
             return (
                 f"Stopped after {done:,} of {summary.files:,} files · "
-                f"{summary.scored:,} new · {summary.errors:,} errors"
+                f"{summary.scored:,} new{via} · {summary.errors:,} errors"
             )
         return (
             f"Scanned: {summary.files:,} files in {summary.elapsed_s:.1f} s · "
-            f"{summary.scored:,} new · {summary.errors:,} errors"
+            f"{summary.scored:,} new{via} · {summary.errors:,} errors"
         )
 
     # --- reveal, hide, zoom -----------------------------------------------------------

@@ -631,8 +631,10 @@ def _stopped(run: _RunState, epoch: int) -> TrainingStopped:
             f"stopped {first}, before any checkpoint: there is nothing to resume; start the "
             "training again"
         )
+    # The checkpoint's step, not the live one: steps taken in `epoch` since then are lost.
+    kept_step = run.history[-1]["step"] if run.history else run.step
     return TrainingStopped(
-        f"stopped {where}; the checkpoint after epoch {run.epoch} (step {run.step}) is kept: "
+        f"stopped {where}; the checkpoint after epoch {run.epoch} (step {kept_step}) is kept: "
         "resume to continue from it"
     )
 

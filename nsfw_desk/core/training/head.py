@@ -149,7 +149,10 @@ def _train(
         running = 0.0
         for start_at in range(0, n, batch_size):
             if should_stop is not None and should_stop():
-                raise TrainingStopped(f"stopped in epoch {epoch}; the head is quick to retrain")
+                raise TrainingStopped(
+                    f"stopped in epoch {epoch}, before anything was saved; a head keeps no "
+                    "checkpoint (it trains in seconds): train again to start over"
+                )
             index = order[start_at : start_at + batch_size]
             loss, _ = losses(xt[index], yt[index])
             optimiser.zero_grad(set_to_none=True)

@@ -29,9 +29,10 @@ from nsfw_desk.core.model_folder import (
     check_target,
     write_model_folder,
 )
+from nsfw_desk.core.paths import display_path, path_fields
 from nsfw_desk.core.store import now_utc
 from nsfw_desk.core.training import data as data_mod
-from nsfw_desk.core.training.common import MODES, TrainingError, TrainProgress
+from nsfw_desk.core.training.common import MODES, TrainingError, TrainingStopped, TrainProgress
 
 if TYPE_CHECKING:
     from nsfw_desk.core.runtime import LoadedModel
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[TrainProgress], None]
 FINETUNE_DEFAULTS = {"partial": (10, 32, 1e-4), "full": (10, 32, 5e-5)}
+HEAD_RESUME_NOTE = (
+    "--resume: head mode keeps no checkpoint (a head trains in seconds), so this run "
+    "started again from the base model"
+)
 
 
 @dataclass
@@ -435,6 +440,7 @@ def _train_head(options, out, base, config, dataset, library, report, should_sto
         f"Embeddings: {emb.stored} stored (no decoding), {emb.computed} computed"
         + (f", {len(emb.left_out)} left out (no file holds them)" if emb.left_out else "")
         + ".",
+        *([HEAD_RESUME_NOTE + "."] if options.resume else []),
         *report_lines(report_data),
         f"Saved {out} (model {model_id[:15]}).",
     ]
@@ -451,19 +457,31 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     from nsfw_desk.core.training.checkpoint import checkpoint_folder, remove_checkpoint
     from nsfw_desk.core.training.head import class_weights
 
-    data_mod.split(dataset, options.val_fraction, options.seed)
-    counts = dataset.counts()
     unsafe_index = base.unsafe_indices[0]
     safe_index = next(i for i in range(len(base.labels)) if i not in base.unsafe_indices)
+    files: dict[str, Path] = {}
+    missing: list[data_mod.Item] = []
+    for item in dataset.items:
+        path = next((Path(p) for p in item.paths if Path(p).is_file()), None)
+        if path is None:
+            missing.append(item)
+        else:
+            files[item.hash] = path
+    if missing:
+        log.warning("training: %d decided items have no file any more", len(missing))
+        dataset.items = [i for i in dataset.items if i.hash in files]
+        try:
+            data_mod.check_counts(dataset.counts())
+        except TrainingError as exc:
+            raise type(exc)(f"{exc} ({_missing_line(missing)}.)") from exc
+    data_mod.split(dataset, options.val_fraction, options.seed)
+    counts = dataset.counts()
 
     def examples(items):
-        found = []
-        for item in items:
-            path = next((p for p in item.paths if Path(p).is_file()), None)
-            if path is not None:
-                target = unsafe_index if item.is_unsafe else safe_index
-                found.append(ft.Example(Path(path), target, item.hash))
-        return found
+        return [
+            ft.Example(files[i.hash], unsafe_index if i.is_unsafe else safe_index, i.hash)
+            for i in items
+        ]
 
     train_set, val_set = examples(dataset.train), examples(dataset.val)
     default_epochs, default_batch, default_lr = FINETUNE_DEFAULTS[options.mode]
@@ -471,13 +489,24 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     batch_size = options.batch_size or default_batch
     lr = options.lr or default_lr
     y_train = np.array([e.target == unsafe_index for e in train_set])
-    if not y_train.any() or y_train.all():
-        raise TrainingError("No file holds the decided items of one class any more.")
     w_unsafe, w_safe = class_weights(y_train)
     weights = [w_safe] * len(base.labels)
     for i in base.unsafe_indices:
         weights[i] = w_unsafe
-    before_scores, val_keep = _score_examples(base, val_set)
+
+    def stopped_before() -> TrainingStopped:
+        if resumable(out):  # resuming, or a checkpoint an earlier run left
+            return TrainingStopped(
+                "stopped before training went on; the checkpoint is kept: resume to continue "
+                "from it"
+            )
+        return TrainingStopped(
+            "stopped before the first epoch, before any checkpoint: there is nothing to "
+            "resume; start the training again"
+        )
+
+    report.phase_line("preparing", "scoring the held-out images with the base model")
+    before_scores, val_keep = _score_examples(base, val_set, should_stop, stopped_before)
     outcome = ft.finetune(
         base.module,
         base.data_config,
@@ -500,7 +529,15 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     report.phase_line("evaluating", "before/after on the held-out split")
     base.module.load_state_dict({k: v.to(base.device) for k, v in outcome.state.items()})
     base.module.eval()
-    after_scores, _ = _score_examples(base, [val_set[i] for i in val_keep])
+    after_scores, _ = _score_examples(
+        base,
+        [val_set[i] for i in val_keep],
+        should_stop,
+        lambda: TrainingStopped(
+            "stopped while evaluating the trained model; its checkpoint is kept: resume to "
+            "write the model without training again"
+        ),
+    )
     y_val = np.array([val_set[i].target == unsafe_index for i in val_keep])
     metrics = _scores_report(before_scores, after_scores, y_val)
     hyper = {
@@ -517,9 +554,19 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
             "method": "weighted loss (balanced: n / (2 · n_class))",
             "class_weights": {"unsafe": w_unsafe, "safe": w_safe},
         },
+        "images": {
+            "missing": len(missing),
+            "missing_hashes": sorted(i.hash for i in missing),
+            "left_out": len(outcome.left_out),
+            "left_out_files": [
+                {**path_fields(item.path), "why": item.reason} for item in outcome.left_out
+            ],
+        },
         "history": outcome.history,
         "best_epoch": outcome.best_epoch,
         "epochs_run": outcome.epochs_run,
+        "early_stopped": outcome.early_stopped,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
         "steps": outcome.steps,
     }
     record = _record(options, base, dataset, counts, hyper, extra, metrics)
@@ -531,8 +578,16 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     lines = [
         f"Fine-tuned {base.display_name} ({options.mode}) on {len(train_set)} decisions "
         f"({counts['unsafe']} unsafe, {counts['safe']} safe in all; {len(val_set)} held out): "
-        f"best epoch {outcome.best_epoch} of {outcome.epochs_run}.",
+        f"best epoch {outcome.best_epoch} of {outcome.epochs_run}"
+        + (" (stopped early: validation loss no longer improved)" if outcome.early_stopped else "")
+        + (
+            f"; resumed after epoch {outcome.resumed_from_epoch}"
+            if outcome.resumed_from_epoch
+            else ""
+        )
+        + ".",
         f"Class imbalance: weighted loss (unsafe ×{w_unsafe:.2f}, safe ×{w_safe:.2f}).",
+        *_images_lines(missing, outcome.left_out),
         *report_lines(report_data),
         f"Saved {out} (model {model_id[:15]}).",
         "The backbone changed: scan again with the new model to score the library "
@@ -542,8 +597,41 @@ def _train_finetune(options, out, base, config, dataset, library, report, should
     return TrainResult(out, model_id, report_data, 0, "\n".join(lines))
 
 
-def _score_examples(model: LoadedModel, examples) -> tuple[np.ndarray, list[int]]:
-    """Unsafe scores of the examples' images (decoded); indices of those that decoded."""
+def _missing_line(missing: list[data_mod.Item]) -> str:
+    n = len(missing)
+    example = display_path(missing[0].paths[0]) if missing[0].paths else missing[0].hash[:12]
+    return (
+        f"{n} decided item{'s' if n != 1 else ''} left out: no file holds "
+        f"{'their' if n != 1 else 'its'} content any more, e.g. {example}"
+    )
+
+
+def _images_lines(missing: list[data_mod.Item], left_out) -> list[str]:
+    """What was not trained on, for people (training.json lists them all)."""
+    lines = []
+    if missing:
+        lines.append(f"{_missing_line(missing)}.")
+    if left_out:
+        shown = "; ".join(f"{display_path(i.path)}: {i.reason}" for i in left_out[:3])
+        more = f"; and {len(left_out) - 3} more (see training.json)" if len(left_out) > 3 else ""
+        n = len(left_out)
+        lines.append(
+            f"{n} image{'s' if n != 1 else ''} left out: no longer decoded or content "
+            f"changed since the scan: {shown}{more}."
+        )
+    return lines
+
+
+def _score_examples(
+    model: LoadedModel,
+    examples,
+    should_stop: Callable[[], bool] | None = None,
+    stopped: Callable[[], TrainingStopped] | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Unsafe scores of the examples' images (decoded); indices of those that decoded.
+
+    Polls `should_stop` between images (thousands of held-out images take a while) and
+    raises `stopped()` when it turns true."""
     import torch
 
     from nsfw_desk.core.images import ImageError, decode, read_file
@@ -558,6 +646,8 @@ def _score_examples(model: LoadedModel, examples) -> tuple[np.ndarray, list[int]
             batch.clear()
 
     for n, example in enumerate(examples):
+        if should_stop is not None and stopped is not None and should_stop():
+            raise stopped()
         try:
             pixels, *_ = decode(read_file(example.path), min_side=model.input_size)
         except (ImageError, OSError) as exc:
