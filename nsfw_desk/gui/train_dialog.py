@@ -377,7 +377,8 @@ class TrainDialog(QDialog):
     def _on_stopped(self, message: str) -> None:
         self._set_running(False)
         self.phase.setText("Stopped")
-        self.line.setText(f"Stopped: {message}. Train starts again from the base model.")
+        # The trainer's message says what is kept (a checkpoint Resume continues, or none).
+        self.line.setText(message[:1].upper() + message[1:])
         self._check_out()
         if self._closing:
             self.reject()
