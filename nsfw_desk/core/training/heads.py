@@ -103,7 +103,9 @@ def rescore_from_embeddings(
         return 0
     shared = library.share_embeddings(model_id, base_model_id)
     if not shared:
-        log.info("%s cannot share the embeddings of %s: its rows copy them", model_id, base_model_id)
+        log.info(
+            "%s cannot share the embeddings of %s: its rows copy them", model_id, base_model_id
+        )
     good.sort()  # hash order: the inserts walk the (hash, model) index in order
     digests = [digest for digest, _ in good]
     blobs = [blob for _, blob in good]
