@@ -137,3 +137,25 @@ def test_a_library_from_before_shared_embeddings_migrates_with_its_rows(tmp_path
         assert "little-endian float16" in notes["scores.embedding"]
         assert lib.share_embeddings(HEAD, BASE)
         assert lib.embedding_sources(HEAD) == [HEAD, BASE]
+
+
+@pytest.mark.parametrize("sqlite_version", [None, (3, 37, 2)])
+def test_shared_scores_go_in_exactly_with_json_each_or_row_by_row(
+    tmp_path, monkeypatch, sqlite_version
+):
+    """The bulk path (json_each) and the one for SQLite before 3.38 store the same rows."""
+    if sqlite_version is not None:
+        monkeypatch.setattr(store.sqlite3, "sqlite_version_info", sqlite_version)
+    library, hashes, _ = _base_library(tmp_path)
+    _register(library, HEAD, embeddings_of=BASE)
+    rng = np.random.default_rng(5)
+    probs = rng.random((len(hashes), 3)).astype(np.float32)
+    unsafe = probs[:, 0].astype(np.float64) / 3
+    unsafe[0] = 1.0
+    assert library.record_shared_scores(HEAD, hashes, unsafe, probs) == len(hashes)
+    assert library.scores_for(HEAD, hashes) == dict(zip(hashes, unsafe.tolist(), strict=True))
+    for n in (0, 5):
+        np.testing.assert_array_equal(library.probabilities(hashes[n], HEAD), probs[n])
+    assert set(_stored(library, HEAD).values()) == {None}
+    assert library.record_shared_scores(HEAD, [], np.zeros(0), np.zeros((0, 3))) == 0
+    library.close()

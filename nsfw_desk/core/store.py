@@ -315,6 +315,7 @@ def _retry_busy(statement: Callable[[], object]) -> None:
             return
 
 
+SHARED_SCORES_CHUNK = 100_000  # rows per statement of record_shared_scores
 IN_CHUNK = 500  # SQLite limits host parameters per statement (999 in older builds)
 
 
@@ -1156,21 +1157,68 @@ class Library:
         values = [(digest, model_id, u, p, e, now) for digest, u, p, e in rows]
         if not values:
             return 0
-        # A bigger page cache for this one transaction: 100,000 inserts into three B-trees
-        # otherwise re-read the same pages from the OS many times over.
+        with self._big_cache(), write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO scores "
+                "(hash, model_id, unsafe, probabilities, embedding, scored_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        return len(values)
+
+    def record_shared_scores(
+        self, model_id: str, hashes: list[str], unsafe: np.ndarray, probabilities: np.ndarray
+    ) -> int:
+        """Scores of `model_id`, which shares another model's embeddings (`share_embeddings`),
+        in one transaction: content `hashes[i]` gets `unsafe[i]` and the row
+        `probabilities[i]` (stored '<f4'), its embedding NULL. Returns the count.
+
+        The rows go in as one JSON array of (hash, unsafe) and one blob of probabilities per
+        statement (json_each): a third less time than binding 100,000 rows one by one, for
+        the same rows in the same transaction."""
+        probs = np.ascontiguousarray(probabilities, dtype="<f4")
+        scores = np.asarray(unsafe, dtype=np.float64)
+        if len(hashes) != len(scores) or len(hashes) != len(probs):
+            raise ValueError("hashes, unsafe and probabilities differ in length")
+        if not hashes:
+            return 0
+        size = probs.shape[1] * 4
+        if sqlite3.sqlite_version_info < (3, 38) or not np.isfinite(scores).all():
+            # no ->> operator (SQLite before 3.38), or a NaN that JSON cannot carry
+            blob = probs.tobytes()
+            return self.record_model_scores(
+                model_id,
+                (
+                    (digest, score, blob[n * size : (n + 1) * size], None)
+                    for n, (digest, score) in enumerate(zip(hashes, scores.tolist(), strict=True))
+                ),
+            )
+        now = now_utc()
+        with self._big_cache(), write_transaction(self.db):
+            for start in range(0, len(hashes), SHARED_SCORES_CHUNK):
+                end = start + SHARED_SCORES_CHUNK
+                pairs = json.dumps(
+                    list(zip(hashes[start:end], scores[start:end].tolist(), strict=True))
+                )
+                self.db.execute(
+                    "INSERT OR REPLACE INTO scores "
+                    "(hash, model_id, unsafe, probabilities, embedding, scored_at) "
+                    f"SELECT value ->> 0, ?, value ->> 1, substr(?, key * {size} + 1, {size}), "
+                    "NULL, ? FROM json_each(?)",
+                    (model_id, probs[start:end].tobytes(), now, pairs),
+                )
+        return len(hashes)
+
+    @contextlib.contextmanager
+    def _big_cache(self) -> Iterator[None]:
+        """A bigger page cache for one bulk transaction: 100,000 inserts into three B-trees
+        otherwise re-read the same pages from the OS many times over."""
         (cache,) = self.db.execute("PRAGMA cache_size").fetchone()
         self.db.execute(f"PRAGMA cache_size = {-(256 << 10)}")  # 256 MiB at most
         try:
-            with write_transaction(self.db):
-                self.db.conn.executemany(
-                    "INSERT OR REPLACE INTO scores "
-                    "(hash, model_id, unsafe, probabilities, embedding, scored_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    values,
-                )
+            yield
         finally:
             self.db.execute(f"PRAGMA cache_size = {int(cache)}")
-        return len(values)
 
     def record_errors(self, errors: list, scan_id: int | None) -> None:
         """Errors replace any file row of the same path (it no longer scores)."""

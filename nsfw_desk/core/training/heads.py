@@ -101,30 +101,29 @@ def rescore_from_embeddings(
         )
     if not good:
         return 0
-    shared = library.share_embeddings(model_id, base_model_id)
-    if not shared:
-        log.info(
-            "%s cannot share the embeddings of %s: its rows copy them", model_id, base_model_id
-        )
     good.sort()  # hash order: the inserts walk the (hash, model) index in order
     digests = [digest for digest, _ in good]
     blobs = [blob for _, blob in good]
     matrix = blob_to_array(b"".join(blobs), "<f2").reshape(len(good), scorer.width)
-    rows: list[tuple[str, float, bytes, bytes | None]] = []
-    for start in range(0, len(good), CHUNK):
-        probs = scorer.probabilities(matrix[start : start + CHUNK])
-        unsafe = scorer.unsafe(probs).tolist()
-        blob = probs.astype("<f4").tobytes()
-        step = probs.shape[1] * 4
-        rows.extend(
-            zip(
-                digests[start : start + CHUNK],
-                unsafe,
-                [blob[i : i + step] for i in range(0, len(blob), step)],
-                blobs[start : start + CHUNK] if not shared else [None] * len(unsafe),
-                strict=True,
-            )
-        )
+    probs = np.concatenate(
+        [
+            scorer.probabilities(matrix[start : start + CHUNK])
+            for start in range(0, len(good), CHUNK)
+        ]
+    )
+    unsafe = scorer.unsafe(probs)
+    if library.share_embeddings(model_id, base_model_id):
+        return library.record_shared_scores(model_id, digests, unsafe, probs)
+    log.info("%s cannot share the embeddings of %s: its rows copy them", model_id, base_model_id)
+    blob = probs.astype("<f4").tobytes()
+    step = probs.shape[1] * 4
+    rows = zip(
+        digests,
+        unsafe.tolist(),
+        [blob[i : i + step] for i in range(0, len(blob), step)],
+        blobs,
+        strict=True,
+    )
     return library.record_model_scores(model_id, rows)
 
 
