@@ -458,3 +458,41 @@ def test_partial_mode_goes_through_finetune_and_writes_a_loadable_model(
     assert set(result.report) >= {"before", "after", "threshold"}
     assert not resumable(out)  # the checkpoint is removed after a finished run
     assert load_model(out, device="cpu").labels == ["NSFW", "SFW"]
+
+
+def test_a_head_on_a_head_only_model_reads_the_shared_embeddings_without_decoding(
+    tmp_path, reviewed, chance_base, chance_model, monkeypatch
+):
+    """The first head's rows hold no embedding copy (it shares the base's); a second head
+    trained with the first as --base still finds every embedding, and decodes nothing."""
+    from nsfw_desk.core.similar import EmbeddingIndex
+    from nsfw_desk.core.training import embeddings
+
+    library, _ = reviewed
+    first = train(TrainOptions(tmp_path / "first", base=str(chance_base), device="cpu"), library)
+    rows = library.db.execute(
+        "SELECT hash, embedding FROM scores WHERE model_id = ?", (first.model_id,)
+    ).fetchall()
+    assert len(rows) == 60 and {blob for _, blob in rows} == {None}
+    digest = rows[0][0]
+    np.testing.assert_array_equal(
+        library.embedding(digest, first.model_id), library.embedding(digest, chance_model.model_id)
+    )
+    index = EmbeddingIndex.from_library(library, first.model_id)
+    assert len(index.hashes) == 60
+    assert index.nearest(index.vector(digest), top=1)[0].content_hash == digest
+
+    decodes = _count_decodes(monkeypatch, embeddings)
+    second = train(
+        TrainOptions(tmp_path / "second", base=str(tmp_path / "first"), device="cpu"), library
+    )
+    assert decodes == []
+    record = json.loads((tmp_path / "second" / "training.json").read_text())
+    assert record["base_model_id"] == first.model_id
+    assert second.rescored == 60
+    assert library.embedding_sources(second.model_id) == [
+        second.model_id,
+        first.model_id,
+        chance_model.model_id,
+    ]
+    assert len(library.embedding_blobs(second.model_id)) == 60

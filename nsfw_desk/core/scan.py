@@ -181,6 +181,7 @@ def scan_folder(
             architecture=model.architecture,
             labels=model.labels,
             unsafe_labels=model.unsafe_labels,
+            embeddings_of=_head_only_base_id(model),
         )
     summary = ScanSummary(root, model_id, model.describe() if model else "no model")
     summary.scan_id = library.begin_scan(root, model_id)
@@ -338,6 +339,15 @@ def _may_be_head_only(model: LoadedModel) -> bool:
     folder = Path(model.spec.source)
     folder = folder.parent if folder.is_file() else folder
     return (folder / "training.json").is_file()
+
+
+def _head_only_base_id(model: LoadedModel) -> str | None:
+    """The base of a head-only model, whose stored embeddings are the model's own too."""
+    if not _may_be_head_only(model):
+        return None
+    from nsfw_desk.core.training.heads import head_only_base_id
+
+    return head_only_base_id(model.spec.source)
 
 
 def _score_from_embeddings(

@@ -85,8 +85,10 @@ def rescore_from_embeddings(
     hashes: list[str] | None = None,
 ) -> int:
     """Give `model_id` a score for every content (of `hashes`, or all) that has a stored
-    `base_model_id` embedding, computed by `scorer` from that embedding; the embedding is
-    copied as it is (the backbone is the same). One transaction; returns how many."""
+    `base_model_id` embedding, computed by `scorer` from that embedding. The backbone is
+    the base's, so the embedding is not copied: `model_id` shares the base's (its rows
+    store none), unless it cannot (not registered, or it shares another model's), when
+    each row gets a copy. One transaction; returns how many."""
     pairs = library.embedding_blobs(base_model_id, hashes)
     size = 2 * scorer.width
     good = [pair for pair in pairs if len(pair[1]) == size]
@@ -97,25 +99,31 @@ def rescore_from_embeddings(
             base_model_id,
             scorer.width,
         )
+    if not good:
+        return 0
     good.sort()  # hash order: the inserts walk the (hash, model) index in order
-    rows: list[tuple[str, float, bytes, bytes]] = []
-    for start in range(0, len(good), CHUNK):
-        part = good[start : start + CHUNK]
-        blobs = [blob for _, blob in part]
-        matrix = blob_to_array(b"".join(blobs), "<f2").reshape(len(part), scorer.width)
-        probs = scorer.probabilities(matrix)
-        unsafe = scorer.unsafe(probs).tolist()
-        blob = probs.astype("<f4").tobytes()
-        step = probs.shape[1] * 4
-        rows.extend(
-            zip(
-                [digest for digest, _ in part],
-                unsafe,
-                [blob[i : i + step] for i in range(0, len(blob), step)],
-                blobs,
-                strict=True,
-            )
-        )
+    digests = [digest for digest, _ in good]
+    blobs = [blob for _, blob in good]
+    matrix = blob_to_array(b"".join(blobs), "<f2").reshape(len(good), scorer.width)
+    probs = np.concatenate(
+        [
+            scorer.probabilities(matrix[start : start + CHUNK])
+            for start in range(0, len(good), CHUNK)
+        ]
+    )
+    unsafe = scorer.unsafe(probs)
+    if library.share_embeddings(model_id, base_model_id):
+        return library.record_shared_scores(model_id, digests, unsafe, probs)
+    log.info("%s cannot share the embeddings of %s: its rows copy them", model_id, base_model_id)
+    blob = probs.astype("<f4").tobytes()
+    step = probs.shape[1] * 4
+    rows = zip(
+        digests,
+        unsafe.tolist(),
+        [blob[i : i + step] for i in range(0, len(blob), step)],
+        blobs,
+        strict=True,
+    )
     return library.record_model_scores(model_id, rows)
 
 
@@ -129,6 +137,15 @@ def training_record(folder: Path | str) -> dict | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def head_only_base_id(folder: Path | str) -> str | None:
+    """The base model id of a head-only training (its training.json says so), else None:
+    such a model's backbone is its base's, and so are its embeddings."""
+    record = training_record(folder)
+    if not record or record.get("mode") != "head" or not record.get("base_model_id"):
+        return None
+    return str(record["base_model_id"])
 
 
 def head_only_base(model: LoadedModel) -> tuple[str, HeadScorer] | None:

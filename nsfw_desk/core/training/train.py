@@ -308,6 +308,8 @@ def _write(out: Path, state, config: dict, record: dict, report_data: dict, libr
             architecture=base.architecture,
             labels=base.labels,
             unsafe_labels=base.unsafe_labels,
+            # a new head on the base's backbone: the base's stored embeddings are its own
+            embeddings_of=base.model_id if record.get("mode") == "head" else None,
         )
     return model_id
 
