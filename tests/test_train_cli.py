@@ -170,16 +170,16 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
 ):
     db, _ = decided
     out = tmp_path / "models" / "partial"
-    real = checkpoint_mod._write_bytes
+    real = checkpoint_mod.write_durably
     writes = []
 
-    def full_after_the_first_checkpoint(path, data):
+    def full_after_the_first_checkpoint(path, data, **how):
         writes.append(path.name)
         if any("state" in name for name in writes[:-1]):  # epoch 1's checkpoint is complete
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, data)
+        real(path, data, **how)
 
-    monkeypatch.setattr(checkpoint_mod, "_write_bytes", full_after_the_first_checkpoint)
+    monkeypatch.setattr(checkpoint_mod, "write_durably", full_after_the_first_checkpoint)
     assert train_cli(db, out, model_dir, *PARTIAL, "-q") == 5
     err = capsys.readouterr().err
     assert "is full" in err and "Nothing was written to" in err
