@@ -211,3 +211,21 @@ def test_the_benchmarks_run_at_a_small_size(tmp_path):
     assert matching["matched"] == 30  # the 1 % of the list copied from the library
     similar = bench_dupes.measure_similar(2000, 32)
     assert similar["mib"] == 2000 * 32 * 2 / 2**20
+
+
+def test_near_duplicates_of_one_content_nearest_first_without_low_quality():
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 256, (3, 32), dtype=np.uint8)
+    copies = []
+    for flips in (20, 5, 40):  # 40 bits: beyond the default distance
+        bits = np.unpackbits(base[0])
+        bits[rng.choice(256, flips, replace=False)] ^= 1
+        copies.append(np.packbits(bits))
+    packed = np.concatenate([base, np.stack(copies)])
+    hashes = ["a", "b", "c", "far20", "near5", "far40"]
+    qualities = np.full(len(packed), 100, dtype=np.int16)
+    assert dupes.near_duplicates_of(hashes, packed, qualities, "a") == ["near5", "far20"]
+    qualities[4] = 10  # a low-quality copy matches nothing
+    assert dupes.near_duplicates_of(hashes, packed, qualities, "a") == ["far20"]
+    assert dupes.near_duplicates_of(hashes, packed, qualities, "near5") == []
+    assert dupes.near_duplicates_of(hashes, packed, qualities, "missing") == []

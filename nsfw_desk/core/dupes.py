@@ -287,3 +287,26 @@ def library_groups(
         if digest not in grouped and digest in index:
             groups.append(ContentGroup([digest], [packed[index[digest]].tobytes()], [0]))
     return groups
+
+
+def near_duplicates_of(
+    hashes: list[str],
+    packed: np.ndarray,
+    qualities: np.ndarray,
+    content_hash: str,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    *,
+    min_quality: int = MIN_QUALITY,
+) -> list[str]:
+    """The contents among `Library.pdq_hashes`' answer within `max_distance` of one of them,
+    nearest first (itself left out). A low-quality hash matches nothing, as in `group`."""
+    try:
+        i = hashes.index(content_hash)
+    except ValueError:
+        return []
+    if int(qualities[i]) < min_quality:
+        return []
+    lib, _, dist = within(packed, packed[[i]], max_distance)
+    keep = (lib != i) & (np.asarray(qualities)[lib] >= min_quality)
+    lib, dist = lib[keep], dist[keep]
+    return [hashes[int(j)] for j in lib[np.lexsort((lib, dist))]]

@@ -359,6 +359,14 @@ class ResultsModel(QAbstractListModel):
                 index = self.index(positions[row])
                 self.dataChanged.emit(index, index, [Role.LABEL])
 
+    def item_of(self, content_hash: str) -> tuple[Path, float | None] | None:
+        """(path, score) of a file holding this content in the folder, shown or not."""
+        rows = self._rows_of_hash.get(content_hash)
+        if not rows or self._errors[rows[0]]:
+            return None
+        score = self._scores[rows[0]]
+        return self._paths[rows[0]], None if math.isnan(score) else float(score)
+
     def label_of(self, content_hash: str) -> str | None:
         return self._labels.get(content_hash)
 

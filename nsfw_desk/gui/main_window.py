@@ -61,6 +61,7 @@ from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.loupe import Loupe
 from nsfw_desk.gui.model_bar import ModelBar
 from nsfw_desk.gui.model_switcher import ModelSwitcher, read_model_choices
+from nsfw_desk.gui.near_dupes import NearDuplicateFinder, OfferBar
 from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
@@ -135,7 +136,7 @@ class MainWindow(QMainWindow):
         self.detail = DetailPane(self.thumbnails)
         self.detail.reveal_requested.connect(self._reveal_current)
         self.splitter = QSplitter()
-        self.splitter.addWidget(self.grid)
+        self.splitter.addWidget(self._with_offer_bar(self.grid))
         self.splitter.addWidget(self.detail)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 1)
@@ -196,6 +197,22 @@ class MainWindow(QMainWindow):
         self.grid.viewport().installEventFilter(self)
         self._hold = QTimer(self, singleShot=True, interval=HOLD_TO_REVEAL_MS)
         self._hold.timeout.connect(lambda: self._reveal_current(True))
+
+    def _with_offer_bar(self, grid: QWidget) -> QWidget:
+        """The near-duplicates offer above the grid (hidden until a decision finds some)."""
+        self.near = NearDuplicateFinder(self.reads)
+        self._near_serial = 0
+        self.offer = OfferBar()
+        self.offer.accepted.connect(self._accept_offer)
+        self._offer_anchor: Path | None = None  # the item current when the offer was asked for
+        self.grid.selectionModel().currentChanged.connect(lambda *_: self._on_current_moved())
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.offer)
+        layout.addWidget(grid, 1)
+        return box
 
     def _with_model_bar(self, content: QWidget) -> QWidget:
         """`content` under the bar that says why there is no model (hidden until then)."""
@@ -340,6 +357,18 @@ class MainWindow(QMainWindow):
         self._action(review, "Mark &unsafe", lambda: self.decide("unsafe"), ["U"])
         self._action(review, "Mark &safe", lambda: self.decide("safe"), ["S"])
         self._action(review, "&Clear label", lambda: self.decide(None), ["0", "Backspace"])
+        self._action(
+            review,
+            "Label this and its near-duplicates unsafe…",
+            lambda: self.label_group("unsafe"),
+            ["Shift+U"],
+        )
+        self._action(
+            review,
+            "Label this and its near-duplicates safe…",
+            lambda: self.label_group("safe"),
+            ["Shift+S"],
+        )
         review.addSeparator()
         self._action(review, "&Next image", lambda: self.move(1), ["J"])
         self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
@@ -423,6 +452,8 @@ class MainWindow(QMainWindow):
         self.settings.add_recent(folder)
         self._fill_recent()
         self.results.reset(folder)
+        self.near.forget()
+        self._drop_offer()
         self.compare_with(None)
         self.switcher.set_choices([], None, None)
         self.detail.show_item(None)
@@ -662,6 +693,7 @@ class MainWindow(QMainWindow):
         if request.serial != self._scan_serial:
             return  # a scan that was replaced by a newer one
         folder = request.folder
+        self.near.forget()  # the scan may have hashed new files
         self.scanning = False
         self.progress_bar.hide()
         self.stop_button.hide()
@@ -803,6 +835,95 @@ class MainWindow(QMainWindow):
             self._say(" · ".join(notes))
         else:
             self.statusBar().clearMessage()  # an earlier decision's note no longer applies
+        self._drop_offer()
+        if len(items) == 1 and label is not None:
+            self._offer_near_duplicates(items[0].hash, label)
+
+    # --- near-duplicates ------------------------------------------------------------------
+
+    def _drop_offer(self) -> None:
+        """Moving on (or a new decision) dismisses the offer, and any offer still on its way."""
+        self._near_serial += 1
+        self.offer.dismiss()
+
+    def _on_current_moved(self) -> None:
+        if self._current_path() != self._offer_anchor:
+            self._drop_offer()
+
+    def _offer_near_duplicates(self, content_hash: str, label: str) -> None:
+        if self.folder is None:
+            return
+        self._offer_anchor = self._current_path()
+        serial = self._near_serial
+
+        def found(hashes: list[str]) -> None:
+            if serial != self._near_serial:
+                return  # the moderator moved on before the answer came
+            unlabelled = [
+                h for h in hashes if self.results.label_of(h) is None and self.results.item_of(h)
+            ]
+            if unlabelled:
+                self.offer.offer(label, unlabelled)
+
+        self.near.find(self.folder, content_hash, found)
+
+    def _accept_offer(self) -> None:
+        label, hashes = self.offer.label, self.offer.hashes
+        hashes = [h for h in hashes if self.results.label_of(h) is None]  # still unlabelled
+        pushed = self._label_hashes(hashes, label)
+        if pushed:
+            self._say(f"Labelled {pushed} near-duplicate{'s' if pushed != 1 else ''} {label}")
+
+    def label_group(self, label: str) -> None:
+        """Label the current item and all its near-duplicates in the folder: one undoable step."""
+        index = self.grid.currentIndex()
+        digest = index.data(Role.HASH) if index.isValid() else None
+        if self.folder is None or not digest or index.data(Role.ERROR):
+            self._say("Nothing to label: select an image first")
+            return
+        self._moved = True
+        self._drop_offer()
+        serial = self._near_serial
+
+        def found(hashes: list[str]) -> None:
+            if serial != self._near_serial:
+                return
+            near = [h for h in hashes if self.results.item_of(h)]
+            self._label_hashes([digest, *near], label)
+            self._say(
+                f"Labelled {label}: this and {len(near)} near-duplicate"
+                f"{'s' if len(near) != 1 else ''} (Ctrl+Z undoes them together)"
+            )
+
+        self.near.find(self.folder, digest, found)
+
+    def _label_hashes(self, hashes: list[str], label: str | None) -> int:
+        """One undoable step labelling these contents (each once); how many it labelled."""
+        items = []
+        for digest in dict.fromkeys(hashes):
+            found = self.results.item_of(digest)
+            if found is None:
+                continue
+            path, score = found
+            model_id = self.model_id if score is not None else None
+            items.append(DecisionInput(digest, model_id, score, path))
+        if not items:
+            return 0
+        command = DecisionCommand(
+            self.writes,
+            items,
+            label,
+            previous={i.hash: self.results.label_of(i.hash) for i in items},
+            reviewer=self.settings.reviewer,
+            threshold=self.results.threshold,
+            on_change=self._labels_changed,
+        )
+        self._pushing = True
+        try:
+            self.undo_stack.push(command)
+        finally:
+            self._pushing = False
+        return len(items)
 
     def _copies_text(self, label: str | None, items: list[DecisionInput]) -> str:
         """Labels follow the content: say so when a decision covers more files than chosen."""
@@ -1134,6 +1255,16 @@ class MainWindow(QMainWindow):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
         kind = event.type()
+        if self.offer.isVisible() and kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress):
+            # While the offer shows, Y accepts and Esc dismisses it (not "Hide all images").
+            key, plain = event.key(), event.modifiers() == Qt.KeyboardModifier.NoModifier
+            if plain and key in (Qt.Key.Key_Y, Qt.Key.Key_Escape):
+                if kind == QEvent.Type.KeyPress and key == Qt.Key.Key_Y:
+                    self.offer.accept()
+                elif kind == QEvent.Type.KeyPress:
+                    self.offer.dismiss()
+                event.accept()
+                return True
         if (
             kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease)
             and event.key() == Qt.Key.Key_Space

@@ -30,6 +30,8 @@ HELD_AND_MOUSE: tuple[tuple[str, str, str], ...] = (
     ("Press and hold", "Reveal the image under the mouse while held", "Grid, loupe"),
     ("Double-click", "Open the image in the loupe", "Grid"),
     ("Esc", "Back to the grid, at the same image", "Loupe"),
+    ("Y", "Label the offered near-duplicates the same (while the offer shows)", "Grid"),
+    ("Esc", "Dismiss the near-duplicates offer (while it shows)", "Grid"),
     ("Mouse wheel", "Zoom around the mouse pointer", "Loupe"),
     ("Drag", "Pan the zoomed image", "Loupe"),
 )
