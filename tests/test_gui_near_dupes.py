@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from desk import scan, settle
+from desk import column, scan, settle
 from PIL import Image, ImageFilter
 from PySide6.QtCore import Qt
 
@@ -112,3 +112,14 @@ def test_label_group_labels_this_and_its_near_duplicates_in_one_step(
     assert "3 near-duplicates" in window.statusBar().currentMessage() + window.status.text()
     window.undo_stack.undo()
     assert set(_labels(window).values()) == {None}
+
+
+def test_tiles_count_their_near_duplicates(qtbot, make_window, dupes_folder):
+    window = make_window()
+    scan(qtbot, window, dupes_folder)
+    qtbot.waitUntil(lambda: any(column(window, Role.NEAR)), timeout=10_000)
+    names = [p.name for p in column(window, Role.PATH)]
+    near = dict(zip(names, column(window, Role.NEAR), strict=True))
+    assert near == {n: 3 if n in COPIES | {"original.jpg"} else 0 for n in names}
+    tip = window.results.index(names.index("original.jpg")).data(Qt.ItemDataRole.ToolTipRole)
+    assert "≈3: near-duplicates" in tip

@@ -32,6 +32,7 @@ class Role(IntEnum):
     TAGS = PATH + 8  # the content's tags (gui/tags.py), a tuple of str
     SIZE = PATH + 9  # the file's size in bytes, or None when unknown
     OTHER_SCORE = PATH + 10  # the compared model's score ("Models disagree"), or None
+    NEAR = PATH + 11  # how many other contents of the folder are near-duplicates of this one
 
 
 SORTS = {
@@ -99,6 +100,7 @@ class ResultsModel(QAbstractListModel):
         self.saving: Collection[str] = ()  # hashes with a decision still being written
         self.tags: dict[str, tuple[str, ...]] = {}  # hash → tags, kept by gui/tags.py
         self.tag_filter: str | None = None  # only contents with this tag (on top of `filter`)
+        self.near: dict[str, int] = {}  # hash → near-duplicates in its group (gui/near_dupes.py)
         # The model "Models disagree" compares with, and its scores (hash → score).
         self.other_model_id: str | None = None
         self.other_model_name: str | None = None  # for the tile's tooltip
@@ -139,6 +141,9 @@ class ResultsModel(QAbstractListModel):
             tip = str(self._paths[row]) + (f"\n{self._errors[row]}" if self._errors[row] else "")
             if not math.isnan(self._other[row]):  # what "⇄ 0.12" on the tile is
                 tip += f"\n⇄ {self._other[row]:.3f}: {self.other_model_name or 'compared model'}"
+            near = self.near.get(self._hashes[row] or "", 0)
+            if near:  # what "≈3" on the tile is
+                tip += f"\n≈{near}: near-duplicates in this folder (Shift+U / Shift+S label all)"
             return tip
         if role == Role.PATH:
             return self._paths[row]
@@ -164,6 +169,9 @@ class ResultsModel(QAbstractListModel):
             return max(1, self.copies_of(self._hashes[row]))
         if role == Role.SIZE:
             return None if self._sizes[row] < 0 else int(self._sizes[row])
+        if role == Role.NEAR:
+            digest = self._hashes[row]
+            return self.near.get(digest, 0) if digest else 0
         if role == Role.TAGS:
             digest = self._hashes[row]
             return self.tags.get(digest, ()) if digest else ()
@@ -184,6 +192,7 @@ class ResultsModel(QAbstractListModel):
         """Show `folder` with `outcomes` (for instance the stored results) and labels."""
         self.beginResetModel()
         self.folder = folder
+        self.near = {}
         self._clear_columns()
         self._labels = dict(labels or {})
         self._append(outcomes)
@@ -358,6 +367,11 @@ class ResultsModel(QAbstractListModel):
             if row in positions:
                 index = self.index(positions[row])
                 self.dataChanged.emit(index, index, [Role.LABEL])
+
+    def set_near_counts(self, counts: dict[str, int]) -> None:
+        """hash → how many near-duplicates it has in the folder, for the tiles' ≈N mark."""
+        self.near = dict(counts)
+        self.marks_changed.emit()
 
     def item_of(self, content_hash: str) -> tuple[Path, float | None] | None:
         """(path, score) of a file holding this content in the folder, shown or not."""

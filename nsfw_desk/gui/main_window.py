@@ -359,13 +359,13 @@ class MainWindow(QMainWindow):
         self._action(review, "&Clear label", lambda: self.decide(None), ["0", "Backspace"])
         self._action(
             review,
-            "Label this and its near-duplicates unsafe…",
+            "Label this and its near-duplicates unsafe",
             lambda: self.label_group("unsafe"),
             ["Shift+U"],
         )
         self._action(
             review,
-            "Label this and its near-duplicates safe…",
+            "Label this and its near-duplicates safe",
             lambda: self.label_group("safe"),
             ["Shift+S"],
         )
@@ -694,6 +694,13 @@ class MainWindow(QMainWindow):
             return  # a scan that was replaced by a newer one
         folder = request.folder
         self.near.forget()  # the scan may have hashed new files
+        if folder == self.folder and summary is not None:
+
+            def counted(counts: dict[str, int], folder=folder) -> None:
+                if folder == self.folder:
+                    self.results.set_near_counts(counts)
+
+            self.near.count(folder, counted)
         self.scanning = False
         self.progress_bar.hide()
         self.stop_button.hide()

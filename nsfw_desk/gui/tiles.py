@@ -33,6 +33,7 @@ BADGES = {"unsafe": "✖ UNSAFE", "safe": "✓ SAFE"}
 FLAG_MARK = "⚑ "
 ERROR_MARK = "⚠ "
 OTHER_MARK = "⇄ "  # before the compared model's score
+NEAR_MARK = "≈"  # before the number of near-duplicates in the folder
 
 
 def luminance(colour: QColor) -> float:
@@ -204,10 +205,15 @@ class TileDelegate(QStyledItemDelegate):
         name_rect = QRect(area.x(), y + line_h, area.width(), line_h)
         painter.setPen(colours.text)
         copies = index.data(Role.COPIES) or 1
+        near = index.data(Role.NEAR) or 0
         width = area.width()
+        markers = []
         if copies > 1:
-            # Labels follow the content: a decision on this tile labels every copy.
-            marker = f"×{copies}"
+            markers.append(f"×{copies}")  # labels follow the content: every copy is labelled
+        if near:
+            markers.append(f"{NEAR_MARK}{near}")  # near-duplicates: Shift+U / Shift+S label all
+        if markers:
+            marker = " ".join(markers)
             painter.drawText(name_rect, Qt.AlignmentFlag.AlignRight, marker)
             width -= painter.fontMetrics().horizontalAdvance(marker) + 6
         name = painter.fontMetrics().elidedText(
