@@ -32,6 +32,7 @@ class Role(IntEnum):
     TAGS = PATH + 8  # the content's tags (gui/tags.py), a tuple of str
     SIZE = PATH + 9  # the file's size in bytes, or None when unknown
     OTHER_SCORE = PATH + 10  # the compared model's score ("Models disagree"), or None
+    SIMILARITY = PATH + 11  # cosine similarity to the item "Show similar" started from, or None
 
 
 SORTS = {
@@ -103,6 +104,8 @@ class ResultsModel(QAbstractListModel):
         self.other_model_id: str | None = None
         self.other_model_name: str | None = None  # for the tile's tooltip
         self._other_by_hash: dict[str, float] = {}
+        # "Show similar": hash → similarity, shown in that order instead of sort and filter.
+        self.similar: dict[str, float] | None = None
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -162,12 +165,20 @@ class ResultsModel(QAbstractListModel):
             return digest is not None and digest in self.saving
         if role == Role.COPIES:
             return max(1, self.copies_of(self._hashes[row]))
+        if role == Role.SIMILARITY:
+            if self.similar is None:
+                return None
+            return self.similar.get(self._hashes[row] or "")
         if role == Role.SIZE:
             return None if self._sizes[row] < 0 else int(self._sizes[row])
         if role == Role.TAGS:
             digest = self._hashes[row]
             return self.tags.get(digest, ()) if digest else ()
         return None
+
+    def content_hashes(self) -> set[str]:
+        """Every content the folder's files hold."""
+        return {h for h, rows in self._rows_of_hash.items() if rows}
 
     def copies_of(self, content_hash: str | None) -> int:
         """How many files of the folder hold this content (a label covers all of them)."""
@@ -421,10 +432,20 @@ class ResultsModel(QAbstractListModel):
         )
         self.layoutChanged.emit()
 
+    def show_similar(self, similar: dict[str, float] | None) -> None:
+        """Show only these contents (hash → similarity), most similar first; None: back to
+        the sort and filter."""
+        self.similar = dict(similar) if similar is not None else None
+        self._order = None
+        self._refresh_visible()
+
     def _compute_visible(self) -> list[int]:
         n = len(self._paths)
         if n == 0:
             return []
+        if self.similar is not None:
+            ranked = sorted(self.similar.items(), key=lambda item: -item[1])
+            return [row for digest, _ in ranked for row in self._rows_of_hash.get(digest, ())]
         mask = self._filter_mask() & self._tag_mask()
         if self._order is None or self.sort in _THRESHOLD_SORTS:  # that order moves with t
             self._order = self._sort_order()
@@ -537,7 +558,7 @@ class ResultsModel(QAbstractListModel):
         return self._keys
 
     def _insert_visible(self, row: int) -> None:
-        if not self._passes(row):
+        if self.similar is not None or not self._passes(row):
             return
         keys = self._ensure_keys()
         key = self._key(row)

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListView,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QProgressDialog,
@@ -194,6 +195,8 @@ class MainWindow(QMainWindow):
         self.grid.selectionModel().currentChanged.connect(lambda *_: self._show_detail())
         self.grid.installEventFilter(self)
         self.grid.viewport().installEventFilter(self)
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.grid.customContextMenuRequested.connect(self._tile_menu)
         self._hold = QTimer(self, singleShot=True, interval=HOLD_TO_REVEAL_MS)
         self._hold.timeout.connect(lambda: self._reveal_current(True))
 
@@ -213,6 +216,10 @@ class MainWindow(QMainWindow):
         layout.setSpacing(4)
         layout.addWidget(self.switcher)
         layout.addWidget(self.model_bar)
+        from nsfw_desk.gui.similar_view import SimilarView
+
+        self.similar = SimilarView(self)
+        layout.addWidget(self.similar.strip)
         layout.addWidget(content, 1)
         return holder
 
@@ -383,6 +390,11 @@ class MainWindow(QMainWindow):
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
         view.addSeparator()
         self._build_filter_actions(view.addMenu("S&how"))
+        from nsfw_desk.gui.similar_view import SIMILAR_KEY
+
+        self.similar_action = self._action(
+            view, "Show simi&lar", self.similar.show_similar, [SIMILAR_KEY]
+        )
         self._add_loupe_actions(view)
 
         help_menu = bar.addMenu("&Help")
@@ -422,6 +434,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{folder.name} — nsfw-desk")
         self.settings.add_recent(folder)
         self._fill_recent()
+        self.similar.back()
         self.results.reset(folder)
         self.compare_with(None)
         self.switcher.set_choices([], None, None)
@@ -513,6 +526,7 @@ class MainWindow(QMainWindow):
             return
         choice = self.switcher.choices.get(model_id)
         self.switched_spec = choice.spec if choice and choice.spec else self.switched_spec
+        self.similar.back()  # its similarities were the previous model's
         self.model_id = model_id
         if self.compare_model_id == model_id:
             self.compare_with(None)
@@ -670,6 +684,7 @@ class MainWindow(QMainWindow):
         if self._switch_after_scan is not None:
             model_id, self._switch_after_scan = self._switch_after_scan, None
             self.switch_model(model_id)
+        self.similar.forget_indexes()  # the scan may have stored new embeddings
         if folder != self.folder or summary is None:
             return
         self.refresh_models()
@@ -1141,6 +1156,16 @@ class MainWindow(QMainWindow):
             if not event.isAutoRepeat():
                 self._reveal_current(kind == QEvent.Type.KeyPress)
             return True
+        if (
+            kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
+            and self.similar.active
+            and event.key() in (Qt.Key.Key_Escape, Qt.Key.Key_Backspace)
+        ):
+            # In a "similar" view Esc and Backspace go Back (not Hide all / Clear label).
+            event.accept()
+            if kind == QEvent.Type.KeyPress:
+                self.similar.back()
+            return True
         self._note_moderator_move(watched, event)
         if watched is self.grid.viewport():
             left = getattr(event, "button", lambda: None)() == Qt.MouseButton.LeftButton
@@ -1151,6 +1176,22 @@ class MainWindow(QMainWindow):
                 if self.delegate.revealed:
                     self._reveal_current(False)
         return super().eventFilter(watched, event)
+
+    def _tile_menu(self, position) -> None:
+        """The tile's context menu: what the keys do, on the tile under the pointer."""
+        index = self.grid.indexAt(position)
+        if not index.isValid():
+            return
+        if not self.grid.selectionModel().isSelected(index):
+            self._select_row(index.row())
+        menu = QMenu(self)
+        menu.addAction(self.similar_action)
+        if self.similar.active:
+            menu.addAction("Back (Esc/Backspace)", self.similar.back)
+        menu.addSeparator()
+        menu.addAction("Mark unsafe (U)", lambda: self.decide("unsafe"))
+        menu.addAction("Mark safe (S)", lambda: self.decide("safe"))
+        menu.exec(self.grid.viewport().mapToGlobal(position))
 
     # --- loupe and shortcut sheet -------------------------------------------------------
 

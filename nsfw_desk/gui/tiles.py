@@ -33,6 +33,7 @@ BADGES = {"unsafe": "✖ UNSAFE", "safe": "✓ SAFE"}
 FLAG_MARK = "⚑ "
 ERROR_MARK = "⚠ "
 OTHER_MARK = "⇄ "  # before the compared model's score
+SIMILAR_MARK = "≈ "  # before the cosine similarity in a "Show similar" view
 
 
 def luminance(colour: QColor) -> float:
@@ -165,6 +166,9 @@ class TileDelegate(QStyledItemDelegate):
         if flagged:
             self._paint_flag_frame(painter, area, colours.flag, colours.flag_inner)
         self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
+        similarity = index.data(Role.SIMILARITY)
+        if similarity is not None:  # "Show similar": how near to the item it started from
+            self._paint_corner(painter, area, f"{SIMILAR_MARK}{similarity:.2f}", option.font)
 
         font = QFont(option.font)
         painter.setFont(font)
@@ -245,6 +249,21 @@ class TileDelegate(QStyledItemDelegate):
         kind = (index.data(Role.ERROR) or "").split(":", 1)[0]
         size = index.data(Role.SIZE)
         return f"{ERROR_MARK}{kind}" + (f" · {format_size(size)}" if size is not None else "")
+
+    @staticmethod
+    def _paint_corner(painter: QPainter, area: QRect, text: str, font: QFont) -> None:
+        """`text` on a dark box in the image's top right corner."""
+        bold = QFont(font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        metrics = painter.fontMetrics()
+        width = min(area.width() - 6, metrics.horizontalAdvance(text) + 8)
+        box = QRect(area.right() - width - 2, area.y() + 3, width, metrics.height() + 2)
+        painter.fillRect(box, TAG_BACKGROUND)
+        painter.setPen(QColor("white"))
+        shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width - 6)
+        painter.drawText(box.adjusted(4, 0, -2, 0), Qt.AlignmentFlag.AlignVCenter, shown)
+        painter.setFont(font)
 
     def _paint_tags(self, painter: QPainter, area: QRect, tags, font: QFont) -> None:
         """Tags in small text on a dark strip along the bottom of the image (gui/tags.py)."""
