@@ -545,6 +545,7 @@ class MainWindow(QMainWindow):
                 self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
             self._refresh_view_state()
             self.refresh_models()
+            self.load_list_matches()
             name = self.model_name(model_id)
             unscored = self.results.unscored()
             if unscored and self._score_trained == model_id:
@@ -555,6 +556,25 @@ class MainWindow(QMainWindow):
                 return
             more = f" · {unscored:,} without a score (Scan again scores them)" if unscored else ""
             self.status.setText(f"Showing the stored scores of {name}{more}")
+
+        self.reads.query(read, show)
+
+    def load_list_matches(self) -> None:
+        """Match the library against the imported hash lists (core/hashlists.py) and show
+        the matches on the tiles; lists imported since (from the CLI) show on the next load."""
+        folder = self.folder
+
+        def read(library):
+            from nsfw_desk.core.hashlists import match_library
+
+            return match_library(library)
+
+        def show(matches) -> None:
+            if folder != self.folder:
+                return
+            with self._keeping_current():
+                self.results.set_list_matches(matches)
+            self._refresh_view_state()
 
         self.reads.query(read, show)
 
@@ -688,6 +708,7 @@ class MainWindow(QMainWindow):
         if folder != self.folder or summary is None:
             return
         self.refresh_models()
+        self.load_list_matches()
         if self.compare_model_id is not None:
             self.compare_with(self.compare_model_id)  # scores for new files too
         if not summary.cancelled:
