@@ -53,6 +53,12 @@ def test_show_similar_orders_like_the_core_and_back_restores_the_view(
     assert window.grid.currentIndex().data(Role.PATH) == source_path
     assert column(window, Role.SIMILARITY) == [None] * len(before)
 
+    window.similar.show_similar()  # again; a new Show filter goes back first
+    qtbot.waitUntil(lambda: window.similar.active, timeout=10_000)
+    window.set_filter("unflagged")
+    assert not window.similar.active and not window.similar.strip.isVisible()
+    assert column(window, Role.SIMILARITY) == [None] * window.results.rowCount()
+
 
 def test_an_item_without_an_embedding_says_so(qtbot, make_window, photo_folder):
     window = make_window()

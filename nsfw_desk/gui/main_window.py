@@ -750,12 +750,14 @@ class MainWindow(QMainWindow):
     def set_filter(self, name: str) -> None:
         if name == "models_disagree" and self.compare_model_id is None:
             self._choose_a_comparison()
+        self.similar.back()  # a filter applies to the folder's view, not to "similar"
         self.settings.filter = name
         with self._keeping_current():
             self.results.set_filter(name)
         self._show_filter(name)
 
     def set_sort(self, name: str) -> None:
+        self.similar.back()
         self.settings.sort = name
         with self._keeping_current():
             self.results.set_sort(name)

@@ -89,9 +89,13 @@ class SimilarView(QObject):
                 vector = built.vector(digest)
             except NoEmbedding:
                 return built, None
-            wanted = len(folder_hashes)
-            found = built.nearest(vector, top=len(built.hashes), exclude=digest)
-            near = [n for n in found if n.content_hash in folder_hashes][: min(SHOWN, wanted)]
+            wanted = min(SHOWN, len(folder_hashes - {digest}))
+            # Most neighbours are usually in the folder: a short list first, all if not.
+            for top in (SHOWN * 8, len(built.hashes)):
+                found = built.nearest(vector, top=top, exclude=digest)
+                near = [n for n in found if n.content_hash in folder_hashes][:wanted]
+                if len(near) == wanted:
+                    break
             return built, {n.content_hash: n.similarity for n in near}
 
         def show(result) -> None:
