@@ -42,6 +42,7 @@ _FILTER_MEANS = {
     "errors": "files that could not be scanned",
     "models_disagree": "items the shown model and the one under 'Compare with' decide "
     "differently at this threshold (choose the other model there)",
+    "hash_lists": "items a hash list matches (import one with `nsfw-desk hashlist import`)",
 }
 
 

@@ -33,6 +33,9 @@ class Role(IntEnum):
     SIZE = PATH + 9  # the file's size in bytes, or None when unknown
     OTHER_SCORE = PATH + 10  # the compared model's score ("Models disagree"), or None
     NEAR = PATH + 11  # how many other contents of the folder are near-duplicates of this one
+    SIMILARITY = PATH + 12  # cosine similarity to the item "Show similar" started from, or None
+    LISTS = PATH + 13  # the hash-list entries the content matches (core/hashlists.Match), a tuple
+    LISTED_UNSAFE = PATH + 14  # the name of an `unsafe` list it matches (flagged by it), or None
 
 
 SORTS = {
@@ -51,6 +54,7 @@ FILTERS = {
     "disagreements": "Disagreements",
     "errors": "Errors",
     "models_disagree": "Models disagree",
+    "hash_lists": "Hash list matches",
 }
 _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements", "models_disagree"}
 _THRESHOLD_SORTS = {"disagreement", "uncertain"}
@@ -66,6 +70,8 @@ class Counts:
     reviewed: int  # files whose content carries a label
     errors: int
     reviewed_images: int = 0  # distinct contents among them (exact copies count once)
+    by_list: int = 0  # files flagged by an `unsafe` hash list that the model did not flag
+    list_names: tuple[str, ...] = ()  # the `unsafe` lists that flagged them
 
     def __str__(self) -> str:
         # Files, as the grid shows them; the distinct images are what calibration and
@@ -75,8 +81,11 @@ class Counts:
             if self.reviewed_images != self.reviewed
             else ""
         )
+        listed = (
+            f" ({self.by_list:,} by list: {', '.join(self.list_names)})" if self.by_list else ""
+        )
         return (
-            f"{self.flagged:,} flagged of {self.total:,} files · {self.reviewed:,} files "
+            f"{self.flagged:,} flagged{listed} of {self.total:,} files · {self.reviewed:,} files "
             f"reviewed{images} · {self.errors:,} errors"
         )
 
@@ -105,6 +114,11 @@ class ResultsModel(QAbstractListModel):
         self.other_model_id: str | None = None
         self.other_model_name: str | None = None  # for the tile's tooltip
         self._other_by_hash: dict[str, float] = {}
+        # "Show similar": hash → similarity, shown in that order instead of sort and filter.
+        self.similar: dict[str, float] | None = None
+        # Hash lists (core/hashlists.py): hash → matches, and hash → `unsafe` list name.
+        self.list_matches: dict[str, tuple] = {}
+        self._unsafe_listed: dict[str, str] = {}
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -114,6 +128,7 @@ class ResultsModel(QAbstractListModel):
         self._errors: list[str | None] = []
         self._scores = np.empty(0, dtype=np.float64)
         self._other = np.empty(0, dtype=np.float64)  # the compared model's scores; NaN: none
+        self._listed = np.empty(0, dtype=bool)  # an `unsafe` hash list matches the content
         self._mtimes = np.empty(0, dtype=np.int64)
         self._sizes = np.empty(0, dtype=np.int64)  # bytes; -1 unknown
         # Kept per row as labels and results change, so the review queue is one numpy step.
@@ -144,6 +159,11 @@ class ResultsModel(QAbstractListModel):
             near = self.near.get(self._hashes[row] or "", 0)
             if near:  # what "≈3" on the tile is
                 tip += f"\n≈{near}: near-duplicates in this folder (Shift+U / Shift+S label all)"
+            for match in self.list_matches.get(self._hashes[row] or "", ()):
+                tip += (
+                    f"\nHash list {match.list_name} ({match.list_kind}): {match.algorithm}, "
+                    f"distance {match.distance}"
+                )
             return tip
         if role == Role.PATH:
             return self._paths[row]
@@ -156,7 +176,11 @@ class ResultsModel(QAbstractListModel):
             other = self._other[row]
             return None if math.isnan(other) else float(other)
         if role == Role.FLAGGED:
-            return bool(self._scores[row] >= self.threshold)
+            return bool(self._scores[row] >= self.threshold or self._listed[row])
+        if role == Role.LISTS:
+            return self.list_matches.get(self._hashes[row] or "", ())
+        if role == Role.LISTED_UNSAFE:
+            return self._unsafe_listed.get(self._hashes[row] or "")
         if role == Role.LABEL:
             digest = self._hashes[row]
             return self._labels.get(digest) if digest else None
@@ -167,6 +191,10 @@ class ResultsModel(QAbstractListModel):
             return digest is not None and digest in self.saving
         if role == Role.COPIES:
             return max(1, self.copies_of(self._hashes[row]))
+        if role == Role.SIMILARITY:
+            if self.similar is None:
+                return None
+            return self.similar.get(self._hashes[row] or "")
         if role == Role.SIZE:
             return None if self._sizes[row] < 0 else int(self._sizes[row])
         if role == Role.NEAR:
@@ -176,6 +204,10 @@ class ResultsModel(QAbstractListModel):
             digest = self._hashes[row]
             return self.tags.get(digest, ()) if digest else ()
         return None
+
+    def content_hashes(self) -> set[str]:
+        """Every content the folder's files hold."""
+        return {h for h, rows in self._rows_of_hash.items() if rows}
 
     def copies_of(self, content_hash: str | None) -> int:
         """How many files of the folder hold this content (a label covers all of them)."""
@@ -260,6 +292,7 @@ class ResultsModel(QAbstractListModel):
         start = len(self._paths)
         self._scores = np.concatenate([self._scores, np.full(len(outcomes), np.nan)])
         self._other = np.concatenate([self._other, np.full(len(outcomes), np.nan)])
+        self._listed = np.concatenate([self._listed, np.zeros(len(outcomes), dtype=bool)])
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
         self._sizes = np.concatenate([self._sizes, np.full(len(outcomes), -1, dtype=np.int64)])
         self._open = np.concatenate([self._open, np.zeros(len(outcomes), dtype=bool)])
@@ -285,6 +318,7 @@ class ResultsModel(QAbstractListModel):
         self._hashes[row] = outcome.hash
         self._scores[row] = _score(outcome)
         self._other[row] = self._other_by_hash.get(outcome.hash or "", math.nan)
+        self._listed[row] = (outcome.hash or "") in self._unsafe_listed
         self._errors[row] = _error_text(outcome)
         self._mtimes[row] = outcome.mtime_ns or 0
         self._sizes[row] = -1 if outcome.size is None else outcome.size
@@ -325,6 +359,27 @@ class ResultsModel(QAbstractListModel):
             self._refresh_visible()
         else:
             self.marks_changed.emit()
+
+    def set_list_matches(self, matches: dict[str, list]) -> None:
+        """Show the hash-list matches (hash → core/hashlists.Match list); contents an
+        `unsafe` list matches count as flagged whatever the model's score."""
+        self.list_matches = {h: tuple(found) for h, found in matches.items() if found}
+        self._unsafe_listed = {
+            h: next(m.list_name for m in found if m.list_kind == "unsafe")
+            for h, found in self.list_matches.items()
+            if any(m.list_kind == "unsafe" for m in found)
+        }
+        self._listed = np.array(
+            [(h or "") in self._unsafe_listed for h in self._hashes], dtype=bool
+        )
+        if self.filter in _THRESHOLD_FILTERS | {"hash_lists", "disagreements"}:
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def _flagged(self) -> np.ndarray:
+        """Per row: the model flags it or an `unsafe` hash list matches it."""
+        return (self._scores >= self.threshold) | self._listed
 
     def set_tags(self, tags: dict[str, tuple[str, ...]], tag_filter: str | None) -> None:
         """Show these tags (hash → tags) and keep only contents with `tag_filter` (None: all)."""
@@ -387,9 +442,13 @@ class ResultsModel(QAbstractListModel):
     def counts(self) -> Counts:
         scores = self._scores
         present = [h for h in self._labels if self._rows_of_hash.get(h)]
+        by_list = self._listed & ~(scores >= self.threshold)
+        names = {self._unsafe_listed[self._hashes[r]] for r in np.flatnonzero(by_list).tolist()}
         return Counts(
             total=len(self._paths),
-            flagged=int(np.count_nonzero(scores >= self.threshold)),
+            flagged=int(np.count_nonzero(self._flagged())),
+            by_list=int(np.count_nonzero(by_list)),
+            list_names=tuple(sorted(names)),
             reviewed=sum(len(self._rows_of_hash[h]) for h in present),
             errors=sum(1 for e in self._errors if e),
             reviewed_images=len(present),
@@ -443,10 +502,20 @@ class ResultsModel(QAbstractListModel):
         )
         self.layoutChanged.emit()
 
+    def show_similar(self, similar: dict[str, float] | None) -> None:
+        """Show only these contents (hash → similarity), most similar first; None: back to
+        the sort and filter."""
+        self.similar = dict(similar) if similar is not None else None
+        self._order = None
+        self._refresh_visible()
+
     def _compute_visible(self) -> list[int]:
         n = len(self._paths)
         if n == 0:
             return []
+        if self.similar is not None:
+            ranked = sorted(self.similar.items(), key=lambda item: -item[1])
+            return [row for digest, _ in ranked for row in self._rows_of_hash.get(digest, ())]
         mask = self._filter_mask() & self._tag_mask()
         if self._order is None or self.sort in _THRESHOLD_SORTS:  # that order moves with t
             self._order = self._sort_order()
@@ -466,9 +535,11 @@ class ResultsModel(QAbstractListModel):
         if self.filter == "all":
             return np.ones(n, dtype=bool)
         if self.filter == "flagged":
-            return scored & (self._scores >= self.threshold)
+            return self._flagged()
         if self.filter == "unflagged":
-            return scored & (self._scores < self.threshold)
+            return scored & ~self._flagged()
+        if self.filter == "hash_lists":
+            return np.array([(h or "") in self.list_matches for h in self._hashes], dtype=bool)
         if self.filter == "errors":
             return self._filter_errors()
         if self.filter == "models_disagree":
@@ -480,7 +551,7 @@ class ResultsModel(QAbstractListModel):
             return labels >= 0
         if self.filter == "unreviewed":  # images without a score (no model) too
             return (labels < 0) & ~self._filter_errors()
-        flagged = self._scores >= self.threshold
+        flagged = self._flagged()
         return (labels >= 0) & scored & ((labels == 1) != flagged)  # disagreements
 
     def _filter_errors(self) -> np.ndarray:
@@ -539,15 +610,15 @@ class ResultsModel(QAbstractListModel):
         scored = not math.isnan(score)
         label = self._labels.get(self._hashes[row] or "")
         other = self._other[row]
+        flagged = bool(self._listed[row]) or (scored and score >= self.threshold)
         return {
-            "flagged": scored and score >= self.threshold,
-            "unflagged": scored and score < self.threshold,
+            "flagged": flagged,
+            "unflagged": scored and not flagged,
+            "hash_lists": (self._hashes[row] or "") in self.list_matches,
             "errors": self._errors[row] is not None,
             "reviewed": label is not None,
             "unreviewed": label is None and self._errors[row] is None,
-            "disagreements": label is not None
-            and scored
-            and (label == "unsafe") != (score >= self.threshold),
+            "disagreements": label is not None and scored and (label == "unsafe") != flagged,
             "models_disagree": scored
             and not math.isnan(other)
             and (score >= self.threshold) != (other >= self.threshold),
@@ -559,7 +630,7 @@ class ResultsModel(QAbstractListModel):
         return self._keys
 
     def _insert_visible(self, row: int) -> None:
-        if not self._passes(row):
+        if self.similar is not None or not self._passes(row):
             return
         keys = self._ensure_keys()
         key = self._key(row)

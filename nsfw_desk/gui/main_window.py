@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListView,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QProgressDialog,
@@ -195,6 +196,8 @@ class MainWindow(QMainWindow):
         self.grid.selectionModel().currentChanged.connect(lambda *_: self._show_detail())
         self.grid.installEventFilter(self)
         self.grid.viewport().installEventFilter(self)
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.grid.customContextMenuRequested.connect(self._tile_menu)
         self._hold = QTimer(self, singleShot=True, interval=HOLD_TO_REVEAL_MS)
         self._hold.timeout.connect(lambda: self._reveal_current(True))
 
@@ -230,6 +233,10 @@ class MainWindow(QMainWindow):
         layout.setSpacing(4)
         layout.addWidget(self.switcher)
         layout.addWidget(self.model_bar)
+        from nsfw_desk.gui.similar_view import SimilarView
+
+        self.similar = SimilarView(self)
+        layout.addWidget(self.similar.strip)
         layout.addWidget(content, 1)
         return holder
 
@@ -412,6 +419,11 @@ class MainWindow(QMainWindow):
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
         view.addSeparator()
         self._build_filter_actions(view.addMenu("S&how"))
+        from nsfw_desk.gui.similar_view import SIMILAR_KEY
+
+        self.similar_action = self._action(
+            view, "Show simi&lar", self.similar.show_similar, [SIMILAR_KEY]
+        )
         self._add_loupe_actions(view)
 
         help_menu = bar.addMenu("&Help")
@@ -451,6 +463,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{folder.name} — nsfw-desk")
         self.settings.add_recent(folder)
         self._fill_recent()
+        self.similar.back()
         self.results.reset(folder)
         self.near.forget()
         self._drop_offer()
@@ -544,6 +557,7 @@ class MainWindow(QMainWindow):
             return
         choice = self.switcher.choices.get(model_id)
         self.switched_spec = choice.spec if choice and choice.spec else self.switched_spec
+        self.similar.back()  # its similarities were the previous model's
         self.model_id = model_id
         if self.compare_model_id == model_id:
             self.compare_with(None)
@@ -562,6 +576,7 @@ class MainWindow(QMainWindow):
                 self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
             self._refresh_view_state()
             self.refresh_models()
+            self.load_list_matches()
             name = self.model_name(model_id)
             unscored = self.results.unscored()
             if unscored and self._score_trained == model_id:
@@ -572,6 +587,25 @@ class MainWindow(QMainWindow):
                 return
             more = f" · {unscored:,} without a score (Scan again scores them)" if unscored else ""
             self.status.setText(f"Showing the stored scores of {name}{more}")
+
+        self.reads.query(read, show)
+
+    def load_list_matches(self) -> None:
+        """Match the library against the imported hash lists (core/hashlists.py) and show
+        the matches on the tiles; lists imported since (from the CLI) show on the next load."""
+        folder = self.folder
+
+        def read(library):
+            from nsfw_desk.core.hashlists import match_library
+
+            return match_library(library)
+
+        def show(matches) -> None:
+            if folder != self.folder:
+                return
+            with self._keeping_current():
+                self.results.set_list_matches(matches)
+            self._refresh_view_state()
 
         self.reads.query(read, show)
 
@@ -709,9 +743,11 @@ class MainWindow(QMainWindow):
         if self._switch_after_scan is not None:
             model_id, self._switch_after_scan = self._switch_after_scan, None
             self.switch_model(model_id)
+        self.similar.forget_indexes()  # the scan may have stored new embeddings
         if folder != self.folder or summary is None:
             return
         self.refresh_models()
+        self.load_list_matches()
         if self.compare_model_id is not None:
             self.compare_with(self.compare_model_id)  # scores for new files too
         if not summary.cancelled:
@@ -753,12 +789,14 @@ class MainWindow(QMainWindow):
     def set_filter(self, name: str) -> None:
         if name == "models_disagree" and self.compare_model_id is None:
             self._choose_a_comparison()
+        self.similar.back()  # a filter applies to the folder's view, not to "similar"
         self.settings.filter = name
         with self._keeping_current():
             self.results.set_filter(name)
         self._show_filter(name)
 
     def set_sort(self, name: str) -> None:
+        self.similar.back()
         self.settings.sort = name
         with self._keeping_current():
             self.results.set_sort(name)
@@ -1279,6 +1317,16 @@ class MainWindow(QMainWindow):
             if not event.isAutoRepeat():
                 self._reveal_current(kind == QEvent.Type.KeyPress)
             return True
+        if (
+            kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
+            and self.similar.active
+            and event.key() in (Qt.Key.Key_Escape, Qt.Key.Key_Backspace)
+        ):
+            # In a "similar" view Esc and Backspace go Back (not Hide all / Clear label).
+            event.accept()
+            if kind == QEvent.Type.KeyPress:
+                self.similar.back()
+            return True
         self._note_moderator_move(watched, event)
         if watched is self.grid.viewport():
             left = getattr(event, "button", lambda: None)() == Qt.MouseButton.LeftButton
@@ -1289,6 +1337,22 @@ class MainWindow(QMainWindow):
                 if self.delegate.revealed:
                     self._reveal_current(False)
         return super().eventFilter(watched, event)
+
+    def _tile_menu(self, position) -> None:
+        """The tile's context menu: what the keys do, on the tile under the pointer."""
+        index = self.grid.indexAt(position)
+        if not index.isValid():
+            return
+        if not self.grid.selectionModel().isSelected(index):
+            self._select_row(index.row())
+        menu = QMenu(self)
+        menu.addAction(self.similar_action)
+        if self.similar.active:
+            menu.addAction("Back (Esc/Backspace)", self.similar.back)
+        menu.addSeparator()
+        menu.addAction("Mark unsafe (U)", lambda: self.decide("unsafe"))
+        menu.addAction("Mark safe (S)", lambda: self.decide("safe"))
+        menu.exec(self.grid.viewport().mapToGlobal(position))
 
     # --- loupe and shortcut sheet -------------------------------------------------------
 

@@ -34,6 +34,8 @@ FLAG_MARK = "⚑ "
 ERROR_MARK = "⚠ "
 OTHER_MARK = "⇄ "  # before the compared model's score
 NEAR_MARK = "≈"  # before the number of near-duplicates in the folder
+LIST_MARK = "≡ "  # before the name of a hash list the content matches
+SIMILAR_MARK = "sim "  # before the cosine similarity in a "Show similar" view (≈ is taken)
 
 
 def luminance(colour: QColor) -> float:
@@ -159,13 +161,20 @@ class TileDelegate(QStyledItemDelegate):
         digest = index.data(Role.HASH)
         error = index.data(Role.ERROR)
         score = index.data(Role.SCORE)
-        flagged = score is not None and index.data(Role.FLAGGED)
+        listed = index.data(Role.LISTED_UNSAFE)  # an `unsafe` hash list flags it
+        flagged = (score is not None or listed is not None) and index.data(Role.FLAGGED)
         label = index.data(Role.LABEL)
 
         self._paint_image(painter, area, digest, error)
         if flagged:
             self._paint_flag_frame(painter, area, colours.flag, colours.flag_inner)
         self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
+        lists = index.data(Role.LISTS)
+        if lists:  # the hash lists it matches; the tooltip says kind, algorithm and distance
+            self._paint_list_badge(painter, area, lists, option.font)
+        similarity = index.data(Role.SIMILARITY)
+        if similarity is not None:  # "Show similar": how near to the item it started from
+            self._paint_corner(painter, area, f"{SIMILAR_MARK}{similarity:.2f}", option.font)
 
         font = QFont(option.font)
         painter.setFont(font)
@@ -177,6 +186,14 @@ class TileDelegate(QStyledItemDelegate):
             line = painter.fontMetrics().elidedText(
                 self.error_line(index), Qt.TextElideMode.ElideRight, left.width()
             )
+            painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
+        elif listed is not None:
+            painter.setPen(colours.flag)
+            text = (f"{FLAG_MARK}{score:.2f} " if score is not None else FLAG_MARK) + (
+                f"list: {listed}"
+            )
+            room = left.width() * 2 // 3 if index.data(Role.LABEL) else left.width()
+            line = painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room)
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
@@ -251,6 +268,38 @@ class TileDelegate(QStyledItemDelegate):
         kind = (index.data(Role.ERROR) or "").split(":", 1)[0]
         size = index.data(Role.SIZE)
         return f"{ERROR_MARK}{kind}" + (f" · {format_size(size)}" if size is not None else "")
+
+    @staticmethod
+    def _paint_list_badge(painter: QPainter, area: QRect, lists, font: QFont) -> None:
+        """`≡ NAME +1` on the image's top left: the hash lists the content matches."""
+        names = list(dict.fromkeys(m.list_name for m in lists))
+        text = LIST_MARK + names[0] + (f" +{len(names) - 1}" if len(names) > 1 else "")
+        small = QFont(font)
+        small.setPointSizeF(max(6.0, font.pointSizeF() * 0.85))
+        painter.setFont(small)
+        metrics = painter.fontMetrics()
+        width = min(area.width() // 2, metrics.horizontalAdvance(text) + 8)
+        box = QRect(area.x() + 3, area.y() + 3, width, metrics.height() + 2)
+        painter.fillRect(box, TAG_BACKGROUND)
+        painter.setPen(TAG_TEXT)
+        shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width - 6)
+        painter.drawText(box.adjusted(4, 0, -2, 0), Qt.AlignmentFlag.AlignVCenter, shown)
+        painter.setFont(font)
+
+    @staticmethod
+    def _paint_corner(painter: QPainter, area: QRect, text: str, font: QFont) -> None:
+        """`text` on a dark box in the image's top right corner."""
+        bold = QFont(font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        metrics = painter.fontMetrics()
+        width = min(area.width() - 6, metrics.horizontalAdvance(text) + 8)
+        box = QRect(area.right() - width - 2, area.y() + 3, width, metrics.height() + 2)
+        painter.fillRect(box, TAG_BACKGROUND)
+        painter.setPen(QColor("white"))
+        shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width - 6)
+        painter.drawText(box.adjusted(4, 0, -2, 0), Qt.AlignmentFlag.AlignVCenter, shown)
+        painter.setFont(font)
 
     def _paint_tags(self, painter: QPainter, area: QRect, tags, font: QFont) -> None:
         """Tags in small text on a dark strip along the bottom of the image (gui/tags.py)."""
