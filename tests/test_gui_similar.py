@@ -133,3 +133,21 @@ def test_hash_list_matches_show_on_tiles_filter_and_flag(qtbot, make_window, syn
     assert p1 not in column(window, Role.PATH)
     assert hashlists.flagged_by_lists(window.results.list_matches) == {h1}
     assert h2 in window.results.list_matches
+
+
+def test_list_matches_arriving_late_leave_the_current_item_where_it_is(
+    qtbot, make_window, photo_folder
+):
+    """Matches load after the scan; under a filter they do not affect, they only add marks,
+    so the item the moderator is on (not yet 'moved', e.g. opened by a test or a queue)
+    must not jump back to the top of the grid (seen once: the loupe showed another file)."""
+    window = make_window()
+    scan(qtbot, window, photo_folder)
+    window._select_row(2)
+    before = window.grid.currentIndex().data(Role.PATH)
+    assert before != window.results.index(0).data(Role.PATH)
+    window.load_list_matches()
+    landed: list[int] = []  # reads run in order: this one lands after the matches
+    window.reads.query(lambda library: None, lambda _: landed.append(1))
+    qtbot.waitUntil(lambda: landed == [1], timeout=20_000)
+    assert window.grid.currentIndex().data(Role.PATH) == before

@@ -372,10 +372,15 @@ class ResultsModel(QAbstractListModel):
         self._listed = np.array(
             [(h or "") in self._unsafe_listed for h in self._hashes], dtype=bool
         )
-        if self.filter in _THRESHOLD_FILTERS | {"hash_lists", "disagreements"}:
+        if self.list_matches_move_rows():
             self._refresh_visible()
         else:
             self.marks_changed.emit()
+
+    def list_matches_move_rows(self) -> bool:
+        """Whether new hash-list matches can change which rows show: only when the filter
+        depends on flags or lists. Otherwise they change marks, and the current item stays."""
+        return self.filter in _THRESHOLD_FILTERS | {"hash_lists", "disagreements"}
 
     def _flagged(self) -> np.ndarray:
         """Per row: the model flags it or an `unsafe` hash list matches it."""

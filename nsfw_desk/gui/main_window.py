@@ -603,8 +603,12 @@ class MainWindow(QMainWindow):
         def show(matches) -> None:
             if folder != self.folder:
                 return
-            with self._keeping_current():
+            # Matches arrive after the scan; when they only add marks, the item the moderator
+            # is on (or has opened in the loupe) must not jump back to the top.
+            moving = self.results.list_matches_move_rows()
+            with self._keeping_current() if moving else contextlib.nullcontext():
                 self.results.set_list_matches(matches)
+            self._update_counts()
             self._refresh_view_state()
 
         self.reads.query(read, show)
