@@ -848,20 +848,7 @@ class MainWindow(QMainWindow):
             self._say(" · ".join(notes))
             return
         last_path = self.results.index(rows[-1]).data(Role.PATH)
-        command = DecisionCommand(
-            self.writes,
-            items,
-            label,
-            previous={i.hash: self.results.label_of(i.hash) for i in items},
-            reviewer=self.settings.reviewer,
-            threshold=self.results.threshold,
-            on_change=self._labels_changed,
-        )
-        self._pushing = True
-        try:
-            self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
-        finally:
-            self._pushing = False
+        self._push_decision(items, label)
         copies = self._copies_text(label, items)
         if copies:
             notes.insert(0, copies)
@@ -958,20 +945,7 @@ class MainWindow(QMainWindow):
             items.append(DecisionInput(digest, model_id, score, path))
         if not items:
             return 0
-        command = DecisionCommand(
-            self.writes,
-            items,
-            label,
-            previous={i.hash: self.results.label_of(i.hash) for i in items},
-            reviewer=self.settings.reviewer,
-            threshold=self.results.threshold,
-            on_change=self._labels_changed,
-        )
-        self._pushing = True
-        try:
-            self.undo_stack.push(command)
-        finally:
-            self._pushing = False
+        self._push_decision(items, label)
         return len(items)
 
     def _copies_text(self, label: str | None, items: list[DecisionInput]) -> str:
@@ -983,6 +957,23 @@ class MainWindow(QMainWindow):
         done = {"unsafe": "Marked unsafe", "safe": "Marked safe"}.get(label, "Cleared")
         chosen = f"{len(items):,} item{'s' if len(items) != 1 else ''}"
         return f"{done}: {chosen}, {files:,} files (copies share a label)"
+
+    def _push_decision(self, items: list[DecisionInput], label: str | None) -> None:
+        """One undoable step for `items`: shown at once, committed by the writer thread."""
+        command = DecisionCommand(
+            self.writes,
+            items,
+            label,
+            previous={i.hash: self.results.label_of(i.hash) for i in items},
+            reviewer=self.settings.reviewer,
+            threshold=self.results.threshold,
+            on_change=self._labels_changed,
+        )
+        self._pushing = True
+        try:
+            self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
+        finally:
+            self._pushing = False
 
     def _labels_changed(self, labels: dict[str, str | None], _command=None) -> None:
         with self._keeping_current():
