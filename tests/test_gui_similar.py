@@ -146,8 +146,6 @@ def test_list_matches_arriving_late_leave_the_current_item_where_it_is(
     window._select_row(2)
     before = window.grid.currentIndex().data(Role.PATH)
     assert before != window.results.index(0).data(Role.PATH)
-    window.load_list_matches()
-    landed: list[int] = []  # reads run in order: this one lands after the matches
-    window.reads.query(lambda library: None, lambda _: landed.append(1))
-    qtbot.waitUntil(lambda: landed == [1], timeout=20_000)
+    with qtbot.waitSignal(window.grouping.tasks.matched, timeout=20_000):
+        window.grouping.match(force=True)
     assert window.grid.currentIndex().data(Role.PATH) == before

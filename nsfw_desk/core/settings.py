@@ -39,6 +39,7 @@ class Settings:
     grayscale: bool = True
     reviewer: str = field(default_factory=default_reviewer)
     auto_advance: bool = True
+    group_near_duplicates: bool = False  # View → Group near-duplicates (D)
     threshold: float = defaults.THRESHOLD
     thumbnail_size: int = 160
     sort: str = "score"

@@ -1359,6 +1359,20 @@ class Library:
     def all_content_hashes(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT DISTINCT hash FROM files ORDER BY hash")]
 
+    def hash_match_key(self) -> tuple:
+        """What hash-list matches depend on, cheaply: the lists (a changed list is removed and
+        imported again: a new id), and the contents with their perceptual and file hashes.
+        The desk matches again only when this changes (gui/dupe_tasks.py)."""
+        lists = tuple(
+            tuple(row)
+            for row in self.db.execute("SELECT id, name, kind FROM hash_lists ORDER BY id")
+        )
+        contents = self.db.execute(
+            "SELECT COUNT(*), COUNT(pdq), COUNT(sha256), MAX(rowid) FROM content_hashes"
+        ).fetchone()
+        files = self.db.execute("SELECT COUNT(DISTINCT hash) FROM files").fetchone()
+        return (lists, tuple(contents), tuple(files))
+
     # hash lists
 
     def add_hash_list(

@@ -36,6 +36,9 @@ class Role(IntEnum):
     SIMILARITY = PATH + 12  # cosine similarity to the item "Show similar" started from, or None
     LISTS = PATH + 13  # the hash-list entries the content matches (core/hashlists.Match), a tuple
     LISTED_UNSAFE = PATH + 14  # the name of an `unsafe` list it matches (flagged by it), or None
+    # While near-duplicates are grouped: (files of its group in this view, collapsed?) when
+    # the tile is a collapsed group or a member of an expanded one; else None.
+    GROUP = PATH + 15
 
 
 SORTS = {
@@ -119,6 +122,12 @@ class ResultsModel(QAbstractListModel):
         # Hash lists (core/hashlists.py): hash → matches, and hash → `unsafe` list name.
         self.list_matches: dict[str, tuple] = {}
         self._unsafe_listed: dict[str, str] = {}
+        # Near-duplicate groups (gui/dupe_tasks.py): hash → group number; while `grouped`,
+        # each group not in `expanded` shows as one tile, its first member in the sort order.
+        self.grouped = False
+        self.expanded: set[int] = set()
+        self._group_of_hash: dict[str, int] = {}
+        self._group_count = 0
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -140,6 +149,11 @@ class ResultsModel(QAbstractListModel):
         self._visible: list[int] = []
         self._keys: list[tuple] | None = None
         self._order: np.ndarray | None = None  # every row in sort order; None: stale
+        self._group = np.empty(0, dtype=np.int64)  # per row: its group number, -1 none
+        self._view_rows = np.empty(0, dtype=np.int64)  # every row the tiles stand for
+        self._in_view = np.zeros(0, dtype=np.int64)  # per group: its files in this view
+        self._tile_of_group: dict[int, int] = {}  # collapsed group → the row that shows it
+        self._regroup = False  # a grouped row changed: the next insert recomputes the view
 
     # --- Qt model interface ------------------------------------------------------------
 
@@ -159,6 +173,11 @@ class ResultsModel(QAbstractListModel):
             near = self.near.get(self._hashes[row] or "", 0)
             if near:  # what "≈3" on the tile is
                 tip += f"\n≈{near}: near-duplicates in this folder (Shift+U / Shift+S label all)"
+            state = self._group_state(row)
+            if state is not None:  # what the group badge is
+                tip += f"\nA group of {state[0]} near-duplicate files in this view: " + (
+                    "labelling this tile labels them all (+ expands)" if state[1] else "- collapses"
+                )
             for match in self.list_matches.get(self._hashes[row] or "", ()):
                 tip += (
                     f"\nHash list {match.list_name} ({match.list_kind}): {match.algorithm}, "
@@ -203,7 +222,21 @@ class ResultsModel(QAbstractListModel):
         if role == Role.TAGS:
             digest = self._hashes[row]
             return self.tags.get(digest, ()) if digest else ()
+        if role == Role.GROUP:
+            return self._group_state(row)
         return None
+
+    def _group_state(self, row: int) -> tuple[int, bool] | None:
+        if not self.grouped or self.similar is not None or self._group[row] < 0:
+            return None
+        group = int(self._group[row])
+        files = int(self._in_view[group]) if group < len(self._in_view) else 0
+        if files < 2:
+            return None
+        collapsed = self._tile_of_group.get(group) == row
+        return (
+            (files, True) if collapsed else None if group not in self.expanded else (files, False)
+        )
 
     def content_hashes(self) -> set[str]:
         """Every content the folder's files hold."""
@@ -223,8 +256,11 @@ class ResultsModel(QAbstractListModel):
     ) -> None:
         """Show `folder` with `outcomes` (for instance the stored results) and labels."""
         self.beginResetModel()
+        if folder != self.folder:  # the same folder (another model, a rescan) keeps its groups
+            self.near = {}
+            self._group_of_hash, self._group_count = {}, 0
+            self.expanded = set()
         self.folder = folder
-        self.near = {}
         self._clear_columns()
         self._labels = dict(labels or {})
         self._append(outcomes)
@@ -273,17 +309,7 @@ class ResultsModel(QAbstractListModel):
         return list(self._paths)
 
     def outcomes(self) -> list[FileOutcome]:
-        return [
-            FileOutcome(
-                self._paths[r],
-                self._hashes[r],
-                None if math.isnan(self._scores[r]) else float(self._scores[r]),
-                error=self._errors[r],
-                mtime_ns=int(self._mtimes[r]),
-                size=None if self._sizes[r] < 0 else int(self._sizes[r]),
-            )
-            for r in range(len(self._paths))
-        ]
+        return [self._outcome(r) for r in range(len(self._paths))]
 
     def _append(self, outcomes: list[FileOutcome]) -> None:
         if not outcomes:
@@ -296,6 +322,7 @@ class ResultsModel(QAbstractListModel):
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
         self._sizes = np.concatenate([self._sizes, np.full(len(outcomes), -1, dtype=np.int64)])
         self._open = np.concatenate([self._open, np.zeros(len(outcomes), dtype=bool)])
+        self._group = np.concatenate([self._group, np.full(len(outcomes), -1, dtype=np.int64)])
         self._label_codes = np.concatenate(
             [self._label_codes, np.full(len(outcomes), -1, dtype=np.int8)]
         )
@@ -324,6 +351,7 @@ class ResultsModel(QAbstractListModel):
         self._sizes[row] = -1 if outcome.size is None else outcome.size
         self._open[row] = outcome.hash is not None and self._errors[row] is None
         self._label_codes[row] = _label_code(self._labels.get(outcome.hash or ""))
+        self._group[row] = self._group_of_hash.get(outcome.hash or "", -1)
 
     # --- threshold, labels, sort and filter ---------------------------------------------
 
@@ -433,6 +461,102 @@ class ResultsModel(QAbstractListModel):
         self.near = dict(counts)
         self.marks_changed.emit()
 
+    # --- near-duplicate groups, collapsed to one tile each -----------------------------
+
+    def set_groups(self, groups: list[list[str]]) -> None:
+        """The folder's near-duplicate groups, each a list of content hashes (exact copies of
+        one content are a group too: they are several files)."""
+        self._group_of_hash = {digest: g for g, hashes in enumerate(groups) for digest in hashes}
+        self._group_count = len(groups)
+        self.expanded = set()
+        self._group = np.array(
+            [self._group_of_hash.get(h or "", -1) for h in self._hashes], dtype=np.int64
+        )
+        if self.grouped:
+            self._refresh_visible()
+        else:
+            self._in_view = np.zeros(self._group_count, dtype=np.int64)
+
+    def set_grouped(self, on: bool) -> None:
+        """Collapse every group to one tile (on), or show every file (off)."""
+        self.grouped = on
+        self.expanded = set()
+        self._refresh_visible()
+
+    def group_at(self, position: int) -> int | None:
+        """The group of the tile at visible `position`, if it shows one (collapsed or not)."""
+        if not 0 <= position < len(self._visible):
+            return None
+        row = self._visible[position]
+        return int(self._group[row]) if self._group_state(row) is not None else None
+
+    def set_expanded(self, group: int, expanded: bool) -> None:
+        if expanded:
+            self.expanded.add(group)
+        else:
+            self.expanded.discard(group)
+        self._refresh_visible()
+
+    def expand_all(self, expanded: bool) -> None:
+        self.expanded = set(range(self._group_count)) if expanded else set()
+        self._refresh_visible()
+
+    def collapsed_groups(self) -> tuple[int, int]:
+        """(collapsed tiles standing for 2 files or more, the files they stand for)."""
+        if not self.grouped or self.similar is not None:
+            return 0, 0
+        files = [int(self._in_view[g]) for g in self._tile_of_group if self._in_view[g] > 1]
+        return len(files), sum(files)
+
+    def group_members(self, position: int) -> list[FileOutcome]:
+        """The files a collapsed group tile at `position` stands for (every file of its group
+        in this view, the tile's own first); [] for any other tile."""
+        if not 0 <= position < len(self._visible):
+            return []
+        row = self._visible[position]
+        state = self._group_state(row)
+        if state is None or not state[1]:
+            return []
+        rows = self._view_rows[self._group[self._view_rows] == self._group[row]].tolist()
+        rows.sort(key=lambda r: r != row)
+        return [self._outcome(r) for r in rows]
+
+    def _outcome(self, r: int) -> FileOutcome:
+        return FileOutcome(
+            self._paths[r],
+            self._hashes[r],
+            None if math.isnan(self._scores[r]) else float(self._scores[r]),
+            error=self._errors[r],
+            mtime_ns=int(self._mtimes[r]),
+            size=None if self._sizes[r] < 0 else int(self._sizes[r]),
+        )
+
+    def _collapse(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` (filtered, sorted) with each collapsed group's later members left out."""
+        groups = self._group[rows]
+        in_group = groups >= 0
+        self._in_view = np.bincount(groups[in_group], minlength=self._group_count)
+        self._tile_of_group = {}
+        if not self.grouped or not in_group.any():
+            return rows
+        open_groups = np.zeros(self._group_count, dtype=bool)
+        open_groups[list(self.expanded)] = True
+        collapsing = in_group & ~open_groups[np.where(in_group, groups, 0)]
+        at = np.flatnonzero(collapsing)
+        _, first = np.unique(groups[at], return_index=True)
+        keep = ~collapsing
+        keep[at[first]] = True
+        self._tile_of_group = dict(
+            zip(groups[at[first]].tolist(), rows[at[first]].tolist(), strict=True)
+        )
+        return rows[keep]
+
+    def unreviewed_files(self) -> int:
+        """Files in this view (a collapsed group's members too) that can take a label and
+        have none: what is left to review here."""
+        rows = self._view_rows
+        return int(np.count_nonzero(self._open[rows] & (self._label_codes[rows] < 0)))
+
     def item_of(self, content_hash: str) -> tuple[Path, float | None] | None:
         """(path, score) of a file holding this content in the folder, shown or not."""
         rows = self._rows_of_hash.get(content_hash)
@@ -472,18 +596,34 @@ class ResultsModel(QAbstractListModel):
         if not self._visible:
             return np.empty(0, dtype=np.int64)
         visible = np.asarray(self._visible, dtype=np.int64)
-        return np.flatnonzero(self._open[visible] & (self._label_codes[visible] < 0))
+        pending = self._open[visible] & (self._label_codes[visible] < 0)
+        if self._tile_of_group:  # a collapsed tile waits while any file it stands for does
+            rows = self._view_rows
+            waiting = rows[self._open[rows] & (self._label_codes[rows] < 0)]
+            groups = self._group[waiting]
+            has = np.zeros(self._group_count, dtype=bool)
+            has[groups[groups >= 0]] = True
+            tiles = np.zeros(len(self._paths), dtype=bool)
+            tiles[list(self._tile_of_group.values())] = True
+            pending |= tiles[visible] & has[np.maximum(self._group[visible], 0)]
+        return np.flatnonzero(pending)
 
     def positions_of(self, paths: Collection[Path]) -> list[int]:
         """The visible positions of those of `paths` that are shown, in one pass."""
-        rows = {self._row_of_path[p] for p in paths if p in self._row_of_path}
+        rows = {self._shown_row(self._row_of_path[p]) for p in paths if p in self._row_of_path}
         return [i for i, row in enumerate(self._visible) if row in rows]
+
+    def _shown_row(self, row: int) -> int:
+        """The row whose tile shows `row`: its collapsed group's tile, or itself."""
+        group = int(self._group[row]) if row < len(self._group) else -1
+        return self._tile_of_group.get(group, row) if group >= 0 else row
 
     def row_of(self, path: Path) -> int | None:
         """The visible position of `path`, or None when it is filtered out or unknown."""
         row = self._row_of_path.get(path)
         if row is None:
             return None
+        row = self._shown_row(row)
         try:
             return self._visible.index(row)
         except ValueError:
@@ -517,14 +657,20 @@ class ResultsModel(QAbstractListModel):
     def _compute_visible(self) -> list[int]:
         n = len(self._paths)
         if n == 0:
+            self._view_rows = np.empty(0, dtype=np.int64)
+            self._tile_of_group = {}
             return []
+        self._tile_of_group = {}
         if self.similar is not None:
             ranked = sorted(self.similar.items(), key=lambda item: -item[1])
-            return [row for digest, _ in ranked for row in self._rows_of_hash.get(digest, ())]
+            shown = [row for digest, _ in ranked for row in self._rows_of_hash.get(digest, ())]
+            self._view_rows = np.asarray(shown, dtype=np.int64)
+            return shown
         mask = self._filter_mask() & self._tag_mask()
         if self._order is None or self.sort in _THRESHOLD_SORTS:  # that order moves with t
             self._order = self._sort_order()
-        return self._order[mask[self._order]].tolist()
+        self._view_rows = self._order[mask[self._order]]
+        return self._collapse(self._view_rows).tolist()
 
     def _labels_array(self) -> np.ndarray:
         """Per row: 1 unsafe, 0 safe, -1 unlabelled."""
@@ -635,8 +781,16 @@ class ResultsModel(QAbstractListModel):
         return self._keys
 
     def _insert_visible(self, row: int) -> None:
-        if self.similar is not None or not self._passes(row):
+        if self.similar is not None:
             return
+        if self._regroup or (self.grouped and self._group[row] >= 0):
+            # It may join (or leave) a collapsed tile: count the view again.
+            self._regroup = False
+            self._refresh_visible()
+            return
+        if not self._passes(row):
+            return
+        self._view_rows = np.append(self._view_rows, row)
         keys = self._ensure_keys()
         key = self._key(row)
         position = bisect.bisect_left(keys, key)
@@ -646,10 +800,14 @@ class ResultsModel(QAbstractListModel):
         self.endInsertRows()
 
     def _remove_visible(self, row: int) -> None:
+        if self.grouped and self._group[row] >= 0:
+            self._regroup = True  # the insert after it (merge) counts the view again
+            return
         try:
             position = self._visible.index(row)
         except ValueError:
             return
+        self._view_rows = self._view_rows[self._view_rows != row]
         keys = self._ensure_keys()
         self.beginRemoveRows(QModelIndex(), position, position)
         del self._visible[position]

@@ -148,6 +148,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_flow()
         self._build_notes_and_tags()
+        self._build_grouping()
         self._restore_window()
 
         self.worker = TaskThread(ScanWorker(self.library_path), "nsfw-desk-scan")
@@ -398,7 +399,7 @@ class MainWindow(QMainWindow):
             checked=self.settings.auto_advance,
         )
 
-        view = bar.addMenu("&View")
+        view = self.view_menu = bar.addMenu("&View")
         reveal = QAction("&Reveal selected (hold Space or press and hold)", self)
         reveal.setShortcut(QKeySequence("Space"))
         reveal.setEnabled(False)  # shown for discoverability; the key is handled on press/release
@@ -443,6 +444,14 @@ class MainWindow(QMainWindow):
             self.review_menu, "Add a &note…", self._acting(self.notes.add_note), [NOTE_KEY]
         )
         self._action(self.review_menu, "&Tags…", self._acting(self.tags.edit), [TAG_KEY])
+
+    def _build_grouping(self) -> None:
+        """Near-duplicate groups (D) and hash-list matches, on tasks of their own
+        (gui/grouping.py, gui/dupe_tasks.py)."""
+        from nsfw_desk.gui.grouping import Grouping
+
+        self.grouping = Grouping(self)
+        self.grouping.add_actions(self.view_menu)
 
     # --- folders and scanning -----------------------------------------------------------
 
@@ -523,6 +532,8 @@ class MainWindow(QMainWindow):
         with self._keeping_current():
             self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
         self.refresh_models()
+        if outcomes and not self.grouping.tasks.grouping.busy:
+            self.grouping.group(folder)  # the stored hashes' groups, before the scan ends
 
     # --- the model switcher and "Models disagree" (gui/model_switcher.py) ---------------
 
@@ -591,27 +602,10 @@ class MainWindow(QMainWindow):
         self.reads.query(read, show)
 
     def load_list_matches(self) -> None:
-        """Match the library against the imported hash lists (core/hashlists.py) and show
-        the matches on the tiles; lists imported since (from the CLI) show on the next load."""
-        folder = self.folder
-
-        def read(library):
-            from nsfw_desk.core.hashlists import match_library
-
-            return match_library(library)
-
-        def show(matches) -> None:
-            if folder != self.folder:
-                return
-            # Matches arrive after the scan; when they only add marks, the item the moderator
-            # is on (or has opened in the loupe) must not jump back to the top.
-            moving = self.results.list_matches_move_rows()
-            with self._keeping_current() if moving else contextlib.nullcontext():
-                self.results.set_list_matches(matches)
-            self._update_counts()
-            self._refresh_view_state()
-
-        self.reads.query(read, show)
+        """Match the library against the imported hash lists (core/hashlists.py) on the
+        matching task and show the matches on the tiles; it recomputes only when the lists
+        or the library changed (View → Refresh hash-list matches forces it)."""
+        self.grouping.match()
 
     def compare_with(self, model_id: str | None) -> None:
         """Put `model_id`'s scores beside the shown ones ("Models disagree" compares them)."""
@@ -733,12 +727,7 @@ class MainWindow(QMainWindow):
         folder = request.folder
         self.near.forget()  # the scan may have hashed new files
         if folder == self.folder and summary is not None:
-
-            def counted(counts: dict[str, int], folder=folder) -> None:
-                if folder == self.folder:
-                    self.results.set_near_counts(counts)
-
-            self.near.count(folder, counted)
+            self.grouping.group(folder)  # groups and ≈N counts, on the grouping task
         self.scanning = False
         self.progress_bar.hide()
         self.stop_button.hide()
@@ -831,7 +820,13 @@ class MainWindow(QMainWindow):
         if not rows and self.grid.currentIndex().isValid():
             rows = [self.grid.currentIndex().row()]
         items, refused = [], []
+        groups = 0  # collapsed group tiles among them: each labels every file it stands for
         for row in rows:
+            members = self.results.group_members(row)
+            if members:
+                groups += 1
+                items.extend(self._group_items(members))
+                continue
             index = self.results.index(row)
             digest = index.data(Role.HASH)
             if digest and not index.data(Role.ERROR):
@@ -847,10 +842,14 @@ class MainWindow(QMainWindow):
         if not items:
             self._say(" · ".join(notes))
             return
+        if groups:  # one decision per content, however many tiles or copies hold it
+            items = list({item.hash: item for item in reversed(items)}.values())[::-1]
         last_path = self.results.index(rows[-1]).data(Role.PATH)
         self._push_decision(items, label)
         copies = self._copies_text(label, items)
-        if copies:
+        if groups:
+            notes.insert(0, self._group_text(label, items, groups))
+        elif copies:
             notes.insert(0, copies)
         if self.settings.auto_advance:
             position = self.results.row_of(last_path)
@@ -947,6 +946,25 @@ class MainWindow(QMainWindow):
             return 0
         self._push_decision(items, label)
         return len(items)
+
+    def _group_items(self, members: list) -> list[DecisionInput]:
+        """Decision inputs for the files a collapsed group tile stands for (error files and
+        files without a content hash take no label)."""
+        items = []
+        for outcome in members:
+            if outcome.hash and not outcome.error:
+                model_id = self.model_id if outcome.score is not None else None
+                items.append(DecisionInput(outcome.hash, model_id, outcome.score, outcome.path))
+        return items
+
+    def _group_text(self, label: str | None, items: list[DecisionInput], groups: int) -> str:
+        done = {"unsafe": "Labelled unsafe", "safe": "Labelled safe"}.get(label, "Cleared")
+        files = sum(self.results.copies_of(item.hash) for item in items)
+        what = "a group" if groups == 1 else f"{groups:,} groups"
+        return (
+            f"{done}: {what} of {files:,} file{'s' if files != 1 else ''} "
+            f"(Ctrl+Z undoes {'it' if files == 1 else 'them'} together)"
+        )
 
     def _copies_text(self, label: str | None, items: list[DecisionInput]) -> str:
         """Labels follow the content: say so when a decision covers more files than chosen."""
@@ -1088,7 +1106,7 @@ class MainWindow(QMainWindow):
             self.empty_hint.show_message(
                 *empty_grid_message(self.folder, self.scanning, total, self.results.filter)
             )
-        left = len(self.results.unreviewed_positions())
+        left = self.results.unreviewed_files()  # files: a collapsed group's members count
         self.remaining_label.setText(f"{left:,} left in this view")
         self.remaining_label.setVisible(self.folder is not None)
 
@@ -1146,7 +1164,7 @@ class MainWindow(QMainWindow):
         return position
 
     def _end_of_view_text(self) -> str:
-        left = len(self.results.unreviewed_positions())
+        left = self.results.unreviewed_files()
         if not left:
             return "Everything in this view is reviewed"
         return f"End of this view: {left:,} left to review (N goes to the next)"
@@ -1328,6 +1346,13 @@ class MainWindow(QMainWindow):
             if kind == QEvent.Type.MouseButtonPress and left:
                 self._hold.start()  # press and hold on a tile reveals it
             elif kind == QEvent.Type.MouseButtonRelease:
+                if (
+                    left
+                    and not self.delegate.revealed
+                    and self.grouping.badge_clicked(event.position().toPoint())
+                ):
+                    self._hold.stop()
+                    return True
                 self._hold.stop()
                 if self.delegate.revealed:
                     self._reveal_current(False)
@@ -1347,6 +1372,15 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction("Mark unsafe (U)", lambda: self.decide("unsafe"))
         menu.addAction("Mark safe (S)", lambda: self.decide("safe"))
+        group = index.data(Role.GROUP)
+        if group is not None:
+            menu.addSeparator()
+            if group[1]:
+                menu.addAction("Expand this group (+)", lambda: self.grouping.expand_current(True))
+            else:
+                menu.addAction(
+                    "Collapse this group (-)", lambda: self.grouping.expand_current(False)
+                )
         menu.exec(self.grid.viewport().mapToGlobal(position))
 
     # --- loupe and shortcut sheet -------------------------------------------------------
@@ -1677,6 +1711,13 @@ class MainWindow(QMainWindow):
             except OSError as exc:
                 log_problem(log, "could not save settings", exc)
 
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().changeEvent(event)
+        grouping = getattr(self, "grouping", None)
+        activated = event.type() == QEvent.Type.ActivationChange and self.isActiveWindow()
+        if grouping is not None and activated:  # back from a terminal: a list imported?
+            grouping.match_if_changed()
+
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().paintEvent(event)
         if not self._painted:
@@ -1697,6 +1738,7 @@ class MainWindow(QMainWindow):
         if self.train_dialog is not None:
             self.train_dialog.task.stop()  # a run stops at its next step; its checkpoint stays
         self.worker.stop()
+        self.grouping.stop()
         self.writes.stop()
         self.reads.stop()
         self.thumbnails.wait_idle(2000)

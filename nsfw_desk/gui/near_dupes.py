@@ -30,19 +30,6 @@ class NearDuplicateFinder:
         """A new folder or a finished scan: the hashes are read again on the next lookup."""
         self._folder, self._hashes = None, None
 
-    def count(self, folder: Path, on_counted: Callable[[dict[str, int]], None]) -> None:
-        """hash → how many other contents share its near-duplicate group in `folder`."""
-
-        def job(library):
-            counts: dict[str, int] = {}
-            for group in dupes.library_groups(library, folder):
-                for digest in group.hashes:
-                    if len(group.hashes) > 1:
-                        counts[digest] = len(group.hashes) - 1
-            return counts
-
-        self.reads.query(job, on_counted)
-
     def find(self, folder: Path, content_hash: str, on_found: Callable[[list[str]], None]) -> None:
         cached = self._hashes if self._folder == folder else None
 

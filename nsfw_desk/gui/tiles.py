@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
 from nsfw_desk.core.units import format_size
@@ -36,6 +36,8 @@ OTHER_MARK = "⇄ "  # before the compared model's score
 NEAR_MARK = "≈"  # before the number of near-duplicates in the folder
 LIST_MARK = "≡ "  # before the name of a hash list the content matches
 SIMILAR_MARK = "sim "  # before the cosine similarity in a "Show similar" view (≈ is taken)
+GROUP_MARKS = {True: "⊞ ", False: "⊟ "}  # a collapsed group's tile, a member of an open one
+GROUP_BACKGROUND = QColor(31, 78, 140, 230)  # white text on it: contrast above 7:1
 
 
 def luminance(colour: QColor) -> float:
@@ -175,6 +177,9 @@ class TileDelegate(QStyledItemDelegate):
         similarity = index.data(Role.SIMILARITY)
         if similarity is not None:  # "Show similar": how near to the item it started from
             self._paint_corner(painter, area, f"{SIMILAR_MARK}{similarity:.2f}", option.font)
+        group = index.data(Role.GROUP)
+        if group is not None:  # "⊞ 7": a collapsed group of 7 files (a click expands it)
+            self._paint_group_badge(painter, rect, group, option.font)
 
         font = QFont(option.font)
         painter.setFont(font)
@@ -286,6 +291,33 @@ class TileDelegate(QStyledItemDelegate):
         painter.drawText(box.adjusted(4, 0, -2, 0), Qt.AlignmentFlag.AlignVCenter, shown)
         painter.setFont(font)
 
+    def group_badge_rect(self, tile: QRect, state: tuple[int, bool], font: QFont) -> QRect:
+        """Where a tile's group badge is: the image's top right corner (a click there
+        expands or collapses the group)."""
+        area = self.image_rect(tile)
+        metrics = QFontMetrics(_bold(font))
+        width = min(area.width() - 6, metrics.horizontalAdvance(_group_text(state)) + 10)
+        return QRect(area.right() - width - 2, area.y() + 3, width, metrics.height() + 4)
+
+    def _paint_group_badge(
+        self, painter: QPainter, tile: QRect, state: tuple[int, bool], font: QFont
+    ) -> None:
+        box = self.group_badge_rect(tile, state, font)
+        if state[1]:  # a collapsed group: the edges of a stack of tiles behind the image
+            area = self.image_rect(tile)
+            for offset in (3, 5):
+                painter.fillRect(
+                    QRect(area.right() + offset - 2, area.y() + offset, 1, area.height()),
+                    GROUP_BACKGROUND,
+                )
+        painter.fillRect(box, GROUP_BACKGROUND)
+        painter.setFont(_bold(font))
+        painter.setPen(QColor("white"))
+        painter.drawText(
+            box.adjusted(5, 0, -3, 0), Qt.AlignmentFlag.AlignVCenter, _group_text(state)
+        )
+        painter.setFont(font)
+
     @staticmethod
     def _paint_corner(painter: QPainter, area: QRect, text: str, font: QFont) -> None:
         """`text` on a dark box in the image's top right corner."""
@@ -334,6 +366,16 @@ class TileDelegate(QStyledItemDelegate):
             painter.fillRect(area, PLACEHOLDER if not error else HIDDEN)
             return
         draw_fitted(painter, area, pixmap)
+
+
+def _bold(font: QFont) -> QFont:
+    bold = QFont(font)
+    bold.setBold(True)
+    return bold
+
+
+def _group_text(state: tuple[int, bool]) -> str:
+    return f"{GROUP_MARKS[state[1]]}{state[0]}"
 
 
 def draw_fitted(painter: QPainter, area: QRect, pixmap: QPixmap) -> None:
