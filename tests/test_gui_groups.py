@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from desk import LatenessProbe, column, scan, settle
 from PIL import Image, ImageFilter
-from PySide6.QtCore import QThread, Qt
+from PySide6.QtCore import Qt, QThread
 
 from nsfw_desk.core import hashlists
 from nsfw_desk.core.store import Library
 from nsfw_desk.gui import dupe_tasks
 from nsfw_desk.gui.grid import Role
+from nsfw_desk.gui.shortcut_sheet import shortcut_rows
 from nsfw_desk.synthetic import synthetic_photo, write_photo
 
 GROUP_A = {"a.jpg", "a_q60.jpg", "a_small.png", "a_large.jpg"}
@@ -117,6 +118,10 @@ def test_d_collapses_each_group_to_its_best_scored_file_and_expands_it_again(
     qtbot.keyClick(window.grid, Qt.Key.Key_D)
     assert len(_names(window)) == 10 and not window.results.grouped
     assert set(column(window, Role.GROUP)) == {None}
+    rows = {row.action: row.keys for row in shortcut_rows(window)}
+    assert rows["Group near-duplicates"] == "D"
+    assert rows["Expand this group"] == "+, ="
+    assert rows["Collapse this group"] == "-"
 
 
 def test_labelling_a_collapsed_tile_labels_every_member_as_one_undo_step(

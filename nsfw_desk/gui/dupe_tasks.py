@@ -21,6 +21,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,30 @@ class _CancellableWorker(LibraryOwner):
                 self.done.emit(serial, answer)
 
 
+@dataclass(frozen=True)
+class FolderGroups:
+    """A folder's groups as the grid takes them, made here so the window has no loop to run."""
+
+    hashes: list[list[str]]  # each group's content hashes, the representative first
+    near: dict[str, int]  # content hash → its near-duplicates (other contents in its group)
+    group_of: dict[str, int]  # content hash → the number of its group in `hashes`
+
+
+def folder_groups(groups: list) -> FolderGroups:
+    hashes = [list(group.hashes) for group in groups]
+    return FolderGroups(
+        hashes,
+        {digest: len(group) - 1 for group in hashes if len(group) > 1 for digest in group},
+        {digest: number for number, group in enumerate(hashes) for digest in group},
+    )
+
+
 class GroupingWorker(_CancellableWorker):
     """Near-duplicate groups of a folder (core/dupes.library_groups)."""
 
     def __init__(self, library_path: Path | None) -> None:
         super().__init__(library_path)
-        self._kept: dict[Path, tuple[bytes, list]] = {}  # folder → (key, groups)
+        self._kept: dict[Path, tuple[bytes, FolderGroups]] = {}  # folder → (key, groups)
 
     @Slot(int, object)
     def group(self, serial: int, folder: Path) -> None:
@@ -103,7 +122,7 @@ class GroupingWorker(_CancellableWorker):
             serial, lambda library, cancel, report: self._group(library, folder, cancel, report)
         )
 
-    def _group(self, library: Library, folder: Path, cancel: CancelToken, report) -> list:
+    def _group(self, library: Library, folder: Path, cancel: CancelToken, report) -> FolderGroups:
         from nsfw_desk.core import dupes
 
         hashes, packed, qualities = library.pdq_hashes(folder)
@@ -115,7 +134,9 @@ class GroupingWorker(_CancellableWorker):
         kept = self._kept.get(folder)
         if kept is not None and kept[0] == key.digest():
             return kept[1]
-        groups = dupes.library_groups(library, folder, progress=report, cancel=cancel)
+        groups = folder_groups(
+            dupes.library_groups(library, folder, progress=report, cancel=cancel)
+        )
         if not cancel.cancelled:
             self._kept = {folder: (key.digest(), groups)}  # one folder's: the open one
         return groups
@@ -289,7 +310,7 @@ class _Task(QObject):
 class DupeTasks(QObject):
     """Grouping (per folder) and matching (whole library), for the window."""
 
-    grouped = Signal(object, object)  # folder, list[core.dupes.ContentGroup]
+    grouped = Signal(object, object)  # folder, FolderGroups
     matched = Signal(dict)  # content hash → list[core.hashlists.Match]
     said = Signal(str)
 

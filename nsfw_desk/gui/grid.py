@@ -176,7 +176,9 @@ class ResultsModel(QAbstractListModel):
             state = self._group_state(row)
             if state is not None:  # what the group badge is
                 tip += f"\nA group of {state[0]} near-duplicate files in this view: " + (
-                    "labelling this tile labels them all (+ expands)" if state[1] else "- collapses"
+                    "labelling this tile labels them all (+ or a click on ⊞ expands it)"
+                    if state[1]
+                    else "- or a click on ⊟ collapses it"
                 )
             for match in self.list_matches.get(self._hashes[row] or "", ()):
                 tip += (
@@ -463,10 +465,13 @@ class ResultsModel(QAbstractListModel):
 
     # --- near-duplicate groups, collapsed to one tile each -----------------------------
 
-    def set_groups(self, groups: list[list[str]]) -> None:
+    def set_groups(self, groups: list[list[str]], group_of: dict[str, int] | None = None) -> None:
         """The folder's near-duplicate groups, each a list of content hashes (exact copies of
-        one content are a group too: they are several files)."""
-        self._group_of_hash = {digest: g for g, hashes in enumerate(groups) for digest in hashes}
+        one content are a group too: they are several files); `group_of` (hash → group
+        number), when given, is that mapping made already (off the GUI thread)."""
+        if group_of is None:
+            group_of = {digest: g for g, hashes in enumerate(groups) for digest in hashes}
+        self._group_of_hash = group_of
         self._group_count = len(groups)
         self.expanded = set()
         self._group = np.array(
@@ -612,6 +617,16 @@ class ResultsModel(QAbstractListModel):
         """The visible positions of those of `paths` that are shown, in one pass."""
         rows = {self._shown_row(self._row_of_path[p]) for p in paths if p in self._row_of_path}
         return [i for i, row in enumerate(self._visible) if row in rows]
+
+    def hidden_among(self, paths: Collection[Path]) -> int:
+        """How many of `paths` no tile shows (filtered out; a collapsed group shows its
+        members)."""
+        visible = set(self._visible)
+        return sum(
+            1
+            for p in paths
+            if p not in self._row_of_path or self._shown_row(self._row_of_path[p]) not in visible
+        )
 
     def _shown_row(self, row: int) -> int:
         """The row whose tile shows `row`: its collapsed group's tile, or itself."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QPoint
 
-from nsfw_desk.gui.dupe_tasks import DupeTasks
+from nsfw_desk.gui.dupe_tasks import DupeTasks, FolderGroups
 from nsfw_desk.gui.grid import Role
 
 GROUP_KEY = "D"
@@ -132,19 +132,13 @@ class Grouping(QObject):
         if folder is not None:
             self.tasks.group(folder)
 
-    def _on_grouped(self, folder: Path, groups: list) -> None:
+    def _on_grouped(self, folder: Path, groups: FolderGroups) -> None:
         w = self.window
         if folder != w.folder:
             return
-        counts = {
-            digest: len(group.hashes) - 1
-            for group in groups
-            if len(group.hashes) > 1
-            for digest in group.hashes
-        }
         with w._keeping_current():
-            w.results.set_near_counts(counts)
-            w.results.set_groups([group.hashes for group in groups])
+            w.results.set_near_counts(groups.near)
+            w.results.set_groups(groups.hashes, groups.group_of)
         w._refresh_view_state()
 
     def match(self, *, force: bool = False) -> None:

@@ -1191,9 +1191,9 @@ class MainWindow(QMainWindow):
             return
         self._moved = True
         paths = [Path(item.source_path) for item in command.items if item.source_path]
-        shown = self._select_paths(paths)
+        self._select_paths(paths)
         text = f"{'Undid' if undid else 'Redid'}: {command.text()}"
-        hidden = len(paths) - shown
+        hidden = self.results.hidden_among(paths)  # a collapsed group's members are shown
         if hidden:
             which = "" if len(paths) == 1 else f"{hidden:,} of {len(paths):,} "
             text += f" · {which}not shown in this view ('{FILTERS[self.results.filter]}')"

@@ -303,13 +303,12 @@ class TileDelegate(QStyledItemDelegate):
         self, painter: QPainter, tile: QRect, state: tuple[int, bool], font: QFont
     ) -> None:
         box = self.group_badge_rect(tile, state, font)
-        if state[1]:  # a collapsed group: the edges of a stack of tiles behind the image
+        if state[1]:  # a collapsed group: the edges of two cards stacked behind the image
             area = self.image_rect(tile)
-            for offset in (3, 5):
-                painter.fillRect(
-                    QRect(area.right() + offset - 2, area.y() + offset, 1, area.height()),
-                    GROUP_BACKGROUND,
-                )
+            for k in (2, 4):
+                top = area.y() - k
+                painter.fillRect(QRect(area.x() + k, top, area.width(), 1), GROUP_BACKGROUND)
+                painter.fillRect(QRect(area.right() + k, top, 1, area.height()), GROUP_BACKGROUND)
         painter.fillRect(box, GROUP_BACKGROUND)
         painter.setFont(_bold(font))
         painter.setPen(QColor("white"))
