@@ -152,7 +152,8 @@ class ResultsModel(QAbstractListModel):
         self._group = np.empty(0, dtype=np.int64)  # per row: its group number, -1 none
         self._view_rows = np.empty(0, dtype=np.int64)  # every row the tiles stand for
         self._in_view = np.zeros(0, dtype=np.int64)  # per group: its files in this view
-        self._tile_of_group: dict[int, int] = {}  # collapsed group → the row that shows it
+        # Per group: the row whose tile shows it while collapsed, -1 when it is not collapsed.
+        self._tile_of_group = np.empty(0, dtype=np.int64)
         self._regroup = False  # a grouped row changed: the next insert recomputes the view
 
     # --- Qt model interface ------------------------------------------------------------
@@ -235,7 +236,7 @@ class ResultsModel(QAbstractListModel):
         files = int(self._in_view[group]) if group < len(self._in_view) else 0
         if files < 2:
             return None
-        collapsed = self._tile_of_group.get(group) == row
+        collapsed = group < len(self._tile_of_group) and self._tile_of_group[group] == row
         return (
             (files, True) if collapsed else None if group not in self.expanded else (files, False)
         )
@@ -508,9 +509,10 @@ class ResultsModel(QAbstractListModel):
 
     def collapsed_groups(self) -> tuple[int, int]:
         """(collapsed tiles standing for 2 files or more, the files they stand for)."""
-        if not self.grouped or self.similar is not None:
+        if not self.grouped or len(self._tile_of_group) != len(self._in_view):
             return 0, 0
-        files = [int(self._in_view[g]) for g in self._tile_of_group if self._in_view[g] > 1]
+        shown = self._in_view[self._tile_of_group >= 0]
+        files = shown[shown > 1].tolist()
         return len(files), sum(files)
 
     def group_members(self, position: int) -> list[FileOutcome]:
@@ -541,19 +543,20 @@ class ResultsModel(QAbstractListModel):
         groups = self._group[rows]
         in_group = groups >= 0
         self._in_view = np.bincount(groups[in_group], minlength=self._group_count)
-        self._tile_of_group = {}
+        self._tile_of_group = np.full(self._group_count, -1, dtype=np.int64)
         if not self.grouped or not in_group.any():
             return rows
         open_groups = np.zeros(self._group_count, dtype=bool)
         open_groups[list(self.expanded)] = True
         collapsing = in_group & ~open_groups[np.where(in_group, groups, 0)]
         at = np.flatnonzero(collapsing)
-        _, first = np.unique(groups[at], return_index=True)
+        # Each collapsing group's first position in the order (no sort: one pass).
+        first = np.full(self._group_count, len(rows), dtype=np.int64)
+        np.minimum.at(first, groups[at], at)
+        first = first[first < len(rows)]
         keep = ~collapsing
-        keep[at[first]] = True
-        self._tile_of_group = dict(
-            zip(groups[at[first]].tolist(), rows[at[first]].tolist(), strict=True)
-        )
+        keep[first] = True
+        self._tile_of_group[groups[first]] = rows[first]
         return rows[keep]
 
     def unreviewed_files(self) -> int:
@@ -602,14 +605,16 @@ class ResultsModel(QAbstractListModel):
             return np.empty(0, dtype=np.int64)
         visible = np.asarray(self._visible, dtype=np.int64)
         pending = self._open[visible] & (self._label_codes[visible] < 0)
-        if self._tile_of_group:  # a collapsed tile waits while any file it stands for does
+        if (
+            self._tile_of_group >= 0
+        ).any():  # a collapsed tile waits while any file it stands for does
             rows = self._view_rows
             waiting = rows[self._open[rows] & (self._label_codes[rows] < 0)]
             groups = self._group[waiting]
             has = np.zeros(self._group_count, dtype=bool)
             has[groups[groups >= 0]] = True
             tiles = np.zeros(len(self._paths), dtype=bool)
-            tiles[list(self._tile_of_group.values())] = True
+            tiles[self._tile_of_group[self._tile_of_group >= 0]] = True
             pending |= tiles[visible] & has[np.maximum(self._group[visible], 0)]
         return np.flatnonzero(pending)
 
@@ -631,7 +636,9 @@ class ResultsModel(QAbstractListModel):
     def _shown_row(self, row: int) -> int:
         """The row whose tile shows `row`: its collapsed group's tile, or itself."""
         group = int(self._group[row]) if row < len(self._group) else -1
-        return self._tile_of_group.get(group, row) if group >= 0 else row
+        if group < 0 or group >= len(self._tile_of_group) or self._tile_of_group[group] < 0:
+            return row
+        return int(self._tile_of_group[group])
 
     def row_of(self, path: Path) -> int | None:
         """The visible position of `path`, or None when it is filtered out or unknown."""
@@ -673,9 +680,9 @@ class ResultsModel(QAbstractListModel):
         n = len(self._paths)
         if n == 0:
             self._view_rows = np.empty(0, dtype=np.int64)
-            self._tile_of_group = {}
+            self._tile_of_group = np.empty(0, dtype=np.int64)
             return []
-        self._tile_of_group = {}
+        self._tile_of_group = np.empty(0, dtype=np.int64)
         if self.similar is not None:
             ranked = sorted(self.similar.items(), key=lambda item: -item[1])
             shown = [row for digest, _ in ranked for row in self._rows_of_hash.get(digest, ())]

@@ -13,6 +13,7 @@ results arrive and after each scan; the tiles' ≈N counts come from the same gr
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -136,7 +137,9 @@ class Grouping(QObject):
         w = self.window
         if folder != w.folder:
             return
-        with w._keeping_current():
+        # Groups arrive after the results; unless they collapse tiles they only add marks,
+        # and the item the moderator is on (or has open in the loupe) stays where it is.
+        with w._keeping_current() if w.results.grouped else contextlib.nullcontext():
             w.results.set_near_counts(groups.near)
             w.results.set_groups(groups.hashes, groups.group_of)
         w._refresh_view_state()
@@ -160,10 +163,7 @@ class Grouping(QObject):
         # Matches arrive after the scan; when they only add marks, the item the moderator
         # is on (or has opened in the loupe) must not jump back to the top.
         moving = w.results.list_matches_move_rows()
-        if moving:
-            with w._keeping_current():
-                w.results.set_list_matches(matches)
-        else:
+        with w._keeping_current() if moving else contextlib.nullcontext():
             w.results.set_list_matches(matches)
         w._update_counts()
         w._refresh_view_state()

@@ -37,7 +37,7 @@ NEAR_MARK = "≈"  # before the number of near-duplicates in the folder
 LIST_MARK = "≡ "  # before the name of a hash list the content matches
 SIMILAR_MARK = "sim "  # before the cosine similarity in a "Show similar" view (≈ is taken)
 GROUP_MARKS = {True: "⊞ ", False: "⊟ "}  # a collapsed group's tile, a member of an open one
-GROUP_BACKGROUND = QColor(31, 78, 140, 230)  # white text on it: contrast above 7:1
+GROUP_BACKGROUND = QColor(31, 78, 140)  # white text on it: contrast above 7:1
 
 
 def luminance(colour: QColor) -> float:
