@@ -128,10 +128,13 @@ class Grouping(QObject):
 
     # --- the tasks -----------------------------------------------------------------------
 
-    def group(self, folder: Path | None) -> None:
-        """Find the folder's near-duplicate groups (after its stored results or a scan)."""
-        if folder is not None:
-            self.tasks.group(folder)
+    def group(self, folder: Path | None, *, unless_running: bool = False) -> None:
+        """Find the folder's near-duplicate groups (after its stored results or a scan);
+        `unless_running`: not when that folder's grouping runs already."""
+        task = self.tasks.grouping
+        if folder is None or (unless_running and task.running.get(task.serial) == folder):
+            return
+        self.tasks.group(folder)
 
     def _on_grouped(self, folder: Path, groups: FolderGroups) -> None:
         w = self.window

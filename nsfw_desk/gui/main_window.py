@@ -532,8 +532,8 @@ class MainWindow(QMainWindow):
         with self._keeping_current():
             self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
         self.refresh_models()
-        if outcomes and not self.grouping.tasks.grouping.busy:
-            self.grouping.group(folder)  # the stored hashes' groups, before the scan ends
+        if outcomes:  # the stored hashes' groups, before the scan ends
+            self.grouping.group(folder, unless_running=True)
 
     # --- the model switcher and "Models disagree" (gui/model_switcher.py) ---------------
 
