@@ -89,7 +89,7 @@ def matches(spec_text: str, source: str | None, revision: str | None) -> bool:
 def resolve(specs: list[tuple[str, float]], models: list[dict]) -> list[DetectorColumn]:
     """The detectors among `models` (Library.models_by_source, newest first) that `specs`
     name, in the specs' order; a spec no model matches yet (never scanned) is left out."""
-    found = []
+    found: list[DetectorColumn] = []
     for spec, threshold in specs:
         row = next((m for m in models if matches(spec, m["source"], m["revision"])), None)
         if row is None or any(c.model_id == row["id"] for c in found):

@@ -1610,6 +1610,8 @@ class MainWindow(QMainWindow):
             return f"{name or self.model_override} (from --model, for this run)"
         if name is None:
             return "none loaded yet"
+        if self.settings.detectors:
+            return f"{name} (the primary detector, from Settings → Detectors)"
         return f"{name} (from Settings)" if self.settings.model else f"{name} (the default)"
 
     def open_export(self) -> None:

@@ -206,6 +206,12 @@ class TileDelegate(QStyledItemDelegate):
             room = left.width() * 2 // 3 if index.data(Role.LABEL) else left.width()
             line = painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room)
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
+        elif chips:  # the chips hold the scores: say which detectors flag it
+            counted = chips[:1] if index.model().flag_rule == "primary" else chips
+            flaggers = [c[0] for c in counted if c[3]]
+            painter.setPen(colours.flag)
+            if flagged and flaggers:  # "⚑ NSFW · AI": whose threshold it is over
+                painter.drawText(left, Qt.AlignmentFlag.AlignLeft, FLAG_MARK + " · ".join(flaggers))
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
             mark = FLAG_MARK if flagged else ""

@@ -123,7 +123,9 @@ class ScanWorker(LibraryOwner):
         try:
             library = self.library()
             known_model = request.shown_model or (
-                self._model.model_id if self._model else library.last_model_for(folder)
+                self._model.model_id
+                if self._model
+                else primary_model_id(library, request) or library.last_model_for(folder)
             )
             if known_model:
                 self._emit_stored(library, folder, known_model)
@@ -232,6 +234,17 @@ class ScanWorker(LibraryOwner):
         return model
 
 
+def primary_model_id(library: Library, request: ScanRequest) -> str | None:
+    """With several detectors, the primary's id if the library knows it: its stored scores
+    show first, not those of whichever detector scanned last."""
+    if not request.detectors:
+        return None
+    from nsfw_desk.core.detector_columns import resolve
+
+    found = resolve([(request.model or "", 0.0)], library.models_by_source())
+    return found[0].model_id if found else None
+
+
 def scan_takes_detector_lists() -> bool:
     """Whether core scan_folder takes several detectors at once (the detectors branch adds
     core/detector.py with it); until then the worker scans once per detector."""
@@ -246,10 +259,30 @@ def load_any_detector(spec: str, request: ScanRequest, progress):
     try:
         from nsfw_desk.core.backends import load_detector  # type: ignore[import-not-found]
     except ImportError:
-        from nsfw_desk.core.runtime import load_model as load_detector
-    return load_detector(
-        spec or None, device=request.device, precision=request.precision, progress=progress
-    )
+        pass
+    else:
+        return load_detector(
+            spec or None, device=request.device, precision=request.precision, progress=progress
+        )
+    from nsfw_desk.core.detector_columns import AI_WORDS
+    from nsfw_desk.core.hub import ModelError
+    from nsfw_desk.core.runtime import load_model
+
+    try:
+        return load_model(
+            spec or None, device=request.device, precision=request.precision, progress=progress
+        )
+    except ModelError as exc:
+        if "Cannot tell which" not in str(exc):
+            raise
+        for word in sorted(AI_WORDS):  # an AI-generated-image detector: its positive class
+            try:
+                return load_model(
+                    spec, device=request.device, precision=request.precision, unsafe_label=word
+                )
+            except ModelError:
+                continue
+        raise
 
 
 class ExportWorker(QObject):
