@@ -274,7 +274,7 @@ def test_remaining_count_counts_only_the_current_filter(qtbot, make_window, fold
 def test_alt_numbers_switch_the_show_filter_and_are_in_a_menu(qtbot, make_window, folder):
     window = make_window()
     scan(qtbot, window, folder)
-    for number, key in enumerate(FILTERS, start=1):
+    for number, key in list(enumerate(FILTERS, start=1))[:9]:  # the AI label's: menu only
         qtbot.keyClick(window.grid, getattr(Qt.Key, f"Key_{number}"), ALT)
         assert window.results.filter == key
         assert window.filter_box.currentData() == key

@@ -9,6 +9,7 @@ Labelled real. Each row keeps the AI detector's model id and score when one is s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,9 +129,13 @@ class AiLabels:
             window._pushing = False
         window._say(f"{command.text()} · Ctrl+Z undoes it")
 
-    def _show(self, values: dict[str, bool | None]) -> None:
-        with self.window._keeping_current():
-            self.window.results.set_ai_labels(values)
+    def _show(self, values: dict[str, bool | None], *, replace: bool = False) -> None:
+        """New marks; the rows move (and the current item is kept) only under an AI filter,
+        so labels that arrive late never send the moderator back to the top."""
+        window = self.window
+        moving = window.results.filter in ("ai_generated", "ai_real")
+        with window._keeping_current() if moving else contextlib.nullcontext():
+            window.results.set_ai_labels(values, replace=replace)
 
     def load(self) -> None:
         """Read the folder's AI-generated labels (read thread) and show them on the tiles."""
@@ -143,8 +148,7 @@ class AiLabels:
         def show(found: dict[str, bool]) -> None:
             if serial != self._serial or folder != window.folder:
                 return
-            with window._keeping_current():
-                window.results.set_ai_labels(found, replace=True)
+            self._show(found, replace=True)
 
         window.reads.query(lambda library: ReviewStore(library).current_ai_labels(hashes), show)
 

@@ -10,6 +10,8 @@ control beside the slider; moving one re-splits at once, without running a model
 
 from __future__ import annotations
 
+import contextlib
+
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QLabel, QWidget
 
 from nsfw_desk.core.detector_columns import detector_kind, matches, resolve
@@ -56,8 +58,12 @@ class DetectorsView:
             if serial != self._serial or folder != window.folder or shown != window.model_id:
                 return
             kind, columns, scores = found
-            with window._keeping_current():
-                window.results.flag_rule = window.settings.flag_rule
+            if not columns and not window.results.detectors:  # one detector, as before
+                window.results.primary_kind = kind
+                return
+            window.results.flag_rule = window.settings.flag_rule
+            moving = window.results.detectors_move_rows()
+            with window._keeping_current() if moving else contextlib.nullcontext():
                 window.results.set_detectors(kind, columns, scores)
             self._fill_controls()
             window._update_counts()

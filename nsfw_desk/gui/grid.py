@@ -451,7 +451,18 @@ class ResultsModel(QAbstractListModel):
         if self.sort.startswith(DETECTOR_SORT) and self.sort not in known:
             self.sort = "score"
         self._order = None
-        self._refresh_visible()
+        if self.detectors_move_rows():
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def detectors_move_rows(self) -> bool:
+        """Whether other detectors' scores can change which rows show, or their order."""
+        return (
+            self.filter in _THRESHOLD_FILTERS
+            or self.filter.startswith(DETECTOR_FILTER)
+            or self.sort.startswith(DETECTOR_SORT)
+        )
 
     def detector_filters(self) -> dict[str, str]:
         """Filter key → text for "flagged by" each detector (the primary's is "flagged")."""
