@@ -260,3 +260,63 @@ def test_settings_keep_valid_detectors_and_flag_rule(tmp_path):
     ]
     (found,) = resolve([("a/b", 0.7)], models)
     assert (found.model_id, found.short, found.threshold) == ("m1", "NSFW", 0.7)
+
+
+def test_settings_dialog_edits_the_detectors_and_the_flag_rule(qtbot):
+    from nsfw_desk.gui.settings_dialog import SettingsDialog
+
+    settings = Settings(
+        reviewer="t", detectors=[{"model": "a/b", "threshold": 0.4, "enabled": True}]
+    )
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    editor = dialog.detectors
+    editor.add("/models/deepfake")
+    editor.add("a/b")  # already listed: not twice
+    editor.table.setCurrentCell(1, 0)
+    editor.move_current(-1)  # the deepfake detector becomes the primary
+    editor.table.cellWidget(0, 1).setValue(0.7)
+    editor.table.item(1, 0).setCheckState(Qt.CheckState.Unchecked)
+    editor.flag_rule.setCurrentIndex(editor.flag_rule.findData("primary"))
+    new = dialog.result_settings()
+    assert new.detectors == [
+        {"model": "/models/deepfake", "threshold": 0.7, "enabled": True},
+        {"model": "a/b", "threshold": 0.4, "enabled": False},
+    ]
+    assert new.flag_rule == "primary"
+    assert new.detector_specs() == [("/models/deepfake", 0.7)]
+    editor.table.setCurrentCell(0, 0)
+    editor.remove_current()
+    assert [d["model"] for d in editor.entries()] == ["a/b"]
+
+
+def test_the_scan_asks_for_every_enabled_detector_the_primary_first(make_window, model_dir):
+    window = make_window(
+        detectors=[
+            {"model": str(model_dir), "threshold": 0.5, "enabled": True},
+            {"model": AI_SOURCE, "threshold": 0.6, "enabled": True},
+            {"model": "org/off", "threshold": 0.6, "enabled": False},
+        ]
+    )
+    assert window._model_spec() == str(model_dir)  # --model, which is the primary here
+    assert window.detectors_view.scan_specs() == (AI_SOURCE,)
+
+
+def test_a_desk_scan_scores_with_every_enabled_detector(
+    make_window, qtbot, folder, model_dir, tmp_path
+):
+    from nsfw_desk.synthetic import save_random_model
+
+    ai_dir = save_random_model(tmp_path / "deepfake", labels=("real", "fake"), seed=3)
+    window = make_window(
+        detectors=[
+            {"model": str(model_dir), "threshold": 0.5, "enabled": True},
+            {"model": str(ai_dir), "threshold": 0.5, "enabled": True},
+        ]
+    )
+    scan(qtbot, window, folder)
+    qtbot.waitUntil(lambda: len(window.results.detectors) == 1, timeout=30_000)
+    (ai,) = window.results.detectors
+    assert ai.kind == "ai-generated" and ai.spec == str(ai_dir)
+    chips = [c for c in column(window, Role.CHIPS) if c]
+    assert len(chips) == 12 and all(c[1][2] is not None for c in chips)  # every image scored

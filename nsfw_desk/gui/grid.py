@@ -504,7 +504,7 @@ class ResultsModel(QAbstractListModel):
     def chips(self, row: int) -> tuple:
         """(short, kind, score or None, over its threshold) per detector, the primary first;
         () when only one detector is shown (its score is the tile's score line)."""
-        if not self.detectors:
+        if not self.detectors or self._errors[row]:  # an error tile has no scores
             return ()
         from nsfw_desk.core.detector_columns import SHORT_NAMES
 
