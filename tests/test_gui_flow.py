@@ -274,7 +274,7 @@ def test_remaining_count_counts_only_the_current_filter(qtbot, make_window, fold
 def test_alt_numbers_switch_the_show_filter_and_are_in_a_menu(qtbot, make_window, folder):
     window = make_window()
     scan(qtbot, window, folder)
-    for number, key in enumerate(FILTERS, start=1):
+    for number, key in list(enumerate(FILTERS, start=1))[:9]:  # the AI label's: menu only
         qtbot.keyClick(window.grid, getattr(Qt.Key, f"Key_{number}"), ALT)
         assert window.results.filter == key
         assert window.filter_box.currentData() == key
@@ -308,7 +308,7 @@ def test_every_new_action_is_in_a_menu_with_its_shortcut(qtbot, make_window):
     shortcuts = menu_shortcuts(window)
     assert shortcuts["Next unreviewed"] == "N"
     for number, text in enumerate(FILTERS.values(), start=1):
-        assert shortcuts[f"Show {text}"] == f"Alt+{number}"
+        assert shortcuts[f"Show {text}"] == (f"Alt+{number}" if number <= 9 else "")
 
 
 def test_auto_advance_at_the_end_stays_off_error_tiles_and_says_what_is_left(

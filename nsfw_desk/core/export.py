@@ -42,6 +42,8 @@ COLUMNS = (
     "hash",
     "note",  # the reviewer's latest note on the item, "" when none
     "tags",  # its current tags: a list in JSON, joined by "; " in the CSV
+    "ai_generated",  # the AI-generated label (keys G/R): true, false, or null when none
+    "scores",  # every detector's score: {model id: score} in JSON (and as JSON in the CSV)
 )
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -117,6 +119,8 @@ class _Exported:
     split: str = "train"
     note: str = ""
     tags: tuple[str, ...] = ()
+    ai_generated: bool | None = None
+    scores: dict[str, float] | None = None
 
     @property
     def file_name(self) -> str:
@@ -353,6 +357,8 @@ def _rows(items: list[_Exported], folders: list[str], include_source_path: bool)
             "hash": item.decision.hash,
             "note": item.note,
             "tags": list(item.tags),
+            "ai_generated": item.ai_generated,
+            "scores": dict(item.scores or {}),
         }
         for item in sorted(items, key=lambda i: i.file_name)
     ]
@@ -370,11 +376,21 @@ def _csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(
-        {k: "" if v is None else "; ".join(v) if isinstance(v, list) else v for k, v in row.items()}
-        for row in rows
-    )
+    writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+def _csv_value(value):
+    """A CSV cell: lists joined by "; ", dicts as JSON, booleans as true/false, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "; ".join(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
 
 
 def _printable(text: str) -> str:
@@ -780,9 +796,12 @@ def export_dataset(
         reviews = ReviewStore(library)
         hashes = [item.decision.hash for item in exported]
         latest_notes, tags = reviews.latest_notes(hashes), reviews.tags(hashes)
+        ai_labels, scores = reviews.current_ai_labels(hashes), library.scores_of(hashes)
         for item in exported:
             item.note = latest_notes.get(item.decision.hash, "")
             item.tags = tuple(tags.get(item.decision.hash, ()))
+            item.ai_generated = ai_labels.get(item.decision.hash)
+            item.scores = scores.get(item.decision.hash, {})
         model_names = library.model_names({d.model_id for d in decisions if d.model_id})
         rows = _rows(exported, order.folders, options.include_source_path)
         _write_text(tmp / "metadata.jsonl", _jsonl(rows))

@@ -155,10 +155,28 @@ def calibrate(
     )
 
 
-def reviewed_scores(library: Library, model_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, is_unsafe) of every content hash with a current label and a score from
-    `model_id`; one row per hash, since scores and labels both belong to the content."""
-    rows = ReviewStore(library).reviewed_scores(model_id)
+def calibrates_against(library: Library, model_id: str) -> str:
+    """What a detector is calibrated against (issue 13): an AI-generated-image detector
+    against the AI-generated labels (G/R, "ai"), every other against unsafe/safe
+    ("decisions")."""
+    from nsfw_desk.core.detector_columns import detector_kind
+
+    found = library.model_labels(model_id)
+    return "ai" if found and detector_kind(found[1]) == "ai-generated" else "decisions"
+
+
+def reviewed_scores(
+    library: Library, model_id: str, against: str = "decisions"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, is_positive) of every content hash with a current label and a score from
+    `model_id`; one row per hash, since scores and labels both belong to the content.
+    Positive: reviewed unsafe, or with `against="ai"` labelled AI-generated."""
+    reviews = ReviewStore(library)
+    rows = (
+        reviews.ai_reviewed_scores(model_id)
+        if against == "ai"
+        else reviews.reviewed_scores(model_id)
+    )
     scores = np.array([r[0] for r in rows], dtype=np.float64)
     is_unsafe = np.array([bool(r[1]) for r in rows], dtype=bool)
     return scores, is_unsafe
@@ -170,17 +188,23 @@ def calibration_for(
     *,
     target_recall: float = TARGET_RECALL,
     min_per_class: int = MIN_PER_CLASS,
+    against: str | None = None,
 ) -> Calibration:
     """Calibrate `model_id` on the library's reviews; refuse below `min_per_class` of a class,
-    where the numbers would mislead more than help."""
-    scores, is_unsafe = reviewed_scores(library, model_id)
+    where the numbers would mislead more than help. `against`: "decisions" (unsafe/safe) or
+    "ai" (AI-generated/real); None: by the detector's kind (`calibrates_against`)."""
+    against = against or calibrates_against(library, model_id)
+    scores, is_unsafe = reviewed_scores(library, model_id, against)
     unsafe = int(is_unsafe.sum())
     safe = len(is_unsafe) - unsafe
     if unsafe < min_per_class or safe < min_per_class:
         name = library.model_names([model_id])[model_id] if model_id else "this model"
+        yes, no, keys = (
+            ("AI-generated", "real", " (G and R)") if against == "ai" else ("unsafe", "safe", "")
+        )
         raise NotEnoughReviews(
-            f"Not enough reviews to calibrate {name}: {unsafe} unsafe and "
-            f"{safe} safe reviewed items; at least {min_per_class} of each are needed.",
+            f"Not enough reviews to calibrate {name}: {unsafe} {yes} and "
+            f"{safe} {no} reviewed items{keys}; at least {min_per_class} of each are needed.",
             unsafe=unsafe,
             safe=safe,
             needed=min_per_class,
@@ -189,5 +213,17 @@ def calibration_for(
 
 
 def models_with_reviews(library: Library) -> list[tuple[str, int]]:
-    """(model id, reviewed items it scored), most first: which models can be calibrated."""
-    return ReviewStore(library).models_with_reviews()
+    """(model id, reviewed items it scored), most first: which models can be calibrated.
+    An AI-generated-image detector counts the contents with an AI-generated label."""
+    reviews = ReviewStore(library)
+    decided = dict(reviews.models_with_reviews())
+    ai = dict(reviews.models_with_ai_reviews())
+    counts = {}
+    for model_id in dict.fromkeys([*decided, *ai]):
+        if calibrates_against(library, model_id) == "ai":
+            count = ai.get(model_id, 0)
+        else:
+            count = decided.get(model_id, 0)
+        if count:
+            counts[model_id] = count
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))

@@ -42,6 +42,23 @@ _LABELLED = (
 )
 
 
+# The AI-generated label (issue 13): its own append-only log, `ai_labels`, beside decisions.
+_AI_COLUMNS = (
+    "id, hash, generated, reviewer, decided_at, model_id, score, threshold, source_path, "
+    "undo_of, source_path_bytes"
+)
+_AI_INSERT = (
+    "INSERT INTO ai_labels (hash, generated, reviewer, decided_at, model_id, score, "
+    "threshold, source_path, source_path_bytes, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_AI_LATEST = "SELECT MAX(id) FROM ai_labels {where} GROUP BY hash"
+_AI_LABELLED = (
+    "SELECT hash, generated FROM ai_labels WHERE generated IS NOT NULL AND id IN ("
+    + _AI_LATEST.format(where="")
+    + ")"
+)
+
+
 @dataclass(frozen=True)
 class DecisionInput:
     """What the GUI knows about one item when the reviewer decides on it."""
@@ -75,6 +92,30 @@ class Decision:
         if self.source_path_bytes is not None:
             return Path(os.fsdecode(self.source_path_bytes))
         return Path(self.source_path) if self.source_path else None
+
+
+@dataclass(frozen=True)
+class AiLabel:
+    """One stored row of the AI-generated log: generated True (AI), False (real), None
+    (cleared)."""
+
+    id: int
+    hash: str
+    generated: bool | None
+    reviewer: str
+    decided_at: str
+    model_id: str | None  # the AI detector shown to the reviewer, if any
+    score: float | None  # its score then
+    threshold: float | None
+    source_path: str | None
+    undo_of: int | None
+    source_path_bytes: bytes | None = None
+
+
+def _ai_row(row) -> AiLabel:
+    values = list(row)
+    values[2] = None if values[2] is None else bool(values[2])
+    return AiLabel(*values)
 
 
 def default_reviewer() -> str:
@@ -305,6 +346,173 @@ class ReviewStore:
             found.update(self.db.execute(sql.format(where=f"AND hash IN ({marks})"), chunk))
         return found
 
+    # the AI-generated label: a second, independent decision per content (ai_labels)
+
+    def decide_ai(
+        self,
+        items: Sequence[DecisionInput],
+        generated: bool | None,
+        *,
+        reviewer: str,
+        threshold: float | None = None,
+    ) -> list[int]:
+        """Say every item is AI-generated (True), real (False) or clear it (None); `items`
+        carry the AI detector's model id and score when one was shown."""
+        return self.apply_ai_labels(
+            [(item, generated) for item in items], reviewer=reviewer, threshold=threshold
+        )
+
+    def apply_ai_labels(
+        self,
+        changes: Sequence[tuple[DecisionInput, bool | None]],
+        *,
+        reviewer: str,
+        threshold: float | None = None,
+        undo_of: Sequence[int | None] | None = None,
+        reviewers: Sequence[str | None] | None = None,
+    ) -> list[int]:
+        """Append one AI-generated row per (item, value), all or none; the new ids in order."""
+        changes = list(changes)
+        for _, value in changes:
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"ai_generated must be True, False or None, not {value!r}")
+        for name, aligned in (("undo_of", undo_of), ("reviewers", reviewers)):
+            if aligned is not None and len(aligned) != len(changes):
+                raise ValueError(f"{name} must have one entry per change")
+        names = [r or reviewer for r in reviewers] if reviewers else [reviewer] * len(changes)
+        for name in {reviewer, *names}:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError("reviewer must be a non-empty name")
+        if not changes:
+            return []
+        if self.db.conn.in_transaction:
+            raise RuntimeError("labels must not be written inside another transaction")
+        at = now_utc()
+        reverts = undo_of if undo_of is not None else [None] * len(changes)
+        ids: list[int] = []
+        with write_transaction(self.db):
+            for (item, value), reverted, who in zip(changes, reverts, names, strict=True):
+                raw = os.fsencode(item.source_path) if item.source_path is not None else None
+                cursor = self.db.execute(
+                    _AI_INSERT,
+                    (
+                        item.hash,
+                        None if value is None else int(value),
+                        who,
+                        at,
+                        item.model_id,
+                        None if item.score is None else float(item.score),
+                        None if threshold is None else float(threshold),
+                        None if raw is None else display_path(raw),
+                        raw,
+                        reverted,
+                    ),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+        return ids
+
+    def revert_ai(
+        self, ids: Sequence[int], *, reviewer: str, threshold: float | None = None
+    ) -> list[int]:
+        """Undo AI-generated rows `ids` by appending the value each hash had just before;
+        reverting what this returns is redo (as `revert` for decisions)."""
+        rows = {r.id: r for r in self._ai_by_id(ids)}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise ValueError(f"no such AI-generated labels: {missing}")
+        first: dict[str, int] = {}
+        for i in ids:
+            first[rows[i].hash] = min(first.get(rows[i].hash, i), i)
+        before = {h: self._ai_before(h, i) for h, i in first.items()}
+        changes = [
+            (
+                DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score, _source(rows[i])),
+                before[rows[i].hash],
+            )
+            for i in ids
+        ]
+        return self.apply_ai_labels(
+            changes, reviewer=reviewer, threshold=threshold, undo_of=list(ids)
+        )
+
+    def current_ai_labels(self, hashes: Iterable[str] | None = None) -> dict[str, bool]:
+        """hash → True (AI-generated) / False (real) for contents with a current value."""
+        sql = (
+            "SELECT hash, generated FROM ai_labels WHERE generated IS NOT NULL AND id IN ("
+            + _AI_LATEST
+            + ")"
+        )
+        found: dict[str, bool] = {}
+        if hashes is None:
+            batches: Iterable = [(sql.format(where=""), [])]
+        else:
+            batches = (
+                (sql.format(where=f"WHERE hash IN ({marks})"), chunk)
+                for chunk, marks in in_chunks(dict.fromkeys(hashes))
+            )
+        for statement, params in batches:
+            found.update((h, bool(v)) for h, v in self.db.execute(statement, params))
+        return found
+
+    def previous_ai_labels(self, hashes: Iterable[str]) -> dict[str, bool | None]:
+        """Every given hash → its current AI-generated value or None."""
+        hashes = list(hashes)
+        current = self.current_ai_labels(hashes)
+        return {h: current.get(h) for h in hashes}
+
+    def ai_history(self, content_hash: str) -> list[AiLabel]:
+        """Every AI-generated row of one content, oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_AI_COLUMNS} FROM ai_labels WHERE hash = ? ORDER BY id", (content_hash,)
+        )
+        return [_ai_row(row) for row in rows]
+
+    def ai_reviewed_scores(self, model_id: str) -> list[tuple[float, bool]]:
+        """(score, reviewed AI-generated) of every content with a current AI-generated value
+        and a score from `model_id`, by hash: what calibrates an AI detector."""
+        rows = self.db.execute(
+            f"SELECT s.unsafe, l.generated FROM ({_AI_LABELLED}) l "
+            "JOIN scores s ON s.hash = l.hash AND s.model_id = ? "
+            "WHERE s.unsafe IS NOT NULL ORDER BY l.hash",
+            (model_id,),
+        )
+        return [(float(score), bool(generated)) for score, generated in rows]
+
+    def models_with_ai_reviews(self) -> list[tuple[str, int]]:
+        """(model id, AI-generated-labelled contents it scored), most first."""
+        rows = self.db.execute(
+            f"SELECT s.model_id, COUNT(*) AS n FROM ({_AI_LABELLED}) l "
+            "JOIN scores s ON s.hash = l.hash WHERE s.unsafe IS NOT NULL "
+            "GROUP BY s.model_id ORDER BY n DESC, s.model_id"
+        )
+        return [(model_id, int(n)) for model_id, n in rows]
+
+    def ai_counts(self) -> dict[str, int]:
+        """How many contents are now labelled AI-generated and real."""
+        rows = dict(
+            self.db.execute(
+                f"SELECT generated, COUNT(*) FROM ({_AI_LABELLED}) GROUP BY generated"
+            ).fetchall()
+        )
+        return {"generated": int(rows.get(1, 0)), "real": int(rows.get(0, 0))}
+
+    def _ai_by_id(self, ids: Sequence[int]) -> list[AiLabel]:
+        found: list[AiLabel] = []
+        for chunk, marks in in_chunks([int(i) for i in ids]):
+            rows = self.db.execute(
+                f"SELECT {_AI_COLUMNS} FROM ai_labels WHERE id IN ({marks})", chunk
+            )
+            found.extend(_ai_row(row) for row in rows)
+        return found
+
+    def _ai_before(self, content_hash: str, row_id: int) -> bool | None:
+        row = self.db.execute(
+            "SELECT generated FROM ai_labels WHERE hash = ? AND id < ? ORDER BY id DESC LIMIT 1",
+            (content_hash, row_id),
+        ).fetchone()
+        return None if row is None or row[0] is None else bool(row[0])
+
     # tags: append-only like decisions; the latest row of a (hash, tag) says whether it is on
 
     def set_tag(self, hashes: Iterable[str], tag: str, *, added: bool, reviewer: str) -> str:
@@ -360,3 +568,9 @@ class ReviewStore:
             (content_hash, decision_id),
         ).fetchone()
         return row[0] if row else None
+
+
+def _source(row: AiLabel) -> Path | None:
+    if row.source_path_bytes is not None:
+        return Path(os.fsdecode(row.source_path_bytes))
+    return Path(row.source_path) if row.source_path else None

@@ -13,6 +13,7 @@ from pathlib import Path
 import platformdirs
 
 from nsfw_desk.core import defaults
+from nsfw_desk.core.detector_columns import FLAG_RULES, clean_detectors, enabled_detectors
 from nsfw_desk.core.logs import log_problem
 from nsfw_desk.core.review import default_reviewer
 from nsfw_desk.core.store import APP_NAME
@@ -48,6 +49,10 @@ class Settings:
     window_geometry: str = ""  # base64 of Qt's saveGeometry()
     window_state: str = ""
     splitter_state: str = ""
+    # Several detectors (issue 13): {"model", "threshold", "enabled"} each, the first enabled
+    # one the primary; empty: the single `model` at `threshold`. core/detector_columns.py
+    detectors: list[dict] = field(default_factory=list)
+    flag_rule: str = "any"  # "any": flagged when any enabled detector is over its threshold
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -72,6 +77,9 @@ class Settings:
         settings.threshold = min(1.0, max(0.0, settings.threshold))
         settings.blur_strength = min(32, max(1, settings.blur_strength))
         settings.batch_size = max(1, settings.batch_size)
+        settings.detectors = clean_detectors(settings.detectors, settings.threshold)
+        if settings.flag_rule not in FLAG_RULES:
+            settings.flag_rule = "any"
         return settings
 
     def save(self, path: Path | None = None) -> None:
@@ -89,6 +97,10 @@ class Settings:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def detector_specs(self) -> list[tuple[str, float]]:
+        """(model, threshold) of the enabled detectors, the primary first."""
+        return enabled_detectors(self.detectors, self.model, self.threshold)
 
     def add_recent(self, folder: Path | str) -> None:
         text = str(folder)

@@ -726,6 +726,42 @@ def _migrate_add_shared_embeddings(db: sqlite_utils.Database) -> None:
     )
 
 
+NOTES_AI_LABELS = {
+    "ai_labels": "the second, independent review label 'is this image AI-generated' (issue "
+    "13): append-only like decisions (triggers refuse UPDATE and DELETE); the row with the "
+    "highest id of a hash is its current value: generated 1 (AI-generated), 0 (real), NULL "
+    "(cleared). model_id and score are the AI detector's as shown to the reviewer",
+}
+
+
+def _migrate_add_ai_labels(db: sqlite_utils.Database) -> None:
+    """The AI-generated label (issue 13): its own append-only log beside `decisions`, so the
+    unsafe/safe decisions and everything that reads them stay exactly as they were."""
+    db.execute(
+        "CREATE TABLE ai_labels ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " hash TEXT NOT NULL CHECK (hash <> ''),"
+        " generated INTEGER CHECK (generated IS NULL OR generated IN (0, 1)),"
+        " reviewer TEXT NOT NULL,"
+        " decided_at TEXT NOT NULL,"
+        " model_id TEXT,"
+        " score REAL,"
+        " threshold REAL,"
+        " source_path TEXT,"
+        " source_path_bytes BLOB,"
+        " undo_of INTEGER REFERENCES ai_labels(id))"
+    )
+    db.execute("CREATE INDEX idx_ai_labels_hash_id ON ai_labels (hash, id)")
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER ai_labels_no_{action.lower()} BEFORE {action} ON ai_labels "
+            "BEGIN SELECT RAISE(ABORT, 'ai_labels are append-only'); END"
+        )
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO notes (topic, note) VALUES (?, ?)", list(NOTES_AI_LABELS.items())
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
@@ -733,6 +769,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_4,
     _migrate_add_pdq_and_hash_lists,
     _migrate_add_shared_embeddings,
+    _migrate_add_ai_labels,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1515,6 +1552,45 @@ class Library:
         return dict(
             zip(("size", "mtime_ns", "hash", "width", "height", "format"), row, strict=True)
         )
+
+    def models_by_source(self) -> list[dict]:
+        """Every registered model: id, source, revision, labels, unsafe labels, first used;
+        newest first. The desk finds a configured detector's model id among these."""
+        rows = self.db.execute(
+            "SELECT id, source, revision, labels, unsafe_labels, display_name FROM models "
+            "ORDER BY first_used DESC, id"
+        )
+        found = []
+        for model_id, source, revision, labels, unsafe, name in rows:
+            try:
+                labels_list, unsafe_list = json.loads(labels), json.loads(unsafe)
+            except (TypeError, ValueError):
+                labels_list, unsafe_list = [], []
+            found.append(
+                {
+                    "id": model_id,
+                    "source": source,
+                    "revision": revision,
+                    "labels": [str(x) for x in labels_list or []],
+                    "unsafe_labels": [str(x) for x in unsafe_list or []],
+                    "name": name or model_display_name(model_id, source),
+                }
+            )
+        return found
+
+    def scores_of(self, hashes: Iterable[str]) -> dict[str, dict[str, float]]:
+        """hash → {model id: score} for every model that scored it (exports every
+        detector's score)."""
+        found: dict[str, dict[str, float]] = {}
+        for chunk, marks in in_chunks(dict.fromkeys(hashes)):
+            rows = self.db.execute(
+                f"SELECT hash, model_id, unsafe FROM scores WHERE hash IN ({marks}) "
+                "AND unsafe IS NOT NULL ORDER BY hash, model_id",
+                chunk,
+            )
+            for digest, model_id, unsafe in rows:
+                found.setdefault(digest, {})[model_id] = float(unsafe)
+        return found
 
     def scores_by_model(self, content_hash: str) -> dict[str, float]:
         rows = self.db.execute(

@@ -39,6 +39,9 @@ class Role(IntEnum):
     # While near-duplicates are grouped: (files of its group in this view, collapsed?) when
     # the tile is a collapsed group or a member of an expanded one; else None.
     GROUP = PATH + 15
+    CHIPS = PATH + 16  # several detectors: ((short name, kind, score or None, over its threshold),
+    # …), the primary first; () with one detector
+    AI_LABEL = PATH + 17  # the AI-generated label: True (AI), False (real), None
 
 
 SORTS = {
@@ -58,7 +61,11 @@ FILTERS = {
     "errors": "Errors",
     "models_disagree": "Models disagree",
     "hash_lists": "Hash list matches",
+    "ai_generated": "Labelled AI-generated",
+    "ai_real": "Labelled real",
 }
+DETECTOR_FILTER = "flagged:"  # + model id: flagged by that detector (several detectors)
+DETECTOR_SORT = "score:"  # + model id: that detector's score, highest first
 _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements", "models_disagree"}
 _THRESHOLD_SORTS = {"disagreement", "uncertain"}
 SORT_TIPS = {
@@ -128,6 +135,14 @@ class ResultsModel(QAbstractListModel):
         self.expanded: set[int] = set()
         self._group_of_hash: dict[str, int] = {}
         self._group_count = 0
+        # Several detectors (issue 13): the shown model is the primary; `detectors` are the
+        # others, each with a score column and its own threshold. core/detector_columns.py
+        self.primary_kind = "nsfw"
+        self.detectors: list = []  # DetectorColumn, their thresholds live in _det_thresholds
+        self._det_thresholds: list[float] = []
+        self._det_by_hash: list[dict[str, float]] = []
+        self.flag_rule = "any"  # or "primary": only the primary's score flags
+        self._ai: dict[str, bool] = {}  # hash → AI-generated label
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -137,6 +152,7 @@ class ResultsModel(QAbstractListModel):
         self._errors: list[str | None] = []
         self._scores = np.empty(0, dtype=np.float64)
         self._other = np.empty(0, dtype=np.float64)  # the compared model's scores; NaN: none
+        self._det = [np.empty(0, dtype=np.float64) for _ in self.detectors]  # NaN: no score
         self._listed = np.empty(0, dtype=bool)  # an `unsafe` hash list matches the content
         self._mtimes = np.empty(0, dtype=np.int64)
         self._sizes = np.empty(0, dtype=np.int64)  # bytes; -1 unknown
@@ -171,6 +187,15 @@ class ResultsModel(QAbstractListModel):
             tip = str(self._paths[row]) + (f"\n{self._errors[row]}" if self._errors[row] else "")
             if not math.isnan(self._other[row]):  # what "⇄ 0.12" on the tile is
                 tip += f"\n⇄ {self._other[row]:.3f}: {self.other_model_name or 'compared model'}"
+            for detector, column, threshold in zip(
+                self.detectors, self._det, self._det_thresholds, strict=True
+            ):  # what each chip is
+                value = column[row]
+                said = "no score" if math.isnan(value) else f"{value:.3f}"
+                tip += f"\n{detector.short} {said} (threshold {threshold:.2f}): {detector.name}"
+            ai = self._ai.get(self._hashes[row] or "")
+            if ai is not None:
+                tip += "\nLabelled AI-generated (G)" if ai else "\nLabelled real (R)"
             near = self.near.get(self._hashes[row] or "", 0)
             if near:  # what "≈3" on the tile is
                 tip += f"\n≈{near}: near-duplicates in this folder (Shift+U / Shift+S label all)"
@@ -198,9 +223,13 @@ class ResultsModel(QAbstractListModel):
             other = self._other[row]
             return None if math.isnan(other) else float(other)
         if role == Role.FLAGGED:
-            return bool(self._scores[row] >= self.threshold or self._listed[row])
+            return bool(self._flagged_row(row))
         if role == Role.LISTS:
             return self.list_matches.get(self._hashes[row] or "", ())
+        if role == Role.CHIPS:
+            return self.chips(row)
+        if role == Role.AI_LABEL:
+            return self._ai.get(self._hashes[row] or "")
         if role == Role.LISTED_UNSAFE:
             return self._unsafe_listed.get(self._hashes[row] or "")
         if role == Role.LABEL:
@@ -321,6 +350,7 @@ class ResultsModel(QAbstractListModel):
         start = len(self._paths)
         self._scores = np.concatenate([self._scores, np.full(len(outcomes), np.nan)])
         self._other = np.concatenate([self._other, np.full(len(outcomes), np.nan)])
+        self._det = [np.concatenate([d, np.full(len(outcomes), np.nan)]) for d in self._det]
         self._listed = np.concatenate([self._listed, np.zeros(len(outcomes), dtype=bool)])
         self._mtimes = np.concatenate([self._mtimes, np.zeros(len(outcomes), dtype=np.int64)])
         self._sizes = np.concatenate([self._sizes, np.full(len(outcomes), -1, dtype=np.int64)])
@@ -348,6 +378,8 @@ class ResultsModel(QAbstractListModel):
         self._hashes[row] = outcome.hash
         self._scores[row] = _score(outcome)
         self._other[row] = self._other_by_hash.get(outcome.hash or "", math.nan)
+        for column, by_hash in zip(self._det, self._det_by_hash, strict=True):
+            column[row] = by_hash.get(outcome.hash or "", math.nan)
         self._listed[row] = (outcome.hash or "") in self._unsafe_listed
         self._errors[row] = _error_text(outcome)
         self._mtimes[row] = outcome.mtime_ns or 0
@@ -367,14 +399,14 @@ class ResultsModel(QAbstractListModel):
             self.marks_changed.emit()
 
     def set_sort(self, sort: str) -> None:
-        if sort not in SORTS:
+        if sort not in SORTS and sort not in self.detector_sorts():
             raise ValueError(f"unknown sort {sort!r}")
         self.sort = sort
         self._order = None
         self._refresh_visible()
 
     def set_filter(self, name: str) -> None:
-        if name not in FILTERS:
+        if name not in FILTERS and name not in self.detector_filters():
             raise ValueError(f"unknown filter {name!r}")
         self.filter = name
         self._refresh_visible()
@@ -414,8 +446,145 @@ class ResultsModel(QAbstractListModel):
         return self.filter in _THRESHOLD_FILTERS | {"hash_lists", "disagreements"}
 
     def _flagged(self) -> np.ndarray:
-        """Per row: the model flags it or an `unsafe` hash list matches it."""
-        return (self._scores >= self.threshold) | self._listed
+        """Per row: the model flags it or an `unsafe` hash list matches it; with several
+        detectors and flag_rule "any", any of them over its own threshold flags it too."""
+        flagged = (self._scores >= self.threshold) | self._listed
+        if self.flag_rule == "any":
+            for column, threshold in zip(self._det, self._det_thresholds, strict=True):
+                flagged |= column >= threshold
+        return flagged
+
+    def _flagged_row(self, row: int) -> bool:
+        if self._scores[row] >= self.threshold or self._listed[row]:
+            return True
+        if self.flag_rule != "any":
+            return False
+        return any(c[row] >= t for c, t in zip(self._det, self._det_thresholds, strict=True))
+
+    # --- several detectors (issue 13) and the AI-generated label ------------------------
+
+    def set_detectors(
+        self, primary_kind: str, detectors: list, scores: list[dict[str, float]]
+    ) -> None:
+        """Show these detectors beside the shown model (the primary, of `primary_kind`):
+        `detectors` are core DetectorColumn, `scores` their hash → score, aligned."""
+        self.primary_kind = primary_kind
+        self.detectors = list(detectors)
+        self._det_thresholds = [float(d.threshold) for d in detectors]
+        self._det_by_hash = [dict(found) for found in scores]
+        self._det = [
+            np.array([found.get(h or "", math.nan) for h in self._hashes], dtype=np.float64)
+            for found in self._det_by_hash
+        ]
+        known = self.detector_filters() | self.detector_sorts()
+        if self.filter.startswith(DETECTOR_FILTER) and self.filter not in known:
+            self.filter = "all"
+        if self.sort.startswith(DETECTOR_SORT) and self.sort not in known:
+            self.sort = "score"
+        self._order = None
+        if self.detectors_move_rows():
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def detectors_move_rows(self) -> bool:
+        """Whether other detectors' scores can change which rows show, or their order."""
+        return (
+            self.filter in _THRESHOLD_FILTERS
+            or self.filter.startswith(DETECTOR_FILTER)
+            or self.sort.startswith(DETECTOR_SORT)
+        )
+
+    def detector_filters(self) -> dict[str, str]:
+        """Filter key → text for "flagged by" each detector (the primary's is "flagged")."""
+        return {
+            DETECTOR_FILTER + d.model_id: f"Flagged by {d.short} ({d.name})" for d in self.detectors
+        }
+
+    def detector_sorts(self) -> dict[str, str]:
+        return {DETECTOR_SORT + d.model_id: f"{d.short} score ({d.name})" for d in self.detectors}
+
+    def _detector_index(self, key: str) -> int | None:
+        model_id = key.split(":", 1)[1] if ":" in key else None
+        return next((i for i, d in enumerate(self.detectors) if d.model_id == model_id), None)
+
+    def detector_threshold(self, model_id: str) -> float | None:
+        index = self._detector_index(DETECTOR_FILTER + model_id)
+        return None if index is None else self._det_thresholds[index]
+
+    def set_detector_threshold(self, model_id: str, threshold: float) -> None:
+        """Re-split on one detector's threshold, without running any model."""
+        index = self._detector_index(DETECTOR_FILTER + model_id)
+        if index is None:
+            return
+        self._det_thresholds[index] = float(threshold)
+        if self.filter in _THRESHOLD_FILTERS or self.filter.startswith(DETECTOR_FILTER):
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def set_flag_rule(self, rule: str) -> None:
+        if rule not in ("any", "primary"):
+            raise ValueError(f"unknown flag rule {rule!r}")
+        self.flag_rule = rule
+        if self.filter in _THRESHOLD_FILTERS:
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def chips(self, row: int) -> tuple:
+        """(short, kind, score or None, over its threshold) per detector, the primary first;
+        () when only one detector is shown (its score is the tile's score line)."""
+        if not self.detectors or self._errors[row]:  # an error tile has no scores
+            return ()
+        from nsfw_desk.core.detector_columns import SHORT_NAMES
+
+        score = self._scores[row]
+        chips = [
+            (
+                SHORT_NAMES.get(self.primary_kind, "DET"),
+                self.primary_kind,
+                None if math.isnan(score) else float(score),
+                bool(score >= self.threshold),
+            )
+        ]
+        for detector, column, threshold in zip(
+            self.detectors, self._det, self._det_thresholds, strict=True
+        ):
+            value = column[row]
+            chips.append(
+                (
+                    detector.short,
+                    detector.kind,
+                    None if math.isnan(value) else float(value),
+                    bool(value >= threshold),
+                )
+            )
+        return tuple(chips)
+
+    def set_ai_labels(self, labels: dict[str, bool | None], *, replace: bool = False) -> None:
+        """Apply AI-generated label changes (hash → True/False/None); `replace`: these are all."""
+        if replace:
+            self._ai = {}
+        for digest, value in labels.items():
+            if value is None:
+                self._ai.pop(digest, None)
+            else:
+                self._ai[digest] = bool(value)
+        if self.filter in ("ai_generated", "ai_real"):
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def ai_label_of(self, content_hash: str) -> bool | None:
+        return self._ai.get(content_hash)
+
+    def detector_score(self, model_id: str, content_hash: str) -> float | None:
+        """A detector's score of a content (the AI label records the AI detector's)."""
+        index = self._detector_index(DETECTOR_FILTER + model_id)
+        if index is None:
+            return None
+        return self._det_by_hash[index].get(content_hash)
 
     def set_tags(self, tags: dict[str, tuple[str, ...]], tag_filter: str | None) -> None:
         """Show these tags (hash → tags) and keep only contents with `tag_filter` (None: all)."""
@@ -715,6 +884,14 @@ class ResultsModel(QAbstractListModel):
             return np.array([(h or "") in self.list_matches for h in self._hashes], dtype=bool)
         if self.filter == "errors":
             return self._filter_errors()
+        if self.filter in ("ai_generated", "ai_real"):
+            wanted = self.filter == "ai_generated"
+            return np.array([self._ai.get(h or "") is wanted for h in self._hashes], dtype=bool)
+        if self.filter.startswith(DETECTOR_FILTER):
+            index = self._detector_index(self.filter)
+            if index is None:
+                return np.ones(n, dtype=bool)
+            return self._det[index] >= self._det_thresholds[index]
         if self.filter == "models_disagree":
             other = self._other
             both = scored & ~np.isnan(other)
@@ -743,6 +920,10 @@ class ResultsModel(QAbstractListModel):
 
     def _sort_primary(self) -> np.ndarray:
         """Ascending key for score and disagreement sorts; rows without a score last."""
+        if self.sort.startswith(DETECTOR_SORT):
+            index = self._detector_index(self.sort)
+            column = self._scores if index is None else self._det[index]
+            return np.where(np.isnan(column), np.inf, -column)
         if self.sort == "uncertain":  # nearest the threshold first
             return np.where(np.isnan(self._scores), np.inf, np.abs(self._scores - self.threshold))
         scores = np.where(np.isnan(self._scores), np.inf, -self._scores)
@@ -758,6 +939,10 @@ class ResultsModel(QAbstractListModel):
         if self.sort == "modified":
             return (-int(self._mtimes[row]), row)
         score = self._scores[row]
+        if self.sort.startswith(DETECTOR_SORT):
+            index = self._detector_index(self.sort)
+            value = score if index is None else self._det[index][row]
+            return (math.inf if math.isnan(value) else -float(value), row)
         if self.sort == "uncertain":
             return (math.inf if math.isnan(score) else abs(float(score) - self.threshold), row)
         if self.sort == "disagreement":
@@ -779,11 +964,13 @@ class ResultsModel(QAbstractListModel):
             return False
         if self.filter == "all":
             return True
+        if self.filter in ("ai_generated", "ai_real") or self.filter.startswith(DETECTOR_FILTER):
+            return bool(self._filter_mask_row(row))
         score = self._scores[row]
         scored = not math.isnan(score)
         label = self._labels.get(self._hashes[row] or "")
         other = self._other[row]
-        flagged = bool(self._listed[row]) or (scored and score >= self.threshold)
+        flagged = self._flagged_row(row)
         return {
             "flagged": flagged,
             "unflagged": scored and not flagged,
@@ -796,6 +983,12 @@ class ResultsModel(QAbstractListModel):
             and not math.isnan(other)
             and (score >= self.threshold) != (other >= self.threshold),
         }[self.filter]
+
+    def _filter_mask_row(self, row: int) -> bool:
+        if self.filter in ("ai_generated", "ai_real"):
+            return self._ai.get(self._hashes[row] or "") is (self.filter == "ai_generated")
+        index = self._detector_index(self.filter)
+        return index is None or bool(self._det[index][row] >= self._det_thresholds[index])
 
     def _ensure_keys(self) -> list[tuple]:
         if self._keys is None:

@@ -131,6 +131,29 @@ class Revert:
     threshold: float
 
 
+@dataclass(frozen=True)
+class AiDecide:
+    """Give every item one AI-generated value (True AI, False real, None clears it); changes
+    no unsafe/safe label (gui/ai_label.py)."""
+
+    items: tuple[DecisionInput, ...]
+    generated: bool | None
+    reviewer: str
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class AiRevert:
+    """Undo (or redo) the AI-generated rows an earlier AiDecide or AiRevert committed."""
+
+    of: int
+    reviewer: str
+    threshold: float | None = None
+
+
+Write = Decide | Revert | Tag | AiDecide | AiRevert
+
+
 class _WriteWorker(LibraryOwner):
     committed = Signal(int, dict)  # ticket, hash → label the library now holds (None: none)
     blocked = Signal(str, str)  # kind, message: the head write waits for a retry
@@ -139,7 +162,7 @@ class _WriteWorker(LibraryOwner):
 
     def __init__(self, library_path: Path | None) -> None:
         super().__init__(library_path)
-        self._queue: deque[tuple[int, Decide | Revert | Tag]] = deque()
+        self._queue: deque[tuple[int, Write]] = deque()
         self._ids: dict[int, list[int]] = {}  # ticket → committed decision ids
         self._hashes: dict[int, list[str]] = {}  # ticket → content hashes it touched
         self._retry = QTimer(self, singleShot=True)  # moves to the worker thread with self
@@ -155,11 +178,11 @@ class _WriteWorker(LibraryOwner):
         return library
 
     @Slot(int, object)
-    def submit(self, ticket: int, op: Decide | Revert | Tag) -> None:
+    def submit(self, ticket: int, op: Write) -> None:
         if isinstance(op, Decide):
             self._hashes[ticket] = [item.hash for item in op.items]
-        elif isinstance(op, Tag):
-            self._hashes[ticket] = []  # a tag changes no label
+        elif isinstance(op, Tag | AiDecide | AiRevert):
+            self._hashes[ticket] = []  # a tag or an AI-generated label changes no label
         else:
             self._hashes[ticket] = list(self._hashes.get(op.of, []))
         self._queue.append((ticket, op))
@@ -187,11 +210,22 @@ class _WriteWorker(LibraryOwner):
                 self.unblocked.emit()
             self.committed.emit(ticket, labels)
 
-    def _write(self, ticket: int, op: Decide | Revert | Tag) -> dict[str, str | None]:
+    def _write(self, ticket: int, op: Write) -> dict[str, str | None]:
         reviews = ReviewStore(self.library())
         if isinstance(op, Tag):
             reviews.set_tag(op.hashes, op.tag, added=op.added, reviewer=op.reviewer)
             ids: list[int] = []
+        elif isinstance(op, AiDecide):
+            ids = reviews.decide_ai(
+                list(op.items), op.generated, reviewer=op.reviewer, threshold=op.threshold
+            )
+        elif isinstance(op, AiRevert):
+            undone = self._ids.get(op.of, [])
+            ids = (
+                reviews.revert_ai(undone, reviewer=op.reviewer, threshold=op.threshold)
+                if undone
+                else []
+            )
         elif isinstance(op, Decide):
             ids = reviews.decide(
                 list(op.items), op.label, reviewer=op.reviewer, threshold=op.threshold, note=op.note
@@ -280,7 +314,22 @@ class ReviewWrites(QObject):
                 shown[digest] = label
         return shown
 
-    def _send(self, op: Decide | Revert | Tag, expected: dict[str, str | None]) -> int:
+    def ai_decide(
+        self,
+        items: Sequence[DecisionInput],
+        generated: bool | None,
+        *,
+        reviewer: str,
+        threshold: float | None = None,
+    ) -> int:
+        """Write the AI-generated label, in order with the decisions; `saved` says when."""
+        return self._send(AiDecide(tuple(items), generated, reviewer, threshold), {})
+
+    def ai_revert(self, ticket: int, *, reviewer: str, threshold: float | None = None) -> int:
+        """Undo (or redo) AI-generated write `ticket`."""
+        return self._send(AiRevert(ticket, reviewer, threshold), {})
+
+    def _send(self, op: Write, expected: dict[str, str | None]) -> int:
         ticket = next(self._tickets)
         hashes = list(expected)
         self._in_flight[ticket] = hashes

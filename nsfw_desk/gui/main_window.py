@@ -128,6 +128,9 @@ class MainWindow(QMainWindow):
             parent=self,
         )
         self.results = ResultsModel(self)
+        if settings.detectors:  # the slider is the primary detector's threshold
+            settings.threshold = settings.detector_specs()[0][1]
+        self.results.flag_rule = settings.flag_rule
         self.results.threshold = settings.threshold
         self.results.sort = settings.sort if settings.sort in SORTS else "score"
         self.results.filter = settings.filter if settings.filter in FILTERS else "all"
@@ -164,6 +167,7 @@ class MainWindow(QMainWindow):
         w.progress.connect(self._on_progress)
         w.results.connect(self._on_results)
         w.finished.connect(self._on_finished)
+        w.detector_failed.connect(lambda why: self._say(f"A detector was left out: {why}"))
         self.thumbnails.changed.connect(lambda _h: self.grid.viewport().update())
         self.writes.saved.connect(self._on_saved)
         self.writes.failed.connect(self._on_write_failed)
@@ -256,6 +260,9 @@ class MainWindow(QMainWindow):
         self.spin.valueChanged.connect(self.set_threshold)
         bar.addWidget(self.slider)
         bar.addWidget(self.spin)
+        from nsfw_desk.gui.detectors_view import DetectorsView
+
+        self.detectors_view = DetectorsView(self, bar)  # the other detectors' thresholds
         bar.addSeparator()
         self.counts_label = QLabel()
         bar.addWidget(self.counts_label)
@@ -365,6 +372,16 @@ class MainWindow(QMainWindow):
         self._action(review, "Mark &unsafe", lambda: self.decide("unsafe"), ["U"])
         self._action(review, "Mark &safe", lambda: self.decide("safe"), ["S"])
         self._action(review, "&Clear label", lambda: self.decide(None), ["0", "Backspace"])
+        from nsfw_desk.gui.ai_label import GENERATED_KEY, REAL_KEY, AiLabels
+
+        self.ai_labels = AiLabels(self)
+        self._action(
+            review, "Label AI-&generated", lambda: self.ai_labels.decide(True), [GENERATED_KEY]
+        )
+        self._action(
+            review, "Label &real (not AI)", lambda: self.ai_labels.decide(False), [REAL_KEY]
+        )
+        self._action(review, "Clear AI-generated label", lambda: self.ai_labels.decide(None))
         self._action(
             review,
             "Label this and its near-duplicates unsafe",
@@ -507,6 +524,7 @@ class MainWindow(QMainWindow):
                 self.settings.batch_size,
                 serial=self._scan_serial,
                 shown_model=self.model_id if self.switched_spec is not None else None,
+                detectors=self.detectors_view.scan_specs(),
             )
         )
 
@@ -514,7 +532,9 @@ class MainWindow(QMainWindow):
         """What a scan loads: the switcher's choice, else --model, else Settings."""
         if self.switched_spec is not None:
             return self.switched_spec
-        return self.model_override if self.model_override is not None else self.settings.model
+        if self.model_override is not None:
+            return self.model_override
+        return self.settings.detector_specs()[0][0]  # the primary detector (or Settings.model)
 
     def stop_scan(self) -> None:
         if self.scanning:
@@ -558,6 +578,8 @@ class MainWindow(QMainWindow):
             self._update_counts()
 
         self.reads.query(lambda library: read_model_choices(library, folder), show)
+        self.detectors_view.load()  # the other detectors' scores (gui/detectors_view.py)
+        self.ai_labels.load()
 
     def switch_model(self, model_id: str) -> None:
         """Show `model_id`'s stored scores for this folder; no scan (Scan again scores the rest).
@@ -772,6 +794,7 @@ class MainWindow(QMainWindow):
     def set_threshold(self, value: float) -> None:
         value = round(float(value), 2)
         self.settings.threshold = value
+        self.detectors_view.primary_threshold_moved(value)
         if self.slider.value() != round(value * 100):
             self.slider.blockSignals(True)
             self.slider.setValue(round(value * 100))
@@ -1005,6 +1028,7 @@ class MainWindow(QMainWindow):
 
     def _on_write_failed(self, message: str, labels: dict) -> None:
         self._labels_changed(labels)
+        self.ai_labels.load()  # an AI-generated label may be what failed
         QMessageBox.warning(
             self,
             "A decision was not saved",
@@ -1082,7 +1106,8 @@ class MainWindow(QMainWindow):
         self.filter_actions: dict[str, QAction] = {}
         for number, (key, text) in enumerate(FILTERS.items(), start=1):
             action = QAction(f"Show {text}", self, checkable=True)
-            action.setShortcut(QKeySequence(f"Alt+{number}"))
+            if number <= 9:  # Alt+0 is taken; the AI-generated filters are in the menu
+                action.setShortcut(QKeySequence(f"Alt+{number}"))
             action.setChecked(key == self.results.filter)
             action.triggered.connect(lambda _=False, k=key: self.set_filter(k))
             group.addAction(action)
@@ -1092,9 +1117,13 @@ class MainWindow(QMainWindow):
 
     def _show_filter(self, name: str) -> None:
         """Keep the combo box and the menu on the filter in force, however it was chosen."""
-        self.filter_actions[name].setChecked(True)
+        if name in self.filter_actions:
+            self.filter_actions[name].setChecked(True)
+        else:  # a detector's filter (gui/detectors_view.py): no menu entry is checked
+            for action in self.filter_actions.values():
+                action.setChecked(False)
         self.filter_box.blockSignals(True)
-        self.filter_box.setCurrentIndex(list(FILTERS).index(name))
+        self.filter_box.setCurrentIndex(max(0, self.filter_box.findData(name)))
         self.filter_box.blockSignals(False)
 
     def _refresh_view_state(self) -> None:
@@ -1187,7 +1216,9 @@ class MainWindow(QMainWindow):
             return
         undid = index < before
         command = self.undo_stack.command(index if undid else index - 1)
-        if not isinstance(command, DecisionCommand):
+        from nsfw_desk.gui.ai_label import AiLabelCommand
+
+        if not isinstance(command, DecisionCommand | AiLabelCommand):
             return
         self._moved = True
         paths = [Path(item.source_path) for item in command.items if item.source_path]
@@ -1567,16 +1598,22 @@ class MainWindow(QMainWindow):
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         new = dialog.result_settings()
-        model_changed = (new.model, new.device, new.batch_size) != (
+        model_changed = (new.model, new.device, new.batch_size, new.detector_specs()) != (
             self.settings.model,
             self.settings.device,
             self.settings.batch_size,
+            self.settings.detector_specs(),
         )
         style_changed = (new.blur_strength, new.grayscale) != (
             self.settings.blur_strength,
             self.settings.grayscale,
         )
         self.settings = new
+        if new.detectors and new.detector_specs()[0][1] != self.results.threshold:
+            self.spin.setValue(new.detector_specs()[0][1])  # the primary's threshold
+        with self._keeping_current():
+            self.results.set_flag_rule(new.flag_rule)
+        self.detectors_view.load()
         self.auto_advance_action.setChecked(new.auto_advance)
         self.grayscale_action.setChecked(new.grayscale)
         if style_changed:
@@ -1607,6 +1644,8 @@ class MainWindow(QMainWindow):
             return f"{name or self.model_override} (from --model, for this run)"
         if name is None:
             return "none loaded yet"
+        if self.settings.detectors:
+            return f"{name} (the primary detector, from Settings → Detectors)"
         return f"{name} (from Settings)" if self.settings.model else f"{name} (the default)"
 
     def open_export(self) -> None:
@@ -1620,8 +1659,16 @@ class MainWindow(QMainWindow):
         from nsfw_desk.gui.calibration import CalibrationDialog  # QtCharts: only when asked
 
         dialog = CalibrationDialog(self.reads, self.results.threshold, self.model_id, self)
-        dialog.threshold_applied.connect(self.spin.setValue)
+        dialog.threshold_applied.connect(lambda value: self._apply_calibrated(dialog, value))
         dialog.exec()
+
+    def _apply_calibrated(self, dialog, value: float) -> None:
+        """A calibrated threshold goes to the detector it was computed for (issue 13)."""
+        model_id = dialog.model_box.currentData()
+        if model_id is not None and self.results.detector_threshold(model_id) is not None:
+            self.detectors_view.set_threshold(model_id, value)
+        else:
+            self.spin.setValue(value)
 
     def open_training(self):
         """Review → Train from my decisions… (gui/train_dialog.py); returns the dialog."""

@@ -1,4 +1,4 @@
-"""The settings dialog: model, device, batch size, blur, reviewer, auto-advance."""
+"""The settings dialog: model, detectors, device, batch size, blur, reviewer, auto-advance."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -20,6 +21,9 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -89,6 +93,8 @@ class SettingsDialog(QDialog):
         self.in_use.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         if in_use:
             form.addRow("", self.in_use)
+        self.detectors = DetectorsEditor(settings)
+        form.addRow("Detectors", self.detectors)
         form.addRow("Device", self.device)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Blur strength", self.blur)
@@ -137,4 +143,124 @@ class SettingsDialog(QDialog):
             grayscale=self.grayscale.isChecked(),
             reviewer=self.reviewer.text().strip() or self._base.reviewer,
             auto_advance=self.auto_advance.isChecked(),
+            detectors=self.detectors.entries(),
+            flag_rule=self.detectors.flag_rule.currentData(),
         )
+
+
+FLAG_RULE_TEXTS = {
+    "any": "Flagged when any enabled detector is over its threshold",
+    "primary": "Flagged by the primary detector only (the others are shown)",
+}
+
+
+class DetectorsEditor(QWidget):
+    """Settings.detectors: models (hub id or folder) in order, the first enabled one the
+    primary; each enabled or not, with its own threshold. Empty: the model above alone."""
+
+    def __init__(self, settings: Settings, parent=None) -> None:
+        super().__init__(parent)
+        self._default = settings.threshold
+        self.table = QTableWidget(0, 2)
+        self.table.setObjectName("detectors")
+        self.table.setHorizontalHeaderLabels(["Model (first enabled = primary)", "Threshold"])
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self.table.horizontalHeader().setSectionResizeMode(
+            0, self.table.horizontalHeader().ResizeMode.Stretch
+        )
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(110)
+        self.new_model = QLineEdit()
+        self.new_model.setPlaceholderText("hub id (org/name) or folder")
+        add = QPushButton("Add")
+        add.clicked.connect(lambda: self.add(self.new_model.text()))
+        browse = QPushButton("Folder…")
+        browse.clicked.connect(self._browse)
+        remove = QPushButton("Remove")
+        remove.clicked.connect(self.remove_current)
+        up, down = QPushButton("Up"), QPushButton("Down")
+        up.clicked.connect(lambda: self.move_current(-1))
+        down.clicked.connect(lambda: self.move_current(1))
+        self.flag_rule = QComboBox()
+        self.flag_rule.setObjectName("flag_rule")
+        for key, text in FLAG_RULE_TEXTS.items():
+            self.flag_rule.addItem(text, key)
+        self.flag_rule.setCurrentIndex(max(0, self.flag_rule.findData(settings.flag_rule)))
+        adding = QHBoxLayout()
+        adding.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.new_model, add, browse):
+            adding.addWidget(widget, 1 if widget is self.new_model else 0)
+        moving = QHBoxLayout()
+        moving.setContentsMargins(0, 0, 0, 0)
+        for widget in (up, down, remove):
+            moving.addWidget(widget)
+        moving.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table)
+        layout.addLayout(moving)
+        layout.addLayout(adding)
+        layout.addWidget(self.flag_rule)
+        self._fill([dict(d) for d in settings.detectors])
+
+    def entries(self) -> list[dict]:
+        """The table as Settings.detectors entries, in order."""
+        found = []
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            spin = self.table.cellWidget(row, 1)
+            found.append(
+                {
+                    "model": item.text().strip(),
+                    "threshold": round(spin.value(), 2),
+                    "enabled": item.checkState() == Qt.CheckState.Checked,
+                }
+            )
+        return found
+
+    def add(self, model: str) -> None:
+        model = model.strip()
+        if not model or model in {e["model"] for e in self.entries()}:
+            return
+        self._fill([*self.entries(), {"model": model, "threshold": 0.5, "enabled": True}])
+        self.new_model.clear()
+
+    def remove_current(self) -> None:
+        row = self.table.currentRow()
+        if row >= 0:
+            entries = self.entries()
+            del entries[row]
+            self._fill(entries)
+
+    def move_current(self, step: int) -> None:
+        row = self.table.currentRow()
+        entries = self.entries()
+        target = row + step
+        if row < 0 or not 0 <= target < len(entries):
+            return
+        entries[row], entries[target] = entries[target], entries[row]
+        self._fill(entries)
+        self.table.setCurrentCell(target, 0)
+
+    def _fill(self, entries: list[dict]) -> None:
+        self.table.setRowCount(0)
+        for entry in entries:
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+            item = QTableWidgetItem(entry["model"])
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(
+                Qt.CheckState.Checked if entry.get("enabled", True) else Qt.CheckState.Unchecked
+            )
+            item.setToolTip("Checked: this detector scans and shows; the first checked is primary")
+            self.table.setItem(row, 0, item)
+            spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, decimals=2)
+            spin.setValue(float(entry.get("threshold", self._default)))
+            self.table.setCellWidget(row, 1, spin)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a detector's model folder (config.json + model.safetensors)"
+        )
+        if folder:
+            self.add(folder)

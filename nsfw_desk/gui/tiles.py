@@ -38,6 +38,11 @@ LIST_MARK = "≡ "  # before the name of a hash list the content matches
 SIMILAR_MARK = "sim "  # before the cosine similarity in a "Show similar" view (≈ is taken)
 GROUP_MARKS = {True: "⊞ ", False: "⊟ "}  # a collapsed group's tile, a member of an open one
 GROUP_BACKGROUND = QColor(31, 78, 140)  # white text on it: contrast above 7:1
+# Several detectors (issue 13): one chip per detector, white text on the kind's colour (both
+# at least 7:1 with white), so "NSFW" and "AI" differ by word as well as by hue.
+CHIP_COLOURS = {"nsfw": QColor("#9e1c23"), "ai-generated": QColor("#4b2f9e")}
+CHIP_OTHER = QColor("#3c4048")
+AI_MARKS = {True: "AI", False: "REAL"}  # the AI-generated label (keys G and R)
 
 
 def luminance(colour: QColor) -> float:
@@ -164,13 +169,19 @@ class TileDelegate(QStyledItemDelegate):
         error = index.data(Role.ERROR)
         score = index.data(Role.SCORE)
         listed = index.data(Role.LISTED_UNSAFE)  # an `unsafe` hash list flags it
-        flagged = (score is not None or listed is not None) and index.data(Role.FLAGGED)
+        chips = index.data(Role.CHIPS) or ()
+        flagged = (
+            score is not None or listed is not None or any(c[2] is not None for c in chips)
+        ) and index.data(Role.FLAGGED)
         label = index.data(Role.LABEL)
 
         self._paint_image(painter, area, digest, error)
         if flagged:
             self._paint_flag_frame(painter, area, colours.flag, colours.flag_inner)
-        self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
+        tags = index.data(Role.TAGS)
+        self._paint_tags(painter, area, tags, option.font)
+        if chips and not error:
+            self._paint_chips(painter, area, chips, option.font, bool(tags))
         lists = index.data(Role.LISTS)
         if lists:  # the hash lists it matches; the tooltip says kind, algorithm and distance
             self._paint_list_badge(painter, area, lists, option.font)
@@ -200,6 +211,12 @@ class TileDelegate(QStyledItemDelegate):
             room = left.width() * 2 // 3 if index.data(Role.LABEL) else left.width()
             line = painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room)
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
+        elif chips:  # the chips hold the scores: say which detectors flag it
+            counted = chips[:1] if index.model().flag_rule == "primary" else chips
+            flaggers = [c[0] for c in counted if c[3]]
+            painter.setPen(colours.flag)
+            if flagged and flaggers:  # "⚑ NSFW · AI": whose threshold it is over
+                painter.drawText(left, Qt.AlignmentFlag.AlignLeft, FLAG_MARK + " · ".join(flaggers))
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
             mark = FLAG_MARK if flagged else ""
@@ -234,6 +251,9 @@ class TileDelegate(QStyledItemDelegate):
             markers.append(f"×{copies}")  # labels follow the content: every copy is labelled
         if near:
             markers.append(f"{NEAR_MARK}{near}")  # near-duplicates: Shift+U / Shift+S label all
+        ai = index.data(Role.AI_LABEL)
+        if ai is not None:  # the AI-generated label, beside the unsafe/safe badge's line
+            markers.insert(0, AI_MARKS[ai])
         if markers:
             marker = " ".join(markers)
             painter.drawText(name_rect, Qt.AlignmentFlag.AlignRight, marker)
@@ -243,6 +263,33 @@ class TileDelegate(QStyledItemDelegate):
         )
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft, name)
         painter.restore()
+
+    @staticmethod
+    def _paint_chips(painter: QPainter, area: QRect, chips, font: QFont, tags: bool) -> None:
+        """One chip per detector, stacked up from the image's bottom left (above the tags):
+        `⚑NSFW 0.93`, `AI 0.12`, `AI –` (no score yet); ⚑ when over its own threshold."""
+        small = QFont(font)
+        small.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+        small.setBold(True)
+        painter.setFont(small)
+        metrics = painter.fontMetrics()
+        height = metrics.height() + 2
+        bottom = area.bottom() - 2 - (height + 2 if tags else 0)
+        for short, kind, value, over in reversed(chips):
+            text = (FLAG_MARK.strip() if over else "") + short
+            text += f" {value:.2f}" if value is not None else " –"
+            width = min(area.width() - 6, metrics.horizontalAdvance(text) + 8)
+            box = QRect(area.x() + 3, bottom - height + 1, width, height)
+            if box.top() < area.top() + height:  # no room: the smallest tiles keep the first
+                break
+            painter.fillRect(box, CHIP_COLOURS.get(kind, CHIP_OTHER))
+            if over:  # a flag is a frame too, not only a glyph
+                painter.fillRect(QRect(box.x(), box.y(), 2, box.height()), QColor("white"))
+            painter.setPen(QColor("white"))
+            shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width - 6)
+            painter.drawText(box.adjusted(4, 0, -2, 0), Qt.AlignmentFlag.AlignVCenter, shown)
+            bottom = box.top() - 2
+        painter.setFont(font)
 
     @staticmethod
     def _paint_other(painter: QPainter, line: QRect, shown: str, other: float, index, colours):

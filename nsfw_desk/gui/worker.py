@@ -58,6 +58,7 @@ class ScanRequest:
     unsafe_label: str | None = None
     serial: int = 0  # tells the GUI which request a `finished` answers
     shown_model: str | None = None  # the model the grid shows (the switcher's choice), if any
+    detectors: tuple[str, ...] = ()  # the other enabled detectors' models (issue 13)
 
 
 class LibraryOwner(QObject):
@@ -101,11 +102,13 @@ class ScanWorker(LibraryOwner):
     progress = Signal(object)  # core Progress
     results = Signal(object, list, dict)  # folder, list[FileOutcome], their labels
     finished = Signal(object, object)  # ScanRequest, ScanSummary (None: it did not run)
+    detector_failed = Signal(str)  # another detector could not be loaded: why (the scan goes on)
 
     def __init__(self, library_path: Path | None) -> None:
         super().__init__(library_path)
         self._model = None
         self._model_key: tuple | None = None
+        self._extras: dict[tuple, object] = {}  # the other detectors, loaded once each
         self._cancel = CancelToken()
 
     def cancel(self) -> None:
@@ -120,7 +123,9 @@ class ScanWorker(LibraryOwner):
         try:
             library = self.library()
             known_model = request.shown_model or (
-                self._model.model_id if self._model else library.last_model_for(folder)
+                self._model.model_id
+                if self._model
+                else primary_model_id(library, request) or library.last_model_for(folder)
             )
             if known_model:
                 self._emit_stored(library, folder, known_model)
@@ -134,9 +139,11 @@ class ScanWorker(LibraryOwner):
 
             # Without a model the folder is still listed (thumbnails, no scores) so the
             # moderator can review; a later scan with a model scores the same rows.
+            extras = self._load_extras(request) if model is not None else []
+            scanned = [model, *extras] if extras and scan_takes_detector_lists() else model
             summary = scan_folder(
                 folder,
-                model,
+                scanned,
                 library,
                 options=ScanOptions(batch_size=request.batch_size),
                 progress=self.progress.emit,
@@ -144,6 +151,21 @@ class ScanWorker(LibraryOwner):
                 cancel=cancel,
                 stored_model=known_model,
             )
+            if extras and scanned is model:
+                # SEAM (issue 13) until scan_folder takes a list of detectors (the detectors
+                # branch): one more pass per other detector. Files are cached by hash, so
+                # each pass only decodes and scores; the grid reads their scores after.
+                for extra in extras:
+                    if cancel.cancelled:
+                        break
+                    scan_folder(
+                        folder,
+                        extra,
+                        library,
+                        options=ScanOptions(batch_size=request.batch_size),
+                        progress=self.progress.emit,
+                        cancel=cancel,
+                    )
             self.finished.emit(request, summary)
         except LibraryError as exc:
             log.debug("scan stopped by the library", exc_info=True)
@@ -167,6 +189,24 @@ class ScanWorker(LibraryOwner):
         outcomes = list(library.results(folder, model_id))
         labels = ReviewStore(library).current_labels({o.hash for o in outcomes if o.hash})
         self.stored_results.emit(folder, model_id, outcomes, labels)
+
+    def _load_extras(self, request: ScanRequest) -> list:
+        """The other enabled detectors; one that cannot be loaded is said and left out."""
+        from nsfw_desk.core.hub import ModelError
+
+        loaded = []
+        for spec in request.detectors:
+            key = (spec, request.device, request.precision)
+            if key not in self._extras:
+                self.model_loading.emit(spec or "the default model")
+                try:
+                    self._extras[key] = load_any_detector(spec, request, self.progress.emit)
+                except ModelError as exc:
+                    self.detector_failed.emit(f"{spec}: {exc}")
+                    continue
+                keep_collections_short()
+            loaded.append(self._extras[key])
+        return loaded
 
     def _load(self, request: ScanRequest):
         from nsfw_desk.core.hub import ModelError
@@ -192,6 +232,57 @@ class ScanWorker(LibraryOwner):
         self.model_named.emit(model.model_id, model.display_name)
         self.model_ready.emit(model.model_id, model.describe())
         return model
+
+
+def primary_model_id(library: Library, request: ScanRequest) -> str | None:
+    """With several detectors, the primary's id if the library knows it: its stored scores
+    show first, not those of whichever detector scanned last."""
+    if not request.detectors:
+        return None
+    from nsfw_desk.core.detector_columns import resolve
+
+    found = resolve([(request.model or "", 0.0)], library.models_by_source())
+    return found[0].model_id if found else None
+
+
+def scan_takes_detector_lists() -> bool:
+    """Whether core scan_folder takes several detectors at once (the detectors branch adds
+    core/detector.py with it); until then the worker scans once per detector."""
+    import importlib.util
+
+    return importlib.util.find_spec("nsfw_desk.core.detector") is not None
+
+
+def load_any_detector(spec: str, request: ScanRequest, progress):
+    """A detector of any backend once core/backends exists (`load_detector`), else a timm
+    model: the SEAM between this branch and the detectors branch (issue 13)."""
+    try:
+        from nsfw_desk.core.backends import load_detector  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        return load_detector(
+            spec or None, device=request.device, precision=request.precision, progress=progress
+        )
+    from nsfw_desk.core.detector_columns import AI_WORDS
+    from nsfw_desk.core.hub import ModelError
+    from nsfw_desk.core.runtime import load_model
+
+    try:
+        return load_model(
+            spec or None, device=request.device, precision=request.precision, progress=progress
+        )
+    except ModelError as exc:
+        if "Cannot tell which" not in str(exc):
+            raise
+        for word in sorted(AI_WORDS):  # an AI-generated-image detector: its positive class
+            try:
+                return load_model(
+                    spec, device=request.device, precision=request.precision, unsafe_label=word
+                )
+            except ModelError:
+                continue
+        raise
 
 
 class ExportWorker(QObject):

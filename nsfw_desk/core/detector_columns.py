@@ -1,0 +1,102 @@
+"""Which detectors the desk shows, and how it names them (Qt-free; the desk and export use it).
+
+Settings.detectors lists models by what loads them (a hub id or a folder); the library knows
+models by id. A detector's kind (what it detects) is read from its positive labels, so a
+chip can say "NSFW 0.93" or "AI 0.71" without loading the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The positive-class words of an AI-generated-image detector (the detectors core's
+# positive_indices_for uses the same list for kind "ai-generated").
+AI_WORDS = frozenset({"fake", "generated", "synthetic", "ai", "ai-generated", "deepfake"})
+SHORT_NAMES = {"nsfw": "NSFW", "ai-generated": "AI", "other": "DET"}
+FLAG_RULES = ("any", "primary")
+
+
+def detector_kind(positive_labels: list[str]) -> str:
+    """ "ai-generated" when a positive label is an AI word, else "nsfw" (today's models)."""
+    words = {label.strip().lower() for label in positive_labels}
+    return "ai-generated" if words & AI_WORDS else "nsfw"
+
+
+@dataclass(frozen=True)
+class DetectorColumn:
+    """One detector as the desk shows it: a score column, a chip, a threshold."""
+
+    model_id: str
+    name: str  # the model's display name, for tooltips and menus
+    kind: str  # nsfw | ai-generated | other
+    threshold: float
+    spec: str = ""  # what loads it (Settings.detectors' "model")
+
+    @property
+    def short(self) -> str:
+        """The chip's name: NSFW, AI, …"""
+        return SHORT_NAMES.get(self.kind, SHORT_NAMES["other"])
+
+
+def enabled_detectors(detectors: list[dict], model: str, threshold: float) -> list[tuple]:
+    """(spec, threshold) of every enabled detector in order, the first the primary; an empty
+    list means the single `model` at `threshold`, as before several detectors existed."""
+    chosen = [
+        (str(d.get("model", "")), float(d.get("threshold", threshold)))
+        for d in detectors
+        if d.get("enabled", True)
+    ]
+    return chosen or [(model, threshold)]
+
+
+def clean_detectors(value: object, threshold: float) -> list[dict]:
+    """Settings.detectors as stored: entries that are not {model, threshold, enabled} are
+    dropped, thresholds clamped to [0, 1]."""
+    if not isinstance(value, list):
+        return []
+    cleaned = []
+    for entry in value:
+        if not isinstance(entry, dict) or not isinstance(entry.get("model", ""), str):
+            continue
+        raw = entry.get("threshold", threshold)
+        level = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else 0.5
+        cleaned.append(
+            {
+                "model": entry.get("model", ""),
+                "threshold": min(1.0, max(0.0, level)),
+                "enabled": bool(entry.get("enabled", True)),
+            }
+        )
+    return cleaned
+
+
+def matches(spec_text: str, source: str | None, revision: str | None) -> bool:
+    """Whether a model registered with (source, revision) is what `spec_text` loads."""
+    from nsfw_desk.core.hub import ModelSpec
+
+    if source is None:
+        return False
+    spec = ModelSpec.parse(spec_text or None)
+    if spec.is_local:
+        try:
+            return Path(spec.source).expanduser().resolve() == Path(source).resolve()
+        except (OSError, RuntimeError):
+            return spec.source == source
+    return spec.source == source and (spec.revision is None or spec.revision == revision)
+
+
+def resolve(specs: list[tuple[str, float]], models: list[dict]) -> list[DetectorColumn]:
+    """The detectors among `models` (Library.models_by_source, newest first) that `specs`
+    name, in the specs' order; a spec no model matches yet (never scanned) is left out."""
+    found: list[DetectorColumn] = []
+    for spec, threshold in specs:
+        row = next((m for m in models if matches(spec, m["source"], m["revision"])), None)
+        if row is None or any(c.model_id == row["id"] for c in found):
+            continue
+        found.append(
+            DetectorColumn(
+                row["id"], row["name"], detector_kind(row["unsafe_labels"]), threshold, spec
+            )
+        )
+    return found
