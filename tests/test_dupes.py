@@ -112,7 +112,9 @@ def test_crowded_chunk_values_beyond_the_grid_are_still_paired(monkeypatch):
     lib, q, dist = dupes.within(packed, query, 20)
     words, query_words = dupes.as_words(packed), dupes.as_words(query)
     full = np.bitwise_count(words[:, None, :] ^ query_words[None, :, :]).sum(-1)
-    assert set(zip(lib.tolist(), q.tolist(), strict=True)) == set(zip(*np.nonzero(full <= 20)))
+    assert set(zip(lib.tolist(), q.tolist(), strict=True)) == set(
+        zip(*np.nonzero(full <= 20), strict=True)
+    )
 
 
 def test_grouping_through_the_index_equals_comparing_every_pair(monkeypatch):

@@ -322,7 +322,7 @@ def test_a_big_list_is_streamed_with_progress_in_bytes(tmp_path, monkeypatch):
 
 
 def test_a_cancelled_import_stores_nothing(tmp_path):
-    from nsfw_desk.core.progress import CancelToken, Cancelled
+    from nsfw_desk.core.progress import Cancelled, CancelToken
 
     listing = tmp_path / "big.txt"
     big_list(listing, 150_000)
