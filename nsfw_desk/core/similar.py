@@ -4,13 +4,14 @@ The embeddings are the model's pooled features, stored as float16 by the scan. T
 holds them L2-normalised and quantised to int8 with one scale per dimension (a ViT's few
 outlier dimensions do not coarsen the others): 1,000,000 × 192 (vit_tiny) is 192 MB, a
 quarter of float32. A query is one int8 × float32 product (numpy's einsum casts in small
-buffers and multiplies with SIMD) plus a partial sort. Similarities are within about 0.002
-of the float32 ones (`nsfw-desk bench` prints the largest difference it sees).
+buffers and multiplies with SIMD) plus a partial sort. Similarities are within a few
+thousandths of the float32 ones (0.0031 in `nsfw-desk bench`, which prints it), so only near
+ties can swap places.
 
 Measured on a 2-core AMD EPYC, 1,000,000 × 192, CPU time per query: the float16 matrix
 converted to float32 block by block (the first version) ~950 ms, the conversion being most of
 it; a resident float32 matrix and BLAS 85-140 ms (768 MB); faiss IndexScalarQuantizer fp16
-~77 ms (384 MB); int8 here ~90 ms (192 MB). faiss was not taken: it is no faster than numpy
+~77 ms (384 MB); int8 here 99 ms (192 MB; `nsfw-desk bench`). faiss was not taken: it is no faster than numpy
 on one query, and its wheels bring their own OpenMP runtime, which aborts or crashes a
 process that has loaded torch's on macOS and Windows (faiss-wheels issue 73, and several
 projects that set KMP_DUPLICATE_LIB_OK to live with it); the desk loads torch for scans.
