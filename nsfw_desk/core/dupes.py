@@ -19,12 +19,13 @@ ns each here. The few hashes beyond `width` in a crowded value are probed one by
 width is chosen per chunk by a cost model of the two.
 
 Measured on a 2-core AMD EPYC, 1,000,000 hashes of which 5 % are near copies (1-30 bits
-flipped) of others, D = 31: the pair lists of the first version (sorted chunk joins, a gather
-per candidate) 5.4 s for 100,000, ~700 s extrapolated; the same with cache-sized blocks ~50 s
-of CPU; this grid 14.2 s of CPU in all (`nsfw-desk bench`; 102 s of wall time while the
-machine ran 17 jobs on its 2 cores). Two chunks are searched at once (`WORKERS`). faiss' IndexBinaryMultiHash (16 × 16 bits, nflip 1, range_search) took 45 s for
-100,000 hashes and IndexBinaryFlat is the 5 × 10^11-comparison brute force, so the index here
-is numpy's; faiss was not added as a dependency for it.
+flipped) of others, D = 31: the pair lists of the first version (sorted chunk joins, a
+gather per candidate) 5.4 s for 100,000, ~700 s extrapolated; the same with cache-sized
+blocks ~50 s extrapolated; this grid 14.2 s of CPU in all (`nsfw-desk bench`; 102 s of wall time
+while the machine ran 17 jobs on its 2 cores). Two chunks are searched at once (`WORKERS`).
+faiss' IndexBinaryMultiHash (16 × 16 bits, nflip 1, range_search) took 45 s for 100,000
+hashes and IndexBinaryFlat is the 5 × 10^11-comparison brute force, so the index here is
+numpy's; faiss was not added as a dependency for it.
 
 Groups are connected components of the pairs within D (a copy of a copy joins its
 original's group). Hashes with quality below `MIN_QUALITY` are left out, as PDQ advises: flat

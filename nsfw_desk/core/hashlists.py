@@ -290,7 +290,8 @@ def match_library(
             algorithm = "sha256" if algorithm == "hex256" else algorithm
             for content in by_digest.get((algorithm, bytes(digest)), ()):
                 matches.setdefault(content, []).append(Match(content, name, kind, algorithm, 0))
-    listed, list_qualities, owners, lists = library.hash_list_pdq_entries()
+    stop = (lambda: cancel.cancelled) if cancel is not None else None
+    listed, list_qualities, owners, lists = library.hash_list_pdq_entries(stop)
     usable_entries = (list_qualities < 0) | (list_qualities >= dupes.MIN_QUALITY)
     if not usable_entries.any() or (cancel is not None and cancel.cancelled):
         return matches

@@ -9,12 +9,13 @@ thousandths of the float32 ones (0.0031 in `nsfw-desk bench`, which prints it), 
 ties can swap places.
 
 Measured on a 2-core AMD EPYC, 1,000,000 × 192, CPU time per query: the float16 matrix
-converted to float32 block by block (the first version) ~950 ms, the conversion being most of
-it; a resident float32 matrix and BLAS 85-140 ms (768 MB); faiss IndexScalarQuantizer fp16
-~77 ms (384 MB); int8 here 99 ms (192 MB; `nsfw-desk bench`). faiss was not taken: it is no faster than numpy
-on one query, and its wheels bring their own OpenMP runtime, which aborts or crashes a
-process that has loaded torch's on macOS and Windows (faiss-wheels issue 73, and several
-projects that set KMP_DUPLICATE_LIB_OK to live with it); the desk loads torch for scans.
+converted to float32 block by block (the first version) ~950 ms, the conversion being most
+of it; a resident float32 matrix and BLAS 85-140 ms (768 MB); faiss IndexScalarQuantizer
+fp16 ~77 ms (384 MB); int8 here 99 ms (192 MB; `nsfw-desk bench`). faiss was not taken: it
+is no faster than numpy on one query, and its wheels bring their own OpenMP runtime, which
+aborts or crashes a process that has loaded torch's on macOS and Windows (faiss-wheels issue
+73, and several projects that set KMP_DUPLICATE_LIB_OK to live with it); the desk loads
+torch for scans.
 
 The index is built once per library state (about a second for a million rows, after
 reading them) and kept by the desk; only the query runs per "Show similar".

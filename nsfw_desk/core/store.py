@@ -1423,10 +1423,13 @@ class Library:
         for name, kind, algo, digest, quality in rows:
             yield HashListEntry(name, kind, algo, bytes(digest), quality)
 
-    def hash_list_pdq_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    def hash_list_pdq_entries(
+        self, stop: Callable[[], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
         """Every list entry that may be a PDQ hash (algorithm pdq or hex256) as arrays, for
         matching a million-line list without a Python object per entry: (N×32 uint8 digests,
-        N qualities with -1 for none, N indices into the returned [(name, kind, algorithm)])."""
+        N qualities with -1 for none, N indices into the returned [(name, kind, algorithm)]).
+        `stop` is asked between batches of rows; when it says so, the answer is partial."""
         lists = self.db.execute(
             "SELECT l.id, l.name, l.kind, e.algorithm FROM hash_lists l JOIN "
             "(SELECT DISTINCT list_id, algorithm FROM hash_list_entries "
@@ -1438,7 +1441,7 @@ class Library:
             "SELECT list_id, algorithm, digest, quality FROM hash_list_entries "
             "WHERE algorithm IN ('pdq', 'hex256')"
         )
-        while batch := rows.fetchmany(50_000):
+        while (stop is None or not stop()) and (batch := rows.fetchmany(50_000)):
             for list_id, algorithm, digest, quality in batch:
                 digests += digest
                 qualities.append(-1 if quality is None else quality)
