@@ -28,6 +28,7 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
         formatter_class=formatter_class,
     )
     imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     imp.add_argument("--name", required=True, help="the list's name, shown on matching items")
     imp.add_argument(
         "--as",
@@ -76,20 +77,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _import(args, library) -> int:
-    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, _ProgressLine
     from nsfw_desk.core.hashlists import HashListError, import_hash_list
-    from nsfw_desk.core.progress import Progress
     from nsfw_desk.core.store import LibraryError
 
-    def progress(p: Progress) -> None:
-        if sys.stderr.isatty():
-            print(f"\r{p.fraction * 100:5.1f} % read", end="", file=sys.stderr, flush=True)
-
+    line = _ProgressLine(not args.quiet)  # bytes read of the file's size, as scan shows
     try:
-        report = import_hash_list(library, args.file, args.name, args.kind, progress=progress)
+        report = import_hash_list(library, args.file, args.name, args.kind, progress=line)
     except (HashListError, LibraryError, OSError) as exc:
+        line.close()
         print(f"nsfw-desk hashlist import: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    line.close()
     for number, why in report.bad_lines[:SHOWN_BAD_LINES]:
         print(f"{args.file}:{number}: skipped: {why}", file=sys.stderr)
     if len(report.bad_lines) > SHOWN_BAD_LINES:

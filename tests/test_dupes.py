@@ -42,8 +42,16 @@ def with_copies(count: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([base, np.packbits(bits, axis=1)])
 
 
+@pytest.fixture(params=["index", "brute force"])
+def search(request, monkeypatch):
+    """Both ways `near_pairs` and `within` answer: the grid index (forced here at a small
+    size) and comparing every pair (what they do below `BRUTE_FORCE_PAIRS`)."""
+    monkeypatch.setattr(dupes, "BRUTE_FORCE_PAIRS", 0 if request.param == "index" else 10**12)
+    return request.param
+
+
 @pytest.mark.parametrize("limit", [0, 7, 15, 16, 24, 31])
-def test_the_index_finds_exactly_the_pairs_within_the_distance(limit):
+def test_the_index_finds_exactly_the_pairs_within_the_distance(limit, search):
     packed = with_copies(1200, seed=limit)
     left, right, dist = dupes.near_pairs(packed, limit)
     assert set(zip(left.tolist(), right.tolist(), strict=True)) == brute_pairs(packed, limit)
@@ -75,7 +83,7 @@ def test_low_quality_hashes_are_left_out():
 
 
 @pytest.mark.parametrize("limit", [0, 12, 31])
-def test_within_finds_exactly_the_library_query_pairs(limit):
+def test_within_finds_exactly_the_library_query_pairs(limit, search):
     packed = with_copies(800, seed=9)
     rng = np.random.default_rng(limit)
     query = packed[rng.integers(0, len(packed), 300)].copy()
@@ -89,6 +97,59 @@ def test_within_finds_exactly_the_library_query_pairs(limit):
     expected = set(zip(*np.nonzero(full <= limit), strict=True))
     assert set(zip(lib.tolist(), q.tolist(), strict=True)) == expected
     assert np.array_equal(dist, full[lib, q])
+
+
+def test_crowded_chunk_values_beyond_the_grid_are_still_paired(monkeypatch):
+    """Hashes that share chunk values (flat regions, one photographer's series) overflow the
+    grid's rows and are probed one by one: nothing is lost there."""
+    monkeypatch.setattr(dupes, "BRUTE_FORCE_PAIRS", 0)
+    packed = with_copies(1000, seed=4)
+    packed[:, :8] = np.random.default_rng(4).integers(0, 2, (len(packed), 1), dtype=np.uint8)
+    left, right, _ = dupes.near_pairs(packed, 31)
+    assert set(zip(left.tolist(), right.tolist(), strict=True)) == brute_pairs(packed, 31)
+    query = packed[::7].copy()
+    query[:, 20] ^= 0x11
+    lib, q, dist = dupes.within(packed, query, 20)
+    words, query_words = dupes.as_words(packed), dupes.as_words(query)
+    full = np.bitwise_count(words[:, None, :] ^ query_words[None, :, :]).sum(-1)
+    assert set(zip(lib.tolist(), q.tolist(), strict=True)) == set(
+        zip(*np.nonzero(full <= 20), strict=True)
+    )
+
+
+def test_grouping_through_the_index_equals_comparing_every_pair(monkeypatch):
+    """The same connected components, member order and distances either way, on hashes as
+    the bench makes them (5 % in clusters of copies with 1-30 bits flipped)."""
+    from nsfw_desk.bench_dupes import synthetic_hashes
+
+    packed = synthetic_hashes(6000, seed=11, share=0.2)
+    qualities = np.random.default_rng(11).integers(40, 101, len(packed))
+    monkeypatch.setattr(dupes, "BRUTE_FORCE_PAIRS", 10**12)
+    every_pair = dupes.group(packed, qualities, 31)
+    monkeypatch.setattr(dupes, "BRUTE_FORCE_PAIRS", 0)
+    indexed = dupes.group(packed, qualities, 31)
+    assert len(every_pair) > 100
+    assert indexed == every_pair
+
+
+def test_grouping_reports_progress_and_stops_when_cancelled(monkeypatch):
+    from nsfw_desk.core.progress import CancelToken
+
+    monkeypatch.setattr(dupes, "BRUTE_FORCE_PAIRS", 0)
+    packed = with_copies(600, seed=2)
+    seen = []
+    dupes.group(packed, None, 31, progress=seen.append)
+    assert [p.done for p in seen] == list(range(1, 17)) and seen[-1].total == 16
+    assert "chunk 16 of 16" in seen[-1].describe()
+    token = CancelToken()
+    stopped = []
+
+    def cancel_after_one(p):
+        stopped.append(p)
+        token.cancel()
+
+    dupes.group(packed, None, 31, progress=cancel_after_one, cancel=token)
+    assert len(stopped) == 1
 
 
 def test_distance_out_of_range_is_refused():
@@ -205,12 +266,14 @@ def test_the_benchmarks_run_at_a_small_size(tmp_path):
     synthetic_photo((800, 600), 1).save(path, quality=90)
     cost = bench_dupes.measure_pdq([path], 224)
     assert cost["pdq_draft_ms"] > 0 and cost["pdq_full_ms"] > 0
-    grouping = bench_dupes.measure_grouping(3000)
+    grouping = bench_dupes.measure_grouping(3000, from_library=True)
     assert grouping["groups"] > 0 and grouping["bytes_per_hash"] == 32
+    assert grouping["read_s"] > 0 and grouping["in_groups"] >= 3000 * 5 // 100 * 3 // 4
     matching = bench_dupes.measure_matching(1000, 3000)
-    assert matching["matched"] == 30  # the 1 % of the list copied from the library
+    assert matching["matched"] == 30  # the 1 % of the list copied (half with bits flipped)
     similar = bench_dupes.measure_similar(2000, 32)
-    assert similar["mib"] == 2000 * 32 * 2 / 2**20
+    assert similar["mb"] == (2000 * 32 + 32 * 4) / 1e6  # int8 codes and their scales
+    assert similar["max_difference"] < 0.01
 
 
 def test_near_duplicates_of_one_content_nearest_first_without_low_quality():

@@ -259,3 +259,126 @@ def test_the_readme_commands_run(reviewed, tmp_path, capsys, monkeypatch):
         assert main([*args, "--db", str(db)]) == 0, command
     assert (tmp_path / "our-unsafe.txt").read_text().count("\n") == 1
     assert "partner-2026-11" not in capsys.readouterr().err
+
+
+def test_lines_of_the_usual_shapes_and_odd_ones_keep_their_numbers(tmp_path):
+    """The block parser (numpy, for 'hex' and 'pdq,quality' lines) and the line parser agree,
+    and a bad digit in a usual-shaped line is reported with its number."""
+    md5 = "d41d8cd98f00b204e9800998ecf8427e"
+    listing = tmp_path / "mixed.txt"
+    listing.write_bytes(
+        f"{PDQ},87\n{PDQ},100\n{PDQ},5\n{md5}\n{PDQ.upper()}\r\n".encode()
+        + ("g" + PDQ[1:] + ",90\n").encode()  # usual shape, not hex
+        + f"{PDQ},101\n{PDQ} # note\n".encode()
+        + f"{md5}".encode()  # last line without a newline
+    )
+    report = hashlists.ImportReport("x", "known")
+    entries = list(hashlists.read_hash_list(listing, report))
+    assert [(a, q, n) for a, _d, q, n in entries] == [
+        ("pdq", 87, 1),
+        ("pdq", 100, 2),
+        ("pdq", 5, 3),
+        ("md5", None, 4),
+        ("hex256", None, 5),
+        ("hex256", None, 8),
+        ("md5", None, 9),
+    ]
+    assert all(d == bytes.fromhex(PDQ) for a, d, _q, _n in entries if a != "md5")
+    assert [(n, why) for n, why in report.bad_lines] == [
+        (6, "not a hex hash: 'g' is not a hex digit"),
+        (7, "quality 101 is not between 0 and 100"),
+    ]
+    assert report.entries == 7 and report.by_algorithm == {"pdq": 3, "md5": 2, "hex256": 2}
+
+
+def big_list(path, rows: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    packed = rng.integers(0, 256, (rows, 32), dtype=np.uint8)
+    with open(path, "w") as handle:
+        handle.writelines(f"{row.tobytes().hex()},80\n" for row in packed)
+    return packed
+
+
+def test_a_big_list_is_streamed_with_progress_in_bytes(tmp_path, monkeypatch):
+    """Memory stays flat whatever the file's size (a 2 GB list is read a few MB at a time;
+    here 64 kB at a time, so that a 10 MB list shows it)."""
+    import tracemalloc
+
+    monkeypatch.setattr(hashlists, "_BLOCK_BYTES", 1 << 16)
+    listing = tmp_path / "big.txt"
+    big_list(listing, 150_000)
+    size = listing.stat().st_size
+    seen = []
+    with Library(tmp_path / "l.sqlite") as library:
+        tracemalloc.start()
+        report = hashlists.import_hash_list(library, listing, "big", "known", progress=seen.append)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert report.entries == 150_000
+    assert peak < size * 0.5, f"{peak:,} bytes held for a {size:,}-byte list"
+    assert [p.done for p in seen] == sorted(p.done for p in seen) and len(seen) >= 100
+    assert seen[-1].done == seen[-1].total == size
+    assert seen[-1].describe().startswith("big.txt: ") and "read (100%)" in seen[-1].describe()
+
+
+def test_a_cancelled_import_stores_nothing(tmp_path):
+    from nsfw_desk.core.progress import Cancelled, CancelToken
+
+    listing = tmp_path / "big.txt"
+    big_list(listing, 150_000)
+    token = CancelToken()
+    with Library(tmp_path / "l.sqlite") as library:
+        with pytest.raises(Cancelled):
+            hashlists.import_hash_list(
+                library, listing, "big", "known", progress=lambda p: token.cancel(), cancel=token
+            )
+        assert library.hash_lists() == []
+
+
+def test_the_import_command_shows_progress_on_a_terminal(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from nsfw_desk.core import defaults
+
+    listing = tmp_path / "list.txt"
+    big_list(listing, 2000)
+    monkeypatch.setattr(defaults, "CLI_PROGRESS_INTERVAL_S", 0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    db = str(tmp_path / "l.sqlite")
+    assert (
+        main(["hashlist", "import", str(listing), "--name", "x", "--as", "known", "--db", db]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "list.txt: 136.0 kB of 136.0 kB read (100%)" in err
+    assert (
+        main(["hashlist", "import", str(listing), "-q", "--name", "y", "--as", "known", "--db", db])
+        == 0
+    )
+    assert "read (" not in capsys.readouterr().err
+
+
+def test_matching_reports_progress_and_stops_when_cancelled(tmp_path, monkeypatch):
+    from nsfw_desk.core import dupes
+    from nsfw_desk.core.progress import CancelToken
+
+    monkeypatch.setattr(dupes, "BRUTE_FORCE_PAIRS", 0)
+    listing = tmp_path / "list.txt"
+    listed = big_list(listing, 3000)
+    with Library(tmp_path / "l.sqlite") as library:
+        library.record_pdq_hashes(
+            (f"{i:064x}", row.tobytes(), 90) for i, row in enumerate(listed[:500])
+        )
+        hashlists.import_hash_list(library, listing, "list", "unsafe")
+        seen = []
+        matches = hashlists.match_library(library, progress=seen.append)
+        assert len(matches) == 500
+        assert [p.done for p in seen] == list(range(1, 17)) and seen[0].phase == "match"
+        token = CancelToken()
+        stopped = []
+
+        def cancel_after_one(p):
+            stopped.append(p)
+            token.cancel()
+
+        hashlists.match_library(library, progress=cancel_after_one, cancel=token)
+        assert len(stopped) == 1

@@ -31,7 +31,23 @@ def test_nearest_orders_by_cosine_and_leaves_out_the_query():
     assert [n.content_hash for n in found] == ["scaled", "noisy", "random"]
     assert found[0].similarity > 0.99
     assert index.nearest(index.vector("q"), top=10, exclude="q")[-1].content_hash == "opposite"
-    assert index.nbytes == 5 * 64 * 2
+    assert index.nbytes == 5 * 64 + 64 * 4  # int8 codes, a float32 scale per dimension
+
+
+def test_int8_similarities_stay_close_to_float32_with_an_outlier_dimension():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 96)).astype(np.float32)
+    vectors[:, 5] *= 10  # a ViT-like outlier dimension must not coarsen the others
+    vectors[1] = vectors[0] + rng.normal(0, 0.05, 96)  # a near copy of the query
+    index = EmbeddingIndex([f"{i}" for i in range(len(vectors))], vectors.astype(np.float16))
+    exact = vectors.astype(np.float16).astype(np.float32)
+    exact /= np.linalg.norm(exact, axis=1, keepdims=True)
+    found = index.nearest(index.vector("0"), top=50, exclude="0")
+    assert found[0].content_hash == "1"
+    truth = exact[[int(n.content_hash) for n in found]] @ exact[0]
+    assert np.abs(truth - [n.similarity for n in found]).max() < 0.01
+    best = set(np.argsort(-(exact @ exact[0]))[1:51].tolist())
+    assert len(best & {int(n.content_hash) for n in found}) >= 45
 
 
 def test_similar_command(tmp_path, model_dir, capsys):

@@ -86,6 +86,52 @@ def parse_line(text: str) -> tuple[str, bytes, int | None] | None:
     return algorithm, bytes.fromhex(value), quality
 
 
+_BLOCK_BYTES = 1 << 22  # read this much at a time: constant memory whatever the file's size
+_HEX_DIGIT = np.full(256, 255, dtype=np.uint8)
+for _value, _digits in enumerate(zip("0123456789abcdef", "0123456789ABCDEF", strict=True)):
+    _HEX_DIGIT[ord(_digits[0])] = _HEX_DIGIT[ord(_digits[1])] = _value
+_SHAPES = {  # line length -> (hex digits, algorithm, quality digits) of the usual lines
+    33: (32, "md5", 0),
+    41: (40, "sha1", 0),
+    65: (64, "hex256", 0),
+    **{66 + q: (64, "pdq", q) for q in (1, 2, 3)},  # 'hex,q\n'
+}
+
+
+def _parse_block(lines: list[bytes], first: int) -> tuple[list, list[int]]:
+    """Parse the lines of the usual shapes ('hex\n', 'pdq,quality\n') with numpy, many at
+    once; (entries as `read_hash_list` yields them, indices of the other lines)."""
+    lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+    entries: list = []
+    rest = np.ones(len(lines), dtype=bool)
+    for length, (digits, algorithm, quality_digits) in _SHAPES.items():
+        which = np.flatnonzero(lengths == length)
+        if not len(which):
+            continue
+        text = np.frombuffer(b"".join([lines[i] for i in which.tolist()]), dtype=np.uint8)
+        text = text.reshape(len(which), length)
+        values = _HEX_DIGIT[text[:, :digits]]
+        good = (values != 255).all(axis=1) & (text[:, -1] == ord("\n"))
+        quality = None
+        if quality_digits:
+            number = text[:, 65:-1].astype(np.int64) - ord("0")
+            good &= (text[:, 64] == ord(",")) & ((number >= 0) & (number <= 9)).all(axis=1)
+            quality = (number * 10 ** np.arange(quality_digits - 1, -1, -1)).sum(axis=1)
+            good &= quality <= 100
+        which, values = which[good], values[good]
+        digests = ((values[:, 0::2] << 4) | values[:, 1::2]).astype(np.uint8)
+        rest[which] = False
+        qualities = quality[good].tolist() if quality is not None else [None] * len(which)
+        raw = digests.tobytes()
+        size = digits // 2
+        entries.extend(
+            (i, algorithm, raw[k * size : (k + 1) * size], q)
+            for k, (i, q) in enumerate(zip(which.tolist(), qualities, strict=True))
+        )
+    entries.sort(key=lambda entry: entry[0])
+    return [(a, d, q, first + i) for i, a, d, q in entries], np.flatnonzero(rest).tolist()
+
+
 def read_hash_list(
     path: Path,
     report: ImportReport,
@@ -94,30 +140,38 @@ def read_hash_list(
     cancel: CancelToken | None = None,
 ) -> Iterator[tuple[str, bytes, int | None, int]]:
     """Stream (algorithm, digest, quality, line number) from a list file; bad lines go to
-    `report.bad_lines`. Reads in lines, never the whole file (lists run to gigabytes)."""
+    `report.bad_lines`. Reads a few MB at a time, never the whole file (lists run to
+    gigabytes), reporting bytes read of the file's size; `Cancelled` when `cancel` is set.
+    Lines of the usual shapes are parsed with numpy; the others by `parse_line`."""
     total = path.stat().st_size
     done = 0
+    number = 1
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            done += len(raw)
-            if cancel is not None and cancel.cancelled:
-                return
-            if progress is not None and number % 100_000 == 0:
-                progress(Progress("import", done, total, len(report.bad_lines)))
-            try:
-                parsed = parse_line(raw.decode("ascii"))
-            except UnicodeDecodeError:
-                report.bad_lines.append((number, "not text: a byte that is not ASCII"))
-                continue
-            except ValueError as exc:
-                report.bad_lines.append((number, str(exc)))
-                continue
-            if parsed is None:
-                continue
-            algorithm, digest, quality = parsed
-            report.entries += 1
-            report.by_algorithm[algorithm] = report.by_algorithm.get(algorithm, 0) + 1
-            yield algorithm, digest, quality, number
+        while lines := handle.readlines(_BLOCK_BYTES):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            entries, others = _parse_block(lines, number)
+            for index in others:
+                try:
+                    parsed = parse_line(lines[index].decode("ascii"))
+                except UnicodeDecodeError:
+                    report.bad_lines.append((number + index, "not text: a byte that is not ASCII"))
+                    continue
+                except ValueError as exc:
+                    report.bad_lines.append((number + index, str(exc)))
+                    continue
+                if parsed is not None:
+                    entries.append((*parsed, number + index))
+            if others:
+                entries.sort(key=lambda entry: entry[3])
+            for algorithm, _digest, _quality, _line in entries:
+                report.by_algorithm[algorithm] = report.by_algorithm.get(algorithm, 0) + 1
+            report.entries += len(entries)
+            yield from entries
+            number += len(lines)
+            done += sum(map(len, lines))
+            if progress is not None:
+                progress(Progress("import", done, total, len(report.bad_lines), message=path.name))
 
 
 def import_hash_list(
@@ -129,7 +183,8 @@ def import_hash_list(
     progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> ImportReport:
-    """Store the list under `name`; HashListError when the file holds no usable hash."""
+    """Store the list under `name`, streamed into one transaction; HashListError when the
+    file holds no usable hash. `Cancelled` (nothing stored) when `cancel` is set."""
     if kind not in KINDS:
         raise ValueError(f"a hash list is one of {', '.join(KINDS)}, not {kind!r}")
     if not path.is_file():
@@ -167,15 +222,19 @@ def ensure_file_digests(
     hashes: list[str] | None = None,
     *,
     progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> int:
     """Compute MD5, SHA-1 and SHA-256 for contents that lack them, from any of their files
-    whose bytes still have the content's hash; returns how many were computed."""
+    whose bytes still have the content's hash; returns how many were computed (what was
+    computed before a cancel is kept)."""
     hashes = hashes if hashes is not None else library.all_content_hashes()
     have = library.file_digests(hashes)
     missing = [h for h in hashes if h not in have]
     files = library.files_for_hashes(missing)
     rows: list[tuple[str, bytes, bytes, bytes]] = []
     for done, digest in enumerate(missing, 1):
+        if cancel is not None and cancel.cancelled:
+            break
         for path, _text, _fmt in files.get(digest, []):
             try:
                 data = read_file(path)
@@ -207,40 +266,47 @@ def match_library(
     *,
     max_distance: int = dupes.DEFAULT_MAX_DISTANCE,
     compute_digests: bool = True,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> dict[str, list[Match]]:
     """content hash → the hash-list entries it matches (exact file digests, PDQ within
-    `max_distance`; PDQ hashes of either side below quality 50 are left out)."""
+    `max_distance`; PDQ hashes of either side below quality 50 are left out).
+
+    The PDQ entries are read as arrays and matched with `dupes.within` (a million-line list
+    against 100,000 items in seconds); file digests are looked up in a table of the
+    library's. Progress: "digests" while file digests are computed, then "match" by chunk.
+    When `cancel` is set it stops within a second and the answer is incomplete."""
     matches: dict[str, list[Match]] = {}
-    file_entries: dict[tuple[str, bytes], list[tuple[str, str]]] = {}
-    pdq_rows: list[bytes] = []
-    pdq_lists: list[tuple[str, str, str]] = []
-    for entry in library.hash_list_entries():
-        if entry.algorithm in ("md5", "sha1", "hex256"):
-            algorithm = "sha256" if entry.algorithm == "hex256" else entry.algorithm
-            file_entries.setdefault((algorithm, entry.digest), []).append(
-                (entry.list_name, entry.list_kind)
-            )
-        if entry.algorithm in ("pdq", "hex256"):
-            if entry.quality is not None and entry.quality < dupes.MIN_QUALITY:
-                continue
-            pdq_rows.append(entry.digest)
-            pdq_lists.append((entry.list_name, entry.list_kind, entry.algorithm))
-    if file_entries:
+    if library.hash_list_has_file_entries():
         if compute_digests:
-            ensure_file_digests(library)
+            ensure_file_digests(library, progress=progress, cancel=cancel)
+        by_digest: dict[tuple[str, bytes], list[str]] = {}
         for content, digests in library.file_digests().items():
             for algorithm, value in digests.items():
-                for name, kind in file_entries.get((algorithm, bytes(value)), []):
-                    matches.setdefault(content, []).append(Match(content, name, kind, algorithm, 0))
-    if pdq_rows:
-        hashes, packed, qualities = library.pdq_hashes()
-        usable = np.flatnonzero(qualities >= dupes.MIN_QUALITY)
-        query = np.frombuffer(b"".join(pdq_rows), dtype=np.uint8).reshape(-1, 32)
-        lib, q, dist = dupes.within(packed[usable], query, max_distance)
-        for index, row, d in zip(lib.tolist(), q.tolist(), dist.tolist(), strict=True):
-            content = hashes[usable[index]]
-            name, kind, _algorithm = pdq_lists[row]
-            matches.setdefault(content, []).append(Match(content, name, kind, "pdq", d))
+                by_digest.setdefault((algorithm, bytes(value)), []).append(content)
+        for count, (name, kind, algorithm, digest) in enumerate(library.hash_list_file_entries()):
+            if count % 65_536 == 0 and cancel is not None and cancel.cancelled:
+                return matches
+            algorithm = "sha256" if algorithm == "hex256" else algorithm
+            for content in by_digest.get((algorithm, bytes(digest)), ()):
+                matches.setdefault(content, []).append(Match(content, name, kind, algorithm, 0))
+    stop = (lambda: cancel.cancelled) if cancel is not None else None
+    listed, list_qualities, owners, lists = library.hash_list_pdq_entries(stop)
+    usable_entries = (list_qualities < 0) | (list_qualities >= dupes.MIN_QUALITY)
+    if not usable_entries.any() or (cancel is not None and cancel.cancelled):
+        return matches
+    listed, owners = listed[usable_entries], owners[usable_entries]
+    hashes, packed, qualities = library.pdq_hashes()
+    usable = np.flatnonzero(qualities >= dupes.MIN_QUALITY)
+    lib, row, dist = dupes.within(
+        packed[usable], listed, max_distance, progress=progress, cancel=cancel
+    )
+    for index, owner, d in zip(
+        usable[lib].tolist(), owners[row].tolist(), dist.tolist(), strict=True
+    ):
+        content = hashes[index]
+        name, kind, _algorithm = lists[owner]
+        matches.setdefault(content, []).append(Match(content, name, kind, "pdq", d))
     return matches
 
 

@@ -29,6 +29,16 @@ class Progress:
             from nsfw_desk.core.units import format_size
 
             return f"{self.message}: {format_size(self.done)} of {format_size(self.total)}"
+        if self.phase == "import":  # a hash list: bytes read of the file's size
+            from nsfw_desk.core.units import format_size
+
+            bad = f" · {self.errors:,} bad lines" if self.errors else ""
+            return (
+                f"{self.message}: {format_size(self.done)} of {format_size(self.total)} read "
+                f"({self.fraction:.0%}){bad}"
+            )
+        if self.phase in ("dupes", "match"):  # chunks of the near-duplicate index
+            return self.message or f"{self.done} of {self.total}"
         if self.phase == "discover":
             return self.message
         eta = ""

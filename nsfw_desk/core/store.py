@@ -1425,7 +1425,7 @@ class Library:
         LibraryError when a list of that name exists (remove it first)."""
         if kind not in ("unsafe", "safe", "known"):
             raise ValueError(f"a hash list is unsafe, safe or known, not {kind!r}")
-        with write_transaction(self.db):
+        with self._big_cache(), write_transaction(self.db):
             if self.db.execute("SELECT 1 FROM hash_lists WHERE name = ?", (name,)).fetchone():
                 raise LibraryError(
                     f"a hash list named {name!r} exists; remove it first "
@@ -1437,15 +1437,10 @@ class Library:
             )
             list_id = cursor.lastrowid
             count = 0
-            batch: list[tuple] = []
-            for algorithm, digest, quality, line in entries:
-                batch.append((list_id, algorithm, digest, quality, line))
-                if len(batch) >= 10_000:
-                    self.db.conn.executemany(_INSERT_ENTRY, batch)
-                    count += len(batch)
-                    batch = []
-            self.db.conn.executemany(_INSERT_ENTRY, batch)
-            count += len(batch)
+            rows = iter(entries)
+            while batch := [(list_id, *entry) for entry in itertools.islice(rows, 10_000)]:
+                self.db.conn.executemany(_INSERT_ENTRY, batch)
+                count += len(batch)
         return count
 
     def hash_lists(self) -> list[HashList]:
@@ -1478,6 +1473,59 @@ class Library:
         )
         for name, kind, algo, digest, quality in rows:
             yield HashListEntry(name, kind, algo, bytes(digest), quality)
+
+    def hash_list_pdq_entries(
+        self, stop: Callable[[], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """Every list entry that may be a PDQ hash (algorithm pdq or hex256) as arrays, for
+        matching a million-line list without a Python object per entry: (N×32 uint8 digests,
+        N qualities with -1 for none, N indices into the returned [(name, kind, algorithm)]).
+        `stop` is asked between batches of rows; when it says so, the answer is partial."""
+        lists = self.db.execute(
+            "SELECT l.id, l.name, l.kind, e.algorithm FROM hash_lists l JOIN "
+            "(SELECT DISTINCT list_id, algorithm FROM hash_list_entries "
+            "WHERE algorithm IN ('pdq', 'hex256')) e ON e.list_id = l.id ORDER BY l.id"
+        ).fetchall()
+        which = {(row[0], row[3]): i for i, row in enumerate(lists)}
+        digests, qualities, owners = bytearray(), [], []
+        rows = self.db.execute(
+            "SELECT list_id, algorithm, digest, quality FROM hash_list_entries "
+            "WHERE algorithm IN ('pdq', 'hex256')"
+        )
+        while (stop is None or not stop()) and (batch := rows.fetchmany(50_000)):
+            for list_id, algorithm, digest, quality in batch:
+                digests += digest
+                qualities.append(-1 if quality is None else quality)
+                owners.append(which[(list_id, algorithm)])
+        packed = np.frombuffer(bytes(digests), dtype=np.uint8).reshape(-1, 32)
+        return (
+            packed,
+            np.array(qualities, dtype=np.int16),
+            np.array(owners, dtype=np.int32),
+            [(name, kind, algorithm) for _, name, kind, algorithm in lists],
+        )
+
+    def hash_list_has_file_entries(self) -> bool:
+        """Whether any list holds an entry that may be a file digest (MD5, SHA-1, SHA-256)."""
+        row = self.db.execute(
+            "SELECT 1 FROM hash_list_entries WHERE algorithm IN ('md5', 'sha1', 'hex256') LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    def hash_list_file_entries(self) -> Iterator[tuple[str, str, str, bytes]]:
+        """(list name, kind, algorithm, digest) of the entries that may be a file's MD5,
+        SHA-1 or SHA-256 (hex256 included), streamed."""
+        names = {
+            row[0]: (row[1], row[2])
+            for row in self.db.execute("SELECT id, name, kind FROM hash_lists")
+        }
+        rows = self.db.execute(
+            "SELECT list_id, algorithm, digest FROM hash_list_entries "
+            "WHERE algorithm IN ('md5', 'sha1', 'hex256')"
+        )
+        for list_id, algorithm, digest in rows:
+            name, kind = names[list_id]
+            yield name, kind, algorithm, digest
 
     # reads for the GUI, the CLI and export
 
