@@ -171,8 +171,9 @@ def test_matching_runs_on_its_own_thread_shows_progress_and_stops(
     _import_list(window, groups_folder)
     seen: dict[str, object] = {}
 
-    def slow_match(library, report, cancel):
+    def slow_match(library, *, progress, cancel, **_):
         """Busy in small steps, as the core's matching is, until stopped."""
+        report = progress
         seen["thread"] = QThread.currentThread().objectName()
         for step in range(400):
             if cancel.cancelled:
@@ -183,7 +184,7 @@ def test_matching_runs_on_its_own_thread_shows_progress_and_stops(
             time.sleep(0.01)
         return {}
 
-    monkeypatch.setattr(dupe_tasks, "match_library", slow_match)
+    monkeypatch.setattr(hashlists, "match_library", slow_match)
     answers: list = []
     window.grouping.tasks.matched.connect(answers.append)
     probe = LatenessProbe()
@@ -214,13 +215,13 @@ def test_matches_are_computed_again_only_when_the_lists_change(
 ):
     window = _grouped_window(qtbot, make_window, groups_folder)
     calls: list[int] = []
-    real = dupe_tasks.match_library
+    real = hashlists.match_library
 
-    def counted(library, report, cancel):
+    def counted(library, **kwargs):
         calls.append(1)
-        return real(library, report, cancel)
+        return real(library, **kwargs)
 
-    monkeypatch.setattr(dupe_tasks, "match_library", counted)
+    monkeypatch.setattr(hashlists, "match_library", counted)
     _import_list(window, groups_folder)
 
     def match(**kwargs) -> dict:

@@ -16,7 +16,6 @@ Stop sets a flag the core polls between steps; a stopped job's partial answer is
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import logging
 import time
@@ -142,23 +141,6 @@ class GroupingWorker(_CancellableWorker):
         return groups
 
 
-def match_library(library: Library, report, cancel: CancelToken) -> dict:
-    """core/hashlists.match_library with progress and Stop where it takes them.
-
-    TODO(merge of the 'dupespeed' branch): that branch adds `progress` and `cancel`; until
-    then the signature is asked, and without them the match runs to its end (Stop drops it).
-    """
-    from nsfw_desk.core import hashlists
-
-    accepted = inspect.signature(hashlists.match_library).parameters
-    extra: dict[str, Any] = {}
-    if "progress" in accepted:
-        extra["progress"] = report
-    if "cancel" in accepted:
-        extra["cancel"] = cancel
-    return hashlists.match_library(library, **extra)
-
-
 class MatchingWorker(_CancellableWorker):
     """The library's hash-list matches (core/hashlists.match_library), whole library."""
 
@@ -173,13 +155,15 @@ class MatchingWorker(_CancellableWorker):
         )
 
     def _match(self, library: Library, force: bool, cancel: CancelToken, report) -> dict:
+        from nsfw_desk.core import hashlists
+
         key = library.hash_match_key()
         if not force and self._kept is not None and key in self._kept[:2]:
             return self._kept[2]
         if not key[0]:  # no list: nothing can match, and no file needs hashing
             matches: dict = {}
         else:
-            matches = match_library(library, report, cancel)
+            matches = hashlists.match_library(library, progress=report, cancel=cancel)
         if not cancel.cancelled:
             # Matching stores the file digests it computed: the key after it counts them.
             self._kept = (key, library.hash_match_key(), matches)
