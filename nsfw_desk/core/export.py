@@ -34,6 +34,7 @@ COLUMNS = (
     "split",
     "score",
     "model",
+    "scores",  # every model's score of the image: {model id: score}, None where it has none
     "threshold",
     "reviewer",
     "decided_at",
@@ -333,9 +334,18 @@ def _export_one(
 # --- output -------------------------------------------------------------------------------
 
 
-def _rows(items: list[_Exported], folders: list[str], include_source_path: bool) -> list[dict]:
+def _rows(
+    items: list[_Exported],
+    folders: list[str],
+    include_source_path: bool,
+    scores: dict[str, dict[str, float]] | None = None,
+) -> list[dict]:
     """Every row has every column (Hugging Face reads one schema from all of them);
-    `source_path_base64` is None unless the name is not valid UTF-8 (core/paths.py)."""
+    `source_path_base64` is None unless the name is not valid UTF-8 (core/paths.py).
+    `scores` (content hash -> {model id: score}): every row's `scores` has the same keys,
+    every model that scored an exported image, None where that model did not score it."""
+    scores = scores or {}
+    models = sorted({m for item in items for m in scores.get(item.decision.hash, {})})
     return [
         {
             "file_name": item.file_name,
@@ -344,6 +354,7 @@ def _rows(items: list[_Exported], folders: list[str], include_source_path: bool)
             "split": item.split,
             "score": item.decision.score,
             "model": item.decision.model_id or "",
+            "scores": {m: scores.get(item.decision.hash, {}).get(m) for m in models},
             "threshold": item.decision.threshold,
             "reviewer": item.decision.reviewer,
             "decided_at": item.decision.decided_at,
@@ -370,11 +381,19 @@ def _csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(
-        {k: "" if v is None else "; ".join(v) if isinstance(v, list) else v for k, v in row.items()}
-        for row in rows
-    )
+    writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+def _csv_value(value):
+    """None as empty, a list joined by "; ", a mapping (scores) as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "; ".join(value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def _printable(text: str) -> str:
@@ -784,7 +803,9 @@ def export_dataset(
             item.note = latest_notes.get(item.decision.hash, "")
             item.tags = tuple(tags.get(item.decision.hash, ()))
         model_names = library.model_names({d.model_id for d in decisions if d.model_id})
-        rows = _rows(exported, order.folders, options.include_source_path)
+        rows = _rows(
+            exported, order.folders, options.include_source_path, library.scores_of(hashes)
+        )
         _write_text(tmp / "metadata.jsonl", _jsonl(rows))
         _write_text(tmp / "labels.csv", _csv(rows))
         for split in SPLITS:  # per split too: Hugging Face ignores a top-level one here

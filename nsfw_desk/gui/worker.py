@@ -169,15 +169,15 @@ class ScanWorker(LibraryOwner):
         self.stored_results.emit(folder, model_id, outcomes, labels)
 
     def _load(self, request: ScanRequest):
+        from nsfw_desk.core.backends import load_detector
         from nsfw_desk.core.hub import ModelError
-        from nsfw_desk.core.runtime import load_model
 
         key = (request.model or "", request.device, request.precision, request.unsafe_label)
         if self._model is not None and self._model_key == key:
             return self._model
         self.model_loading.emit(request.model or "the default model")
         try:
-            model = load_model(
+            model = load_detector(
                 request.model or None,
                 device=request.device,
                 precision=request.precision,
