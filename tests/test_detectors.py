@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_models as shared
 
 from nsfw_desk.core import scan as scan_module
 from nsfw_desk.core.backends import detect_backend, load_detector
@@ -21,6 +22,10 @@ from nsfw_desk.core.detector import Detector, infer_kind, positive_indices_for
 from nsfw_desk.core.hub import ModelError
 from nsfw_desk.core.scan import scan_folder
 from nsfw_desk.synthetic import save_random_model, synthetic_photo, write_photo
+
+# the hub cache fixture and its pinned commit, shared with test_models
+fake_hub_repo = shared.fake_hub_repo
+COMMIT = shared.COMMIT
 
 
 @pytest.fixture(scope="session")
@@ -452,3 +457,24 @@ def test_the_readme_multi_detector_example_runs(tmp_path, photo_folder, model_di
     assert main(argv) == 0
     records = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert len(records) == 12 and all(len(r["scores"]) == 2 for r in records)
+
+
+def test_a_transformers_repo_in_the_hub_cache_loads_offline(hf_dir, hf_model, fake_hub_repo):
+    """core/hub.py fetches preprocessor_config.json beside config.json and the weights for
+    a transformers model (here from the HF cache's on-disk layout, offline)."""
+    import torch
+
+    files = {n: hf_dir / n for n in ("config.json", "model.safetensors")}
+    processor = {"preprocessor_config.json": hf_dir / "preprocessor_config.json"}
+    fake_hub_repo("nsfw-desk-tests/deepfake", {**files, **processor})
+    spec = f"nsfw-desk-tests/deepfake@{COMMIT}"
+    model = load_detector(spec, device="cpu", precision="fp32", offline=True)
+    assert model.model_id == spec and model.kind == "ai-generated"
+    batch = torch.stack([model.preprocess(synthetic_photo((120, 90), seed=9))[0]])
+    assert model.predict(batch).unsafe_scores == pytest.approx(
+        hf_model.predict(batch).unsafe_scores, abs=1e-6
+    )
+    # Cached without its processor: not usable offline, and it says so.
+    fake_hub_repo("nsfw-desk-tests/no-processor", files)
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
+        load_detector(f"nsfw-desk-tests/no-processor@{COMMIT}", device="cpu", offline=True)
