@@ -85,7 +85,6 @@ class ScanSummary:
     root: Path
     model_id: str | None  # None: listed without a model; else the primary detector's
     device: str
-    model_ids: list[str] = field(default_factory=list)  # every detector's, primary first
     files: int = 0
     scored: int = 0  # run through the model (at least one detector) in this scan
     listed: int = 0  # decoded for a thumbnail only (a scan without a model)
@@ -99,6 +98,7 @@ class ScanSummary:
     unlisted: list[Path] = field(default_factory=list)  # folders that could not be read:
     # their stored results are kept, not forgotten (a drive that is not mounted)
     outcomes: list[FileOutcome] = field(default_factory=list, repr=False)
+    model_ids: list[str] = field(default_factory=list)  # every detector's, primary first
 
     @property
     def images_per_s(self) -> float:
@@ -203,7 +203,7 @@ def scan_folder(
         root,
         model_id,
         primary.describe() if primary else "no model",
-        [d.model_id for d in detectors],
+        model_ids=[d.model_id for d in detectors],
     )
     summary.scan_id = library.begin_scan(root, model_id)
     started = time.monotonic()
