@@ -407,6 +407,15 @@ def run_bench(args: argparse.Namespace) -> int:
         print("\ntraining from decisions (head mode, stored embeddings):", flush=True)
         training = measure_training(workdir)
         print_training(training)
+        from nsfw_desk import bench_detectors
+
+        print("\nseveral detectors in one scan (NSFW + deepfake):", flush=True)
+        detectors: dict | None = None
+        try:
+            detectors = bench_detectors.measure_detectors(workdir, files=16 if quick else 48)
+            bench_detectors.print_detectors(detectors)
+        except ModelError as exc:  # transformers is an optional extra
+            print(f"  skipped: {exc}", flush=True)
     print("\ndesk:", flush=True)
     from nsfw_desk.gui.bench_gui import print_desk_figures
 
@@ -422,6 +431,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "pipeline_12mp": pipeline,
             "decisions": decisions,
             "training": training,
+            "detectors": detectors,
             "desk": desk,
             "perceptual_hashes": hashing,
         }

@@ -64,7 +64,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
     from nsfw_desk.core.hub import DEFAULT_MODEL
     from nsfw_desk.core.runtime import DEVICES, PRECISIONS
 
@@ -72,8 +72,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         metavar="ID_OR_DIR",
         default=None,
+        action="append" if several else "store",
         help=f"hub id (org/name[@revision]) or a local folder with config.json "
-        f"and model.safetensors (default: {DEFAULT_MODEL}, pinned)",
+        f"and model.safetensors: a timm or Hugging Face transformers image classifier "
+        f"(default: {DEFAULT_MODEL}, pinned)"
+        + (
+            "; repeat for several detectors in one scan (the first is the primary one)"
+            if several
+            else ""
+        ),
     )
     parser.add_argument(
         "--device",
@@ -92,8 +99,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--unsafe-label",
         metavar="L",
         default=None,
-        help="the model label(s) that count as unsafe, comma-separated "
-        "(default: read from the model's label names)",
+        action="append" if several else "store",
+        help="the model label(s) that count as unsafe (or fake, for an AI-generated-image "
+        "detector), comma-separated (default: read from the model's label names)"
+        + (
+            "; with several --model, one per model in the same order (auto: from the labels)"
+            if several
+            else ""
+        ),
     )
 
 
@@ -146,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     scan.add_argument("folder", type=Path, metavar="FOLDER")
-    _add_model_options(scan)
+    _add_model_options(scan, several=True)
     scan.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -164,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--threshold",
         type=_fraction,
-        default=0.5,
+        default=None,
+        action="append",
         metavar="T",
-        help="score at or above which an image is flagged (default 0.5)",
+        help="score at or above which an image is flagged (default 0.5); with several "
+        "--model, one for all or one per model in the same order",
     )
     _add_db_option(scan)
     scan.add_argument(
@@ -529,9 +544,28 @@ class _ProgressLine:
             sys.stderr.write("\r\x1b[K")
 
 
+def _per_model(values: list | None, count: int, option: str, default):
+    """One value per --model: none given (the default for each), one for all, or one each."""
+    if not values:
+        return [default] * count
+    if len(values) == 1 and (count == 1 or option == "--threshold"):
+        return values * count
+    if len(values) != count:
+        raise ValueError(
+            f"{len(values)} {option} for {count} --model: give one per --model, in the same "
+            "order"
+            + (
+                " (or one for all)"
+                if option == "--threshold"
+                else " (auto: read it from the labels)"
+            )
+        )
+    return values
+
+
 def run_scan(args: argparse.Namespace) -> int:
+    from nsfw_desk.core.backends import load_detector
     from nsfw_desk.core.hub import ModelError
-    from nsfw_desk.core.runtime import load_model
     from nsfw_desk.core.scan import ScanOptions, scan_folder
     from nsfw_desk.core.store import Library
 
@@ -539,19 +573,33 @@ def run_scan(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"nsfw-desk scan: {folder} is not a folder", file=sys.stderr)
         return EXIT_USAGE
-    line = _ProgressLine(not args.quiet)
+    specs = args.model or [None]
     try:
-        model = load_model(
-            args.model,
-            device=args.device,
-            precision=args.precision,
-            unsafe_label=args.unsafe_label,
-            progress=line,
-        )
-    except ModelError as exc:
-        line.close()
-        print(f"nsfw-desk: {exc}\n{MODEL_HINT}", file=sys.stderr)
-        return EXIT_MODEL
+        thresholds = _per_model(args.threshold, len(specs), "--threshold", 0.5)
+        labels = _per_model(args.unsafe_label, len(specs), "--unsafe-label", None)
+    except ValueError as exc:
+        print(f"nsfw-desk scan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    line = _ProgressLine(not args.quiet)
+    detectors = []
+    for spec, label in zip(specs, labels, strict=True):
+        try:
+            detectors.append(
+                load_detector(
+                    spec,
+                    device=args.device,
+                    precision=args.precision,
+                    unsafe_label=None if label in (None, "", "auto") else label,
+                    progress=line,
+                )
+            )
+        except ModelError as exc:
+            line.close()
+            which = f" (--model {spec})" if len(specs) > 1 else ""
+            print(f"nsfw-desk: {exc}{which}\n{MODEL_HINT}", file=sys.stderr)
+            return EXIT_MODEL
+    model = detectors[0]
+    threshold = thresholds[0]
     try:
         library = Library(args.db)
     except Exception as exc:
@@ -566,7 +614,11 @@ def run_scan(args: argparse.Namespace) -> int:
     )
     jsonl_folder = args.jsonl.parent if args.jsonl and str(args.jsonl) != "-" else None
     try:
-        writer = _JsonlWriter(args.jsonl, model.model_id, args.threshold) if args.jsonl else None
+        writer = (
+            _JsonlWriter(args.jsonl, [d.model_id for d in detectors], thresholds)
+            if args.jsonl
+            else None
+        )
     except OSError as exc:
         library.close()
         status = _failure("scan", exc, where=jsonl_folder or Path.cwd(), library=args)
@@ -575,12 +627,17 @@ def run_scan(args: argparse.Namespace) -> int:
         return status
     cancel = CancelToken()
     flagged = scored = 0
+    flagged_by = dict.fromkeys((d.model_id for d in detectors), 0)
+    limits = {d.model_id: t for d, t in zip(detectors, thresholds, strict=True)}
 
     def on_results(outcomes) -> None:
         nonlocal flagged, scored
         # Called after each batch is committed: `scored` is what a failure would keep.
         scored += sum(1 for o in outcomes if o.score is not None and not o.cached)
-        flagged += sum(1 for o in outcomes if o.score is not None and o.score >= args.threshold)
+        flagged += sum(1 for o in outcomes if o.score is not None and o.score >= threshold)
+        for o in outcomes:
+            for mid, value in (o.scores or {}).items():
+                flagged_by[mid] += value >= limits[mid]
         if writer:
             writer.write(outcomes)
 
@@ -588,7 +645,7 @@ def run_scan(args: argparse.Namespace) -> int:
     try:
         summary = scan_folder(
             folder,
-            model,
+            detectors,
             library,
             options=options,
             progress=line,
@@ -641,10 +698,18 @@ def run_scan(args: argparse.Namespace) -> int:
             else ""
         )
         + f"{summary.errors:,} errors, {summary.ignored:,} other files ignored; "
-        f"{flagged:,} flagged at {args.threshold:.2f}; "
+        f"{flagged:,} flagged at {threshold:.2f}; "
         f"{summary.images_per_s:.1f} images/s on {summary.device}",
         file=sys.stderr,
     )
+    if len(detectors) > 1:
+        for d in detectors:
+            role = "primary" if d is model else d.kind
+            print(
+                f"  {d.display_name} ({role}): {flagged_by[d.model_id]:,} flagged at "
+                f"{limits[d.model_id]:.2f}",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 
@@ -655,9 +720,10 @@ class _JsonlWriter:
     exact bytes, so two names that read alike stay apart (core/paths.py).
     """
 
-    def __init__(self, out: Path, model_id: str, threshold: float) -> None:
-        self.model_id = model_id
-        self.threshold = threshold
+    def __init__(self, out: Path, model_ids: list[str], thresholds: list[float]) -> None:
+        self.model_id = model_ids[0]  # the primary detector: `score`, `flagged`
+        self.threshold = thresholds[0]
+        self.thresholds = dict(zip(model_ids, thresholds, strict=True))
         self.target = None if str(out) == "-" else out
         if self.target is None:
             self.fh = sys.stdout
@@ -675,6 +741,8 @@ class _JsonlWriter:
                 "score": None if o.score is None else round(o.score, 6),
                 "flagged": None if o.score is None else o.score >= self.threshold,
                 "model": self.model_id,
+                "scores": {m: round(v, 6) for m, v in (o.scores or {}).items()},
+                "flags": {m: v >= self.thresholds[m] for m, v in (o.scores or {}).items()},
                 "error": None if o.error_kind is None else f"{o.error_kind}: {o.error}",
             }
             self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -93,6 +93,62 @@ def save_random_model(
     return folder
 
 
+def save_random_transformers_model(
+    folder: Path,
+    *,
+    labels: tuple[str, ...] | list[str] = ("real", "fake"),
+    image_size: int = 64,
+    patch_size: int = 16,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+) -> Path:
+    """A random-weight Hugging Face transformers ViTForImageClassification in the hub layout
+    (config.json, model.safetensors, preprocessor_config.json from a ViTImageProcessor).
+
+    The defaults are tiny (tests); ViT-Small/16 at 384 px is `image_size=384,
+    hidden_size=384, layers=12, heads=6` (the CommunityForensics deepfake detector's
+    shapes). The head is spread over the photos' main directions as for timm models."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden_size * 4,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    model = ViTForImageClassification(config).eval()
+    processor = ViTImageProcessor(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    photos = [synthetic_photo((320, 240), seed=2000 + seed * 24 + i) for i in range(24)]
+    with torch.inference_mode():
+        pixels = processor(images=photos, return_tensors="pt")["pixel_values"]
+        embeddings = model.vit(pixel_values=pixels).last_hidden_state[:, 0]
+    _set_spread(model.classifier, embeddings, len(labels), seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in bench output
+    try:
+        model.save_pretrained(str(folder), safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    processor.save_pretrained(str(folder))
+    return folder
+
+
 def _spread_head(model, num_classes: int, seed: int, samples: int = 24) -> None:
     import timm.data
     import torch
@@ -102,6 +158,13 @@ def _spread_head(model, num_classes: int, seed: int, samples: int = 24) -> None:
     with torch.inference_mode():
         batch = torch.stack([transform(p) for p in photos])
         embeddings = model.forward_head(model.forward_features(batch), pre_logits=True)
+    _set_spread(model.get_classifier(), embeddings, num_classes, seed)
+
+
+def _set_spread(head, embeddings, num_classes: int, seed: int) -> None:
+    """Point a linear head at the main directions in which `embeddings` vary."""
+    import torch
+
     mean = embeddings.mean(dim=0)
     _, _, directions = torch.linalg.svd(embeddings - mean, full_matrices=False)
     generator = torch.Generator().manual_seed(seed)
@@ -109,7 +172,6 @@ def _spread_head(model, num_classes: int, seed: int, samples: int = 24) -> None:
     weight = mixing @ directions[: mixing.shape[1]]
     logits = (embeddings - mean) @ weight.T
     weight *= 2.5 / (logits.std() + 1e-6)  # logit spread of a few units: scores use [0, 1]
-    head = model.get_classifier()
     with torch.no_grad():
         head.weight.copy_(weight)
         head.bias.copy_(-(weight @ mean))

@@ -45,7 +45,7 @@ def test_scan_writes_jsonl_and_a_summary(folder, model_dir, tmp_path, capsys):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 6
     for r in records:
-        assert set(r) == {"path", "hash", "score", "flagged", "model", "error"}
+        assert set(r) == {"path", "hash", "score", "flagged", "model", "scores", "flags", "error"}
         assert r["model"].startswith("sha256:")
     broken = next(r for r in records if r["path"].endswith("broken.png"))
     assert broken["score"] is None and broken["flagged"] is None
@@ -53,6 +53,9 @@ def test_scan_writes_jsonl_and_a_summary(folder, model_dir, tmp_path, capsys):
     scored = [r for r in records if r["error"] is None]
     assert len(scored) == 5
     assert all(r["flagged"] == (r["score"] >= 0.4) for r in scored)
+    assert all(r["scores"] == {r["model"]: r["score"]} for r in scored)
+    assert all(r["flags"] == {r["model"]: r["flagged"]} for r in scored)
+    assert broken["scores"] == {} and broken["flags"] == {}
     flagged = sum(r["flagged"] for r in scored)
     err = capsys.readouterr().err
     assert "6 files" in err and "5 scored" in err and "1 errors" in err

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# The positive-class words of an AI-generated-image detector (the detectors core's
-# positive_indices_for uses the same list for kind "ai-generated").
-AI_WORDS = frozenset({"fake", "generated", "synthetic", "ai", "ai-generated", "deepfake"})
+from nsfw_desk.core.detector import FAKE_LABEL_NAMES
+
+# The positive-class words of an AI-generated-image detector: core/detector.py's list.
+AI_WORDS = FAKE_LABEL_NAMES
 SHORT_NAMES = {"nsfw": "NSFW", "ai-generated": "AI", "other": "DET"}
 FLAG_RULES = ("any", "primary")
 

@@ -34,6 +34,7 @@ COLUMNS = (
     "split",
     "score",
     "model",
+    "scores",  # every model's score of the image: {model id: score}, None where it has none
     "threshold",
     "reviewer",
     "decided_at",
@@ -43,7 +44,6 @@ COLUMNS = (
     "note",  # the reviewer's latest note on the item, "" when none
     "tags",  # its current tags: a list in JSON, joined by "; " in the CSV
     "ai_generated",  # the AI-generated label (keys G/R): true, false, or null when none
-    "scores",  # every detector's score: {model id: score} in JSON (and as JSON in the CSV)
 )
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -120,7 +120,6 @@ class _Exported:
     note: str = ""
     tags: tuple[str, ...] = ()
     ai_generated: bool | None = None
-    scores: dict[str, float] | None = None
 
     @property
     def file_name(self) -> str:
@@ -337,9 +336,18 @@ def _export_one(
 # --- output -------------------------------------------------------------------------------
 
 
-def _rows(items: list[_Exported], folders: list[str], include_source_path: bool) -> list[dict]:
+def _rows(
+    items: list[_Exported],
+    folders: list[str],
+    include_source_path: bool,
+    scores: dict[str, dict[str, float]] | None = None,
+) -> list[dict]:
     """Every row has every column (Hugging Face reads one schema from all of them);
-    `source_path_base64` is None unless the name is not valid UTF-8 (core/paths.py)."""
+    `source_path_base64` is None unless the name is not valid UTF-8 (core/paths.py).
+    `scores` (content hash -> {model id: score}): every row's `scores` has the same keys,
+    every model that scored an exported image, None where that model did not score it."""
+    scores = scores or {}
+    models = sorted({m for item in items for m in scores.get(item.decision.hash, {})})
     return [
         {
             "file_name": item.file_name,
@@ -348,6 +356,7 @@ def _rows(items: list[_Exported], folders: list[str], include_source_path: bool)
             "split": item.split,
             "score": item.decision.score,
             "model": item.decision.model_id or "",
+            "scores": {m: scores.get(item.decision.hash, {}).get(m) for m in models},
             "threshold": item.decision.threshold,
             "reviewer": item.decision.reviewer,
             "decided_at": item.decision.decided_at,
@@ -358,7 +367,6 @@ def _rows(items: list[_Exported], folders: list[str], include_source_path: bool)
             "note": item.note,
             "tags": list(item.tags),
             "ai_generated": item.ai_generated,
-            "scores": dict(item.scores or {}),
         }
         for item in sorted(items, key=lambda i: i.file_name)
     ]
@@ -389,7 +397,7 @@ def _csv_value(value):
     if isinstance(value, list):
         return "; ".join(value)
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return value
 
 
@@ -796,14 +804,15 @@ def export_dataset(
         reviews = ReviewStore(library)
         hashes = [item.decision.hash for item in exported]
         latest_notes, tags = reviews.latest_notes(hashes), reviews.tags(hashes)
-        ai_labels, scores = reviews.current_ai_labels(hashes), library.scores_of(hashes)
+        ai_labels = reviews.current_ai_labels(hashes)
         for item in exported:
             item.note = latest_notes.get(item.decision.hash, "")
             item.tags = tuple(tags.get(item.decision.hash, ()))
             item.ai_generated = ai_labels.get(item.decision.hash)
-            item.scores = scores.get(item.decision.hash, {})
         model_names = library.model_names({d.model_id for d in decisions if d.model_id})
-        rows = _rows(exported, order.folders, options.include_source_path)
+        rows = _rows(
+            exported, order.folders, options.include_source_path, library.scores_of(hashes)
+        )
         _write_text(tmp / "metadata.jsonl", _jsonl(rows))
         _write_text(tmp / "labels.csv", _csv(rows))
         for split in SPLITS:  # per split too: Hugging Face ignores a top-level one here

@@ -23,6 +23,8 @@ DEFAULT_MODEL = "Marqo/nsfw-image-detection-384"
 DEFAULT_REVISION = "0c26ec22111b83f106d72a55f611ec35962bcb65"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# The image processor of a Hugging Face transformers model (core/backends).
+PREPROCESSOR_FILE = "preprocessor_config.json"
 # `.tar`: timm's train.py writes `checkpoint-N.pth.tar` and `model_best.pth.tar` (pickles).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".tar")
 
@@ -216,6 +218,18 @@ def _hub_files(spec: ModelSpec, tqdm_class, *, local_only: bool) -> tuple[Path, 
         config = hf_hub_download(
             spec.source, CONFIG_FILE, revision=spec.revision, local_files_only=local_only
         )
+        if not _is_timm_config(Path(config)):
+            try:  # a transformers model's preprocessing; timm keeps it in config.json
+                hf_hub_download(
+                    spec.source,
+                    PREPROCESSOR_FILE,
+                    revision=spec.revision,
+                    local_files_only=local_only,
+                )
+            except hf_errors.EntryNotFoundError as exc:
+                if isinstance(exc, hf_errors.LocalEntryNotFoundError):
+                    raise  # not cached yet: ask the hub (or say offline)
+                log.debug("model: %s has no %s", spec, PREPROCESSOR_FILE)
         try:
             weights = hf_hub_download(
                 spec.source,
@@ -251,6 +265,17 @@ def _hub_files(spec: ModelSpec, tqdm_class, *, local_only: bool) -> tuple[Path, 
         raise ModelError(f"Hub files for {spec} landed in different folders; clear the cache.")
     # The snapshot folder's name is the commit hash the revision resolved to.
     return folder, f"{spec.source}@{spec.revision if _is_commit(spec.revision) else folder.name}"
+
+
+def _is_timm_config(path: Path) -> bool:
+    """timm configs name their `architecture`; transformers ones list `architectures`."""
+    import json
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # the loader reports a broken config; nothing more to fetch for it
+    return not isinstance(config, dict) or "architecture" in config
 
 
 def _refuse_cached_pickles(spec: ModelSpec, snapshot: Path, exc: Exception) -> None:

@@ -12,10 +12,12 @@ import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nsfw_desk.core.detector import infer_kind, positive_indices_for
 from nsfw_desk.core.hub import CONFIG_FILE, WEIGHTS_FILE, ModelError, ModelSpec, model_folder
 from nsfw_desk.core.progress import ProgressCallback
 
@@ -24,11 +26,6 @@ if TYPE_CHECKING:  # torch is heavy to import; keep it out of module import time
     from PIL import Image
 
 log = logging.getLogger(__name__)
-
-# Label names (lower-cased) that mean "this is the class a moderator wants flagged".
-UNSAFE_LABEL_NAMES = frozenset(
-    {"nsfw", "unsafe", "porn", "pornography", "hentai", "sexy", "explicit", "nudity", "nude"}
-)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -44,11 +41,13 @@ class Prediction:
     probabilities: np.ndarray  # (N, classes) float32
     unsafe_scores: np.ndarray  # (N,) float32, summed probability of the unsafe classes
     embeddings: np.ndarray  # (N, D) float32, pooled pre-logits features
+    details: list[dict] | None = None  # one JSON-able dict per image (the safety checker's)
 
 
 @dataclass
 class LoadedModel:
-    """A ready-to-run classifier and the facts the rest of the app needs about it."""
+    """A ready-to-run timm classifier and the facts the rest of the app needs about it
+    (the timm backend of core/detector.py's `Detector`)."""
 
     module: torch.nn.Module
     model_id: str
@@ -61,6 +60,7 @@ class LoadedModel:
     precision: str
     threads: int
     device_name: str = ""
+    kind: str = "nsfw"  # what it detects: nsfw | ai-generated | other (core/detector.py)
     _transform: Callable[[Any], torch.Tensor] | None = field(default=None, repr=False)
 
     @property
@@ -103,6 +103,13 @@ class LoadedModel:
         transform), that resized image is returned too, so a thumbnail can be made from it
         instead of from the larger decoded pixels.
         """
+        resize = self._aspect_resize()
+        if resize is not None:
+            return self.from_resized(resize(limit_aspect(pixels)))
+        return self.transform(pixels), pixels
+
+    def _aspect_resize(self) -> Any:
+        """The transform's first step when it is an aspect-keeping resize, else None."""
         from torchvision import transforms as T
 
         steps = getattr(self.transform, "transforms", None)
@@ -112,9 +119,30 @@ class LoadedModel:
             and isinstance(steps[0].size, int | list)
             and (isinstance(steps[0].size, int) or len(steps[0].size) == 1)
         ):
-            resized = steps[0](limit_aspect(pixels))
-            return T.Compose(steps[1:])(resized), resized
-        return self.transform(pixels), pixels
+            return steps[0]
+        return None
+
+    @property
+    def resize_key(self) -> tuple | None:
+        """Equal for two models whose transforms start with the same aspect-keeping resize,
+        so a scan with both resizes each image once (core/detector.py)."""
+        resize = self._aspect_resize()
+        if resize is None:
+            return None
+        size = resize.size if isinstance(resize.size, int) else resize.size[0]
+        return ("timm-shorter-side", size, str(resize.interpolation), resize.antialias)
+
+    @property
+    def preprocess_key(self) -> tuple:
+        """Equal for two models whose whole eval transform is the same (one tensor for both)."""
+        return ("timm", repr(self.transform))
+
+    def from_resized(self, resized: Image.Image) -> tuple[torch.Tensor, Image.Image]:
+        """`preprocess` after its first step (the resize `resize_key` names)."""
+        from torchvision import transforms as T
+
+        steps = self.transform.transforms  # type: ignore[attr-defined]
+        return T.Compose(steps[1:])(resized), resized
 
     def predict(self, batch: torch.Tensor) -> Prediction:
         """Probabilities, unsafe score and embedding from a single forward pass."""
@@ -167,25 +195,7 @@ def limit_aspect(pixels: Image.Image, limit: int = MAX_ASPECT) -> Image.Image:
 
 def unsafe_indices_for(labels: Sequence[str], override: str | Sequence[str] | None) -> list[int]:
     """Which classes count as unsafe: the override if given, else the known unsafe names."""
-    lowered = [label.lower() for label in labels]
-    if override:
-        wanted = override.split(",") if isinstance(override, str) else list(override)
-        indices = []
-        for name in (w.strip() for w in wanted):
-            if name.lower() not in lowered:
-                raise ModelError(
-                    f"--unsafe-label {name!r} is not one of the model's labels: "
-                    f"{', '.join(labels)}."
-                )
-            indices.append(lowered.index(name.lower()))
-        return sorted(set(indices))
-    indices = [i for i, name in enumerate(lowered) if name in UNSAFE_LABEL_NAMES]
-    if not indices:
-        raise ModelError(
-            f"Cannot tell which of the model's labels means unsafe: {', '.join(labels)}. "
-            "Name it with --unsafe-label (several separated by commas)."
-        )
-    return indices
+    return positive_indices_for(labels, "nsfw", override)
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -264,11 +274,35 @@ def load_model(
     unsafe_label: str | Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     offline: bool = False,
+    kind: str | None = None,
 ) -> LoadedModel:
-    """Resolve, download if needed, and load a timm classifier ready for `predict`."""
+    """Resolve, download if needed, and load a timm classifier ready for `predict`.
+
+    core/backends `load_detector` loads any backend's model; this one is timm's."""
     spec = model if isinstance(model, ModelSpec) else ModelSpec.parse(model)
     folder, model_id = model_folder(spec, progress, offline=offline)
+    return load_timm(
+        folder,
+        model_id,
+        spec,
+        device=device,
+        precision=precision,
+        unsafe_label=unsafe_label,
+        kind=kind,
+    )
 
+
+def load_timm(
+    folder: Path,
+    model_id: str,
+    spec: ModelSpec,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    unsafe_label: str | Sequence[str] | None = None,
+    kind: str | None = None,
+) -> LoadedModel:
+    """The timm classifier in `folder` (config.json + model.safetensors, as resolved)."""
     import safetensors.torch
     import timm
     import torch
@@ -291,7 +325,8 @@ def load_model(
         raise ModelError(
             f"{folder / CONFIG_FILE} lists {len(labels)} labels for {num_classes} classes."
         )
-    unsafe = unsafe_indices_for(labels, unsafe_label)
+    kind = kind or infer_kind(labels)
+    unsafe = positive_indices_for(labels, kind, unsafe_label)
 
     try:
         module = timm.create_model(
@@ -347,4 +382,5 @@ def load_model(
         precision=chosen_precision,
         threads=threads,
         device_name=device_name,
+        kind=kind,
     )

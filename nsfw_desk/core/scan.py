@@ -5,6 +5,12 @@ calling thread runs the model on the previous batch, so the two overlap. Every b
 committed before the next starts: a cancel or a crash loses at most the batch in flight, and
 the next scan of the folder skips everything already stored.
 
+Several detectors (core/detector.py) can score one scan: each file is read and decoded once
+for all of them, each gets its own preprocessing (shared where two agree), and each runs its
+forward pass on the batch; scores are stored per (content hash, model id) and cached per
+model, so a file one detector already scored only runs the others. The first detector is the
+primary one: its score is the outcome's `score`; `scores` holds every detector's.
+
 Without a model (not downloaded yet, offline, a broken model folder) the same pipeline lists
 the folder: discovery, content hash, decode for the thumbnail, the file rows and errors, no
 score. A later scan with a model then scores those rows in place.
@@ -18,13 +24,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nsfw_desk.core.defaults import BATCH_SIZE, DECODE_NICENESS, PROGRESS_INTERVAL_S, RESULT_CHUNK
+from nsfw_desk.core.detector import Detector
 from nsfw_desk.core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -43,7 +50,7 @@ from nsfw_desk.core.images import (
 from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.pdq import pdq_hash
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
-from nsfw_desk.core.runtime import LoadedModel, available_cores
+from nsfw_desk.core.runtime import available_cores
 from nsfw_desk.core.store import (
     FileOutcome,
     Library,
@@ -56,6 +63,7 @@ from nsfw_desk.core.store import (
 
 if TYPE_CHECKING:  # torch is imported where a scan runs, not when the module loads
     import torch
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +83,10 @@ class ScanOptions:
 @dataclass
 class ScanSummary:
     root: Path
-    model_id: str | None  # None: listed without a model
+    model_id: str | None  # None: listed without a model; else the primary detector's
     device: str
     files: int = 0
-    scored: int = 0  # run through the model in this scan
+    scored: int = 0  # run through the model (at least one detector) in this scan
     listed: int = 0  # decoded for a thumbnail only (a scan without a model)
     cached: int = 0  # answered from the library without decoding
     from_embeddings: int = 0  # scored by a head-only model from stored base embeddings
@@ -90,6 +98,7 @@ class ScanSummary:
     unlisted: list[Path] = field(default_factory=list)  # folders that could not be read:
     # their stored results are kept, not forgotten (a drive that is not mounted)
     outcomes: list[FileOutcome] = field(default_factory=list, repr=False)
+    model_ids: list[str] = field(default_factory=list)  # every detector's, primary first
 
     @property
     def images_per_s(self) -> float:
@@ -100,7 +109,9 @@ class ScanSummary:
 class _Prepared:
     entry: FileEntry
     hash: str
-    tensor: torch.Tensor | None = None  # None when already scored, or listed without a model
+    # detector index -> model input, for the detectors that have no score of the content yet
+    # (empty when all have one, or listed without a model)
+    tensors: dict[int, torch.Tensor] = field(default_factory=dict)
     thumbnail: bytes | None = None
     width: int | None = None
     height: int | None = None
@@ -108,7 +119,8 @@ class _Prepared:
     decoded: bool = False  # False: the content is known, only the file row is new
     pdq: bytes | None = None  # the perceptual hash of the decoded pixels
     pdq_quality: int | None = None
-    via_base: bool = False  # scored from the base model's stored embedding (head-only model)
+    # detector indices scored from their base model's stored embedding (head-only models)
+    via_base: tuple[int, ...] = ()
 
 
 ResultsCallback = Callable[[list[FileOutcome]], None]
@@ -151,7 +163,7 @@ class _Progress:
 
 def scan_folder(
     root: Path,
-    model: LoadedModel | None,
+    model: Detector | Sequence[Detector] | None,
     library: Library,
     *,
     options: ScanOptions | None = None,
@@ -163,6 +175,8 @@ def scan_folder(
 ) -> ScanSummary:
     """Scan `root` with `model` into `library`; every file ends as a score or an error.
 
+    `model` is one detector, several (the first is the primary one: its score is each
+    outcome's `score`; `scores` has every detector's), or None.
     `on_results` receives outcomes in chunks as they are committed (cached ones first);
     `cancel` stops the scan within about a second, keeping everything committed so far.
     With `model` None the folder is only listed (so a moderator can review without a model):
@@ -172,18 +186,25 @@ def scan_folder(
     options = options or ScanOptions()
     cancel = cancel or CancelToken()
     root = Path(root)
-    model_id = model.model_id if model else None
-    if model is not None:
+    detectors = _as_detectors(model)
+    primary = detectors[0] if detectors else None
+    model_id = primary.model_id if primary else None
+    for detector in detectors:
         library.register_model(
-            model.model_id,
-            source=model.spec.source,
-            revision=model.spec.revision,
-            architecture=model.architecture,
-            labels=model.labels,
-            unsafe_labels=model.unsafe_labels,
-            embeddings_of=_head_only_base_id(model),
+            detector.model_id,
+            source=detector.spec.source,
+            revision=detector.spec.revision,
+            architecture=detector.architecture,
+            labels=detector.labels,
+            unsafe_labels=detector.unsafe_labels,
+            embeddings_of=_head_only_base_id(detector),
         )
-    summary = ScanSummary(root, model_id, model.describe() if model else "no model")
+    summary = ScanSummary(
+        root,
+        model_id,
+        primary.describe() if primary else "no model",
+        model_ids=[d.model_id for d in detectors],
+    )
     summary.scan_id = library.begin_scan(root, model_id)
     started = time.monotonic()
 
@@ -197,9 +218,10 @@ def scan_folder(
     try:
         entries, found_errors, present, stats = _discover(root, options, progress, cancel)
         summary.ignored = stats.ignored_not_images + stats.ignored_hidden
-        todo, cached = _check_cache(library, root, model_id or stored_model, entries, model)
-        if model is not None:
-            todo, scored_now = _score_from_embeddings(library, root, todo, model)
+        score_ids = summary.model_ids or ([stored_model] if stored_model else [])
+        todo, cached = _check_cache(library, root, score_ids, entries, bool(detectors))
+        if detectors:
+            todo, scored_now = _score_from_embeddings(library, root, todo, detectors)
             summary.from_embeddings = len(scored_now)
             cached += scored_now
         tracker = _Progress(progress, len(entries) + len(found_errors))
@@ -215,11 +237,11 @@ def scan_folder(
         tracker.report(force=True)
 
         scored, known, errors, via_base = _scan_entries(
-            todo, model, library, options, cancel, tracker, emit, summary.scan_id, stored_model
+            todo, detectors, library, options, cancel, tracker, emit, summary.scan_id, score_ids
         )
         summary.from_embeddings += via_base
         known -= via_base
-        if model is None:
+        if not detectors:
             summary.listed += scored
         else:
             summary.scored += scored
@@ -243,6 +265,48 @@ def scan_folder(
             errors=summary.errors,
         )
     return summary
+
+
+def _as_detectors(model: Detector | Sequence[Detector] | None) -> list[Detector]:
+    """The detectors of a scan, primary first; the same model twice is run once."""
+    if model is None:
+        return []
+    found = [model] if not isinstance(model, Sequence) else list(model)
+    unique: dict[str, Detector] = {}
+    for detector in found:
+        unique.setdefault(detector.model_id, detector)
+    return list(unique.values())
+
+
+def _stored_scores(
+    library: Library, model_ids: list[str], hashes: set[str]
+) -> dict[str, dict[str, float]]:
+    """content hash -> {model id: stored score} for `model_ids` (those it has)."""
+    found: dict[str, dict[str, float]] = {}
+    for mid in model_ids:
+        for digest, score in library.scores_for(mid, hashes).items():
+            found.setdefault(digest, {})[mid] = score
+    return found
+
+
+def _outcome(
+    entry: FileEntry,
+    digest: str,
+    scores: dict[str, float],
+    model_ids: list[str],
+    *,
+    cached: bool,
+) -> FileOutcome:
+    """A scored file's outcome: the primary's score, and every detector's in `scores`."""
+    return FileOutcome(
+        entry.path,
+        digest,
+        scores.get(model_ids[0]) if model_ids else None,
+        cached=cached,
+        mtime_ns=entry.mtime_ns,
+        size=entry.size,
+        scores={mid: scores[mid] for mid in model_ids if mid in scores} if model_ids else None,
+    )
 
 
 def _discover(
@@ -277,14 +341,15 @@ def _discover(
 def _check_cache(
     library: Library,
     root: Path,
-    model_id: str | None,
+    model_ids: list[str],
     entries: list[FileEntry],
-    model: LoadedModel | None,
+    scanning: bool,
 ):
     """Split entries into work and outcomes answered from the library (no reads, no hashing).
 
-    A listing (no `model`) needs nothing more for a known, unchanged file; a scan needs its
-    score for the model. Outcomes carry `model_id`'s stored scores.
+    A listing (not `scanning`) needs nothing more for a known, unchanged file; a scan needs
+    its score for every detector. Outcomes carry `model_ids`' stored scores (the first's as
+    `score`).
     """
     known = library.known_files(root)
     known_errors = library.known_errors(root)
@@ -311,27 +376,19 @@ def _check_cache(
             )
             continue
         todo.append(entry)
-    scores = library.scores_for(model_id, {d for _, d in maybe}) if model_id else {}
+    scores = _stored_scores(library, model_ids, {d for _, d in maybe})
     # Content stored before PDQ hashes is decoded once more for its hash (not scored again).
     lacking = library.hashes_lacking_pdq({d for _, d in maybe})
     for entry, digest in maybe:
-        if (digest in scores or model is None) and digest not in lacking:
-            cached.append(
-                FileOutcome(
-                    entry.path,
-                    digest,
-                    scores.get(digest),
-                    cached=True,
-                    mtime_ns=entry.mtime_ns,
-                    size=entry.size,
-                )
-            )
+        have = scores.get(digest, {})
+        if (not scanning or len(have) == len(model_ids)) and digest not in lacking:
+            cached.append(_outcome(entry, digest, have, model_ids, cached=True))
         else:
             todo.append(entry)
     return todo, cached
 
 
-def _may_be_head_only(model: LoadedModel) -> bool:
+def _may_be_head_only(model: Detector) -> bool:
     """A local model folder with a training record: only then is the training code imported
     (a scan of any other model pays nothing for head-only re-scoring)."""
     if not model.spec.is_local:
@@ -341,7 +398,7 @@ def _may_be_head_only(model: LoadedModel) -> bool:
     return (folder / "training.json").is_file()
 
 
-def _head_only_base_id(model: LoadedModel) -> str | None:
+def _head_only_base_id(model: Detector) -> str | None:
     """The base of a head-only model, whose stored embeddings are the model's own too."""
     if not _may_be_head_only(model):
         return None
@@ -350,23 +407,36 @@ def _head_only_base_id(model: LoadedModel) -> str | None:
     return head_only_base_id(model.spec.source)
 
 
+def _heads(detectors: list[Detector]) -> dict[int, tuple]:
+    """detector index -> (base model id, head scorer) for the head-only detectors."""
+    heads: dict[int, tuple] = {}
+    for i, detector in enumerate(detectors):
+        if _may_be_head_only(detector):
+            from nsfw_desk.core.training.heads import head_only_base
+
+            found = head_only_base(detector)  # type: ignore[arg-type]
+            if found is not None:
+                heads[i] = found
+    return heads
+
+
 def _score_from_embeddings(
-    library: Library, root: Path, todo: list[FileEntry], model: LoadedModel
+    library: Library, root: Path, todo: list[FileEntry], detectors: list[Detector]
 ) -> tuple[list[FileEntry], list[FileOutcome]]:
     """Score, without decoding, the known unchanged files whose content has a stored
-    embedding from the base model of `model`, when `model` is a head-only training of it
-    (same backbone, new head: the stored embedding is all the head reads).
+    embedding from the base model of a head-only detector (same backbone, new head: the
+    stored embedding is all the head reads).
 
-    Returns the entries still to decode and the outcomes scored here (committed).
+    Returns the entries still to decode (some detector still lacks a score) and the
+    outcomes now scored by every detector (committed).
     """
-    if not todo or not _may_be_head_only(model):
+    if not todo:
         return todo, []
-    from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
+    heads = _heads(detectors)
+    if not heads:
+        return todo, []
+    from nsfw_desk.core.training.heads import rescore_from_embeddings
 
-    found = head_only_base(model)
-    if found is None:
-        return todo, []
-    base_id, scorer = found
     known = library.known_files(root)
     digests: dict[str, str] = {}
     for entry in todo:
@@ -375,26 +445,29 @@ def _score_from_embeddings(
             digests[path_key(entry.path)[0]] = row.hash
     if not digests:
         return todo, []
-    rescore_from_embeddings(library, base_id, model.model_id, scorer, list(set(digests.values())))
-    scores = library.scores_for(model.model_id, set(digests.values()))
+    contents = set(digests.values())
+    for i, (base_id, scorer) in heads.items():
+        lacking = contents - set(library.scores_for(detectors[i].model_id, contents))
+        if lacking:
+            rescore_from_embeddings(
+                library, base_id, detectors[i].model_id, scorer, sorted(lacking)
+            )
+    model_ids = [d.model_id for d in detectors]
+    scores = _stored_scores(library, model_ids, contents)
     rest: list[FileEntry] = []
     outcomes: list[FileOutcome] = []
     for entry in todo:
         digest = digests.get(path_key(entry.path)[0])
-        if digest is not None and digest in scores:
-            outcomes.append(
-                FileOutcome(
-                    entry.path,
-                    digest,
-                    scores[digest],
-                    cached=False,
-                    mtime_ns=entry.mtime_ns,
-                    size=entry.size,
-                )
-            )
+        have = scores.get(digest, {}) if digest is not None else {}
+        if digest is not None and len(have) == len(model_ids):
+            outcomes.append(_outcome(entry, digest, have, model_ids, cached=False))
         else:
             rest.append(entry)
-    log.info("%d files scored from stored embeddings of %s (no decoding)", len(outcomes), base_id)
+    log.info(
+        "%d files scored from stored embeddings of %s (no decoding)",
+        len(outcomes),
+        ", ".join(base for base, _ in heads.values()),
+    )
     return rest, outcomes
 
 
@@ -422,110 +495,119 @@ def _error_outcome(error: FileError) -> FileOutcome:
 
 def _scan_entries(
     todo: list[FileEntry],
-    model: LoadedModel | None,
+    detectors: list[Detector],
     library: Library,
     options: ScanOptions,
     cancel: CancelToken,
     tracker: _Progress,
     emit: ResultsCallback,
     scan_id: int | None,
-    stored_model: str | None = None,
+    score_ids: list[str],
 ) -> tuple[int, int, int, int]:
     """Decode in a pool, infer in batches on this thread (without a model: thumbnails only).
 
-    Returns (scored by the model or listed, answered by known content, errors, of those
+    Returns (scored by a detector or listed, answered by known content, errors, of those
     answered: scored from the base model's stored embeddings).
     """
     if not todo:
         return 0, 0, 0, 0
-    # Content needs no decode when it is already scored (a scan) or has its thumbnail
-    # (a listing): a renamed or copied file then only adds its file row.
-    lookup: ScoreLookup | ThumbnailReader
-    if model is not None:
-        lookup = ScoreLookup(library.path, model.model_id)
-        is_known, min_side = lookup.has_score, model.input_size
-        scores_model: str | None = model.model_id
+    # Content needs no decode when every detector has scored it (a scan) or it has its
+    # thumbnail (a listing): a renamed or copied file then only adds its file row.
+    lookups: list[ScoreLookup | ThumbnailReader]
+    if detectors:
+        score_lookups = [ScoreLookup(library.path, d.model_id) for d in detectors]
+        lookups = list(score_lookups)
+        is_known = [lookup.has_score for lookup in score_lookups]
+        min_side = max(d.input_size for d in detectors)
     else:
-        lookup = ThumbnailReader(library.thumbnails_path)
-        is_known, min_side = lookup.has, THUMBNAIL_SIZE
-        scores_model = stored_model
+        reader = ThumbnailReader(library.thumbnails_path)
+        lookups = [reader]
+        is_known, min_side = [reader.has], THUMBNAIL_SIZE
     perceptual = PdqLookup(library.path)
-    # A head-only model scores content its base model has an embedding of without decoding
-    # (a copy or a changed file row of known content).
-    head = None
-    base_lookup: ScoreLookup | None = None
-    if model is not None and _may_be_head_only(model):
-        from nsfw_desk.core.training.heads import head_only_base, rescore_from_embeddings
-
-        head = head_only_base(model)
-        if head is not None:
-            base_lookup = ScoreLookup(library.path, head[0])
+    # A head-only detector scores content its base model has an embedding of without
+    # decoding (a copy or a changed file row of known content).
+    heads = _heads(detectors)
+    base_lookups = {i: ScoreLookup(library.path, head[0]) for i, head in heads.items()}
+    via_base = [
+        base_lookups[i].has_score if i in base_lookups else None for i in range(len(detectors))
+    ]
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
         if cancel.cancelled:
             return FileError(entry.path, "cancelled", "scan cancelled")
-        via_base = base_lookup.has_score if base_lookup is not None else None
-        return _prepare(entry, model, is_known, perceptual.has_pdq, min_side, options, via_base)
+        return _prepare(entry, detectors, is_known, perceptual.has_pdq, min_side, options, via_base)
 
-    scored = known_content = errors = via_base = 0
+    scored = known_content = errors = through_base = 0
     batch: list[_Prepared] = []
     ready: list[_Prepared] = []  # content already scored: only the file row is new
     failed: list[FileError] = []
+    model_ids = [d.model_id for d in detectors]
 
     def flush(run_model: bool) -> None:
-        nonlocal scored, known_content, errors, via_base, batch, ready, failed
+        nonlocal scored, known_content, errors, through_base, batch, ready, failed
         items: list[ScoredFile] = []
+        also: dict[str, list[ScoredFile]] = {mid: [] for mid in model_ids[1:]}
         outcomes: list[FileOutcome] = []
+        done = (batch if run_model else []) + ready
+        based = _score_through_base(library, detectors, heads, done)
+        through_base += based
         if run_model and batch:
-            prediction = _predict(model, batch)
-            for i, p in enumerate(batch):
-                score = float(prediction.unsafe_scores[i]) if prediction else None
-                items.append(
-                    ScoredFile(
-                        p.entry.path,
-                        p.entry.size,
-                        p.entry.mtime_ns,
-                        p.hash,
-                        p.width,
-                        p.height,
-                        p.format,
-                        score,
-                        prediction.probabilities[i] if prediction else None,
-                        prediction.embeddings[i] if prediction else None,
-                        p.thumbnail,
-                        p.pdq,
-                        p.pdq_quality,
-                    )
+            fresh = _predict_all(detectors, batch)
+            stored = _stored_scores(library, model_ids, {p.hash for p in batch})
+            for n, p in enumerate(batch):
+                row = ScoredFile(
+                    p.entry.path,
+                    p.entry.size,
+                    p.entry.mtime_ns,
+                    p.hash,
+                    p.width,
+                    p.height,
+                    p.format,
+                    thumbnail=p.thumbnail,
+                    pdq=p.pdq,
+                    pdq_quality=p.pdq_quality,
                 )
-                outcomes.append(
-                    FileOutcome(
-                        p.entry.path, p.hash, score, mtime_ns=p.entry.mtime_ns, size=p.entry.size
-                    )
-                )
+                scores = dict(stored.get(p.hash, {}))
+                for i, (prediction, rows) in fresh.items():
+                    if n not in rows:
+                        continue
+                    k = rows[n]
+                    score = float(prediction.unsafe_scores[k])
+                    scores[model_ids[i]] = score
+                    target = row if i == 0 else ScoredFile(p.entry.path, 0, 0, p.hash)
+                    target.unsafe = score
+                    target.probabilities = prediction.probabilities[k]
+                    target.embedding = prediction.embeddings[k]
+                    target.details = prediction.details[k] if prediction.details else None
+                    if i:
+                        also[model_ids[i]].append(target)
+                items.append(row)
+                outcomes.append(_outcome(p.entry, p.hash, scores, model_ids, cached=False))
             scored += len(batch)
             batch = []
         if ready:
-            hashes = {p.hash for p in ready}
-            through_base = [p.hash for p in ready if p.via_base]
-            if through_base and head is not None and model is not None:
-                rescore_from_embeddings(library, head[0], model.model_id, head[1], through_base)
-                via_base += len(through_base)
-            known = library.scores_for(scores_model, hashes) if scores_model else {}
+            known = _stored_scores(library, score_ids, {p.hash for p in ready})
             for p in ready:
                 items.append(_listing_row(p))
-                outcomes.append(
-                    FileOutcome(
+                if score_ids:
+                    outcome = _outcome(
+                        p.entry, p.hash, known.get(p.hash, {}), score_ids, cached=not p.via_base
+                    )
+                else:
+                    outcome = FileOutcome(
                         p.entry.path,
                         p.hash,
-                        known.get(p.hash),
-                        cached=not p.via_base,
+                        None,
+                        True,
                         mtime_ns=p.entry.mtime_ns,
                         size=p.entry.size,
                     )
-                )
+                outcomes.append(outcome)
             known_content += len(ready)
             ready = []
-        library.record_scored(items, model.model_id if model else None)
+        library.record_scored(
+            items, model_ids[0] if model_ids else None, also={k: v for k, v in also.items() if v}
+        )
         library.record_errors(failed, scan_id)
         outcomes.extend(_error_outcome(e) for e in failed)
         errors += len(failed)
@@ -576,52 +658,82 @@ def _scan_entries(
         # A cancel does not wait for a decode still running; that thread may still use its
         # connection, which is then left to the garbage collector.
         if all(future.done() for future in pending):
-            lookup.close()
+            for lookup in lookups:
+                lookup.close()
             perceptual.close()
-            if base_lookup is not None:
+            for base_lookup in base_lookups.values():
                 base_lookup.close()
-    return scored, known_content, errors, via_base
+    return scored, known_content, errors, through_base
+
+
+def _score_through_base(
+    library: Library, detectors: list[Detector], heads: dict[int, tuple], done: list[_Prepared]
+) -> int:
+    """Score the prepared files a head-only detector scores from its base's stored
+    embedding (committed here); returns how many files were answered that way alone."""
+    if not heads:
+        return 0
+    from nsfw_desk.core.training.heads import rescore_from_embeddings
+
+    for i, (base_id, scorer) in heads.items():
+        hashes = sorted({p.hash for p in done if i in p.via_base})
+        if hashes:
+            rescore_from_embeddings(library, base_id, detectors[i].model_id, scorer, hashes)
+    return sum(1 for p in done if p.via_base and not p.tensors)
 
 
 def _prepare(
     entry: FileEntry,
-    model: LoadedModel | None,
-    is_known: Callable[[str], bool],
+    detectors: Sequence[Detector],
+    is_known: Sequence[Callable[[str], bool]],
     has_pdq: Callable[[str], bool],
     min_side: int,
     options: ScanOptions,
-    via_base: Callable[[str], bool] | None = None,
+    via_base: Sequence[Callable[[str], bool] | None] = (),
 ) -> _Prepared | FileError:
-    """Read, hash and (unless the content is known) decode one file; never raises.
+    """Read, hash and (unless every detector knows the content) decode one file, once for
+    all detectors; never raises.
 
-    `via_base(digest)` true: a head-only model scores the content from its base model's
-    stored embedding, so it is not decoded either."""
+    `is_known[i](digest)`: detector i has a score of the content (a listing: one check, the
+    thumbnail's). `via_base[i](digest)` true: head-only detector i scores the content from
+    its base model's stored embedding, so it needs no decode either."""
     try:
         data = read_file(entry.path, max_bytes=options.max_bytes)
         digest = content_hash(data)
-        known = is_known(digest)
+        missing = [i for i, known in enumerate(is_known) if not known(digest)]
+        through_base = tuple(
+            i
+            for i in missing
+            if i < len(via_base) and (check := via_base[i]) is not None and check(digest)
+        )
+        to_run = [i for i in missing if i not in through_base]
         has_hash = has_pdq(digest)
-        if known and has_hash:  # renamed or copied content: no decode needed
-            return _Prepared(entry, digest)
-        scored_via_base = not known and via_base is not None and via_base(digest)
-        if scored_via_base and has_hash:
-            return _Prepared(entry, digest, via_base=True)
+        if not to_run and has_hash:  # renamed or copied content: no decode needed
+            return _Prepared(entry, digest, via_base=through_base)
         pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=options.max_pixels)
         del data
         # The pixels the model sees (upright, JPEGs at a reduced DCT scale): see core/pdq.
         hashed, quality = pdq_hash(pixels)
-        if known or scored_via_base:  # the hash only (from before PDQ hashes), no model run
-            return _Prepared(
-                entry, digest, pdq=hashed, pdq_quality=quality, via_base=scored_via_base
-            )
-        if model is None:
+        if not to_run:  # the hash only (from before PDQ hashes), no model run
+            return _Prepared(entry, digest, pdq=hashed, pdq_quality=quality, via_base=through_base)
+        if not detectors:
             thumbnail = make_thumbnail(pixels)
             return _Prepared(
-                entry, digest, None, thumbnail, width, height, fmt, True, hashed, quality
+                entry, digest, {}, thumbnail, width, height, fmt, True, hashed, quality
             )
-        tensor, view = model.preprocess(pixels)
+        tensors, view = _preprocess_all(detectors, to_run, pixels)
         return _Prepared(
-            entry, digest, tensor, make_thumbnail(view), width, height, fmt, True, hashed, quality
+            entry,
+            digest,
+            tensors,
+            make_thumbnail(view),
+            width,
+            height,
+            fmt,
+            True,
+            hashed,
+            quality,
+            through_base,
         )
     except ImageError as exc:
         return FileError(entry.path, exc.kind, exc.message, entry.size, entry.mtime_ns)
@@ -634,6 +746,38 @@ def _prepare(
             entry.size,
             entry.mtime_ns,
         )
+
+
+def _preprocess_all(
+    detectors: Sequence[Detector], indices: list[int], pixels: Image.Image
+) -> tuple[dict[int, torch.Tensor], Image.Image]:
+    """Each listed detector's input from one decoded picture, and the thumbnail's picture
+    (the first detector's view). Detectors whose whole preprocessing agrees
+    (`preprocess_key`) share one tensor; those whose first, aspect-keeping resize agrees
+    (`resize_key`) share the resize (core/detector.py)."""
+    tensors: dict[int, torch.Tensor] = {}
+    by_key: dict[object, torch.Tensor] = {}
+    resized: dict[object, Image.Image] = {}
+    view: Image.Image | None = None
+    for i in indices:
+        detector = detectors[i]
+        key = getattr(detector, "preprocess_key", None)
+        if key is not None and key in by_key:
+            tensors[i] = by_key[key]
+            continue
+        resize_key = getattr(detector, "resize_key", None)
+        if resize_key is not None and resize_key in resized:
+            tensor, seen = detector.from_resized(resized[resize_key])  # type: ignore[attr-defined]
+        else:
+            tensor, seen = detector.preprocess(pixels)
+            if resize_key is not None:
+                resized[resize_key] = seen
+        tensors[i] = tensor
+        if key is not None:
+            by_key[key] = tensor
+        view = seen if view is None else view
+    assert view is not None, "at least one detector to preprocess for"
+    return tensors, view
 
 
 def _listing_row(p: _Prepared) -> ScoredFile:
@@ -677,7 +821,7 @@ def prepare_listing(
     perceptual = PdqLookup(library.path)
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
-        return _prepare(entry, None, reader.has, perceptual.has_pdq, THUMBNAIL_SIZE, options)
+        return _prepare(entry, [], [reader.has], perceptual.has_pdq, THUMBNAIL_SIZE, options)
 
     try:
         with ThreadPoolExecutor(min(options.decode_workers(), len(entries))) as pool:
@@ -689,12 +833,18 @@ def prepare_listing(
     return rows, [r for r in results if isinstance(r, FileError)]
 
 
-def _predict(model: LoadedModel | None, batch: list[_Prepared]):
-    """One forward pass over a batch; None for a listing, which has no model to run."""
-    if model is None:
-        return None
+def _predict_all(detectors: list[Detector], batch: list[_Prepared]) -> dict[int, tuple]:
+    """One forward pass per detector over the files of `batch` it has to score:
+    detector index -> (Prediction, {batch position: prediction row})."""
+    results: dict[int, tuple] = {}
+    if not detectors:  # a listing: nothing to run (and no torch to import)
+        return results
     import torch
 
-    tensors = [p.tensor for p in batch if p.tensor is not None]
-    assert len(tensors) == len(batch), "batch holds only content to score"
-    return model.predict(torch.stack(tensors))
+    for i, detector in enumerate(detectors):
+        positions = [n for n, p in enumerate(batch) if i in p.tensors]
+        if not positions:
+            continue
+        stacked = torch.stack([batch[n].tensors[i] for n in positions])
+        results[i] = (detector.predict(stacked), {n: k for k, n in enumerate(positions)})
+    return results

@@ -828,6 +828,9 @@ class FileOutcome:
     error: str | None = None
     mtime_ns: int | None = None
     size: int | None = None  # bytes, as the file was last seen
+    # Every detector's score of a multi-detector scan (model id -> score; None: no model).
+    # `score` is the primary detector's, also in here.
+    scores: dict[str, float] | None = None
 
 
 @dataclass
@@ -847,6 +850,7 @@ class ScoredFile:
     thumbnail: bytes | None = None
     pdq: bytes | None = None  # 32 bytes; None: not decoded in this scan
     pdq_quality: int | None = None
+    details: dict | None = None  # a detector's per-image details (the safety checker's)
 
 
 @dataclass(frozen=True)
@@ -1127,10 +1131,18 @@ class Library:
 
     # writes
 
-    def record_scored(self, items: list[ScoredFile], model_id: str | None) -> None:
+    def record_scored(
+        self,
+        items: list[ScoredFile],
+        model_id: str | None,
+        *,
+        also: dict[str, list[ScoredFile]] | None = None,
+    ) -> None:
         """One transaction for a batch: file rows, new scores, and clearing old errors.
 
-        Items without a score (a listing without a model) add their file row and thumbnail."""
+        Items without a score (a listing without a model) add their file row and thumbnail.
+        `also`: the new scores of other models (a multi-detector scan), in the same
+        transaction; only their score fields are read (the file rows come from `items`)."""
         if not items:
             return
         now = now_utc()
@@ -1151,14 +1163,16 @@ class Library:
                     "scanned_at": now,
                 }
             )
-        for item in items:
-            if item.unsafe is not None:
+        for scoring, scored in [(model_id, items), *(also or {}).items()]:
+            for item in scored:
+                if item.unsafe is None:
+                    continue
                 assert item.probabilities is not None and item.embedding is not None
-                assert model_id is not None, "a score belongs to a model"
+                assert scoring is not None, "a score belongs to a model"
                 score_rows.append(
                     {
                         "hash": item.hash,
-                        "model_id": model_id,
+                        "model_id": scoring,
                         "unsafe": float(item.unsafe),
                         "probabilities": float32_blob(item.probabilities),
                         "embedding": float16_blob(item.embedding),
@@ -1626,26 +1640,26 @@ class Library:
             )
         return found
 
-    def scores_of(self, hashes: Iterable[str]) -> dict[str, dict[str, float]]:
-        """hash → {model id: score} for every model that scored it (exports every
-        detector's score)."""
-        found: dict[str, dict[str, float]] = {}
-        for chunk, marks in in_chunks(dict.fromkeys(hashes)):
-            rows = self.db.execute(
-                f"SELECT hash, model_id, unsafe FROM scores WHERE hash IN ({marks}) "
-                "AND unsafe IS NOT NULL ORDER BY hash, model_id",
-                chunk,
-            )
-            for digest, model_id, unsafe in rows:
-                found.setdefault(digest, {})[model_id] = float(unsafe)
-        return found
-
     def scores_by_model(self, content_hash: str) -> dict[str, float]:
         rows = self.db.execute(
             "SELECT model_id, unsafe FROM scores WHERE hash = ? ORDER BY scored_at",
             (content_hash,),
         )
         return dict(rows)
+
+    def scores_of(self, hashes: Iterable[str]) -> dict[str, dict[str, float]]:
+        """content hash -> {model id: score} of every model that scored it (exports carry
+        every detector's score); one query per IN_CHUNK hashes."""
+        found: dict[str, dict[str, float]] = {}
+        for chunk, marks in in_chunks(hashes):
+            rows = self.db.execute(
+                f"SELECT hash, model_id, unsafe FROM scores WHERE hash IN ({marks}) "
+                "ORDER BY hash, model_id",
+                chunk,
+            )
+            for digest, model_id, unsafe in rows:
+                found.setdefault(digest, {})[model_id] = unsafe
+        return found
 
     def embedding(self, content_hash: str, model_id: str) -> np.ndarray | None:
         """`model_id`'s embedding of a content (its own, or that of the model whose

@@ -140,7 +140,7 @@ class ScanWorker(LibraryOwner):
             # Without a model the folder is still listed (thumbnails, no scores) so the
             # moderator can review; a later scan with a model scores the same rows.
             extras = self._load_extras(request) if model is not None else []
-            scanned = [model, *extras] if extras and scan_takes_detector_lists() else model
+            scanned = [model, *extras] if extras else model
             summary = scan_folder(
                 folder,
                 scanned,
@@ -151,21 +151,6 @@ class ScanWorker(LibraryOwner):
                 cancel=cancel,
                 stored_model=known_model,
             )
-            if extras and scanned is model:
-                # SEAM (issue 13) until scan_folder takes a list of detectors (the detectors
-                # branch): one more pass per other detector. Files are cached by hash, so
-                # each pass only decodes and scores; the grid reads their scores after.
-                for extra in extras:
-                    if cancel.cancelled:
-                        break
-                    scan_folder(
-                        folder,
-                        extra,
-                        library,
-                        options=ScanOptions(batch_size=request.batch_size),
-                        progress=self.progress.emit,
-                        cancel=cancel,
-                    )
             self.finished.emit(request, summary)
         except LibraryError as exc:
             log.debug("scan stopped by the library", exc_info=True)
@@ -209,15 +194,15 @@ class ScanWorker(LibraryOwner):
         return loaded
 
     def _load(self, request: ScanRequest):
+        from nsfw_desk.core.backends import load_detector
         from nsfw_desk.core.hub import ModelError
-        from nsfw_desk.core.runtime import load_model
 
         key = (request.model or "", request.device, request.precision, request.unsafe_label)
         if self._model is not None and self._model_key == key:
             return self._model
         self.model_loading.emit(request.model or "the default model")
         try:
-            model = load_model(
+            model = load_detector(
                 request.model or None,
                 device=request.device,
                 precision=request.precision,
@@ -245,44 +230,13 @@ def primary_model_id(library: Library, request: ScanRequest) -> str | None:
     return found[0].model_id if found else None
 
 
-def scan_takes_detector_lists() -> bool:
-    """Whether core scan_folder takes several detectors at once (the detectors branch adds
-    core/detector.py with it); until then the worker scans once per detector."""
-    import importlib.util
-
-    return importlib.util.find_spec("nsfw_desk.core.detector") is not None
-
-
 def load_any_detector(spec: str, request: ScanRequest, progress):
-    """A detector of any backend once core/backends exists (`load_detector`), else a timm
-    model: the SEAM between this branch and the detectors branch (issue 13)."""
-    try:
-        from nsfw_desk.core.backends import load_detector  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        return load_detector(
-            spec or None, device=request.device, precision=request.precision, progress=progress
-        )
-    from nsfw_desk.core.detector_columns import AI_WORDS
-    from nsfw_desk.core.hub import ModelError
-    from nsfw_desk.core.runtime import load_model
+    """Another enabled detector, of any backend (core/backends.load_detector)."""
+    from nsfw_desk.core.backends import load_detector
 
-    try:
-        return load_model(
-            spec or None, device=request.device, precision=request.precision, progress=progress
-        )
-    except ModelError as exc:
-        if "Cannot tell which" not in str(exc):
-            raise
-        for word in sorted(AI_WORDS):  # an AI-generated-image detector: its positive class
-            try:
-                return load_model(
-                    spec, device=request.device, precision=request.precision, unsafe_label=word
-                )
-            except ModelError:
-                continue
-        raise
+    return load_detector(
+        spec or None, device=request.device, precision=request.precision, progress=progress
+    )
 
 
 class ExportWorker(QObject):

@@ -217,6 +217,7 @@ def train(
         assert library is not None
         data_mod.check_counts(ReviewStore(library).counts())
     report.phase_line("preparing", "loading the base model")
+    _check_timm_base(options.base)
     base = load_model(options.base, device=options.device, precision=options.precision)
     folder, _ = model_folder(base.spec, offline=True)  # load_model just fetched it
     try:
@@ -250,6 +251,22 @@ def train(
     return _train_finetune(
         options, out, base, config, dataset, library, report, should_stop, started
     )
+
+
+def _check_timm_base(base: str | None) -> None:
+    """Training builds on timm models only: a transformers model (or the safety checker)
+    scans and is calibrated like any other, but is refused here with a message."""
+    from nsfw_desk.core.backends import detect_backend
+    from nsfw_desk.core.hub import ModelSpec, model_folder
+
+    folder, _ = model_folder(ModelSpec.parse(base))
+    backend = detect_backend(folder)
+    if backend != "timm":
+        raise TrainingError(
+            f"{base} is a {backend} model; training starts from a timm model only. It scans "
+            "and calibrates like any other detector (nsfw-desk scan --model, nsfw-desk "
+            "metrics --model); to train, choose a timm base (--base)."
+        )
 
 
 def _record(
