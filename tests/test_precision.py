@@ -260,6 +260,7 @@ def test_forcing_cpu_modes_elsewhere_says_so(monkeypatch):
         with pytest.raises(ModelError, match="MPS, which runs fp32 only"):
             choose_precision(torch.device("mps"), mode)
     assert choose_precision(torch.device("mps"), "fp32") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     with pytest.raises(ModelError, match="Tesla T4 has no bf16 support"):

@@ -106,7 +106,8 @@ def check_available(mode: str, device: torch.device) -> None:
             f"Precision {mode} runs on the CPU only; use --device cpu with it, or "
             f"--precision auto on {kind}."
         )
-    if mode == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+    cuda_up = kind == "cuda" and torch.cuda.is_available()
+    if mode == "bf16" and cuda_up and not torch.cuda.is_bf16_supported():
         raise ModelError(
             f"Precision bf16 was asked for, but {torch.cuda.get_device_name(device)} has no "
             "bf16 support; use --precision fp16 (auto) or fp32."
