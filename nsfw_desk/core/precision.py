@@ -64,8 +64,11 @@ def bf16_disabled() -> bool:
 
 def cache_folder(*parts: str) -> Path:
     """A folder under the user cache dir (exported graphs, compiled kernels, profiles)."""
-    folder = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)).joinpath(*parts)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+    for part in ("", *parts):  # each level owner-only, like the thumbnails beside them
+        folder = folder / part if part else folder
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     return folder
 
 
@@ -235,8 +238,10 @@ def default_choice(device: torch.device) -> tuple[str, str]:
     if device.type == "cpu" and runtime.cpu_has_native_bf16():
         return "bf16", "auto on a CPU with native bf16 (avx512_bf16 or amx_bf16)"
     if device.type == "cpu":
-        why = f"{NO_BF16_ENV} is set" if bf16_disabled() else "this CPU has no native bf16"
-        return "fp32", f"auto on the CPU: {why} and no bench profile (run nsfw-desk bench)"
+        why = f" ({NO_BF16_ENV} is set)" if bf16_disabled() else ""
+        return "fp32", (
+            f"auto on a CPU without native bf16{why} and no bench profile (run nsfw-desk bench)"
+        )
     return "fp32", f"auto on {device.type}"
 
 
