@@ -320,29 +320,50 @@ def measure_export(workdir: Path, count: int) -> dict[str, float]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from nsfw_desk import bench_precision as bp
+
+    if getattr(args, "library", False):
+        return bp.run_library_bench(args)
     quick = args.quick
     with tempfile.TemporaryDirectory(prefix="nsfw-desk-bench-") as tmp:
         workdir = Path(tmp)
+        compile_cost: dict[str, float] = {}
         try:
             model, model_note = bench_model(args, workdir, "fp32")
-            reduced = {}
-            if model.device.type == "cpu":
-                reduced["bf16"] = bench_model(args, workdir, "bf16")[0]
-            elif model.device.type == "cuda":
-                reduced["fp16"] = bench_model(args, workdir, "fp16")[0]
-        except ModelError as exc:
+            source = args.model or (model.spec.source if model.spec.is_local else None)
+            modes, skipped = bp.cpu_modes(model.device, getattr(args, "precisions", None))
+            if "compile" in modes:
+                # A fresh Inductor cache: the first process pays the compilation, the second
+                # shows what every later run costs; the timed scans below reuse that cache.
+                cache = workdir / "inductor"
+                print("compile: timing the first and a later run in fresh processes…")
+                compile_cost = bp.compile_costs(source, cache)
+                import os
+
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+            reduced = {mode: bench_model(args, workdir, mode)[0] for mode in modes}
+        except (ModelError, ValueError) as exc:
             print(f"nsfw-desk bench: {exc}", file=sys.stderr)
             return 3
-        from nsfw_desk.core.runtime import choose_precision
+        from nsfw_desk.core.runtime import choose_precision_why
 
-        default = choose_precision(model.device)
+        default, why = choose_precision_why(model.device, "auto", model.architecture)
         print(
-            f"model: {model_note}\ndevice: {model.describe()}; "
-            f"--precision auto picks {default} here",
+            f"model: {model_note}\ndevice: {model.describe()} ({bp.cpu_name()}); "
+            f"--precision auto picks {default} here ({why})",
             flush=True,
         )
+        for line in skipped:
+            print(f"  {line}")
+        if compile_cost:
+            print(
+                f"  compile: first batch {compile_cost['first_run_s']:.1f} s on the first run "
+                f"(empty cache), {compile_cost['later_run_s']:.1f} s on later runs (cache on "
+                "disk)"
+            )
         for m in (model, *reduced.values()):
             warm_up(m)
+        nudenet: dict[str, float | None] = {}
         corpora = [
             ("12-MP JPEG (4000×3000)", (4000, 3000), 8 if quick else 48),
             ("1024-px JPEG (1024×768)", (1024, 768), 16 if quick else 64),
@@ -358,6 +379,14 @@ def run_bench(args: argparse.Namespace) -> int:
             )
             _print_figures(figures)
             results.append(figures)
+            nudenet[name] = bp.nudenet_rate(paths)
+            if nudenet[name] is not None:
+                print(
+                    f"  NudeNet detector: {nudenet[name]:6.2f} images/s on the same files "
+                    f"(nsfw-desk fp32 {figures.scan_rate / nudenet[name]:.2f}× it)"
+                )
+            else:
+                print(f"  NudeNet detector: not installed ({bp.NUDENET_HINT})")
             if size[0] > 2000:
                 pipeline = measure_pipeline(model, paths)
                 print(
@@ -377,6 +406,14 @@ def run_bench(args: argparse.Namespace) -> int:
                 from nsfw_desk.bench_dupes import print_figures as print_hash_figures
 
                 hashing = print_hash_figures(paths, model.input_size, figures.scan_rate, quick)
+        bp.print_modes_table(results)
+        profile = bp.write_profile(model, results)
+        startup_folder = workdir / "startup"
+        startup_folder.mkdir()
+        for path in sorted((workdir / "1024x768").glob("*.jpg"))[:DEFAULT_BATCH_SIZE]:
+            (startup_folder / path.name).write_bytes(path.read_bytes())
+        startup = bp.startup_split(source, startup_folder, workdir)
+        bp.print_startup(startup)
         rescan_count = 2000 if quick else 10_000
         print(f"\nrescan of an unchanged folder: writing {rescan_count:,} files…", flush=True)
         rescan = measure_rescan(workdir, rescan_count)
@@ -434,6 +471,13 @@ def run_bench(args: argparse.Namespace) -> int:
             "detectors": detectors,
             "desk": desk,
             "perceptual_hashes": hashing,
+            "precision": {
+                "skipped": skipped,
+                "compile_cost": compile_cost,
+                "profile": asdict(profile) if profile else None,
+                "nudenet_images_per_s": nudenet,
+                "startup": startup,
+            },
         }
         args.json.write_text(json.dumps(payload, indent=2))
     return 0

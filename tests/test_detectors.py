@@ -343,6 +343,11 @@ def test_a_transformers_model_without_its_processor_is_refused(tmp_path, hf_dir)
         load_detector(folder, device="cpu")
 
 
+def test_a_timm_only_precision_is_refused_for_a_transformers_model(hf_dir):
+    with pytest.raises(ModelError, match="is a transformers model"):
+        load_detector(hf_dir, precision="int8")
+
+
 def test_transformers_missing_says_what_to_install(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "hf-config-only"
     folder.mkdir()

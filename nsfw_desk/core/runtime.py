@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nsfw_desk.core import startup
 from nsfw_desk.core.detector import infer_kind, positive_indices_for
 from nsfw_desk.core.hub import CONFIG_FILE, WEIGHTS_FILE, ModelError, ModelSpec, model_folder
+from nsfw_desk.core.precision import PRECISIONS, bf16_disabled
 from nsfw_desk.core.progress import ProgressCallback
 
 if TYPE_CHECKING:  # torch is heavy to import; keep it out of module import time
@@ -28,7 +31,7 @@ if TYPE_CHECKING:  # torch is heavy to import; keep it out of module import time
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# PRECISIONS (every --precision choice) lives in core/precision.py with the modes' rules.
 # Longer side : shorter side that preprocessing keeps; a more elongated picture is cut to its
 # centre first (see `limit_aspect`).
 MAX_ASPECT = 16
@@ -62,6 +65,11 @@ class LoadedModel:
     device_name: str = ""
     kind: str = "nsfw"  # what it detects: nsfw | ai-generated | other (core/detector.py)
     _transform: Callable[[Any], torch.Tensor] | None = field(default=None, repr=False)
+    # int8, compile and onnx run the forward pass through this (see core/accel); None: eager.
+    runner: Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]] | None = field(
+        default=None, repr=False
+    )
+    precision_reason: str = ""  # why this precision: asked for, or auto's reason
 
     @property
     def unsafe_labels(self) -> list[str]:
@@ -146,6 +154,20 @@ class LoadedModel:
 
     def predict(self, batch: torch.Tensor) -> Prediction:
         """Probabilities, unsafe score and embedding from a single forward pass."""
+        if self.runner is not None:
+            probs_np, embeddings = self.runner(batch)
+        else:
+            probs_np, embeddings = self._eager(batch)
+        startup.first_batch_done()
+        probs_np = probs_np.astype(np.float32, copy=False)
+        unsafe = probs_np[:, self.unsafe_indices].sum(axis=1)
+        return Prediction(
+            probabilities=probs_np,
+            unsafe_scores=np.clip(unsafe, 0.0, 1.0).astype(np.float32),
+            embeddings=embeddings.astype(np.float32, copy=False),
+        )
+
+    def _eager(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         module: Any = self.module  # timm's methods, which torch.nn.Module does not declare
@@ -155,18 +177,12 @@ class LoadedModel:
             embedding = module.forward_head(features, pre_logits=True)
             logits = module.get_classifier()(embedding)
             probs = logits.float().softmax(dim=-1)
-        probs_np = probs.cpu().numpy().astype(np.float32)
-        unsafe = probs_np[:, self.unsafe_indices].sum(axis=1)
-        return Prediction(
-            probabilities=probs_np,
-            unsafe_scores=np.clip(unsafe, 0.0, 1.0).astype(np.float32),
-            embeddings=embedding.float().cpu().numpy(),
-        )
+        return probs.cpu().numpy(), embedding.float().cpu().numpy()
 
     def _autocast(self):
         import torch
 
-        if self.precision == "fp32":
+        if self.precision not in ("fp16", "bf16"):
             return nullcontext()
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
@@ -222,32 +238,46 @@ def choose_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def choose_precision(device: torch.device, requested: str = "auto") -> str:
-    """fp16 autocast on CUDA; bf16 on CPUs with native bf16; fp32 on other CPUs and MPS.
+def choose_precision(
+    device: torch.device, requested: str = "auto", architecture: str | None = None
+) -> str:
+    """See `choose_precision_why`; this is its choice alone."""
+    return choose_precision_why(device, requested, architecture)[0]
 
-    The CPU rule follows `nsfw-desk bench` on an AVX512-BF16 CPU: bf16 was faster than fp32
-    and flipped no decision at 0.5 (figures and CPU in README: Precision). Without native
-    bf16 it is emulated and slower, so fp32 stays.
+
+def choose_precision_why(
+    device: torch.device, requested: str = "auto", architecture: str | None = None
+) -> tuple[str, str]:
+    """The precision to run, and why.
+
+    An explicit choice must be runnable here (core/precision.py check_available says what is
+    missing otherwise). `auto` on the CPU takes the fastest mode that `nsfw-desk bench`
+    showed within the flip budget on this machine (its profile for `architecture`); without
+    a profile: bf16 on CPUs with native bf16 (measured faster with no decision flipped, see
+    README: Precision), fp32 on other CPUs and on MPS, fp16 autocast on CUDA.
     """
+    from nsfw_desk.core import precision
+
     if requested not in PRECISIONS:
         raise ModelError(f"Unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}.")
     if requested != "auto":
-        log.debug("precision %s: asked for on %s", requested, device.type)
-        return requested
-    if device.type == "cuda":
-        chosen, why = "fp16", "auto on CUDA"
-    elif device.type == "cpu" and cpu_has_native_bf16():
-        chosen, why = "bf16", "auto on a CPU with native bf16 (avx512_bf16 or amx_bf16)"
-    elif device.type == "cpu":
-        chosen, why = "fp32", "auto on a CPU without native bf16 (it would be emulated)"
+        precision.check_available(requested, device)
+        if requested == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("precision bf16 asked for on a CPU without native bf16: it is emulated")
+        chosen, why = requested, f"asked for on {device.type}"
     else:
-        chosen, why = "fp32", f"auto on {device.type}"
+        chosen, why = precision.choose_from_profile(
+            device, architecture
+        ) or precision.default_choice(device)
     log.debug("precision %s: %s", chosen, why)
-    return chosen
+    return chosen, why
 
 
 def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo on Linux)."""
+    """True on x86 CPUs with AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo on Linux);
+    False whenever NSFW_DESK_NO_BF16 is set, to behave as on a CPU without it."""
+    if bf16_disabled():
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
@@ -303,10 +333,16 @@ def load_timm(
     kind: str | None = None,
 ) -> LoadedModel:
     """The timm classifier in `folder` (config.json + model.safetensors, as resolved)."""
+    from nsfw_desk.core.precision import enable_mps_fallback
+
+    enable_mps_fallback()  # before torch loads; macOS only
+    imports_start = time.perf_counter()
     import safetensors.torch
     import timm
     import torch
     from timm.models._hub import load_model_config_from_path
+
+    startup.imports_done(time.perf_counter() - imports_start)
 
     try:
         pretrained_cfg, architecture, model_args = load_model_config_from_path(folder)
@@ -344,22 +380,33 @@ def load_timm(
         ) from exc
 
     torch_device = choose_device(device)
-    chosen_precision = choose_precision(torch_device, precision)
+    chosen_precision, reason = choose_precision_why(torch_device, precision, architecture)
     threads = available_cores()
     torch.set_num_threads(threads)
     module.eval().to(torch_device)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else ""
     data_config = timm.data.resolve_model_data_config(module)
+    from nsfw_desk.core.accel import prepare_runner
+
+    runner = prepare_runner(
+        chosen_precision,
+        module,
+        model_id=model_id,
+        input_size=tuple(data_config["input_size"]),
+        threads=threads,
+    )
     # A local model's source is a path, and paths are logged at debug level only: the model
     # id (org/name@commit or sha256:…) says which model without saying where it lives.
     log.info(
-        "loaded %s (%s) on %s, %s, %d threads",
+        "loaded %s (%s) on %s, %s (%s), %d threads",
         model_id,
         architecture,
         device_name or torch_device,
         chosen_precision,
+        reason,
         threads,
     )
+    startup.model_loaded()
     log.debug(
         "model %s from %s: labels %s, unsafe %s, input %s, torch %s, timm %s",
         model_id,
@@ -383,4 +430,6 @@ def load_timm(
         threads=threads,
         device_name=device_name,
         kind=kind,
+        runner=runner,
+        precision_reason=reason,
     )

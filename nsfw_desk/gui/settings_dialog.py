@@ -1,4 +1,5 @@
-"""The settings dialog: model, detectors, device, batch size, blur, reviewer, auto-advance."""
+"""The settings dialog: model, detectors, device, precision, batch size, blur, reviewer,
+auto-advance."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from nsfw_desk.core.hub import DEFAULT_MODEL
 from nsfw_desk.core.images import THUMBNAIL_SIZE
+from nsfw_desk.core.precision import PRECISIONS
 from nsfw_desk.core.runtime import DEVICES
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.gui.thumbnails import blur, to_qimage
@@ -66,6 +68,13 @@ class SettingsDialog(QDialog):
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
         self.device.setCurrentText(settings.device)
+        self.precision = QComboBox()
+        self.precision.addItems(list(PRECISIONS))
+        self.precision.setCurrentText(settings.precision)
+        self.precision.setToolTip(
+            "auto: on the CPU the fastest mode `nsfw-desk bench` measured within the flip "
+            "budget on this machine, else bf16 or fp32; fp16 on CUDA (README: Precision)"
+        )
         self.batch_size = QSpinBox(minimum=1, maximum=256, value=settings.batch_size)
         self.blur = QSlider(
             Qt.Orientation.Horizontal, minimum=1, maximum=32, value=settings.blur_strength
@@ -96,6 +105,7 @@ class SettingsDialog(QDialog):
         self.detectors = DetectorsEditor(settings)
         form.addRow("Detectors", self.detectors)
         form.addRow("Device", self.device)
+        form.addRow("Precision", self.precision)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Blur strength", self.blur)
         form.addRow("", self.grayscale)
@@ -138,6 +148,7 @@ class SettingsDialog(QDialog):
             self._base,
             model=self.model.text().strip(),
             device=self.device.currentText(),
+            precision=self.precision.currentText(),
             batch_size=self.batch_size.value(),
             blur_strength=self.blur.value(),
             grayscale=self.grayscale.isChecked(),

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The precisions this backend runs (by autocast); the others need core/accel's timm paths.
+AUTOCAST_PRECISIONS = ("fp32", "fp16", "bf16")
+
 INSTALL_HINT = "pip install 'nsfw-desk[transformers]'"
 
 
@@ -285,6 +288,11 @@ def load_transformers(
 
     torch_device = choose_device(device)
     chosen_precision = choose_precision(torch_device, precision)
+    if chosen_precision not in AUTOCAST_PRECISIONS:  # int8, compile, onnx: timm models only
+        raise ModelError(
+            f"Precision {chosen_precision} is for timm models; {folder.name} is a transformers "
+            f"model: choose one of {', '.join(('auto', *AUTOCAST_PRECISIONS))}."
+        )
     threads = available_cores()
     torch.set_num_threads(threads)
     module = module.float().eval().to(torch_device)
