@@ -698,3 +698,36 @@ def _predict(model: LoadedModel | None, batch: list[_Prepared]):
     tensors = [p.tensor for p in batch if p.tensor is not None]
     assert len(tensors) == len(batch), "batch holds only content to score"
     return model.predict(torch.stack(tensors))
+
+
+@dataclass
+class DecodedBytes:
+    """One file's bytes made ready for the models: what `decode_for_models` returns."""
+
+    tensors: list[torch.Tensor]  # one model input per model, in the models' order
+    width: int
+    height: int
+    format: str
+    pdq: bytes
+    pdq_quality: int
+    thumbnail: bytes
+
+
+def decode_for_models(
+    data: bytes, models: list[LoadedModel], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedBytes:
+    """The scan's own decode → PDQ → model transform → thumbnail for one file's bytes, for
+    code that reads the bytes elsewhere (core/cluster.py, on Ray workers). Raises
+    `ImageError` with the reason, as `decode` does; the decode keeps the largest input any
+    of `models` needs, so each model's transform sees what a scan with it alone would."""
+    min_side = max(model.input_size for model in models)
+    pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=max_pixels)
+    hashed, quality = pdq_hash(pixels)
+    tensors: list[torch.Tensor] = []
+    view = None
+    for model in models:
+        tensor, resized = model.preprocess(pixels)
+        tensors.append(tensor)
+        view = view if view is not None else resized
+    assert view is not None, "at least one model"
+    return DecodedBytes(tensors, width, height, fmt, hashed, quality, make_thumbnail(view))
