@@ -320,6 +320,10 @@ def measure_export(workdir: Path, count: int) -> dict[str, float]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "cluster", False):
+        from nsfw_desk.bench_cluster import run_cluster_bench
+
+        return run_cluster_bench(args)
     quick = args.quick
     with tempfile.TemporaryDirectory(prefix="nsfw-desk-bench-") as tmp:
         workdir = Path(tmp)

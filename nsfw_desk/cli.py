@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--device", default="auto", help="device for both loops")
     bench.add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead: cluster-scan on a local Ray against scan (needs the cluster extra)",
+    )
+    bench.add_argument(
         "--json", type=Path, default=None, metavar="OUT", help="also write the figures as JSON"
     )
 

@@ -76,9 +76,8 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def options(model_dir: Path, **more) -> ClusterOptions:
-    return ClusterOptions(
-        models=[str(model_dir)], precision="fp32", batch_size=4, stall_s=240, **more
-    )
+    settings = {"precision": "fp32", "batch_size": 4, "stall_s": 240.0, **more}
+    return ClusterOptions(models=[str(model_dir)], **settings)
 
 
 def run_scan(corpus: Path, out: Path, model_dir: Path, **more):
@@ -246,6 +245,49 @@ def test_the_desk_shows_imported_scores_without_a_model(first_run, corpus, tmp_p
                 assert library.thumbnail(outcome.hash) is not None
 
 
+def test_the_desk_opens_imported_scores_without_a_model(
+    first_run, corpus, tmp_path, scanned, make_window, qtbot
+):
+    """The desk on a library that only has the import, with a model that cannot load:
+    the folder opens with the imported scores (and their model) all the same."""
+    from nsfw_desk.gui.grid import Role
+
+    out, _ = first_run
+    outcomes, _pdq, model_id = scanned
+    library_path = tmp_path / "library.sqlite"
+    with Library(library_path) as library:
+        import_results(out, library)
+    window = make_window(library_path=library_path)
+    window.model_override = str(tmp_path / "no-model-here")  # nothing to load, nothing runs
+    window.open_folder(corpus)
+
+    def scores() -> dict:
+        found = zip(
+            [window.results.index(i).data(Role.PATH) for i in range(window.results.rowCount())],
+            [window.results.index(i).data(Role.SCORE) for i in range(window.results.rowCount())],
+            strict=True,
+        )
+        return {os.fsencode(path): score for path, score in found}
+
+    qtbot.waitUntil(lambda: sum(s is not None for s in scores().values()) == 9, timeout=60_000)
+    assert window.model_id == model_id
+    for raw, outcome in outcomes.items():
+        if outcome.score is not None:
+            assert scores()[raw] == pytest.approx(outcome.score, abs=1e-4)
+
+
+def test_gpus_asked_of_a_cluster_without_any_are_refused_up_front(
+    ray_session, corpus, model_dir, tmp_path, capsys
+):
+    from nsfw_desk.cli import EXIT_USAGE, main
+
+    out = tmp_path / "results"
+    argv = ["cluster-scan", str(corpus), "--out", str(out), "--model", str(model_dir)]
+    assert main([*argv, "--num-gpus-per-worker", "1"]) == EXIT_USAGE
+    assert "asks for GPUs, but the Ray cluster has 0" in capsys.readouterr().err
+    assert cluster_results.run_folders(out) == []  # nothing was started, nothing left
+
+
 def test_resume_skips_the_files_already_done(first_run, corpus, model_dir, tmp_path):
     out, _ = first_run
     resumed = tmp_path / "results"
@@ -265,3 +307,54 @@ def test_resume_skips_the_files_already_done(first_run, corpus, model_dir, tmp_p
     assert sorted(cluster_results.row_path(r) for r in merged) == sorted(listed(corpus))
     (latest,) = [r for r in merged if cluster_results.row_path(r) == os.fsencode(changed)]
     assert latest["size"] == changed.stat().st_size
+
+
+def test_the_readme_recipe_runs_as_written(ray_session, corpus, model_dir, tmp_path, capsys):
+    """README "Score on a cluster": cluster-scan, then import with a prefix map; the test
+    model instead of the default one (no download), a temporary library."""
+    import re
+    import shlex
+
+    from nsfw_desk.cli import main
+
+    text = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+    section = text.split("## Score on a cluster: Ray Data", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1)
+    commands = [line for line in block.splitlines() if line.startswith("nsfw-desk ")]
+    assert [c.split()[1] for c in commands] == ["cluster-scan", "import"]
+    mount = tmp_path / "home-me-archive"
+    db = tmp_path / "library.sqlite"
+    for command in commands:
+        command = (
+            command.replace("/mnt/archive", str(corpus))
+            .replace("/mnt/results/archive", str(tmp_path / "results"))
+            .replace("/home/me/archive", str(mount))
+        )
+        argv = shlex.split(command)[1:]
+        argv += ["--model", str(model_dir)] if argv[0] == "cluster-scan" else ["--db", str(db)]
+        assert main(argv) == 0, (command, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert "results in" in err and "images" in err
+    with Library(db) as library:
+        model_id = library.last_model_for(mount)
+        assert model_id is not None
+        shown = list(library.results(mount, model_id))
+        assert len(shown) == len(listed(corpus))
+        assert sum(o.score is not None for o in shown) == 9
+
+
+def test_a_run_that_makes_no_progress_says_so_and_stops(
+    ray_session, corpus, model_dir, hold_dir, tmp_path
+):
+    """The model actor holds its batch (as one that cannot be placed or starves the reads
+    would): after the stall timeout the run stops with a message instead of hanging."""
+    from nsfw_desk.core.cluster import ClusterStalled
+
+    (hold_dir / "released").unlink(missing_ok=True)
+    (hold_dir / "armed").touch()
+    try:
+        thread, found = run_scan(corpus, tmp_path / "results", model_dir, stall_s=15)
+        with pytest.raises(ClusterStalled, match="No file was scored for 15 s"):
+            finish(thread, found)
+    finally:
+        (hold_dir / "released").touch()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import threading
 import time
@@ -121,15 +122,20 @@ class Pool:
 
 
 def plan_pool(
-    cpus: float, gpus: float, *, concurrency: int | None = None, num_gpus_per_worker: float = 0.0
+    cpus: float,
+    gpus: float,
+    *,
+    concurrency: int | None = None,
+    num_gpus_per_worker: float = 0.0,
+    nodes: int = 1,
 ) -> Pool:
-    """Size the actor pool from the cluster's resources.
+    """Size the actor pool from the cluster's resources (`nodes`: nodes with CPUs).
 
     Ray Data's other tasks (the listing's blocks, the Parquet writes) need whole CPUs too:
     actors that each took a whole CPU of a 2-CPU machine starved them, and the job hung
     while Ray Data reported backpressure. So the actors together ask for all but one CPU
-    (fractions are fine: Ray's CPUs are for placement, the threads are set here), and on
-    CPUs one actor per 8 cores keeps torch's threads useful.
+    per node (fractions are fine: Ray's CPUs are for placement, the threads are set here),
+    and on CPUs one actor per 8 cores keeps torch's threads useful.
     """
     if cpus < 1:
         raise ClusterError(f"The Ray cluster has {cpus:g} CPUs; it needs at least one.")
@@ -148,8 +154,9 @@ def plan_pool(
             )
     else:
         count = concurrency or max(1, int(cpus // CPUS_PER_ACTOR_ON_CPU))
-    spare = max(cpus - 1.0, 0.25)
-    num_cpus = round(max(0.1, min(float(CPUS_PER_ACTOR_ON_CPU), spare / count)), 2)
+    spare = max(cpus - max(nodes, 1), 0.25)
+    each = math.floor(spare / count * 100) / 100  # rounded down: never more than the spare
+    num_cpus = max(0.01, min(float(CPUS_PER_ACTOR_ON_CPU), each))
     threads = max(1, min(CPUS_PER_ACTOR_ON_CPU * 2, int(cpus // count)))
     return Pool(count, num_cpus, float(num_gpus_per_worker), threads)
 
@@ -166,6 +173,7 @@ class ClusterSummary:
     duplicates: int = 0  # extra rows for one path in this run (readers keep one)
     missing: int = 0  # listed files the cluster returned no row for (written as errors)
     elapsed_s: float = 0.0
+    scoring_s: float | None = None  # first model actor ready → last row (see Heartbeat)
     models: list[dict] = field(default_factory=list)
 
     @property
@@ -213,11 +221,11 @@ class ScoreFiles:
         self.thumbnails = thumbnails
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
-        self._beat(0)
+        self._beat(0, ready=True)
 
-    def _beat(self, rows: int) -> None:
+    def _beat(self, rows: int, ready: bool = False) -> None:
         if self.heartbeat is not None:
-            self.heartbeat.beat.remote(rows)
+            self.heartbeat.beat.remote(rows, ready)
 
     def _prepare(self, item: tuple[bytes, int, int]):
         from nsfw_desk.core.scan import decode_for_models
@@ -310,13 +318,24 @@ class Heartbeat:
     def __init__(self) -> None:
         self.rows = 0
         self.last = time.monotonic()
+        self.ready: float | None = None  # when the first actor had its models loaded
+        self.done = self.last  # when the latest row came
 
-    def beat(self, rows: int) -> None:
+    def beat(self, rows: int, ready: bool = False) -> None:
+        now = time.monotonic()
         self.rows += rows
-        self.last = time.monotonic()
+        self.last = now
+        if ready and self.ready is None:
+            self.ready = now
+        if rows:
+            self.done = now
 
     def state(self) -> tuple[int, float]:
         return self.rows, time.monotonic() - self.last
+
+    def scoring_s(self) -> float | None:
+        """Seconds from the first actor ready to the last row (the steady-state time)."""
+        return None if self.ready is None else self.done - self.ready
 
 
 # --- on the driver ---------------------------------------------------------------------------
@@ -366,6 +385,7 @@ def _model_records(models: list[str | None], options: ClusterOptions) -> list[di
         records.append(
             {
                 "id": model.model_id,
+                "spec": str(model.spec),  # what each actor loads: source@revision, or a folder
                 "source": model.spec.source,
                 "revision": model.spec.revision,
                 "architecture": model.architecture,
@@ -386,7 +406,14 @@ def _connect(address: str | None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no report home from a local Ray
     if address:
-        ray.init(address=address, log_to_driver=True)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except Exception as exc:  # ConnectionError, or a version mismatch with the cluster
+            raise ClusterError(
+                f"Cannot join the Ray cluster at {address}: {exc}. Check that it runs "
+                "(`ray status` on its head node) with the same Ray and Python versions, or "
+                "leave --address out for a local Ray on this machine."
+            ) from exc
     else:
         ray.init(num_cpus=available_cores(), include_dashboard=False)
     return True
@@ -419,28 +446,29 @@ def cluster_scan(
         or (d.size, d.mtime_ns) != (e.size, e.mtime_ns)
     ]
     listed_errors = [e for e in found_errors if os.fsencode(e.path) not in done]
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
-    folder = results.new_run_folder(out, run_id)
-    record: dict[str, Any] = {
-        "run": run_id,
-        "source": str(source),
-        "source_base64": base64.b64encode(os.fsencode(source)).decode("ascii"),
-        "models": models,
-        "status": "running",
-    }
-    results.write_run_file(folder, record)
-    if listed_errors:
-        _write_rows(folder / "listing-errors.parquet", _error_rows(listed_errors))
-
     started_ray = _connect(options.address)
     try:
+        # The pool first: a cluster that cannot run it leaves no run folder behind.
         resources = ray.cluster_resources()
         pool = plan_pool(
             float(resources.get("CPU", 0)),
             float(resources.get("GPU", 0)),
             concurrency=options.concurrency,
             num_gpus_per_worker=options.num_gpus_per_worker,
+            nodes=sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")),
         )
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+        folder = results.new_run_folder(out, run_id)
+        record: dict[str, Any] = {
+            "run": run_id,
+            "source": str(source),
+            "source_base64": base64.b64encode(os.fsencode(source)).decode("ascii"),
+            "models": models,
+            "status": "running",
+        }
+        results.write_run_file(folder, record)
+        if listed_errors:
+            _write_rows(folder / "listing-errors.parquet", _error_rows(listed_errors))
         summary = ClusterSummary(folder, pool, models=models)
         summary.files = len(entries) + len(found_errors)
         summary.skipped = summary.files - len(todo) - len(listed_errors)
@@ -449,7 +477,9 @@ def cluster_scan(
             f"{len(todo):,} to score on {pool.describe()}"
         )
         if todo:
-            _run(ray, todo, folder, pool, options, [m["source"] for m in models], say)
+            summary.scoring_s = _run(
+                ray, todo, folder, pool, options, [m["spec"] for m in models], say
+            )
         _check(folder, todo, summary)
     finally:
         if started_ray:
@@ -480,8 +510,9 @@ def _run(
     options: ClusterOptions,
     model_sources: list[str],
     say: Callable[[str], None],
-) -> None:
-    """The Ray Data pipeline; stops it (and says why) when no row comes back for stall_s."""
+) -> float | None:
+    """The Ray Data pipeline; stops it (and says why) when no row comes back for stall_s.
+    Returns the seconds from the first model actor ready to the last row."""
     items = [
         {
             "path_b64": base64.b64encode(os.fsencode(e.path)).decode("ascii"),
@@ -510,7 +541,7 @@ def _run(
             "max_pixels": options.max_pixels,
             "heartbeat": heartbeat,
         },
-        concurrency=pool.concurrency,
+        compute=ray.data.ActorPoolStrategy(size=pool.concurrency),
         num_cpus=pool.num_cpus,
         num_gpus=pool.num_gpus or None,
         # A killed actor is restarted and its batch retried: Ray Data's defaults for actor
@@ -523,7 +554,9 @@ def _run(
 
     def write() -> None:
         try:
-            dataset.write_parquet(str(folder), ray_remote_args={"max_retries": 4})
+            # Half a CPU per write task: with the actors' share, a write never waits for a
+            # whole CPU to be free (and Ray Data does not warn that the job may hang).
+            dataset.write_parquet(str(folder), ray_remote_args={"max_retries": 4, "num_cpus": 0.5})
         except BaseException as exc:  # reported by the driver thread
             failure.append(exc)
 
@@ -548,6 +581,10 @@ def _run(
             )
     if failure:
         raise ClusterError(f"The Ray Data run failed: {failure[0]}") from failure[0]
+    try:
+        return ray.get(heartbeat.scoring_s.remote(), timeout=30)
+    except Exception:  # a figure only
+        return None
 
 
 def _check(folder: Path, todo: list[FileEntry], summary: ClusterSummary) -> None:
