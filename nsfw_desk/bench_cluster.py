@@ -78,6 +78,14 @@ def run_cluster_bench(args: argparse.Namespace) -> int:
             f"  max |Δp| vs scan : {worst:.2e} (fp32 both)",
             flush=True,
         )
+        if steady:
+            hours = 1e7 / steady / 3600
+            print(
+                f"  10M images       : about {hours:,.0f} h on one node like this one at the "
+                f"steady rate; on N such nodes {hours:,.0f}/N h, plus the actors' start once "
+                "(see README: Score on a cluster)",
+                flush=True,
+            )
         if args.json:
             args.json.write_text(
                 json.dumps(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")  # no Ray starts unless a test starts it
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
@@ -354,7 +355,10 @@ def test_a_run_that_makes_no_progress_says_so_and_stops(
     (hold_dir / "armed").touch()
     try:
         thread, found = run_scan(corpus, tmp_path / "results", model_dir, stall_s=15)
-        with pytest.raises(ClusterStalled, match="No file was scored for 15 s"):
+        with pytest.raises(ClusterStalled, match="No file was scored for 15 s") as stalled:
             finish(thread, found)
     finally:
         (hold_dir / "released").touch()
+    # This session is the test's: the job is its to end. Released, it finishes.
+    stalled.value.writer.join(RUN_LIMIT_S)
+    assert not stalled.value.writer.is_alive()

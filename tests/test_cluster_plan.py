@@ -72,3 +72,21 @@ def test_prefixes_map_byte_for_byte():
 def test_on_several_nodes_each_keeps_a_cpu():
     pool = plan_pool(64, 0, nodes=8)  # eight 8-CPU nodes: one actor each, 7 CPUs
     assert pool.concurrency == 8 and pool.num_cpus == 7.0
+
+
+def test_only_core_cluster_imports_ray():
+    """Ray stays optional: one module imports it, inside functions."""
+    from pathlib import Path
+
+    package = Path(__file__).parents[1] / "nsfw_desk"
+    importers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if any(
+            line.strip().startswith(("import ray", "from ray"))
+            for line in path.read_text("utf-8").splitlines()
+        )
+    )
+    assert importers == ["core/cluster.py"]
+    source = (package / "core" / "cluster.py").read_text("utf-8")
+    assert "\nimport ray" not in source and "\nfrom ray" not in source  # not at module level

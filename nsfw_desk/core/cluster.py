@@ -71,10 +71,20 @@ class ClusterError(Exception):
 
 
 class ClusterStalled(ClusterError):
-    """No row came back for the stall timeout: the run was stopped."""
+    """No row came back for the stall timeout: the run was stopped.
+
+    When cluster_scan started or joined Ray itself it disconnects, which ends the job; in a
+    session that was already connected (a test, a notebook) the job is the caller's to end,
+    and `writer` is the thread still waiting on it."""
+
+    def __init__(self, message: str, writer: threading.Thread | None = None) -> None:
+        super().__init__(message)
+        self.writer = writer
 
 
 def require_ray() -> Any:
+    # No Ray call may start a Ray of its own behind our back (a late call after a stall).
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     try:
         import ray
         import ray.data  # noqa: F401
@@ -240,9 +250,8 @@ class ScoreFiles:
             return FileError(path, exc.kind, exc.message, size, mtime_ns)
         except Exception as exc:  # a bug or a Pillow surprise: reported on the file, as scan
             log.exception("unexpected error preparing a file")
-            return FileError(
-                path, ErrorKind.DECODE_ERROR, f"unexpected {type(exc).__name__}: {exc}"
-            )
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            return FileError(path, ErrorKind.DECODE_ERROR, message, size, mtime_ns)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         import torch
@@ -577,7 +586,8 @@ def _run(
                 f"{len(items):,} so far), so the run was stopped. The cluster may lack "
                 f"the resources asked for ({pool.describe()}; it has "
                 f"{ray.cluster_resources()}), or a model actor cannot start (see Ray's "
-                "log above). Rows written so far are kept; the same command resumes."
+                "log above). Rows written so far are kept; the same command resumes.",
+                writer,
             )
     if failure:
         raise ClusterError(f"The Ray Data run failed: {failure[0]}") from failure[0]
