@@ -718,8 +718,9 @@ def decode_for_models(
 ) -> DecodedBytes:
     """The scan's own decode → PDQ → model transform → thumbnail for one file's bytes, for
     code that reads the bytes elsewhere (core/cluster.py, on Ray workers). Raises
-    `ImageError` with the reason, as `decode` does; the decode keeps the largest input any
-    of `models` needs, so each model's transform sees what a scan with it alone would."""
+    `ImageError` with the reason, as `decode` does. With one model the pixels are exactly a
+    scan's; with several, the JPEG draft keeps the largest input any of them needs, so a
+    smaller model may see a less reduced draft than a scan with it alone (never a smaller)."""
     min_side = max(model.input_size for model in models)
     pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=max_pixels)
     hashed, quality = pdq_hash(pixels)
