@@ -324,6 +324,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if getattr(args, "library", False):
         return bp.run_library_bench(args)
+    if getattr(args, "cluster", False):
+        from nsfw_desk.bench_cluster import run_cluster_bench
+
+        return run_cluster_bench(args)
     quick = args.quick
     with tempfile.TemporaryDirectory(prefix="nsfw-desk-bench-") as tmp:
         workdir = Path(tmp)

@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--device", default="auto", help="device for both loops")
     bench.add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead: cluster-scan on a local Ray against scan (needs the cluster extra)",
+    )
+    bench.add_argument(
         "--json", type=Path, default=None, metavar="OUT", help="also write the figures as JSON"
     )
     from nsfw_desk import bench_precision
@@ -334,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
     cli_train.add_parser(commands)
     cli_compare.add_parser(commands)
+    from nsfw_desk import cli_cluster, cli_import
+
+    for module in (cli_cluster, cli_import):
+        module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
     return parser
 
 
@@ -376,6 +385,8 @@ COMMANDS = (
     "similar",
     "train",
     "compare",
+    "cluster-scan",
+    "import",
 )
 
 
@@ -417,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
 
             modules = {"dupes": cli_dupes, "hashlist": cli_hashlist, "similar": cli_similar}
             return modules[args.command].run(args)
+        if args.command in ("cluster-scan", "import"):
+            from nsfw_desk import cli_cluster, cli_import
+
+            return (cli_cluster if args.command == "cluster-scan" else cli_import).run(args)
         if args.command in ("train", "compare"):
             return (cli_train if args.command == "train" else cli_compare).run(args)
     except KeyboardInterrupt:

@@ -848,3 +848,37 @@ def _predict_all(detectors: list[Detector], batch: list[_Prepared]) -> dict[int,
         stacked = torch.stack([batch[n].tensors[i] for n in positions])
         results[i] = (detector.predict(stacked), {n: k for k, n in enumerate(positions)})
     return results
+
+
+@dataclass
+class DecodedBytes:
+    """One file's bytes made ready for the models: what `decode_for_models` returns."""
+
+    tensors: list[torch.Tensor]  # one model input per model, in the models' order
+    width: int
+    height: int
+    format: str
+    pdq: bytes
+    pdq_quality: int
+    thumbnail: bytes
+
+
+def decode_for_models(
+    data: bytes, models: list[Detector], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedBytes:
+    """The scan's own decode → PDQ → model transform → thumbnail for one file's bytes, for
+    code that reads the bytes elsewhere (core/cluster.py, on Ray workers). Raises
+    `ImageError` with the reason, as `decode` does. With one model the pixels are exactly a
+    scan's; with several, the JPEG draft keeps the largest input any of them needs, so a
+    smaller model may see a less reduced draft than a scan with it alone (never a smaller)."""
+    min_side = max(model.input_size for model in models)
+    pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=max_pixels)
+    hashed, quality = pdq_hash(pixels)
+    tensors: list[torch.Tensor] = []
+    view = None
+    for model in models:
+        tensor, resized = model.preprocess(pixels)
+        tensors.append(tensor)
+        view = view if view is not None else resized
+    assert view is not None, "at least one model"
+    return DecodedBytes(tensors, width, height, fmt, hashed, quality, make_thumbnail(view))

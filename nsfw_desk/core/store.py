@@ -1735,6 +1735,132 @@ class Library:
                 found.setdefault(digest, []).append((_path(raw), text, fmt))
         return found
 
+    # results scored elsewhere (core/cluster_import.py)
+
+    def import_results(
+        self,
+        files: list[ScoredFile],
+        scores: list[tuple[str, str, float, bytes, bytes | None]],
+        errors: list,
+    ) -> dict[str, int]:
+        """Rows scored elsewhere (`nsfw-desk import` of a cluster-scan), in one transaction,
+        changing nothing that is already so: a file row stored with the same size, mtime and
+        hash stays as it is (its scanned_at too); a stored score of a content by a model is
+        kept; a PDQ hash and a thumbnail only fill a gap; an error row is replaced only when
+        it differs. Importing the same rows twice therefore changes nothing.
+
+        `scores`: (hash, model id, unsafe, probabilities '<f4' blob, embedding '<f2' blob);
+        `errors`: FileError-like. Returns how many rows of each kind changed."""
+        now = now_utc()
+        changed = {"files": 0, "scores": 0, "errors": 0, "pdq": 0, "thumbnails": 0}
+        thumbs = [(i.hash, i.thumbnail) for i in files if i.thumbnail]
+        if thumbs:  # first, as record_scored: a crash between leaves a spare thumbnail
+            with write_transaction(self.thumbs):
+                before = self.thumbs.conn.total_changes
+                self.thumbs.conn.executemany(
+                    "INSERT OR IGNORE INTO thumbnails (hash, jpeg) VALUES (?, ?)", thumbs
+                )
+                changed["thumbnails"] = self.thumbs.conn.total_changes - before
+        conn = self.db.conn
+        with write_transaction(self.db):
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO files (path_bytes, path, size, mtime_ns, hash, width, height, "
+                "format, scanned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (path_bytes) DO UPDATE SET size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, hash = excluded.hash, width = excluded.width, "
+                "height = excluded.height, format = excluded.format, "
+                "scanned_at = excluded.scanned_at "
+                "WHERE files.size IS NOT excluded.size OR files.mtime_ns IS NOT "
+                "excluded.mtime_ns OR files.hash IS NOT excluded.hash",
+                [
+                    (
+                        os.fsencode(i.path),
+                        display_path(i.path),
+                        i.size,
+                        i.mtime_ns,
+                        i.hash,
+                        i.width,
+                        i.height,
+                        i.format,
+                        now,
+                    )
+                    for i in files
+                ],
+            )
+            changed["files"] = conn.total_changes - before
+            self._delete_paths("errors", [os.fsencode(i.path) for i in files])
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO scores "
+                "(hash, model_id, unsafe, probabilities, embedding, scored_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(*row, now) for row in scores],
+            )
+            changed["scores"] = conn.total_changes - before
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO content_hashes (hash, pdq, pdq_quality) VALUES (?, ?, ?) "
+                "ON CONFLICT (hash) DO UPDATE SET pdq = excluded.pdq, "
+                "pdq_quality = excluded.pdq_quality WHERE content_hashes.pdq IS NULL",
+                [(i.hash, i.pdq, i.pdq_quality) for i in files if i.pdq is not None],
+            )
+            changed["pdq"] = conn.total_changes - before
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO errors (path_bytes, path, kind, message, size, mtime_ns, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path_bytes) DO UPDATE SET "
+                "kind = excluded.kind, message = excluded.message, size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, at = excluded.at "
+                "WHERE errors.kind IS NOT excluded.kind OR errors.message IS NOT "
+                "excluded.message OR errors.size IS NOT excluded.size "
+                "OR errors.mtime_ns IS NOT excluded.mtime_ns",
+                [
+                    (
+                        os.fsencode(e.path),
+                        display_path(e.path),
+                        e.kind,
+                        e.message,
+                        e.size,
+                        e.mtime_ns,
+                        now,
+                    )
+                    for e in errors
+                ],
+            )
+            changed["errors"] = conn.total_changes - before
+            self._delete_paths("files", [os.fsencode(e.path) for e in errors])
+        return changed
+
+    def record_import(self, root: Path, model_id: str, *, files: int, errors: int) -> bool:
+        """A scan-history row saying `root` holds `model_id`'s imported scores, so the desk
+        shows them when the folder opens (see `last_model_for`); only when the history has
+        no row for that folder and model yet. True when one was added."""
+        root_bytes = os.fsencode(root)
+        with write_transaction(self.db):
+            row = self.db.execute(
+                "SELECT 1 FROM scans WHERE root_bytes = ? AND model_id = ? LIMIT 1",
+                (root_bytes, model_id),
+            ).fetchone()
+            if row is not None:
+                return False
+            now = now_utc()
+            self.db.table("scans").insert(
+                {
+                    "root": display_path(root),
+                    "root_bytes": root_bytes,
+                    "model_id": model_id,
+                    "started_at": now,
+                    "finished_at": now,
+                    "status": "imported",
+                    "files": files,
+                    "scored": 0,
+                    "cached": files - errors,
+                    "errors": errors,
+                }
+            )
+        return True
+
 
 _INSERT_ENTRY = (
     "INSERT INTO hash_list_entries (list_id, algorithm, digest, quality, line) "

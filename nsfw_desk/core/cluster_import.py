@@ -1,0 +1,179 @@
+"""`nsfw-desk import RESULTS_DIR`: a cluster-scan's results into the library, without Ray.
+
+Rows go in by content hash, as a scan's would: file rows (path, size, mtime, hash), each
+model's score with its probabilities and embedding, the PDQ hash, the thumbnail, and the
+errors. The models are registered from the runs' run.json. `--map-prefix FROM=TO` turns the
+paths the cluster saw into the paths this machine sees (byte for byte, so names that are not
+UTF-8 map too). Nothing that is already so is written again (`Library.import_results`), so
+importing twice changes nothing. Each run's source folder gets a history row, so the desk
+shows the imported scores as soon as the folder opens, before any model loads.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nsfw_desk.core import cluster_results as results
+from nsfw_desk.core.images import FileError
+from nsfw_desk.core.store import Library, ScoredFile
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2000  # rows per transaction
+
+
+@dataclass(frozen=True)
+class PrefixMap:
+    old: bytes
+    new: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> PrefixMap:
+        """`FROM=TO` (the first `=` splits; the command line's bytes are kept exactly)."""
+        old, sep, new = text.partition("=")
+        if not sep or not old:
+            raise ValueError(f"--map-prefix wants FROM=TO, not {text!r}")
+        return cls(os.fsencode(old), os.fsencode(new))
+
+
+def map_path(raw: bytes, maps: Iterable[PrefixMap]) -> bytes:
+    """`raw` with the first matching prefix replaced (bytes-exact); unchanged otherwise."""
+    for prefix in maps:
+        if raw.startswith(prefix.old):
+            return prefix.new + raw[len(prefix.old) :]
+    return raw
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    images: int = 0
+    errors: int = 0
+    models: list[str] = field(default_factory=list)
+    changed: dict[str, int] = field(
+        default_factory=lambda: {
+            "files": 0,
+            "scores": 0,
+            "errors": 0,
+            "pdq": 0,
+            "thumbnails": 0,
+            "history": 0,
+        }
+    )
+
+    @property
+    def unchanged(self) -> bool:
+        return not any(self.changed.values())
+
+
+def _chunks(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def import_results(out: Path, library: Library, *, maps: Iterable[PrefixMap] = ()) -> ImportSummary:
+    """Load every row of the cluster-scan results in `out` into `library`."""
+    results.require_pyarrow()
+    maps = list(maps)
+    out = Path(out)
+    records = results.run_records(out)
+    if not records:
+        raise results.ResultsError(
+            f"{out} holds no cluster-scan results (no run-*/run.json); "
+            "give the --out folder of nsfw-desk cluster-scan."
+        )
+    summary = ImportSummary()
+    models: dict[str, dict] = {}
+    for record in records:
+        for model in record.get("models") or []:
+            models.setdefault(model["id"], model)
+    for model in models.values():
+        library.register_model(
+            model["id"],
+            source=model["source"],
+            revision=model.get("revision"),
+            architecture=model["architecture"],
+            labels=list(model["labels"]),
+            unsafe_labels=list(model["unsafe_labels"]),
+            display_name=model.get("display_name"),
+        )
+    summary.models = list(models)
+    unknown: set[str] = set()
+    for chunk in _chunks(results.read_rows(out), CHUNK):
+        files: list[ScoredFile] = []
+        scores: list[tuple[str, str, float, bytes, bytes | None]] = []
+        errors: list[FileError] = []
+        for row in chunk:
+            path = Path(os.fsdecode(map_path(results.row_path(row), maps)))
+            if row.get("error_kind") is not None:
+                errors.append(
+                    FileError(path, row["error_kind"], row["error"], row["size"], row["mtime_ns"])
+                )
+                continue
+            digest = row["hash"]
+            files.append(
+                ScoredFile(
+                    path,
+                    row["size"],
+                    row["mtime_ns"],
+                    digest,
+                    row["width"],
+                    row["height"],
+                    row["format"],
+                    thumbnail=row.get("thumbnail"),
+                    pdq=row.get("pdq"),
+                    pdq_quality=row.get("pdq_quality"),
+                )
+            )
+            for score in row.get("scores") or []:
+                if score["model"] not in models:
+                    unknown.add(score["model"])
+                    continue
+                scores.append(
+                    (
+                        digest,
+                        score["model"],
+                        float(score["unsafe"]),
+                        np.asarray(score["probabilities"], dtype="<f4").tobytes(),
+                        score["embedding"],
+                    )
+                )
+        changed = library.import_results(files, scores, errors)
+        for key, count in changed.items():
+            summary.changed[key] += count
+        summary.rows += len(chunk)
+        summary.images += len(files)
+        summary.errors += len(errors)
+    if unknown:
+        log.warning("scores of %d models not named in any run.json were left out", len(unknown))
+    for record in records:
+        root = _source(record)
+        if root is None:
+            continue
+        mapped = Path(os.fsdecode(map_path(root, maps)))
+        for model in record.get("models") or []:
+            added = library.record_import(
+                mapped, model["id"], files=summary.rows, errors=summary.errors
+            )
+            summary.changed["history"] += int(added)
+    return summary
+
+
+def _source(record: dict) -> bytes | None:
+    encoded = record.get("source_base64")
+    if encoded:
+        return base64.b64decode(encoded)
+    return os.fsencode(record["source"]) if record.get("source") else None
