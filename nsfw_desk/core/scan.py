@@ -495,6 +495,9 @@ def _scan_entries(
                         p.thumbnail,
                         p.pdq,
                         p.pdq_quality,
+                        details=prediction.details[i]
+                        if prediction and prediction.details
+                        else None,
                     )
                 )
                 outcomes.append(
