@@ -377,6 +377,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 from nsfw_desk.bench_dupes import print_figures as print_hash_figures
 
                 hashing = print_hash_figures(paths, model.input_size, figures.scan_rate, quick)
+                from nsfw_desk.bench_explain import print_explain_figures
+
+                explained = print_explain_figures(model, quick)
         rescan_count = 2000 if quick else 10_000
         print(f"\nrescan of an unchanged folder: writing {rescan_count:,} files…", flush=True)
         rescan = measure_rescan(workdir, rescan_count)
@@ -424,6 +427,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "training": training,
             "desk": desk,
             "perceptual_hashes": hashing,
+            "heat_map": explained,
         }
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
