@@ -112,6 +112,9 @@ def test_checker_line_names_slots_and_margins(qtbot, make_window):
 
     window = make_window()
     window.detail.show_item(None, "abc", details={"sd": details, "vit": None})
+    assert window.detail.why_label.isVisibleTo(window)
     assert window.detail.why_label.text().startswith("sd: concepts 3 (+0.012)")
     assert window.detail.why_label.toolTip() == CONCEPTS_TOOLTIP
     assert "names were never published" in CONCEPTS_TOOLTIP
+    window.detail.show_item(None, "abc", details={"vit": None})
+    assert not window.detail.why_label.isVisibleTo(window)

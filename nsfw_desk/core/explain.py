@@ -110,7 +110,8 @@ def explain(model: LoadedModel, pixels: Image.Image, method: str = DEFAULT_METHO
     started = time.perf_counter()
     tensor, _ = model.preprocess(upright)
     x = tensor.unsqueeze(0).to(model.device)
-    if method == "gradcam" and type(model.module.blocks[-1]).__name__ != "Block":
+    module: Any = model.module  # timm's VisionTransformer
+    if method == "gradcam" and type(module.blocks[-1]).__name__ != "Block":
         method = "rollout"  # a block of another layout (norm after attention): no Grad-CAM
     if method == "rollout":
         with torch.inference_mode():
@@ -209,7 +210,7 @@ def gradcam_package(
     """The same Grad-CAM through the grad-cam package (hooks on the shared model, and
     OpenCV, matplotlib, SciPy and scikit-learn imported first): for `bench` to compare."""
     try:
-        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam import GradCAM  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ModelError(GRADCAM_MISSING) from exc
     import torch
@@ -251,7 +252,8 @@ def deletion_curve(
     import torch
 
     tensor, _ = model.preprocess(pixels)
-    rows, cols = model.module.patch_embed.grid_size
+    module: Any = model.module  # timm's VisionTransformer
+    rows, cols = module.patch_embed.grid_size
     ph, pw = tensor.shape[1] // rows, tensor.shape[2] // cols
     batch = []
     for step in range(steps + 1):
@@ -261,7 +263,7 @@ def deletion_curve(
             masked[:, r * ph : (r + 1) * ph, c * pw : (c + 1) * pw] = 0.0
         batch.append(masked)
     with torch.inference_mode():
-        probs = model.module(torch.stack(batch).to(model.device)).float().softmax(dim=-1)
+        probs = module(torch.stack(batch).to(model.device)).float().softmax(dim=-1)
     return probs[:, model.unsafe_indices].sum(dim=1).cpu().tolist()
 
 

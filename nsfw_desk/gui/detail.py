@@ -86,7 +86,7 @@ class DetailPane(QWidget):
         """Facts and history scroll under the preview: a long path wraps to more lines than
         the layout's minimum size allows for, and must never be painted over by the preview."""
         facts = QWidget()
-        form = QFormLayout(facts)
+        form = self._form = QFormLayout(facts)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("File", self.path_label)
         form.addRow("Size", self.size_label)
@@ -148,7 +148,7 @@ class DetailPane(QWidget):
             if d and "concepts" in d
         ]
         self.why_label.setText("\n".join(why))
-        self.why_label.setVisible(bool(why))
+        self._form.setRowVisible(self.why_label, bool(why))
         self.label_label.setText({"unsafe": "Unsafe", "safe": "Safe"}.get(label, "Not reviewed"))
         self.tags_label.setText(" · ".join(tags) if tags else "none (T to add)")
         self.history.setPlainText(
