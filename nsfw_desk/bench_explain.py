@@ -110,7 +110,7 @@ def print_explain_figures(model: LoadedModel, quick: bool = False) -> dict[str, 
         print(
             f"  heat map        : {figures['package_ms']:6.0f} ms Grad-CAM through the grad-cam "
             f"package (first call {figures['package_first_ms']:.0f} ms, its imports); its map "
-            f"vs ours: correlation {figures['package_corr']:.4f}",
+            f"vs ours (scaled and resized as it does): max |Δ| {figures['package_diff']:.5f}",
             flush=True,
         )
     else:
