@@ -410,6 +410,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 from nsfw_desk.bench_dupes import print_figures as print_hash_figures
 
                 hashing = print_hash_figures(paths, model.input_size, figures.scan_rate, quick)
+                from nsfw_desk.bench_explain import print_explain_figures
+
+                explained = print_explain_figures(model, quick)
         bp.print_modes_table(results)
         profile = bp.write_profile(model, results)
         startup_folder = workdir / "startup"
@@ -482,6 +485,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 "nudenet_images_per_s": nudenet,
                 "startup": startup,
             },
+            "heat_map": explained,
         }
         args.json.write_text(json.dumps(payload, indent=2))
     return 0

@@ -44,7 +44,9 @@ class Prediction:
     probabilities: np.ndarray  # (N, classes) float32
     unsafe_scores: np.ndarray  # (N,) float32, summed probability of the unsafe classes
     embeddings: np.ndarray  # (N, D) float32, pooled pre-logits features
-    details: list[dict] | None = None  # one JSON-able dict per image (the safety checker's)
+    # One JSON-able dict per image that the library keeps beside the score (scores.details),
+    # e.g. the safety checker's per-concept margins; None for a plain classifier.
+    details: list[dict] | None = None
 
 
 @dataclass

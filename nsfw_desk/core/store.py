@@ -762,6 +762,22 @@ def _migrate_add_ai_labels(db: sqlite_utils.Database) -> None:
     )
 
 
+NOTES_SCORE_DETAILS = {
+    "scores.details": "JSON object or NULL: what a detector says beyond its score, e.g. the "
+    "Stable Diffusion safety checker's {concepts: [17 margins], special: [3 margins], "
+    "adjustment: 0.0|0.01, fired: [concept indices], special_fired: [indices]}",
+}
+
+
+def _migrate_add_score_details(db: sqlite_utils.Database) -> None:
+    """Per-score details (issue 13): why a detector scored an image as it did."""
+    db.execute("ALTER TABLE scores ADD COLUMN details TEXT")
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO notes (topic, note) VALUES (?, ?)",
+        list(NOTES_SCORE_DETAILS.items()),
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
@@ -770,6 +786,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_add_pdq_and_hash_lists,
     _migrate_add_shared_embeddings,
     _migrate_add_ai_labels,
+    _migrate_add_score_details,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -850,7 +867,7 @@ class ScoredFile:
     thumbnail: bytes | None = None
     pdq: bytes | None = None  # 32 bytes; None: not decoded in this scan
     pdq_quality: int | None = None
-    details: dict | None = None  # a detector's per-image details (the safety checker's)
+    details: dict | None = None  # JSON-able facts of the score (the safety checker's margins)
 
 
 @dataclass(frozen=True)
@@ -1087,6 +1104,19 @@ class Library:
             found.update(rows)
         return found
 
+    def score_details(self, content_hash: str, model_id: str) -> dict | None:
+        """The details stored with a score (`ScoredFile.details`), or None."""
+        row = self.db.execute(
+            "SELECT details FROM scores WHERE hash = ? AND model_id = ?", (content_hash, model_id)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            value = json.loads(row[0])
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
     def embedding_blobs(
         self, model_id: str, hashes: Iterable[str] | None = None
     ) -> list[tuple[str, bytes]]:
@@ -1177,6 +1207,7 @@ class Library:
                         "probabilities": float32_blob(item.probabilities),
                         "embedding": float16_blob(item.embedding),
                         "scored_at": now,
+                        "details": None if item.details is None else json.dumps(item.details),
                     }
                 )
         perceptual = [(i.hash, i.pdq, i.pdq_quality) for i in items if i.pdq is not None]

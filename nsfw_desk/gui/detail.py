@@ -23,6 +23,12 @@ from nsfw_desk.core.units import format_size
 from nsfw_desk.gui.thumbnails import ThumbnailCache
 
 PREVIEW_MIN_HEIGHT = 160
+CONCEPTS_TOOLTIP = (
+    "The Stable Diffusion safety checker compares the image with 17 concepts and 3 "
+    "special-care concepts whose names were never published, so they are shown by slot "
+    "number (0-16, 0-2) with their margin over the threshold; any special-care hit lowers "
+    "every concept threshold by 0.01, and any concept above its threshold flags the image."
+)
 
 
 class DetailPane(QWidget):
@@ -35,6 +41,9 @@ class DetailPane(QWidget):
         self.path: Path | None = None
         self.revealed = False
         self.hide_all = False
+        self.heat = None  # core.explain.HeatMap of `heat_for`
+        self.heat_for: str | None = None
+        self.heat_visible = False
 
         self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumSize(QSize(240, PREVIEW_MIN_HEIGHT))
@@ -44,6 +53,9 @@ class DetailPane(QWidget):
         self.preview.mousePressEvent = lambda e: self.reveal_requested.emit(True)
         self.preview.mouseReleaseEvent = lambda e: self.reveal_requested.emit(False)
 
+        self.heat_label = QLabel(wordWrap=True)  # which detector and class the map shows
+        self.heat_label.setObjectName("heat")
+        self.heat_label.hide()
         self.path_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         # A path segment longer than the pane cannot wrap: it is clipped (the tooltip has it
         # all) instead of widening the facts past the pane.
@@ -51,6 +63,9 @@ class DetailPane(QWidget):
         self.size_label = QLabel()
         self.dims_label = QLabel()
         self.scores_label = QLabel(wordWrap=True)
+        self.why_label = QLabel(wordWrap=True)  # the safety checker's slots that fired
+        self.why_label.setObjectName("why")
+        self.why_label.setToolTip(CONCEPTS_TOOLTIP)
         self.label_label = QLabel()
         self.tags_label = QLabel(wordWrap=True)
         self.tags_label.setObjectName("tags")
@@ -61,6 +76,7 @@ class DetailPane(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.preview, 1)
+        layout.addWidget(self.heat_label)
         layout.addWidget(self._facts_area())
         layout.addWidget(self.show_button)
         self.show_item(None)
@@ -70,12 +86,13 @@ class DetailPane(QWidget):
         """Facts and history scroll under the preview: a long path wraps to more lines than
         the layout's minimum size allows for, and must never be painted over by the preview."""
         facts = QWidget()
-        form = QFormLayout(facts)
+        form = self._form = QFormLayout(facts)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("File", self.path_label)
         form.addRow("Size", self.size_label)
         form.addRow("Dimensions", self.dims_label)
         form.addRow("Scores", self.scores_label)
+        form.addRow("Why", self.why_label)
         form.addRow("Label", self.label_label)
         form.addRow("Tags", self.tags_label)
         form.addRow(QLabel("Decision history"))
@@ -101,8 +118,12 @@ class DetailPane(QWidget):
         history: list | None = None,
         tags: tuple[str, ...] | list[str] = (),
         model_names: dict[str, str] | None = None,
+        details: dict[str, dict] | None = None,
     ) -> None:
         self.path, self.hash, self.revealed = path, content_hash, False
+        if content_hash != self.heat_for:
+            self.heat, self.heat_for = None, None
+            self.heat_label.setText("")
         self.show_button.setEnabled(path is not None)
         self.path_label.setText(str(path) if path else "No image selected")
         self.path_label.setToolTip(str(path) if path else "")
@@ -121,6 +142,13 @@ class DetailPane(QWidget):
                     if score is not None and not math.isnan(score)
                 )
             )
+        why = [
+            checker_line(d, (model_names or {}).get(m) or _short(m))
+            for m, d in (details or {}).items()
+            if d and "concepts" in d
+        ]
+        self.why_label.setText("\n".join(why))
+        self._form.setRowVisible(self.why_label, bool(why))
         self.label_label.setText({"unsafe": "Unsafe", "safe": "Safe"}.get(label, "Not reviewed"))
         self.tags_label.setText(" · ".join(tags) if tags else "none (T to add)")
         self.history.setPlainText(
@@ -140,6 +168,25 @@ class DetailPane(QWidget):
     def set_revealed(self, revealed: bool) -> None:
         self.revealed = revealed
         self._paint_preview()
+
+    def set_heat_visible(self, visible: bool) -> None:
+        """H: draw the heat map over the preview (when one has arrived for this item)."""
+        self.heat_visible = visible
+        self.heat_label.setVisible(visible)
+        if visible and self.heat is not None:
+            self.heat_label.setText(self.heat.describe())
+        self._paint_preview()
+
+    def set_heat(self, content_hash: str, heat) -> None:
+        """A heat map arrived from the worker; kept only if it is for the item shown."""
+        if content_hash != self.hash:
+            return
+        self.heat, self.heat_for = heat, content_hash
+        self.heat_label.setText(heat.describe())
+        self._paint_preview()
+
+    def set_heat_text(self, text: str) -> None:
+        self.heat_label.setText(text)
 
     def set_hide_all(self, hidden: bool) -> None:
         self.hide_all = hidden
@@ -165,17 +212,42 @@ class DetailPane(QWidget):
             self.preview.setPixmap(QPixmap())
             self.preview.setText("Hidden" if self.hide_all else "")
             return
-        self.preview.setPixmap(
-            pixmap.scaled(
-                self.preview.size(),
-                Qt.AspectRatioMode.KeepAspectRatio,
-                Qt.TransformationMode.SmoothTransformation,
-            )
+        shown = pixmap.scaled(
+            self.preview.size(),
+            Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
         )
+        if self.heat_visible and self.heat is not None and self.heat_for == self.hash:
+            from nsfw_desk.gui.heatmap import overlay_heat
+
+            shown = overlay_heat(shown, self.heat)
+        self.preview.setPixmap(shown)
 
     def show_in_folder(self) -> None:
         if self.path is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path.parent)))
+
+
+def checker_line(details: dict, name: str) -> str:
+    """What the safety checker's margins say, e.g. `concepts 3 (+0.012) · special care 0
+    (+0.002): thresholds 0.01 lower`; slots by number (the names are not published)."""
+    concepts, special = details.get("concepts") or [], details.get("special") or []
+
+    def slots(indices, margins) -> str:
+        return ", ".join(f"{i} ({margins[i]:+.3f})" for i in indices if 0 <= int(i) < len(margins))
+
+    fired, special_fired = details.get("fired") or [], details.get("special_fired") or []
+    parts = [f"concepts {slots(fired, concepts)} fired" if fired else "no concept fired"]
+    if concepts:
+        best = max(range(len(concepts)), key=lambda i: concepts[i])
+        if not fired:
+            parts[0] += f" (closest: {best}, {concepts[best]:+.3f})"
+    if special_fired:
+        parts.append(
+            f"special care {slots(special_fired, special)}: thresholds "
+            f"{details.get('adjustment', 0.01):.2f} lower"
+        )
+    return f"{name}: " + " · ".join(parts)
 
 
 def _what(decision) -> str:

@@ -443,6 +443,16 @@ class MainWindow(QMainWindow):
             view, "Show simi&lar", self.similar.show_similar, [SIMILAR_KEY]
         )
         self._add_loupe_actions(view)
+        from nsfw_desk.gui.heatmap import HEAT_KEY, HeatMaps
+
+        self.heat_maps = HeatMaps(self)
+        self.heat_action = self._action(
+            view,
+            "&Heat map: why it was flagged",
+            self.heat_maps.toggle,
+            [HEAT_KEY],
+            checkable=True,
+        )
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"])
@@ -1558,6 +1568,7 @@ class MainWindow(QMainWindow):
             tags=self.results.tags.get(digest, ()) if digest else (),
             model_names=self.model_names,
         )
+        self.heat_maps.current_changed()
         # Facts, every model's score and the history come from the read thread.
         self._detail_serial += 1
         serial = self._detail_serial
@@ -1569,12 +1580,13 @@ class MainWindow(QMainWindow):
                 scores,
                 ReviewStore(library).history(digest) if digest else [],
                 library.model_names(scores),
+                {m: library.score_details(digest, m) for m in scores} if digest else {},
             )
 
         def show(found) -> None:
             if serial != self._detail_serial:
                 return  # the moderator has moved on
-            facts, scores, history, names = found
+            facts, scores, history, names, details = found
             self.model_names.update(names)
             current = self.grid.currentIndex()
             self.detail.show_item(
@@ -1587,6 +1599,7 @@ class MainWindow(QMainWindow):
                 history=history,
                 tags=self.results.tags.get(digest, ()) if digest else (),
                 model_names=self.model_names,
+                details=details,
             )
 
         self.reads.query(read, show)
@@ -1786,6 +1799,7 @@ class MainWindow(QMainWindow):
             self.train_dialog.task.stop()  # a run stops at its next step; its checkpoint stays
         self.worker.stop()
         self.grouping.stop()
+        self.heat_maps.stop()
         self.writes.stop()
         self.reads.stop()
         self.thumbnails.wait_idle(2000)
