@@ -315,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
     cli_train.add_parser(commands)
     cli_compare.add_parser(commands)
+    from nsfw_desk import cli_team
+
+    cli_team.add_parser(commands, _HelpFormatter)
     return parser
 
 
@@ -357,6 +360,9 @@ COMMANDS = (
     "similar",
     "train",
     "compare",
+    "merge",
+    "assign",
+    "agreement",
 )
 
 
@@ -400,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
             return modules[args.command].run(args)
         if args.command in ("train", "compare"):
             return (cli_train if args.command == "train" else cli_compare).run(args)
+        if args.command in ("merge", "assign", "agreement"):
+            from nsfw_desk import cli_team
+
+            return cli_team.run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED
