@@ -47,6 +47,10 @@ class Settings:
     window_geometry: str = ""  # base64 of Qt's saveGeometry()
     window_state: str = ""
     splitter_state: str = ""
+    # Care for the reviewer (core/care.py): a break reminder after this many minutes of
+    # continuous review (0: never), and at most this many reveals a day (0: no cap).
+    break_minutes: int = 25
+    max_reveals_per_day: int = 0
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -71,6 +75,8 @@ class Settings:
         settings.threshold = min(1.0, max(0.0, settings.threshold))
         settings.blur_strength = min(32, max(1, settings.blur_strength))
         settings.batch_size = max(1, settings.batch_size)
+        settings.break_minutes = max(0, settings.break_minutes)
+        settings.max_reveals_per_day = max(0, settings.max_reveals_per_day)
         return settings
 
     def save(self, path: Path | None = None) -> None:

@@ -36,6 +36,7 @@ class Role(IntEnum):
     SIMILARITY = PATH + 12  # cosine similarity to the item "Show similar" started from, or None
     LISTS = PATH + 13  # the hash-list entries the content matches (core/hashlists.Match), a tuple
     LISTED_UNSAFE = PATH + 14  # the name of an `unsafe` list it matches (flagged by it), or None
+    REVIEWERS = PATH + 15  # a conflict's {reviewer: label} (gui/team.py), or None
 
 
 SORTS = {
@@ -55,7 +56,10 @@ FILTERS = {
     "errors": "Errors",
     "models_disagree": "Models disagree",
     "hash_lists": "Hash list matches",
+    "conflicts": "Conflicts",  # reviewers' labels differ (core/team.py), unresolved
+    "assigned": "Assigned to me",  # the work split of `nsfw-desk assign`, Settings' reviewer
 }
+_TEAM_FILTERS = {"conflicts", "assigned"}
 _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements", "models_disagree"}
 _THRESHOLD_SORTS = {"disagreement", "uncertain"}
 SORT_TIPS = {
@@ -119,6 +123,9 @@ class ResultsModel(QAbstractListModel):
         # Hash lists (core/hashlists.py): hash → matches, and hash → `unsafe` list name.
         self.list_matches: dict[str, tuple] = {}
         self._unsafe_listed: dict[str, str] = {}
+        # Several reviewers (gui/team.py): unresolved conflicts, and my assigned contents.
+        self.conflicts: dict[str, dict[str, str]] = {}
+        self.assigned: frozenset[str] = frozenset()
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -159,6 +166,9 @@ class ResultsModel(QAbstractListModel):
             near = self.near.get(self._hashes[row] or "", 0)
             if near:  # what "≈3" on the tile is
                 tip += f"\n≈{near}: near-duplicates in this folder (Shift+U / Shift+S label all)"
+            reviewers = self.conflicts.get(self._hashes[row] or "")
+            if reviewers:  # what "≠" on the tile is
+                tip += "\nConflict: " + ", ".join(f"{r} {lab}" for r, lab in reviewers.items())
             for match in self.list_matches.get(self._hashes[row] or "", ()):
                 tip += (
                     f"\nHash list {match.list_name} ({match.list_kind}): {match.algorithm}, "
@@ -181,6 +191,8 @@ class ResultsModel(QAbstractListModel):
             return self.list_matches.get(self._hashes[row] or "", ())
         if role == Role.LISTED_UNSAFE:
             return self._unsafe_listed.get(self._hashes[row] or "")
+        if role == Role.REVIEWERS:
+            return self.conflicts.get(self._hashes[row] or "")
         if role == Role.LABEL:
             digest = self._hashes[row]
             return self._labels.get(digest) if digest else None
@@ -382,6 +394,18 @@ class ResultsModel(QAbstractListModel):
         depends on flags or lists. Otherwise they change marks, and the current item stays."""
         return self.filter in _THRESHOLD_FILTERS | {"hash_lists", "disagreements"}
 
+    def set_team(self, conflicts: dict[str, dict[str, str]], assigned: Collection[str]) -> None:
+        """Show these conflicts (hash → {reviewer: label}) and my assigned contents."""
+        self.conflicts = {h: dict(by) for h, by in conflicts.items()}
+        self.assigned = frozenset(assigned)
+        if self.filter in _TEAM_FILTERS:
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def _hash_mask(self, hashes: Collection[str]) -> np.ndarray:
+        return np.array([(h or "") in hashes for h in self._hashes], dtype=bool)
+
     def _flagged(self) -> np.ndarray:
         """Per row: the model flags it or an `unsafe` hash list matches it."""
         return (self._scores >= self.threshold) | self._listed
@@ -547,6 +571,10 @@ class ResultsModel(QAbstractListModel):
             return np.array([(h or "") in self.list_matches for h in self._hashes], dtype=bool)
         if self.filter == "errors":
             return self._filter_errors()
+        if self.filter == "conflicts":
+            return self._hash_mask(self.conflicts)
+        if self.filter == "assigned":
+            return self._hash_mask(self.assigned)
         if self.filter == "models_disagree":
             other = self._other
             both = scored & ~np.isnan(other)
@@ -624,6 +652,8 @@ class ResultsModel(QAbstractListModel):
             "reviewed": label is not None,
             "unreviewed": label is None and self._errors[row] is None,
             "disagreements": label is not None and scored and (label == "unsafe") != flagged,
+            "conflicts": (self._hashes[row] or "") in self.conflicts,
+            "assigned": (self._hashes[row] or "") in self.assigned,
             "models_disagree": scored
             and not math.isnan(other)
             and (score >= self.threshold) != (other >= self.threshold),

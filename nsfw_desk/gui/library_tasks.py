@@ -123,6 +123,18 @@ class Tag:
 
 
 @dataclass(frozen=True)
+class Care:
+    """Add to a reviewer's care counters of one day (core/care.py); changes no label."""
+
+    reviewer: str
+    day: str
+    reveals: int = 0
+    reveal_ms: int = 0
+    flagged_reviewed: int = 0
+    review_ms: int = 0
+
+
+@dataclass(frozen=True)
 class Revert:
     """Undo the decisions an earlier write (`of`, its ticket) committed; redo is the same."""
 
@@ -139,7 +151,7 @@ class _WriteWorker(LibraryOwner):
 
     def __init__(self, library_path: Path | None) -> None:
         super().__init__(library_path)
-        self._queue: deque[tuple[int, Decide | Revert | Tag]] = deque()
+        self._queue: deque[tuple[int, Decide | Revert | Tag | Care]] = deque()
         self._ids: dict[int, list[int]] = {}  # ticket → committed decision ids
         self._hashes: dict[int, list[str]] = {}  # ticket → content hashes it touched
         self._retry = QTimer(self, singleShot=True)  # moves to the worker thread with self
@@ -155,11 +167,11 @@ class _WriteWorker(LibraryOwner):
         return library
 
     @Slot(int, object)
-    def submit(self, ticket: int, op: Decide | Revert | Tag) -> None:
+    def submit(self, ticket: int, op: Decide | Revert | Tag | Care) -> None:
         if isinstance(op, Decide):
             self._hashes[ticket] = [item.hash for item in op.items]
-        elif isinstance(op, Tag):
-            self._hashes[ticket] = []  # a tag changes no label
+        elif isinstance(op, (Tag, Care)):
+            self._hashes[ticket] = []  # a tag or a care counter changes no label
         else:
             self._hashes[ticket] = list(self._hashes.get(op.of, []))
         self._queue.append((ticket, op))
@@ -187,11 +199,21 @@ class _WriteWorker(LibraryOwner):
                 self.unblocked.emit()
             self.committed.emit(ticket, labels)
 
-    def _write(self, ticket: int, op: Decide | Revert | Tag) -> dict[str, str | None]:
+    def _write(self, ticket: int, op: Decide | Revert | Tag | Care) -> dict[str, str | None]:
         reviews = ReviewStore(self.library())
-        if isinstance(op, Tag):
-            reviews.set_tag(op.hashes, op.tag, added=op.added, reviewer=op.reviewer)
+        if isinstance(op, Care):
+            self.library().add_care(
+                op.reviewer,
+                op.day,
+                reveals=op.reveals,
+                reveal_ms=op.reveal_ms,
+                flagged_reviewed=op.flagged_reviewed,
+                review_ms=op.review_ms,
+            )
             ids: list[int] = []
+        elif isinstance(op, Tag):
+            reviews.set_tag(op.hashes, op.tag, added=op.added, reviewer=op.reviewer)
+            ids = []
         elif isinstance(op, Decide):
             ids = reviews.decide(
                 list(op.items), op.label, reviewer=op.reviewer, threshold=op.threshold, note=op.note
@@ -264,6 +286,10 @@ class ReviewWrites(QObject):
         """Add or remove `tag` on contents, in order with the decisions; `saved` says when."""
         return self._send(Tag(tuple(hashes), tag, added, reviewer), {})
 
+    def care(self, op: Care) -> int:
+        """Add to the care counters (gui/care.py), in order with the decisions."""
+        return self._send(op, {})
+
     def revert(
         self, ticket: int, expected: dict[str, str | None], *, reviewer: str, threshold: float
     ) -> int:
@@ -280,7 +306,7 @@ class ReviewWrites(QObject):
                 shown[digest] = label
         return shown
 
-    def _send(self, op: Decide | Revert | Tag, expected: dict[str, str | None]) -> int:
+    def _send(self, op: Decide | Revert | Tag | Care, expected: dict[str, str | None]) -> int:
         ticket = next(self._tickets)
         hashes = list(expected)
         self._in_flight[ticket] = hashes
