@@ -40,6 +40,14 @@ if TYPE_CHECKING:
 TODAY_KEY = "Shift+T"
 FLUSH_DELAY_MS = 3000  # counters are written this long after they change (and on close)
 CHECK_INTERVAL_MS = 30_000  # how often a running stretch is checked for a due break
+# A reveal of the same image again this soon after one ended continues it: a held key's
+# auto-repeat reaches some X servers as release and press pairs.
+REPEAT_GAP_S = 0.25
+
+
+def _minutes(minutes: float) -> str:
+    whole = max(1, round(minutes))
+    return f"{whole} minute{'s' if whole != 1 else ''}"
 
 
 class BreakOverlay(QWidget):
@@ -65,7 +73,7 @@ class BreakOverlay(QWidget):
 
     def show_reminder(self, minutes: float) -> None:
         self.text.setText(
-            f"You have been reviewing for {minutes:.0f} minutes without a pause.\n"
+            f"You have been reviewing for {_minutes(minutes)} without a pause.\n"
             "Look away from the screen, stretch, take a few minutes away from it."
         )
         self.setGeometry(self.parentWidget().rect())
@@ -104,6 +112,7 @@ class TodayPanel(QDockWidget):
         self.flagged = QLabel()
         self.reviewing = QLabel()
         self.stretch = QLabel()
+        self.reminder = QLabel()
         form = QFormLayout(body)
         self.heading = QLabel()
         form.addRow(self.heading)
@@ -112,6 +121,7 @@ class TodayPanel(QDockWidget):
         form.addRow("Flagged items reviewed", self.flagged)
         form.addRow("Time reviewing", self.reviewing)
         form.addRow("Since the last pause", self.stretch)
+        form.addRow("Break reminder", self.reminder)
         note = QLabel("Kept in this library on this machine only.")
         note.setStyleSheet("color: gray;")
         form.addRow(note)
@@ -129,10 +139,8 @@ class TodayPanel(QDockWidget):
         self.flagged.setText(f"{day.flagged_reviewed:,}")
         self.reviewing.setText(format_duration(day.review_ms))
         minutes = settings.break_minutes
-        self.stretch.setText(
-            format_duration(round(self.care.clock.stretch_s() * 1000))
-            + (f" (a break is suggested after {minutes} min)" if minutes > 0 else "")
-        )
+        self.stretch.setText(format_duration(round(self.care.clock.stretch_s() * 1000)))
+        self.reminder.setText(f"after {minutes} min" if minutes > 0 else "off (Settings)")
 
 
 class ReviewerCare(QObject):
@@ -149,6 +157,8 @@ class ReviewerCare(QObject):
         self._pending = CareDay(window.settings.reviewer, local_today())  # not yet written
         self._sent = CareDay(window.settings.reviewer, local_today())  # written since the read
         self._reveal_started: float | None = None
+        self._revealed: str | None = None  # the content revealed now
+        self._last_reveal: tuple[str, float] | None = None  # (content, when it ended)
         self.overlay = BreakOverlay(window.grid)
         self.overlay.acknowledged.connect(self.acknowledge)
         self._flush_timer = QTimer(self, singleShot=True, interval=FLUSH_DELAY_MS)
@@ -254,19 +264,31 @@ class ReviewerCare(QObject):
             self._count(flagged_reviewed=flagged)
         self.activity()
 
-    def may_reveal(self) -> str | None:
-        """Why a reveal is refused now (the day's cap), or None."""
+    def _continues(self, digest: str | None, now: float) -> bool:
+        last = self._last_reveal
+        return last is not None and last[0] == digest and now - last[1] < REPEAT_GAP_S
+
+    def may_reveal(self, digest: str | None = None) -> str | None:
+        """Why revealing `digest` is refused now (the day's cap), or None."""
+        if self._revealed == digest or self._continues(digest, self.clock.clock()):
+            return None  # the same reveal going on
         return reveal_refusal(self.today().reveals, self.window.settings.max_reveals_per_day)
 
-    def revealing(self, on: bool) -> None:
-        """A reveal starts (on) or ends; an ended reveal counts, with how long it lasted."""
+    def revealing(self, digest: str | None) -> None:
+        """`digest` is revealed from now (None: nothing is); a reveal that ends counts, with
+        how long it lasted."""
         now = self.clock.clock()
-        if self._reveal_started is not None:
+        if digest is not None and digest == self._revealed:
+            return
+        if self._reveal_started is not None and self._revealed is not None:
             shown_ms = round((now - self._reveal_started) * 1000)
-            self._reveal_started = None
             self._count(reveals=1, reveal_ms=max(0, shown_ms))
-        if on:
-            self._reveal_started = now
+            self._last_reveal = (self._revealed, now)
+        self._reveal_started, self._revealed = None, None
+        if digest is not None:
+            if self._continues(digest, now):
+                self._count(reveals=-1)  # the reveal that just ended goes on: one, not two
+            self._reveal_started, self._revealed = now, digest
             self.activity()
 
     # --- the break reminder ----------------------------------------------------------

@@ -1304,12 +1304,12 @@ class MainWindow(QMainWindow):
     # --- reveal, hide, zoom -----------------------------------------------------------
 
     def _reveal_current(self, on: bool) -> None:
-        refused = self.care.may_reveal() if on else None
+        digest = self.grid.currentIndex().data(Role.HASH) if on else None
+        refused = self.care.may_reveal(digest) if digest else None
         if refused:  # the day's cap in Settings: stay blurred and say why
             self._say(refused)
-            on = False
-        digest = self.grid.currentIndex().data(Role.HASH) if on else None
-        self.care.revealing(digest is not None)
+            on, digest = False, None
+        self.care.revealing(digest)
         self.delegate.revealed = digest
         self.detail.set_revealed(on and digest is not None)
         self.loupe.set_revealed(on and digest is not None)
