@@ -236,3 +236,37 @@ def test_care_stats_add_up_per_day_and_the_library_stays_owner_only(library):
     assert len(library.care_totals("ann")) == 2
     assert stat.S_IMODE(os.stat(library.path).st_mode) == 0o600
     assert library.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_readme_recipe_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The commands of the README's "Several reviewers" section, in order."""
+    import re
+    import shlex
+
+    text = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+    start = text.index("## Several reviewers")
+    section = text[start : text.index("\n## ", start + 1)]
+    commands = [
+        line
+        for body in re.findall(r"```sh\n(.*?)```", section, re.S)
+        for line in body.splitlines()
+        if line
+    ]
+    assert [c.split()[1] for c in commands] == ["assign", "merge", "agreement"]
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "library.sqlite"
+    with Library(db) as mine:
+        _files(mine, H)
+        _decide(mine, "alice", {H[0]: "unsafe", H[1]: "safe"})
+    for name, labels in (("bob", {H[0]: "unsafe"}), ("carol", {H[1]: "unsafe"})):
+        (tmp_path / name).mkdir()
+        with Library(tmp_path / name / "library.sqlite") as other:
+            _decide(other, name, labels)
+    for command in commands:
+        assert main(shlex.split(command)[1:] + ["--db", str(db)]) == EXIT_OK, command
+    out = capsys.readouterr().out
+    assert "alice + bob\t1\t100.0%\t-" in out  # one shared image, one label: kappa undefined
+    assert "alice + carol\t1\t0.0%" in out
+    with Library(db) as mine:
+        assert len(mine.assignments()) >= len(H)
+        assert team.conflicts(ReviewStore(mine)) == {H[1]: {"alice": "safe", "carol": "unsafe"}}

@@ -58,9 +58,8 @@ def reveal_refusal(revealed_today: int, cap: int) -> str | None:
     if cap <= 0 or revealed_today < cap:
         return None
     return (
-        f"Reveal refused: you have revealed {revealed_today:,} images unblurred today, the "
-        f"daily cap set in Settings ({cap:,}). The images stay blurred; the cap resets "
-        f"tomorrow, or change it in Settings → Care."
+        f"Reveal refused: {revealed_today:,} of {cap:,} reveals today, the daily cap in "
+        "Settings. Images stay blurred until tomorrow (or raise the cap in Settings)."
     )
 
 
