@@ -82,8 +82,8 @@ def merge_library(library: Library, other_path: Path, *, include_care: bool = Fa
     if include_care:
         own = library.library_id()
         rows = [
-            (reviewer, day, origin or source_id, *counts)
-            for reviewer, day, origin, *counts in care
+            (reviewer, day, origin or source_id, reveals, reveal_ms, flagged, review_ms)
+            for reviewer, day, origin, reveals, reveal_ms, flagged, review_ms in care
             if (origin or source_id) != own  # this library's own rows, come back: skip
         ]
         report.care_rows = library.put_care_rows(rows)
@@ -197,7 +197,7 @@ def assign(
     """Split the library's contents (those under `folder`) and store the split; re-running
     with the same reviewers gives the same rows."""
     hashes = library.hashes_under(folder) if folder else set(library.all_content_hashes())
-    hashes.discard(None)  # type: ignore[arg-type]  # files listed without a hash yet
+    hashes = {h for h in hashes if h}  # files listed without a hash yet have none
     rows = assign_contents(hashes, reviewers, overlap)
     library.replace_assignments(hashes, rows)
     per = Counter(r for _, r in rows)

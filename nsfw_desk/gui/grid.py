@@ -60,6 +60,11 @@ FILTERS = {
     "assigned": "Assigned to me",  # the work split of `nsfw-desk assign`, Settings' reviewer
 }
 _TEAM_FILTERS = {"conflicts", "assigned"}
+# The Show filters' keys: Alt+1 … Alt+9 the first nine in order, Alt+0 Conflicts; the rest
+# only in the menu and the toolbar.
+FILTER_KEYS = {key: f"Alt+{n}" for n, key in enumerate(list(FILTERS)[:9], start=1)} | {
+    "conflicts": "Alt+0"
+}
 _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements", "models_disagree"}
 _THRESHOLD_SORTS = {"disagreement", "uncertain"}
 SORT_TIPS = {

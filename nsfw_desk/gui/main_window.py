@@ -57,7 +57,7 @@ from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
-from nsfw_desk.gui.grid import FILTERS, SORT_TIPS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.grid import FILTER_KEYS, FILTERS, SORT_TIPS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.loupe import Loupe
 from nsfw_desk.gui.model_bar import ModelBar
@@ -1086,17 +1086,13 @@ class MainWindow(QMainWindow):
 
     def _build_filter_actions(self, menu) -> None:
         """Alt+1 … Alt+9 pick the first nine Show filters, in the toolbar's order; Alt+0
-        Conflicts (gui/team.py)."""
-        from nsfw_desk.gui.team import CONFLICTS_KEY
-
+        Conflicts (grid.FILTER_KEYS)."""
         group = QActionGroup(self)
         self.filter_actions: dict[str, QAction] = {}
-        for number, (key, text) in enumerate(FILTERS.items(), start=1):
+        for key, text in FILTERS.items():
             action = QAction(f"Show {text}", self, checkable=True)
-            if key == "conflicts":
-                action.setShortcut(QKeySequence(CONFLICTS_KEY))
-            elif number <= 9:
-                action.setShortcut(QKeySequence(f"Alt+{number}"))
+            if key in FILTER_KEYS:
+                action.setShortcut(QKeySequence(FILTER_KEYS[key]))
             action.setChecked(key == self.results.filter)
             action.triggered.connect(lambda _=False, k=key: self.set_filter(k))
             group.addAction(action)

@@ -19,7 +19,6 @@ from nsfw_desk.gui.grid import Role
 if TYPE_CHECKING:
     from nsfw_desk.gui.main_window import MainWindow
 
-CONFLICTS_KEY = "Alt+0"
 RELOAD_DELAY_MS = 150  # decisions in quick succession share one read
 
 
