@@ -61,6 +61,8 @@ def test_merge_keeps_reviewer_and_time_and_finds_the_conflicts(two_reviewers):
     assert {d.hash: d.decided_at for d in merged} == {h: d.decided_at for h, d in bob_log.items()}
     assert all(d.merged_from == report.source_id for d in merged)
     assert team.conflicts(reviews) == {H[1]: {"alice": "safe", "bob": "unsafe"}}  # H0 agrees
+    assert team.conflicts(reviews, [H[1], H[5]]) == team.conflicts(reviews)  # just these
+    assert team.conflicts(reviews, [H[0], H[3]]) == {}
 
 
 def test_merging_twice_adds_nothing_and_a_copy_merged_back_adds_only_what_is_new(

@@ -402,14 +402,20 @@ class ReviewStore:
                 added.append(d)
         return added
 
-    def contested(self) -> list[Decision]:
-        """Every decision on contents that more than one reviewer decided, by hash then id:
-        the only ones where reviewers can disagree."""
-        rows = self.db.execute(
+    def contested(self, hashes: Iterable[str] | None = None) -> list[Decision]:
+        """Every decision on contents that more than one reviewer decided (of `hashes` when
+        given), by hash then id: the only ones where reviewers can disagree."""
+        sql = (
             f"SELECT {_COLUMNS} FROM decisions WHERE hash IN (SELECT hash FROM decisions "
-            "GROUP BY hash HAVING COUNT(DISTINCT reviewer) > 1) ORDER BY hash, id"
+            "{where} GROUP BY hash HAVING COUNT(DISTINCT reviewer) > 1) ORDER BY hash, id"
         )
-        return [Decision(*row) for row in rows]
+        if hashes is None:
+            return [Decision(*row) for row in self.db.execute(sql.format(where=""))]
+        found: list[Decision] = []
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            rows = self.db.execute(sql.format(where=f"WHERE hash IN ({marks})"), chunk)
+            found.extend(Decision(*row) for row in rows)
+        return found
 
     def _decisions_by_id(self, ids: Sequence[int]) -> list[Decision]:
         found: list[Decision] = []

@@ -135,8 +135,11 @@ def _conflict_state(history: Sequence[Decision]) -> dict[str, Decision]:
     return state
 
 
-def conflicts(reviews: ReviewStore) -> dict[str, dict[str, str]]:
-    """hash → {reviewer: label} of every content whose reviewers disagree, unresolved."""
+def conflicts(
+    reviews: ReviewStore, hashes: Iterable[str] | None = None
+) -> dict[str, dict[str, str]]:
+    """hash → {reviewer: label} of every content (of `hashes` when given) whose reviewers
+    disagree, unresolved."""
     found: dict[str, dict[str, str]] = {}
     history: list[Decision] = []
 
@@ -147,7 +150,7 @@ def conflicts(reviews: ReviewStore) -> dict[str, dict[str, str]]:
                 r: d.label for r, d in sorted(state.items()) if d.label is not None
             }
 
-    for d in reviews.contested():
+    for d in reviews.contested(hashes):
         if history and d.hash != history[0].hash:
             close()
             history = []

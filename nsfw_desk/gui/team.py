@@ -29,9 +29,10 @@ class TeamView(QObject):
         super().__init__(window)
         self.window = window
         self._serial = 0
+        self._decided: set[str] = set()  # contents decided since the last look
         self._timer = QTimer(self, singleShot=True, interval=RELOAD_DELAY_MS)
-        self._timer.timeout.connect(self.reload)
-        window.writes.saved.connect(lambda *_: self._timer.start())
+        self._timer.timeout.connect(self._recheck)
+        window.writes.saved.connect(self._on_saved)
         window.worker.worker.stored_results.connect(lambda *_: self.reload())
         window.grid.selectionModel().currentChanged.connect(lambda *_: self.show_current())
         window.results.modelReset.connect(self.show_current)
@@ -54,6 +55,27 @@ class TeamView(QObject):
             self.show_current()
 
         self.window.reads.query(read, show)
+
+    def _on_saved(self, _ticket: int, labels: dict) -> None:
+        if labels:  # care counters and tags change no label
+            self._decided.update(labels)
+            self._timer.start()
+
+    def _recheck(self) -> None:
+        """Conflicts of the contents decided since the last look only: a decision resolves
+        one (or, changing a label another reviewer gave, makes one)."""
+        hashes, self._decided = set(self._decided), set()
+        serial = self._serial
+
+        def show(found: dict[str, dict[str, str]]) -> None:
+            if serial != self._serial:
+                return  # a whole reload is on its way
+            merged = {h: by for h, by in self.window.results.conflicts.items() if h not in hashes}
+            with self.window._keeping_current():
+                self.window.results.set_team(merged | found, self.window.results.assigned)
+            self.show_current()
+
+        self.window.reads.query(lambda library: conflicts(ReviewStore(library), hashes), show)
 
     def show_current(self) -> None:
         """The detail pane's conflict line for the current item."""
