@@ -134,8 +134,10 @@ def test_the_break_reminder_dims_the_grid_after_the_stretch_until_acknowledged(
     assert window.care.overlay.geometry() == window.grid.rect()
     qtbot.keyClick(window.grid, Qt.Key.Key_U)  # review keys wait for the acknowledgement
     assert window.grid.currentIndex().data(Role.LABEL) is None
-    qtbot.keyClick(window.care.overlay.button, Qt.Key.Key_Return)
+    window.grid.setFocus()  # where the focus is while reviewing
+    qtbot.keyClick(window.grid, Qt.Key.Key_Return)  # acknowledges; does not open the loupe
     assert not window.care.overlay.isVisible()
+    assert not window.loupe_open()
     qtbot.keyClick(window.grid, Qt.Key.Key_U)
     settle(qtbot, window)
     assert window.results.index(0).data(Role.LABEL) == "unsafe"

@@ -157,6 +157,7 @@ class ReviewerCare(QObject):
         self._pending = CareDay(window.settings.reviewer, local_today())  # not yet written
         self._sent = CareDay(window.settings.reviewer, local_today())  # written since the read
         self._reveal_started: float | None = None
+        self._break_showing = False
         self._revealed: str | None = None  # the content revealed now
         self._last_reveal: tuple[str, float] | None = None  # (content, when it ended)
         self.overlay = BreakOverlay(window.grid)
@@ -167,13 +168,14 @@ class ReviewerCare(QObject):
         self.check_timer.timeout.connect(self.check)
         self.check_timer.start()
         self.panel: TodayPanel | None = None
+        window.grid.installEventFilter(self)  # Return acknowledges while the reminder shows
         self.load()
 
     # --- state -----------------------------------------------------------------------
 
     @property
     def break_showing(self) -> bool:
-        return self.overlay.isVisible()
+        return self._break_showing
 
     def _break_after_s(self) -> float:
         minutes = self.window.settings.break_minutes
@@ -293,17 +295,34 @@ class ReviewerCare(QObject):
 
     # --- the break reminder ----------------------------------------------------------
 
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        """While the reminder shows, Return or Enter in the grid acknowledges it (and does
+        not open the loupe, the key's usual action)."""
+        kind = event.type()
+        if (
+            self._break_showing  # a flag: the overlay may be gone while the grid closes
+            and kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        ):
+            event.accept()
+            if kind == QEvent.Type.KeyPress:
+                self.acknowledge()
+            return True
+        return super().eventFilter(watched, event)
+
     def check(self) -> None:
         if self.clock.check():
             self._show_break_if_due()
 
     def _show_break_if_due(self) -> None:
-        if self.clock.break_due and not self.overlay.isVisible():
+        if self.clock.break_due and not self._break_showing:
+            self._break_showing = True
             self.overlay.show_reminder(self.clock.stretch_s() / 60)
             self.break_shown.emit()
 
     def acknowledge(self) -> None:
         self.clock.acknowledge()
+        self._break_showing = False
         self.overlay.hide()
         self.window.grid.setFocus(Qt.FocusReason.OtherFocusReason)
         self.changed.emit()

@@ -264,11 +264,17 @@ class ReviewWrites(QObject):
         self.saving: Counter[str] = Counter()  # hash → writes in flight that touch it
         self.expected: dict[str, str | None] = {}  # hash → label once the last write lands
         self.problem: tuple[str, str] | None = None  # (kind, message) while blocked
+        self._care_tickets: set[int] = set()
 
     @property
     def waiting(self) -> int:
         """Writes made but not yet committed."""
         return len(self._in_flight)
+
+    @property
+    def decisions_waiting(self) -> int:
+        """Writes made but not committed, leaving out care counters (gui/care.py)."""
+        return len(self._in_flight) - len(self._care_tickets & self._in_flight.keys())
 
     def decide(
         self,
@@ -288,7 +294,9 @@ class ReviewWrites(QObject):
 
     def care(self, op: Care) -> int:
         """Add to the care counters (gui/care.py), in order with the decisions."""
-        return self._send(op, {})
+        ticket = self._send(op, {})
+        self._care_tickets.add(ticket)
+        return ticket
 
     def revert(
         self, ticket: int, expected: dict[str, str | None], *, reviewer: str, threshold: float
@@ -317,6 +325,7 @@ class ReviewWrites(QObject):
         return ticket
 
     def _settle(self, ticket: int) -> None:
+        self._care_tickets.discard(ticket)
         for digest in self._in_flight.pop(ticket, []):
             self.saving[digest] -= 1
             if self.saving[digest] <= 0:

@@ -1752,8 +1752,12 @@ class MainWindow(QMainWindow):
                 dialog.reset()
                 dialog.accept()
                 return
-            waiting = self.writes.waiting
-            text = f"Saving {waiting:,} decision{'s' if waiting != 1 else ''} to the library…"
+            waiting = self.writes.decisions_waiting  # today's care counters aside
+            text = (
+                f"Saving {waiting:,} decision{'s' if waiting != 1 else ''} to the library…"
+                if waiting
+                else "Saving today's review counters to the library…"
+            )
             if self.writes.problem:
                 text += f"\nNot yet: {self._unsaved_reason()}."
             dialog.setLabelText(text)
