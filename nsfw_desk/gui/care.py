@@ -68,7 +68,6 @@ class BreakOverlay(QWidget):
         layout.addWidget(self.text)
         layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addStretch(1)
-        parent.installEventFilter(self)
         self.hide()
 
     def show_reminder(self, minutes: float) -> None:
@@ -77,9 +76,16 @@ class BreakOverlay(QWidget):
             "Look away from the screen, stretch, take a few minutes away from it."
         )
         self.setGeometry(self.parentWidget().rect())
+        # Follow the grid's size only while shown: an event filter costs every grid event
+        # a trip through Python (and the GIL a scan's threads hold).
+        self.parentWidget().installEventFilter(self)
         self.show()
         self.raise_()
         self.button.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def dismiss(self) -> None:
+        self.parentWidget().removeEventFilter(self)
+        self.hide()
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
         painter = QPainter(self)
@@ -160,18 +166,23 @@ class ReviewerCare(QObject):
         self._break_showing = False
         self._revealed: str | None = None  # the content revealed now
         self._last_reveal: tuple[str, float] | None = None  # (content, when it ended)
-        self.overlay = BreakOverlay(window.grid)
-        self.overlay.acknowledged.connect(self.acknowledge)
+        self._overlay: BreakOverlay | None = None  # made on the first reminder
         self._flush_timer = QTimer(self, singleShot=True, interval=FLUSH_DELAY_MS)
         self._flush_timer.timeout.connect(self.flush)
         self.check_timer = QTimer(self, interval=CHECK_INTERVAL_MS)
         self.check_timer.timeout.connect(self.check)
         self.check_timer.start()
         self.panel: TodayPanel | None = None
-        window.grid.installEventFilter(self)  # Return acknowledges while the reminder shows
         self.load()
 
     # --- state -----------------------------------------------------------------------
+
+    @property
+    def overlay(self) -> BreakOverlay:
+        if self._overlay is None:
+            self._overlay = BreakOverlay(self.window.grid)
+            self._overlay.acknowledged.connect(self.acknowledge)
+        return self._overlay
 
     @property
     def break_showing(self) -> bool:
@@ -317,13 +328,15 @@ class ReviewerCare(QObject):
     def _show_break_if_due(self) -> None:
         if self.clock.break_due and not self._break_showing:
             self._break_showing = True
+            self.window.grid.installEventFilter(self)  # Return acknowledges, while it shows
             self.overlay.show_reminder(self.clock.stretch_s() / 60)
             self.break_shown.emit()
 
     def acknowledge(self) -> None:
         self.clock.acknowledge()
         self._break_showing = False
-        self.overlay.hide()
+        self.window.grid.removeEventFilter(self)
+        self.overlay.dismiss()
         self.window.grid.setFocus(Qt.FocusReason.OtherFocusReason)
         self.changed.emit()
 

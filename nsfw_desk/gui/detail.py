@@ -147,6 +147,10 @@ class DetailPane(QWidget):
 
     def set_reviewers(self, reviewers: dict[str, str] | None) -> None:
         """Each reviewer's label of a conflict, or None to hide the row."""
+        shown = dict(reviewers) if reviewers else None
+        if shown == getattr(self, "_reviewers_shown", None):
+            return  # called on every grid layout change: no relayout when nothing changed
+        self._reviewers_shown = shown
         if reviewers:
             self.reviewers_label.setText(
                 "<span style='color:#b3261e'>"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, QTimer, Slot
 
 from nsfw_desk.core.review import ReviewStore
 from nsfw_desk.core.team import conflicts
@@ -33,7 +33,9 @@ class TeamView(QObject):
         self._timer = QTimer(self, singleShot=True, interval=RELOAD_DELAY_MS)
         self._timer.timeout.connect(self._recheck)
         window.writes.saved.connect(self._on_saved)
-        window.worker.worker.stored_results.connect(lambda *_: self.reload())
+        # A method of this object (GUI thread), not a lambda: a lambda would run in the
+        # scan worker's thread, which emits this signal.
+        window.worker.worker.stored_results.connect(self._on_stored_results)
         window.grid.selectionModel().currentChanged.connect(lambda *_: self.show_current())
         window.results.modelReset.connect(self.show_current)
         window.results.layoutChanged.connect(self.show_current)
@@ -55,6 +57,10 @@ class TeamView(QObject):
             self.show_current()
 
         self.window.reads.query(read, show)
+
+    @Slot(object, str, list, dict)
+    def _on_stored_results(self, *_args) -> None:
+        self.reload()
 
     def _on_saved(self, _ticket: int, labels: dict) -> None:
         if labels:  # care counters and tags change no label
