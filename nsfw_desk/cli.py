@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (cli_cluster, cli_import):
         module.add_parser(commands, _HelpFormatter).epilog = EXIT_STATUS
+    from nsfw_desk import cli_team
+
+    cli_team.add_parser(commands, _HelpFormatter)
     return parser
 
 
@@ -387,6 +390,9 @@ COMMANDS = (
     "compare",
     "cluster-scan",
     "import",
+    "merge",
+    "assign",
+    "agreement",
 )
 
 
@@ -434,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
             return (cli_cluster if args.command == "cluster-scan" else cli_import).run(args)
         if args.command in ("train", "compare"):
             return (cli_train if args.command == "train" else cli_compare).run(args)
+        if args.command in ("merge", "assign", "agreement"):
+            from nsfw_desk import cli_team
+
+            return cli_team.run(args)
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QMenu
 
-from nsfw_desk.gui.grid import FILTERS, Role
+from nsfw_desk.gui.grid import FILTER_KEYS, FILTERS, Role
 from nsfw_desk.synthetic import write_photo
 
 ALT = Qt.KeyboardModifier.AltModifier
@@ -274,8 +274,8 @@ def test_remaining_count_counts_only_the_current_filter(qtbot, make_window, fold
 def test_alt_numbers_switch_the_show_filter_and_are_in_a_menu(qtbot, make_window, folder):
     window = make_window()
     scan(qtbot, window, folder)
-    for number, key in list(enumerate(FILTERS, start=1))[:9]:  # the AI label's: menu only
-        qtbot.keyClick(window.grid, getattr(Qt.Key, f"Key_{number}"), ALT)
+    for key, keys in FILTER_KEYS.items():
+        qtbot.keyClick(window.grid, getattr(Qt.Key, f"Key_{keys[-1]}"), ALT)
         assert window.results.filter == key
         assert window.filter_box.currentData() == key
         assert window.filter_actions[key].isChecked()
@@ -307,8 +307,11 @@ def test_every_new_action_is_in_a_menu_with_its_shortcut(qtbot, make_window):
     window = make_window()
     shortcuts = menu_shortcuts(window)
     assert shortcuts["Next unreviewed"] == "N"
-    for number, text in enumerate(FILTERS.values(), start=1):
-        assert shortcuts[f"Show {text}"] == (f"Alt+{number}" if number <= 9 else "")
+    for number, (key, text) in enumerate(FILTERS.items(), start=1):
+        assert shortcuts[f"Show {text}"] == FILTER_KEYS.get(key, "")
+        if number <= 9:
+            assert FILTER_KEYS[key] == f"Alt+{number}"
+    assert FILTER_KEYS["conflicts"] == "Alt+0"
 
 
 def test_auto_advance_at_the_end_stays_off_error_tiles_and_says_what_is_left(

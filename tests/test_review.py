@@ -54,6 +54,7 @@ def test_new_library_has_the_decisions_table_and_index(library):
         "undo_of": "INTEGER",
         "source_path_bytes": "BLOB",
         "note": "TEXT",
+        "merged_from": "TEXT",  # issue 15: the library a merged decision came from
     }
     index_columns = [
         [row[2] for row in library.db.execute(f"PRAGMA index_info('{index.name}')")]

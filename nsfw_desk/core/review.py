@@ -25,7 +25,7 @@ MAX_TAG = 40
 FALLBACK_REVIEWER = "reviewer"
 _COLUMNS = (
     "id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, undo_of, "
-    "source_path_bytes, note"
+    "source_path_bytes, note, merged_from"
 )
 _INSERT = (
     "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
@@ -85,6 +85,7 @@ class Decision:
     undo_of: int | None
     source_path_bytes: bytes | None = None  # the exact path (os.fsencode); open this one
     note: str | None = None  # the reviewer's note on this decision
+    merged_from: str | None = None  # the library id it was merged from; None: made here
 
     @property
     def source(self) -> Path | None:
@@ -554,6 +555,75 @@ class ReviewStore:
             for tag in tags:
                 counts[tag] = counts.get(tag, 0) + 1
         return dict(sorted(counts.items()))
+
+    # several reviewers (core/team.py)
+
+    def all_decisions(self) -> list[Decision]:
+        """Every decision, oldest first (what a merge copies into another library)."""
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM decisions ORDER BY id")
+        return [Decision(*row) for row in rows]
+
+    def merge_decisions(self, decisions: Sequence[Decision], merged_from: str) -> list[Decision]:
+        """Append other libraries' decisions as they were (reviewer, time, score, note);
+        return those appended. One transaction.
+
+        A decision already here (equal hash, reviewer, decided_at, label and note) is
+        skipped, so merging the same library twice appends nothing. `undo_of` ids belong to
+        the other library and are not kept; each decision's own `merged_from` is kept when
+        it has one (a decision merged into the other library before comes from its origin).
+        """
+        if self.db.conn.in_transaction:
+            raise RuntimeError("decisions must not be written inside another transaction")
+        added: list[Decision] = []
+        seen: set[tuple] = set()
+        with write_transaction(self.db):
+            for d in sorted(decisions, key=lambda d: (d.decided_at, d.id)):
+                _check_label(d.label)
+                key = (d.hash, d.reviewer, d.decided_at, d.label, d.note)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if self.db.execute(
+                    "SELECT 1 FROM decisions WHERE hash = ? AND reviewer = ? AND decided_at = ? "
+                    "AND label IS ? AND note IS ? LIMIT 1",
+                    key,
+                ).fetchone():
+                    continue
+                self.db.execute(
+                    "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
+                    "threshold, source_path, source_path_bytes, undo_of, note, merged_from) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                    (
+                        d.hash,
+                        d.label,
+                        d.reviewer,
+                        d.decided_at,
+                        d.model_id,
+                        d.score,
+                        d.threshold,
+                        d.source_path,
+                        d.source_path_bytes,
+                        d.note,
+                        d.merged_from or merged_from,
+                    ),
+                )
+                added.append(d)
+        return added
+
+    def contested(self, hashes: Iterable[str] | None = None) -> list[Decision]:
+        """Every decision on contents that more than one reviewer decided (of `hashes` when
+        given), by hash then id: the only ones where reviewers can disagree."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM decisions WHERE hash IN (SELECT hash FROM decisions "
+            "{where} GROUP BY hash HAVING COUNT(DISTINCT reviewer) > 1) ORDER BY hash, id"
+        )
+        if hashes is None:
+            return [Decision(*row) for row in self.db.execute(sql.format(where=""))]
+        found: list[Decision] = []
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            rows = self.db.execute(sql.format(where=f"WHERE hash IN ({marks})"), chunk)
+            found.extend(Decision(*row) for row in rows)
+        return found
 
     def _decisions_by_id(self, ids: Sequence[int]) -> list[Decision]:
         found: list[Decision] = []

@@ -53,6 +53,10 @@ class Settings:
     # one the primary; empty: the single `model` at `threshold`. core/detector_columns.py
     detectors: list[dict] = field(default_factory=list)
     flag_rule: str = "any"  # "any": flagged when any enabled detector is over its threshold
+    # Care for the reviewer (core/care.py): a break reminder after this many minutes of
+    # continuous review (0: never), and at most this many reveals a day (0: no cap).
+    break_minutes: int = 25
+    max_reveals_per_day: int = 0
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -80,6 +84,8 @@ class Settings:
         settings.detectors = clean_detectors(settings.detectors, settings.threshold)
         if settings.flag_rule not in FLAG_RULES:
             settings.flag_rule = "any"
+        settings.break_minutes = max(0, settings.break_minutes)
+        settings.max_reveals_per_day = max(0, settings.max_reveals_per_day)
         return settings
 
     def save(self, path: Path | None = None) -> None:

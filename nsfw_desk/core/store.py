@@ -778,6 +778,49 @@ def _migrate_add_score_details(db: sqlite_utils.Database) -> None:
     )
 
 
+NOTES_TEAM_AND_CARE = {
+    "decisions.merged_from": "NULL for a decision made in this library; for one brought in by "
+    "`nsfw-desk merge`, the library it came from (as that library's id, library_info). A "
+    "decision is the same one in two libraries when hash, reviewer, decided_at, label and "
+    "note are equal: a merge skips those it already holds",
+    "assignments": "the work split of `nsfw-desk assign`: content hash → reviewer (two "
+    "reviewers for the overlap kept for measuring agreement); a new assign of the same "
+    "contents replaces their rows",
+    "care_days": "per reviewer and local calendar day: images revealed unblurred and for how "
+    "long, flagged items decided, time spent reviewing. origin '' is this library's own; a "
+    "merge with --include-care-stats adds another library's under its id. Stays on this "
+    "machine unless that option is given",
+    "library_info": "key/value facts about this library file: library_id (random, made once)",
+}
+
+
+def _migrate_add_team_and_care(db: sqlite_utils.Database) -> None:
+    """Merged decisions, work assignments, reviewer-care stats (issue 15)."""
+    # ADD COLUMN rewrites no row, so the append-only triggers can stay.
+    db.execute("ALTER TABLE decisions ADD COLUMN merged_from TEXT")
+    db.execute("CREATE INDEX idx_decisions_identity ON decisions (hash, reviewer, decided_at)")
+    db.execute(
+        "CREATE TABLE assignments (hash TEXT NOT NULL CHECK (hash <> ''), "
+        "reviewer TEXT NOT NULL CHECK (reviewer <> ''), assigned_at TEXT NOT NULL, "
+        "PRIMARY KEY (hash, reviewer))"
+    )
+    db.execute("CREATE INDEX idx_assignments_reviewer ON assignments (reviewer)")
+    db.execute(
+        "CREATE TABLE care_days (reviewer TEXT NOT NULL, day TEXT NOT NULL, "
+        "origin TEXT NOT NULL DEFAULT '', reveals INTEGER NOT NULL DEFAULT 0, "
+        "reveal_ms INTEGER NOT NULL DEFAULT 0, flagged_reviewed INTEGER NOT NULL DEFAULT 0, "
+        "review_ms INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (reviewer, day, origin))"
+    )
+    db.execute("CREATE TABLE library_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        "INSERT INTO library_info (key, value) VALUES ('library_id', ?)", (secrets.token_hex(8),)
+    )
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO notes (topic, note) VALUES (?, ?)",
+        list(NOTES_TEAM_AND_CARE.items()),
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
@@ -787,6 +830,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_add_shared_embeddings,
     _migrate_add_ai_labels,
     _migrate_add_score_details,
+    _migrate_add_team_and_care,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1891,6 +1935,114 @@ class Library:
                 }
             )
         return True
+
+    # team work (core/team.py) and reviewer care (core/care.py)
+
+    def library_id(self) -> str:
+        """This library file's random id, made once (a copy of the file shares it)."""
+        row = self.db.execute("SELECT value FROM library_info WHERE key = 'library_id'").fetchone()
+        return str(row[0])
+
+    def hashes_with_files(self, hashes: Iterable[str]) -> set[str]:
+        """Those of `hashes` that some stored file holds: content this library can show."""
+        found: set[str] = set()
+        for chunk, marks in in_chunks(dict.fromkeys(hashes)):
+            rows = self.db.execute(
+                f"SELECT DISTINCT hash FROM files WHERE hash IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def replace_assignments(self, scope: Iterable[str], rows: Iterable[tuple[str, str]]) -> int:
+        """Assign contents anew: every row of a hash in `scope` goes, then (hash, reviewer)
+        `rows` come in; one transaction. Returns the rows written."""
+        rows = list(dict.fromkeys(rows))
+        at = now_utc()
+        with write_transaction(self.db):
+            for chunk, marks in in_chunks(dict.fromkeys(scope)):
+                self.db.execute(f"DELETE FROM assignments WHERE hash IN ({marks})", chunk)
+            self.db.conn.executemany(
+                "INSERT INTO assignments (hash, reviewer, assigned_at) VALUES (?, ?, ?)",
+                [(h, r, at) for h, r in rows],
+            )
+        return len(rows)
+
+    def assignments(self, reviewer: str | None = None) -> list[tuple[str, str]]:
+        """(hash, reviewer) of the work split, by hash; only `reviewer`'s when given."""
+        if reviewer is None:
+            rows = self.db.execute("SELECT hash, reviewer FROM assignments ORDER BY hash, reviewer")
+        else:
+            rows = self.db.execute(
+                "SELECT hash, reviewer FROM assignments WHERE reviewer = ? ORDER BY hash",
+                (reviewer,),
+            )
+        return [(h, r) for h, r in rows]
+
+    def add_care(
+        self,
+        reviewer: str,
+        day: str,
+        *,
+        reveals: int = 0,
+        reveal_ms: int = 0,
+        flagged_reviewed: int = 0,
+        review_ms: int = 0,
+    ) -> None:
+        """Add to this library's own care counters of (reviewer, day); one transaction."""
+        with write_transaction(self.db):
+            self.db.execute(
+                "INSERT INTO care_days (reviewer, day, origin, reveals, reveal_ms, "
+                "flagged_reviewed, review_ms) VALUES (?, ?, '', ?, ?, ?, ?) "
+                "ON CONFLICT (reviewer, day, origin) DO UPDATE SET "
+                "reveals = reveals + excluded.reveals, reveal_ms = reveal_ms + excluded.reveal_ms, "
+                "flagged_reviewed = flagged_reviewed + excluded.flagged_reviewed, "
+                "review_ms = review_ms + excluded.review_ms",
+                (
+                    reviewer,
+                    day,
+                    int(reveals),
+                    int(reveal_ms),
+                    int(flagged_reviewed),
+                    int(review_ms),
+                ),
+            )
+
+    def care_rows(self) -> list[tuple[str, str, str, int, int, int, int]]:
+        """Every care row as stored: (reviewer, day, origin, reveals, reveal_ms,
+        flagged_reviewed, review_ms)."""
+        rows = self.db.execute(
+            "SELECT reviewer, day, origin, reveals, reveal_ms, flagged_reviewed, review_ms "
+            "FROM care_days ORDER BY reviewer, day, origin"
+        )
+        return [tuple(row) for row in rows]
+
+    def put_care_rows(self, rows: Iterable[tuple[str, str, str, int, int, int, int]]) -> int:
+        """Another library's care rows under their origin (a second merge replaces them)."""
+        rows = list(rows)
+        with write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO care_days (reviewer, day, origin, reveals, reveal_ms, "
+                "flagged_reviewed, review_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def care_totals(self, reviewer: str | None = None, day: str | None = None) -> list[tuple]:
+        """(reviewer, day, reveals, reveal_ms, flagged_reviewed, review_ms) summed over
+        origins, by reviewer and day; filtered by `reviewer` and `day` when given."""
+        where, params = [], []
+        for column, value in (("reviewer", reviewer), ("day", day)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        rows = self.db.execute(
+            "SELECT reviewer, day, SUM(reveals), SUM(reveal_ms), SUM(flagged_reviewed), "
+            "SUM(review_ms) FROM care_days"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY reviewer, day ORDER BY reviewer, day",
+            params,
+        )
+        return [tuple(row) for row in rows]
 
 
 _INSERT_ENTRY = (

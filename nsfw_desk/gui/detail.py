@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 
@@ -69,6 +70,9 @@ class DetailPane(QWidget):
         self.label_label = QLabel()
         self.tags_label = QLabel(wordWrap=True)
         self.tags_label.setObjectName("tags")
+        # Reviewers whose labels differ (gui/team.py); shown only for a conflict.
+        self.reviewers_label = QLabel(wordWrap=True)
+        self.reviewers_label.setObjectName("reviewers")
         self.history = QPlainTextEdit(readOnly=True)
         self.history.setMaximumHeight(140)
         self.show_button = QPushButton("Show in folder")
@@ -95,6 +99,10 @@ class DetailPane(QWidget):
         form.addRow("Why", self.why_label)
         form.addRow("Label", self.label_label)
         form.addRow("Tags", self.tags_label)
+        form.addRow("Conflict", self.reviewers_label)
+        self._reviewers_row = form.rowCount() - 1
+        self._form = form
+        form.setRowVisible(self._reviewers_row, False)
         form.addRow(QLabel("Decision history"))
         form.addRow(self.history)
         area = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame)
@@ -164,6 +172,20 @@ class DetailPane(QWidget):
             )
         )
         self._paint_preview()
+
+    def set_reviewers(self, reviewers: dict[str, str] | None) -> None:
+        """Each reviewer's label of a conflict, or None to hide the row."""
+        shown = dict(reviewers) if reviewers else None
+        if shown == getattr(self, "_reviewers_shown", None):
+            return  # called on every grid layout change: no relayout when nothing changed
+        self._reviewers_shown = shown
+        if reviewers:
+            self.reviewers_label.setText(
+                "<span style='color:#b3261e'>"
+                + html.escape(", ".join(f"{name}: {label}" for name, label in reviewers.items()))
+                + "</span> — your decision resolves it"
+            )
+        self._form.setRowVisible(self._reviewers_row, bool(reviewers))
 
     def set_revealed(self, revealed: bool) -> None:
         self.revealed = revealed

@@ -43,6 +43,9 @@ _FILTER_MEANS = {
     "models_disagree": "items the shown model and the one under 'Compare with' decide "
     "differently at this threshold (choose the other model there)",
     "hash_lists": "items a hash list matches (import one with `nsfw-desk hashlist import`)",
+    "conflicts": "items reviewers labelled differently and nobody has decided since "
+    "(bring their libraries in with `nsfw-desk merge`)",
+    "assigned": "items `nsfw-desk assign` gave to the reviewer named in Settings",
 }
 
 

@@ -42,6 +42,7 @@ class Role(IntEnum):
     CHIPS = PATH + 16  # several detectors: ((short name, kind, score or None, over its threshold),
     # …), the primary first; () with one detector
     AI_LABEL = PATH + 17  # the AI-generated label: True (AI), False (real), None
+    REVIEWERS = PATH + 18  # a conflict's {reviewer: label} (gui/team.py), or None
 
 
 SORTS = {
@@ -63,6 +64,14 @@ FILTERS = {
     "hash_lists": "Hash list matches",
     "ai_generated": "Labelled AI-generated",
     "ai_real": "Labelled real",
+    "conflicts": "Conflicts",  # reviewers' labels differ (core/team.py), unresolved
+    "assigned": "Assigned to me",  # the work split of `nsfw-desk assign`, Settings' reviewer
+}
+_TEAM_FILTERS = {"conflicts", "assigned"}
+# The Show filters' keys: Alt+1 … Alt+9 the first nine in order, Alt+0 Conflicts; the rest
+# only in the menu and the toolbar.
+FILTER_KEYS = {key: f"Alt+{n}" for n, key in enumerate(list(FILTERS)[:9], start=1)} | {
+    "conflicts": "Alt+0"
 }
 DETECTOR_FILTER = "flagged:"  # + model id: flagged by that detector (several detectors)
 DETECTOR_SORT = "score:"  # + model id: that detector's score, highest first
@@ -143,6 +152,9 @@ class ResultsModel(QAbstractListModel):
         self._det_by_hash: list[dict[str, float]] = []
         self.flag_rule = "any"  # or "primary": only the primary's score flags
         self._ai: dict[str, bool] = {}  # hash → AI-generated label
+        # Several reviewers (gui/team.py): unresolved conflicts, and my assigned contents.
+        self.conflicts: dict[str, dict[str, str]] = {}
+        self.assigned: frozenset[str] = frozenset()
         self._clear_columns()
 
     def _clear_columns(self) -> None:
@@ -206,6 +218,9 @@ class ResultsModel(QAbstractListModel):
                     if state[1]
                     else "- or a click on ⊟ collapses it"
                 )
+            reviewers = self.conflicts.get(self._hashes[row] or "")
+            if reviewers:  # what "≠" on the tile is
+                tip += "\nConflict: " + ", ".join(f"{r} {lab}" for r, lab in reviewers.items())
             for match in self.list_matches.get(self._hashes[row] or "", ()):
                 tip += (
                     f"\nHash list {match.list_name} ({match.list_kind}): {match.algorithm}, "
@@ -232,6 +247,8 @@ class ResultsModel(QAbstractListModel):
             return self._ai.get(self._hashes[row] or "")
         if role == Role.LISTED_UNSAFE:
             return self._unsafe_listed.get(self._hashes[row] or "")
+        if role == Role.REVIEWERS:
+            return self.conflicts.get(self._hashes[row] or "")
         if role == Role.LABEL:
             digest = self._hashes[row]
             return self._labels.get(digest) if digest else None
@@ -444,6 +461,18 @@ class ResultsModel(QAbstractListModel):
         """Whether new hash-list matches can change which rows show: only when the filter
         depends on flags or lists. Otherwise they change marks, and the current item stays."""
         return self.filter in _THRESHOLD_FILTERS | {"hash_lists", "disagreements"}
+
+    def set_team(self, conflicts: dict[str, dict[str, str]], assigned: Collection[str]) -> None:
+        """Show these conflicts (hash → {reviewer: label}) and my assigned contents."""
+        self.conflicts = {h: dict(by) for h, by in conflicts.items()}
+        self.assigned = frozenset(assigned)
+        if self.filter in _TEAM_FILTERS:
+            self._refresh_visible()
+        else:
+            self.marks_changed.emit()
+
+    def _hash_mask(self, hashes: Collection[str]) -> np.ndarray:
+        return np.array([(h or "") in hashes for h in self._hashes], dtype=bool)
 
     def _flagged(self) -> np.ndarray:
         """Per row: the model flags it or an `unsafe` hash list matches it; with several
@@ -892,6 +921,10 @@ class ResultsModel(QAbstractListModel):
             if index is None:
                 return np.ones(n, dtype=bool)
             return self._det[index] >= self._det_thresholds[index]
+        if self.filter == "conflicts":
+            return self._hash_mask(self.conflicts)
+        if self.filter == "assigned":
+            return self._hash_mask(self.assigned)
         if self.filter == "models_disagree":
             other = self._other
             both = scored & ~np.isnan(other)
@@ -979,6 +1012,8 @@ class ResultsModel(QAbstractListModel):
             "reviewed": label is not None,
             "unreviewed": label is None and self._errors[row] is None,
             "disagreements": label is not None and scored and (label == "unsafe") != flagged,
+            "conflicts": (self._hashes[row] or "") in self.conflicts,
+            "assigned": (self._hashes[row] or "") in self.assigned,
             "models_disagree": scored
             and not math.isnan(other)
             and (score >= self.threshold) != (other >= self.threshold),

@@ -123,6 +123,18 @@ class Tag:
 
 
 @dataclass(frozen=True)
+class Care:
+    """Add to a reviewer's care counters of one day (core/care.py); changes no label."""
+
+    reviewer: str
+    day: str
+    reveals: int = 0
+    reveal_ms: int = 0
+    flagged_reviewed: int = 0
+    review_ms: int = 0
+
+
+@dataclass(frozen=True)
 class Revert:
     """Undo the decisions an earlier write (`of`, its ticket) committed; redo is the same."""
 
@@ -151,7 +163,7 @@ class AiRevert:
     threshold: float | None = None
 
 
-Write = Decide | Revert | Tag | AiDecide | AiRevert
+Write = Decide | Revert | Tag | AiDecide | AiRevert | Care
 
 
 class _WriteWorker(LibraryOwner):
@@ -181,8 +193,9 @@ class _WriteWorker(LibraryOwner):
     def submit(self, ticket: int, op: Write) -> None:
         if isinstance(op, Decide):
             self._hashes[ticket] = [item.hash for item in op.items]
-        elif isinstance(op, Tag | AiDecide | AiRevert):
-            self._hashes[ticket] = []  # a tag or an AI-generated label changes no label
+        elif isinstance(op, Tag | AiDecide | AiRevert | Care):
+            # a tag, an AI-generated label or a care counter changes no label
+            self._hashes[ticket] = []
         else:
             self._hashes[ticket] = list(self._hashes.get(op.of, []))
         self._queue.append((ticket, op))
@@ -212,8 +225,15 @@ class _WriteWorker(LibraryOwner):
 
     def _write(self, ticket: int, op: Write) -> dict[str, str | None]:
         reviews = ReviewStore(self.library())
-        if isinstance(op, Tag):
-            reviews.set_tag(op.hashes, op.tag, added=op.added, reviewer=op.reviewer)
+        if isinstance(op, Care):
+            self.library().add_care(
+                op.reviewer,
+                op.day,
+                reveals=op.reveals,
+                reveal_ms=op.reveal_ms,
+                flagged_reviewed=op.flagged_reviewed,
+                review_ms=op.review_ms,
+            )
             ids: list[int] = []
         elif isinstance(op, AiDecide):
             ids = reviews.decide_ai(
@@ -226,6 +246,9 @@ class _WriteWorker(LibraryOwner):
                 if undone
                 else []
             )
+        elif isinstance(op, Tag):
+            reviews.set_tag(op.hashes, op.tag, added=op.added, reviewer=op.reviewer)
+            ids = []
         elif isinstance(op, Decide):
             ids = reviews.decide(
                 list(op.items), op.label, reviewer=op.reviewer, threshold=op.threshold, note=op.note
@@ -276,11 +299,17 @@ class ReviewWrites(QObject):
         self.saving: Counter[str] = Counter()  # hash → writes in flight that touch it
         self.expected: dict[str, str | None] = {}  # hash → label once the last write lands
         self.problem: tuple[str, str] | None = None  # (kind, message) while blocked
+        self._care_tickets: set[int] = set()
 
     @property
     def waiting(self) -> int:
         """Writes made but not yet committed."""
         return len(self._in_flight)
+
+    @property
+    def decisions_waiting(self) -> int:
+        """Writes made but not committed, leaving out care counters (gui/care.py)."""
+        return len(self._in_flight) - len(self._care_tickets & self._in_flight.keys())
 
     def decide(
         self,
@@ -297,6 +326,12 @@ class ReviewWrites(QObject):
     def tag(self, hashes: Sequence[str], tag: str, *, added: bool, reviewer: str) -> int:
         """Add or remove `tag` on contents, in order with the decisions; `saved` says when."""
         return self._send(Tag(tuple(hashes), tag, added, reviewer), {})
+
+    def care(self, op: Care) -> int:
+        """Add to the care counters (gui/care.py), in order with the decisions."""
+        ticket = self._send(op, {})
+        self._care_tickets.add(ticket)
+        return ticket
 
     def revert(
         self, ticket: int, expected: dict[str, str | None], *, reviewer: str, threshold: float
@@ -340,6 +375,7 @@ class ReviewWrites(QObject):
         return ticket
 
     def _settle(self, ticket: int) -> None:
+        self._care_tickets.discard(ticket)
         for digest in self._in_flight.pop(ticket, []):
             self.saving[digest] -= 1
             if self.saving[digest] <= 0:

@@ -57,7 +57,7 @@ from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
-from nsfw_desk.gui.grid import FILTERS, SORT_TIPS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.grid import FILTER_KEYS, FILTERS, SORT_TIPS, SORTS, ResultsModel, Role
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.loupe import Loupe
 from nsfw_desk.gui.model_bar import ModelBar
@@ -173,6 +173,7 @@ class MainWindow(QMainWindow):
         self.writes.failed.connect(self._on_write_failed)
         self.writes.state_changed.connect(self._on_writes_state)
         self.reads.failed.connect(self._on_read_failed)
+        self._build_team_and_care()
         self._detail_serial = 0
         self._library_problem_shown = False
         # Open (and migrate) the library now, off this thread, so a problem shows at once.
@@ -453,11 +454,28 @@ class MainWindow(QMainWindow):
             [HEAT_KEY],
             checkable=True,
         )
+        from nsfw_desk.gui.care import TODAY_KEY
+
+        view.addSeparator()
+        self._action(
+            view, "&Today: reveals and review time", lambda: self.care.show_today(), [TODAY_KEY]
+        )
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"])
         self._action(help_menu, "Open &log folder", self.open_log_folder)
         self._action(help_menu, "&About nsfw-desk", self.show_about)
+
+    def _build_team_and_care(self) -> None:
+        """Conflicts and assignments (gui/team.py); the reviewer's day and breaks (gui/care.py)."""
+        from nsfw_desk.gui.care import ReviewerCare
+        from nsfw_desk.gui.team import TeamView
+
+        self.team = TeamView(self)
+        self.care = ReviewerCare(self)
+        self.grid.selectionModel().currentChanged.connect(
+            lambda *_: self._moved and self.care.activity()
+        )
 
     def _build_notes_and_tags(self) -> None:
         """Notes (Shift+N) and tags (T): gui/notes.py and gui/tags.py."""
@@ -849,6 +867,9 @@ class MainWindow(QMainWindow):
     # --- review -----------------------------------------------------------------------
 
     def decide(self, label: str | None) -> None:
+        if self.care.break_showing:  # the break reminder waits for an acknowledgement
+            self._say("Take a break first: press Return (or the button) to continue")
+            return
         rows = sorted(i.row() for i in self.grid.selectionModel().selectedIndexes())
         if not rows and self.grid.currentIndex().isValid():
             rows = [self.grid.currentIndex().row()]
@@ -1020,6 +1041,11 @@ class MainWindow(QMainWindow):
             threshold=self.results.threshold,
             on_change=self._labels_changed,
         )
+        if label is not None:
+            threshold = self.results.threshold
+            self.care.decided(sum(i.score is not None and i.score >= threshold for i in items))
+        else:
+            self.care.activity()
         self._pushing = True
         try:
             self.undo_stack.push(command)  # push runs redo(): shown now, committed by the writer
@@ -1111,13 +1137,14 @@ class MainWindow(QMainWindow):
         self._refresh_view_state()
 
     def _build_filter_actions(self, menu) -> None:
-        """Alt+1 … Alt+7 pick the Show filter, in the toolbar's order."""
+        """Alt+1 … Alt+9 pick the first nine Show filters, in the toolbar's order; Alt+0
+        Conflicts (grid.FILTER_KEYS)."""
         group = QActionGroup(self)
         self.filter_actions: dict[str, QAction] = {}
-        for number, (key, text) in enumerate(FILTERS.items(), start=1):
+        for key, text in FILTERS.items():
             action = QAction(f"Show {text}", self, checkable=True)
-            if number <= 9:  # Alt+0 is taken; the AI-generated filters are in the menu
-                action.setShortcut(QKeySequence(f"Alt+{number}"))
+            if key in FILTER_KEYS:  # the others (AI-generated, assigned) are in the menu
+                action.setShortcut(QKeySequence(FILTER_KEYS[key]))
             action.setChecked(key == self.results.filter)
             action.triggered.connect(lambda _=False, k=key: self.set_filter(k))
             group.addAction(action)
@@ -1332,6 +1359,11 @@ class MainWindow(QMainWindow):
 
     def _reveal_current(self, on: bool) -> None:
         digest = self.grid.currentIndex().data(Role.HASH) if on else None
+        refused = self.care.may_reveal(digest) if digest else None
+        if refused:  # the day's cap in Settings: stay blurred and say why
+            self._say(refused)
+            on, digest = False, None
+        self.care.revealing(digest)
         self.delegate.revealed = digest
         self.detail.set_revealed(on and digest is not None)
         self.loupe.set_revealed(on and digest is not None)
@@ -1627,6 +1659,8 @@ class MainWindow(QMainWindow):
         with self._keeping_current():
             self.results.set_flag_rule(new.flag_rule)
         self.detectors_view.load()
+        self.care.settings_changed()
+        self.team.reload()  # another reviewer name: other assigned items
         self.auto_advance_action.setChecked(new.auto_advance)
         self.grayscale_action.setChecked(new.grayscale)
         if style_changed:
@@ -1792,6 +1826,7 @@ class MainWindow(QMainWindow):
         self.settings.window_state = encode(self.saveState())
         self.settings.splitter_state = encode(self.splitter.saveState())
         self._save_settings()
+        self.care.flush()  # the day's counters go in with the decisions
         if self.writes.waiting and not self._wait_for_writes():
             event.ignore()
             return
@@ -1819,8 +1854,12 @@ class MainWindow(QMainWindow):
                 dialog.reset()
                 dialog.accept()
                 return
-            waiting = self.writes.waiting
-            text = f"Saving {waiting:,} decision{'s' if waiting != 1 else ''} to the library…"
+            waiting = self.writes.decisions_waiting  # today's care counters aside
+            text = (
+                f"Saving {waiting:,} decision{'s' if waiting != 1 else ''} to the library…"
+                if waiting
+                else "Saving today's review counters to the library…"
+            )
             if self.writes.problem:
                 text += f"\nNot yet: {self._unsaved_reason()}."
             dialog.setLabelText(text)

@@ -112,6 +112,16 @@ class SettingsDialog(QDialog):
         form.addRow("Preview", self.preview)
         form.addRow("Reviewer name", self.reviewer)
         form.addRow("", self.auto_advance)
+        # Care for the reviewer (gui/care.py)
+        self.break_minutes = QSpinBox(minimum=0, maximum=240, value=settings.break_minutes)
+        self.break_minutes.setSuffix(" min")
+        self.break_minutes.setSpecialValueText("never")
+        self.break_minutes.setToolTip("Dim the grid with a reminder after this much review")
+        self.max_reveals = QSpinBox(minimum=0, maximum=100_000, value=settings.max_reveals_per_day)
+        self.max_reveals.setSpecialValueText("no cap")
+        self.max_reveals.setToolTip("Refuse reveals (Space) past this many a day")
+        form.addRow("Break reminder after", self.break_minutes)
+        form.addRow("Reveals per day at most", self.max_reveals)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -156,6 +166,8 @@ class SettingsDialog(QDialog):
             auto_advance=self.auto_advance.isChecked(),
             detectors=self.detectors.entries(),
             flag_rule=self.detectors.flag_rule.currentData(),
+            break_minutes=self.break_minutes.value(),
+            max_reveals_per_day=self.max_reveals.value(),
         )
 
 

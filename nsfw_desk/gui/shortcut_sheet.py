@@ -33,6 +33,7 @@ HELD_AND_MOUSE: tuple[tuple[str, str, str], ...] = (
     ("Y", "Label the offered near-duplicates the same (while the offer shows)", "Grid"),
     ("Esc", "Dismiss the near-duplicates offer (while it shows)", "Grid"),
     ("Click ⊞ / ⊟", "Expand / collapse a near-duplicate group (while grouped, D)", "Grid"),
+    ("Return", "Continue after the break reminder (while it dims the grid)", "Grid"),
     ("Mouse wheel", "Zoom around the mouse pointer", "Loupe"),
     ("Drag", "Pan the zoomed image", "Loupe"),
 )

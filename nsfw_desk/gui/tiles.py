@@ -35,6 +35,8 @@ ERROR_MARK = "⚠ "
 OTHER_MARK = "⇄ "  # before the compared model's score
 NEAR_MARK = "≈"  # before the number of near-duplicates in the folder
 LIST_MARK = "≡ "  # before the name of a hash list the content matches
+CONFLICT_MARK = "≠ "  # before the reviewers' differing labels (gui/team.py)
+CONFLICT_BACKGROUND = QColor(140, 20, 30, 225)
 SIMILAR_MARK = "sim "  # before the cosine similarity in a "Show similar" view (≈ is taken)
 GROUP_MARKS = {True: "⊞ ", False: "⊟ "}  # a collapsed group's tile, a member of an open one
 GROUP_BACKGROUND = QColor(31, 78, 140)  # white text on it: contrast above 7:1
@@ -182,6 +184,10 @@ class TileDelegate(QStyledItemDelegate):
         self._paint_tags(painter, area, tags, option.font)
         if chips and not error:
             self._paint_chips(painter, area, chips, option.font, bool(tags))
+        self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
+        reviewers = index.data(Role.REVIEWERS)
+        if reviewers:  # a conflict: each reviewer's label, above the tags
+            self._paint_conflict(painter, area, reviewers, bool(index.data(Role.TAGS)), option.font)
         lists = index.data(Role.LISTS)
         if lists:  # the hash lists it matches; the tooltip says kind, algorithm and distance
             self._paint_list_badge(painter, area, lists, option.font)
@@ -377,6 +383,30 @@ class TileDelegate(QStyledItemDelegate):
         painter.setPen(QColor("white"))
         shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width - 6)
         painter.drawText(box.adjusted(4, 0, -2, 0), Qt.AlignmentFlag.AlignVCenter, shown)
+        painter.setFont(font)
+
+    @staticmethod
+    def _paint_conflict(
+        painter: QPainter, area: QRect, reviewers: dict, above_tags: bool, font: QFont
+    ) -> None:
+        """`≠ ann ✖ · ben ✓` on a red strip near the image's bottom: who said what."""
+        small = QFont(font)
+        small.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+        small.setBold(True)
+        painter.setFont(small)
+        height = painter.fontMetrics().height() + 2
+        bottom = area.bottom() - 2 - (height + 2 if above_tags else 0)
+        strip = QRect(area.x() + 3, bottom - height, area.width() - 6, height)
+        marks = {"unsafe": "✖", "safe": "✓"}
+        text = CONFLICT_MARK + " · ".join(
+            f"{name} {marks.get(label, label)}" for name, label in reviewers.items()
+        )
+        text = painter.fontMetrics().elidedText(
+            text, Qt.TextElideMode.ElideRight, strip.width() - 6
+        )
+        painter.fillRect(strip, CONFLICT_BACKGROUND)
+        painter.setPen(QColor("white"))
+        painter.drawText(strip.adjusted(3, 0, -3, 0), Qt.AlignmentFlag.AlignVCenter, text)
         painter.setFont(font)
 
     def _paint_tags(self, painter: QPainter, area: QRect, tags, font: QFont) -> None:
