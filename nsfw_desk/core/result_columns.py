@@ -33,6 +33,10 @@ class ResultColumns:
     # Rows in hash order (argsort of `hashes`, made on the read thread): lookups by hash
     # bisect `hashes[hash_order]` instead of a dict of a million strings.
     hash_order: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    hashes_sorted: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="S64"))
+    # Rows highest score first (no score last, ties in row order): the desk's default sort,
+    # made on the read thread too (`score_order`).
+    by_score: np.ndarray | None = None
     # (start, stop) row ranges whose path bytes ascend (library order): lookups bisect them.
     sorted_runs: tuple[tuple[int, int], ...] = ()
 
@@ -63,6 +67,7 @@ class ResultColumns:
         """Columns from per-row values (the store's query result, unzipped)."""
         n = len(raws)
         digests = np.array([h or "" for h in hashes], dtype=f"S{HASH_WIDTH}").reshape(n)
+        order = np.argsort(digests, kind="stable")
         offsets = np.zeros(n + 1, dtype=np.int64)
         if n:
             np.cumsum(np.fromiter(map(len, raws), dtype=np.int64, count=n), out=offsets[1:])
@@ -70,7 +75,8 @@ class ResultColumns:
             blob=b"".join(raws),
             offsets=offsets,
             hashes=digests,
-            hash_order=np.argsort(digests, kind="stable"),
+            hash_order=order,
+            hashes_sorted=digests[order],
             scores=np.array([np.nan if s is None else s for s in scores], dtype=np.float64),
             mtimes=np.array([m or 0 for m in mtimes], dtype=np.int64).reshape(n),
             sizes=np.array([-1 if s is None else s for s in sizes], dtype=np.int64).reshape(n),
@@ -93,7 +99,7 @@ def labels_of(columns: ResultColumns, labels: dict[str, str]) -> dict[str, str]:
     if not labels or not len(columns):
         return {}
     keys = list(labels)
-    ordered = columns.hashes[columns.hash_order]
+    ordered = columns.hashes_sorted
     wanted = np.array(keys, dtype=f"S{HASH_WIDTH}")
     at = np.minimum(np.searchsorted(ordered, wanted), len(ordered) - 1)
     inside = ordered[at] == wanted
@@ -106,7 +112,13 @@ def read_folder(library, folder: Path, model_id: str | None) -> tuple[ResultColu
     from nsfw_desk.core.review import ReviewStore
 
     columns = library.result_columns(folder, model_id)
+    columns.by_score = score_order(columns.scores)
     if len(columns) <= 20_000:  # few rows: ask for just theirs
         hashes = {h.decode("ascii") for h in columns.hashes.tolist() if h}
         return columns, ReviewStore(library).current_labels(hashes)
     return columns, labels_of(columns, ReviewStore(library).current_labels())
+
+
+def score_order(scores: np.ndarray) -> np.ndarray:
+    """Rows by score, highest first; rows without a score last; ties in row order."""
+    return np.argsort(np.where(np.isnan(scores), np.inf, -scores), kind="stable")

@@ -293,7 +293,9 @@ class ResultsModel(QAbstractListModel):
         self._hashes = hashes  # type: ignore[assignment]
         self._errors = grid_columns.ErrorColumn(columns.errors, n)  # type: ignore[assignment]
         self._row_of_path = grid_columns.RowOfPath(self._paths)  # type: ignore[assignment,arg-type]
-        self._rows_of_hash = grid_columns.RowsOfHash(hashes, columns.hash_order)  # type: ignore[assignment]
+        self._rows_of_hash = grid_columns.RowsOfHash(
+            hashes, columns.hash_order, columns.hashes_sorted
+        )  # type: ignore[assignment]
         self._scores = columns.scores.copy()
         self._mtimes = columns.mtimes.copy()
         self._sizes = columns.sizes.copy()
@@ -305,6 +307,8 @@ class ResultsModel(QAbstractListModel):
         has_error = self._errors.mask()  # type: ignore[attr-defined]
         self._open = (hashes.array != b"") & ~has_error
         self._label_codes = self._labels_array()
+        if self.sort == "score" and columns.by_score is not None:
+            self._order = columns.by_score  # sorted on the read thread
         self._visible = self._compute_visible()
         self._keys = None
         self.endResetModel()
@@ -612,7 +616,14 @@ class ResultsModel(QAbstractListModel):
 
     def counts(self) -> Counts:
         scores = self._scores
-        present = [h for h in self._labels if self._rows_of_hash.get(h)]
+        if isinstance(self._hashes, grid_columns.HashColumn):  # a million rows: numpy
+            labelled = self._label_codes >= 0
+            reviewed = int(np.count_nonzero(labelled))
+            images = len(np.unique(self._hashes.as_bytes()[labelled]))
+        else:
+            present = [h for h in self._labels if self._rows_of_hash.get(h)]
+            reviewed = sum(len(self._rows_of_hash[h]) for h in present)
+            images = len(present)
         by_list = self._listed & ~(scores >= self.threshold)
         names = {self._unsafe_listed[self._hashes[r]] for r in np.flatnonzero(by_list).tolist()}
         return Counts(
@@ -620,9 +631,9 @@ class ResultsModel(QAbstractListModel):
             flagged=int(np.count_nonzero(self._flagged())),
             by_list=int(np.count_nonzero(by_list)),
             list_names=tuple(sorted(names)),
-            reviewed=sum(len(self._rows_of_hash[h]) for h in present),
+            reviewed=reviewed,
             errors=int(np.count_nonzero(self._filter_errors())),
-            reviewed_images=len(present),
+            reviewed_images=images,
         )
 
     def unscored(self) -> int:
@@ -738,6 +749,9 @@ class ResultsModel(QAbstractListModel):
 
     def _labels_array(self) -> np.ndarray:
         """Per row: 1 unsafe, 0 safe, -1 unlabelled."""
+        if isinstance(self._rows_of_hash, grid_columns.RowsOfHash):  # a million rows: numpy
+            codes = {h: 1 if label == "unsafe" else 0 for h, label in self._labels.items()}
+            return grid_columns.lookup(self._hashes, codes, -1, np.int8)
         values = np.full(len(self._paths), -1, dtype=np.int8)
         for digest, label in self._labels.items():
             for row in self._rows_of_hash.get(digest, ()):
@@ -779,10 +793,11 @@ class ResultsModel(QAbstractListModel):
         if self.sort == "name":
             names = np.array(self._names, dtype=object)
             return np.array(sorted(range(n), key=lambda r: (names[r].lower(), r)), dtype=np.int64)
+        # A stable sort keeps row order among equal keys: a lexsort with the row number,
+        # at a third of its time over a million rows.
         if self.sort == "modified":
-            return np.lexsort((np.arange(n), -self._mtimes))
-        primary = self._sort_primary()
-        return np.lexsort((np.arange(n), primary))
+            return np.argsort(-self._mtimes, kind="stable")
+        return np.argsort(self._sort_primary(), kind="stable")
 
     def _sort_primary(self) -> np.ndarray:
         """Ascending key for score and disagreement sorts; rows without a score last."""

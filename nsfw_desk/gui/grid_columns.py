@@ -78,7 +78,7 @@ class HashColumn:
     """Row → content hash or None, over a fixed-width bytes array."""
 
     def __init__(self, hashes: np.ndarray) -> None:
-        self.array = hashes.copy()  # rows may change (a rescan): the caller's array stays
+        self.array = hashes  # handed over by the read thread: the grid's own from now on
         self._extra: list[str | None] = []
         self.rows_of_hash: RowsOfHash | None = None  # set by RowsOfHash over this column
 
@@ -180,10 +180,10 @@ class RowsOfHash(Mapping):
     Rows whose hash changed after the sort are dropped by checking the current hash; rows
     given a hash since (`setdefault(h, []).append(row)`) are kept in a small dict."""
 
-    def __init__(self, hashes: HashColumn, order: np.ndarray) -> None:
+    def __init__(self, hashes: HashColumn, order: np.ndarray, ordered: np.ndarray) -> None:
         self._hashes = hashes
-        self._order = order  # argsort of the hashes, made on the read thread
-        self._sorted = hashes.array[order]
+        self._order = order  # argsort of the hashes and the hashes in that order, made on
+        self._sorted = ordered  # the read thread
         hashes.rows_of_hash = self
         self._added: dict[str, list[int]] = {}
 
@@ -193,6 +193,24 @@ class RowsOfHash(Mapping):
         high = int(np.searchsorted(self._sorted, key, "right"))
         rows = self._order[low:high].tolist() + self._added.get(digest, [])
         return [r for r in dict.fromkeys(rows) if self._hashes[r] == digest]
+
+    def rows_for(self, digests: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, which digest each row holds), for many digests in one numpy pass over
+        the sorted hashes (rows appended since the sort included)."""
+        keys = np.array(digests, dtype=f"S{HASH_WIDTH}")
+        low = np.searchsorted(self._sorted, keys, "left")
+        high = np.searchsorted(self._sorted, keys, "right")
+        counts = high - low
+        which = np.repeat(np.arange(len(keys)), counts)
+        starts = np.repeat(low - np.cumsum(counts) + counts, counts)
+        rows = self._order[starts + np.arange(len(which))] if len(which) else which
+        extra = [(r, i) for i, d in enumerate(digests) for r in self._added.get(d, ())]
+        if extra:
+            rows = np.concatenate([rows, [r for r, _ in extra]]).astype(np.int64)
+            which = np.concatenate([which, [i for _, i in extra]]).astype(np.int64)
+        current = self._hashes.as_bytes()[rows] if len(rows) else keys[:0]
+        keep = current == keys[which] if len(rows) else np.zeros(0, dtype=bool)
+        return rows[keep], which[keep]
 
     def __getitem__(self, digest: str) -> list[int]:
         rows = self._rows(digest) if digest else []
@@ -227,8 +245,6 @@ def lookup(hashes: Any, mapping: Mapping[str, Any], default: Any, dtype: Any) ->
     rows_of = getattr(hashes, "rows_of_hash", None)
     if rows_of is None:
         return np.array([mapping.get(h or "", default) for h in hashes], dtype=dtype)
-    for digest, value in mapping.items():
-        rows = rows_of.get(digest)
-        if rows:
-            out[rows] = value
+    rows, which = rows_of.rows_for(list(mapping))
+    out[rows] = np.array(list(mapping.values()), dtype=dtype)[which]
     return out
