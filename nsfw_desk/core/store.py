@@ -1492,19 +1492,21 @@ class Library:
         texts = {start + i: error_text(row[4], row[5]) or "error" for i, row in enumerate(errors)}
         rows = files + [row[:4] for row in errors]
         del files
-        raws, hashes, mtimes, sizes = (
-            (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
-        )
+        # Loops, not zip(*rows): one C call over a million rows would hold the GIL throughout.
+        raws = [row[0] for row in rows]
+        hashes = [row[1] for row in rows]
+        mtimes = [row[2] for row in rows]
+        sizes = [row[3] for row in rows]
         del rows
         scores: list[float | None] = [None] * len(raws)
         if model_id is not None and start:
             scores[:start] = self._scores_of(model_id, hashes[:start])
         return ResultColumns.build(
-            raws,  # type: ignore[arg-type]
-            hashes,  # type: ignore[arg-type]
+            raws,
+            hashes,
             scores,
-            mtimes,  # type: ignore[arg-type]
-            sizes,  # type: ignore[arg-type]
+            mtimes,
+            sizes,
             texts,
             sorted_runs=((0, start), (start, start + len(errors))),
         )
@@ -1522,7 +1524,7 @@ class Library:
                     (model_id,),
                 )
             )
-        return list(map(found.get, hashes))
+        return [found.get(h) for h in hashes]
 
     def insert_scored_listing(
         self,
