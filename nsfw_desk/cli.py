@@ -25,7 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nsfw_desk import __version__, cli_compare, cli_import_weights, cli_label, cli_train
+from nsfw_desk import (
+    __version__,
+    bench_scale,
+    cli_compare,
+    cli_import_weights,
+    cli_label,
+    cli_train,
+)
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
 
@@ -225,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nsfw_desk import bench_precision
 
     bench_precision.add_options(bench)
+    bench_scale.add_arguments(bench)
 
     metrics = commands.add_parser(
         "metrics",
@@ -420,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from nsfw_desk.bench import run_bench
 
+            if args.desk_scale or args.scan_memory:
+                return bench_scale.run(args)
             return run_bench(args)
         if args.command == "metrics":
             return run_metrics(args)

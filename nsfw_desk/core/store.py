@@ -38,6 +38,7 @@ import sqlite_utils
 
 from nsfw_desk.core.defaults import BUSY_TIMEOUT_MS
 from nsfw_desk.core.paths import display_path
+from nsfw_desk.core.result_columns import ResultColumns, error_text
 from nsfw_desk.core.units import format_size
 
 log = logging.getLogger(__name__)
@@ -821,6 +822,12 @@ def _migrate_add_team_and_care(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_add_scores_by_model_index(db: sqlite_utils.Database) -> None:
+    """A covering index of one model's scores (issue 14): the desk reads a million of them
+    in one index range, not a million random row reads (`Library.result_columns`)."""
+    db.execute("CREATE INDEX idx_scores_model_hash_unsafe ON scores (model_id, hash, unsafe)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
@@ -831,6 +838,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_add_ai_labels,
     _migrate_add_score_details,
     _migrate_add_team_and_care,
+    _migrate_add_scores_by_model_index,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1636,6 +1644,101 @@ class Library:
         )
         for raw, kind, message, mtime_ns, size in rows:
             yield FileOutcome(_path(raw), None, None, True, kind, message, mtime_ns, size)
+
+    def result_columns(self, root: Path, model_id: str | None) -> ResultColumns:
+        """What `results` yields, as numpy columns (core/result_columns.py): no object per
+        row kept, so the desk lists a million files in seconds.
+
+        For a big folder the model's scores are read in one pass and matched by hash in
+        numpy: a join looks each file's score up in the index, a million random reads."""
+        low, high = _prefix_range(root)
+        files = self.db.execute(
+            "SELECT path_bytes, hash, mtime_ns, size FROM files "
+            "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
+            (low, high),
+        ).fetchall()
+        errors = self.db.execute(
+            "SELECT path_bytes, NULL, mtime_ns, size, kind, message FROM errors "
+            "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
+            (low, high),
+        ).fetchall()
+        start = len(files)
+        texts = {start + i: error_text(row[4], row[5]) or "error" for i, row in enumerate(errors)}
+        rows = files + [row[:4] for row in errors]
+        del files
+        # Loops, not zip(*rows): one C call over a million rows would hold the GIL throughout.
+        raws = [row[0] for row in rows]
+        hashes = [row[1] for row in rows]
+        mtimes = [row[2] for row in rows]
+        sizes = [row[3] for row in rows]
+        del rows
+        scores: list[float | None] = [None] * len(raws)
+        if model_id is not None and start:
+            scores[:start] = self._scores_of(model_id, hashes[:start])
+        return ResultColumns.build(
+            raws,
+            hashes,
+            scores,
+            mtimes,
+            sizes,
+            texts,
+            sorted_runs=((0, start), (start, start + len(errors))),
+        )
+
+    def _scores_of(self, model_id: str, hashes: list[str]) -> list[float | None]:
+        """`model_id`'s score per hash, None where it has none: the model's scores read
+        in one pass for a big folder (a join looks each one up: a million random reads)."""
+        if len(hashes) < 50_000:
+            found = self.scores_for(model_id, set(hashes))
+        else:
+            found = dict(
+                self.db.execute(
+                    "SELECT hash, unsafe FROM scores INDEXED BY idx_scores_model_hash_unsafe "
+                    "WHERE model_id = ?",
+                    (model_id,),
+                )
+            )
+        return [found.get(h) for h in hashes]
+
+    def insert_scored_listing(
+        self,
+        model_id: str,
+        rows: Iterable[tuple[bytes, str, float, int, int]],
+        *,
+        probabilities: bool = True,
+    ) -> int:
+        """Bulk-add files with their scores for a registered model, in one transaction:
+        (path bytes, content hash, unsafe score, mtime_ns, size) per file, no thumbnail,
+        no embedding. For generated libraries (core/synthetic_library.py) and imports
+        that bring only scores; returns how many rows were written."""
+        now = now_utc()
+        count = 0
+
+        def files() -> Iterator[tuple]:
+            nonlocal count
+            for raw, digest, _, mtime_ns, size in batch:
+                count += 1
+                yield (raw, display_path(raw), size, mtime_ns, digest, now)
+
+        def scores() -> Iterator[tuple]:
+            for _, digest, unsafe, _, _ in batch:
+                probs = float32_blob(np.array([1.0 - unsafe, unsafe])) if probabilities else None
+                yield (digest, model_id, float(unsafe), probs, now)
+
+        with self._big_cache(), write_transaction(self.db):
+            iterator = iter(rows)
+            while batch := list(itertools.islice(iterator, 50_000)):
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO files (path_bytes, path, size, mtime_ns, hash, "
+                    "scanned_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    files(),
+                )
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO scores (hash, model_id, unsafe, probabilities, "
+                    "scored_at) VALUES (?, ?, ?, ?, ?)",
+                    scores(),
+                )
+        return count
 
     def models_scored_under(self, root: Path) -> list[dict]:
         """The models with scores for files under `root`: id, display name, source, when first

@@ -51,6 +51,7 @@ from PySide6.QtWidgets import (
 
 from nsfw_desk.core.logs import log_problem
 from nsfw_desk.core.progress import Progress
+from nsfw_desk.core.result_columns import read_folder
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
@@ -569,7 +570,7 @@ class MainWindow(QMainWindow):
             self.worker.worker.cancel()
             self.status.setText("Stopping…")
 
-    def _on_stored_results(self, folder: Path, model_id: str, outcomes: list, labels: dict) -> None:
+    def _on_stored_results(self, folder: Path, model_id: str, outcomes, labels: dict) -> None:
         if folder != self.folder:
             return
         self.model_id = model_id
@@ -578,9 +579,9 @@ class MainWindow(QMainWindow):
                 lambda library: library.model_names([model_id]), self.model_names.update
             )
         with self._keeping_current():
-            self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
+            self.results.reset_columns(folder, outcomes, self.writes.shown_labels(labels))
         self.refresh_models()
-        if outcomes:  # the stored hashes' groups, before the scan ends
+        if len(outcomes):  # the stored hashes' groups, before the scan ends
             self.grouping.group(folder, unless_running=True)
 
     # --- the model switcher and "Models disagree" (gui/model_switcher.py) ---------------
@@ -624,8 +625,7 @@ class MainWindow(QMainWindow):
             self.compare_with(None)
 
         def read(library):
-            outcomes = list(library.results(folder, model_id))
-            labels = ReviewStore(library).current_labels({o.hash for o in outcomes if o.hash})
+            outcomes, labels = read_folder(library, folder, model_id)
             return outcomes, labels, library.model_names([model_id])
 
         def show(found) -> None:
@@ -634,7 +634,7 @@ class MainWindow(QMainWindow):
             outcomes, labels, names = found
             self.model_names.update(names)
             with self._keeping_current():
-                self.results.reset(folder, outcomes, self.writes.shown_labels(labels))
+                self.results.reset_columns(folder, outcomes, self.writes.shown_labels(labels))
             self._refresh_view_state()
             self.refresh_models()
             self.load_list_matches()

@@ -92,7 +92,7 @@ class ScanWorker(LibraryOwner):
 
     # folder, model id, list[FileOutcome], their labels (hash → label): read here, not on
     # the GUI thread, because a big folder's labels take a noticeable query
-    stored_results = Signal(object, str, list, dict)
+    stored_results = Signal(object, str, object, dict)  # ..., core ResultColumns, labels
     model_loading = Signal(str)  # what is being loaded
     model_ready = Signal(str, str)  # model id, device description
     model_named = Signal(str, str)  # model id, its name for people (before model_ready)
@@ -169,11 +169,10 @@ class ScanWorker(LibraryOwner):
         self.results.emit(folder, outcomes, labels)
 
     def _emit_stored(self, library, folder: Path, model_id: str) -> None:
-        from nsfw_desk.core.review import ReviewStore
+        from nsfw_desk.core.result_columns import read_folder
 
-        outcomes = list(library.results(folder, model_id))
-        labels = ReviewStore(library).current_labels({o.hash for o in outcomes if o.hash})
-        self.stored_results.emit(folder, model_id, outcomes, labels)
+        columns, labels = read_folder(library, folder, model_id)  # numpy columns: no per-row
+        self.stored_results.emit(folder, model_id, columns, labels)
 
     def _load_extras(self, request: ScanRequest) -> list:
         """The other enabled detectors; one that cannot be loaded is said and left out."""

@@ -1,0 +1,152 @@
+"""A folder's stored results as a few numpy columns: how a million rows cross threads cheaply.
+
+`Library.results` yields one `FileOutcome` (and one `Path`) per file: at a million files that
+is seconds of work and hundreds of megabytes before the grid shows anything. The desk reads
+`Library.result_columns` instead: the paths stay one bytes blob with offsets (a path is
+decoded only when a tile, a tooltip or a decision asks for it), hashes one fixed-width array,
+errors a small dict. Handing these to the GUI thread moves a handful of objects, not a
+million.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HASH_WIDTH = 64  # BLAKE2b-256 in hex
+# Rows per step when converting: one C call over a million rows holds the GIL for its whole
+# length (the GUI thread would wait); between steps the GUI thread gets its turn.
+CHUNK = 50_000
+
+
+def _chunked(values: list, convert: Callable[[list], np.ndarray]) -> np.ndarray:
+    """`convert(values)` a chunk at a time, concatenated."""
+    if len(values) <= CHUNK:
+        return convert(values)
+    return np.concatenate([convert(values[i : i + CHUNK]) for i in range(0, len(values), CHUNK)])
+
+
+@dataclass
+class ResultColumns:
+    """Rows in library order (files by path bytes, then errors by path bytes)."""
+
+    blob: bytes  # every path's bytes (os.fsencode), one after the other
+    offsets: np.ndarray  # int64, len(rows) + 1: row r is blob[offsets[r]:offsets[r + 1]]
+    hashes: np.ndarray  # "S64"; b"" for a row without a hash (an error)
+    scores: np.ndarray  # float64; NaN: no score for the model
+    mtimes: np.ndarray  # int64 ns; 0 unknown
+    sizes: np.ndarray  # int64 bytes; -1 unknown
+    errors: dict[int, str] = field(default_factory=dict)  # row → error text shown on the tile
+    # Rows in hash order (argsort of `hashes`, made on the read thread): lookups by hash
+    # bisect `hashes[hash_order]` instead of a dict of a million strings.
+    hash_order: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    hashes_sorted: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="S64"))
+    # Rows highest score first (no score last, ties in row order): the desk's default sort,
+    # made on the read thread too (`score_order`).
+    by_score: np.ndarray | None = None
+    # (start, stop) row ranges whose path bytes ascend (library order): lookups bisect them.
+    sorted_runs: tuple[tuple[int, int], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def raw_path(self, row: int) -> bytes:
+        return self.blob[int(self.offsets[row]) : int(self.offsets[row + 1])]
+
+    def path(self, row: int) -> Path:
+        return Path(os.fsdecode(self.raw_path(row)))
+
+    def hash(self, row: int) -> str | None:
+        digest = self.hashes[row]
+        return digest.decode("ascii") if digest else None
+
+    @classmethod
+    def build(
+        cls,
+        raws: list[bytes],
+        hashes: list[str | None],
+        scores: list[float | None],
+        mtimes: list[int | None],
+        sizes: list[int | None],
+        errors: dict[int, str] | None = None,
+        sorted_runs: tuple[tuple[int, int], ...] = (),
+    ) -> ResultColumns:
+        """Columns from per-row values (the store's query result, unzipped)."""
+        n = len(raws)
+        digests = _chunked(hashes, lambda c: np.array([h or "" for h in c], f"S{HASH_WIDTH}"))
+        order = np.argsort(digests, kind="stable")  # numpy lets go of the GIL here
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        if n:
+            lengths = _chunked(raws, lambda c: np.fromiter(map(len, c), np.int64, len(c)))
+            np.cumsum(lengths, out=offsets[1:])
+        return cls(
+            blob=b"".join([b"".join(raws[i : i + CHUNK]) for i in range(0, n, CHUNK)]),
+            offsets=offsets,
+            hashes=digests,
+            hash_order=order,
+            hashes_sorted=digests[order],
+            scores=_chunked(
+                scores, lambda c: np.array([np.nan if s is None else s for s in c], np.float64)
+            ),
+            mtimes=_chunked(mtimes, lambda c: np.array([m or 0 for m in c], np.int64)),
+            sizes=_chunked(
+                sizes, lambda c: np.array([-1 if s is None else s for s in c], np.int64)
+            ),
+            errors=dict(errors or {}),
+            sorted_runs=sorted_runs,
+        )
+
+
+def error_text(kind: str | None, message: str | None) -> str | None:
+    """What a tile says about a file that could not be read (as the grid's merge does)."""
+    if kind is None and message is None:
+        return None
+    kind = (kind or "error").replace("_", " ")
+    return f"{kind}: {message}" if message else kind
+
+
+def labels_of(columns: ResultColumns, labels: dict[str, str]) -> dict[str, str]:
+    """The labels (hash → label, e.g. every current label of the library) of contents
+    these rows hold, found in the hashes sorted once (`hash_order`)."""
+    if not labels or not len(columns):
+        return {}
+    keys = list(labels)
+    ordered = columns.hashes_sorted
+    wanted = np.array(keys, dtype=f"S{HASH_WIDTH}")
+    at = np.minimum(np.searchsorted(ordered, wanted), len(ordered) - 1)
+    inside = ordered[at] == wanted
+    return {keys[i]: labels[keys[i]] for i in np.flatnonzero(inside).tolist()}
+
+
+def read_folder(library, folder: Path, model_id: str | None) -> tuple[ResultColumns, dict]:
+    """(columns, labels) of `folder` for `model_id`: what the desk shows, read on a
+    worker thread (`library` is that thread's `Library`)."""
+    from nsfw_desk.core.review import ReviewStore
+
+    columns = library.result_columns(folder, model_id)
+    columns.by_score = score_order(columns.scores)
+    _give_back_freed_memory()
+    if len(columns) <= 20_000:  # few rows: ask for just theirs
+        hashes = {h.decode("ascii") for h in columns.hashes.tolist() if h}
+        return columns, ReviewStore(library).current_labels(hashes)
+    return columns, labels_of(columns, ReviewStore(library).current_labels())
+
+
+def score_order(scores: np.ndarray) -> np.ndarray:
+    """Rows by score, highest first; rows without a score last; ties in row order."""
+    return np.argsort(np.where(np.isnan(scores), np.inf, -scores), kind="stable")
+
+
+def _give_back_freed_memory() -> None:
+    """Return the rows' freed memory to the system (glibc keeps it otherwise, and the
+    desk's resident memory would stay at the read's peak)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+            ctypes.CDLL("libc.so.6").malloc_trim(0)

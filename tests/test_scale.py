@@ -1,0 +1,148 @@
+"""Issue 14 at a reduced size: the million-item desk (20,000 here) and the constant-memory
+scan (1,500 files here). The full sizes are `nsfw-desk bench --desk-scale 1000000` and
+`--scan-memory 200000`; no timing is asserted here, only behaviour."""
+
+from __future__ import annotations
+
+import math
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from nsfw_desk.core.result_columns import read_folder
+from nsfw_desk.core.store import FileOutcome, Library
+from nsfw_desk.synthetic_library import MODEL_ID, generate, item_hash
+
+ITEMS = 20_000
+
+
+@pytest.fixture(scope="module")
+def big_library(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("scale") / "scale.sqlite", ITEMS)
+
+
+def test_generated_library_holds_every_item_with_scores_and_reviews(big_library):
+    with Library(big_library.path) as library:
+        columns, labels = read_folder(library, big_library.root, MODEL_ID)
+    assert len(columns) == ITEMS
+    assert not np.isnan(columns.scores).any()
+    assert len(labels) == big_library.reviewed == ITEMS // 100
+    assert columns.path(7) == big_library.root / "img_0000007.jpg"
+    assert columns.hash(7) == item_hash(7)
+
+
+def test_columns_say_what_results_says(tmp_path):
+    """Same rows, scores, stat facts and error text as the per-row reader, a name that is
+    not UTF-8 included, on the small-folder and the big-folder paths alike."""
+    made = generate(tmp_path / "l.sqlite", 60, reviewed=3, root=tmp_path / "f")
+    odd = tmp_path / "f" / os.fsdecode(b"caf\xe9.jpg")
+    with Library(made.path) as library:
+        library.record_errors(
+            [SimpleNamespace(path=odd, kind="bad_image", message="cut short", size=3, mtime_ns=9)],
+            None,
+        )
+        outcomes = list(library.results(made.root, MODEL_ID))
+        columns = library.result_columns(made.root, MODEL_ID)
+        assert library._scores_of(MODEL_ID, [o.hash for o in outcomes[:5]]) == [
+            o.score for o in outcomes[:5]
+        ]
+    assert len(columns) == len(outcomes) == 61
+    for row, outcome in enumerate(outcomes):
+        assert columns.path(row) == outcome.path
+        assert columns.hash(row) == outcome.hash
+        score = columns.scores[row]
+        assert (math.isnan(score) and outcome.score is None) or score == outcome.score
+        assert columns.mtimes[row] == (outcome.mtime_ns or 0)
+        assert columns.sizes[row] == outcome.size
+    assert columns.errors == {60: "bad image: cut short"}
+    assert columns.path(60) == odd
+
+
+def test_grid_lists_every_item_sorted_and_resplits(qtbot, big_library):
+    from nsfw_desk.gui.grid import ResultsModel, Role
+
+    with Library(big_library.path) as library:
+        columns, labels = read_folder(library, big_library.root, MODEL_ID)
+    model = ResultsModel()
+    model.reset_columns(big_library.root, columns, labels)
+    assert model.rowCount() == ITEMS  # every item listed
+    shown = [model.index(i).data(Role.SCORE) for i in range(model.rowCount())]
+    assert shown == sorted(columns.scores.tolist(), reverse=True)  # highest first
+    top = model.index(0)
+    row = int(np.argmax(columns.scores))
+    assert top.data(Role.PATH) == columns.path(row)
+    assert top.data(Role.HASH) == item_hash(row)
+    assert top.data(Qt_display()) == f"img_{row:07d}.jpg"
+    assert model.counts().reviewed == ITEMS // 100
+
+    model.set_threshold(0.3)
+    model.set_filter("flagged")
+    assert model.rowCount() == int(np.count_nonzero(columns.scores >= 0.3))
+    model.set_threshold(0.6)
+    assert model.rowCount() == int(np.count_nonzero(columns.scores >= 0.6))
+    assert all(model.index(i).data(Role.FLAGGED) for i in range(model.rowCount()))
+
+    # Lookups by path and by hash answer without a dict of every row.
+    model.set_filter("all")
+    path = columns.path(123)
+    position = model.row_of(path)
+    assert position is not None and model.index(position).data(Role.PATH) == path
+    assert model.copies_of(item_hash(123)) == 1
+    assert model.item_of(item_hash(123)) == (path, float(columns.scores[123]))
+    assert model.row_of(big_library.root / "not-there.jpg") is None
+
+
+def test_grid_columns_take_a_scan_batch_and_labels(qtbot, big_library):
+    """After the stored rows, a scan's batch adds a file and rescores another; a label
+    reaches every tile of its content."""
+    from nsfw_desk.gui.grid import ResultsModel, Role
+
+    with Library(big_library.path) as library:
+        columns, labels = read_folder(library, big_library.root, MODEL_ID)
+    model = ResultsModel()
+    model.reset_columns(big_library.root, columns, labels)
+    new = big_library.root / "zz_new.jpg"
+    model.merge(
+        [
+            FileOutcome(new, item_hash(5), 0.999, mtime_ns=1, size=10),  # a copy of item 5
+            FileOutcome(columns.path(9), item_hash(9), 0.9995, mtime_ns=2, size=10),
+        ]
+    )
+    assert model.rowCount() == ITEMS + 1
+    assert model.index(0).data(Role.PATH) == columns.path(9)
+    assert model.index(1).data(Role.PATH) == new
+    assert model.copies_of(item_hash(5)) == 2
+    model.set_labels({item_hash(5): "unsafe"})
+    for path in (new, columns.path(5)):
+        assert model.index(model.row_of(path)).data(Role.LABEL) == "unsafe"
+    model.set_groups([[item_hash(5), item_hash(9)]])
+    assert model.index(model.row_of(new)).data(Role.HASH) == item_hash(5)
+    assert model._group[[5, 9, ITEMS]].tolist() == [0, 0, 0]
+
+
+def Qt_display():  # noqa: N802 (reads like the Qt role it is)
+    from PySide6.QtCore import Qt
+
+    return Qt.ItemDataRole.DisplayRole
+
+
+def test_desk_window_lists_the_generated_library(qtbot, big_library):
+    """The bench's path through the real window: read thread, grid, threshold, scroll."""
+    from nsfw_desk.bench_scale import desk_on_library
+
+    figures = desk_on_library(big_library.path, big_library.root, MODEL_ID, ITEMS, steps=10)
+    assert figures["listed"] == ITEMS
+    assert figures["scroll_reached_bottom"]
+
+
+def test_scan_memory_does_not_grow_with_the_files(tmp_path):
+    """Resident memory after 800 files against after 200: a scan that kept something per
+    file (a decoded picture, a thumbnail, an outcome) grows by more than the bound."""
+    from nsfw_desk.bench_scale import scan_memory
+
+    figures = scan_memory(800, tmp_path, early=200)
+    assert figures["scored"] == 800
+    per_file_kb = (figures["rss_end_mb"] - figures["rss_early_mb"]) * 1024 / (800 - 200)
+    assert per_file_kb < 48, figures
