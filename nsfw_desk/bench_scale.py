@@ -17,13 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# PySide6 6.12.0 on Python 3.11 drops one reference to None on every call that returns
-# nothing (processEvents, repaint, setValue, a Python paintEvent...): a few thousand of them
-# and the interpreter aborts ("deallocating None"). Python 3.12 made None immortal. Until the
-# pinned PySide6 is fixed, the bench holds spare references (48 MB) so that it can run
-# (True and False lose theirs the same way).
-_NONE_REFERENCES = [None, True, False] * 2_000_000 if sys.version_info < (3, 12) else []
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -118,8 +111,6 @@ def desk_on_library(library: Path, root: Path, model_id: str, items: int, *, ste
     figures["first_paint_s"] = (painted.at or time.perf_counter()) - start
 
     # The longest gap between ticks of a 5 ms timer: how long the GUI thread was held.
-    # (Counted in an event filter, which returns a bool: PySide6 6.12 on Python 3.11
-    # drops a reference to None on each call of a Python override that returns nothing.)
     class Ticker(QObject):
         def __init__(self) -> None:
             super().__init__()
@@ -348,7 +339,4 @@ def run(args: argparse.Namespace) -> int:
         import json
 
         args.json.write_text(json.dumps(payload, indent=2))
-    if _NONE_REFERENCES:  # see above: tearing Qt down would drop the last ones
-        sys.stdout.flush()
-        os._exit(0)
     return 0

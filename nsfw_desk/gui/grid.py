@@ -291,6 +291,8 @@ class ResultsModel(QAbstractListModel):
 
     def content_hashes(self) -> set[str]:
         """Every content the folder's files hold."""
+        if isinstance(self._rows_of_hash, grid_columns.RowsOfHash):  # a million rows: numpy
+            return self._rows_of_hash.present()
         return {h for h, rows in self._rows_of_hash.items() if rows}
 
     def copies_of(self, content_hash: str | None) -> int:

@@ -228,12 +228,17 @@ class RowsOfHash(Mapping):
     def setdefault(self, digest: str, default: list[int] | None = None) -> list[int]:
         return self._added.setdefault(digest, [])
 
-    def __iter__(self) -> Iterator[str]:
+    def present(self) -> set[str]:
+        """Every hash some row holds now: the column's own values, one numpy pass (a key
+        is in this mapping exactly when a row holds it, so no lookup per key)."""
         unique = np.unique(self._hashes.as_bytes())
-        return (d.decode("ascii") for d in unique.tolist() if d and d.decode("ascii") in self)
+        return {d.decode("ascii") for d in unique.tolist() if d}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.present())
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return len(self.present())
 
 
 def lookup(hashes: Any, mapping: Mapping[str, Any], default: Any, dtype: Any) -> np.ndarray:
