@@ -210,7 +210,7 @@ def gradcam_package(
     """The same Grad-CAM through the grad-cam package (hooks on the shared model, and
     OpenCV, matplotlib, SciPy and scikit-learn imported first): for `bench` to compare."""
     try:
-        from pytorch_grad_cam import GradCAM  # type: ignore[import-untyped]
+        from pytorch_grad_cam import GradCAM
     except ImportError as exc:
         raise ModelError(GRADCAM_MISSING) from exc
     import torch
