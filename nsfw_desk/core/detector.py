@@ -40,6 +40,38 @@ POSITIVE_NAMES = {"nsfw": UNSAFE_LABEL_NAMES, "ai-generated": FAKE_LABEL_NAMES}
 KIND_NAMES = {"nsfw": "NSFW", "ai-generated": "AI-generated", "other": "positive"}
 
 
+class DetectorFacts:
+    """What every backend's detector says about itself in the same words: its positive labels,
+    its name for people and its status-bar line. A base of LoadedModel and the backends'."""
+
+    labels: list[str]
+    unsafe_indices: list[int]
+    model_id: str
+    spec: ModelSpec
+    device: torch.device
+    device_name: str
+    precision: str
+    threads: int
+
+    @property
+    def unsafe_labels(self) -> list[str]:
+        return [self.labels[i] for i in self.unsafe_indices]
+
+    @property
+    def display_name(self) -> str:
+        """The model's name for people (see store.model_display_name)."""
+        from nsfw_desk.core.store import model_display_name
+
+        return model_display_name(self.model_id, self.spec.source if self.spec.is_local else None)
+
+    def describe(self) -> str:
+        """Short line for a status bar or a summary, e.g. `CPU · fp32 · 2 threads`."""
+        if self.device.type == "cpu":
+            return f"CPU · {self.precision} · {self.threads} threads"
+        name = self.device_name or self.device.type.upper()
+        return f"{self.device.type.upper()} · {name} · {self.precision}"
+
+
 @runtime_checkable
 class Detector(Protocol):
     """A loaded model ready to score images: the facts and calls the app uses."""

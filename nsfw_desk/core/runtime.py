@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nsfw_desk.core import startup
-from nsfw_desk.core.detector import infer_kind, positive_indices_for
+from nsfw_desk.core.detector import DetectorFacts, infer_kind, positive_indices_for
 from nsfw_desk.core.hub import CONFIG_FILE, WEIGHTS_FILE, ModelError, ModelSpec, model_folder
 from nsfw_desk.core.precision import PRECISIONS, bf16_disabled
 from nsfw_desk.core.progress import ProgressCallback
@@ -50,7 +50,7 @@ class Prediction:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(DetectorFacts):
     """A ready-to-run timm classifier and the facts the rest of the app needs about it
     (the timm backend of core/detector.py's `Detector`)."""
 
@@ -74,28 +74,10 @@ class LoadedModel:
     precision_reason: str = ""  # why this precision: asked for, or auto's reason
 
     @property
-    def unsafe_labels(self) -> list[str]:
-        return [self.labels[i] for i in self.unsafe_indices]
-
-    @property
     def input_size(self) -> int:
         """Shorter side the decoder must keep so preprocessing never upsamples a draft."""
         crop_pct = self.data_config.get("crop_pct") or 1.0
         return int(max(self.data_config["input_size"][1:]) / crop_pct + 0.999)
-
-    @property
-    def display_name(self) -> str:
-        """The model's name for people (see store.model_display_name)."""
-        from nsfw_desk.core.store import model_display_name
-
-        return model_display_name(self.model_id, self.spec.source if self.spec.is_local else None)
-
-    def describe(self) -> str:
-        """Short line for a status bar or a summary, e.g. `CPU · fp32 · 2 threads`."""
-        if self.device.type == "cpu":
-            return f"CPU · {self.precision} · {self.threads} threads"
-        name = self.device_name or self.device.type.upper()
-        return f"{self.device.type.upper()} · {name} · {self.precision}"
 
     @property
     def transform(self) -> Callable[[Any], torch.Tensor]:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nsfw_desk.core.detector import DetectorFacts
 from nsfw_desk.core.hub import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, ModelError, ModelSpec
 from nsfw_desk.core.runtime import Prediction, available_cores, choose_device, limit_aspect
 
@@ -111,7 +112,7 @@ def apply_rule(
 
 
 @dataclass
-class SafetyChecker:
+class SafetyChecker(DetectorFacts):
     """A loaded safety checker: what the scan and the desk use from a detector."""
 
     tower: Any  # transformers.CLIPVisionModel
@@ -134,25 +135,9 @@ class SafetyChecker:
     unsafe_indices: list[int] = field(default_factory=lambda: [1])
 
     @property
-    def unsafe_labels(self) -> list[str]:
-        return [self.labels[i] for i in self.unsafe_indices]
-
-    @property
     def input_size(self) -> int:
         """Shorter side the decoder must keep: CLIP resizes the shorter side to this."""
         return self.shortest_edge
-
-    @property
-    def display_name(self) -> str:
-        from nsfw_desk.core.store import model_display_name
-
-        return model_display_name(self.model_id, self.spec.source if self.spec.is_local else None)
-
-    def describe(self) -> str:
-        if self.device.type == "cpu":
-            return f"CPU · {self.precision} · {self.threads} threads"
-        name = self.device_name or self.device.type.upper()
-        return f"{self.device.type.upper()} · {name} · {self.precision}"
 
     def preprocess(self, pixels: Image.Image) -> tuple[torch.Tensor, Image.Image]:
         """CLIP's preprocessing from preprocessor_config.json; the picture for a thumbnail."""

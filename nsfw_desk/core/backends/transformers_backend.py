@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nsfw_desk.core.backends import read_config
-from nsfw_desk.core.detector import infer_kind, positive_indices_for
+from nsfw_desk.core.detector import DetectorFacts, infer_kind, positive_indices_for
 from nsfw_desk.core.hub import PREPROCESSOR_FILE, WEIGHTS_FILE, ModelError, ModelSpec
 from nsfw_desk.core.runtime import (
     Prediction,
@@ -48,7 +48,7 @@ INSTALL_HINT = "pip install 'nsfw-desk[transformers]'"
 
 
 @dataclass
-class TransformersDetector:
+class TransformersDetector(DetectorFacts):
     """A ready-to-run transformers image classifier (core/detector.py `Detector`)."""
 
     module: torch.nn.Module
@@ -66,22 +66,6 @@ class TransformersDetector:
     device_name: str = ""
     preprocess_key: str = ""  # equal processor configs: one tensor for both models
     _keeps_aspect: bool = field(default=False, repr=False)
-
-    @property
-    def unsafe_labels(self) -> list[str]:
-        return [self.labels[i] for i in self.unsafe_indices]
-
-    @property
-    def display_name(self) -> str:
-        from nsfw_desk.core.store import model_display_name
-
-        return model_display_name(self.model_id, self.spec.source if self.spec.is_local else None)
-
-    def describe(self) -> str:
-        if self.device.type == "cpu":
-            return f"CPU · {self.precision} · {self.threads} threads"
-        name = self.device_name or self.device.type.upper()
-        return f"{self.device.type.upper()} · {name} · {self.precision}"
 
     def preprocess(self, pixels: Image.Image) -> tuple[torch.Tensor, Image.Image]:
         """The processor's resize and normalisation; the decoded picture for the thumbnail
