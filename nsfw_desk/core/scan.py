@@ -555,18 +555,7 @@ def _scan_entries(
             fresh = _predict_all(detectors, batch)
             stored = _stored_scores(library, model_ids, {p.hash for p in batch})
             for n, p in enumerate(batch):
-                row = ScoredFile(
-                    p.entry.path,
-                    p.entry.size,
-                    p.entry.mtime_ns,
-                    p.hash,
-                    p.width,
-                    p.height,
-                    p.format,
-                    thumbnail=p.thumbnail,
-                    pdq=p.pdq,
-                    pdq_quality=p.pdq_quality,
-                )
+                row = _file_row(p)  # decoded: the scores go in below
                 scores = dict(stored.get(p.hash, {}))
                 for i, (prediction, rows) in fresh.items():
                     if n not in rows:
@@ -588,7 +577,7 @@ def _scan_entries(
         if ready:
             known = _stored_scores(library, score_ids, {p.hash for p in ready})
             for p in ready:
-                items.append(_listing_row(p))
+                items.append(_file_row(p))
                 if score_ids:
                     outcome = _outcome(
                         p.entry, p.hash, known.get(p.hash, {}), score_ids, cached=not p.via_base
@@ -780,8 +769,8 @@ def _preprocess_all(
     return tensors, view
 
 
-def _listing_row(p: _Prepared) -> ScoredFile:
-    """What a listing (no model) stores for a prepared file: its row and, if new, thumbnail."""
+def _file_row(p: _Prepared) -> ScoredFile:
+    """A prepared file's row without scores: facts, PDQ and, when decoded, its thumbnail."""
     if not p.decoded:
         return ScoredFile(
             p.entry.path,
@@ -829,7 +818,7 @@ def prepare_listing(
     finally:
         reader.close()
         perceptual.close()
-    rows = [_listing_row(r) for r in results if isinstance(r, _Prepared)]
+    rows = [_file_row(r) for r in results if isinstance(r, _Prepared)]
     return rows, [r for r in results if isinstance(r, FileError)]
 
 
