@@ -35,6 +35,7 @@ from nsfw_desk import (
 )
 from nsfw_desk.core import defaults
 from nsfw_desk.core.progress import CancelToken, Progress
+from nsfw_desk.core.units import count
 
 if TYPE_CHECKING:  # the store pulls in numpy and sqlite-utils: not for `nsfw-desk --help`
     from nsfw_desk.core.store import Library
@@ -729,14 +730,14 @@ def run_scan(args: argparse.Namespace) -> int:
             raise failure
         return status
     print(
-        f"{summary.files:,} files in {summary.elapsed_s:.1f} s: "
+        f"{count(summary.files, 'file')} in {summary.elapsed_s:.1f} s: "
         f"{summary.scored:,} scored, {summary.cached:,} from the library, "
         + (
             f"{summary.from_embeddings:,} scored from stored embeddings (no decoding), "
             if summary.from_embeddings
             else ""
         )
-        + f"{summary.errors:,} errors, {summary.ignored:,} other files ignored; "
+        + f"{count(summary.errors, 'error')}, {count(summary.ignored, 'other file')} ignored; "
         f"{flagged:,} flagged at {threshold:.2f}; "
         f"{summary.images_per_s:.1f} images/s on {summary.device}",
         file=sys.stderr,

@@ -58,9 +58,9 @@ def test_scan_writes_jsonl_and_a_summary(folder, model_dir, tmp_path, capsys):
     assert broken["scores"] == {} and broken["flags"] == {}
     flagged = sum(r["flagged"] for r in scored)
     err = capsys.readouterr().err
-    assert "6 files" in err and "5 scored" in err and "1 errors" in err
+    assert "6 files" in err and "5 scored" in err and "1 error," in err
     assert f"{flagged} flagged at 0.40" in err
-    assert "1 other files ignored" in err
+    assert "1 other file ignored" in err
     assert re.search(r"images/s on CPU · (fp32|bf16) · \d+ threads", err)
     assert not list(tmp_path.glob(".out.jsonl.*"))  # the temporary file was renamed
 

@@ -320,3 +320,39 @@ def test_a_desk_scan_scores_with_every_enabled_detector(
     assert ai.kind == "ai-generated" and ai.spec == str(ai_dir)
     chips = [c for c in column(window, Role.CHIPS) if c]
     assert len(chips) == 12 and all(c[1][2] is not None for c in chips)  # every image scored
+
+
+def test_detector_scores_survive_the_stored_results_being_read_again(two_detectors, qtbot):
+    """Settings → OK re-reads the folder's stored rows: the other detectors' columns must be
+    rebuilt for them (they were left empty, and counting the flagged rows crashed)."""
+    from nsfw_desk.core.result_columns import read_folder
+
+    window, scores = two_detectors
+    with Library(window.library_path) as library:
+        columns, labels = read_folder(library, window.folder, window.model_id)
+    window.results.reset_columns(window.folder, columns, labels)
+    counts = window.results.counts()
+    ai_only = {h for h, s in scores.items() if s >= 0.6}
+    assert counts.flagged >= len(ai_only)  # "any": the AI detector's flags count
+    chips = {
+        index.data(Role.HASH): index.data(Role.CHIPS)[1][2]
+        for index in (window.results.index(i) for i in range(window.results.rowCount()))
+        if index.data(Role.HASH)
+    }
+    assert chips == pytest.approx(scores)
+
+
+def test_enter_in_the_new_detector_field_adds_it_and_keeps_settings_open(qtbot):
+    from nsfw_desk.gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(Settings(reviewer="t"))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    field = dialog.detectors.new_model
+    field.setFocus()
+    qtbot.keyClicks(field, "/models/deepfake")
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    assert dialog.isVisible() and dialog.result() == 0  # not accepted: still open
+    assert [e["model"] for e in dialog.detectors.entries()] == ["/models/deepfake"]
+    assert field.text() == ""

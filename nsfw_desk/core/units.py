@@ -1,4 +1,5 @@
-"""Sizes for people, in one unit family for the whole app: decimal (kB, MB, GB).
+"""Sizes and counts for people: one unit family for the whole app, decimal (kB, MB, GB),
+and "1 error" / "2 errors" rather than "1 errors".
 
 Decimal because that is what disks, file managers and download pages show; one helper so a
 size in the detail pane, an export summary and a full-disk message read the same.
@@ -26,3 +27,8 @@ def format_size(n: float | None) -> str:
 def format_rate(bytes_per_s: float) -> str:
     """`55e6` → `55.0 MB/s`."""
     return f"{format_size(bytes_per_s)}/s"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`count(1, "file")` → `1 file`; `count(1200, "file")` → `1,200 files`."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"

@@ -19,6 +19,7 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt, Signal
 from nsfw_desk.core import defaults
 from nsfw_desk.core.result_columns import ResultColumns
 from nsfw_desk.core.store import FileOutcome
+from nsfw_desk.core.units import count
 from nsfw_desk.gui import grid_columns
 
 
@@ -106,8 +107,8 @@ class Counts:
             f" ({self.by_list:,} by list: {', '.join(self.list_names)})" if self.by_list else ""
         )
         return (
-            f"{self.flagged:,} flagged{listed} of {self.total:,} files · {self.reviewed:,} files "
-            f"reviewed{images} · {self.errors:,} errors"
+            f"{self.flagged:,} flagged{listed} of {count(self.total, 'file')} · "
+            f"{count(self.reviewed, 'file')} reviewed{images} · {count(self.errors, 'error')}"
         )
 
 
@@ -348,6 +349,10 @@ class ResultsModel(QAbstractListModel):
         self._mtimes = columns.mtimes.copy()
         self._sizes = columns.sizes.copy()
         self._other = grid_columns.lookup(hashes, self._other_by_hash, np.nan, np.float64)
+        self._det = [  # the other detectors' scores stay shown when stored rows are re-read
+            grid_columns.lookup(hashes, by_hash, np.nan, np.float64)
+            for by_hash in self._det_by_hash
+        ]
         self._listed = grid_columns.lookup(
             hashes, dict.fromkeys(self._unsafe_listed, True), False, bool
         )

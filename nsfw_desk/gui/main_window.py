@@ -55,6 +55,7 @@ from nsfw_desk.core.result_columns import read_folder
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
+from nsfw_desk.core.units import count
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
@@ -813,8 +814,8 @@ class MainWindow(QMainWindow):
         """The status line after a listing without a model (the bar says why)."""
         verb = "Stopped listing" if summary.cancelled else "Listed"
         self.status.setText(
-            f"{verb} without a model: {summary.files:,} files · no scores · "
-            f"{summary.errors:,} errors"
+            f"{verb} without a model: {count(summary.files, 'file')} · no scores · "
+            f"{count(summary.errors, 'error')}"
         )
 
     # --- threshold, filter, sort ------------------------------------------------------------
@@ -1348,11 +1349,11 @@ class MainWindow(QMainWindow):
             done = summary.scored + summary.cached + summary.errors
             return (
                 f"Stopped after {done:,} of {summary.files:,} files · "
-                f"{summary.scored:,} new{via} · {summary.errors:,} errors"
+                f"{summary.scored:,} new{via} · {count(summary.errors, 'error')}"
             )
         return (
-            f"Scanned: {summary.files:,} files in {summary.elapsed_s:.1f} s · "
-            f"{summary.scored:,} new{via} · {summary.errors:,} errors"
+            f"Scanned: {count(summary.files, 'file')} in {summary.elapsed_s:.1f} s · "
+            f"{summary.scored:,} new{via} · {count(summary.errors, 'error')}"
         )
 
     # --- reveal, hide, zoom -----------------------------------------------------------

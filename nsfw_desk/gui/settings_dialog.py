@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from PIL import Image, ImageDraw
-from PySide6.QtCore import QRect, Qt
+from PySide6.QtCore import QEvent, QRect, Qt
 from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -195,6 +195,7 @@ class DetectorsEditor(QWidget):
         self.table.setMinimumHeight(110)
         self.new_model = QLineEdit()
         self.new_model.setPlaceholderText("hub id (org/name) or folder")
+        self.new_model.installEventFilter(self)
         add = QPushButton("Add")
         add.clicked.connect(lambda: self.add(self.new_model.text()))
         browse = QPushButton("Folder…")
@@ -240,6 +241,18 @@ class DetectorsEditor(QWidget):
                 }
             )
         return found
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt API)
+        """Enter in the new-model field adds it: left to the dialog, Enter pressed OK and
+        closed Settings with nothing added (seen driving the desk under X)."""
+        if (
+            watched is self.new_model
+            and event.type() == QEvent.Type.KeyPress
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        ):
+            self.add(self.new_model.text())
+            return True
+        return super().eventFilter(watched, event)
 
     def add(self, model: str) -> None:
         model = model.strip()
