@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QLabel, QWidget
+from PySide6.QtWidgets import QDoubleSpinBox, QLabel, QWidget
 
 from nsfw_desk.core.detector_columns import detector_kind, matches, resolve
+from nsfw_desk.gui.combos import fit_popup, narrow_combo
 from nsfw_desk.gui.grid import DETECTOR_FILTER, DETECTOR_SORT
 
 
@@ -25,7 +26,7 @@ class DetectorsView:
         self.window = window
         self._serial = 0
         self.label = QLabel(" Detector ")
-        self.choice = QComboBox()
+        self.choice = narrow_combo(8)
         self.choice.setObjectName("detector_choice")
         self.choice.setToolTip("Another detector's threshold: moving it re-splits at once")
         self.spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, decimals=2)
@@ -101,11 +102,13 @@ class DetectorsView:
             current = results.filter if box is window.filter_box else results.sort
             box.setCurrentIndex(max(0, box.findData(current)))
             box.blockSignals(False)
+            fit_popup(box)
         self.choice.blockSignals(True)
         self.choice.clear()
         for detector in results.detectors:
             self.choice.addItem(f"{detector.short} · {detector.name}", detector.model_id)
         self.choice.blockSignals(False)
+        fit_popup(self.choice)
         self._show_controls(bool(results.detectors))
         self._show_choice()
 

@@ -56,6 +56,7 @@ from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.core.units import count
+from nsfw_desk.gui.combos import fit_popup, narrow_combo
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
@@ -255,7 +256,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(bar)
         bar.addWidget(QLabel(" Threshold "))
         self.slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100)
-        self.slider.setFixedWidth(220)
+        self.slider.setFixedWidth(150)  # room for Show, Sort and Tag at 1280 px
         self.slider.setValue(round(self.settings.threshold * 100))
         self.spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, decimals=2)
         self.spin.setValue(self.settings.threshold)
@@ -275,7 +276,7 @@ class MainWindow(QMainWindow):
         )
         bar.addWidget(spacer)
         bar.addWidget(QLabel(" Show "))
-        self.filter_box = QComboBox()
+        self.filter_box = narrow_combo(10)
         for key, text in FILTERS.items():
             self.filter_box.addItem(text, key)
         self.filter_box.setCurrentIndex(list(FILTERS).index(self.results.filter))
@@ -284,7 +285,7 @@ class MainWindow(QMainWindow):
         )
         bar.addWidget(self.filter_box)
         bar.addWidget(QLabel(" Sort "))
-        self.sort_box = QComboBox()
+        self.sort_box = narrow_combo(10)
         for key, text in SORTS.items():
             self.sort_box.addItem(text, key)
             if key in SORT_TIPS:
@@ -296,6 +297,8 @@ class MainWindow(QMainWindow):
             lambda i: self.set_sort(self.sort_box.itemData(i))
         )
         bar.addWidget(self.sort_box)
+        fit_popup(self.filter_box)
+        fit_popup(self.sort_box)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()

@@ -20,6 +20,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy
 
+from nsfw_desk.gui.combos import fit_popup, narrow_combo
+
 log = logging.getLogger(__name__)
 
 
@@ -105,7 +107,7 @@ class ModelSwitcher(QFrame):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(2, 0, 2, 0)
         layout.addWidget(QLabel("Scores from"))
-        self.model_box = _combo(34)
+        self.model_box = narrow_combo(34)
         self.model_box.setToolTip(
             "The models this library has scores for in this folder; switching shows their "
             "stored scores without scanning"
@@ -120,7 +122,7 @@ class ModelSwitcher(QFrame):
         self.scan_button.clicked.connect(self.scan_again)
         layout.addWidget(self.scan_button)
         layout.addWidget(QLabel("Compare with"))
-        self.compare_box = _combo(24)
+        self.compare_box = narrow_combo(24)
         self.compare_box.setToolTip(
             "The model 'Models disagree' compares the shown scores with; its score is shown "
             "on each tile after the shown one"
@@ -164,7 +166,7 @@ class ModelSwitcher(QFrame):
         self._select(self.compare_box, compare)
         for box in (self.model_box, self.compare_box):
             box.blockSignals(False)
-            _fit_popup(box)
+            fit_popup(box)
         self.compare_box.setEnabled(self.compare_box.count() > 1)
         self.setVisible(bool(choices) or active is not None)
 
@@ -199,22 +201,3 @@ class ModelSwitcher(QFrame):
     def _select(box: QComboBox, model_id: str | None) -> None:
         index = box.findData(model_id)
         box.setCurrentIndex(max(0, index))
-
-
-def _combo(characters: int) -> QComboBox:
-    """A combo box as wide as `characters`, whatever its items: a trained model's title is
-    long, and a box sized to it would widen the window past the screen."""
-    box = QComboBox()
-    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    box.setMinimumContentsLength(characters)
-    box.currentTextChanged.connect(box.setToolTip)  # the whole title, where it is cut short
-    return box
-
-
-def _fit_popup(box: QComboBox) -> None:
-    """The open list shows every title whole."""
-    metrics = box.view().fontMetrics()
-    widest = max(
-        (metrics.horizontalAdvance(box.itemText(i)) for i in range(box.count())), default=0
-    )
-    box.view().setMinimumWidth(widest + 32)
