@@ -153,8 +153,10 @@ def test_g_and_r_store_an_independent_undoable_ai_label(two_detectors, qtbot, st
     rows = [i for i in range(window.results.rowCount()) if window.results.index(i).data(Role.HASH)]
     select_rows(window, rows[:1])
     first = window.results.index(rows[0]).data(Role.HASH)
+    assert window.detail.ai_label.text() == "not labelled (G / R)"
     qtbot.keyClick(window.grid, Qt.Key.Key_G)
     assert window.results.index(rows[0]).data(Role.AI_LABEL) is True
+    assert window.detail.ai_label.text() == "Yes (G)"  # the detail pane says it at once
     settle(qtbot, window)
     reviews = stored(window)
     assert reviews.current_ai_labels() == {first: True}

@@ -136,6 +136,9 @@ class AiLabels:
         moving = window.results.filter in ("ai_generated", "ai_real")
         with window._keeping_current() if moving else contextlib.nullcontext():
             window.results.set_ai_labels(values, replace=replace)
+        current = window.grid.currentIndex()
+        if current.isValid():  # the detail pane says the current item's label at once
+            window.detail.set_ai_label(current.data(Role.AI_LABEL))
 
     def load(self) -> None:
         """Read the folder's AI-generated labels (read thread) and show them on the tiles."""

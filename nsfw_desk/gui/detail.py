@@ -68,6 +68,7 @@ class DetailPane(QWidget):
         self.why_label.setObjectName("why")
         self.why_label.setToolTip(CONCEPTS_TOOLTIP)
         self.label_label = QLabel()
+        self.ai_label = QLabel()  # the independent AI-generated label (G/R)
         self.tags_label = QLabel(wordWrap=True)
         self.tags_label.setObjectName("tags")
         # Reviewers whose labels differ (gui/team.py); shown only for a conflict.
@@ -98,6 +99,7 @@ class DetailPane(QWidget):
         form.addRow("Scores", self.scores_label)
         form.addRow("Why", self.why_label)
         form.addRow("Label", self.label_label)
+        form.addRow("AI-generated", self.ai_label)
         form.addRow("Tags", self.tags_label)
         form.addRow("Conflict", self.reviewers_label)
         self._reviewers_row = form.rowCount() - 1
@@ -127,6 +129,7 @@ class DetailPane(QWidget):
         tags: tuple[str, ...] | list[str] = (),
         model_names: dict[str, str] | None = None,
         details: dict[str, dict] | None = None,
+        ai_generated: bool | None = None,
     ) -> None:
         self.path, self.hash, self.revealed = path, content_hash, False
         if content_hash != self.heat_for:
@@ -158,6 +161,7 @@ class DetailPane(QWidget):
         self.why_label.setText("\n".join(why))
         self._form.setRowVisible(self.why_label, bool(why))
         self.label_label.setText({"unsafe": "Unsafe", "safe": "Safe"}.get(label, "Not reviewed"))
+        self.set_ai_label(ai_generated if path is not None else None)
         self.tags_label.setText(" · ".join(tags) if tags else "none (T to add)")
         self.history.setPlainText(
             "\n".join(
@@ -172,6 +176,12 @@ class DetailPane(QWidget):
             )
         )
         self._paint_preview()
+
+    def set_ai_label(self, generated: bool | None) -> None:
+        """The AI-generated label as the moderator set it with G or R (or not yet)."""
+        self.ai_label.setText(
+            {True: "Yes (G)", False: "No, real (R)"}.get(generated, "not labelled (G / R)")
+        )
 
     def set_reviewers(self, reviewers: dict[str, str] | None) -> None:
         """Each reviewer's label of a conflict, or None to hide the row."""

@@ -1603,6 +1603,7 @@ class MainWindow(QMainWindow):
             error=error,
             tags=self.results.tags.get(digest, ()) if digest else (),
             model_names=self.model_names,
+            ai_generated=index.data(Role.AI_LABEL),
         )
         self.heat_maps.current_changed()
         # Facts, every model's score and the history come from the read thread.
@@ -1636,6 +1637,7 @@ class MainWindow(QMainWindow):
                 tags=self.results.tags.get(digest, ()) if digest else (),
                 model_names=self.model_names,
                 details=details,
+                ai_generated=current.data(Role.AI_LABEL) if current.isValid() else None,
             )
 
         self.reads.query(read, show)
