@@ -211,7 +211,7 @@ def list_files(
         mtime_ns = info.mtime_ns
         if info.type != pafs.FileType.File:
             message = "not a regular file (device, FIFO or socket)"
-            errors.append(ListingError(uri, ErrorKind.UNREADABLE, message, None, mtime_ns))
+            errors.append(ListingError(uri, ErrorKind.UNREADABLE, message, info.size, mtime_ns))
         elif info.size > max_bytes:
             message = f"file too large: {format_size(info.size)} (limit {format_size(max_bytes)})"
             errors.append(ListingError(uri, ErrorKind.TOO_LARGE, message, info.size, mtime_ns))
