@@ -1,4 +1,4 @@
-"""`nsfw-desk cluster-scan`: score a folder on Ray Data into Parquet (core/cluster.py)."""
+"""`nsfw-desk cluster-scan`: score a folder or a URI on Ray Data into Parquet (core/cluster.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,12 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
         "Needs the `cluster` extra: pip install 'nsfw-desk[cluster]'.",
         formatter_class=formatter_class,
     )
-    parser.add_argument("source", type=Path, metavar="SOURCE", help="folder every node sees")
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="folder every node sees, or a URI pyarrow or fsspec reaches (s3://bucket/prefix, "
+        "gs://…, abfs://…, hdfs://…, file://…): listed and read by Ray Data",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="RESULTS_DIR")
     parser.add_argument(
         "--address",

@@ -1,17 +1,28 @@
 """Scoring an archive on Ray Data (`nsfw-desk cluster-scan`): the only module that imports ray.
 
-    discover (the scan's own, on the driver) ─▶ leave out files RESULTS_DIR already has (resume)
-      ─▶ ray.data.from_items(listing) ─▶ map_batches(ScoreFiles): an actor pool, each actor
-         holding the models and running the scan's own steps on its batch: read_file, content
-         hash, decode_for_models (decode, PDQ hash, each model's transform, thumbnail),
-         LoadedModel.predict ─▶ write_parquet into this run's folder (core/cluster_results.py)
+    a local folder: discover (the scan's own, on the driver) ─▶ leave out files RESULTS_DIR
+        already has (resume) ─▶ ray.data.from_items(listing) ─▶ map_batches(ScoreFiles), which
+        reads each file with the scan's read_file
+    a URI (s3://, gs://, file://, …) or a pyarrow filesystem: pyarrow.fs listing on the driver
+        (core/cluster_source.py) ─▶ resume filter ─▶ ray.data.read_datasource(ListedFiles):
+        Ray Data's read tasks fetch the bytes ─▶ map_batches(ScoreFiles) on those bytes
+    then, in ScoreFiles (an actor pool, each actor holding the models): content hash,
+    decode_for_models (decode, PDQ hash, each model's transform, thumbnail), LoadedModel.predict
+      ─▶ write_parquet into this run's folder (core/cluster_results.py)
       ─▶ check: every listed file has a row (a file without one gets an error row)
 
-Files are listed and read by nsfw-desk's own code inside Ray Data's pipeline rather than by
-`ray.data.read_binary_files`: Arrow paths are text, so a name that is not UTF-8 could not be
-read at all, and an unreadable file or a FIFO there fails (or hangs) the whole job instead of
-becoming one error row. The folder must be visible at the same path on every node (local for
-a local Ray; NFS or another shared mount on a cluster).
+A local folder is listed and read by nsfw-desk's own code inside Ray Data's pipeline rather
+than by `ray.data.read_binary_files`: Arrow paths are text, so a name that is not UTF-8 could
+not be read at all, and an unreadable file or a FIFO there fails (or hangs) the whole job
+instead of becoming one error row. That folder must be visible at the same path on every node
+(local for a local Ray; NFS or another shared mount on a cluster).
+
+A remote source is read by Ray Data's read tasks, but through a small Datasource of ours
+(ListedFiles) rather than `read_binary_files`: that one fails the whole job on one object it
+cannot read (or, allowed errored blocks, drops every file of that read task without a word),
+fetches each listed file's metadata again (a request per file for a listing that spans
+folders), and has no modification time for resume. ListedFiles reads exactly the files the
+listing kept, one error row per file that fails, with the listing's size and mtime.
 
 Ray and its Data library are imported inside functions: `ray[data]` is the optional extra
 `cluster`, and without it the command says what to install.
@@ -34,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nsfw_desk.core import cluster_results as results
+from nsfw_desk.core import cluster_source as sources
 from nsfw_desk.core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -112,6 +124,7 @@ class ClusterOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     resume: bool = True
+    reach_s: float = sources.DEFAULT_REACH_S  # a remote source that does not answer: stop
 
 
 @dataclass(frozen=True)
@@ -197,10 +210,11 @@ class ClusterSummary:
 class ScoreFiles:
     """The callable class of `map_batches`: one per actor, holding the models.
 
-    Each batch runs the scan's own code: `read_file`, `content_hash`, `decode_for_models`
-    (decode, PDQ, the model's transform, the thumbnail) in a few threads, then one
-    `LoadedModel.predict` per model. Every input row gives exactly one output row: a file
-    that fails gets its error kind and message, as in a scan.
+    Each batch runs the scan's own code: `read_file` (a local folder; a remote source's
+    rows come with the bytes Ray Data read, or the read's error), `content_hash`,
+    `decode_for_models` (decode, PDQ, the model's transform, the thumbnail) in a few threads,
+    then one `LoadedModel.predict` per model. Every input row gives exactly one output row: a
+    file that fails gets its error kind and message, as in a scan.
     """
 
     def __init__(
@@ -237,31 +251,43 @@ class ScoreFiles:
         if self.heartbeat is not None:
             self.heartbeat.beat.remote(rows, ready)
 
-    def _prepare(self, item: tuple[bytes, int, int]):
+    def _prepare(self, item: tuple[bytes, bytes | None, ImageError | None]):
         from nsfw_desk.core.scan import decode_for_models
 
-        raw, size, mtime_ns = item
-        path = Path(os.fsdecode(raw))
+        raw, data, failed = item
         try:
-            data = read_file(path, max_bytes=self.max_bytes)
+            if failed is not None:
+                raise failed
+            if data is None:  # a local folder's file: read here, as the scan reads it
+                data = read_file(Path(os.fsdecode(raw)), max_bytes=self.max_bytes)
             digest = content_hash(data)
             return digest, decode_for_models(data, self.models, max_pixels=self.max_pixels)
         except ImageError as exc:
-            return FileError(path, exc.kind, exc.message, size, mtime_ns)
+            return exc
         except Exception as exc:  # a bug or a Pillow surprise: reported on the file, as scan
             log.exception("unexpected error preparing a file")
-            message = f"unexpected {type(exc).__name__}: {exc}"
-            return FileError(path, ErrorKind.DECODE_ERROR, message, size, mtime_ns)
+            return ImageError(ErrorKind.DECODE_ERROR, f"unexpected {type(exc).__name__}: {exc}")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         import torch
 
         _hold_for_test()
-        raws = [base64.b64decode(p) for p in batch["path_b64"]]
-        sizes = [int(s) for s in batch["size"]]
-        mtimes = [int(m) for m in batch["mtime_ns"]]
-        prepared = list(self.pool.map(self._prepare, zip(raws, sizes, mtimes, strict=True)))
-        good = [i for i, p in enumerate(prepared) if not isinstance(p, FileError)]
+        count = len(batch["size"])
+        datas: list[bytes | None] = [None] * count
+        failures: list[ImageError | None] = [None] * count
+        if "data" in batch:  # read by Ray Data's read tasks (a remote source): no second read
+            raws = [str(p).encode("utf-8") for p in batch["path"]]
+            datas = [None if d is None else bytes(d) for d in batch["data"]]
+            failures = [
+                None if kind is None else ImageError(str(kind), str(message))
+                for kind, message in zip(batch["error_kind"], batch["error"], strict=True)
+            ]
+        else:
+            raws = [base64.b64decode(p) for p in batch["path_b64"]]
+        sizes = [_int_or_none(s) for s in batch["size"]]
+        mtimes = [_int_or_none(m) for m in batch["mtime_ns"]]
+        prepared = list(self.pool.map(self._prepare, zip(raws, datas, failures, strict=True)))
+        good = [i for i, p in enumerate(prepared) if not isinstance(p, ImageError)]
         per_row: dict[int, list[dict]] = {i: [] for i in good}
         for m, model in enumerate(self.models):
             if not good:
@@ -280,7 +306,7 @@ class ScoreFiles:
         rows = []
         for i, found in enumerate(prepared):
             row: dict[str, Any] = {**path_fields(raws[i]), "size": sizes[i], "mtime_ns": mtimes[i]}
-            if isinstance(found, FileError):
+            if isinstance(found, ImageError):
                 row.update(error_kind=found.kind, error=found.message)
             else:
                 digest, decoded = found
@@ -297,6 +323,13 @@ class ScoreFiles:
             rows.append(row)
         self._beat(len(rows))
         return _table(rows)
+
+
+def _int_or_none(value: Any) -> int | None:
+    """A numpy batch's integer, or None for a null (numpy shows it as NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
 
 
 def _table(rows: list[dict]) -> pa.Table:
@@ -362,17 +395,33 @@ def listing(
     return entries, errors, stats
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A file the run gives the cluster: the exact path (bytes) its row is keyed by."""
+
+    key: bytes
+    size: int | None
+    mtime_ns: int | None
+
+
+def _error_row(path: Path | str | bytes, kind: str, message: str, size, mtime_ns) -> dict:
+    return {
+        **path_fields(path),
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "error_kind": kind,
+        "error": message,
+    }
+
+
 def _error_rows(errors: list[FileError]) -> list[dict]:
-    return [
-        {
-            **path_fields(e.path),
-            "size": e.size,
-            "mtime_ns": e.mtime_ns,
-            "error_kind": e.kind,
-            "error": e.message,
-        }
-        for e in errors
-    ]
+    return [_error_row(e.path, e.kind, e.message, e.size, e.mtime_ns) for e in errors]
+
+
+def _to_do(listed: Listed, done: dict[bytes, results.Done]) -> bool:
+    """Not in RESULTS_DIR yet, or changed since (size or modification time)."""
+    found = done.get(listed.key)
+    return found is None or (found.size, found.mtime_ns) != (listed.size, listed.mtime_ns)
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -431,32 +480,64 @@ def _connect(address: str | None) -> bool:
 
 
 def cluster_scan(
-    source: Path,
+    source: Path | str,
     out: Path,
     options: ClusterOptions | None = None,
     *,
     say: Callable[[str], None] = lambda text: None,
+    filesystem: Any = None,
 ) -> ClusterSummary:
-    """Score every image under `source` on Ray into a new run folder under `out`."""
+    """Score every image under `source` on Ray into a new run folder under `out`.
+
+    `source`: a local folder, a URI (`s3://bucket/prefix`, `gs://…`, `file://…`), or, with
+    `filesystem` (a pyarrow FileSystem), a folder in that filesystem."""
     options = options or ClusterOptions()
     ray = require_ray()
     results.require_pyarrow()
-    source = Path(source).expanduser().absolute()
+    remote: sources.RemoteSource | None = None
+    if filesystem is not None or sources.is_uri(str(source)):
+        try:
+            remote = sources.open_source(str(source), filesystem, timeout_s=options.reach_s)
+        except sources.SourceError as exc:
+            raise ClusterError(str(exc)) from exc
+        label, label_bytes = remote.label, remote.label.encode("utf-8")
+    else:
+        source = Path(source).expanduser().absolute()
+        if not source.is_dir():
+            raise ClusterError(f"{source} is not a folder (the nodes must see it at this path).")
+        label, label_bytes = str(source), os.fsencode(source)
     out = Path(out).expanduser().absolute()
-    if not source.is_dir():
-        raise ClusterError(f"{source} is not a folder (the nodes must see it at this path).")
     started = time.monotonic()
     models = _model_records(options.models, options)
 
-    entries, found_errors, _stats = listing(source, options.include_hidden)
     done = results.done_files(out) if options.resume else {}
-    todo = [
-        e
-        for e in entries
-        if (d := done.get(os.fsencode(e.path))) is None
-        or (d.size, d.mtime_ns) != (e.size, e.mtime_ns)
-    ]
-    listed_errors = [e for e in found_errors if os.fsencode(e.path) not in done]
+    local_todo: list[FileEntry] = []
+    remote_todo: list[sources.RemoteFile] = []
+    if remote is None:
+        entries, found_errors, _stats = listing(Path(source), options.include_hidden)
+        local_todo = [
+            e for e in entries if _to_do(Listed(os.fsencode(e.path), e.size, e.mtime_ns), done)
+        ]
+        todo = [Listed(os.fsencode(e.path), e.size, e.mtime_ns) for e in local_todo]
+        listed_errors = _error_rows([e for e in found_errors if os.fsencode(e.path) not in done])
+        summary_files = len(entries) + len(found_errors)
+    else:
+        try:
+            files, remote_errors = sources.list_files(
+                remote, include_hidden=options.include_hidden, max_bytes=options.max_bytes
+            )
+        except sources.SourceError as exc:
+            raise ClusterError(str(exc)) from exc
+        remote_todo = [
+            f for f in files if _to_do(Listed(f.uri.encode("utf-8"), f.size, f.mtime_ns), done)
+        ]
+        todo = [Listed(f.uri.encode("utf-8"), f.size, f.mtime_ns) for f in remote_todo]
+        listed_errors = [
+            _error_row(e.uri, e.kind, e.message, e.size, e.mtime_ns)
+            for e in remote_errors
+            if e.uri.encode("utf-8") not in done
+        ]
+        summary_files = len(files) + len(remote_errors)
     started_ray = _connect(options.address)
     try:
         # The pool first: a cluster that cannot run it leaves no run folder behind.
@@ -472,24 +553,29 @@ def cluster_scan(
         folder = results.new_run_folder(out, run_id)
         record: dict[str, Any] = {
             "run": run_id,
-            "source": str(source),
-            "source_base64": base64.b64encode(os.fsencode(source)).decode("ascii"),
+            "source": label,
+            "source_base64": base64.b64encode(label_bytes).decode("ascii"),
             "models": models,
             "status": "running",
         }
         results.write_run_file(folder, record)
         if listed_errors:
-            _write_rows(folder / "listing-errors.parquet", _error_rows(listed_errors))
+            _write_rows(folder / "listing-errors.parquet", listed_errors)
         summary = ClusterSummary(folder, pool, models=models)
-        summary.files = len(entries) + len(found_errors)
+        summary.files = summary_files
         summary.skipped = summary.files - len(todo) - len(listed_errors)
         say(
-            f"{summary.files:,} files under {source}: {summary.skipped:,} already in {out}, "
+            f"{summary.files:,} files under {label}: {summary.skipped:,} already in {out}, "
             f"{len(todo):,} to score on {pool.describe()}"
         )
         if todo:
+            blocks = _blocks(len(todo), options, pool)
+            if remote is None:
+                dataset = _local_dataset(ray, local_todo, blocks)
+            else:
+                dataset = _remote_dataset(ray, remote, remote_todo, blocks, options.max_bytes)
             summary.scoring_s = _run(
-                ray, todo, folder, pool, options, [m["spec"] for m in models], say
+                ray, dataset, len(todo), folder, pool, options, [m["spec"] for m in models], say
             )
         _check(folder, todo, summary)
     finally:
@@ -513,17 +599,14 @@ def cluster_scan(
     return summary
 
 
-def _run(
-    ray: Any,
-    todo: list[FileEntry],
-    folder: Path,
-    pool: Pool,
-    options: ClusterOptions,
-    model_sources: list[str],
-    say: Callable[[str], None],
-) -> float | None:
-    """The Ray Data pipeline; stops it (and says why) when no row comes back for stall_s.
-    Returns the seconds from the first model actor ready to the last row."""
+def _blocks(count: int, options: ClusterOptions, pool: Pool) -> int:
+    """Blocks of a few batches: a retried block (a killed actor) redoes little."""
+    per_block = options.batch_size * 4
+    return max(1, min(-(-count // per_block), 100 * pool.concurrency))
+
+
+def _local_dataset(ray: Any, todo: list[FileEntry], blocks: int) -> Any:
+    """A local folder's listing; the model actors read each file (see the module docstring)."""
     items = [
         {
             "path_b64": base64.b64encode(os.fsencode(e.path)).decode("ascii"),
@@ -532,12 +615,79 @@ def _run(
         }
         for e in todo
     ]
+    return ray.data.from_items(items, override_num_blocks=blocks)
+
+
+def _remote_dataset(
+    ray: Any,
+    remote: sources.RemoteSource,
+    todo: list[sources.RemoteFile],
+    blocks: int,
+    max_bytes: int,
+) -> Any:
+    """A remote source's files, read by Ray Data's read tasks (ListedFiles)."""
+    datasource = _listed_files_class(ray)(remote.filesystem, todo, max_bytes)
+    return ray.data.read_datasource(datasource, override_num_blocks=blocks)
+
+
+def _listed_files_class(ray: Any) -> type:
+    """ListedFiles, defined here because its base class comes with Ray (imported lazily)."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class ListedFiles(Datasource):
+        """Ray Data reads exactly these files, each once: its bytes or the read's error
+        (cluster_source.read_listed), with the listing's size and modification time."""
+
+        def __init__(self, filesystem: Any, files: list[sources.RemoteFile], max_bytes: int):
+            super().__init__()
+            self.filesystem = filesystem
+            self.files = files
+            self.max_bytes = max_bytes
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            return sum(f.size for f in self.files)
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
+            filesystem, max_bytes = self.filesystem, self.max_bytes
+            parts = max(1, min(parallelism, len(self.files)))
+            tasks = []
+            for part in range(parts):
+                files = self.files[part::parts]
+
+                def read(files=files):
+                    return sources.read_listed(filesystem, files, max_bytes=max_bytes)
+
+                metadata = BlockMetadata(
+                    num_rows=len(files),
+                    size_bytes=sum(f.size for f in files),
+                    input_files=None,
+                    exec_stats=None,
+                )
+                more = (
+                    {} if per_task_row_limit is None else {"per_task_row_limit": per_task_row_limit}
+                )
+                tasks.append(ReadTask(read, metadata, schema=sources.read_schema(), **more))
+            return tasks
+
+    return ListedFiles
+
+
+def _run(
+    ray: Any,
+    source: Any,
+    count: int,
+    folder: Path,
+    pool: Pool,
+    options: ClusterOptions,
+    model_sources: list[str],
+    say: Callable[[str], None],
+) -> float | None:
+    """The Ray Data pipeline; stops it (and says why) when no row comes back for stall_s.
+    Returns the seconds from the first model actor ready to the last row."""
     heartbeat = ray.remote(num_cpus=0)(Heartbeat).remote()
-    # Blocks of a few batches: a retried block (a killed actor) redoes little.
-    per_block = options.batch_size * 4
-    blocks = max(1, min(-(-len(items) // per_block), 100 * pool.concurrency))
     device = "cuda" if pool.num_gpus else options.device
-    dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+    dataset = source.map_batches(
         ScoreFiles,
         batch_size=options.batch_size,
         batch_format="numpy",
@@ -585,7 +735,7 @@ def _run(
         elif writer.is_alive() and time.monotonic() - quiet_since > options.stall_s:
             raise ClusterStalled(
                 f"No file was scored for {options.stall_s:.0f} s ({max(last_rows, 0):,} of "
-                f"{len(items):,} so far), so the run was stopped. The cluster may lack "
+                f"{count:,} so far), so the run was stopped. The cluster may lack "
                 f"the resources asked for ({pool.describe()}; it has "
                 f"{ray.cluster_resources()}), or a model actor cannot start (see Ray's "
                 "log above). Rows written so far are kept; the same command resumes.",
@@ -599,7 +749,7 @@ def _run(
         return None
 
 
-def _check(folder: Path, todo: list[FileEntry], summary: ClusterSummary) -> None:
+def _check(folder: Path, todo: list[Listed], summary: ClusterSummary) -> None:
     """Count this run's rows per file; a listed file without one gets an error row."""
     counts: dict[bytes, int] = {}
     for path in results.parquet_files(folder):
@@ -618,21 +768,13 @@ def _check(folder: Path, todo: list[FileEntry], summary: ClusterSummary) -> None
             else:
                 summary.errors += 1
     summary.duplicates = sum(n - 1 for n in counts.values())
-    lost = [e for e in todo if os.fsencode(e.path) not in counts]
+    lost = [e for e in todo if e.key not in counts]
     summary.missing = len(lost)
     summary.rows = len(counts)
     if lost:
         log.warning("%d files came back without a row; recorded as errors", len(lost))
-        errors = [
-            FileError(
-                e.path,
-                ErrorKind.UNREADABLE,
-                "no result came back from the cluster; run cluster-scan again to retry it",
-                e.size,
-                e.mtime_ns,
-            )
-            for e in lost
-        ]
-        _write_rows(folder / "missing.parquet", _error_rows(errors))
+        message = "no result came back from the cluster; run cluster-scan again to retry it"
+        rows = [_error_row(e.key, ErrorKind.UNREADABLE, message, e.size, e.mtime_ns) for e in lost]
+        _write_rows(folder / "missing.parquet", rows)
         summary.errors += len(lost)
         summary.rows += len(lost)

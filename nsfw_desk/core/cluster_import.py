@@ -7,6 +7,10 @@ paths the cluster saw into the paths this machine sees (byte for byte, so names 
 UTF-8 map too). Nothing that is already so is written again (`Library.import_results`), so
 importing twice changes nothing. Each run's source folder gets a history row, so the desk
 shows the imported scores as soon as the folder opens, before any model loads.
+
+Results of a remote source name files by URI (`s3://bucket/prefix/a.jpg`), which no local
+path can hold: importing them needs a `--map-prefix` from that URI to where this machine sees
+the files (a mount, a synced copy), and says so before it writes anything.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_desk.core import cluster_results as results
+from nsfw_desk.core.cluster_source import is_uri
 from nsfw_desk.core.images import FileError
 from nsfw_desk.core.store import Library, ScoredFile
 
@@ -95,6 +100,14 @@ def import_results(out: Path, library: Library, *, maps: Iterable[PrefixMap] = (
             f"{out} holds no cluster-scan results (no run-*/run.json); "
             "give the --out folder of nsfw-desk cluster-scan."
         )
+    for record in records:
+        root = _source(record)
+        if root is not None and is_uri(os.fsdecode(map_path(root, maps))):
+            raise results.ResultsError(
+                f"{out} holds results of {os.fsdecode(root)}, which names files by URI; "
+                f"give --map-prefix {os.fsdecode(root)}=FOLDER, the folder where this "
+                "machine sees those files."
+            )
     summary = ImportSummary()
     models: dict[str, dict] = {}
     for record in records:
@@ -117,7 +130,12 @@ def import_results(out: Path, library: Library, *, maps: Iterable[PrefixMap] = (
         scores: list[tuple[str, str, float, bytes, bytes | None]] = []
         errors: list[FileError] = []
         for row in chunk:
-            path = Path(os.fsdecode(map_path(results.row_path(row), maps)))
+            raw = map_path(results.row_path(row), maps)
+            if is_uri(os.fsdecode(raw)):  # a row outside its run's source: no path for it
+                raise results.ResultsError(
+                    f"{out}: {os.fsdecode(raw)} is a URI no --map-prefix maps to a folder."
+                )
+            path = Path(os.fsdecode(raw))
             if row.get("error_kind") is not None:
                 errors.append(
                     FileError(path, row["error_kind"], row["error"], row["size"], row["mtime_ns"])
