@@ -456,7 +456,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print("\nseveral detectors in one scan (NSFW + deepfake):", flush=True)
         detectors: dict | None = None
         try:
-            detectors = bench_detectors.measure_detectors(workdir, files=16 if quick else 48)
+            detectors = bench_detectors.measure_detectors(workdir)  # the README figure's size
             bench_detectors.print_detectors(detectors)
         except ModelError as exc:  # transformers is an optional extra
             print(f"  skipped: {exc}", flush=True)

@@ -428,15 +428,38 @@ def test_export_carries_every_detectors_score(
         assert row["score"] == row["scores"][loaded_model.model_id]
 
 
-def test_the_detectors_benchmark_runs_at_a_tiny_size(tmp_path):
+def test_the_detectors_benchmark_runs_at_a_tiny_size(tmp_path, capsys):
     pytest.importorskip("transformers")
     from nsfw_desk import bench_detectors
 
-    figures = bench_detectors.measure_detectors(tmp_path, files=4, tiny=True)
+    figures = bench_detectors.measure_detectors(tmp_path, files=4, tiny=True, repeats=2)
     assert figures["files"] == 4 and figures["decodes_together"] == 4
     assert figures["decodes_separate"] == 8
     assert figures["max_abs_dp_together_vs_alone"] <= 0.02
     assert figures["together_s"] > 0 and figures["separate_s"] > 0
+    # the ratios are each round's, their medians reported; the bound is its parts' sum
+    assert figures["repeats"] == len(figures["rounds"]) == 2
+    for r in figures["rounds"]:
+        bound = r["forward_0_s"] + r["forward_1_s"] + r["decode_s"]
+        assert r["forwards_plus_one_decode_s"] == pytest.approx(bound)
+        assert r["ratio_to_bound"] == pytest.approx(r["together_s"] / bound)
+        assert r["ratio"] == pytest.approx(r["together_s"] / r["separate_s"])
+    assert figures["cpu"] and figures["cores"] >= 1
+    bench_detectors.print_detectors(figures)
+    printed = capsys.readouterr().out
+    assert f"one scan / two scans     : {figures['ratio']:.2f}×" in printed
+    assert f"one scan / (forwards + one decode): {figures['ratio_to_bound']:.2f}×" in printed
+    assert figures["cpu"] in printed
+
+
+def test_the_detectors_benchmark_runs_as_a_module(capsys):
+    """`python -m nsfw_desk.bench_detectors`, at the smoke-test size."""
+    pytest.importorskip("transformers")
+    from nsfw_desk import bench_detectors
+
+    assert bench_detectors.main(["--tiny", "--files", "2", "--repeats", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 JPEGs 320x240" in printed and "one scan / (forwards + one decode)" in printed
 
 
 def test_the_readme_multi_detector_example_runs(tmp_path, photo_folder, model_dir, hf_dir):
