@@ -111,6 +111,12 @@ def _batches(sql: str, hashes: Iterable[str] | None) -> Iterable[tuple[str, Sequ
         yield sql.format(where=f"WHERE hash IN ({marks})"), chunk
 
 
+def refuse_nested(db: sqlite_utils.Database, why: str) -> None:
+    """A write inside a caller's transaction would become its savepoint: not durable here."""
+    if db.conn.in_transaction:
+        raise RuntimeError(why)
+
+
 def _check_label(label: str | None) -> None:
     if label is not None and label not in LABELS:
         raise ValueError(f"label must be one of {LABELS} or None, not {label!r}")
@@ -224,50 +230,79 @@ class _Log:
         """Append one row per (item, value), all or none; return the new ids in order.
         `undo_of`, `reviewers` and `extras` (the kind's extra columns) align with
         `changes`; a None reviewer takes `reviewer`."""
+        rows = self.prepare(
+            changes,
+            reviewer=reviewer,
+            threshold=threshold,
+            undo_of=undo_of,
+            reviewers=reviewers,
+            extras=extras,
+        )
+        if not rows:
+            return []
+        refuse_nested(self.db, self.kind.busy)
+        with write_transaction(self.db):
+            return self.write(rows)
+
+    def prepare(
+        self,
+        changes: Sequence[tuple[DecisionInput, Any]],
+        *,
+        reviewer: str,
+        threshold: float | None,
+        undo_of: Sequence[int | None] | None = None,
+        reviewers: Sequence[str | None] | None = None,
+        extras: Sequence[tuple] | None = None,
+        thresholds: Sequence[float | None] | None = None,
+    ) -> list[tuple]:
+        """The checked rows `append` writes (`write` them inside a transaction); a row's
+        own threshold in `thresholds` (aligned) wins over `threshold`."""
         kind = self.kind
         changes = list(changes)
         for _, value in changes:
             kind.check(value)
-        for name, aligned in (("undo_of", undo_of), ("reviewers", reviewers)):
+        aligned_lists = (("undo_of", undo_of), ("reviewers", reviewers), ("thresholds", thresholds))
+        for name, aligned in aligned_lists:
             if aligned is not None and len(aligned) != len(changes):
                 raise ValueError(f"{name} must have one entry per change")
         names = [r or reviewer for r in reviewers] if reviewers else [reviewer] * len(changes)
         for name in {reviewer, *names}:
             if not isinstance(name, str) or not name.strip():
                 raise ValueError("reviewer must be a non-empty name")
-        if not changes:
-            return []
-        if self.db.conn.in_transaction:
-            # It would become a savepoint of the caller's transaction: not durable here.
-            raise RuntimeError(kind.busy)
-        sql = kind.insert("undo_of", *kind.extra)
         at = now_utc()
         reverts = undo_of if undo_of is not None else [None] * len(changes)
         more = extras if extras is not None else [()] * len(changes)
-        ids: list[int] = []
-        with write_transaction(self.db):
-            for (item, value), reverted, who, extra in zip(
-                changes, reverts, names, more, strict=True
-            ):
-                raw = os.fsencode(item.source_path) if item.source_path is not None else None
-                cursor = self.db.execute(
-                    sql,
-                    (
-                        item.hash,
-                        kind.dump(value),
-                        who,
-                        at,
-                        item.model_id,
-                        None if item.score is None else float(item.score),
-                        None if threshold is None else float(threshold),
-                        None if raw is None else display_path(raw),
-                        raw,
-                        reverted,
-                        *extra,
-                    ),
+        levels = thresholds if thresholds is not None else [threshold] * len(changes)
+        rows = []
+        for (item, value), reverted, who, extra, level in zip(
+            changes, reverts, names, more, levels, strict=True
+        ):
+            raw = os.fsencode(item.source_path) if item.source_path is not None else None
+            rows.append(
+                (
+                    item.hash,
+                    kind.dump(value),
+                    who,
+                    at,
+                    item.model_id,
+                    None if item.score is None else float(item.score),
+                    None if level is None else float(level),
+                    None if raw is None else display_path(raw),
+                    raw,
+                    reverted,
+                    *extra,
                 )
-                assert cursor.lastrowid is not None
-                ids.append(cursor.lastrowid)
+            )
+        return rows
+
+    def write(self, rows: Sequence[tuple]) -> list[int]:
+        """Insert prepared rows (inside the caller's write transaction); their ids."""
+        sql = self.kind.insert("undo_of", *self.kind.extra)
+        ids: list[int] = []
+        for row in rows:
+            cursor = self.db.execute(sql, row)
+            assert cursor.lastrowid is not None
+            ids.append(cursor.lastrowid)
         return ids
 
     def reverting(self, ids: Sequence[int]) -> list[tuple[DecisionInput, Any]]:
@@ -371,8 +406,7 @@ class _Log:
         one (a row merged into the other library before comes from its origin).
         """
         kind = self.kind
-        if self.db.conn.in_transaction:
-            raise RuntimeError(kind.busy)
+        refuse_nested(self.db, kind.busy)
         identity = ("hash", "reviewer", "decided_at", kind.value, *kind.extra)
         exists = (
             f"SELECT 1 FROM {kind.table} WHERE "
@@ -522,6 +556,44 @@ class ReviewStore:
             reviewers=reviewers,
             extras=[(n,) for n in own_notes],
         )
+
+    def record_both(
+        self,
+        labels: Sequence[tuple[DecisionInput, str | None]],
+        ai_labels: Sequence[tuple[DecisionInput, bool | None, float | None]],
+        *,
+        reviewer: str,
+        threshold: float,
+        reviewers: Sequence[str | None] | None = None,
+        notes: Sequence[str | None] | None = None,
+        ai_reviewers: Sequence[str | None] | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """Decisions and AI-generated labels (item, value, its detector's threshold) in one
+        transaction, all or none: what `label` and `import-labels` record. The new ids of
+        each, in order; `reviewers`/`notes` align with `labels`, `ai_reviewers` with
+        `ai_labels`."""
+        labels = list(labels)
+        if notes is not None and len(notes) != len(labels):
+            raise ValueError("notes must have one entry per change")
+        decisions = self._decisions.prepare(
+            labels,
+            reviewer=reviewer,
+            threshold=float(threshold),
+            reviewers=reviewers,
+            extras=[(clean_note(n),) for n in (notes or [None] * len(labels))],
+        )
+        ai = self._ai.prepare(
+            [(item, value) for item, value, _ in ai_labels],
+            reviewer=reviewer,
+            threshold=None,
+            reviewers=ai_reviewers,
+            thresholds=[level for _, _, level in ai_labels],
+        )
+        if not decisions and not ai:
+            return [], []
+        refuse_nested(self.db, DECISIONS.busy)
+        with write_transaction(self.db):
+            return self._decisions.write(decisions), self._ai.write(ai)
 
     def revert(self, ids: Sequence[int], *, reviewer: str, threshold: float) -> list[int]:
         """Undo decisions `ids` by appending, for each, the label its hash had just before.
