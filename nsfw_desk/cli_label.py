@@ -242,9 +242,7 @@ def summary(report, command: str) -> str:
         )
     if report.ai_label_ids:
         words = {True: "AI-generated", False: "real", None: "cleared"}
-        said = ", ".join(
-            f"{n:,} {words[v]}" for v, n in sorted(ai.items(), key=lambda kv: str(kv[0]))
-        )
+        said = ", ".join(f"{ai[v]:,} {words[v]}" for v in (True, False, None) if v in ai)
         parts.append(
             _count(len(report.ai_label_ids), "AI-generated label")
             + f" recorded ({said})"
