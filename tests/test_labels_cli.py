@@ -385,6 +385,10 @@ def test_readme_recipe_runs_as_written(tmp_path, monkeypatch, capsys):
     assert got[digest(tmp_path / "holiday/cleared/IMG_0004.jpg")] == "safe"
     assert got[digest(tmp_path / rows[0]["path"])] == "unsafe"
     assert history(db, digest(tmp_path / rows[0]["path"]))[-1].reviewer == rows[0]["reviewer"]
+    assert ai_labels(db) == {
+        digest(tmp_path / "holiday/IMG_0001.jpg"): True,
+        digest(tmp_path / rows[0]["path"]): False,  # the ai_generated column: no
+    }
     assert "7  label, import-labels: some files or CSV rows were refused" in _help("label")
     assert "7 `label` or `import-labels` refused some inputs" in (ROOT / "README.md").read_text()
 
