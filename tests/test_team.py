@@ -330,7 +330,7 @@ def test_an_ai_label_conflict_is_resolved_by_the_moderators_ai_label(two_reviewe
     }
     _ai(alice, "bob", {H[1]: False})  # bob, at alice's desk, now says real on H1 too
     assert team.desk_conflicts(reviews, [H[1]]) == {
-        H[1]: {"alice": "safe, AI", "bob": "unsafe, real"}
+        H[1]: {"alice": "safe + AI", "bob": "unsafe + real"}
     }
     _ai(alice, "bob", {H[1]: True})  # and takes it back: no AI conflict on H1
     ids = _ai(alice, "mod", {H[2]: False})  # the moderator's G/R resolves it

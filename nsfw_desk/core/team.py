@@ -181,12 +181,12 @@ def desk_conflicts(
     reviews: ReviewStore, hashes: Iterable[str] | None = None
 ) -> dict[str, dict[str, str]]:
     """Both kinds for the desk's Conflicts filter: hash → {reviewer: label}, where a
-    content in conflict on both says each reviewer's two labels ("unsafe, AI")."""
+    content in conflict on both says each reviewer's two labels ("unsafe + AI")."""
     found = conflicts(reviews, hashes)
     for digest, by in ai_conflicts(reviews, hashes).items():
         mine = found.setdefault(digest, {})
         for reviewer, word in by.items():
-            mine[reviewer] = f"{mine[reviewer]}, {word}" if reviewer in mine else word
+            mine[reviewer] = f"{mine[reviewer]} + {word}" if reviewer in mine else word
         found[digest] = dict(sorted(mine.items()))
     return found
 

@@ -399,7 +399,7 @@ class TileDelegate(QStyledItemDelegate):
         strip = QRect(area.x() + 3, bottom - height, area.width() - 6, height)
         marks = {"unsafe": "✖", "safe": "✓"}
         text = CONFLICT_MARK + " · ".join(
-            f"{name} {' '.join(marks.get(p, p) for p in label.split(', '))}"
+            f"{name} {' '.join(marks.get(p, p) for p in label.split(' + '))}"
             for name, label in reviewers.items()
         )
         text = painter.fontMetrics().elidedText(
