@@ -217,27 +217,11 @@ class _Log:
     def __init__(self, db: sqlite_utils.Database, kind: _LogKind) -> None:
         self.db, self.kind = db, kind
 
-    def append(
-        self,
-        changes: Sequence[tuple[DecisionInput, Any]],
-        *,
-        reviewer: str,
-        threshold: float | None,
-        undo_of: Sequence[int | None] | None = None,
-        reviewers: Sequence[str | None] | None = None,
-        extras: Sequence[tuple] | None = None,
-    ) -> list[int]:
+    def append(self, changes: Sequence[tuple[DecisionInput, Any]], **options: Any) -> list[int]:
         """Append one row per (item, value), all or none; return the new ids in order.
-        `undo_of`, `reviewers` and `extras` (the kind's extra columns) align with
-        `changes`; a None reviewer takes `reviewer`."""
-        rows = self.prepare(
-            changes,
-            reviewer=reviewer,
-            threshold=threshold,
-            undo_of=undo_of,
-            reviewers=reviewers,
-            extras=extras,
-        )
+        `options` are `prepare`'s: reviewer, threshold, and aligned with `changes`,
+        undo_of, reviewers and extras (the kind's extra columns)."""
+        rows = self.prepare(changes, **options)
         if not rows:
             return []
         refuse_nested(self.db, self.kind.busy)
