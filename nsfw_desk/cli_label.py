@@ -27,7 +27,9 @@ def add_parser(commands) -> None:
         "by its content as the desk does: every copy of the image carries it. Images the "
         "library does not know yet are read and listed (thumbnail, no score). A folder is "
         "only labelled with --recursive. Files that are not images or cannot be read are "
-        "listed and change nothing. All decisions of one run are one transaction.",
+        "listed and change nothing. --ai-generated records the second, independent label "
+        "(AI-generated or real, as the desk's G/R) with --as or alone; at least one of the "
+        "two is needed. All decisions of one run are one transaction.",
         epilog=epilog,
         formatter_class=formatter_class,
     )
@@ -35,10 +37,17 @@ def add_parser(commands) -> None:
     label.add_argument(
         "--as",
         dest="label",
-        required=True,
         choices=("unsafe", "safe", "clear"),
         help="the decision; clear removes the label (the log keeps the history)",
     )
+    label.add_argument(
+        "--ai-generated",
+        type=_ai_choice,
+        metavar="yes|no|clear",
+        help="the AI-generated label (the desk's G/R), alone or with --as: yes (AI-generated), "
+        "no (real) or clear; also true/false, 1/0",
+    )
+    label.set_defaults(label_parser=label)
     label.add_argument(
         "-r",
         "--recursive",
@@ -58,7 +67,10 @@ def add_parser(commands) -> None:
         "wins over --reviewer, a 'note' column is kept; decided_at, score, model, "
         "threshold and tags columns are not used (the decision is recorded now, with the library's "
         "score and your threshold, like the desk's). Rows whose image already has that "
-        "label are reported unchanged. Bad rows are listed with their line and skipped; "
+        "label are reported unchanged. An 'ai_generated' column (true/false, yes/no, 1/0; "
+        "empty: none) records the AI-generated label too (the desk's G/R), or alone when "
+        "the label cell (or column) is empty, as the export's labels.csv writes it. Bad rows "
+        "are listed with their line and skipped; "
         "all good rows are one transaction.",
         epilog=epilog,
         formatter_class=formatter_class,
@@ -70,6 +82,20 @@ def add_parser(commands) -> None:
         help="record nothing at all when any row is bad",
     )
     _add_common(imports)
+
+
+def _ai_choice(text: str) -> str:
+    """--ai-generated: yes, no or clear (true/false, 1/0 too)."""
+    from nsfw_desk.core.labelling import ai_word
+
+    if text.strip().lower() == "clear":
+        return "clear"
+    try:
+        return "yes" if ai_word(text) else "no"
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one of yes, no, clear (or true/false, 1/0)"
+        ) from None
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +128,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     notes: list[str] = []
     if command == "label":
+        if args.label is None and args.ai_generated is None:
+            args.label_parser.error("give the label: --as, --ai-generated, or both")
         label = None if args.label == "clear" else args.label
         items, notes = labelling.items_for_paths(args.paths, label, recursive=args.recursive)
+        for item in items:
+            item.decide = args.label is not None
+            if args.ai_generated is not None:
+                item.ask_ai({"yes": True, "no": False, "clear": None}[args.ai_generated])
         strict = False
     else:
         try:
@@ -128,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=settings.threshold,
             strict=strict,
             notes=notes,
+            ai_thresholds=[(d["model"], d["threshold"]) for d in settings.detectors],
         )
     except Exception as exc:
         status = _failure(
@@ -152,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_items(report, *, quiet: bool, csv_rows: bool) -> None:
     from nsfw_desk.core.export import _printable
-    from nsfw_desk.core.labelling import LABELLED, REFUSED
+    from nsfw_desk.core.labelling import AI_NAMES, LABELLED, REFUSED
 
     refused = 0
     for item in report.items:
@@ -172,7 +205,10 @@ def _print_items(report, *, quiet: bool, csv_rows: bool) -> None:
         ):
             what = item.status
             if item.status == LABELLED:
-                what = f"labelled {item.label or 'clear'}"
+                what = "labelled " + ", ".join(
+                    ([item.label or "clear"] if item.records_label else [])
+                    + ([AI_NAMES[item.ai]] if item.records_ai else [])
+                )
             reason = f" ({_printable(item.reason)})" if item.reason else ""
             print(f"{what}: {_printable(item.where)}{reason}")
     if refused > SHOWN_REFUSED:
@@ -195,12 +231,23 @@ def summary(report, command: str) -> str:
         f"{n:,} {label or 'cleared'}"
         for label, n in sorted(labels.items(), key=lambda kv: kv[0] or "")
     )
-    parts = [
-        _count(len(report.decision_ids), "decision")
-        + " recorded"
-        + (f" ({done})" if done else "")
-        + f" as {report.reviewer}, threshold {report.threshold:.2f}"
-    ]
+    ai = report.ai_labels()
+    parts = []
+    if report.decision_ids or not report.ai_label_ids:
+        parts.append(
+            _count(len(report.decision_ids), "decision")
+            + " recorded"
+            + (f" ({done})" if done else "")
+            + f" as {report.reviewer}, threshold {report.threshold:.2f}"
+        )
+    if report.ai_label_ids:
+        words = {True: "AI-generated", False: "real", None: "cleared"}
+        said = ", ".join(f"{ai[v]:,} {words[v]}" for v in (True, False, None) if v in ai)
+        parts.append(
+            _count(len(report.ai_label_ids), "AI-generated label")
+            + f" recorded ({said})"
+            + ("" if report.decision_ids else f" as {report.reviewer}")
+        )
     if report.count(UNCHANGED):
         parts.append(f"{report.count(UNCHANGED):,} already had that label (unchanged)")
     if report.count(DUPLICATE):

@@ -29,7 +29,9 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> None:
         "merging a library again adds nothing. Decisions on images no file of this library "
         "holds are kept and counted; they show once a scan finds the images. Items whose "
         "reviewers' labels differ become conflicts (the desk's Conflicts filter, Alt+0); "
-        "deciding such an item resolves it. Reviewer-care stats stay behind unless "
+        "deciding such an item resolves it. AI-generated labels (keys G/R) come in the "
+        "same way, and reviewers who labelled an image AI-generated and real make a conflict "
+        "of their own, resolved by your AI-generated label. Reviewer-care stats stay behind unless "
         "--include-care-stats is given.",
         epilog=EXIT_STATUS,
         formatter_class=formatter_class,
@@ -79,7 +81,8 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> None:
         "(labels given; clears and undo steps not counted), corrections of the model "
         "(labels that differ from the model's flag at the time: the score and threshold "
         "recorded with the decision), and decisions per hour of active review (a pause "
-        "over 10 minutes between two decisions ends a session; the pause is not counted).",
+        "over 10 minutes between two decisions ends a session; the pause is not counted). "
+        "Agreement on the AI-generated label (keys G/R) is reported apart, when there is any.",
         epilog=EXIT_STATUS,
         formatter_class=formatter_class,
     )
@@ -111,13 +114,17 @@ def _merge(args: argparse.Namespace) -> int:
         for other in others:
             report = merge_library(library, other, include_care=args.include_care_stats)
             who = ", ".join(f"{r} {n:,}" for r, n in sorted(report.reviewers.items()))
-            line = (
-                f"{other}: {report.added:,} of {report.seen:,} decisions added"
-                + (f" ({who})" if who else "")
-                + f" on {report.contents:,} images"
+            line = f"{other}: {report.added:,} of {report.seen:,} decisions added" + (
+                f" ({who})" if who else ""
             )
+            if report.ai_seen:
+                ai_who = ", ".join(f"{r} {n:,}" for r, n in sorted(report.ai_reviewers.items()))
+                line += f" and {report.ai_added:,} of {report.ai_seen:,} AI-generated labels" + (
+                    f" ({ai_who})" if ai_who else ""
+                )
+            line += f" on {report.contents:,} images"
             if report.added < report.seen:
-                line += f"; {report.seen - report.added:,} were here already"
+                line += f"; {report.seen - report.added:,} decisions were here already"
             if report.unknown_contents:
                 line += (
                     f"; {report.unknown_contents:,} of those images have no file in this "
@@ -127,9 +134,10 @@ def _merge(args: argparse.Namespace) -> int:
                 line += f"; {report.care_rows:,} care-stat days"
             print(line + ".")
         from nsfw_desk.core.review import ReviewStore
-        from nsfw_desk.core.team import conflicts
+        from nsfw_desk.core.team import ai_conflicts, conflicts
 
         found = conflicts(ReviewStore(library))
+        ai_found = ai_conflicts(ReviewStore(library))
     print(
         f"{len(found):,} conflict{'' if len(found) == 1 else 's'} (reviewers' labels differ; "
         "the desk's Conflicts filter, Alt+0, shows them)."
@@ -137,6 +145,12 @@ def _merge(args: argparse.Namespace) -> int:
         else "No conflicts.",
         file=sys.stderr,
     )
+    if ai_found:
+        print(
+            f"{len(ai_found):,} AI-generated-label conflict{'' if len(ai_found) == 1 else 's'} "
+            "(reviewers said AI-generated and real; in the Conflicts filter too).",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -190,16 +204,7 @@ def _agreement(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "pairs": [
-                        {
-                            "reviewers": list(p.reviewers),
-                            "both": p.both,
-                            "agree": p.agree,
-                            "percent": p.percent,
-                            "kappa": p.kappa,
-                        }
-                        for p in result.pairs
-                    ],
+                    "pairs": [_pair_json(p) for p in result.pairs],
                     "reviewers": [
                         {
                             "reviewer": r.reviewer,
@@ -213,6 +218,8 @@ def _agreement(args: argparse.Namespace) -> int:
                         for r in result.reviewers
                     ],
                     "conflicts": result.conflicts,
+                    "ai_pairs": [_pair_json(p) for p in result.ai_pairs],
+                    "ai_conflicts": result.ai_conflicts,
                 },
                 indent=2,
             )
@@ -221,15 +228,34 @@ def _agreement(args: argparse.Namespace) -> int:
     if not result.reviewers:
         print("No decisions in this library yet.", file=sys.stderr)
         return EXIT_OK
-    print("pair\tboth\tagree\tkappa")
-    for p in result.pairs:
-        percent = "-" if p.percent is None else f"{p.percent:.1f}%"
-        kappa = "-" if p.kappa is None else f"{p.kappa:.3f}"
-        print(f"{p.reviewers[0]} + {p.reviewers[1]}\t{p.both:,}\t{percent}\t{kappa}")
+    _print_pairs("pair", result.pairs)
+    if result.ai_pairs:
+        print()
+        _print_pairs("AI-generated label: pair", result.ai_pairs)
     print()
     print("reviewer\tdecisions\tcorrections\tper hour")
     for r in result.reviewers:
         pace = "-" if r.per_hour is None else f"{r.per_hour:.0f}"
         print(f"{r.reviewer}\t{r.decisions:,}\t{r.corrections:,} of {r.judged:,}\t{pace}")
     print(f"{result.conflicts:,} unresolved conflicts.", file=sys.stderr)
+    if result.ai_conflicts:
+        print(f"{result.ai_conflicts:,} unresolved AI-generated-label conflicts.", file=sys.stderr)
     return EXIT_OK
+
+
+def _print_pairs(title: str, pairs) -> None:
+    print(f"{title}\tboth\tagree\tkappa")
+    for p in pairs:
+        percent = "-" if p.percent is None else f"{p.percent:.1f}%"
+        kappa = "-" if p.kappa is None else f"{p.kappa:.3f}"
+        print(f"{p.reviewers[0]} + {p.reviewers[1]}\t{p.both:,}\t{percent}\t{kappa}")
+
+
+def _pair_json(p) -> dict:
+    return {
+        "reviewers": list(p.reviewers),
+        "both": p.both,
+        "agree": p.agree,
+        "percent": p.percent,
+        "kappa": p.kappa,
+    }

@@ -174,3 +174,32 @@ def test_the_reveal_cap_refuses_with_a_clear_message(qtbot, make_window, photo_f
     assert "cap" in window.statusBar().currentMessage()
     qtbot.keyRelease(window.grid, Qt.Key.Key_Space)
     assert window.care.today().reveals == 1
+
+
+def test_an_ai_label_conflict_shows_in_the_conflicts_filter_and_g_resolves_it(
+    qtbot, make_window, photo_folder, tmp_path
+):
+    window = make_window()
+    window.settings.auto_advance = False
+    scan(qtbot, window, photo_folder)
+    hashes = sorted(h for h in column(window, Role.HASH) if h)
+    bob_db = tmp_path / "bob.sqlite"
+    with Library(bob_db) as bob:
+        ReviewStore(bob).decide_ai([DecisionInput(hashes[0])], True, reviewer="bob")
+    with Library(window.library_path) as mine:
+        ReviewStore(mine).decide_ai([DecisionInput(hashes[0])], False, reviewer="tester")
+        team.merge_library(mine, bob_db)
+    window.team.reload()
+    qtbot.waitUntil(lambda: hashes[0] in window.results.conflicts, timeout=10_000)
+    assert window.results.conflicts == {hashes[0]: {"bob": "AI", "tester": "real"}}
+    window.set_filter("conflicts")
+    assert column(window, Role.HASH) == [hashes[0]]
+    window._select_row(0)
+    assert "bob: AI, tester: real" in window.detail.reviewers_label.text()
+
+    qtbot.keyClick(window.grid, Qt.Key.Key_G)  # the moderator's AI label resolves it
+    settle(qtbot, window)
+    qtbot.waitUntil(lambda: not window.results.conflicts, timeout=10_000)
+    qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    settle(qtbot, window)
+    qtbot.waitUntil(lambda: hashes[0] in window.results.conflicts, timeout=10_000)

@@ -385,6 +385,10 @@ def test_readme_recipe_runs_as_written(tmp_path, monkeypatch, capsys):
     assert got[digest(tmp_path / "holiday/cleared/IMG_0004.jpg")] == "safe"
     assert got[digest(tmp_path / rows[0]["path"])] == "unsafe"
     assert history(db, digest(tmp_path / rows[0]["path"]))[-1].reviewer == rows[0]["reviewer"]
+    assert ai_labels(db) == {
+        digest(tmp_path / "holiday/IMG_0001.jpg"): True,
+        digest(tmp_path / rows[0]["path"]): False,  # the ai_generated column: no
+    }
     assert "7  label, import-labels: some files or CSV rows were refused" in _help("label")
     assert "7 `label` or `import-labels` refused some inputs" in (ROOT / "README.md").read_text()
 
@@ -471,3 +475,170 @@ def test_model_and_score_are_those_of_the_folder_the_desk_would_open(tmp_path, l
         ("m-old", pytest.approx(0.4)),
         (None, None),
     ]
+
+
+# --- the AI-generated label (issue 13) -------------------------------------------------------
+
+AI_SOURCE = "org/deepfake-detector"
+AI_ID = f"{AI_SOURCE}@{'0123456789abcdef' * 2}01234567"
+
+
+def ai_history(db: Path, content: str):
+    with Library(db) as library:
+        return ReviewStore(library).ai_history(content)
+
+
+def ai_labels(db: Path) -> dict[str, bool]:
+    with Library(db) as library:
+        return ReviewStore(library).current_ai_labels()
+
+
+def test_label_ai_generated_alone_with_as_and_cleared(tmp_path, capsys):
+    db = tmp_path / "library.sqlite"
+    a, b = photo(tmp_path / "a.jpg", 100), photo(tmp_path / "b.jpg", 101)
+    argv = ["label", "--ai-generated", "yes", "--reviewer", "tester", "--db", db, a]
+    assert run(*argv) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "labelled AI-generated: " in captured.out
+    assert "1 AI-generated label recorded (1 AI-generated) as tester" in captured.err
+    assert ai_labels(db) == {digest(a): True} and labels(db) == {}  # no decision made
+    (row,) = ai_history(db, digest(a))
+    assert (row.generated, row.reviewer, row.source, row.undo_of) == (True, "tester", a, None)
+    assert UTC_TEXT.fullmatch(row.decided_at) and row.model_id is None and row.score is None
+    # Both labels at once; a's AI label is already yes: only its decision is new.
+    assert run("label", "--as", "safe", "--ai-generated", "no", "--db", db, b) == EXIT_OK
+    assert run("label", "--as", "unsafe", "--ai-generated", "true", "--db", db, a) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "labelled safe, real: " in out and "labelled unsafe: " in out
+    assert "(already AI-generated)" in out
+    assert labels(db) == {digest(a): "unsafe", digest(b): "safe"}
+    assert ai_labels(db) == {digest(a): True, digest(b): False}
+    assert len(ai_history(db, digest(a))) == 1
+    assert run("label", "--ai-generated", "1", "--db", db, a) == EXIT_OK
+    assert "unchanged: " in capsys.readouterr().out
+    assert run("label", "--ai-generated", "clear", "--db", db, a, b) == EXIT_OK
+    assert ai_labels(db) == {} and len(labels(db)) == 2  # decisions untouched
+    # Undo is the desk's: the rows revert like G/R's (the log keeps everything).
+    with Library(db) as library:
+        reviews = ReviewStore(library)
+        last = [reviews.ai_history(digest(p))[-1].id for p in (a, b)]
+        reviews.revert_ai(last, reviewer="tester")
+        assert reviews.current_ai_labels() == {digest(a): True, digest(b): False}
+
+
+def test_label_needs_as_or_ai_generated_and_a_known_ai_value(tmp_path, capsys):
+    target = photo(tmp_path / "a.jpg", 102)
+    db = tmp_path / "library.sqlite"
+    with pytest.raises(SystemExit) as stop:
+        main(["label", "--db", str(db), str(target)])
+    assert stop.value.code == EXIT_USAGE
+    assert "give the label: --as, --ai-generated, or both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["label", "--ai-generated", "maybe", "--db", str(db), str(target)])
+    assert stop.value.code == EXIT_USAGE
+    assert "'maybe' is not one of yes, no, clear" in capsys.readouterr().err
+    assert not db.exists() or ai_labels(db) == {}
+
+
+def test_label_ai_generated_keeps_the_ai_detectors_score_and_threshold(tmp_path, monkeypatch):
+    """As the desk's G/R: the AI detector's model id and score, and its threshold from the
+    settings' detector list (core/labelling.py fill_ai_models)."""
+    import numpy as np
+
+    from nsfw_desk.core import settings as settings_module
+    from nsfw_desk.core.store import float32_blob
+
+    stored = tmp_path / "settings.json"
+    detectors = [{"model": AI_SOURCE, "threshold": 0.35, "enabled": True}]
+    Settings(reviewer="dana", detectors=detectors).save(stored)
+    monkeypatch.setattr(settings_module, "settings_path", lambda: stored)
+    db = tmp_path / "library.sqlite"
+    target = photo(tmp_path / "a.jpg", 103)
+    content = digest(target)
+    with Library(db) as library:
+        library.register_model(
+            AI_ID,
+            source=AI_SOURCE,
+            revision=AI_ID.split("@")[1],
+            architecture="vit_small_patch16_384",
+            labels=["real", "fake"],
+            unsafe_labels=["fake"],
+        )
+        blob = float32_blob(np.array([0.2, 0.8], dtype=np.float32))
+        library.record_model_scores(AI_ID, [(content, 0.8, blob, None)])
+    assert run("label", "--ai-generated", "no", "--db", db, target) == EXIT_OK
+    (row,) = ai_history(db, content)
+    assert (row.generated, row.model_id, row.reviewer) == (False, AI_ID, "dana")
+    assert row.score == pytest.approx(0.8) and row.threshold == pytest.approx(0.35)
+
+
+def test_import_ai_generated_column_every_spelling_and_bad_values_by_line(tmp_path, capsys):
+    db = tmp_path / "library.sqlite"
+    pics = [photo(tmp_path / f"p{i}.jpg", 110 + i) for i in range(7)]
+    lines = [
+        "path,label,ai_generated,reviewer",
+        "p0.jpg,unsafe,TRUE,",
+        "p1.jpg,safe, no ,bob",
+        "p2.jpg,,1,",  # the AI label alone
+        "p3.jpg,sfw,,",  # empty: no AI label, the decision alone
+        "p4.jpg,,0,",
+        "p5.jpg,unsafe,maybe,",
+        "p6.jpg,,,",
+        "p0.jpg,unsafe,false,",  # the same image, another AI value: a conflict
+    ]
+    table = write_csv(tmp_path / "labels.csv", "\n".join(lines) + "\n")
+    assert run("import-labels", table, "--reviewer", "carol", "--db", db) == EXIT_REFUSED
+    out, err = capsys.readouterr()
+    assert "refused: line 7: row: unknown ai_generated value 'maybe'" in err
+    assert "refused: line 8: row: no label and no ai_generated value" in err
+    assert "line 2 says unsafe, AI-generated, line 9 says unsafe, real" in err
+    assert "3 decisions recorded (2 safe, 1 unsafe) as carol" not in err  # p0 refused
+    assert "2 decisions recorded (2 safe) as carol" in err
+    assert "3 AI-generated labels recorded (1 AI-generated, 2 real)" in err
+    d = {i: digest(p) for i, p in enumerate(pics)}
+    assert labels(db) == {d[1]: "safe", d[3]: "safe"}
+    assert ai_labels(db) == {d[1]: False, d[2]: True, d[4]: False}
+    assert ai_history(db, d[1])[-1].reviewer == "bob"  # the column wins for both labels
+    assert history(db, d[1])[-1].reviewer == "bob"
+    assert ai_history(db, d[2])[-1].reviewer == "carol"
+    # Again: nothing new, each good row unchanged.
+    assert run("import-labels", table, "--db", db) == EXIT_REFUSED
+    assert "4 already had that label (unchanged)" in capsys.readouterr().err
+    assert len(ai_history(db, d[2])) == 1
+    # --strict: a bad AI value records nothing at all.
+    strict = write_csv(tmp_path / "s.csv", "path,ai_generated\np5.jpg,yes\np6.jpg,perhaps\n")
+    assert run("import-labels", strict, "--strict", "--db", db) == EXIT_REFUSED
+    assert "Nothing recorded (--strict): 1 of 2 rows refused" in capsys.readouterr().err
+    assert d[5] not in ai_labels(db)
+
+
+def test_import_a_file_with_only_an_ai_generated_column(tmp_path, capsys):
+    db = tmp_path / "library.sqlite"
+    unknown = "cd" * 32  # labelled by its hash, as decisions are
+    table = write_csv(tmp_path / "t.csv", f"hash;ai_generated\n{unknown};yes\n")
+    assert run("import-labels", table, "--db", db) == EXIT_OK
+    assert ai_labels(db) == {unknown: True} and labels(db) == {}
+    neither = write_csv(tmp_path / "n.csv", "hash,verdict\nab,1\n")
+    assert run("import-labels", neither, "--db", db) == EXIT_USAGE
+    assert "an 'ai_generated' column alone also works" in capsys.readouterr().err
+
+
+def test_export_labels_csv_carries_ai_labels_into_a_fresh_library(tmp_path, loaded_model):
+    """export → labels.csv (ai_generated true/false/empty) → import-labels: the same."""
+    root = tmp_path / "photos"
+    pics = [photo(root / f"p{i}.jpg", 120 + i) for i in range(3)]
+    old = tmp_path / "old.sqlite"
+    with Library(old) as library:
+        scan_folder(root, loaded_model, library)
+        review = ReviewStore(library)
+        items = [DecisionInput(digest(p), None, None, p) for p in pics]
+        review.decide(items, "safe", reviewer="r", threshold=0.5)
+        review.decide_ai(items[:1], True, reviewer="r")
+        review.decide_ai(items[1:2], False, reviewer="r")
+        expected = review.current_ai_labels()
+    assert run("export", "--out", tmp_path / "out", "--db", old, "-q") == EXIT_OK
+    fresh = tmp_path / "fresh.sqlite"
+    assert run("import-labels", tmp_path / "out" / "labels.csv", "--db", fresh) == EXIT_OK
+    assert ai_labels(fresh) == expected and len(expected) == 2
+    assert labels(fresh) == {digest(p): "safe" for p in pics}
+    assert ai_history(fresh, digest(pics[0]))[-1].reviewer == "r"

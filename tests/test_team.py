@@ -272,3 +272,97 @@ def test_readme_recipe_runs_as_written(tmp_path, monkeypatch, capsys):
     with Library(db) as mine:
         assert len(mine.assignments()) >= len(H)
         assert team.conflicts(ReviewStore(mine)) == {H[1]: {"alice": "safe", "carol": "unsafe"}}
+
+
+# --- the AI-generated label (issue 13) travels with merge ------------------------------------
+
+
+def _ai(library: Library, reviewer: str, values: dict[str, bool | None], score=0.7):
+    return ReviewStore(library).apply_ai_labels(
+        [(DecisionInput(h, "ai-model", score), value) for h, value in values.items()],
+        reviewer=reviewer,
+        threshold=0.6,
+    )
+
+
+def test_merge_carries_ai_labels_with_reviewer_and_time_idempotently(two_reviewers):
+    alice, bob = two_reviewers
+    _ai(alice, "alice", {H[0]: True, H[1]: False})
+    _ai(bob, "bob", {H[0]: True, H[1]: True, H[3]: False})
+    _ai(bob, "bob", {H[3]: None})  # bob cleared it again: the clear travels too
+    bob_rows = ReviewStore(bob).all_ai_labels()
+    bob.close()
+    report = team.merge_library(alice, bob.path)
+    assert (report.ai_seen, report.ai_added) == (4, 4)
+    assert report.ai_reviewers == {"bob": 4}
+    reviews = ReviewStore(alice)
+    merged = [r for r in reviews.all_ai_labels() if r.reviewer == "bob"]
+    keep = ("hash", "generated", "decided_at", "model_id", "score", "threshold")
+    assert [tuple(getattr(r, k) for k in keep) for r in merged] == [
+        tuple(getattr(r, k) for k in keep) for r in bob_rows
+    ]
+    assert all(r.merged_from == report.source_id and r.undo_of is None for r in merged)
+    assert team.ai_conflicts(reviews) == {H[1]: {"alice": "real", "bob": "AI"}}
+    count = len(reviews.all_ai_labels())
+    again = team.merge_library(alice, bob.path)
+    assert (again.ai_seen, again.ai_added, again.added) == (4, 0, 0)
+    assert len(reviews.all_ai_labels()) == count
+    # bob merges alice's back: only alice's two rows come in
+    with Library(bob.path) as bob_again:
+        back = team.merge_library(bob_again, alice.path)
+        assert (back.ai_added, back.ai_reviewers) == (2, {"alice": 2})
+        assert len(ReviewStore(bob_again).all_ai_labels()) == count
+
+
+def test_an_ai_label_conflict_is_resolved_by_the_moderators_ai_label(two_reviewers):
+    alice, bob = two_reviewers
+    _ai(alice, "alice", {H[2]: True, H[1]: True})
+    _ai(bob, "bob", {H[2]: False, H[1]: True})
+    bob.close()
+    team.merge_library(alice, bob.path)
+    reviews = ReviewStore(alice)
+    assert team.ai_conflicts(reviews) == {H[2]: {"alice": "AI", "bob": "real"}}
+    assert team.ai_conflicts(reviews, [H[1]]) == {}
+    # The desk's Conflicts filter: both kinds, one content in both says both labels.
+    assert team.desk_conflicts(reviews) == {
+        H[1]: {"alice": "safe", "bob": "unsafe"},
+        H[2]: {"alice": "AI", "bob": "real"},
+    }
+    _ai(alice, "bob", {H[1]: False})  # bob, at alice's desk, now says real on H1 too
+    assert team.desk_conflicts(reviews, [H[1]]) == {
+        H[1]: {"alice": "safe + AI", "bob": "unsafe + real"}
+    }
+    _ai(alice, "bob", {H[1]: True})  # and takes it back: no AI conflict on H1
+    ids = _ai(alice, "mod", {H[2]: False})  # the moderator's G/R resolves it
+    assert team.ai_conflicts(reviews) == {}
+    assert team.conflicts(reviews) == {H[1]: {"alice": "safe", "bob": "unsafe"}}  # untouched
+    reviews.revert_ai(ids, reviewer="mod")
+    assert H[2] in team.ai_conflicts(reviews)
+    assert team.agreement(alice).ai_conflicts == 1
+
+
+def test_merge_and_agreement_commands_report_ai_labels(two_reviewers, capsys):
+    alice, bob = two_reviewers
+    _ai(alice, "alice", {H[0]: True, H[1]: True, H[2]: False})
+    _ai(bob, "bob", {H[0]: True, H[1]: False, H[2]: False})
+    alice.close()
+    bob.close()
+    assert main(["merge", str(bob.path), "--db", str(alice.path)]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "4 of 4 decisions added (bob 4)" in captured.out
+    assert "and 3 of 3 AI-generated labels (bob 3) on 5 images" in captured.out
+    assert "1 conflict " in captured.err and "1 AI-generated-label conflict " in captured.err
+    assert main(["merge", str(bob.path), "--db", str(alice.path)]) == EXIT_OK
+    assert "0 of 4 decisions added and 0 of 3 AI-generated labels" in capsys.readouterr().out
+    assert main(["agreement", "--db", str(alice.path), "--json"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    (pair,) = result["ai_pairs"]
+    assert (pair["reviewers"], pair["both"], pair["agree"]) == (["alice", "bob"], 3, 2)
+    assert pair["kappa"] == pytest.approx(
+        team.cohen_kappa(["AI", "AI", "real"], ["AI", "real", "real"])
+    )
+    assert result["ai_conflicts"] == 1
+    assert main(["agreement", "--db", str(alice.path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "AI-generated label: pair\tboth\tagree\tkappa" in out
+    assert "alice + bob\t3\t66.7%" in out

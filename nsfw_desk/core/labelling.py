@@ -7,8 +7,15 @@ has scored it), the threshold and reviewer name are the desk's settings. A file 
 does not know yet is read, hashed and listed as a scan without a model lists it (its file row
 and thumbnail, no score), so the desk shows it with its label; nothing is scored here.
 
+The AI-generated label (the desk's G/R, core/review.py `decide_ai`) comes the same way, alone
+or with the unsafe/safe label: `label --ai-generated yes|no|clear`, an `ai_generated` column
+(true/false, yes/no, 1/0; empty leaves it unset). Its row keeps the AI detector's model id,
+score and threshold as the desk's does: a model whose positive labels are AI-generated words
+that scored the content (the latest), with that detector's threshold from the settings.
+
 A file that is not an image or cannot be read is reported with the scan's error kinds and
-changes nothing: no error row, no decision. All decisions of one run are one transaction.
+changes nothing: no error row, no decision. All decisions and AI-generated labels of one run
+are one transaction.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nsfw_desk.core.detector import FAKE_LABEL_NAMES
 from nsfw_desk.core.images import DiscoveryStats, ErrorKind, FileEntry, FileError, discover
 from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.review import DecisionInput, ReviewStore
@@ -39,6 +47,18 @@ LABEL_WORDS = {
     "sfw": "safe",
     "0": "safe",
 }
+# What an ai_generated cell may say (trimmed, any case) → the value; empty: not asked.
+AI_WORDS = {
+    "true": True,
+    "yes": True,
+    "1": True,
+    "ai": True,
+    "false": False,
+    "no": False,
+    "0": False,
+    "real": False,
+}
+AI_NAMES = {True: "AI-generated", False: "real", None: "AI-generated label cleared"}
 HASH_FORM = re.compile(r"[0-9a-f]{64}")  # content_hash: BLAKE2b-256, lower-case hex
 # Columns that name the file of a CSV row, best first: our own exports write source_path
 # (plus source_path_base64 for names that are not UTF-8) and file_name (the exported copy).
@@ -63,7 +83,7 @@ class Item:
     """One input (a path argument, a file under a folder, or a CSV row) and how it ended."""
 
     where: str  # the path for people, or "line N" of the CSV
-    label: str | None  # the label asked for; None clears
+    label: str | None  # the label asked for; None clears (when `decide`)
     path: Path | None = None
     hash: str | None = None
     expected_hash: str | None = None  # a CSV row's hash column, checked against the file
@@ -75,9 +95,28 @@ class Item:
     model_id: str | None = None
     score: float | None = None
     listed: bool = False  # its file row was added (it was not in the library)
+    decide: bool = True  # the unsafe/safe label is asked for (False: only the AI label)
+    ai_asked: bool = False  # the AI-generated label is asked for
+    ai: bool | None = None  # it: True AI-generated, False real, None clears
+    records_label: bool = False  # once settled: a decision is recorded
+    records_ai: bool = False  # once settled: an AI-generated label is recorded
+    ai_model_id: str | None = None  # the AI detector's, as the desk's G/R records it
+    ai_score: float | None = None
+    ai_threshold: float | None = None
 
     def refuse(self, kind: str, reason: str) -> None:
         self.status, self.kind, self.reason = REFUSED, kind, reason
+
+    def ask_ai(self, value: bool | None) -> None:
+        self.ai_asked, self.ai = True, value
+
+    def says(self) -> str:
+        """What this input asks for, for people: "unsafe", "safe, AI-generated", "real"."""
+        parts = [self.label or "clear"] if self.decide else []
+        return ", ".join(parts + ([AI_NAMES[self.ai]] if self.ai_asked else []))
+
+    def request(self) -> tuple:
+        return (self.decide, self.decide and self.label, self.ai_asked, self.ai_asked and self.ai)
 
 
 @dataclass
@@ -86,6 +125,7 @@ class LabelReport:
     reviewer: str
     threshold: float
     decision_ids: list[int] = field(default_factory=list)
+    ai_label_ids: list[int] = field(default_factory=list)
     listed: int = 0  # file rows added for files the library did not know
     recorded: bool = True  # False: --strict and something was refused, nothing written
     notes: list[str] = field(default_factory=list)
@@ -97,8 +137,16 @@ class LabelReport:
         """How many decisions of each label were recorded."""
         found: dict[str | None, int] = {}
         for item in self.items:
-            if item.status == LABELLED:
+            if item.status == LABELLED and item.records_label:
                 found[item.label] = found.get(item.label, 0) + 1
+        return found
+
+    def ai_labels(self) -> dict[bool | None, int]:
+        """How many AI-generated labels of each value were recorded."""
+        found: dict[bool | None, int] = {}
+        for item in self.items:
+            if item.status == LABELLED and item.records_ai:
+                found[item.ai] = found.get(item.ai, 0) + 1
         return found
 
 
@@ -160,6 +208,18 @@ def label_word(text: str | None) -> str | None:
     return LABEL_WORDS.get((text or "").strip().lower())
 
 
+def ai_word(text: str) -> bool:
+    """The AI-generated value of a non-empty cell or argument; ValueError saying what is
+    accepted when it is not one we know."""
+    try:
+        return AI_WORDS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown ai_generated value {text.strip()[:40]!r} (use true/false, yes/no or "
+            "1/0; leave it empty for no AI-generated label)"
+        ) from None
+
+
 def read_label_csv(csv_path: Path) -> tuple[list[Item], list[str]]:
     """The rows of a labels CSV as items (bad rows already refused), and notes about it.
 
@@ -199,10 +259,11 @@ def read_label_csv(csv_path: Path) -> tuple[list[Item], list[str]]:
     columns = [name.strip().lower() for name in header]
     where = {name: i for i, name in reversed(list(enumerate(columns)))}
     found = ", ".join(repr(c) for c in columns)
-    if "label" not in where:
+    if "label" not in where and "ai_generated" not in where:
         raise LabelFileError(
             f"{display_path(csv_path)} line {header_at}: no 'label' column (found {found}; "
-            f"columns are separated by {_delimiter_name(delimiter)})"
+            f"columns are separated by {_delimiter_name(delimiter)}); an 'ai_generated' "
+            "column alone also works"
         )
     identities = ["hash"] + [n for pair in PATH_COLUMNS for n in pair if n]
     if not any(name in where for name in identities):
@@ -276,19 +337,27 @@ def _row_item(number: int, cells: list[str], where: dict[str, int], width: int, 
         i = where.get(name)
         return cells[i].strip() if i is not None and i < len(cells) else ""
 
-    raw_label = cell("label")
-    item = Item(f"line {number}", label_word(raw_label))
+    raw_label, raw_ai = cell("label"), cell("ai_generated")
+    item = Item(f"line {number}", label_word(raw_label), decide=bool(raw_label))
     item.reviewer = " ".join(cell("reviewer").split()) or None
     item.note = cell("note") or None
     if len(cells) > width:
         item.refuse("row", f"{len(cells)} fields, the header has {width}")
         return item
-    if not raw_label:
-        item.refuse("row", "no label")
+    if not raw_label and not raw_ai:
+        item.refuse(
+            "row", "no label" + (" and no ai_generated value" if "ai_generated" in where else "")
+        )
         return item
-    if item.label is None:
+    if raw_label and item.label is None:
         item.refuse("row", f"unknown label {raw_label!r} (use unsafe/safe, nsfw/sfw or 1/0)")
         return item
+    if raw_ai:
+        try:
+            item.ask_ai(ai_word(raw_ai))
+        except ValueError as exc:
+            item.refuse("row", str(exc))
+            return item
     digest = cell("hash").lower()
     if digest:
         if not HASH_FORM.fullmatch(digest):
@@ -412,8 +481,46 @@ def fill_models(library: Library, items: Sequence[Item]) -> None:
         item.model_id, item.score = model_id, scores[model_id]
 
 
-def _settle(items: Sequence[Item], current: dict[str, str]) -> list[Item]:
-    """Mark duplicates, conflicts and unchanged items; return the items to record."""
+def fill_ai_models(
+    library: Library, items: Sequence[Item], thresholds: Sequence[tuple[str, float]] = ()
+) -> None:
+    """The AI detector's model, score and threshold for each item asking for the AI label:
+    the latest-scoring model whose positive labels are AI-generated words; the threshold
+    of the settings' detector entry (model text, threshold) that names it, else none."""
+    from nsfw_desk.core.detector_columns import matches
+
+    models = {m["id"]: m for m in library.models_by_source()}
+    detectors = {
+        model_id
+        for model_id in models
+        if {str(n).lower() for n in models[model_id].get("unsafe_labels") or []} & FAKE_LABEL_NAMES
+    }
+    for item in items:
+        if item.status == REFUSED or item.hash is None or not item.ai_asked:
+            continue
+        scored = [m for m in library.scores_by_model(item.hash) if m in detectors]
+        if not scored:
+            continue
+        model_id = scored[-1]
+        item.ai_model_id = model_id
+        item.ai_score = library.scores_by_model(item.hash)[model_id]
+        source, revision = models[model_id].get("source"), models[model_id].get("revision")
+        item.ai_threshold = next(
+            (
+                level
+                for text, level in thresholds
+                if text == model_id or matches(text, source, revision)
+            ),
+            None,
+        )
+
+
+def _settle(
+    items: Sequence[Item], current: dict[str, str], current_ai: dict[str, bool] | None = None
+) -> list[Item]:
+    """Mark duplicates, conflicts and unchanged items; return the items to record (each
+    says which of its two labels it records)."""
+    current_ai = current_ai or {}
     first: dict[str, Item] = {}
     groups: dict[str, list[Item]] = {}
     for item in items:
@@ -422,9 +529,9 @@ def _settle(items: Sequence[Item], current: dict[str, str]) -> list[Item]:
         groups.setdefault(item.hash, []).append(item)
     todo = []
     for digest, group in groups.items():
-        said = {item.label for item in group}
+        said = {item.request() for item in group}
         if len(said) > 1:
-            which = ", ".join(f"{i.where} says {i.label or 'clear'}" for i in group)
+            which = ", ".join(f"{i.where} says {i.says()}" for i in group)
             for item in group:
                 item.refuse("conflict", f"the same image is given different labels: {which}")
             continue
@@ -432,11 +539,22 @@ def _settle(items: Sequence[Item], current: dict[str, str]) -> list[Item]:
         for item in group[1:]:
             item.status = DUPLICATE
             item.reason = f"the same image as {head.where}"
-        if current.get(digest) == head.label:
-            head.status = UNCHANGED
-            head.reason = f"already {head.label}" if head.label else "already without a label"
-        else:
+        head.records_label = head.decide and current.get(digest) != head.label
+        head.records_ai = head.ai_asked and current_ai.get(digest) != head.ai
+        already = []
+        if head.decide and not head.records_label:
+            already.append(head.label or "without a label")
+        if head.ai_asked and not head.records_ai:
+            value = current_ai.get(digest)
+            already.append(
+                AI_NAMES[value] if value is not None else "without an AI-generated label"
+            )
+        if already:
+            head.reason = "already " + " and ".join(already)
+        if head.records_label or head.records_ai:
             todo.append(head)
+        else:
+            head.status = UNCHANGED
     return todo
 
 
@@ -449,8 +567,10 @@ def record_labels(
     strict: bool = False,
     options: ScanOptions | None = None,
     notes: Sequence[str] = (),
+    ai_thresholds: Sequence[tuple[str, float]] = (),
 ) -> LabelReport:
-    """Resolve, check and record `items`: one transaction for every decision.
+    """Resolve, check and record `items`: one transaction for every decision and
+    AI-generated label. `ai_thresholds`: the settings' (detector model, threshold).
 
     With `strict`, one refused item means nothing is written (no listing, no decision).
     """
@@ -458,14 +578,15 @@ def record_labels(
     rows = resolve(library, items, options)
     review = ReviewStore(library)
     hashes = {item.hash for item in items if item.hash and item.status != REFUSED}
-    todo = _settle(items, review.current_labels(hashes))
+    todo = _settle(items, review.current_labels(hashes), review.current_ai_labels(hashes))
     if strict and any(item.status == REFUSED for item in items):
         report.recorded = False
         for item in items:
             if item.status != REFUSED:
                 item.status, item.reason = "", "not recorded (--strict)"
         return report
-    fill_models(library, todo)
+    fill_models(library, [i for i in todo if i.records_label])
+    fill_ai_models(library, todo, ai_thresholds)
     keep = {
         os.fsencode(item.path)
         for item in items
@@ -474,12 +595,19 @@ def record_labels(
     listing: list[ScoredFile] = [row for key, row in rows.items() if key in keep]
     library.record_scored(listing, None)
     report.listed = len(listing)
-    report.decision_ids = review.apply_labels(
-        [(DecisionInput(i.hash or "", i.model_id, i.score, i.path), i.label) for i in todo],
+    decided = [i for i in todo if i.records_label]
+    ai = [i for i in todo if i.records_ai]
+    report.decision_ids, report.ai_label_ids = review.record_both(
+        [(DecisionInput(i.hash or "", i.model_id, i.score, i.path), i.label) for i in decided],
+        [
+            (DecisionInput(i.hash or "", i.ai_model_id, i.ai_score, i.path), i.ai, i.ai_threshold)
+            for i in ai
+        ],
         reviewer=reviewer,
         threshold=threshold,
-        reviewers=[i.reviewer for i in todo],
-        notes=[i.note for i in todo],
+        reviewers=[i.reviewer for i in decided],
+        notes=[i.note for i in decided],
+        ai_reviewers=[i.reviewer for i in ai],
     )
     for item in todo:
         item.status = LABELLED

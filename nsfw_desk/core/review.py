@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -23,40 +24,6 @@ LABELS = ("unsafe", "safe")
 MAX_NOTE = 500  # characters: a note is one line of context, not a report
 MAX_TAG = 40
 FALLBACK_REVIEWER = "reviewer"
-_COLUMNS = (
-    "id, hash, label, reviewer, decided_at, model_id, score, threshold, source_path, undo_of, "
-    "source_path_bytes, note, merged_from"
-)
-_INSERT = (
-    "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
-    "threshold, source_path, source_path_bytes, undo_of, note) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# The latest decision of each hash; the (hash, id) index answers it without a table scan.
-_LATEST = "SELECT MAX(id) FROM decisions {where} GROUP BY hash"
-# hash and label of every content whose latest decision still carries a label.
-_LABELLED = (
-    "SELECT hash, label FROM decisions WHERE label IS NOT NULL AND id IN ("
-    + _LATEST.format(where="")
-    + ")"
-)
-
-
-# The AI-generated label (issue 13): its own append-only log, `ai_labels`, beside decisions.
-_AI_COLUMNS = (
-    "id, hash, generated, reviewer, decided_at, model_id, score, threshold, source_path, "
-    "undo_of, source_path_bytes"
-)
-_AI_INSERT = (
-    "INSERT INTO ai_labels (hash, generated, reviewer, decided_at, model_id, score, "
-    "threshold, source_path, source_path_bytes, undo_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_AI_LATEST = "SELECT MAX(id) FROM ai_labels {where} GROUP BY hash"
-_AI_LABELLED = (
-    "SELECT hash, generated FROM ai_labels WHERE generated IS NOT NULL AND id IN ("
-    + _AI_LATEST.format(where="")
-    + ")"
-)
 
 
 @dataclass(frozen=True)
@@ -69,8 +36,21 @@ class DecisionInput:
     source_path: Path | str | bytes | None = None
 
 
+class _Sourced:
+    """The file a row's reviewer looked at, exactly as it was named."""
+
+    source_path: str | None
+    source_path_bytes: bytes | None
+
+    @property
+    def source(self) -> Path | None:
+        if self.source_path_bytes is not None:
+            return Path(os.fsdecode(self.source_path_bytes))
+        return Path(self.source_path) if self.source_path else None
+
+
 @dataclass(frozen=True)
-class Decision:
+class Decision(_Sourced):
     """One stored row of the log."""
 
     id: int
@@ -88,15 +68,13 @@ class Decision:
     merged_from: str | None = None  # the library id it was merged from; None: made here
 
     @property
-    def source(self) -> Path | None:
-        """The file the reviewer looked at, exactly as it was named."""
-        if self.source_path_bytes is not None:
-            return Path(os.fsdecode(self.source_path_bytes))
-        return Path(self.source_path) if self.source_path else None
+    def value(self) -> str | None:
+        """The label, under the name every log's rows share (core/team.py)."""
+        return self.label
 
 
 @dataclass(frozen=True)
-class AiLabel:
+class AiLabel(_Sourced):
     """One stored row of the AI-generated log: generated True (AI), False (real), None
     (cleared)."""
 
@@ -111,12 +89,361 @@ class AiLabel:
     source_path: str | None
     undo_of: int | None
     source_path_bytes: bytes | None = None
+    merged_from: str | None = None  # as Decision.merged_from
+
+    @property
+    def value(self) -> bool | None:
+        return self.generated
 
 
 def _ai_row(row) -> AiLabel:
     values = list(row)
     values[2] = None if values[2] is None else bool(values[2])
     return AiLabel(*values)
+
+
+def _batches(sql: str, hashes: Iterable[str] | None) -> Iterable[tuple[str, Sequence]]:
+    """`sql` with its {where} filled: once for every hash (None), else in chunks of them."""
+    if hashes is None:
+        yield sql.format(where=""), []
+        return
+    for chunk, marks in in_chunks(dict.fromkeys(hashes)):
+        yield sql.format(where=f"WHERE hash IN ({marks})"), chunk
+
+
+def refuse_nested(db: sqlite_utils.Database, why: str) -> None:
+    """A write inside a caller's transaction would become its savepoint: not durable here."""
+    if db.conn.in_transaction:
+        raise RuntimeError(why)
+
+
+def _check_label(label: str | None) -> None:
+    if label is not None and label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS} or None, not {label!r}")
+
+
+def _check_generated(value: bool | None) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"ai_generated must be True, False or None, not {value!r}")
+
+
+@dataclass(frozen=True)
+class _LogKind:
+    """What differs between the append-only label logs: the table, its value column and
+    how that value is read, written and checked; everything else is `_Log`'s."""
+
+    table: str
+    value: str  # the label column
+    extra: tuple[str, ...]  # columns a write sets beyond the shared ones
+    row: Callable[[Sequence[Any]], Any]  # a selected row → its dataclass
+    load: Callable[[Any], Any]  # a stored value → the value
+    dump: Callable[[Any], Any]  # a value → as stored
+    check: Callable[[Any], None]  # raises ValueError for a value the log cannot hold
+    positive: Callable[[Any], bool]  # does a stored value count as positive (calibration)
+    busy: str  # why a write inside a caller's transaction is refused
+    noun: str  # the rows, for messages
+
+    @property
+    def columns(self) -> str:
+        return (
+            f"id, hash, {self.value}, reviewer, decided_at, model_id, score, threshold, "
+            "source_path, undo_of, source_path_bytes"
+            + "".join(f", {c}" for c in self.extra)
+            + ", merged_from"
+        )
+
+    def insert(self, *more: str) -> str:
+        """INSERT of the columns every row has, then `more`."""
+        columns = (
+            "hash",
+            self.value,
+            "reviewer",
+            "decided_at",
+            "model_id",
+            "score",
+            "threshold",
+            "source_path",
+            "source_path_bytes",
+            *more,
+        )
+        marks = ", ".join("?" * len(columns))
+        return f"INSERT INTO {self.table} ({', '.join(columns)}) VALUES ({marks})"
+
+    @property
+    def latest(self) -> str:
+        """The latest row of each hash; the (hash, id) index answers it without a scan."""
+        return f"SELECT MAX(id) FROM {self.table} {{where}} GROUP BY hash"
+
+    @property
+    def labelled(self) -> str:
+        """hash and value of every content whose latest row still carries a value."""
+        return (
+            f"SELECT hash, {self.value} FROM {self.table} WHERE {self.value} IS NOT NULL "
+            "AND id IN (" + self.latest.format(where="") + ")"
+        )
+
+
+DECISIONS = _LogKind(
+    "decisions",
+    "label",
+    ("note",),
+    lambda row: Decision(*row),
+    lambda value: value,
+    lambda value: value,
+    _check_label,
+    lambda value: value == "unsafe",
+    "decisions must not be written inside another transaction",
+    "decisions",
+)
+AI_LABELS = _LogKind(
+    "ai_labels",
+    "generated",
+    (),
+    _ai_row,
+    lambda value: None if value is None else bool(value),
+    lambda value: None if value is None else int(value),
+    _check_generated,
+    bool,
+    "labels must not be written inside another transaction",
+    "AI-generated labels",
+)
+
+
+class _Log:
+    """One append-only label log of a library: per content hash, the row with the highest
+    id is the current value; undo and clearing append. Decisions and the AI-generated label
+    share this one implementation (their tables differ only as `_LogKind` says)."""
+
+    def __init__(self, db: sqlite_utils.Database, kind: _LogKind) -> None:
+        self.db, self.kind = db, kind
+
+    def append(self, changes: Sequence[tuple[DecisionInput, Any]], **options: Any) -> list[int]:
+        """Append one row per (item, value), all or none; return the new ids in order.
+        `options` are `prepare`'s: reviewer, threshold, and aligned with `changes`,
+        undo_of, reviewers and extras (the kind's extra columns)."""
+        rows = self.prepare(changes, **options)
+        if not rows:
+            return []
+        refuse_nested(self.db, self.kind.busy)
+        with write_transaction(self.db):
+            return self.write(rows)
+
+    def prepare(
+        self,
+        changes: Sequence[tuple[DecisionInput, Any]],
+        *,
+        reviewer: str,
+        threshold: float | None,
+        undo_of: Sequence[int | None] | None = None,
+        reviewers: Sequence[str | None] | None = None,
+        extras: Sequence[tuple] | None = None,
+        thresholds: Sequence[float | None] | None = None,
+    ) -> list[tuple]:
+        """The checked rows `append` writes (`write` them inside a transaction); a row's
+        own threshold in `thresholds` (aligned) wins over `threshold`."""
+        kind = self.kind
+        changes = list(changes)
+        for _, value in changes:
+            kind.check(value)
+        aligned_lists = (("undo_of", undo_of), ("reviewers", reviewers), ("thresholds", thresholds))
+        for name, aligned in aligned_lists:
+            if aligned is not None and len(aligned) != len(changes):
+                raise ValueError(f"{name} must have one entry per change")
+        names = [r or reviewer for r in reviewers] if reviewers else [reviewer] * len(changes)
+        for name in {reviewer, *names}:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError("reviewer must be a non-empty name")
+        at = now_utc()
+        reverts = undo_of if undo_of is not None else [None] * len(changes)
+        more = extras if extras is not None else [()] * len(changes)
+        levels = thresholds if thresholds is not None else [threshold] * len(changes)
+        rows = []
+        for (item, value), reverted, who, extra, level in zip(
+            changes, reverts, names, more, levels, strict=True
+        ):
+            raw = os.fsencode(item.source_path) if item.source_path is not None else None
+            rows.append(
+                (
+                    item.hash,
+                    kind.dump(value),
+                    who,
+                    at,
+                    item.model_id,
+                    None if item.score is None else float(item.score),
+                    None if level is None else float(level),
+                    None if raw is None else display_path(raw),
+                    raw,
+                    reverted,
+                    *extra,
+                )
+            )
+        return rows
+
+    def write(self, rows: Sequence[tuple]) -> list[int]:
+        """Insert prepared rows (inside the caller's write transaction); their ids."""
+        sql = self.kind.insert("undo_of", *self.kind.extra)
+        ids: list[int] = []
+        for row in rows:
+            cursor = self.db.execute(sql, row)
+            assert cursor.lastrowid is not None
+            ids.append(cursor.lastrowid)
+        return ids
+
+    def reverting(self, ids: Sequence[int]) -> list[tuple[DecisionInput, Any]]:
+        """The changes that undo rows `ids`: for each, the value its hash had just before.
+
+        When one hash appears several times in `ids` (duplicates in a multi-select) they
+        all go back to the value before the earliest. Reads only rows older than `ids`,
+        which never change, so no lock is needed for them.
+        """
+        rows = {r.id: r for r in self.by_id(ids)}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise ValueError(f"no such {self.kind.noun}: {missing}")
+        first: dict[str, int] = {}
+        for i in ids:
+            first[rows[i].hash] = min(first.get(rows[i].hash, i), i)
+        before = {h: self.before(h, i) for h, i in first.items()}
+        return [
+            (
+                DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score, rows[i].source),
+                before[rows[i].hash],
+            )
+            for i in ids
+        ]
+
+    def current(self, hashes: Iterable[str] | None = None) -> dict[str, Any]:
+        """hash → value for hashes whose latest row is not a clear; all hashes if None."""
+        kind = self.kind
+        sql = (
+            f"SELECT hash, {kind.value} FROM {kind.table} WHERE {kind.value} IS NOT NULL "
+            "AND id IN (" + kind.latest + ")"
+        )
+        found: dict[str, Any] = {}
+        for statement, params in _batches(sql, hashes):
+            found.update((h, kind.load(v)) for h, v in self.db.execute(statement, params))
+        return found
+
+    def rows(self, where: str = "", params: Sequence = ()) -> list:
+        kind = self.kind
+        rows = self.db.execute(f"SELECT {kind.columns} FROM {kind.table} {where}", params)
+        return [kind.row(row) for row in rows]
+
+    def history(self, content_hash: str) -> list:
+        """Every row of one content, oldest first."""
+        return self.rows("WHERE hash = ? ORDER BY id", (content_hash,))
+
+    def latest_rows(self) -> list:
+        """The latest row of every hash that still carries a value, by hash."""
+        where = f"WHERE {self.kind.value} IS NOT NULL AND id IN ({self.kind.latest}) ORDER BY hash"
+        return self.rows(where.format(where=""))
+
+    def by_id(self, ids: Sequence[int]) -> list:
+        found: list = []
+        for chunk, marks in in_chunks([int(i) for i in ids]):
+            found.extend(self.rows(f"WHERE id IN ({marks})", chunk))
+        return found
+
+    def before(self, content_hash: str, row_id: int) -> Any:
+        row = self.db.execute(
+            f"SELECT {self.kind.value} FROM {self.kind.table} WHERE hash = ? AND id < ? "
+            "ORDER BY id DESC LIMIT 1",
+            (content_hash, row_id),
+        ).fetchone()
+        return None if row is None else self.kind.load(row[0])
+
+    def reviewed_scores(self, model_id: str) -> list[tuple[float, bool]]:
+        """(score, positive) of every content with a current value and a score from
+        `model_id`, by hash: one row per content, however many paths share it."""
+        rows = self.db.execute(
+            f"SELECT s.unsafe, l.{self.kind.value} FROM ({self.kind.labelled}) l "
+            "JOIN scores s ON s.hash = l.hash AND s.model_id = ? "
+            "WHERE s.unsafe IS NOT NULL ORDER BY l.hash",
+            (model_id,),
+        )
+        return [(float(score), self.kind.positive(value)) for score, value in rows]
+
+    def models_with_reviews(self) -> list[tuple[str, int]]:
+        """(model id, contents with a current value it scored), most first."""
+        rows = self.db.execute(
+            f"SELECT s.model_id, COUNT(*) AS n FROM ({self.kind.labelled}) l "
+            "JOIN scores s ON s.hash = l.hash WHERE s.unsafe IS NOT NULL "
+            "GROUP BY s.model_id ORDER BY n DESC, s.model_id"
+        )
+        return [(model_id, int(n)) for model_id, n in rows]
+
+    def counts(self) -> dict[Any, int]:
+        """Stored value → how many contents carry it now."""
+        rows = self.db.execute(
+            f"SELECT {self.kind.value}, COUNT(*) FROM ({self.kind.labelled}) "
+            f"GROUP BY {self.kind.value}"
+        )
+        return dict(rows.fetchall())
+
+    def merge(self, rows: Sequence, merged_from: str) -> list:
+        """Append other libraries' rows as they were (reviewer, time, score, extras);
+        return those appended. One transaction.
+
+        A row already here (equal hash, reviewer, decided_at, value and extras) is skipped,
+        so merging the same library twice appends nothing. `undo_of` ids belong to the
+        other library and are not kept; each row's own `merged_from` is kept when it has
+        one (a row merged into the other library before comes from its origin).
+        """
+        kind = self.kind
+        refuse_nested(self.db, kind.busy)
+        identity = ("hash", "reviewer", "decided_at", kind.value, *kind.extra)
+        exists = (
+            f"SELECT 1 FROM {kind.table} WHERE "
+            + " AND ".join(f"{c} = ?" for c in identity[:3])
+            + "".join(f" AND {c} IS ?" for c in identity[3:])
+            + " LIMIT 1"
+        )
+        insert = kind.insert(*kind.extra, "merged_from")
+        added: list = []
+        seen: set[tuple] = set()
+        with write_transaction(self.db):
+            for r in sorted(rows, key=lambda r: (r.decided_at, r.id)):
+                kind.check(r.value)
+                extra = tuple(getattr(r, c) for c in kind.extra)
+                key = (r.hash, r.reviewer, r.decided_at, kind.dump(r.value), *extra)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if self.db.execute(exists, key).fetchone():
+                    continue
+                self.db.execute(
+                    insert,
+                    (
+                        r.hash,
+                        kind.dump(r.value),
+                        r.reviewer,
+                        r.decided_at,
+                        r.model_id,
+                        r.score,
+                        r.threshold,
+                        r.source_path,
+                        r.source_path_bytes,
+                        *extra,
+                        r.merged_from or merged_from,
+                    ),
+                )
+                added.append(r)
+        return added
+
+    def contested(self, hashes: Iterable[str] | None = None) -> list:
+        """Every row on contents that more than one reviewer labelled (of `hashes` when
+        given), by hash then id: the only ones where reviewers can disagree."""
+        table = self.kind.table
+        where = (
+            f"WHERE hash IN (SELECT hash FROM {table} {{where}} GROUP BY hash "
+            "HAVING COUNT(DISTINCT reviewer) > 1) ORDER BY hash, id"
+        )
+        if hashes is None:
+            return self.rows(where.format(where=""))
+        found: list = []
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            found.extend(self.rows(where.format(where=f"WHERE hash IN ({marks})"), chunk))
+        return found
 
 
 def default_reviewer() -> str:
@@ -144,11 +471,6 @@ def clean_tag(tag: str) -> str:
     return text
 
 
-def _check_label(label: str | None) -> None:
-    if label is not None and label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS} or None, not {label!r}")
-
-
 class ReviewStore:
     """Decisions of one library. Every write is one transaction, committed on return."""
 
@@ -158,6 +480,14 @@ class ReviewStore:
     @property
     def db(self) -> sqlite_utils.Database:
         return self.library.db
+
+    @property
+    def _decisions(self) -> _Log:
+        return _Log(self.db, DECISIONS)
+
+    @property
+    def _ai(self) -> _Log:
+        return _Log(self.db, AI_LABELS)
 
     # writes
 
@@ -198,89 +528,71 @@ class ReviewStore:
         reviewers' labels, still one transaction); None entries take `reviewer` and `note`.
         """
         changes = list(changes)
-        for _, label in changes:
-            _check_label(label)
-        for name, aligned in (("undo_of", undo_of), ("reviewers", reviewers), ("notes", notes)):
-            if aligned is not None and len(aligned) != len(changes):
-                raise ValueError(f"{name} must have one entry per change")
-        names = [r or reviewer for r in reviewers] if reviewers else [reviewer] * len(changes)
-        for name in {reviewer, *names}:
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError("reviewer must be a non-empty name")
+        if notes is not None and len(notes) != len(changes):
+            raise ValueError("notes must have one entry per change")
         note = clean_note(note)
         own_notes = [clean_note(n) or note for n in notes] if notes else [note] * len(changes)
-        if not changes:
-            return []
-        if self.db.conn.in_transaction:
-            # It would become a savepoint of the caller's transaction: not durable here.
-            raise RuntimeError("decisions must not be written inside another transaction")
-        at = now_utc()
-        reverts = undo_of if undo_of is not None else [None] * len(changes)
-        ids: list[int] = []
+        return self._decisions.append(
+            changes,
+            reviewer=reviewer,
+            threshold=float(threshold),
+            undo_of=undo_of,
+            reviewers=reviewers,
+            extras=[(n,) for n in own_notes],
+        )
+
+    def record_both(
+        self,
+        labels: Sequence[tuple[DecisionInput, str | None]],
+        ai_labels: Sequence[tuple[DecisionInput, bool | None, float | None]],
+        *,
+        reviewer: str,
+        threshold: float,
+        reviewers: Sequence[str | None] | None = None,
+        notes: Sequence[str | None] | None = None,
+        ai_reviewers: Sequence[str | None] | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """Decisions and AI-generated labels (item, value, its detector's threshold) in one
+        transaction, all or none: what `label` and `import-labels` record. The new ids of
+        each, in order; `reviewers`/`notes` align with `labels`, `ai_reviewers` with
+        `ai_labels`."""
+        labels = list(labels)
+        if notes is not None and len(notes) != len(labels):
+            raise ValueError("notes must have one entry per change")
+        decisions = self._decisions.prepare(
+            labels,
+            reviewer=reviewer,
+            threshold=float(threshold),
+            reviewers=reviewers,
+            extras=[(clean_note(n),) for n in (notes or [None] * len(labels))],
+        )
+        ai = self._ai.prepare(
+            [(item, value) for item, value, _ in ai_labels],
+            reviewer=reviewer,
+            threshold=None,
+            reviewers=ai_reviewers,
+            thresholds=[level for _, _, level in ai_labels],
+        )
+        if not decisions and not ai:
+            return [], []
+        refuse_nested(self.db, DECISIONS.busy)
         with write_transaction(self.db):
-            for (item, label), reverted, who, said in zip(
-                changes, reverts, names, own_notes, strict=True
-            ):
-                raw = os.fsencode(item.source_path) if item.source_path is not None else None
-                score = float(item.score) if item.score is not None else None
-                cursor = self.db.execute(
-                    _INSERT,
-                    (
-                        item.hash,
-                        label,
-                        who,
-                        at,
-                        item.model_id,
-                        score,
-                        float(threshold),
-                        None if raw is None else display_path(raw),
-                        raw,
-                        reverted,
-                        said,
-                    ),
-                )
-                assert cursor.lastrowid is not None
-                ids.append(cursor.lastrowid)
-        return ids
+            return self._decisions.write(decisions), self._ai.write(ai)
 
     def revert(self, ids: Sequence[int], *, reviewer: str, threshold: float) -> list[int]:
         """Undo decisions `ids` by appending, for each, the label its hash had just before.
 
         Reverting the ids this returns is redo. When one hash appears several times in `ids`
         (duplicates in a multi-select) they all go back to the label before the earliest.
-        Reads only rows older than `ids`, which never change, so no lock is needed for them.
         """
-        rows = {d.id: d for d in self._decisions_by_id(ids)}
-        missing = [i for i in ids if i not in rows]
-        if missing:
-            raise ValueError(f"no such decisions: {missing}")
-        first: dict[str, int] = {}
-        for i in ids:
-            first[rows[i].hash] = min(first.get(rows[i].hash, i), i)
-        before = {h: self._label_before(h, i) for h, i in first.items()}
-        changes = [
-            (
-                DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score, rows[i].source),
-                before[rows[i].hash],
-            )
-            for i in ids
-        ]
+        changes = self._decisions.reverting(ids)
         return self.apply_labels(changes, reviewer=reviewer, threshold=threshold, undo_of=list(ids))
 
     # reads
 
     def current_labels(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
         """hash → label for hashes whose latest decision is not a clear; all hashes if None."""
-        sql = (
-            "SELECT hash, label FROM decisions WHERE label IS NOT NULL AND id IN (" + _LATEST + ")"
-        )
-        if hashes is None:
-            return dict(self.db.execute(sql.format(where="")))
-        found: dict[str, str] = {}
-        for chunk, marks in in_chunks(dict.fromkeys(hashes)):
-            where = f"WHERE hash IN ({marks})"
-            found.update(self.db.execute(sql.format(where=where), chunk))
-        return found
+        return self._decisions.current(hashes)
 
     def previous_labels(self, hashes: Iterable[str]) -> dict[str, str | None]:
         """Every given hash → its current label or None: what an undo has to restore."""
@@ -290,49 +602,25 @@ class ReviewStore:
 
     def history(self, content_hash: str) -> list[Decision]:
         """Every decision on one content, oldest first."""
-        rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM decisions WHERE hash = ? ORDER BY id", (content_hash,)
-        )
-        return [Decision(*row) for row in rows]
+        return self._decisions.history(content_hash)
 
     def current_decisions(self) -> list[Decision]:
         """The latest decision of every hash that still carries a label, by hash (for export)."""
-        rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM decisions WHERE label IS NOT NULL AND id IN ("
-            + _LATEST.format(where="")
-            + ") ORDER BY hash"
-        )
-        return [Decision(*row) for row in rows]
+        return self._decisions.latest_rows()
 
     def reviewed_scores(self, model_id: str) -> list[tuple[float, bool]]:
         """(score, reviewed unsafe) of every content with a current label and a score from
         `model_id`, by hash: one row per content, however many paths share it."""
-        rows = self.db.execute(
-            f"SELECT s.unsafe, l.label = 'unsafe' FROM ({_LABELLED}) l "
-            "JOIN scores s ON s.hash = l.hash AND s.model_id = ? "
-            "WHERE s.unsafe IS NOT NULL ORDER BY l.hash",
-            (model_id,),
-        )
-        return [(float(score), bool(unsafe)) for score, unsafe in rows]
+        return self._decisions.reviewed_scores(model_id)
 
     def models_with_reviews(self) -> list[tuple[str, int]]:
         """(model id, reviewed contents it scored), most first: which models can be
         calibrated."""
-        rows = self.db.execute(
-            f"SELECT s.model_id, COUNT(*) AS n FROM ({_LABELLED}) l "
-            "JOIN scores s ON s.hash = l.hash WHERE s.unsafe IS NOT NULL "
-            "GROUP BY s.model_id ORDER BY n DESC, s.model_id"
-        )
-        return [(model_id, int(n)) for model_id, n in rows]
+        return self._decisions.models_with_reviews()
 
     def counts(self) -> dict[str, int]:
         """How many contents currently carry each label (every label present, maybe 0)."""
-        rows = self.db.execute(
-            "SELECT label, COUNT(*) FROM decisions WHERE label IS NOT NULL AND id IN ("
-            + _LATEST.format(where="")
-            + ") GROUP BY label"
-        )
-        return {label: 0 for label in LABELS} | dict(rows)
+        return {label: 0 for label in LABELS} | self._decisions.counts()
 
     def latest_notes(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
         """hash → its most recent note (for export and the tile's tooltip); all if None."""
@@ -373,88 +661,23 @@ class ReviewStore:
         reviewers: Sequence[str | None] | None = None,
     ) -> list[int]:
         """Append one AI-generated row per (item, value), all or none; the new ids in order."""
-        changes = list(changes)
-        for _, value in changes:
-            if value is not None and not isinstance(value, bool):
-                raise ValueError(f"ai_generated must be True, False or None, not {value!r}")
-        for name, aligned in (("undo_of", undo_of), ("reviewers", reviewers)):
-            if aligned is not None and len(aligned) != len(changes):
-                raise ValueError(f"{name} must have one entry per change")
-        names = [r or reviewer for r in reviewers] if reviewers else [reviewer] * len(changes)
-        for name in {reviewer, *names}:
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError("reviewer must be a non-empty name")
-        if not changes:
-            return []
-        if self.db.conn.in_transaction:
-            raise RuntimeError("labels must not be written inside another transaction")
-        at = now_utc()
-        reverts = undo_of if undo_of is not None else [None] * len(changes)
-        ids: list[int] = []
-        with write_transaction(self.db):
-            for (item, value), reverted, who in zip(changes, reverts, names, strict=True):
-                raw = os.fsencode(item.source_path) if item.source_path is not None else None
-                cursor = self.db.execute(
-                    _AI_INSERT,
-                    (
-                        item.hash,
-                        None if value is None else int(value),
-                        who,
-                        at,
-                        item.model_id,
-                        None if item.score is None else float(item.score),
-                        None if threshold is None else float(threshold),
-                        None if raw is None else display_path(raw),
-                        raw,
-                        reverted,
-                    ),
-                )
-                assert cursor.lastrowid is not None
-                ids.append(cursor.lastrowid)
-        return ids
+        return self._ai.append(
+            changes, reviewer=reviewer, threshold=threshold, undo_of=undo_of, reviewers=reviewers
+        )
 
     def revert_ai(
         self, ids: Sequence[int], *, reviewer: str, threshold: float | None = None
     ) -> list[int]:
         """Undo AI-generated rows `ids` by appending the value each hash had just before;
         reverting what this returns is redo (as `revert` for decisions)."""
-        rows = {r.id: r for r in self._ai_by_id(ids)}
-        missing = [i for i in ids if i not in rows]
-        if missing:
-            raise ValueError(f"no such AI-generated labels: {missing}")
-        first: dict[str, int] = {}
-        for i in ids:
-            first[rows[i].hash] = min(first.get(rows[i].hash, i), i)
-        before = {h: self._ai_before(h, i) for h, i in first.items()}
-        changes = [
-            (
-                DecisionInput(rows[i].hash, rows[i].model_id, rows[i].score, _source(rows[i])),
-                before[rows[i].hash],
-            )
-            for i in ids
-        ]
+        changes = self._ai.reverting(ids)
         return self.apply_ai_labels(
             changes, reviewer=reviewer, threshold=threshold, undo_of=list(ids)
         )
 
     def current_ai_labels(self, hashes: Iterable[str] | None = None) -> dict[str, bool]:
         """hash → True (AI-generated) / False (real) for contents with a current value."""
-        sql = (
-            "SELECT hash, generated FROM ai_labels WHERE generated IS NOT NULL AND id IN ("
-            + _AI_LATEST
-            + ")"
-        )
-        found: dict[str, bool] = {}
-        if hashes is None:
-            batches: Iterable = [(sql.format(where=""), [])]
-        else:
-            batches = (
-                (sql.format(where=f"WHERE hash IN ({marks})"), chunk)
-                for chunk, marks in in_chunks(dict.fromkeys(hashes))
-            )
-        for statement, params in batches:
-            found.update((h, bool(v)) for h, v in self.db.execute(statement, params))
-        return found
+        return self._ai.current(hashes)
 
     def previous_ai_labels(self, hashes: Iterable[str]) -> dict[str, bool | None]:
         """Every given hash → its current AI-generated value or None."""
@@ -464,55 +687,21 @@ class ReviewStore:
 
     def ai_history(self, content_hash: str) -> list[AiLabel]:
         """Every AI-generated row of one content, oldest first."""
-        rows = self.db.execute(
-            f"SELECT {_AI_COLUMNS} FROM ai_labels WHERE hash = ? ORDER BY id", (content_hash,)
-        )
-        return [_ai_row(row) for row in rows]
+        return self._ai.history(content_hash)
 
     def ai_reviewed_scores(self, model_id: str) -> list[tuple[float, bool]]:
         """(score, reviewed AI-generated) of every content with a current AI-generated value
         and a score from `model_id`, by hash: what calibrates an AI detector."""
-        rows = self.db.execute(
-            f"SELECT s.unsafe, l.generated FROM ({_AI_LABELLED}) l "
-            "JOIN scores s ON s.hash = l.hash AND s.model_id = ? "
-            "WHERE s.unsafe IS NOT NULL ORDER BY l.hash",
-            (model_id,),
-        )
-        return [(float(score), bool(generated)) for score, generated in rows]
+        return self._ai.reviewed_scores(model_id)
 
     def models_with_ai_reviews(self) -> list[tuple[str, int]]:
         """(model id, AI-generated-labelled contents it scored), most first."""
-        rows = self.db.execute(
-            f"SELECT s.model_id, COUNT(*) AS n FROM ({_AI_LABELLED}) l "
-            "JOIN scores s ON s.hash = l.hash WHERE s.unsafe IS NOT NULL "
-            "GROUP BY s.model_id ORDER BY n DESC, s.model_id"
-        )
-        return [(model_id, int(n)) for model_id, n in rows]
+        return self._ai.models_with_reviews()
 
     def ai_counts(self) -> dict[str, int]:
         """How many contents are now labelled AI-generated and real."""
-        rows = dict(
-            self.db.execute(
-                f"SELECT generated, COUNT(*) FROM ({_AI_LABELLED}) GROUP BY generated"
-            ).fetchall()
-        )
+        rows = self._ai.counts()
         return {"generated": int(rows.get(1, 0)), "real": int(rows.get(0, 0))}
-
-    def _ai_by_id(self, ids: Sequence[int]) -> list[AiLabel]:
-        found: list[AiLabel] = []
-        for chunk, marks in in_chunks([int(i) for i in ids]):
-            rows = self.db.execute(
-                f"SELECT {_AI_COLUMNS} FROM ai_labels WHERE id IN ({marks})", chunk
-            )
-            found.extend(_ai_row(row) for row in rows)
-        return found
-
-    def _ai_before(self, content_hash: str, row_id: int) -> bool | None:
-        row = self.db.execute(
-            "SELECT generated FROM ai_labels WHERE hash = ? AND id < ? ORDER BY id DESC LIMIT 1",
-            (content_hash, row_id),
-        ).fetchone()
-        return None if row is None or row[0] is None else bool(row[0])
 
     # tags: append-only like decisions; the latest row of a (hash, tag) says whether it is on
 
@@ -536,14 +725,7 @@ class ReviewStore:
             "SELECT MAX(id) FROM tags {where} GROUP BY hash, tag) ORDER BY hash, tag"
         )
         found: dict[str, list[str]] = {}
-        if hashes is None:
-            batches: Iterable = [(sql.format(where=""), [])]
-        else:
-            batches = (
-                (sql.format(where=f"WHERE hash IN ({marks})"), chunk)
-                for chunk, marks in in_chunks(dict.fromkeys(hashes))
-            )
-        for statement, params in batches:
+        for statement, params in _batches(sql, hashes):
             for digest, tag in self.db.execute(statement, params):
                 found.setdefault(digest, []).append(tag)
         return found
@@ -560,8 +742,7 @@ class ReviewStore:
 
     def all_decisions(self) -> list[Decision]:
         """Every decision, oldest first (what a merge copies into another library)."""
-        rows = self.db.execute(f"SELECT {_COLUMNS} FROM decisions ORDER BY id")
-        return [Decision(*row) for row in rows]
+        return self._decisions.rows("ORDER BY id")
 
     def merge_decisions(self, decisions: Sequence[Decision], merged_from: str) -> list[Decision]:
         """Append other libraries' decisions as they were (reviewer, time, score, note);
@@ -572,75 +753,22 @@ class ReviewStore:
         the other library and are not kept; each decision's own `merged_from` is kept when
         it has one (a decision merged into the other library before comes from its origin).
         """
-        if self.db.conn.in_transaction:
-            raise RuntimeError("decisions must not be written inside another transaction")
-        added: list[Decision] = []
-        seen: set[tuple] = set()
-        with write_transaction(self.db):
-            for d in sorted(decisions, key=lambda d: (d.decided_at, d.id)):
-                _check_label(d.label)
-                key = (d.hash, d.reviewer, d.decided_at, d.label, d.note)
-                if key in seen:
-                    continue
-                seen.add(key)
-                if self.db.execute(
-                    "SELECT 1 FROM decisions WHERE hash = ? AND reviewer = ? AND decided_at = ? "
-                    "AND label IS ? AND note IS ? LIMIT 1",
-                    key,
-                ).fetchone():
-                    continue
-                self.db.execute(
-                    "INSERT INTO decisions (hash, label, reviewer, decided_at, model_id, score, "
-                    "threshold, source_path, source_path_bytes, undo_of, note, merged_from) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                    (
-                        d.hash,
-                        d.label,
-                        d.reviewer,
-                        d.decided_at,
-                        d.model_id,
-                        d.score,
-                        d.threshold,
-                        d.source_path,
-                        d.source_path_bytes,
-                        d.note,
-                        d.merged_from or merged_from,
-                    ),
-                )
-                added.append(d)
-        return added
+        return self._decisions.merge(decisions, merged_from)
 
     def contested(self, hashes: Iterable[str] | None = None) -> list[Decision]:
         """Every decision on contents that more than one reviewer decided (of `hashes` when
         given), by hash then id: the only ones where reviewers can disagree."""
-        sql = (
-            f"SELECT {_COLUMNS} FROM decisions WHERE hash IN (SELECT hash FROM decisions "
-            "{where} GROUP BY hash HAVING COUNT(DISTINCT reviewer) > 1) ORDER BY hash, id"
-        )
-        if hashes is None:
-            return [Decision(*row) for row in self.db.execute(sql.format(where=""))]
-        found: list[Decision] = []
-        for chunk, marks in in_chunks(sorted(set(hashes))):
-            rows = self.db.execute(sql.format(where=f"WHERE hash IN ({marks})"), chunk)
-            found.extend(Decision(*row) for row in rows)
-        return found
+        return self._decisions.contested(hashes)
 
-    def _decisions_by_id(self, ids: Sequence[int]) -> list[Decision]:
-        found: list[Decision] = []
-        for chunk, marks in in_chunks([int(i) for i in ids]):
-            rows = self.db.execute(f"SELECT {_COLUMNS} FROM decisions WHERE id IN ({marks})", chunk)
-            found.extend(Decision(*row) for row in rows)
-        return found
+    def all_ai_labels(self) -> list[AiLabel]:
+        """Every AI-generated row, oldest first (what a merge copies)."""
+        return self._ai.rows("ORDER BY id")
 
-    def _label_before(self, content_hash: str, decision_id: int) -> str | None:
-        row = self.db.execute(
-            "SELECT label FROM decisions WHERE hash = ? AND id < ? ORDER BY id DESC LIMIT 1",
-            (content_hash, decision_id),
-        ).fetchone()
-        return row[0] if row else None
+    def merge_ai_labels(self, rows: Sequence[AiLabel], merged_from: str) -> list[AiLabel]:
+        """As `merge_decisions`, for the AI-generated label: a row already here (equal hash,
+        reviewer, decided_at and value) is skipped."""
+        return self._ai.merge(rows, merged_from)
 
-
-def _source(row: AiLabel) -> Path | None:
-    if row.source_path_bytes is not None:
-        return Path(os.fsdecode(row.source_path_bytes))
-    return Path(row.source_path) if row.source_path else None
+    def contested_ai(self, hashes: Iterable[str] | None = None) -> list[AiLabel]:
+        """As `contested`, for the AI-generated label."""
+        return self._ai.contested(hashes)

@@ -828,6 +828,25 @@ def _migrate_add_scores_by_model_index(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_scores_model_hash_unsafe ON scores (model_id, hash, unsafe)")
 
 
+NOTES_AI_LABELS_MERGED = {
+    "ai_labels.merged_from": "as decisions.merged_from, for the AI-generated label: NULL for "
+    "a row made in this library, else the library id `nsfw-desk merge` brought it from. A row "
+    "is the same one in two libraries when hash, reviewer, decided_at and generated are equal",
+}
+
+
+def _migrate_add_ai_labels_merged_from(db: sqlite_utils.Database) -> None:
+    """`merge` carries the AI-generated label too (issues 13 and 15): where a merged row came
+    from, as for decisions, and the index a merge looks its rows up by."""
+    # ADD COLUMN rewrites no row, so the append-only triggers can stay.
+    db.execute("ALTER TABLE ai_labels ADD COLUMN merged_from TEXT")
+    db.execute("CREATE INDEX idx_ai_labels_identity ON ai_labels (hash, reviewer, decided_at)")
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO notes (topic, note) VALUES (?, ?)",
+        list(NOTES_AI_LABELS_MERGED.items()),
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
@@ -839,6 +858,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_add_score_details,
     _migrate_add_team_and_care,
     _migrate_add_scores_by_model_index,
+    _migrate_add_ai_labels_merged_from,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

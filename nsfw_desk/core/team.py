@@ -13,6 +13,12 @@ on only decisions after that resolution count, so it stays resolved until someon
 again (a later merge bringing a different label). Undoing the resolution brings the conflict
 back. See `conflicts`.
 
+The AI-generated label (issue 13, its own log beside the decisions) travels the same way:
+merged by hash with its reviewer and time, skipped when already here, and two reviewers whose
+AI-generated labels differ make a conflict of its own (`ai_conflicts`), resolved by the
+moderator's AI-generated label in this library. The desk's Conflicts filter shows both kinds
+(`desk_conflicts`).
+
 The work split (`assign`) is rendezvous hashing: each content goes to the reviewer whose
 hash of (reviewer, content) is highest, and a fixed fraction of contents (chosen by their
 own hash) also to the second highest, for measuring agreement. Deterministic, needs no
@@ -29,7 +35,7 @@ from datetime import datetime
 from itertools import combinations
 from pathlib import Path
 
-from nsfw_desk.core.review import Decision, ReviewStore
+from nsfw_desk.core.review import AiLabel, Decision, ReviewStore
 from nsfw_desk.core.store import Library, LibraryError
 
 SESSION_GAP_S = 10 * 60  # a longer pause between two decisions ends a review session
@@ -50,6 +56,9 @@ class MergeReport:
     contents: int = 0  # distinct contents the appended decisions are on
     unknown_contents: int = 0  # of those, contents no file of this library holds
     care_rows: int = 0  # care rows brought (only with include_care)
+    ai_seen: int = 0  # AI-generated labels in the other library
+    ai_added: int = 0  # of those, appended here
+    ai_reviewers: Counter = field(default_factory=Counter)  # reviewer → AI labels appended
     same_library: bool = False  # the other file is this library itself
 
 
@@ -69,14 +78,21 @@ def merge_library(library: Library, other_path: Path, *, include_care: bool = Fa
     try:
         source_id = other.library_id()
         decisions = ReviewStore(other).all_decisions()
+        ai_rows = ReviewStore(other).all_ai_labels()
         care = other.care_rows() if include_care else []
     finally:
         other.close()
-    report = MergeReport(source=other_path, source_id=source_id, seen=len(decisions))
-    added = ReviewStore(library).merge_decisions(decisions, source_id)
+    report = MergeReport(
+        source=other_path, source_id=source_id, seen=len(decisions), ai_seen=len(ai_rows)
+    )
+    reviews = ReviewStore(library)
+    added = reviews.merge_decisions(decisions, source_id)
     report.added = len(added)
     report.reviewers = Counter(d.reviewer for d in added)
-    hashes = {d.hash for d in added}
+    ai_added = reviews.merge_ai_labels(ai_rows, source_id)
+    report.ai_added = len(ai_added)
+    report.ai_reviewers = Counter(r.reviewer for r in ai_added)
+    hashes = {d.hash for d in added} | {r.hash for r in ai_added}
     report.contents = len(hashes)
     report.unknown_contents = len(hashes - library.hashes_with_files(hashes))
     if include_care:
@@ -93,34 +109,44 @@ def merge_library(library: Library, other_path: Path, *, include_care: bool = Fa
 # --- each reviewer's label, conflicts -------------------------------------------------------
 
 
-def _later(a: Decision, b: Decision) -> bool:
+# Decisions and AI-generated labels alike (`Row`): `.value` is the label, None a clear.
+Row = Decision | AiLabel
+AI_WORDS = {True: "AI", False: "real"}  # an AI-generated label, as a reviewer's label reads
+
+
+def _later(a: Row, b: Row) -> bool:
     return (a.decided_at, a.id) > (b.decided_at, b.id)
 
 
-def reviewer_labels(decisions: Iterable[Decision]) -> dict[str, dict[str, str]]:
-    """hash → {reviewer: label} from each reviewer's latest decision (clears drop out)."""
-    latest: dict[tuple[str, str], Decision] = {}
+def reviewer_labels(decisions: Iterable[Row]) -> dict[str, dict[str, str]]:
+    """hash → {reviewer: label} from each reviewer's latest decision (clears drop out);
+    of AI-generated rows, the label reads AI or real."""
+    latest: dict[tuple[str, str], Row] = {}
     for d in decisions:
         key = (d.hash, d.reviewer)
         if key not in latest or _later(d, latest[key]):
             latest[key] = d
     labels: dict[str, dict[str, str]] = {}
     for (digest, reviewer), d in latest.items():
-        if d.label is not None:
-            labels.setdefault(digest, {})[reviewer] = d.label
+        if d.value is not None:
+            labels.setdefault(digest, {})[reviewer] = _word(d)
     return labels
 
 
-def _in_conflict(state: dict[str, Decision]) -> bool:
-    return len({d.label for d in state.values() if d.label is not None}) > 1
+def _word(row: Row) -> str:
+    return AI_WORDS[bool(row.value)] if isinstance(row, AiLabel) else str(row.value)
 
 
-def _conflict_state(history: Sequence[Decision]) -> dict[str, Decision]:
+def _in_conflict(state: dict[str, Row]) -> bool:
+    return len({d.value for d in state.values() if d.value is not None}) > 1
+
+
+def _conflict_state(history: Sequence[Row]) -> dict[str, Row]:
     """reviewer → their latest decision that still counts, walking one content's log in
     id order: a decision made here while the content was in conflict resolves it (only it
     counts after), and undoing a decision puts back what counted before it."""
-    state: dict[str, Decision] = {}
-    before: dict[int, dict[str, Decision]] = {}  # decision id → state just before it
+    state: dict[str, Row] = {}
+    before: dict[int, dict[str, Row]] = {}  # decision id → state just before it
     for d in history:
         before[d.id] = dict(state)
         if d.undo_of is not None and d.undo_of in before:
@@ -140,17 +166,44 @@ def conflicts(
 ) -> dict[str, dict[str, str]]:
     """hash → {reviewer: label} of every content (of `hashes` when given) whose reviewers
     disagree, unresolved."""
+    return _conflicts(reviews.contested(hashes))
+
+
+def ai_conflicts(
+    reviews: ReviewStore, hashes: Iterable[str] | None = None
+) -> dict[str, dict[str, str]]:
+    """hash → {reviewer: "AI" | "real"} of every content (of `hashes` when given) whose
+    reviewers' AI-generated labels differ, unresolved."""
+    return _conflicts(reviews.contested_ai(hashes))
+
+
+def desk_conflicts(
+    reviews: ReviewStore, hashes: Iterable[str] | None = None
+) -> dict[str, dict[str, str]]:
+    """Both kinds for the desk's Conflicts filter: hash → {reviewer: label}, where a
+    content in conflict on both says each reviewer's two labels ("unsafe + AI")."""
+    found = conflicts(reviews, hashes)
+    for digest, by in ai_conflicts(reviews, hashes).items():
+        mine = found.setdefault(digest, {})
+        for reviewer, word in by.items():
+            mine[reviewer] = f"{mine[reviewer]} + {word}" if reviewer in mine else word
+        found[digest] = dict(sorted(mine.items()))
+    return found
+
+
+def _conflicts(rows: Iterable[Row]) -> dict[str, dict[str, str]]:
+    """Unresolved conflicts of contested rows given by hash then id."""
     found: dict[str, dict[str, str]] = {}
-    history: list[Decision] = []
+    history: list[Row] = []
 
     def close() -> None:
         state = _conflict_state(history)
         if _in_conflict(state):
             found[history[0].hash] = {
-                r: d.label for r, d in sorted(state.items()) if d.label is not None
+                r: _word(d) for r, d in sorted(state.items()) if d.value is not None
             }
 
-    for d in reviews.contested(hashes):
+    for d in rows:
         if history and d.hash != history[0].hash:
             close()
             history = []
@@ -288,6 +341,8 @@ class Agreement:
     pairs: list[PairAgreement]
     reviewers: list[ReviewerStats]
     conflicts: int  # contents in conflict now (unresolved)
+    ai_pairs: list[PairAgreement] = field(default_factory=list)  # on the AI-generated label
+    ai_conflicts: int = 0
 
 
 def pair_agreement(labels: dict[str, dict[str, str]]) -> list[PairAgreement]:
@@ -313,11 +368,14 @@ def pair_agreement(labels: dict[str, dict[str, str]]) -> list[PairAgreement]:
 
 def agreement(library: Library) -> Agreement:
     """Pairwise agreement (each reviewer's latest label of each content) and per-reviewer
-    figures, from the whole decision log."""
+    figures, from the whole decision log; pairwise agreement on the AI-generated label
+    apart."""
     reviews = ReviewStore(library)
     decisions = reviews.all_decisions()
     return Agreement(
         pair_agreement(reviewer_labels(decisions)),
         reviewer_stats(decisions),
         len(conflicts(reviews)),
+        pair_agreement(reviewer_labels(reviews.all_ai_labels())),
+        len(ai_conflicts(reviews)),
     )

@@ -36,12 +36,13 @@ class AiLabelCommand(QUndoCommand):
         reviewer: str,
         threshold: float | None,
         on_change: Callable[[dict[str, bool | None]], None],
+        on_written: Callable[[int, list[str]], None] | None = None,
     ) -> None:
         name = _NAMES[generated]
         super().__init__(f"{name} ({len(items)})" if len(items) > 1 else name)
         self.writes, self.items, self.generated = writes, items, generated
         self.previous, self.reviewer, self.threshold = previous, reviewer, threshold
-        self.on_change = on_change
+        self.on_change, self.on_written = on_change, on_written
         self.last_ticket: int | None = None
 
     def redo(self) -> None:
@@ -53,6 +54,7 @@ class AiLabelCommand(QUndoCommand):
             self.last_ticket = self.writes.ai_revert(
                 self.last_ticket, reviewer=self.reviewer, threshold=self.threshold
             )
+        self._written()
         self.on_change({item.hash: self.generated for item in self.items})
 
     def undo(self) -> None:
@@ -60,7 +62,12 @@ class AiLabelCommand(QUndoCommand):
         self.last_ticket = self.writes.ai_revert(
             self.last_ticket, reviewer=self.reviewer, threshold=self.threshold
         )
+        self._written()
         self.on_change({item.hash: self.previous.get(item.hash) for item in self.items})
+
+    def _written(self) -> None:
+        if self.on_written is not None and self.last_ticket is not None:
+            self.on_written(self.last_ticket, [item.hash for item in self.items])
 
 
 class AiLabels:
@@ -121,6 +128,7 @@ class AiLabels:
             reviewer=window.settings.reviewer,
             threshold=threshold,
             on_change=self._show,
+            on_written=window.team.ai_written if hasattr(window, "team") else None,
         )
         window._pushing = True
         try:

@@ -1,9 +1,10 @@
 """Several reviewers in the desk: the Conflicts and Assigned-to-me filters (core/team.py).
 
 Conflicts and assignments are read on the read thread when a folder's results arrive and
-after each committed decision (a decision on a conflict resolves it; undoing it brings the
-conflict back), then handed to the grid model, which marks the tiles (`≠ ann ✖ · ben ✓`)
-and filters by them. The detail pane says each reviewer's label of the current item.
+after each committed decision or AI-generated label (a decision on a conflict resolves it;
+undoing it brings the conflict back), then handed to the grid model, which marks the tiles
+(`≠ ann ✖ · ben ✓`, `≠ ann AI · ben real`) and filters by them. The detail pane says each
+reviewer's label of the current item.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QTimer, Slot
 
 from nsfw_desk.core.review import ReviewStore
-from nsfw_desk.core.team import conflicts
+from nsfw_desk.core.team import desk_conflicts
 from nsfw_desk.gui.grid import Role
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class TeamView(QObject):
         self.window = window
         self._serial = 0
         self._decided: set[str] = set()  # contents decided since the last look
+        self._ai_tickets: dict[int, list[str]] = {}  # AI-generated writes → their contents
         self._timer = QTimer(self, singleShot=True, interval=RELOAD_DELAY_MS)
         self._timer.timeout.connect(self._recheck)
         window.writes.saved.connect(self._on_saved)
@@ -47,7 +49,8 @@ class TeamView(QObject):
         reviewer = self.window.settings.reviewer
 
         def read(library):
-            return conflicts(ReviewStore(library)), {h for h, _ in library.assignments(reviewer)}
+            mine = {h for h, _ in library.assignments(reviewer)}
+            return desk_conflicts(ReviewStore(library)), mine
 
         def show(found) -> None:
             if serial != self._serial:
@@ -62,7 +65,13 @@ class TeamView(QObject):
     def _on_stored_results(self, *_args) -> None:
         self.reload()
 
-    def _on_saved(self, _ticket: int, labels: dict) -> None:
+    def ai_written(self, ticket: int, hashes: list[str]) -> None:
+        """An AI-generated label write (gui/ai_label.py): once saved, it may resolve (or
+        make) an AI-generated-label conflict; `saved` names no contents for it."""
+        self._ai_tickets[ticket] = hashes
+
+    def _on_saved(self, ticket: int, labels: dict) -> None:
+        labels = dict(labels) | dict.fromkeys(self._ai_tickets.pop(ticket, []))
         if labels:  # care counters and tags change no label
             self._decided.update(labels)
             self._timer.start()
@@ -81,7 +90,7 @@ class TeamView(QObject):
                 self.window.results.set_team(merged | found, self.window.results.assigned)
             self.show_current()
 
-        self.window.reads.query(lambda library: conflicts(ReviewStore(library), hashes), show)
+        self.window.reads.query(lambda library: desk_conflicts(ReviewStore(library), hashes), show)
 
     def show_current(self) -> None:
         """The detail pane's conflict line for the current item."""

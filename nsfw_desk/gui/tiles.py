@@ -399,7 +399,8 @@ class TileDelegate(QStyledItemDelegate):
         strip = QRect(area.x() + 3, bottom - height, area.width() - 6, height)
         marks = {"unsafe": "✖", "safe": "✓"}
         text = CONFLICT_MARK + " · ".join(
-            f"{name} {marks.get(label, label)}" for name, label in reviewers.items()
+            f"{name} {' '.join(marks.get(p, p) for p in label.split(' + '))}"
+            for name, label in reviewers.items()
         )
         text = painter.fontMetrics().elidedText(
             text, Qt.TextElideMode.ElideRight, strip.width() - 6
