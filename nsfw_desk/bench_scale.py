@@ -206,12 +206,12 @@ def _scroll(app, window, steps: int) -> dict:
         return max(seen, default=-1) + 1
 
     # A batched layout sets the scroll range when its last batch is done: wait for it,
-    # asking where the bottom is only every 0.2 s (each ask is hundreds of indexAt calls,
-    # which would slow the layout it waits for).
+    # asking where the bottom is only once a second (each ask is hundreds of indexAt
+    # calls, which would slow the layout it waits for).
     start = asked = time.perf_counter()
     while time.perf_counter() - start < 300:
         app.processEvents()
-        if time.perf_counter() - asked < 0.2:
+        if time.perf_counter() - asked < 1.0:
             continue
         asked = time.perf_counter()
         bar.setValue(bar.maximum())

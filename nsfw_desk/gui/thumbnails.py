@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 
 from PIL import Image, ImageFilter
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from nsfw_desk.core.images import THUMBNAIL_SIZE
@@ -58,9 +58,10 @@ def _load(
 
 
 class _Drain(QRunnable):
-    """Loads queued thumbnails until the queue is empty. One runnable per pool thread,
-    not one per thumbnail: starting a runnable costs the GUI thread a wake-up and the
-    interpreter lock, and scrolling a big grid asks for a screenful each frame."""
+    """Loads queued thumbnails until the queue is empty. At most one runnable per pool
+    thread, started once per turn of the event loop, not one per thumbnail while painting:
+    each start costs the GUI thread a wake-up and the interpreter lock, and scrolling a big
+    grid asks for a screenful of thumbnails every frame."""
 
     def __init__(self, cache: ThumbnailCache) -> None:
         super().__init__()
@@ -105,6 +106,8 @@ class ThumbnailCache(QObject):
         self._queue: deque[tuple] = deque()
         self._lock = threading.Lock()
         self._draining = 0
+        self._kick = QTimer(self, singleShot=True, interval=0)
+        self._kick.timeout.connect(self._start_draining)
         self.set_path(thumbnails_path)
 
     def set_path(self, thumbnails_path: Path | None) -> None:
@@ -135,7 +138,16 @@ class ThumbnailCache(QObject):
 
     def wait_idle(self, timeout_ms: int = 5000) -> bool:
         """For tests and screenshots: wait for queued loads (their results still queue)."""
+        self._start_draining()
         return self._pool.waitForDone(timeout_ms)
+
+    def _start_draining(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue or self._draining >= self._pool.maxThreadCount():
+                    return
+                self._draining += 1
+            self._pool.start(_Drain(self))
 
     def _get(self, content_hash: str | None):
         if not content_hash:
@@ -156,10 +168,8 @@ class ThumbnailCache(QObject):
             )
             with self._lock:
                 self._queue.append(job)
-                if self._draining >= self._pool.maxThreadCount():
-                    return None
-                self._draining += 1
-            self._pool.start(_Drain(self))
+            if not self._kick.isActive():
+                self._kick.start()
         return None
 
     def _arrived(
