@@ -332,16 +332,20 @@ def test_detector_scores_survive_the_stored_results_being_read_again(two_detecto
     window, scores = two_detectors
     with Library(window.library_path) as library:
         columns, labels = read_folder(library, window.folder, window.model_id)
-    window.results.reset_columns(window.folder, columns, labels)
-    counts = window.results.counts()
+    window._on_stored_results(window.folder, window.model_id, columns, labels)
+    window.results.counts()  # crashed here: the detector columns were left empty
+
+    def chips() -> dict:
+        return {
+            index.data(Role.HASH): index.data(Role.CHIPS)[1][2]
+            for index in (window.results.index(i) for i in range(window.results.rowCount()))
+            if index.data(Role.HASH)
+        }
+
+    qtbot.waitUntil(lambda: None not in chips().values(), timeout=10_000)
+    assert chips() == pytest.approx(scores)  # read again for the new rows
     ai_only = {h for h, s in scores.items() if s >= 0.6}
-    assert counts.flagged >= len(ai_only)  # "any": the AI detector's flags count
-    chips = {
-        index.data(Role.HASH): index.data(Role.CHIPS)[1][2]
-        for index in (window.results.index(i) for i in range(window.results.rowCount()))
-        if index.data(Role.HASH)
-    }
-    assert chips == pytest.approx(scores)
+    assert window.results.counts().flagged >= len(ai_only)  # "any": the AI flags count
 
 
 def test_enter_in_the_new_detector_field_adds_it_and_keeps_settings_open(qtbot):

@@ -122,6 +122,63 @@ def test_grid_columns_take_a_scan_batch_and_labels(qtbot, big_library):
     assert model._group[[5, 9, ITEMS]].tolist() == [0, 0, 0]
 
 
+def test_one_call_per_tile_says_what_each_role_says(qtbot, big_library):
+    """The delegate's single Role.TILE ask answers exactly what the twenty per-role asks
+    would, on plain, labelled, error, appended and several-detector rows."""
+    from nsfw_desk.core.detector_columns import DetectorColumn
+    from nsfw_desk.gui.grid import TILE_ROLES, ResultsModel, Role
+
+    with Library(big_library.path) as library:
+        columns, labels = read_folder(library, big_library.root, MODEL_ID)
+    model = ResultsModel()
+    model.reset_columns(big_library.root, columns, labels)
+    model.merge([FileOutcome(big_library.root / "zz.jpg", None, None, error="cut short")])
+    hashes = model.hash_snapshot()  # the read thread works on it while a copy arrives:
+    model.merge([FileOutcome(big_library.root / "zz2.jpg", item_hash(4), 0.42)])
+    ai = np.where(np.arange(len(hashes)) % 2 == 0, 0.9, np.nan)
+    model.set_detectors("nsfw", [DetectorColumn("ai", "AI one", "ai-generated", 0.5)], [ai], hashes)
+    model.set_ai_labels({item_hash(4): True})
+    labelled = model.row_of(columns.path(0))  # generate() labels item 0
+    for position in [
+        0,
+        1,
+        2,
+        labelled,
+        model.rowCount() - 1,
+        model.row_of(big_library.root / "zz2.jpg"),
+    ]:
+        index = model.index(position)
+        assert index.data(Role.TILE) == {role: index.data(role) for role in TILE_ROLES}
+    assert model.index(labelled).data(Role.LABEL) is not None
+    # The copy of item 4 added after the snapshot takes item 4's detector score (row 4).
+    copy = model.index(model.row_of(big_library.root / "zz2.jpg"))
+    assert copy.data(Role.CHIPS)[1][2] == 0.9 and copy.data(Role.AI_LABEL) is True
+    assert model.detector_score("ai", item_hash(4)) == 0.9
+    assert model.detector_score("ai", item_hash(5)) is None
+
+
+def test_reads_match_a_listing_snapshot_row_by_row(big_library):
+    """Other detectors' scores and AI labels read for a listing's hashes come back aligned
+    to its rows, by the few-rows path and by the one-pass path alike."""
+    from nsfw_desk.core.result_columns import read_ai_labels, read_scores
+    from nsfw_desk.core.review import DecisionInput, ReviewStore
+
+    with Library(big_library.path) as library:
+        columns, _ = read_folder(library, big_library.root, MODEL_ID)
+        ReviewStore(library).decide_ai(
+            [DecisionInput(item_hash(11), None, None)], True, reviewer="r", threshold=None
+        )
+        few = columns.hashes[:50].copy()
+        many = np.concatenate([columns.hashes, np.array([b"", b"f" * 64], dtype="S64")])
+        for hashes in (few, many):
+            scores = read_scores(library, MODEL_ID, hashes)
+            rows = min(len(hashes), len(columns))
+            assert np.array_equal(scores[:rows], columns.scores[:rows])
+            assert len(scores) == len(hashes) and np.isnan(scores[rows:]).all()
+            assert read_ai_labels(library, hashes) == {item_hash(11): True}
+        assert read_ai_labels(library, few[:5]) == {}
+
+
 def Qt_display():  # noqa: N802 (reads like the Qt role it is)
     from PySide6.QtCore import Qt
 

@@ -125,6 +125,64 @@ def labels_of(columns: ResultColumns, labels: dict[str, str]) -> dict[str, str]:
     return {keys[i]: labels[keys[i]] for i in np.flatnonzero(inside).tolist()}
 
 
+def matches(keys: list[str], hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of `hashes`, index in `keys`) of each row of `hashes` ("S64", b"" none)
+    whose hash is one of `keys`: the keys sorted once, each row found by bisection, a
+    chunk at a time (the GUI thread gets the interpreter between chunks)."""
+    none = np.empty(0, dtype=np.int64)
+    if not keys or not len(hashes):
+        return none, none
+    wanted = _chunked(keys, lambda c: np.array(c, f"S{HASH_WIDTH}"))
+    order = np.argsort(wanted, kind="stable")
+    ordered = wanted[order]
+    rows, which = [none], [none]
+    for start in range(0, len(hashes), CHUNK):
+        part = hashes[start : start + CHUNK]
+        at = np.minimum(np.searchsorted(ordered, part), len(ordered) - 1)
+        hit = np.flatnonzero(ordered[at] == part)
+        rows.append(hit + start)
+        which.append(order[at[hit]])
+    return np.concatenate(rows), np.concatenate(which)
+
+
+def align(found: dict[str, float], hashes: np.ndarray) -> np.ndarray:
+    """Per row of `hashes`: `found[its hash]` (a score), NaN where it has none."""
+    out = np.full(len(hashes), np.nan, dtype=np.float64)
+    rows, which = matches(list(found), hashes)
+    if len(rows):
+        values = _chunked(list(found.values()), lambda c: np.array(c, np.float64))
+        out[rows] = values[which]
+    return out
+
+
+def _hash_texts(hashes: np.ndarray) -> set[str]:
+    return {h.decode("ascii") for h in hashes.tolist() if h}
+
+
+def read_scores(library, model_id: str, hashes: np.ndarray) -> np.ndarray:
+    """`model_id`'s score per row of `hashes` (a listing's hash snapshot), NaN where it
+    has none: a few rows ask for theirs, many read the model's scores in one pass and
+    match them in numpy (asking for a million hashes by `IN` takes tens of seconds)."""
+    if len(hashes) <= 20_000:
+        return align(library.scores_for(model_id, _hash_texts(hashes)), hashes)
+    return align(library.model_scores(model_id), hashes)
+
+
+def read_ai_labels(library, hashes: np.ndarray) -> dict[str, bool]:
+    """The current AI-generated labels (hash → True/False) of contents some row of
+    `hashes` holds; as `read_scores`, every label read once and matched in numpy when the
+    rows are many."""
+    from nsfw_desk.core.review import ReviewStore
+
+    reviews = ReviewStore(library)
+    if len(hashes) <= 20_000:
+        return reviews.current_ai_labels(_hash_texts(hashes))
+    found = reviews.current_ai_labels()
+    keys = list(found)
+    _, which = matches(keys, hashes)
+    return {keys[i]: found[keys[i]] for i in np.unique(which).tolist()}
+
+
 def read_folder(library, folder: Path, model_id: str | None) -> tuple[ResultColumns, dict]:
     """(columns, labels) of `folder` for `model_id`: what the desk shows, read on a
     worker thread (`library` is that thread's `Library`)."""

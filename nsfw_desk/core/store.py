@@ -1711,14 +1711,18 @@ class Library:
         if len(hashes) < 50_000:
             found = self.scores_for(model_id, set(hashes))
         else:
-            found = dict(
-                self.db.execute(
-                    "SELECT hash, unsafe FROM scores INDEXED BY idx_scores_model_hash_unsafe "
-                    "WHERE model_id = ?",
-                    (model_id,),
-                )
-            )
+            found = self.model_scores(model_id)
         return [found.get(h) for h in hashes]
+
+    def model_scores(self, model_id: str) -> dict[str, float]:
+        """Every score of `model_id` (hash → unsafe), in one pass over its index."""
+        return dict(
+            self.db.execute(
+                "SELECT hash, unsafe FROM scores INDEXED BY idx_scores_model_hash_unsafe "
+                "WHERE model_id = ?",
+                (model_id,),
+            )
+        )
 
     def insert_scored_listing(
         self,

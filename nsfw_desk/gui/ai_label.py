@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PySide6.QtGui import QUndoCommand
 
-from nsfw_desk.core.review import DecisionInput, ReviewStore
+from nsfw_desk.core.result_columns import read_ai_labels
+from nsfw_desk.core.review import DecisionInput
 from nsfw_desk.gui.grid import Role
 
 GENERATED_KEY = "G"
@@ -152,7 +153,7 @@ class AiLabels:
         """Read the folder's AI-generated labels (read thread) and show them on the tiles."""
         window = self.window
         folder = window.folder
-        hashes = list(window.results.content_hashes())
+        hashes = window.results.hash_snapshot()  # matched on the read thread
         self._serial += 1
         serial = self._serial
 
@@ -161,7 +162,7 @@ class AiLabels:
                 return
             self._show(found, replace=True)
 
-        window.reads.query(lambda library: ReviewStore(library).current_ai_labels(hashes), show)
+        window.reads.query(lambda library: read_ai_labels(library, hashes), show)
 
     @staticmethod
     def paths_of(command) -> list[Path]:

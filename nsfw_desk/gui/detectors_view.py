@@ -15,6 +15,7 @@ import contextlib
 from PySide6.QtWidgets import QDoubleSpinBox, QLabel, QWidget
 
 from nsfw_desk.core.detector_columns import detector_kind, matches, resolve
+from nsfw_desk.core.result_columns import read_scores
 from nsfw_desk.gui.combos import fit_popup, narrow_combo
 from nsfw_desk.gui.grid import DETECTOR_FILTER, DETECTOR_SORT
 
@@ -43,14 +44,14 @@ class DetectorsView:
         window = self.window
         folder, shown = window.folder, window.model_id
         specs = window.settings.detector_specs() if window.settings.detectors else []
-        hashes = list(window.results.content_hashes())
+        hashes = window.results.hash_snapshot()  # row order: the scores come back aligned
         self._serial += 1
         serial = self._serial
 
         def read(library):
             models = library.models_by_source()
             columns = [c for c in resolve(specs, models) if c.model_id != shown]
-            scores = [library.scores_for(c.model_id, hashes) for c in columns]
+            scores = [read_scores(library, c.model_id, hashes) for c in columns]
             row = next((m for m in models if m["id"] == shown), None)
             kind = detector_kind(row["unsafe_labels"]) if row else "nsfw"
             return kind, columns, scores
@@ -65,7 +66,7 @@ class DetectorsView:
             window.results.flag_rule = window.settings.flag_rule
             moving = window.results.detectors_move_rows()
             with window._keeping_current() if moving else contextlib.nullcontext():
-                window.results.set_detectors(kind, columns, scores)
+                window.results.set_detectors(kind, columns, scores, hashes)
             self._fill_controls()
             window._update_counts()
             window._refresh_view_state()

@@ -17,7 +17,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt, Signal
 
 from nsfw_desk.core import defaults
-from nsfw_desk.core.result_columns import ResultColumns
+from nsfw_desk.core.result_columns import HASH_WIDTH, ResultColumns
 from nsfw_desk.core.store import FileOutcome
 from nsfw_desk.core.units import count
 from nsfw_desk.gui import grid_columns
@@ -46,6 +46,33 @@ class Role(IntEnum):
     # …), the primary first; () with one detector
     AI_LABEL = PATH + 17  # the AI-generated label: True (AI), False (real), None
     REVIEWERS = PATH + 18  # a conflict's {reviewer: label} (gui/team.py), or None
+    # Everything a tile paints, in one call: role → value for each of TILE_ROLES. The
+    # delegate asks once per tile instead of twenty times through Qt (scrolling at a
+    # million items paints a screenful per frame, and each crossing costs).
+    TILE = PATH + 19
+
+
+TILE_ROLES = (
+    Qt.ItemDataRole.DisplayRole,
+    Role.HASH,
+    Role.ERROR,
+    Role.SCORE,
+    Role.LISTED_UNSAFE,
+    Role.CHIPS,
+    Role.FLAGGED,
+    Role.LABEL,
+    Role.TAGS,
+    Role.REVIEWERS,
+    Role.LISTS,
+    Role.SIMILARITY,
+    Role.GROUP,
+    Role.SIZE,
+    Role.OTHER_SCORE,
+    Role.SAVING,
+    Role.COPIES,
+    Role.NEAR,
+    Role.AI_LABEL,
+)
 
 
 SORTS = {
@@ -152,7 +179,6 @@ class ResultsModel(QAbstractListModel):
         self.primary_kind = "nsfw"
         self.detectors: list = []  # DetectorColumn, their thresholds live in _det_thresholds
         self._det_thresholds: list[float] = []
-        self._det_by_hash: list[dict[str, float]] = []
         self.flag_rule = "any"  # or "primary": only the primary's score flags
         self._ai: dict[str, bool] = {}  # hash → AI-generated label
         # Several reviewers (gui/team.py): unresolved conflicts, and my assigned contents.
@@ -177,7 +203,12 @@ class ResultsModel(QAbstractListModel):
         self._row_of_path: dict[Path, int] = {}
         self._rows_of_hash: dict[str, list[int]] = {}
         self._labels: dict[str, str] = {}
-        self._visible: list[int] = []
+        # Every shown row in display order: numpy, so a re-split over a million rows is a
+        # few array passes (a list would be converted back and forth); `_positions` is its
+        # inverse (row → position, -1: not shown), made when a lookup asks for it.
+        self._visible = np.empty(0, dtype=np.int64)
+        self._positions: np.ndarray | None = None
+        self._review_counts: tuple[int, int] | None = None  # (files, images) labelled
         self._keys: list[tuple] | None = None
         self._order: np.ndarray | None = None  # every row in sort order; None: stale
         self._group = np.empty(0, dtype=np.int64)  # per row: its group number, -1 none
@@ -195,7 +226,42 @@ class ResultsModel(QAbstractListModel):
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or index.row() >= len(self._visible):
             return None
-        row = self._visible[index.row()]
+        row = int(self._visible[index.row()])
+        if role == Role.TILE:
+            return self._tile_data(row)
+        return self._row_data(row, role)
+
+    def _tile_data(self, row: int) -> dict:
+        """What `_row_data` says for each of TILE_ROLES, with the row's hash decoded once."""
+        digest = self._hashes[row]
+        key = digest or ""
+        score = self._scores[row]
+        other = self._other[row]
+        size = self._sizes[row]
+        similar = self.similar
+        return {
+            Qt.ItemDataRole.DisplayRole: self._names[row],
+            Role.HASH: digest,
+            Role.ERROR: self._errors[row],
+            Role.SCORE: None if math.isnan(score) else float(score),
+            Role.LISTED_UNSAFE: self._unsafe_listed.get(key),
+            Role.CHIPS: self.chips(row),
+            Role.FLAGGED: bool(self._flagged_row(row)),
+            Role.LABEL: self._labels.get(digest) if digest else None,
+            Role.TAGS: self.tags.get(digest, ()) if digest else (),
+            Role.REVIEWERS: self.conflicts.get(key),
+            Role.LISTS: self.list_matches.get(key, ()),
+            Role.SIMILARITY: None if similar is None else similar.get(key),
+            Role.GROUP: self._group_state(row),
+            Role.SIZE: None if size < 0 else int(size),
+            Role.OTHER_SCORE: None if math.isnan(other) else float(other),
+            Role.SAVING: digest is not None and digest in self.saving,
+            Role.COPIES: max(1, self.copies_of(digest)),
+            Role.NEAR: self.near.get(digest, 0) if digest else 0,
+            Role.AI_LABEL: self._ai.get(key),
+        }
+
+    def _row_data(self, row: int, role):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._names[row]
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -296,6 +362,19 @@ class ResultsModel(QAbstractListModel):
             return self._rows_of_hash.present()
         return {h for h, rows in self._rows_of_hash.items() if rows}
 
+    def hash_snapshot(self) -> np.ndarray:
+        """Every row's content hash now ("S64", b"" for none), in row order: what a read
+        thread matches stored scores and labels against (core/result_columns.py), handed
+        over without a string per row; results aligned to it go to `set_detectors`."""
+        if isinstance(self._hashes, grid_columns.HashColumn):
+            return self._hashes.lend()
+        return self._hash_bytes()
+
+    def _hash_bytes(self) -> np.ndarray:
+        if isinstance(self._hashes, grid_columns.HashColumn):
+            return self._hashes.as_bytes()
+        return np.array([h or "" for h in self._hashes], dtype=f"S{HASH_WIDTH}")
+
     def copies_of(self, content_hash: str | None) -> int:
         """How many files of the folder hold this content (a label covers all of them)."""
         return len(self._rows_of_hash.get(content_hash, ())) if content_hash else 0
@@ -318,8 +397,7 @@ class ResultsModel(QAbstractListModel):
         self._clear_columns()
         self._labels = dict(labels or {})
         self._append(outcomes)
-        self._visible = self._compute_visible()
-        self._keys = None
+        self._set_visible(self._compute_visible())
         self.endResetModel()
 
     def reset_columns(
@@ -349,10 +427,10 @@ class ResultsModel(QAbstractListModel):
         self._mtimes = columns.mtimes.copy()
         self._sizes = columns.sizes.copy()
         self._other = grid_columns.lookup(hashes, self._other_by_hash, np.nan, np.float64)
-        self._det = [  # the other detectors' scores stay shown when stored rows are re-read
-            grid_columns.lookup(hashes, by_hash, np.nan, np.float64)
-            for by_hash in self._det_by_hash
-        ]
+        # The other detectors' columns take the new rows' length (counting the flagged rows
+        # crashed on columns left empty); their scores follow from the detectors' read the
+        # window asks for with the stored rows (refresh_models → DetectorsView.load).
+        self._det = [np.full(n, np.nan, dtype=np.float64) for _ in self.detectors]
         self._listed = grid_columns.lookup(
             hashes, dict.fromkeys(self._unsafe_listed, True), False, bool
         )
@@ -362,8 +440,7 @@ class ResultsModel(QAbstractListModel):
         self._label_codes = self._labels_array()
         if self.sort == "score" and columns.by_score is not None:
             self._order = columns.by_score  # sorted on the read thread
-        self._visible = self._compute_visible()
-        self._keys = None
+        self._set_visible(self._compute_visible())
         self.endResetModel()
 
     def merge(self, outcomes: list[FileOutcome]) -> None:
@@ -386,8 +463,7 @@ class ResultsModel(QAbstractListModel):
         if len(new) > 500:  # a big chunk (stored results): one reset beats many inserts
             self._append(new)
             self.beginResetModel()
-            self._visible = self._compute_visible()
-            self._keys = None
+            self._set_visible(self._compute_visible())
             self.endResetModel()
             return
         first = len(self._paths)
@@ -436,6 +512,7 @@ class ResultsModel(QAbstractListModel):
 
     def _set_row(self, row: int, outcome: FileOutcome) -> None:
         self._order = None
+        self._review_counts = None
         old = self._hashes[row]
         if old and old != outcome.hash:
             self._rows_of_hash[old].remove(row)
@@ -444,8 +521,8 @@ class ResultsModel(QAbstractListModel):
         self._hashes[row] = outcome.hash
         self._scores[row] = _score(outcome)
         self._other[row] = self._other_by_hash.get(outcome.hash or "", math.nan)
-        for column, by_hash in zip(self._det, self._det_by_hash, strict=True):
-            column[row] = by_hash.get(outcome.hash or "", math.nan)
+        for column in self._det:  # another file with this content has its score
+            column[row] = self._det_value(column, outcome.hash, row)
         self._listed[row] = (outcome.hash or "") in self._unsafe_listed
         self._errors[row] = _error_text(outcome)
         self._mtimes[row] = outcome.mtime_ns or 0
@@ -519,7 +596,8 @@ class ResultsModel(QAbstractListModel):
             self.marks_changed.emit()
 
     def _hash_mask(self, hashes: Collection[str]) -> np.ndarray:
-        return np.array([(h or "") in hashes for h in self._hashes], dtype=bool)
+        """Per row: its content is one of `hashes` (found by bisection, not row by row)."""
+        return grid_columns.lookup(self._hashes, dict.fromkeys(hashes, True), False, bool)
 
     def _flagged(self) -> np.ndarray:
         """Per row: the model flags it or an `unsafe` hash list matches it; with several
@@ -540,18 +618,29 @@ class ResultsModel(QAbstractListModel):
     # --- several detectors (issue 13) and the AI-generated label ------------------------
 
     def set_detectors(
-        self, primary_kind: str, detectors: list, scores: list[dict[str, float]]
+        self,
+        primary_kind: str,
+        detectors: list,
+        scores: list[np.ndarray],
+        hashes: np.ndarray | None = None,
     ) -> None:
         """Show these detectors beside the shown model (the primary, of `primary_kind`):
-        `detectors` are core DetectorColumn, `scores` their hash → score, aligned."""
+        `detectors` are core DetectorColumn, `scores` their score per row of the
+        `hash_snapshot` they were read for (`hashes`; NaN: none), aligned. Rows added or
+        given another content since take the score another file of that content has."""
         self.primary_kind = primary_kind
         self.detectors = list(detectors)
         self._det_thresholds = [float(d.threshold) for d in detectors]
-        self._det_by_hash = [dict(found) for found in scores]
-        self._det = [
-            np.array([found.get(h or "", math.nan) for h in self._hashes], dtype=np.float64)
-            for found in self._det_by_hash
-        ]
+        n = len(self._paths)
+        self._det = []
+        for found in scores:
+            column = np.full(n, np.nan, dtype=np.float64)
+            column[: min(n, len(found))] = found[:n]
+            self._det.append(column)
+        if scores and hashes is not None:
+            for row in self._changed_rows(hashes):
+                for column in self._det:
+                    column[row] = self._det_value(column, self._hashes[row], row)
         known = self.detector_filters() | self.detector_sorts()
         if self.filter.startswith(DETECTOR_FILTER) and self.filter not in known:
             self.filter = "all"
@@ -660,7 +749,23 @@ class ResultsModel(QAbstractListModel):
         index = self._detector_index(DETECTOR_FILTER + model_id)
         if index is None:
             return None
-        return self._det_by_hash[index].get(content_hash)
+        value = self._det_value(self._det[index], content_hash, -1)
+        return None if math.isnan(value) else value
+
+    def _det_value(self, column: np.ndarray, digest: str | None, row: int) -> float:
+        """A detector's score of `digest` as another row holding it has it, else NaN."""
+        for other in self._rows_of_hash.get(digest, ()) if digest else ():
+            if other != row and other < len(column) and not math.isnan(column[other]):
+                return float(column[other])
+        return math.nan
+
+    def _changed_rows(self, snapshot: np.ndarray) -> list[int]:
+        """Rows added or given another content since `snapshot` (`hash_snapshot`) was
+        taken: a scan merged them while the read thread worked."""
+        now = self._hash_bytes() if len(self._paths) else snapshot[:0]
+        known = min(len(now), len(snapshot))
+        changed = np.flatnonzero(now[:known] != snapshot[:known]).tolist()
+        return changed + list(range(known, len(now)))
 
     def set_tags(self, tags: dict[str, tuple[str, ...]], tag_filter: str | None) -> None:
         """Show these tags (hash → tags) and keep only contents with `tag_filter` (None: all)."""
@@ -676,13 +781,12 @@ class ResultsModel(QAbstractListModel):
         n = len(self._paths)
         if self.tag_filter is None:
             return np.ones(n, dtype=bool)
-        return np.array(
-            [self.tag_filter in self.tags.get(h or "", ()) for h in self._hashes], dtype=bool
-        )
+        return self._hash_mask([h for h, tags in self.tags.items() if self.tag_filter in tags])
 
     def set_labels(self, labels: dict[str, str | None]) -> None:
         """Apply label changes (hash → label or None) to the tiles that show them."""
         rows = []
+        self._review_counts = None
         for digest, label in labels.items():
             if label is None:
                 self._labels.pop(digest, None)
@@ -698,10 +802,10 @@ class ResultsModel(QAbstractListModel):
         ):
             self._refresh_visible()
             return
-        positions = {row: i for i, row in enumerate(self._visible)} if rows else {}
+        positions = self._position_array() if rows else None
         for row in rows:
-            if row in positions:
-                index = self.index(positions[row])
+            if positions is not None and positions[row] >= 0:
+                index = self.index(int(positions[row]))
                 self.dataChanged.emit(index, index, [Role.LABEL])
 
     def set_near_counts(self, counts: dict[str, int]) -> None:
@@ -736,7 +840,7 @@ class ResultsModel(QAbstractListModel):
         """The group of the tile at visible `position`, if it shows one (collapsed or not)."""
         if not 0 <= position < len(self._visible):
             return None
-        row = self._visible[position]
+        row = int(self._visible[position])
         return int(self._group[row]) if self._group_state(row) is not None else None
 
     def set_expanded(self, group: int, expanded: bool) -> None:
@@ -763,7 +867,7 @@ class ResultsModel(QAbstractListModel):
         in this view, the tile's own first); [] for any other tile."""
         if not 0 <= position < len(self._visible):
             return []
-        row = self._visible[position]
+        row = int(self._visible[position])
         state = self._group_state(row)
         if state is None or not state[1]:
             return []
@@ -783,11 +887,14 @@ class ResultsModel(QAbstractListModel):
 
     def _collapse(self, rows: np.ndarray) -> np.ndarray:
         """`rows` (filtered, sorted) with each collapsed group's later members left out."""
+        self._tile_of_group = np.full(self._group_count, -1, dtype=np.int64)
+        if not self.grouped or not self._group_count:  # `_in_view` is read only while grouped
+            self._in_view = np.zeros(self._group_count, dtype=np.int64)
+            return rows
         groups = self._group[rows]
         in_group = groups >= 0
         self._in_view = np.bincount(groups[in_group], minlength=self._group_count)
-        self._tile_of_group = np.full(self._group_count, -1, dtype=np.int64)
-        if not self.grouped or not in_group.any():
+        if not in_group.any():
             return rows
         open_groups = np.zeros(self._group_count, dtype=bool)
         open_groups[list(self.expanded)] = True
@@ -806,7 +913,9 @@ class ResultsModel(QAbstractListModel):
         """Files in this view (a collapsed group's members too) that can take a label and
         have none: what is left to review here."""
         rows = self._view_rows
-        return int(np.count_nonzero(self._open[rows] & (self._label_codes[rows] < 0)))
+        if rows is self._order and len(rows) == len(self._open):  # every row
+            return int(np.count_nonzero(self._open & (self._label_codes < 0)))
+        return int(np.count_nonzero((self._open & (self._label_codes < 0))[rows]))
 
     def item_of(self, content_hash: str) -> tuple[Path, float | None] | None:
         """(path, score) of a file holding this content in the folder, shown or not."""
@@ -819,8 +928,11 @@ class ResultsModel(QAbstractListModel):
     def label_of(self, content_hash: str) -> str | None:
         return self._labels.get(content_hash)
 
-    def counts(self) -> Counts:
-        scores = self._scores
+    def _reviewed(self) -> tuple[int, int]:
+        """(labelled files, distinct labelled images), kept until a label or row changes:
+        counting them is a hash pass, and the counts line asks on every threshold move."""
+        if self._review_counts is not None:
+            return self._review_counts
         if isinstance(self._hashes, grid_columns.HashColumn):  # a million rows: numpy
             labelled = self._label_codes >= 0
             reviewed = int(np.count_nonzero(labelled))
@@ -829,6 +941,12 @@ class ResultsModel(QAbstractListModel):
             present = [h for h in self._labels if self._rows_of_hash.get(h)]
             reviewed = sum(len(self._rows_of_hash[h]) for h in present)
             images = len(present)
+        self._review_counts = (reviewed, images)
+        return self._review_counts
+
+    def counts(self) -> Counts:
+        scores = self._scores
+        reviewed, images = self._reviewed()
         by_list = self._listed & ~(scores >= self.threshold)
         names = {self._unsafe_listed[self._hashes[r]] for r in np.flatnonzero(by_list).tolist()}
         return Counts(
@@ -837,7 +955,7 @@ class ResultsModel(QAbstractListModel):
             by_list=int(np.count_nonzero(by_list)),
             list_names=tuple(sorted(names)),
             reviewed=reviewed,
-            errors=int(np.count_nonzero(self._filter_errors())),
+            errors=self._error_count(),
             reviewed_images=images,
         )
 
@@ -851,9 +969,9 @@ class ResultsModel(QAbstractListModel):
 
     def unreviewed_positions(self) -> np.ndarray:
         """Visible positions, in display order, of labellable items without a label: the queue."""
-        if not self._visible:
+        if not len(self._visible):
             return np.empty(0, dtype=np.int64)
-        visible = np.asarray(self._visible, dtype=np.int64)
+        visible = self._visible
         pending = self._open[visible] & (self._label_codes[visible] < 0)
         if (
             self._tile_of_group >= 0
@@ -871,16 +989,17 @@ class ResultsModel(QAbstractListModel):
     def positions_of(self, paths: Collection[Path]) -> list[int]:
         """The visible positions of those of `paths` that are shown, in one pass."""
         rows = {self._shown_row(self._row_of_path[p]) for p in paths if p in self._row_of_path}
-        return [i for i, row in enumerate(self._visible) if row in rows]
+        positions = self._position_array()
+        return sorted(int(positions[row]) for row in rows if positions[row] >= 0)
 
     def hidden_among(self, paths: Collection[Path]) -> int:
         """How many of `paths` no tile shows (filtered out; a collapsed group shows its
         members)."""
-        visible = set(self._visible)
+        positions = self._position_array()
         return sum(
             1
             for p in paths
-            if p not in self._row_of_path or self._shown_row(self._row_of_path[p]) not in visible
+            if p not in self._row_of_path or positions[self._shown_row(self._row_of_path[p])] < 0
         )
 
     def _shown_row(self, row: int) -> int:
@@ -895,11 +1014,21 @@ class ResultsModel(QAbstractListModel):
         row = self._row_of_path.get(path)
         if row is None:
             return None
-        row = self._shown_row(row)
-        try:
-            return self._visible.index(row)
-        except ValueError:
-            return None
+        position = int(self._position_array()[self._shown_row(row)])
+        return None if position < 0 else position
+
+    def _position_array(self) -> np.ndarray:
+        """Row → its visible position, -1 when not shown (made once per view change)."""
+        if self._positions is None or len(self._positions) != len(self._paths):
+            position = np.full(len(self._paths), -1, dtype=np.int64)
+            position[self._visible] = np.arange(len(self._visible))
+            self._positions = position
+        return self._positions
+
+    def _set_visible(self, visible: np.ndarray) -> None:
+        self._visible = visible
+        self._positions = None
+        self._keys = None
 
     def _refresh_visible(self) -> None:
         """Recompute order and filter; persistent indexes (selection) follow their rows."""
@@ -907,20 +1036,17 @@ class ResultsModel(QAbstractListModel):
         self.layoutAboutToBeChanged.emit()
         old_persistent = self.persistentIndexList()
         old_rows = [
-            self._visible[i.row()] if i.row() < len(self._visible) else None for i in old_persistent
+            int(self._visible[i.row()]) if i.row() < len(self._visible) else None
+            for i in old_persistent
         ]
-        # Each row's new position (-1: not shown), in numpy: a dict of a million rows is
-        # a tenth of a second, too long for a threshold move.
-        position = np.full(len(self._paths), -1, dtype=np.int64)
-        position[np.asarray(new_visible, dtype=np.int64)] = np.arange(len(new_visible))
         # Rows may disappear; Qt allows that in a layout change only by invalidating them.
-        self._visible = new_visible
-        self._keys = None
+        self._set_visible(new_visible)
+        position = self._position_array() if old_rows else None
         self.changePersistentIndexList(
             old_persistent,
             [
                 self.index(int(position[row]))
-                if row is not None and position[row] >= 0
+                if row is not None and position is not None and position[row] >= 0
                 else QModelIndex()
                 for row in old_rows
             ],
@@ -934,23 +1060,26 @@ class ResultsModel(QAbstractListModel):
         self._order = None
         self._refresh_visible()
 
-    def _compute_visible(self) -> list[int]:
+    def _compute_visible(self) -> np.ndarray:
         n = len(self._paths)
         if n == 0:
             self._view_rows = np.empty(0, dtype=np.int64)
             self._tile_of_group = np.empty(0, dtype=np.int64)
-            return []
+            return self._view_rows
         self._tile_of_group = np.empty(0, dtype=np.int64)
         if self.similar is not None:
             ranked = sorted(self.similar.items(), key=lambda item: -item[1])
             shown = [row for digest, _ in ranked for row in self._rows_of_hash.get(digest, ())]
             self._view_rows = np.asarray(shown, dtype=np.int64)
-            return shown
-        mask = self._filter_mask() & self._tag_mask()
+            return self._view_rows
         if self._order is None or self.sort in _THRESHOLD_SORTS:  # that order moves with t
             self._order = self._sort_order()
-        self._view_rows = self._order[mask[self._order]]
-        return self._collapse(self._view_rows).tolist()
+        if self.filter == "all" and self.tag_filter is None:  # every row: the order itself
+            self._view_rows = self._order
+        else:
+            mask = self._filter_mask() & self._tag_mask()
+            self._view_rows = self._order[mask[self._order]]
+        return self._collapse(self._view_rows)
 
     def _labels_array(self) -> np.ndarray:
         """Per row: 1 unsafe, 0 safe, -1 unlabelled."""
@@ -973,12 +1102,12 @@ class ResultsModel(QAbstractListModel):
         if self.filter == "unflagged":
             return scored & ~self._flagged()
         if self.filter == "hash_lists":
-            return np.array([(h or "") in self.list_matches for h in self._hashes], dtype=bool)
+            return self._hash_mask(self.list_matches)
         if self.filter == "errors":
             return self._filter_errors()
         if self.filter in ("ai_generated", "ai_real"):
             wanted = self.filter == "ai_generated"
-            return np.array([self._ai.get(h or "") is wanted for h in self._hashes], dtype=bool)
+            return self._hash_mask([h for h, value in self._ai.items() if value is wanted])
         if self.filter.startswith(DETECTOR_FILTER):
             index = self._detector_index(self.filter)
             if index is None:
@@ -999,6 +1128,11 @@ class ResultsModel(QAbstractListModel):
             return (labels < 0) & ~self._filter_errors()
         flagged = self._flagged()
         return (labels >= 0) & scored & ((labels == 1) != flagged)  # disagreements
+
+    def _error_count(self) -> int:
+        if isinstance(self._errors, grid_columns.ErrorColumn):
+            return len(self._errors.errors)
+        return sum(e is not None for e in self._errors)
 
     def _filter_errors(self) -> np.ndarray:
         if isinstance(self._errors, grid_columns.ErrorColumn):
@@ -1092,7 +1226,7 @@ class ResultsModel(QAbstractListModel):
 
     def _ensure_keys(self) -> list[tuple]:
         if self._keys is None:
-            self._keys = [self._key(row) for row in self._visible]
+            self._keys = [self._key(row) for row in self._visible.tolist()]
         return self._keys
 
     def _insert_visible(self, row: int) -> None:
@@ -1111,21 +1245,23 @@ class ResultsModel(QAbstractListModel):
         position = bisect.bisect_left(keys, key)
         self.beginInsertRows(QModelIndex(), position, position)
         keys.insert(position, key)
-        self._visible.insert(position, row)
+        self._visible = np.insert(self._visible, position, row)
+        self._positions = None
         self.endInsertRows()
 
     def _remove_visible(self, row: int) -> None:
         if self.grouped and self._group[row] >= 0:
             self._regroup = True  # the insert after it (merge) counts the view again
             return
-        try:
-            position = self._visible.index(row)
-        except ValueError:
+        found = np.flatnonzero(self._visible == row)
+        if not len(found):
             return
+        position = int(found[0])
         self._view_rows = self._view_rows[self._view_rows != row]
         keys = self._ensure_keys()
         self.beginRemoveRows(QModelIndex(), position, position)
-        del self._visible[position]
+        self._visible = np.delete(self._visible, position)
+        self._positions = None
         del keys[position]
         self.endRemoveRows()
 

@@ -80,6 +80,7 @@ class HashColumn:
     def __init__(self, hashes: np.ndarray) -> None:
         self.array = hashes  # handed over by the read thread: the grid's own from now on
         self._extra: list[str | None] = []
+        self._lent = False  # `lend` gave the array to a read thread: copy before a change
         self.rows_of_hash: RowsOfHash | None = None  # set by RowsOfHash over this column
 
     def __len__(self) -> int:
@@ -95,6 +96,8 @@ class HashColumn:
 
     def __setitem__(self, row: int, digest: str | None) -> None:
         if row < len(self.array):
+            if self._lent:  # a read thread may be reading it: change a copy
+                self.array, self._lent = self.array.copy(), False
             self.array[row] = (digest or "").encode("ascii")
         else:
             self._extra[row - len(self.array)] = digest
@@ -106,6 +109,12 @@ class HashColumn:
 
     def append(self, digest: str | None) -> None:
         self._extra.append(digest)
+
+    def lend(self) -> np.ndarray:
+        """`as_bytes` for another thread to read: no copy now, the array is not changed in
+        place while lent (a change copies it first)."""
+        self._lent = True
+        return self.as_bytes()
 
     def as_bytes(self) -> np.ndarray:
         """Every row's hash as "S64" (b"" for none), appended rows included."""

@@ -84,6 +84,10 @@ class LibraryReads(QObject):
         self._callbacks[ticket] = on_done
         self._run.emit(ticket, job)
 
+    def pending(self) -> int:
+        """Queries asked and not answered yet (the scale bench waits for none)."""
+        return len(self._callbacks)
+
     def _on_done(self, ticket: int, result: object) -> None:
         callback = self._callbacks.pop(ticket, None)
         if callback is not None:

@@ -8,11 +8,12 @@ ordinary painting; `original()` is asked for one deliberately revealed item.
 from __future__ import annotations
 
 import io
-from collections import OrderedDict
+import threading
+from collections import OrderedDict, deque
 from pathlib import Path
 
 from PIL import Image, ImageFilter
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from nsfw_desk.core.images import THUMBNAIL_SIZE
@@ -37,30 +38,44 @@ class _Signals(QObject):
     done = Signal(str, int, QImage, QImage)  # hash, generation, original, blurred
 
 
-class _Load(QRunnable):
-    def __init__(
-        self,
-        reader: ThumbnailReader,
-        content_hash: str,
-        generation: int,
-        strength: int,
-        grayscale: bool,
-        signals: _Signals,
-    ) -> None:
+def _load(
+    reader: ThumbnailReader,
+    content_hash: str,
+    generation: int,
+    strength: int,
+    grayscale: bool,
+    signals: _Signals,
+) -> None:
+    data = reader.jpeg(content_hash)
+    try:
+        with Image.open(io.BytesIO(data or b"")) as opened:
+            image = opened.convert("RGB")
+    except Exception:  # missing or unreadable thumbnail: the tile keeps a placeholder
+        signals.done.emit(content_hash, generation, QImage(), QImage())
+        return
+    blurred = blur(image, strength, grayscale)
+    signals.done.emit(content_hash, generation, to_qimage(image), to_qimage(blurred))
+
+
+class _Drain(QRunnable):
+    """Loads queued thumbnails until the queue is empty. At most one runnable per pool
+    thread, started once per turn of the event loop, not one per thumbnail while painting:
+    each start costs the GUI thread a wake-up and the interpreter lock, and scrolling a big
+    grid asks for a screenful of thumbnails every frame."""
+
+    def __init__(self, cache: ThumbnailCache) -> None:
         super().__init__()
-        self.reader, self.hash, self.generation = reader, content_hash, generation
-        self.strength, self.grayscale, self.signals = strength, grayscale, signals
+        self.cache = cache
 
     def run(self) -> None:
-        data = self.reader.jpeg(self.hash)
-        try:
-            with Image.open(io.BytesIO(data or b"")) as opened:
-                image = opened.convert("RGB")
-        except Exception:  # missing or unreadable thumbnail: the tile keeps a placeholder
-            self.signals.done.emit(self.hash, self.generation, QImage(), QImage())
-            return
-        blurred = blur(image, self.strength, self.grayscale)
-        self.signals.done.emit(self.hash, self.generation, to_qimage(image), to_qimage(blurred))
+        cache = self.cache
+        while True:
+            with cache._lock:
+                if not cache._queue:
+                    cache._draining -= 1
+                    return
+                job = cache._queue.popleft()
+            _load(*job)
 
 
 class ThumbnailCache(QObject):
@@ -86,6 +101,13 @@ class ThumbnailCache(QObject):
         self._cache: OrderedDict[str, tuple[QPixmap | None, QPixmap | None]] = OrderedDict()
         self._pending: set[str] = set()
         self._generation = 0
+        # Loads waiting for a pool thread: (reader, hash, generation, strength, grayscale,
+        # signals); `_draining` runnables empty it (guarded by `_lock`).
+        self._queue: deque[tuple] = deque()
+        self._lock = threading.Lock()
+        self._draining = 0
+        self._kick = QTimer(self, singleShot=True, interval=0)
+        self._kick.timeout.connect(self._start_draining)
         self.set_path(thumbnails_path)
 
     def set_path(self, thumbnails_path: Path | None) -> None:
@@ -102,6 +124,8 @@ class ThumbnailCache(QObject):
         self._generation += 1
         self._cache.clear()
         self._pending.clear()
+        with self._lock:  # loads for the old style would be thrown away on arrival
+            self._queue.clear()
 
     def blurred(self, content_hash: str | None) -> QPixmap | None:
         """The blurred thumbnail, or None while it loads (paint a placeholder)."""
@@ -114,7 +138,16 @@ class ThumbnailCache(QObject):
 
     def wait_idle(self, timeout_ms: int = 5000) -> bool:
         """For tests and screenshots: wait for queued loads (their results still queue)."""
+        self._start_draining()
         return self._pool.waitForDone(timeout_ms)
+
+    def _start_draining(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue or self._draining >= self._pool.maxThreadCount():
+                    return
+                self._draining += 1
+            self._pool.start(_Drain(self))
 
     def _get(self, content_hash: str | None):
         if not content_hash:
@@ -125,16 +158,18 @@ class ThumbnailCache(QObject):
             return entry
         if content_hash not in self._pending and self._reader is not None:
             self._pending.add(content_hash)
-            self._pool.start(
-                _Load(
-                    self._reader,
-                    content_hash,
-                    self._generation,
-                    self.strength,
-                    self.grayscale,
-                    self._signals,
-                )
+            job = (
+                self._reader,
+                content_hash,
+                self._generation,
+                self.strength,
+                self.grayscale,
+                self._signals,
             )
+            with self._lock:
+                self._queue.append(job)
+            if not self._kick.isActive():
+                self._kick.start()
         return None
 
     def _arrived(

@@ -167,34 +167,36 @@ class TileDelegate(QStyledItemDelegate):
             painter.fillRect(strip, colours.background)
         else:
             painter.fillRect(rect, colours.background)
-        digest = index.data(Role.HASH)
-        error = index.data(Role.ERROR)
-        score = index.data(Role.SCORE)
-        listed = index.data(Role.LISTED_UNSAFE)  # an `unsafe` hash list flags it
-        chips = index.data(Role.CHIPS) or ()
+        values = index.data(Role.TILE)  # every role at once (gui/grid.py ResultsModel)
+        get = values.get if values is not None else index.data
+        digest = get(Role.HASH)
+        error = get(Role.ERROR)
+        score = get(Role.SCORE)
+        listed = get(Role.LISTED_UNSAFE)  # an `unsafe` hash list flags it
+        chips = get(Role.CHIPS) or ()
         flagged = (
             score is not None or listed is not None or any(c[2] is not None for c in chips)
-        ) and index.data(Role.FLAGGED)
-        label = index.data(Role.LABEL)
+        ) and get(Role.FLAGGED)
+        label = get(Role.LABEL)
 
         self._paint_image(painter, area, digest, error)
         if flagged:
             self._paint_flag_frame(painter, area, colours.flag, colours.flag_inner)
-        tags = index.data(Role.TAGS)
+        tags = get(Role.TAGS)
         self._paint_tags(painter, area, tags, option.font)
         if chips and not error:
             self._paint_chips(painter, area, chips, option.font, bool(tags))
-        self._paint_tags(painter, area, index.data(Role.TAGS), option.font)
-        reviewers = index.data(Role.REVIEWERS)
+        self._paint_tags(painter, area, get(Role.TAGS), option.font)
+        reviewers = get(Role.REVIEWERS)
         if reviewers:  # a conflict: each reviewer's label, above the tags
-            self._paint_conflict(painter, area, reviewers, bool(index.data(Role.TAGS)), option.font)
-        lists = index.data(Role.LISTS)
+            self._paint_conflict(painter, area, reviewers, bool(get(Role.TAGS)), option.font)
+        lists = get(Role.LISTS)
         if lists:  # the hash lists it matches; the tooltip says kind, algorithm and distance
             self._paint_list_badge(painter, area, lists, option.font)
-        similarity = index.data(Role.SIMILARITY)
+        similarity = get(Role.SIMILARITY)
         if similarity is not None:  # "Show similar": how near to the item it started from
             self._paint_corner(painter, area, f"{SIMILAR_MARK}{similarity:.2f}", option.font)
-        group = index.data(Role.GROUP)
+        group = get(Role.GROUP)
         if group is not None:  # "⊞ 7": a collapsed group of 7 files (a click expands it)
             self._paint_group_badge(painter, rect, group, option.font)
 
@@ -206,7 +208,7 @@ class TileDelegate(QStyledItemDelegate):
         if error:
             painter.setPen(colours.flag)
             line = painter.fontMetrics().elidedText(
-                self.error_line(index), Qt.TextElideMode.ElideRight, left.width()
+                self._error_line(error, get(Role.SIZE)), Qt.TextElideMode.ElideRight, left.width()
             )
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
         elif listed is not None:
@@ -214,7 +216,7 @@ class TileDelegate(QStyledItemDelegate):
             text = (f"{FLAG_MARK}{score:.2f} " if score is not None else FLAG_MARK) + (
                 f"list: {listed}"
             )
-            room = left.width() * 2 // 3 if index.data(Role.LABEL) else left.width()
+            room = left.width() * 2 // 3 if get(Role.LABEL) else left.width()
             line = painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room)
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
         elif chips:  # the chips hold the scores: say which detectors flag it
@@ -228,13 +230,13 @@ class TileDelegate(QStyledItemDelegate):
             mark = FLAG_MARK if flagged else ""
             text = f"{mark}{score:.2f}"
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, text)
-            other = index.data(Role.OTHER_SCORE)
+            other = get(Role.OTHER_SCORE)
             if other is not None:  # the compared model's score ("Models disagree")
                 self._paint_other(painter, left, text, other, index, colours)
         elif digest:  # listed without a model (or not scored yet)
             painter.setPen(colours.text)
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, "no score")
-        saving = index.data(Role.SAVING)
+        saving = get(Role.SAVING)
         if label or saving:
             # "…" until the library has committed the decision (gui/library_tasks.py)
             badge = BADGES.get(label, "") + ("…" if saving else "")
@@ -249,15 +251,15 @@ class TileDelegate(QStyledItemDelegate):
             painter.setFont(font)
         name_rect = QRect(area.x(), y + line_h, area.width(), line_h)
         painter.setPen(colours.text)
-        copies = index.data(Role.COPIES) or 1
-        near = index.data(Role.NEAR) or 0
+        copies = get(Role.COPIES) or 1
+        near = get(Role.NEAR) or 0
         width = area.width()
         markers = []
         if copies > 1:
             markers.append(f"×{copies}")  # labels follow the content: every copy is labelled
         if near:
             markers.append(f"{NEAR_MARK}{near}")  # near-duplicates: Shift+U / Shift+S label all
-        ai = index.data(Role.AI_LABEL)
+        ai = get(Role.AI_LABEL)
         if ai is not None:  # the AI-generated label, beside the unsafe/safe badge's line
             markers.insert(0, AI_MARKS[ai])
         if markers:
@@ -265,7 +267,7 @@ class TileDelegate(QStyledItemDelegate):
             painter.drawText(name_rect, Qt.AlignmentFlag.AlignRight, marker)
             width -= painter.fontMetrics().horizontalAdvance(marker) + 6
         name = painter.fontMetrics().elidedText(
-            index.data() or "", Qt.TextElideMode.ElideMiddle, width
+            get(Qt.ItemDataRole.DisplayRole) or "", Qt.TextElideMode.ElideMiddle, width
         )
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft, name)
         painter.restore()
@@ -323,8 +325,11 @@ class TileDelegate(QStyledItemDelegate):
     def error_line(index) -> str:
         """`⚠ decode error · 4.1 kB`: the kind (the full reason is the tooltip) and the size,
         which tells an empty or cut-short upload from a big file that failed."""
-        kind = (index.data(Role.ERROR) or "").split(":", 1)[0]
-        size = index.data(Role.SIZE)
+        return TileDelegate._error_line(index.data(Role.ERROR), index.data(Role.SIZE))
+
+    @staticmethod
+    def _error_line(error: str | None, size: int | None) -> str:
+        kind = (error or "").split(":", 1)[0]
         return f"{ERROR_MARK}{kind}" + (f" · {format_size(size)}" if size is not None else "")
 
     @staticmethod
