@@ -324,6 +324,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if getattr(args, "library", False):
         return bp.run_library_bench(args)
+    if getattr(args, "cpu_paths", False):
+        return bp.run_cpu_paths_bench(args)
     if getattr(args, "cluster", False):
         from nsfw_desk.bench_cluster import run_cluster_bench
 

@@ -56,6 +56,13 @@ def add_options(bench: argparse.ArgumentParser) -> None:
         "precision and report flips and |Δp| against fp32 with the real model",
     )
     bench.add_argument(
+        "--cpu-paths",
+        action="store_true",
+        help="instead: only the precision paths side by side on both corpora (fp32 eager, "
+        "the card loop and each mode interleaved over 3 rounds, medians; NudeNet if "
+        "installed), then the profile auto reads; a few minutes",
+    )
+    bench.add_argument(
         "--sample", type=int, default=200, metavar="N", help="images for --library (200)"
     )
     bench.add_argument(
@@ -80,7 +87,7 @@ def cpu_modes(device: Any, requested: str | None) -> tuple[list[str], list[str]]
                 f"{', '.join(p for p in PRECISIONS if p != 'auto')}"
             )
     elif device.type == "cpu":
-        wanted = ["bf16", "int8", "compile", "onnx", "onnx-int8"]
+        wanted = ["bf16", "int8", "compile", "onnx", "onnx-int8", "openvino"]
     elif device.type == "cuda":
         wanted = ["fp16"]
     else:
@@ -159,6 +166,71 @@ def write_profile(model: LoadedModel, results: list[CorpusFigures]) -> Profile |
     if over:
         print(f"  over the {FLIP_BUDGET_PCT}% flip budget, never picked: {', '.join(over)}")
     return profile
+
+
+# --- bench --cpu-paths ---------------------------------------------------------------------
+
+# The quick comparison skips compile unless asked for: its first compilation alone can take
+# longer than the whole run (`--precisions compile,...` or the full bench time it).
+CPU_PATHS_DEFAULT = "bf16,int8,onnx,onnx-int8,openvino"
+# (name, size, files, rounds): few 12-MP files (decode dominates there), more small ones.
+CPU_PATHS_CORPORA = (
+    ("12-MP JPEG (4000×3000)", (4000, 3000), 8, 3),
+    ("1024-px JPEG (1024×768)", (1024, 768), 32, 3),
+)
+
+
+def run_cpu_paths_bench(args: argparse.Namespace) -> int:
+    """Only the precision table: each mode against fp32 eager and the card loop on the same
+    generated JPEGs (12-MP and 1024-px), interleaved and repeated so that a busy machine
+    slows every path alike; then NudeNet on the same files and this machine's profile."""
+    import tempfile
+
+    from nsfw_desk import bench
+    from nsfw_desk.core.hub import ModelError
+
+    with tempfile.TemporaryDirectory(prefix="nsfw-desk-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            model, note = bench.bench_model(args, workdir, "fp32")
+            modes, skipped = cpu_modes(model.device, args.precisions or CPU_PATHS_DEFAULT)
+            reduced = {mode: bench.bench_model(args, workdir, mode)[0] for mode in modes}
+        except (ModelError, ValueError) as exc:
+            print(f"nsfw-desk bench: {exc}", file=sys.stderr)
+            return 3
+        print(f"model: {note}\ndevice: {model.describe()} ({cpu_name()})", flush=True)
+        for line in skipped:
+            print(f"  {line}")
+        for m in (model, *reduced.values()):
+            bench.warm_up(m)
+        results, nudenet = [], {}
+        for name, size, count, rounds in CPU_PATHS_CORPORA:
+            folder = workdir / f"{size[0]}x{size[1]}"
+            print(f"{name}: writing {count} files, {rounds} interleaved rounds…", flush=True)
+            paths = bench.make_corpus(folder, size, count)
+            results.append(
+                bench.measure_corpus(name, model, reduced, folder, paths, workdir, [], rounds)
+            )
+            nudenet[name] = nudenet_rate(paths)
+        print_modes_table(results)
+        print_nudenet(results, nudenet)
+        write_profile(model, results)
+    return 0
+
+
+def print_nudenet(results: list[CorpusFigures], nudenet: dict[str, float | None]) -> None:
+    """NudeNet beside fp32 and the fastest mode, corpus by corpus."""
+    for f in results:
+        rate = nudenet.get(f.name)
+        if rate is None:
+            print(f"  NudeNet detector: not installed ({NUDENET_HINT})")
+            return
+        rates = {"fp32": f.scan_rate, **{m: r["scan_rate"] for m, r in f.reduced.items()}}
+        best = max(rates, key=lambda m: rates[m])
+        print(
+            f"  {f.name:<26} NudeNet {rate:6.2f} images/s; fp32 {rates['fp32'] / rate:.2f}× "
+            f"it, {best} {rates[best] / rate:.2f}× it"
+        )
 
 
 # --- torch.compile's cost, in fresh processes ---------------------------------------------

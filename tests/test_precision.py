@@ -1,5 +1,5 @@
-"""CPU precision modes (int8, compile, onnx beside fp32/bf16), the bench profile `auto` reads,
-NSFW_DESK_NO_BF16, clear refusals, the startup split, and `bench --library`."""
+"""CPU precision modes (int8, compile, onnx, openvino beside fp32/bf16), the bench profile
+`auto` reads, NSFW_DESK_NO_BF16, clear refusals, the startup split, and `bench --library`."""
 
 from __future__ import annotations
 
@@ -126,6 +126,59 @@ def test_onnx_reexports_a_damaged_cached_file(model_dir, loaded_model, batch):
     agree(model, loaded_model, batch, TOLERANCE["onnx"])
 
 
+def test_openvino_agrees_with_fp32_and_reuses_the_export(model_dir, loaded_model, batch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    from nsfw_desk.core.accel.onnx_runner import export_path
+    from nsfw_desk.core.accel.openvino_runner import compile_cache_dir
+
+    model = load_model(model_dir, device="cpu", precision="openvino")
+    assert model.runner.path == export_path(loaded_model.model_id)  # the onnx mode's export
+    assert model.describe() == f"CPU · openvino · {model.threads} threads"
+    low, full = agree(model, loaded_model, batch, TOLERANCE["openvino"])
+    np.testing.assert_allclose(low.embeddings, full.embeddings, atol=1e-3)
+    # A short last batch runs on the same compiled model (the batch axis is dynamic).
+    assert model.predict(batch[:1]).embeddings.shape == (1, full.embeddings.shape[1])
+    # Compiled blobs land in the app's cache folder, OpenVINO's own format (no pickles).
+    cached = list(compile_cache_dir().iterdir())
+    assert cached and all(p.suffix in (".blob", ".cl_cache", ".json", "") for p in cached)
+
+
+def test_openvino_reexports_a_damaged_cached_file(model_dir, loaded_model, batch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    from nsfw_desk.core.accel.onnx_runner import export_path
+
+    path = export_path(loaded_model.model_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not an onnx graph")
+    model = load_model(model_dir, device="cpu", precision="openvino")
+    agree(model, loaded_model, batch, TOLERANCE["openvino"])
+
+
+def test_forcing_openvino_without_it_says_how_to_install(monkeypatch, model_dir):
+    monkeypatch.setattr(precision, "has_openvino", lambda: False)
+    with pytest.raises(ModelError, match=r"pip install 'nsfw-desk\[openvino\]'"):
+        choose_precision(CPU, "openvino")
+    with pytest.raises(ModelError, match="OpenVINO"):
+        load_model(model_dir, device="cpu", precision="openvino")
+    with pytest.raises(ModelError, match="CPU only"):
+        choose_precision(torch.device("cuda"), "openvino")
+
+
+def test_auto_picks_openvino_only_when_shown_and_installed(no_bf16, monkeypatch):
+    save_profile(_profile(fp32=(10, 0), onnx=(13, 0.0), openvino=(21, 0.0), int8=(30, 1.0)))
+    monkeypatch.setattr(precision, "has_onnxruntime", lambda: True)
+    monkeypatch.setattr(precision, "has_openvino", lambda: True)
+    chosen, why = choose_precision_why(CPU, "auto", "test_vit")
+    assert chosen == "openvino" and "2.10× fp32" in why
+    monkeypatch.setattr(precision, "has_openvino", lambda: False)  # uninstalled since
+    assert choose_precision(CPU, "auto", "test_vit") == "onnx"
+    save_profile(_profile(fp32=(10, 0), openvino=(21, 0.6)))  # over the flip budget
+    monkeypatch.setattr(precision, "has_openvino", lambda: True)
+    assert choose_precision(CPU, "auto", "test_vit") == "fp32"
+
+
 @pytest.mark.slow
 def test_compile_agrees_with_fp32(model_dir, loaded_model, batch, tmp_path, monkeypatch, request):
     """Minutes on a small shared CPU (Inductor compiles C++): run with -m slow."""
@@ -156,7 +209,17 @@ def test_compile_keeps_its_cache_in_the_app_cache_folder(monkeypatch):
 
 
 def test_precision_list_has_every_mode():
-    assert PRECISIONS == ("auto", "fp32", "fp16", "bf16", "int8", "compile", "onnx", "onnx-int8")
+    assert PRECISIONS == (
+        "auto",
+        "fp32",
+        "fp16",
+        "bf16",
+        "int8",
+        "compile",
+        "onnx",
+        "onnx-int8",
+        "openvino",
+    )
     assert set(TOLERANCE) == set(PRECISIONS) - {"auto"}
 
 
@@ -261,7 +324,7 @@ def test_forcing_compile_without_a_compiler_says_so(monkeypatch):
 
 
 def test_forcing_cpu_modes_elsewhere_says_so(monkeypatch):
-    for mode in ("int8", "onnx", "onnx-int8"):
+    for mode in ("int8", "onnx", "onnx-int8", "openvino"):
         with pytest.raises(ModelError, match="CPU only"):
             choose_precision(torch.device("cuda"), mode)
     for mode in ("fp16", "bf16", "int8", "compile", "onnx"):
@@ -341,8 +404,11 @@ def test_bench_cpu_modes_respects_no_bf16_and_missing_runtimes(no_bf16, monkeypa
     from nsfw_desk.bench_precision import cpu_modes
 
     monkeypatch.setattr(precision, "has_onnxruntime", lambda: False)
+    monkeypatch.setattr(precision, "has_openvino", lambda: False)
     modes, skipped = cpu_modes(CPU, None)
     assert "bf16" not in modes and "onnx" not in modes and "int8" in modes
+    assert "openvino" not in modes
+    assert any("openvino skipped" in line and "nsfw-desk[openvino]" in line for line in skipped)
     assert any("bf16 skipped: NSFW_DESK_NO_BF16 is set" in line for line in skipped)
     assert any("onnx skipped" in line and "nsfw-desk[onnx]" in line for line in skipped)
     with pytest.raises(ValueError, match="unknown int4"):
@@ -394,6 +460,29 @@ def test_bench_library_reports_flips_on_the_users_images(
     assert "images: 3 reviewed, on disk" in out
     assert re.search(r"fp32 +[\d.]+ +0\.0000 +0\.00%", out)
     assert re.search(r"int8 +[\d.]+ +0\.\d{4} +\d+\.\d\d%", out)
+
+
+def test_bench_cpu_paths_runs_at_a_tiny_size(model_dir, capsys, monkeypatch, no_bf16):
+    """README's `nsfw-desk bench --cpu-paths`, on a tiny model and corpus: the table with
+    each mode against fp32, NudeNet's line, and the profile `auto` then reads."""
+    from nsfw_desk import bench_precision
+    from nsfw_desk.cli import main
+
+    monkeypatch.setattr(
+        bench_precision,
+        "CPU_PATHS_CORPORA",
+        (("12-MP JPEG (tiny)", (160, 120), 3, 1), ("1024-px JPEG (tiny)", (96, 72), 4, 2)),
+    )
+    monkeypatch.setattr(bench_precision, "nudenet_rate", lambda paths: 2.0)
+    argv = ["bench", "--cpu-paths", "--model", str(model_dir), "--device", "cpu"]
+    assert main([*argv, "--precisions", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"1024-px JPEG \(tiny\) +int8 +[\d.]+ +[\d.]+× +[\d.]+× +0\.\d{4}", out)
+    assert "NudeNet   2.00 images/s" in out
+    assert "auto now picks" in out
+    profile = load_profile(load_model(model_dir, device="cpu", precision="fp32").architecture)
+    assert profile is not None and set(profile.modes) == {"fp32", "int8"}
+    assert profile.corpus == "1024-px JPEG (tiny)"
 
 
 def test_bench_library_on_an_empty_library_says_what_to_do(library, capsys):

@@ -2,11 +2,12 @@
 
 A CPU without native bf16 (no AVX512-BF16 or AMX) has no cheap reduced precision, so the speed
 has to come from elsewhere: int8 dynamic quantization of the Linear layers, torch.compile, or a
-dedicated runtime (ONNX Runtime). Which of those is fastest, and whether it keeps decisions,
-depends on the CPU, so `auto` trusts only what `nsfw-desk bench` measured on this machine: the
-bench writes a profile keyed by CPU model, torch version and model architecture, and `auto`
-picks the fastest mode in it that flipped at most FLIP_BUDGET_PCT of the decisions. Without a
-matching profile `auto` keeps the rule it had before (bf16 with native bf16, else fp32).
+dedicated runtime (ONNX Runtime, OpenVINO). Which of those is fastest, and whether it keeps
+decisions, depends on the CPU, so `auto` trusts only what `nsfw-desk bench` measured on this
+machine: the bench writes a profile keyed by CPU model, torch version and model architecture,
+and `auto` picks the fastest mode in it that flipped at most FLIP_BUDGET_PCT of the
+decisions. Without a matching profile `auto` keeps the rule it had before (bf16 with native
+bf16, else fp32).
 
 Nothing here imports torch at module level.
 """
@@ -37,9 +38,9 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "nsfw-desk"
 # Every --precision choice; the settings dialog's list follows this tuple.
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8", "compile", "onnx", "onnx-int8")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8", "compile", "onnx", "onnx-int8", "openvino")
 # Modes that only run on the CPU here.
-CPU_ONLY = frozenset({"int8", "onnx", "onnx-int8"})
+CPU_ONLY = frozenset({"int8", "onnx", "onnx-int8", "openvino"})
 # Share of decisions (at the 0.5 threshold) a mode may flip against fp32 and still be chosen.
 FLIP_BUDGET_PCT = 0.5
 NO_BF16_ENV = "NSFW_DESK_NO_BF16"
@@ -53,6 +54,7 @@ TOLERANCE = {
     "compile": 1e-3,
     "onnx": 1e-3,
     "onnx-int8": 0.1,
+    "openvino": 1e-3,
 }
 
 
@@ -86,6 +88,11 @@ def cpu_model_name() -> str:
 
 def has_onnxruntime() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def has_openvino() -> bool:
+    """OpenVINO, and onnx for the export it compiles (the `openvino` extra)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx"))
 
 
 def cxx_compiler() -> str | None:
@@ -129,6 +136,12 @@ def check_available(mode: str, device: torch.device) -> None:
         raise ModelError(
             f"Precision {mode} needs ONNX Runtime, which is not installed; install it with "
             "pip install 'nsfw-desk[onnx]', or use another --precision."
+        )
+    if mode == "openvino" and not has_openvino():
+        raise ModelError(
+            "Precision openvino needs OpenVINO (and onnx for the export it compiles), which "
+            "is not installed; install it with pip install 'nsfw-desk[openvino]', or use "
+            "another --precision."
         )
 
 
@@ -263,6 +276,7 @@ def choose_from_profile(device: torch.device, architecture: str | None) -> tuple
         and figures.flipped_pct <= FLIP_BUDGET_PCT
         and (mode != "bf16" or native)
         and (not mode.startswith("onnx") or has_onnxruntime())
+        and (mode != "openvino" or has_openvino())
         and (mode != "compile" or cxx_compiler() is not None)
     }
     if not usable:

@@ -1,4 +1,5 @@
-"""The CPU paths beside eager fp32/bf16: int8, torch.compile, ONNX Runtime (fp32, int8).
+"""The CPU paths beside eager fp32/bf16: int8, torch.compile, ONNX Runtime (fp32, int8),
+OpenVINO (fp32).
 
 Each `prepare_*` takes the loaded timm module and returns a Runner: a callable from a batch of
 model inputs to (probabilities, pooled embedding) as float32 numpy arrays, the two things the
@@ -48,4 +49,8 @@ def prepare_runner(
             threads=threads,
             quantized=mode == "onnx-int8",
         )
+    if mode == "openvino":
+        from nsfw_desk.core.accel.openvino_runner import prepare_openvino
+
+        return prepare_openvino(module, model_id=model_id, input_size=input_size, threads=threads)
     return None

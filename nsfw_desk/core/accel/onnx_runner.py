@@ -113,14 +113,9 @@ class OnnxRunner:
         return probs.astype(np.float32), embedding.astype(np.float32)
 
 
-def prepare_onnx(
-    module: Any,
-    *,
-    model_id: str,
-    input_size: tuple[int, ...],
-    threads: int,
-    quantized: bool = False,
-) -> OnnxRunner:
+def ensure_export(module: Any, *, model_id: str, input_size: tuple[int, ...]) -> Path:
+    """The cached fp32 export for `model_id`, exporting it first when missing (the `onnx`,
+    `onnx-int8` and `openvino` modes share it)."""
     from nsfw_desk.core.hub import ModelError
 
     path = export_path(model_id)
@@ -133,6 +128,18 @@ def prepare_onnx(
                 f"{str(exc).splitlines()[0] if str(exc) else ''} Use another --precision."
             ) from exc
         log.info("onnx: exported the model once in %.1f s (cached for later runs)", seconds)
+    return path
+
+
+def prepare_onnx(
+    module: Any,
+    *,
+    model_id: str,
+    input_size: tuple[int, ...],
+    threads: int,
+    quantized: bool = False,
+) -> OnnxRunner:
+    path = ensure_export(module, model_id=model_id, input_size=input_size)
     if quantized:
         source, path = path, export_path(model_id, quantized=True)
         if not path.exists():
