@@ -309,7 +309,10 @@ def startup_split(model_source: str | None, folder: Path, workdir: Path) -> dict
     if done.returncode not in (0, 1) or not found:
         raise RuntimeError(f"startup probe failed ({done.returncode}): {done.stderr[-500:]}")
     total, imports, torch_s, load, first = map(float, found.groups())
+    hitch = import_hitch()
     return {
+        "hitch_ms": hitch["worst_stall_ms"],
+        "hitch_import_s": hitch["import_s"],
         "total_s": total,
         "imports_s": imports,
         "torch_import_s": torch_s,
@@ -317,6 +320,38 @@ def startup_split(model_source: str | None, folder: Path, workdir: Path) -> dict
         "first_batch_s": first,
         "process_s": wall,
     }
+
+
+_HITCH_PROBE = """
+import threading, time
+done = threading.Event()
+took = []
+def load():
+    start = time.perf_counter()
+    import torch, timm  # noqa: F401
+    took.append(time.perf_counter() - start)
+    done.set()
+threading.Thread(target=load).start()
+worst, last = 0.0, time.perf_counter()
+while not done.is_set():
+    time.sleep(0.005)
+    now = time.perf_counter()
+    worst, last = max(worst, now - last - 0.005), now
+print(f"HITCH {worst * 1000:.1f} {took[0]:.2f}")
+"""
+
+
+def import_hitch() -> dict[str, float]:
+    """The longest the main thread of a fresh process waits while another thread imports
+    torch and timm, as the desk's scan thread does: `torch._C`'s initialisation holds the
+    interpreter, whichever thread runs it, so the window cannot paint meanwhile."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HITCH_PROBE], capture_output=True, text=True, check=False
+    )
+    found = re.search(r"HITCH ([\d.]+) ([\d.]+)", done.stdout)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"import probe failed ({done.returncode}): {done.stderr[-500:]}")
+    return {"worst_stall_ms": float(found.group(1)), "import_s": float(found.group(2))}
 
 
 def print_startup(figures: dict[str, float]) -> None:
@@ -328,6 +363,13 @@ def print_startup(figures: dict[str, float]) -> None:
         f"{figures['first_batch_s']:.2f} s",
         flush=True,
     )
+    if "hitch_ms" in figures:
+        print(
+            f"  the desk's window cannot paint for up to {figures['hitch_ms']:.0f} ms while its "
+            f"scan thread imports torch and timm ({figures['hitch_import_s']:.2f} s): once "
+            "per process, at the first scan",
+            flush=True,
+        )
 
 
 # --- bench --library ----------------------------------------------------------------------

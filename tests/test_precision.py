@@ -503,3 +503,14 @@ def test_settings_dialog_lists_every_precision(qtbot):
     assert dialog.result_settings().precision == "int8"
     dialog.precision.setCurrentText("onnx")
     assert dialog.result_settings().precision == "onnx"
+
+
+def test_import_hitch_is_measured_in_a_fresh_process_and_printed(capsys):
+    from nsfw_desk.bench_precision import import_hitch, print_startup
+
+    hitch = import_hitch()
+    assert hitch["import_s"] > 0 and hitch["worst_stall_ms"] >= 0
+    figures = {"total_s": 3.0, "imports_s": 2.0, "torch_import_s": 1.5}
+    figures |= {"model_load_s": 0.5, "first_batch_s": 0.5}
+    print_startup(figures | {"hitch_ms": 412.0, "hitch_import_s": 2.5})
+    assert "cannot paint for up to 412 ms" in capsys.readouterr().out
