@@ -203,3 +203,37 @@ def test_scan_memory_does_not_grow_with_the_files(tmp_path):
     assert figures["scored"] == 800
     per_file_kb = (figures["rss_end_mb"] - figures["rss_early_mb"]) * 1024 / (800 - 200)
     assert per_file_kb < 48, figures
+
+
+def test_a_big_folders_scores_read_in_one_pass_match_those_asked_for(big_library, monkeypatch):
+    """Above ONE_PASS_ROWS files the scores come from one pass over the model's index,
+    matched by 8-byte prefixes; they must equal the per-hash answers, row for row."""
+    from nsfw_desk.core import store
+
+    with Library(big_library.path) as library:
+        asked, _ = read_folder(library, big_library.root, MODEL_ID)
+        monkeypatch.setattr(store, "ONE_PASS_ROWS", 1_000)
+        one_pass, _ = read_folder(library, big_library.root, MODEL_ID)
+    assert np.array_equal(asked.scores, one_pass.scores, equal_nan=True)
+    assert not np.isnan(one_pass.scores).any()
+
+
+def test_align_sorted_finds_keys_that_share_a_prefix():
+    import hashlib
+    import random
+
+    from nsfw_desk.core.result_columns import align, align_sorted
+
+    keys = {hashlib.blake2b(str(i).encode(), digest_size=32).hexdigest() for i in range(3000)}
+    twins = [k[:8] + c * 56 for k in sorted(keys)[:60] for c in "0f"]  # same first 8 bytes
+    keys = sorted(keys | set(twins))
+    rng = random.Random(1)
+    values = [rng.random() for _ in keys]
+    rows = keys[::3] + twins[::3] + [k[:8] + "1" * 56 for k in keys[:20]] + ["e" * 64, ""]
+    rng.shuffle(rows)
+    hashes = np.array(rows, "S64")
+    found = align_sorted(keys, values, hashes)
+    assert np.array_equal(
+        found, align(dict(zip(keys, values, strict=True)), hashes), equal_nan=True
+    )
+    assert np.isnan(found).sum() == 22  # the 20 near misses, the unknown and the empty hash

@@ -72,13 +72,14 @@ class ResultColumns:
         cls,
         raws: list[bytes],
         hashes: list[str | None],
-        scores: list[float | None],
+        scores: list[float | None] | None,
         mtimes: list[int | None],
         sizes: list[int | None],
         errors: dict[int, str] | None = None,
         sorted_runs: tuple[tuple[int, int], ...] = (),
     ) -> ResultColumns:
-        """Columns from per-row values (the store's query result, unzipped)."""
+        """Columns from per-row values (the store's query result, unzipped); `scores`
+        None: none yet (the caller fills them, e.g. with `align_sorted`)."""
         n = len(raws)
         digests = _chunked(hashes, lambda c: np.array([h or "" for h in c], f"S{HASH_WIDTH}"))
         order = np.argsort(digests, kind="stable")  # numpy lets go of the GIL here
@@ -92,7 +93,9 @@ class ResultColumns:
             hashes=digests,
             hash_order=order,
             hashes_sorted=digests[order],
-            scores=_chunked(
+            scores=np.full(n, np.nan)
+            if scores is None
+            else _chunked(
                 scores, lambda c: np.array([np.nan if s is None else s for s in c], np.float64)
             ),
             mtimes=_chunked(mtimes, lambda c: np.array([m or 0 for m in c], np.int64)),
@@ -155,6 +158,39 @@ def align(found: dict[str, float], hashes: np.ndarray) -> np.ndarray:
     return out
 
 
+def align_sorted(keys: list[str], values: list[float], hashes: np.ndarray) -> np.ndarray:
+    """As `align`, for `keys` already ascending (an index read in hash order) with their
+    `values`: no dict of a million strings, no sort. Rows are found by bisecting the keys'
+    first 8 bytes as integers (a text bisection of a million 64-byte keys took 1.6 s),
+    checked against the whole key; rows whose prefix several keys share bisect the text."""
+    out = np.full(len(hashes), np.nan, dtype=np.float64)
+    if not keys or not len(hashes):
+        return out
+    ordered = _chunked(keys, lambda c: np.array(c, f"S{HASH_WIDTH}"))
+    prefixes = _prefix(ordered)
+    found = _chunked(values, lambda c: np.array(c, np.float64))
+    last = len(ordered) - 1
+    for start in range(0, len(hashes), CHUNK):
+        part = hashes[start : start + CHUNK]
+        mine = _prefix(part)
+        at = np.minimum(np.searchsorted(prefixes, mine), last)
+        hit = ordered[at] == part
+        shared = np.flatnonzero(~hit & (prefixes[at] == mine))  # a prefix two keys share
+        if len(shared):
+            at[shared] = np.minimum(np.searchsorted(ordered, part[shared]), last)
+            hit[shared] = ordered[at[shared]] == part[shared]
+        rows = np.flatnonzero(hit)
+        out[start + rows] = found[at[rows]]
+    return out
+
+
+def _prefix(digests: np.ndarray) -> np.ndarray:
+    """Each digest's first 8 bytes as a big-endian integer: in the digests' own order
+    (bytes compare like the text), and bisected ten times faster."""
+    raw = np.ascontiguousarray(digests, dtype=f"S{HASH_WIDTH}").view(np.uint8)
+    return raw.reshape(len(digests), HASH_WIDTH)[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+
+
 def _hash_texts(hashes: np.ndarray) -> set[str]:
     return {h.decode("ascii") for h in hashes.tolist() if h}
 
@@ -165,7 +201,7 @@ def read_scores(library, model_id: str, hashes: np.ndarray) -> np.ndarray:
     match them in numpy (asking for a million hashes by `IN` takes tens of seconds)."""
     if len(hashes) <= 20_000:
         return align(library.scores_for(model_id, _hash_texts(hashes)), hashes)
-    return align(library.model_scores(model_id), hashes)
+    return align_sorted(*library.model_score_rows(model_id), hashes)
 
 
 def read_ai_labels(library, hashes: np.ndarray) -> dict[str, bool]:

@@ -38,7 +38,7 @@ import sqlite_utils
 
 from nsfw_desk.core.defaults import BUSY_TIMEOUT_MS
 from nsfw_desk.core.paths import display_path
-from nsfw_desk.core.result_columns import ResultColumns, error_text
+from nsfw_desk.core.result_columns import ResultColumns, align_sorted, error_text
 from nsfw_desk.core.units import format_size
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 APP_NAME = "nsfw-desk"
 LIBRARY_FILE = "library.sqlite"
 THUMBNAILS_FILE = "thumbnails.sqlite"
+
+
+# From this many files on, a folder's scores are read in one pass over the model's index
+# and matched in numpy, rather than asked for by hash.
+ONE_PASS_ROWS = 50_000
 
 
 class LibraryError(Exception):
@@ -1692,10 +1697,11 @@ class Library:
         mtimes = [row[2] for row in rows]
         sizes = [row[3] for row in rows]
         del rows
-        scores: list[float | None] = [None] * len(raws)
-        if model_id is not None and start:
+        big = model_id is not None and start >= ONE_PASS_ROWS
+        scores: list[float | None] | None = None if big else [None] * len(raws)
+        if model_id is not None and start and scores is not None:
             scores[:start] = self._scores_of(model_id, hashes[:start])
-        return ResultColumns.build(
+        columns = ResultColumns.build(
             raws,
             hashes,
             scores,
@@ -1704,25 +1710,25 @@ class Library:
             texts,
             sorted_runs=((0, start), (start, start + len(errors))),
         )
+        if big:  # one pass over the model's index, matched by bisection: no dict, no join
+            columns.scores = align_sorted(*self.model_score_rows(model_id), columns.hashes)
+        return columns
 
     def _scores_of(self, model_id: str, hashes: list[str]) -> list[float | None]:
-        """`model_id`'s score per hash, None where it has none: the model's scores read
-        in one pass for a big folder (a join looks each one up: a million random reads)."""
-        if len(hashes) < 50_000:
-            found = self.scores_for(model_id, set(hashes))
-        else:
-            found = self.model_scores(model_id)
+        """`model_id`'s score per hash of a small folder, None where it has none."""
+        found = self.scores_for(model_id, set(hashes))
         return [found.get(h) for h in hashes]
 
-    def model_scores(self, model_id: str) -> dict[str, float]:
-        """Every score of `model_id` (hash → unsafe), in one pass over its index."""
-        return dict(
-            self.db.execute(
-                "SELECT hash, unsafe FROM scores INDEXED BY idx_scores_model_hash_unsafe "
-                "WHERE model_id = ?",
-                (model_id,),
-            )
-        )
+    def model_score_rows(self, model_id: str) -> tuple[list[str], list[float]]:
+        """Every score of `model_id`, as (hashes, scores) in hash order: one pass over its
+        covering index, which is in that order already. A join would look each file's
+        score up instead (a million random reads: 8 s at 1M against 1.4 s)."""
+        rows = self.db.execute(
+            "SELECT hash, unsafe FROM scores INDEXED BY idx_scores_model_hash_unsafe "
+            "WHERE model_id = ? ORDER BY hash",
+            (model_id,),
+        ).fetchall()
+        return [row[0] for row in rows], [row[1] for row in rows]
 
     def insert_scored_listing(
         self,
