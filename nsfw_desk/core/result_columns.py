@@ -201,7 +201,8 @@ def read_scores(library, model_id: str, hashes: np.ndarray) -> np.ndarray:
     match them in numpy (asking for a million hashes by `IN` takes tens of seconds)."""
     if len(hashes) <= 20_000:
         return align(library.scores_for(model_id, _hash_texts(hashes)), hashes)
-    return align_sorted(*library.model_score_rows(model_id), hashes)
+    keys, values = library.model_score_rows(model_id)
+    return align_sorted(keys, values, hashes)
 
 
 def read_ai_labels(library, hashes: np.ndarray) -> dict[str, bool]:

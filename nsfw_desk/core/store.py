@@ -1710,8 +1710,9 @@ class Library:
             texts,
             sorted_runs=((0, start), (start, start + len(errors))),
         )
-        if big:  # one pass over the model's index, matched by bisection: no dict, no join
-            columns.scores = align_sorted(*self.model_score_rows(model_id), columns.hashes)
+        if big and model_id is not None:  # one pass over the model's index, bisected
+            keys, values = self.model_score_rows(model_id)
+            columns.scores = align_sorted(keys, values, columns.hashes)
         return columns
 
     def _scores_of(self, model_id: str, hashes: list[str]) -> list[float | None]:
