@@ -12,6 +12,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import (
     QByteArray,
     QEvent,
@@ -51,7 +52,7 @@ from PySide6.QtWidgets import (
 
 from nsfw_desk.core.logs import log_problem
 from nsfw_desk.core.progress import Progress
-from nsfw_desk.core.result_columns import read_folder
+from nsfw_desk.core.result_columns import read_folder, read_scores
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
@@ -672,7 +673,13 @@ class MainWindow(QMainWindow):
                     self.results.set_other_scores(None, {})
                 self._refresh_view_state()
             return
-        hashes = [o.hash for o in self.results.outcomes() if o.hash]
+        snapshot = self.results.hash_snapshot()  # no object per row on this thread
+
+        def read(library) -> dict[str, float]:
+            scores = read_scores(library, model_id, snapshot)
+            rows = np.flatnonzero(~np.isnan(scores))
+            texts = (h.decode("ascii") for h in snapshot[rows].tolist())
+            return dict(zip(texts, scores[rows].tolist(), strict=True))
 
         def show(scores) -> None:
             if self.compare_model_id != model_id:
@@ -682,7 +689,7 @@ class MainWindow(QMainWindow):
                 self.results.set_other_scores(model_id, scores)
             self._refresh_view_state()
 
-        self.reads.query(lambda library: library.scores_for(model_id, hashes), show)
+        self.reads.query(read, show)
 
     def _on_model_ready(self, model_id: str, description: str) -> None:
         self.model_bar.hide()
