@@ -174,3 +174,31 @@ def test_uncertain_sort_puts_scores_nearest_the_threshold_first_and_the_queue_fo
     distances = [abs(s - 0.2) for s in column(window, Role.SCORE) if s is not None]
     assert distances == sorted(distances)
     settle(qtbot, window)
+
+
+def test_the_compared_scores_are_read_again_with_the_stored_rows(
+    qtbot, make_window, folder, two_models
+):
+    """A rescan re-reads the folder's stored rows: the compared model's column is rebuilt
+    for them from the read thread (no hash → score dict walked on the GUI thread)."""
+    from nsfw_desk.core.result_columns import read_folder
+    from nsfw_desk.core.store import Library
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    other = next(m for m in two_models if m != window.model_id)
+    qtbot.waitUntil(lambda: window.switcher.compare_box.count() == 2)
+    expected = two_models[other]  # every photo (the broken JPEG has no score)
+
+    def shown() -> dict:
+        pairs = zip(column(window, Role.PATH), column(window, Role.OTHER_SCORE), strict=True)
+        return {path: score for path, score in pairs if score is not None}
+
+    window.compare_with(other)
+    qtbot.waitUntil(lambda: shown().keys() == expected.keys())
+    with Library(window.library_path) as library:
+        columns, labels = read_folder(library, window.folder, window.model_id)
+    window._on_stored_results(window.folder, window.model_id, columns, labels)
+    assert shown() == {}  # the new rows' column, until the read answers
+    qtbot.waitUntil(lambda: shown().keys() == expected.keys())
+    assert shown() == pytest.approx(expected)

@@ -159,10 +159,9 @@ class ResultsModel(QAbstractListModel):
         self.tags: dict[str, tuple[str, ...]] = {}  # hash → tags, kept by gui/tags.py
         self.tag_filter: str | None = None  # only contents with this tag (on top of `filter`)
         self.near: dict[str, int] = {}  # hash → near-duplicates in its group (gui/near_dupes.py)
-        # The model "Models disagree" compares with, and its scores (hash → score).
+        # The model "Models disagree" compares with; its scores are the `_other` column.
         self.other_model_id: str | None = None
         self.other_model_name: str | None = None  # for the tile's tooltip
-        self._other_by_hash: dict[str, float] = {}
         # "Show similar": hash → similarity, shown in that order instead of sort and filter.
         self.similar: dict[str, float] | None = None
         # Hash lists (core/hashlists.py): hash → matches, and hash → `unsafe` list name.
@@ -426,7 +425,9 @@ class ResultsModel(QAbstractListModel):
         self._scores = columns.scores.copy()
         self._mtimes = columns.mtimes.copy()
         self._sizes = columns.sizes.copy()
-        self._other = grid_columns.lookup(hashes, self._other_by_hash, np.nan, np.float64)
+        # The compared model's scores, as the other detectors', are read again for the new
+        # rows (the window asks with the stored rows: refresh_models → compare_with).
+        self._other = np.full(n, np.nan, dtype=np.float64)
         # The other detectors' columns take the new rows' length (counting the flagged rows
         # crashed on columns left empty); their scores follow from the detectors' read the
         # window asks for with the stored rows (refresh_models → DetectorsView.load).
@@ -520,7 +521,7 @@ class ResultsModel(QAbstractListModel):
             self._rows_of_hash.setdefault(outcome.hash, []).append(row)
         self._hashes[row] = outcome.hash
         self._scores[row] = _score(outcome)
-        self._other[row] = self._other_by_hash.get(outcome.hash or "", math.nan)
+        self._other[row] = self._det_value(self._other, outcome.hash, row)
         for column in self._det:  # another file with this content has its score
             column[row] = self._det_value(column, outcome.hash, row)
         self._listed[row] = (outcome.hash or "") in self._unsafe_listed
@@ -554,11 +555,23 @@ class ResultsModel(QAbstractListModel):
         self.filter = name
         self._refresh_visible()
 
-    def set_other_scores(self, model_id: str | None, scores: dict[str, float]) -> None:
-        """Compare with `model_id` (None: with no model), whose scores are hash → score."""
+    def set_other_scores(
+        self,
+        model_id: str | None,
+        scores: np.ndarray | None = None,
+        hashes: np.ndarray | None = None,
+    ) -> None:
+        """Compare with `model_id` (None: with no model): `scores` its score per row of the
+        `hash_snapshot` they were read for (`hashes`; NaN: none), as `set_detectors` takes
+        them; rows added or changed since take another file of that content's score."""
         self.other_model_id = model_id
-        self._other_by_hash = dict(scores) if model_id else {}
-        self._other = grid_columns.lookup(self._hashes, self._other_by_hash, math.nan, np.float64)
+        n = len(self._paths)
+        self._other = np.full(n, np.nan, dtype=np.float64)
+        if model_id is not None and scores is not None:
+            self._other[: min(n, len(scores))] = scores[:n]
+            if hashes is not None:
+                for row in self._changed_rows(hashes):
+                    self._other[row] = self._det_value(self._other, self._hashes[row], row)
         if self.filter == "models_disagree":
             self._refresh_visible()
         else:

@@ -12,7 +12,6 @@ import contextlib
 import logging
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import (
     QByteArray,
     QEvent,
@@ -612,6 +611,8 @@ class MainWindow(QMainWindow):
             self._update_counts()
 
         self.reads.query(lambda library: read_model_choices(library, folder), show)
+        if self.compare_model_id is not None:  # its scores, for the rows just read
+            self.compare_with(self.compare_model_id)
         self.detectors_view.load()  # the other detectors' scores (gui/detectors_view.py)
         self.ai_labels.load()
 
@@ -670,26 +671,20 @@ class MainWindow(QMainWindow):
         if model_id is None:
             if self.results.other_model_id is not None:
                 with self._keeping_current():
-                    self.results.set_other_scores(None, {})
+                    self.results.set_other_scores(None)
                 self._refresh_view_state()
             return
         snapshot = self.results.hash_snapshot()  # no object per row on this thread
-
-        def read(library) -> dict[str, float]:
-            scores = read_scores(library, model_id, snapshot)
-            rows = np.flatnonzero(~np.isnan(scores))
-            texts = (h.decode("ascii") for h in snapshot[rows].tolist())
-            return dict(zip(texts, scores[rows].tolist(), strict=True))
 
         def show(scores) -> None:
             if self.compare_model_id != model_id:
                 return
             self.results.other_model_name = self.model_name(model_id)
             with self._keeping_current():
-                self.results.set_other_scores(model_id, scores)
+                self.results.set_other_scores(model_id, scores, snapshot)
             self._refresh_view_state()
 
-        self.reads.query(read, show)
+        self.reads.query(lambda library: read_scores(library, model_id, snapshot), show)
 
     def _on_model_ready(self, model_id: str, description: str) -> None:
         self.model_bar.hide()
