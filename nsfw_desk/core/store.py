@@ -28,6 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,18 @@ import sqlite_utils
 
 from nsfw_desk.core.defaults import BUSY_TIMEOUT_MS
 from nsfw_desk.core.paths import display_path
-from nsfw_desk.core.result_columns import ResultColumns, align_sorted, error_text
+from nsfw_desk.core.result_columns import (
+    FileArrays,
+    ResultColumns,
+    align,
+    align_sorted,
+    count_present,
+    error_text,
+    hash_order,
+    hash_texts,
+    unpack_hashes,
+    unpack_scores,
+)
 from nsfw_desk.core.units import format_size
 
 log = logging.getLogger(__name__)
@@ -51,6 +63,9 @@ THUMBNAILS_FILE = "thumbnails.sqlite"
 # From this many files on, a folder's scores are read in one pass over the model's index
 # and matched in numpy, rather than asked for by hash.
 ONE_PASS_ROWS = 50_000
+# Rows per packed read when a whole range makes a string longer than SQLite allows
+# (`_packed_chunks`).
+PACKED_ROWS = 1_000_000
 
 
 class LibraryError(Exception):
@@ -1674,62 +1689,145 @@ class Library:
         """What `results` yields, as numpy columns (core/result_columns.py): no object per
         row kept, so the desk lists a million files in seconds.
 
-        For a big folder the model's scores are read in one pass and matched by hash in
-        numpy: a join looks each file's score up in the index, a million random reads."""
+        The files come packed by SQLite a chunk at a time (`_packed_files`). For a big
+        folder the model's scores are read in one pass over its index on a second
+        connection meanwhile, and matched by hash in numpy: a join looks each file's score
+        up in the index instead, a million random reads (8 s at 1M)."""
         low, high = _prefix_range(root)
-        files = self.db.execute(
-            "SELECT path_bytes, hash, mtime_ns, size FROM files "
-            "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
-            (low, high),
-        ).fetchall()
-        errors = self.db.execute(
-            "SELECT path_bytes, NULL, mtime_ns, size, kind, message FROM errors "
-            "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
-            (low, high),
-        ).fetchall()
-        start = len(files)
-        texts = {start + i: error_text(row[4], row[5]) or "error" for i, row in enumerate(errors)}
-        rows = files + [row[:4] for row in errors]
-        del files
-        # Loops, not zip(*rows): one C call over a million rows would hold the GIL throughout.
-        raws = [row[0] for row in rows]
-        hashes = [row[1] for row in rows]
-        mtimes = [row[2] for row in rows]
-        sizes = [row[3] for row in rows]
-        del rows
-        big = model_id is not None and start >= ONE_PASS_ROWS
-        scores: list[float | None] | None = None if big else [None] * len(raws)
-        if model_id is not None and start and scores is not None:
-            scores[:start] = self._scores_of(model_id, hashes[:start])
-        columns = ResultColumns.build(
-            raws,
-            hashes,
-            scores,
-            mtimes,
-            sizes,
-            texts,
-            sorted_runs=((0, start), (start, start + len(errors))),
-        )
-        if big and model_id is not None:  # one pass over the model's index, bisected
-            keys, values = self.model_score_rows(model_id)
-            columns.scores = align_sorted(keys, values, columns.hashes)
+        big = model_id is not None and self._has_more_files(low, high, ONE_PASS_ROWS)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-read") as pool:
+            beside = pool.submit(self._model_scores_beside, model_id) if big else None
+            files = self._packed_files(low, high)
+            errors = self.db.execute(
+                "SELECT path_bytes, NULL, mtime_ns, size, kind, message FROM errors "
+                "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
+                (low, high),
+            ).fetchall()
+            start = len(files.hashes)
+            texts = {
+                start + i: error_text(row[4], row[5]) or "error" for i, row in enumerate(errors)
+            }
+            rows = FileArrays.join(
+                [
+                    files,
+                    FileArrays.from_rows(
+                        [row[0] for row in errors],
+                        [None] * len(errors),
+                        [row[2] for row in errors],
+                        [row[3] for row in errors],
+                    ),
+                ]
+            )
+            scores: np.ndarray | None = None
+            if model_id is not None and not big:
+                found = self.scores_for(model_id, hash_texts(files.hashes))
+                scores = np.concatenate([align(found, files.hashes), np.full(len(errors), np.nan)])
+            columns = ResultColumns.build(
+                rows, scores, texts, sorted_runs=((0, start), (start, start + len(errors)))
+            )
+            if beside is not None and model_id is not None:
+                keys, values = beside.result() or self.model_scores_in_hash_order(model_id)
+                columns.scores = align_sorted(
+                    keys, values, columns.hashes, columns.hash_order, columns.hashes_sorted
+                )
         return columns
 
-    def _scores_of(self, model_id: str, hashes: list[str]) -> list[float | None]:
-        """`model_id`'s score per hash of a small folder, None where it has none."""
-        found = self.scores_for(model_id, set(hashes))
-        return [found.get(h) for h in hashes]
+    def _has_more_files(self, low: bytes, high: bytes, count: int) -> bool:
+        """Whether at least `count` files lie in [low, high) (stops counting there)."""
+        row = self.db.execute(
+            "SELECT 1 FROM files WHERE path_bytes >= ? AND path_bytes < ? "
+            "ORDER BY path_bytes LIMIT 1 OFFSET ?",
+            (low, high, count - 1),
+        ).fetchone()
+        return row is not None
 
-    def model_score_rows(self, model_id: str) -> tuple[list[str], list[float]]:
-        """Every score of `model_id`, as (hashes, scores) in hash order: one pass over its
-        covering index, which is in that order already. A join would look each file's
-        score up instead (a million random reads: 8 s at 1M against 1.4 s)."""
-        rows = self.db.execute(
-            "SELECT hash, unsafe FROM scores INDEXED BY idx_scores_model_hash_unsafe "
-            "WHERE model_id = ? ORDER BY hash",
+    def _packed_files(self, low: bytes, high: bytes) -> FileArrays:
+        """The files in [low, high) in path order, packed by SQLite into a few strings
+        (`_packed_chunks`): SQLite builds them without holding the GIL and numpy parses
+        them in C, where fetching a million rows made five million Python objects (2.3 s)
+        and unzipping them more. A chunk that does not unpack (a NULL or a value of another
+        type somewhere) is read row by row."""
+        parts = []
+        for count, where, params, packed in _packed_chunks(
+            self.db.execute,
+            "files INDEXED BY sqlite_autoindex_files_1",
+            "path_bytes",
+            "path_bytes >= ? AND path_bytes < ?",
+            (low, high),
+            "CAST(group_concat(path_bytes, '') AS BLOB), "
+            "group_concat(length(CAST(path_bytes AS BLOB)), ','), group_concat(hash, ''), "
+            "group_concat(ifnull(mtime_ns, 0), ','), group_concat(ifnull(size, -1), ',')",
+        ):
+            arrays = FileArrays.unpack(count, *packed)
+            if arrays is None:
+                log.debug("files of %s did not unpack: read row by row", params)
+                rows = self.db.execute(
+                    "SELECT path_bytes, hash, mtime_ns, size FROM files "
+                    f"WHERE {where} ORDER BY path_bytes",
+                    params,
+                ).fetchall()
+                arrays = FileArrays.from_rows(*(list(column) for column in zip(*rows, strict=True)))
+            parts.append(arrays)
+        return FileArrays.join(parts)
+
+    def _model_scores_beside(self, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """`model_scores_in_hash_order` on a read-only connection of its own, so that it
+        runs while this connection reads the files (SQLite lets go of the GIL while it
+        steps: the two reads share the cores). None when that connection cannot read."""
+        try:
+            conn = sqlite3.connect(
+                self.path.resolve().as_uri() + "?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            log.debug("no second connection for the scores: %s", exc)
+            return None
+        try:
+            return self.model_scores_in_hash_order(model_id, conn.execute)
+        except sqlite3.Error as exc:
+            log.debug("scores not read beside the files: %s", exc)
+            return None
+        finally:
+            conn.close()
+
+    def model_scores_in_hash_order(
+        self, model_id: str, execute: Callable[..., sqlite3.Cursor] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every score of `model_id` as (hashes "S64", scores float64) in hash order: one
+        pass over its covering index, which is in that order already, packed by SQLite as
+        `_packed_files` does (`%!.17g`: the text gives back the very double). A join would
+        look each file's score up instead (a million random reads: 8 s at 1M)."""
+        execute = execute or self.db.execute
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        index = "scores INDEXED BY idx_scores_model_hash_unsafe"
+        for count, where, params, packed in _packed_chunks(
+            execute,
+            index,
+            "hash",
+            "model_id = ? AND hash > '' AND unsafe IS NOT NULL",
             (model_id,),
-        ).fetchall()
-        return [row[0] for row in rows], [row[1] for row in rows]
+            "group_concat(hash, ''), group_concat(printf('%!.17g', unsafe), ',')",
+        ):
+            unpacked = unpack_scores(count, *packed)
+            if unpacked is None:
+                log.debug("scores of %s did not unpack: read row by row", params)
+                rows = execute(
+                    f"SELECT hash, unsafe FROM {index} WHERE {where} ORDER BY hash", params
+                )
+                pairs = rows.fetchall()
+                unpacked = (
+                    np.array([pair[0] for pair in pairs], "S64"),
+                    np.array([pair[1] for pair in pairs], np.float64),
+                )
+            parts.append(unpacked)
+        if not parts:
+            return np.zeros(0, "S64"), np.zeros(0, np.float64)
+        return (
+            np.concatenate([part[0] for part in parts]),
+            np.concatenate([part[1] for part in parts]),
+        )
 
     def insert_scored_listing(
         self,
@@ -1775,16 +1873,30 @@ class Library:
         """The models with scores for files under `root`: id, display name, source, when first
         used and how many of the folder's files each has scored; most files first.
 
-        The desk's model switcher lists these; switching reads `results(root, id)`."""
+        The desk's model switcher lists these; switching reads `results(root, id)`. A big
+        folder's counts are matched in numpy (`_scored_counts`): the join looks each
+        file's hash up per model, a million random reads (8.6 s at 1M)."""
         low, high = _prefix_range(root)
-        rows = self.db.execute(
-            "SELECT s.model_id, COUNT(*), m.display_name, m.source, m.revision, m.first_used "
-            "FROM files f JOIN scores s ON s.hash = f.hash "
-            "LEFT JOIN models m ON m.id = s.model_id "
-            "WHERE f.path_bytes >= ? AND f.path_bytes < ? "
-            "GROUP BY s.model_id ORDER BY COUNT(*) DESC, m.first_used, s.model_id",
-            (low, high),
-        )
+        if self._has_more_files(low, high, ONE_PASS_ROWS):
+            counts = self._scored_counts(low, high)
+            facts = {
+                row[0]: row[1:]
+                for row in self.db.execute(
+                    "SELECT id, display_name, source, revision, first_used FROM models"
+                )
+            }
+            found = [(m, n, *facts.get(m, (None, None, None, None))) for m, n in counts.items()]
+            # As the join's ORDER BY: most files first, then first used (NULL first), id.
+            found.sort(key=lambda r: (-r[1], r[5] is not None, r[5] or "", r[0]))
+        else:
+            found = self.db.execute(
+                "SELECT s.model_id, COUNT(*), m.display_name, m.source, m.revision, "
+                "m.first_used FROM files f JOIN scores s ON s.hash = f.hash "
+                "LEFT JOIN models m ON m.id = s.model_id "
+                "WHERE f.path_bytes >= ? AND f.path_bytes < ? "
+                "GROUP BY s.model_id ORDER BY COUNT(*) DESC, m.first_used, s.model_id",
+                (low, high),
+            ).fetchall()
         return [
             {
                 "id": model_id,
@@ -1794,8 +1906,58 @@ class Library:
                 "revision": revision,
                 "first_used": first_used,
             }
-            for model_id, count, name, source, revision, first_used in rows
+            for model_id, count, name, source, revision, first_used in found
         ]
+
+    def _scored_counts(self, low: bytes, high: bytes) -> dict[str, int]:
+        """Per model with scores, how many files in [low, high) it has scored (none: left
+        out): the files' hashes and each model's read once, packed, and matched in numpy."""
+        parts = []
+        for count, where, params, packed in _packed_chunks(
+            self.db.execute,
+            "files INDEXED BY sqlite_autoindex_files_1",
+            "path_bytes",
+            "path_bytes >= ? AND path_bytes < ? AND hash IS NOT NULL",
+            (low, high),
+            "group_concat(hash, '')",
+        ):
+            digests = unpack_hashes(count, packed[0])
+            if digests is None:
+                rows = self.db.execute(f"SELECT hash FROM files WHERE {where}", params)
+                digests = np.array([row[0] for row in rows], "S64")
+            parts.append(digests)
+        hashes = np.concatenate(parts) if parts else np.zeros(0, "S64")
+        order = hash_order(hashes)
+        hashes_sorted = hashes[order]
+        counts = {}
+        models = self.db.execute(
+            "SELECT DISTINCT model_id FROM scores INDEXED BY idx_scores_model_id_unsafe"
+        ).fetchall()
+        for (model_id,) in models:
+            keys = []
+            for count, where, params, packed in _packed_chunks(
+                self.db.execute,
+                "scores INDEXED BY idx_scores_model_hash_unsafe",
+                "hash",
+                "model_id = ? AND hash > ''",
+                (model_id,),
+                "group_concat(hash, '')",
+            ):
+                digests = unpack_hashes(count, packed[0])
+                if digests is None:
+                    rows = self.db.execute(
+                        "SELECT hash FROM scores INDEXED BY idx_scores_model_hash_unsafe "
+                        f"WHERE {where} ORDER BY hash",
+                        params,
+                    )
+                    digests = np.array([row[0] for row in rows], "S64")
+                keys.append(digests)
+            scored = count_present(
+                np.concatenate(keys) if keys else np.zeros(0, "S64"), hashes, order, hashes_sorted
+            )
+            if scored:
+                counts[model_id] = scored
+        return counts
 
     def last_model_for(self, root: Path) -> str | None:
         """The model of the latest scan of `root` (else of any folder), so that stored
@@ -2183,6 +2345,49 @@ _INSERT_ENTRY = (
     "INSERT INTO hash_list_entries (list_id, algorithm, digest, quality, line) "
     "VALUES (?, ?, ?, ?, ?)"
 )
+
+
+def _packed_chunks(
+    execute: Callable[..., sqlite3.Cursor],
+    table: str,
+    key: str,
+    where: str,
+    params: tuple,
+    columns: str,
+) -> Iterator[tuple[int, str, tuple, list]]:
+    """(count, where, params, packed values) of the rows of `table` matching `where`, as
+    `SELECT count(*), {columns}` packs them (`group_concat`s, in `key` order: the index
+    `table` names is read in that order). One query for all of them; when SQLite refuses
+    a string that long (SQLITE_LIMIT_LENGTH, 1 GB by default: over ten million rows),
+    PACKED_ROWS at a time, each chunk ended by the key found PACKED_ROWS on in the index.
+    The where and params returned select the chunk's rows (to read them one by one)."""
+    try:
+        count, *packed = execute(
+            f"SELECT count(*), {columns} FROM {table} WHERE {where}", params
+        ).fetchone()
+    except sqlite3.DataError as exc:  # string or blob too big
+        log.debug("%s: %s; reading %d rows at a time", table, exc, PACKED_ROWS)
+    else:
+        if count:
+            yield count, where, params, packed
+        return
+    after: tuple = ()
+    while True:
+        since = f"{where} AND {key} > ?" if after else where
+        end = execute(
+            f"SELECT {key} FROM {table} WHERE {since} ORDER BY {key} LIMIT 1 OFFSET ?",
+            (*params, *after, PACKED_ROWS - 1),
+        ).fetchone()
+        chunk = f"{since} AND {key} <= ?" if end else since
+        chunk_params = (*params, *after, *(end or ()))
+        count, *packed = execute(
+            f"SELECT count(*), {columns} FROM {table} WHERE {chunk}", chunk_params
+        ).fetchone()
+        if count:
+            yield count, chunk, chunk_params, packed
+        if end is None:
+            return
+        after = (end[0],)
 
 
 def _path(raw: bytes) -> Path:

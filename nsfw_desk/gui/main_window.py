@@ -610,11 +610,13 @@ class MainWindow(QMainWindow):
             )
             self._update_counts()
 
-        self.reads.query(lambda library: read_model_choices(library, folder), show)
+        # What the tiles show first (one read thread answers in the order asked), the
+        # switcher's counts after: at a million files they take the longest.
         if self.compare_model_id is not None:  # its scores, for the rows just read
             self.compare_with(self.compare_model_id)
         self.detectors_view.load()  # the other detectors' scores (gui/detectors_view.py)
         self.ai_labels.load()
+        self.reads.query(lambda library: read_model_choices(library, folder), show)
 
     def switch_model(self, model_id: str) -> None:
         """Show `model_id`'s stored scores for this folder; no scan (Scan again scores the rest).
