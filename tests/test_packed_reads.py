@@ -1,15 +1,14 @@
 """The packed reads behind the desk's listing (`Library.result_columns`, the model
-switcher's counts): SQLite packs a column of a million rows into one string and numpy
-parses it. Whichever way the rows are read (small folder, big folder with the scores read
-beside on a second connection, whole or a chunk at a time when SQLite refuses a string
-that long, row by row when a chunk does not unpack), the desk must get what the per-row
-reader `Library.results` says: the same rows in path order, exact scores, stat facts."""
+switcher's counts, the grouping's inputs): SQLite packs a column of many rows into one
+string and numpy parses it. Whichever way the rows are read (small folder, big folder with
+the scores read beside on a second connection, in one chunk or several, row by row when a
+chunk does not unpack), the desk must get what the per-row reader `Library.results` says:
+the same rows in path order, exact scores, stat facts."""
 
 from __future__ import annotations
 
 import math
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +90,7 @@ def test_every_way_of_reading_gives_what_results_gives(library_path, monkeypatch
         monkeypatch.setattr(store, "ONE_PASS_ROWS", 5)  # big: scores read beside, matched
         big = library.result_columns(root, model_id)
         assert_as_results(library, root, big, model_id)
-        # SQLite refuses strings this long: read 3 rows at a time, ended by key.
-        monkeypatch.setattr(store, "PACKED_ROWS", 3)
-        library.db.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+        monkeypatch.setattr(store, "PACKED_ROWS", 3)  # 3 rows at a time, ended by key
         chunked = library.result_columns(root, model_id)
         assert_as_results(library, root, chunked, model_id)
     assert big.blob == small.blob == chunked.blob
@@ -101,7 +98,7 @@ def test_every_way_of_reading_gives_what_results_gives(library_path, monkeypatch
         assert set(HARD_SCORES) <= set(big.scores.tolist())
 
 
-def test_the_model_scores_are_exact_whole_or_chunked(library_path, monkeypatch):
+def test_the_model_scores_are_exact_in_one_chunk_or_several(library_path, monkeypatch):
     path, _ = library_path
     with Library(path) as library:
         rows = library.db.execute(
@@ -109,7 +106,6 @@ def test_the_model_scores_are_exact_whole_or_chunked(library_path, monkeypatch):
         ).fetchall()
         whole = library.model_scores_in_hash_order(MODEL_ID)
         monkeypatch.setattr(store, "PACKED_ROWS", 4)
-        library.db.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 300)
         chunked = library.model_scores_in_hash_order(MODEL_ID)
     for keys, values in (whole, chunked):
         assert keys.tolist() == [row[0].encode() for row in rows]
@@ -134,7 +130,6 @@ def test_rows_that_do_not_pack_are_read_one_by_one(library_path, monkeypatch):
         columns = library.result_columns(root, MODEL_ID)
         outcomes = list(library.results(root, MODEL_ID))
         monkeypatch.setattr(store, "PACKED_ROWS", 10)
-        library.db.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
         chunked = library.result_columns(root, MODEL_ID)
     for found in (columns, chunked):
         assert [found.path(r) for r in range(len(found))] == [o.path for o in outcomes]
@@ -149,9 +144,48 @@ def test_the_switchers_counts_for_a_big_folder_match_the_join(library_path, monk
         monkeypatch.setattr(store, "ONE_PASS_ROWS", 5)
         matched = library.models_scored_under(root)
         monkeypatch.setattr(store, "PACKED_ROWS", 3)
-        library.db.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
         chunked = library.models_scored_under(root)
         elsewhere = library.models_scored_under(root / "nothing-here")
     assert [(m["id"], m["scored"]) for m in joined] == [(MODEL_ID, 57), ("other/model", 11)]
     assert matched == joined == chunked
     assert elsewhere == []
+
+
+def test_a_big_folders_pdq_hashes_and_copies_match_the_small_folder_reads(
+    library_path, monkeypatch
+):
+    """The near-duplicate grouping's inputs: PDQ hashes of the folder's contents (not of
+    other folders', not of contents without one) and the contents stored twice."""
+    path, root = library_path
+    rng = np.random.default_rng(1)
+    with Library(path) as library:
+        outside = [(item_hash(9000 + i), rng.bytes(32), 50 + i) for i in range(4)]
+        inside = [(item_hash(i), rng.bytes(32), i) for i in range(0, 40, 3)]
+        library.record_pdq_hashes(inside + outside)
+        library.insert_scored_listing(
+            MODEL_ID,
+            [(b"/elsewhere/x%d.jpg" % i, h, 0.5, 1, 1) for i, (h, _, _) in enumerate(outside)],
+        )
+        small = library.pdq_hashes(root), library.contents_with_copies(root)
+        monkeypatch.setattr(store, "ONE_PASS_ROWS", 5)
+        big = library.pdq_hashes(root), library.contents_with_copies(root)
+        monkeypatch.setattr(store, "PACKED_ROWS", 2)
+        chunked = library.pdq_hashes(root), library.contents_with_copies(root)
+        everything = library.pdq_hashes()
+    assert small[0][0] == sorted(h for h, _, _ in inside)
+    assert small[1] == [item_hash(3)]  # img_0000003.jpg and café.jpg
+    for found in (big, chunked):
+        assert found[0][0] == small[0][0]
+        assert np.array_equal(found[0][1], small[0][1])
+        assert np.array_equal(found[0][2], small[0][2])
+        assert found[1] == small[1]
+    assert everything[0] == sorted(h for h, _, _ in inside + outside)
+    assert everything[2].tolist() == [q for _, _, q in sorted(inside + outside)]
+
+
+def test_a_big_folder_without_copies_has_none(tmp_path, monkeypatch):
+    made = generate(tmp_path / "l.sqlite", 12, reviewed=0, root=tmp_path / "f")
+    monkeypatch.setattr(store, "ONE_PASS_ROWS", 5)
+    with Library(made.path) as library:
+        assert library.contents_with_copies(made.root) == []
+        assert library.pdq_hashes(made.root)[0] == []

@@ -34,6 +34,7 @@ or nearly flat pictures hash to noise and would join unrelated groups.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -464,6 +465,31 @@ class ContentGroup:
     distances: list[int]
 
 
+@dataclass(frozen=True)
+class GroupInputs:
+    """What `library_groups` reads from the library: the contents' PDQ hashes and the
+    contents stored at several paths. Read once, they also key a cache of the groups."""
+
+    hashes: list[str]  # content hashes, in hash order
+    packed: np.ndarray  # N×32 uint8 PDQ hashes
+    qualities: np.ndarray  # N
+    copies: list[str]  # contents at more than one path
+
+    @classmethod
+    def read(cls, library: Library, root: Path | None = None) -> GroupInputs:
+        hashes, packed, qualities = library.pdq_hashes(root)
+        return cls(hashes, packed, qualities, library.contents_with_copies(root))
+
+    def key(self) -> bytes:
+        """Equal for equal inputs (equal groups)."""
+        key = hashlib.blake2b(digest_size=16)
+        for part in (self.hashes, self.copies):
+            key.update("\n".join(part).encode("ascii", "replace") + b"\0")
+        key.update(self.packed.tobytes())
+        key.update(self.qualities.tobytes())
+        return key.digest()
+
+
 def library_groups(
     library: Library,
     root: Path | None = None,
@@ -472,16 +498,19 @@ def library_groups(
     min_quality: int = MIN_QUALITY,
     progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
+    inputs: GroupInputs | None = None,
 ) -> list[ContentGroup]:
-    """Groups among the contents with files under `root` (the whole library when None).
+    """Groups among the contents with files under `root` (the whole library when None);
+    `inputs`: `GroupInputs.read(library, root)` when the caller has it already.
 
     A content stored at several paths counts as a group even alone (exact copies); a caller
     lists each content's files (`Library.files_for_hashes`)."""
-    hashes, packed, qualities = library.pdq_hashes(root)
+    inputs = inputs or GroupInputs.read(library, root)
+    hashes, packed = inputs.hashes, inputs.packed
     index = {digest: i for i, digest in enumerate(hashes)}
     found = group(
         packed,
-        qualities,
+        inputs.qualities,
         max_distance,
         min_quality=min_quality,
         progress=progress,
@@ -496,7 +525,7 @@ def library_groups(
     # Byte-identical copies (one content at several paths) are a group of their own when no
     # near-duplicate joined them: a group of one content, at distance 0.
     grouped = {digest for g in groups for digest in g.hashes}
-    for digest in library.contents_with_copies(root):
+    for digest in inputs.copies:
         if digest not in grouped and digest in index:
             groups.append(ContentGroup([digest], [packed[index[digest]].tobytes()], [0]))
     return groups

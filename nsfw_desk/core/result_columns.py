@@ -34,6 +34,20 @@ def _chunked(values: list, convert: Callable[[list], np.ndarray]) -> np.ndarray:
     return np.concatenate([convert(values[i : i + CHUNK]) for i in range(0, len(values), CHUNK)])
 
 
+def concat(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+    """`np.concatenate(parts)` (`empty` when there are none), copied a part at a time:
+    one call over a million hashes holds the GIL for 100 ms here (fresh memory, page
+    faults); between parts the GUI thread gets its turn. Always a new, writable array."""
+    if not parts:
+        return empty
+    out = np.empty((sum(len(part) for part in parts), *parts[0].shape[1:]), parts[0].dtype)
+    at = 0
+    for part in parts:
+        out[at : at + len(part)] = part
+        at += len(part)
+    return out
+
+
 @dataclass
 class ResultColumns:
     """Rows in library order (files by path bytes, then errors by path bytes)."""
@@ -130,7 +144,7 @@ class FileArrays:
 
     @classmethod
     def unpack(
-        cls, count: int, paths: bytes, lengths: str, hashes: str, mtimes: str, sizes: str
+        cls, count: int, paths: bytes, lengths: bytes, hashes: bytes, mtimes: bytes, sizes: bytes
     ) -> FileArrays | None:
         """From `count` rows that SQLite packed into a few strings (the store's packed
         read: paths one after the other, hashes likewise, numbers as comma-separated text),
@@ -142,10 +156,10 @@ class FileArrays:
         try:
             arrays = cls(
                 blob=paths,
-                lengths=_numbers(lengths, np.int64),
+                lengths=unpack_numbers(lengths, np.int64),
                 hashes=_digests(count, hashes),
-                mtimes=_numbers(mtimes, np.int64),
-                sizes=_numbers(sizes, np.int64),
+                mtimes=unpack_numbers(mtimes, np.int64),
+                sizes=unpack_numbers(sizes, np.int64),
             )
         except ValueError:  # ragged hashes, a number that is not one
             return None
@@ -159,27 +173,26 @@ class FileArrays:
 
     @classmethod
     def join(cls, parts: list[FileArrays]) -> FileArrays:
-        parts = [part for part in parts if len(part.hashes)]  # copy no million for nothing
-        if len(parts) == 1:
-            return parts[0]
+        """One array per column (always writable: the grid edits its own hashes)."""
+        parts = [part for part in parts if len(part.hashes)]
         if not parts:
             empty = np.zeros(0, np.int64)
             return cls(b"", empty, np.zeros(0, f"S{HASH_WIDTH}"), empty, empty)
         return cls(
             blob=b"".join(part.blob for part in parts),
-            lengths=np.concatenate([part.lengths for part in parts]),
-            hashes=np.concatenate([part.hashes for part in parts]),
-            mtimes=np.concatenate([part.mtimes for part in parts]),
-            sizes=np.concatenate([part.sizes for part in parts]),
+            lengths=concat([part.lengths for part in parts], parts[0].lengths),
+            hashes=concat([part.hashes for part in parts], parts[0].hashes),
+            mtimes=concat([part.mtimes for part in parts], parts[0].mtimes),
+            sizes=concat([part.sizes for part in parts], parts[0].sizes),
         )
 
 
-def unpack_scores(count: int, hashes: str, scores: str) -> tuple[np.ndarray, np.ndarray] | None:
+def unpack_scores(count: int, hashes: bytes, scores: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """(hashes "S64", scores float64) of `count` packed score rows; None when the strings
     do not hold them (as `FileArrays.unpack`)."""
     digests = unpack_hashes(count, hashes)
     try:
-        values = _numbers(scores, np.float64)
+        values = unpack_numbers(scores, np.float64)
     except ValueError:
         return None
     if digests is None or len(values) != count:
@@ -187,33 +200,31 @@ def unpack_scores(count: int, hashes: str, scores: str) -> tuple[np.ndarray, np.
     return digests, values
 
 
-def _digests(count: int, hashes: str) -> np.ndarray:
+def _digests(count: int, hashes: bytes) -> np.ndarray:
     found = unpack_hashes(count, hashes)
     if found is None:
         raise ValueError("packed hashes are not 64 ASCII characters each")
     return found
 
 
-def unpack_hashes(count: int, hashes: str) -> np.ndarray | None:
-    """`count` packed 64-character hashes as "S64"; None when the text does not hold
-    exactly that."""
+def unpack_hashes(count: int, hashes: bytes) -> np.ndarray | None:
+    """`count` packed 64-character hashes as "S64"; None when the bytes do not hold
+    exactly that (ASCII: a hash is hex)."""
     if len(hashes) != count * HASH_WIDTH:
         return None
-    try:
-        # A copy: an array over the bytes would be read-only, and the grid edits its own.
-        return np.frombuffer(hashes.encode("ascii"), f"S{HASH_WIDTH}").copy()
-    except UnicodeEncodeError:
+    if hashes and np.frombuffer(hashes, np.uint8).max() > 127:
         return None
+    return np.frombuffer(hashes, f"S{HASH_WIDTH}")  # read-only: `concat` makes the copy
 
 
-def _numbers(text: str, dtype: type) -> np.ndarray:
+def unpack_numbers(text: bytes, dtype: type) -> np.ndarray:
     """Comma-separated numbers parsed in C, a piece at a time (one call over a million
     holds the GIL for half a second). ValueError on anything else (numpy before 2.3 warned
     instead and stopped early: the callers check the count)."""
     pieces = []
     start = 0
     while start < len(text):
-        end = text.find(",", start + NUMBER_TEXT_PIECE)
+        end = text.find(b",", start + NUMBER_TEXT_PIECE)
         end = len(text) if end < 0 else end
         try:
             pieces.append(np.fromstring(text[start:end], dtype=dtype, sep=","))
@@ -308,6 +319,16 @@ def count_present(
     if not len(keys):
         return 0
     return sum(int(hit.sum()) for _, hit, _ in _find_sorted(keys, hashes, order, hashes_sorted))
+
+
+def present_sorted(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
+    """Per hash of `needles` ("S64", ascending): whether `haystack` (ascending) holds it."""
+    found = np.zeros(len(needles), dtype=bool)
+    if len(needles) and len(haystack):
+        rows = np.arange(len(needles))
+        for start, hit, _ in _find_sorted(haystack, needles, rows, needles):
+            found[start : start + len(hit)] = hit
+    return found
 
 
 def _as_digests(keys: np.ndarray | list[str]) -> np.ndarray:

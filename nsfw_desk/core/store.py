@@ -44,11 +44,14 @@ from nsfw_desk.core.result_columns import (
     ResultColumns,
     align,
     align_sorted,
+    concat,
     count_present,
     error_text,
     hash_order,
     hash_texts,
+    present_sorted,
     unpack_hashes,
+    unpack_numbers,
     unpack_scores,
 )
 from nsfw_desk.core.units import format_size
@@ -63,9 +66,9 @@ THUMBNAILS_FILE = "thumbnails.sqlite"
 # From this many files on, a folder's scores are read in one pass over the model's index
 # and matched in numpy, rather than asked for by hash.
 ONE_PASS_ROWS = 50_000
-# Rows per packed read when a whole range makes a string longer than SQLite allows
-# (`_packed_chunks`).
-PACKED_ROWS = 1_000_000
+# Rows per packed read (`_packed_chunks`): SQLite packs a chunk without holding the GIL,
+# but turning its strings into Python objects holds it (about 40 ms for a million hashes).
+PACKED_ROWS = 250_000
 
 
 class LibraryError(Exception):
@@ -1467,20 +1470,69 @@ class Library:
 
     def pdq_hashes(self, root: Path | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(content hashes, N×32 uint8 PDQ hashes, N qualities) of the contents of files
-        stored under `root` (every file when None), in content hash order."""
-        sql = "SELECT c.hash, c.pdq, c.pdq_quality FROM content_hashes c WHERE c.pdq IS NOT NULL"
-        params: tuple = ()
+        stored under `root` (every file when None), in content hash order.
+
+        A big folder's (or the library's) are read packed and matched in numpy: asking by
+        `IN (files under root)` builds an index of the folder's hashes first, 10 s at 1M
+        files even when none has a PDQ hash."""
         if root is not None:
             low, high = _prefix_range(root)
-            sql += (
-                " AND c.hash IN (SELECT hash FROM files WHERE path_bytes >= ? AND path_bytes < ?)"
-            )
-            params = (low, high)
-        rows = self.db.execute(sql + " ORDER BY c.hash", params).fetchall()
-        hashes = [row[0] for row in rows]
-        packed = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.uint8)
-        qualities = np.array([row[2] for row in rows], dtype=np.int16)
-        return hashes, packed.reshape(len(rows), 32), qualities
+            if not self._has_more_files(low, high, ONE_PASS_ROWS):
+                rows = self.db.execute(
+                    "SELECT c.hash, c.pdq, c.pdq_quality FROM content_hashes c "
+                    "WHERE c.pdq IS NOT NULL AND c.hash IN "
+                    "(SELECT hash FROM files WHERE path_bytes >= ? AND path_bytes < ?) "
+                    "ORDER BY c.hash",
+                    (low, high),
+                ).fetchall()
+                return _pdq_rows(rows)
+        digests, packed, qualities = self._packed_pdq()
+        if root is not None and len(digests):
+            folder = self._folder_hashes(low, high)
+            inside = present_sorted(digests, folder[hash_order(folder)])
+            digests, packed, qualities = digests[inside], packed[inside], qualities[inside]
+        return [digest.decode("ascii") for digest in digests.tolist()], packed, qualities
+
+    def _packed_pdq(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored PDQ hash: (content hashes "S64", N×32 uint8, N qualities int16)."""
+        table = "content_hashes INDEXED BY sqlite_autoindex_content_hashes_1"
+        where = "pdq IS NOT NULL"
+        digests, hashes, qualities = [], [], []
+        for count, chunk, params, packed in _packed_chunks(
+            self.db.execute,
+            table,
+            "hash",
+            where,
+            (),
+            "CAST(group_concat(hash, '') AS BLOB), CAST(group_concat(pdq, '') AS BLOB), "
+            "CAST(group_concat(ifnull(pdq_quality, 0), ',') AS BLOB)",
+        ):
+            texts, blob, numbers = packed
+            found = unpack_hashes(count, texts)
+            try:
+                quality: np.ndarray | None = unpack_numbers(numbers, np.int16)
+            except ValueError:
+                quality = None
+            whole = quality is not None and len(quality) == count and len(blob) == count * 32
+            if found is None or not whole:
+                rows = self.db.execute(
+                    f"SELECT hash, pdq, pdq_quality FROM {table} WHERE {chunk} ORDER BY hash",
+                    params,
+                ).fetchall()
+                texts_, matrix, quality = _pdq_rows(rows)
+                found = np.array(texts_, "S64")
+            else:
+                matrix = np.frombuffer(blob, np.uint8).reshape(count, 32)
+            digests.append(found)
+            hashes.append(matrix)
+            qualities.append(quality)
+        if not digests:
+            return np.zeros(0, "S64"), np.zeros((0, 32), np.uint8), np.zeros(0, np.int16)
+        return (
+            concat(digests, digests[0]),
+            concat(hashes, hashes[0]),
+            concat(qualities, qualities[0]),
+        )
 
     def record_pdq_hashes(self, rows: Iterable[tuple[str, bytes, int]]) -> None:
         """(content hash, PDQ hash, quality) rows, as the scan records them (and the bench)."""
@@ -1525,8 +1577,14 @@ class Library:
         sql = "SELECT hash FROM files WHERE hash IS NOT NULL"
         params: tuple = ()
         if root is not None:
-            sql += " AND path_bytes >= ? AND path_bytes < ?"
             params = _prefix_range(root)
+            if self._has_more_files(*params, ONE_PASS_ROWS):  # a big folder: in numpy (a
+                hashes = self._folder_hashes(*params)  # GROUP BY sorts in a temp table)
+                ordered = hashes[hash_order(hashes)]
+                copies = ordered[1:][ordered[1:] == ordered[:-1]]
+                unique = copies[np.r_[True, copies[1:] != copies[:-1]]] if len(copies) else copies
+                return [digest.decode("ascii") for digest in unique.tolist()]
+            sql += " AND path_bytes >= ? AND path_bytes < ?"
         rows = self.db.execute(sql + " GROUP BY hash HAVING COUNT(*) > 1 ORDER BY hash", params)
         return [row[0] for row in rows]
 
@@ -1697,31 +1755,28 @@ class Library:
         big = model_id is not None and self._has_more_files(low, high, ONE_PASS_ROWS)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-read") as pool:
             beside = pool.submit(self._model_scores_beside, model_id) if big else None
-            files = self._packed_files(low, high)
+            files = self._packed_files(low, high)  # in parts: one copy when joined
             errors = self.db.execute(
                 "SELECT path_bytes, NULL, mtime_ns, size, kind, message FROM errors "
                 "WHERE path_bytes >= ? AND path_bytes < ? ORDER BY path_bytes",
                 (low, high),
             ).fetchall()
-            start = len(files.hashes)
+            start = sum(len(part.hashes) for part in files)
             texts = {
                 start + i: error_text(row[4], row[5]) or "error" for i, row in enumerate(errors)
             }
-            rows = FileArrays.join(
-                [
-                    files,
-                    FileArrays.from_rows(
-                        [row[0] for row in errors],
-                        [None] * len(errors),
-                        [row[2] for row in errors],
-                        [row[3] for row in errors],
-                    ),
-                ]
+            error_rows = FileArrays.from_rows(
+                [row[0] for row in errors],
+                [None] * len(errors),
+                [row[2] for row in errors],
+                [row[3] for row in errors],
             )
+            rows = FileArrays.join([*files, error_rows])
             scores: np.ndarray | None = None
             if model_id is not None and not big:
-                found = self.scores_for(model_id, hash_texts(files.hashes))
-                scores = np.concatenate([align(found, files.hashes), np.full(len(errors), np.nan)])
+                found = self.scores_for(model_id, hash_texts(rows.hashes[:start]))
+                scores = align(found, rows.hashes)
+                scores[start:] = np.nan  # errors have no score
             columns = ResultColumns.build(
                 rows, scores, texts, sorted_runs=((0, start), (start, start + len(errors)))
             )
@@ -1741,8 +1796,8 @@ class Library:
         ).fetchone()
         return row is not None
 
-    def _packed_files(self, low: bytes, high: bytes) -> FileArrays:
-        """The files in [low, high) in path order, packed by SQLite into a few strings
+    def _packed_files(self, low: bytes, high: bytes) -> list[FileArrays]:
+        """The files in [low, high) in path order, in parts, packed by SQLite into a few strings
         (`_packed_chunks`): SQLite builds them without holding the GIL and numpy parses
         them in C, where fetching a million rows made five million Python objects (2.3 s)
         and unzipping them more. A chunk that does not unpack (a NULL or a value of another
@@ -1752,11 +1807,14 @@ class Library:
             self.db.execute,
             "files INDEXED BY sqlite_autoindex_files_1",
             "path_bytes",
-            "path_bytes >= ? AND path_bytes < ?",
-            (low, high),
+            "1",
+            (),
             "CAST(group_concat(path_bytes, '') AS BLOB), "
-            "group_concat(length(CAST(path_bytes AS BLOB)), ','), group_concat(hash, ''), "
-            "group_concat(ifnull(mtime_ns, 0), ','), group_concat(ifnull(size, -1), ',')",
+            "CAST(group_concat(length(CAST(path_bytes AS BLOB)), ',') AS BLOB), "
+            "CAST(group_concat(hash, '') AS BLOB), "
+            "CAST(group_concat(ifnull(mtime_ns, 0), ',') AS BLOB), "
+            "CAST(group_concat(ifnull(size, -1), ',') AS BLOB)",
+            (low, high),
         ):
             arrays = FileArrays.unpack(count, *packed)
             if arrays is None:
@@ -1768,7 +1826,7 @@ class Library:
                 ).fetchall()
                 arrays = FileArrays.from_rows(*(list(column) for column in zip(*rows, strict=True)))
             parts.append(arrays)
-        return FileArrays.join(parts)
+        return parts
 
     def _model_scores_beside(self, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """`model_scores_in_hash_order` on a read-only connection of its own, so that it
@@ -1806,9 +1864,10 @@ class Library:
             execute,
             index,
             "hash",
-            "model_id = ? AND hash > '' AND unsafe IS NOT NULL",
+            "model_id = ? AND unsafe IS NOT NULL",
             (model_id,),
-            "group_concat(hash, ''), group_concat(printf('%!.17g', unsafe), ',')",
+            "CAST(group_concat(hash, '') AS BLOB), "
+            "CAST(group_concat(printf('%!.17g', unsafe), ',') AS BLOB)",
         ):
             unpacked = unpack_scores(count, *packed)
             if unpacked is None:
@@ -1825,8 +1884,8 @@ class Library:
         if not parts:
             return np.zeros(0, "S64"), np.zeros(0, np.float64)
         return (
-            np.concatenate([part[0] for part in parts]),
-            np.concatenate([part[1] for part in parts]),
+            concat([part[0] for part in parts], parts[0][0]),
+            concat([part[1] for part in parts], parts[0][1]),
         )
 
     def insert_scored_listing(
@@ -1912,21 +1971,7 @@ class Library:
     def _scored_counts(self, low: bytes, high: bytes) -> dict[str, int]:
         """Per model with scores, how many files in [low, high) it has scored (none: left
         out): the files' hashes and each model's read once, packed, and matched in numpy."""
-        parts = []
-        for count, where, params, packed in _packed_chunks(
-            self.db.execute,
-            "files INDEXED BY sqlite_autoindex_files_1",
-            "path_bytes",
-            "path_bytes >= ? AND path_bytes < ? AND hash IS NOT NULL",
-            (low, high),
-            "group_concat(hash, '')",
-        ):
-            digests = unpack_hashes(count, packed[0])
-            if digests is None:
-                rows = self.db.execute(f"SELECT hash FROM files WHERE {where}", params)
-                digests = np.array([row[0] for row in rows], "S64")
-            parts.append(digests)
-        hashes = np.concatenate(parts) if parts else np.zeros(0, "S64")
+        hashes = self._folder_hashes(low, high)
         order = hash_order(hashes)
         hashes_sorted = hashes[order]
         counts = {}
@@ -1934,30 +1979,55 @@ class Library:
             "SELECT DISTINCT model_id FROM scores INDEXED BY idx_scores_model_id_unsafe"
         ).fetchall()
         for (model_id,) in models:
-            keys = []
-            for count, where, params, packed in _packed_chunks(
-                self.db.execute,
+            keys = self._packed_hashes(
                 "scores INDEXED BY idx_scores_model_hash_unsafe",
                 "hash",
-                "model_id = ? AND hash > ''",
+                "model_id = ?",
                 (model_id,),
-                "group_concat(hash, '')",
-            ):
-                digests = unpack_hashes(count, packed[0])
-                if digests is None:
-                    rows = self.db.execute(
-                        "SELECT hash FROM scores INDEXED BY idx_scores_model_hash_unsafe "
-                        f"WHERE {where} ORDER BY hash",
-                        params,
-                    )
-                    digests = np.array([row[0] for row in rows], "S64")
-                keys.append(digests)
-            scored = count_present(
-                np.concatenate(keys) if keys else np.zeros(0, "S64"), hashes, order, hashes_sorted
             )
+            scored = count_present(keys, hashes, order, hashes_sorted)
             if scored:
                 counts[model_id] = scored
         return counts
+
+    def _folder_hashes(self, low: bytes, high: bytes) -> np.ndarray:
+        """The content hashes ("S64") of the files in [low, high), in path order."""
+        return self._packed_hashes(
+            "files INDEXED BY sqlite_autoindex_files_1",
+            "path_bytes",
+            "hash IS NOT NULL",
+            (),
+            (low, high),
+        )
+
+    def _packed_hashes(
+        self,
+        table: str,
+        key: str,
+        where: str,
+        params: tuple,
+        key_range: tuple[bytes, bytes] | None = None,
+    ) -> np.ndarray:
+        """The `hash` column of `table`'s rows matching `where` ("S64", in `key` order),
+        packed (`_packed_chunks`); row by row for a chunk that does not unpack."""
+        parts = []
+        for count, chunk, chunk_params, packed in _packed_chunks(
+            self.db.execute,
+            table,
+            key,
+            where,
+            params,
+            "CAST(group_concat(hash, '') AS BLOB)",
+            key_range,
+        ):
+            digests = unpack_hashes(count, packed[0])
+            if digests is None:
+                rows = self.db.execute(
+                    f"SELECT hash FROM {table} WHERE {chunk} ORDER BY {key}", chunk_params
+                )
+                digests = np.array([row[0] for row in rows], "S64")
+            parts.append(digests)
+        return concat(parts, np.zeros(0, "S64"))
 
     def last_model_for(self, root: Path) -> str | None:
         """The model of the latest scan of `root` (else of any folder), so that stored
@@ -2347,6 +2417,13 @@ _INSERT_ENTRY = (
 )
 
 
+def _pdq_rows(rows: list[tuple]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(hash, pdq, quality) rows as `Library.pdq_hashes` gives them."""
+    packed = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.uint8)
+    qualities = np.array([row[2] or 0 for row in rows], dtype=np.int16)
+    return [row[0] for row in rows], packed.reshape(len(rows), 32), qualities
+
+
 def _packed_chunks(
     execute: Callable[..., sqlite3.Cursor],
     table: str,
@@ -2354,32 +2431,28 @@ def _packed_chunks(
     where: str,
     params: tuple,
     columns: str,
+    key_range: tuple[bytes, bytes] | None = None,
 ) -> Iterator[tuple[int, str, tuple, list]]:
-    """(count, where, params, packed values) of the rows of `table` matching `where`, as
-    `SELECT count(*), {columns}` packs them (`group_concat`s, in `key` order: the index
-    `table` names is read in that order). One query for all of them; when SQLite refuses
-    a string that long (SQLITE_LIMIT_LENGTH, 1 GB by default: over ten million rows),
-    PACKED_ROWS at a time, each chunk ended by the key found PACKED_ROWS on in the index.
-    The where and params returned select the chunk's rows (to read them one by one)."""
-    try:
-        count, *packed = execute(
-            f"SELECT count(*), {columns} FROM {table} WHERE {where}", params
-        ).fetchone()
-    except sqlite3.DataError as exc:  # string or blob too big
-        log.debug("%s: %s; reading %d rows at a time", table, exc, PACKED_ROWS)
-    else:
-        if count:
-            yield count, where, params, packed
-        return
-    after: tuple = ()
+    """(count, where, params, packed values) of the rows of `table` matching `where` with
+    `key` in `key_range` ([low, high); else any non-empty text), as `SELECT count(*),
+    {columns}` packs them (`group_concat`s, in `key` order: the index `table` names is
+    read in that order), PACKED_ROWS at a time, each chunk ended by the key found
+    PACKED_ROWS on in the index. The where and params returned select the chunk's rows
+    (to read them one by one). One lower and one upper bound on `key` per query: with two
+    of either SQLite bounds the index range by one and filters by the other."""
+    lower, low = (f"{key} >= ?", key_range[0]) if key_range else (f"{key} > ?", "")
+    upper, high = (f" AND {key} < ?", (key_range[1],)) if key_range else ("", ())
     while True:
-        since = f"{where} AND {key} > ?" if after else where
+        since, since_params = f"{where} AND {lower}", (*params, low)
         end = execute(
-            f"SELECT {key} FROM {table} WHERE {since} ORDER BY {key} LIMIT 1 OFFSET ?",
-            (*params, *after, PACKED_ROWS - 1),
+            f"SELECT {key} FROM {table} WHERE {since}{upper} ORDER BY {key} LIMIT 1 OFFSET ?",
+            (*since_params, *high, PACKED_ROWS - 1),
         ).fetchone()
-        chunk = f"{since} AND {key} <= ?" if end else since
-        chunk_params = (*params, *after, *(end or ()))
+        chunk, chunk_params = (
+            (f"{since} AND {key} <= ?", (*since_params, end[0]))
+            if end
+            else (since + upper, (*since_params, *high))
+        )
         count, *packed = execute(
             f"SELECT count(*), {columns} FROM {table} WHERE {chunk}", chunk_params
         ).fetchone()
@@ -2387,7 +2460,7 @@ def _packed_chunks(
             yield count, chunk, chunk_params, packed
         if end is None:
             return
-        after = (end[0],)
+        lower, low = f"{key} > ?", end[0]
 
 
 def _path(raw: bytes) -> Path:

@@ -15,7 +15,6 @@ Stop sets a flag the core polls between steps; a stopped job's partial answer is
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import time
@@ -124,20 +123,16 @@ class GroupingWorker(_CancellableWorker):
     def _group(self, library: Library, folder: Path, cancel: CancelToken, report) -> FolderGroups:
         from nsfw_desk.core import dupes
 
-        hashes, packed, qualities = library.pdq_hashes(folder)
-        key = hashlib.blake2b(digest_size=16)
-        for part in (hashes, library.contents_with_copies(folder)):
-            key.update("\n".join(part).encode("ascii", "replace") + b"\0")
-        key.update(packed.tobytes())
-        key.update(qualities.tobytes())
+        inputs = dupes.GroupInputs.read(library, folder)  # read once: key and groups
+        key = inputs.key()
         kept = self._kept.get(folder)
-        if kept is not None and kept[0] == key.digest():
+        if kept is not None and kept[0] == key:
             return kept[1]
         groups = folder_groups(
-            dupes.library_groups(library, folder, progress=report, cancel=cancel)
+            dupes.library_groups(library, folder, progress=report, cancel=cancel, inputs=inputs)
         )
         if not cancel.cancelled:
-            self._kept = {folder: (key.digest(), groups)}  # one folder's: the open one
+            self._kept = {folder: (key, groups)}  # one folder's: the open one
         return groups
 
 

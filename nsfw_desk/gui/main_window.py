@@ -70,7 +70,7 @@ from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
 from nsfw_desk.gui.tiles import TileDelegate
-from nsfw_desk.gui.worker import ScanRequest, ScanWorker, TaskThread
+from nsfw_desk.gui.worker import ScanRequest, ScanWorker, TaskThread, keep_collections_short
 
 log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 128, 160, 200, 256)
@@ -182,6 +182,7 @@ class MainWindow(QMainWindow):
         # Open (and migrate) the library now, off this thread, so a problem shows at once.
         self.reads.query(lambda library: None, lambda _: None)
         self._update_counts()
+        keep_collections_short()  # the modules and widgets made so far live as long
 
     # --- building ----------------------------------------------------------------------
 
