@@ -75,6 +75,28 @@ def desk_scale(items: int, workdir: Path, *, steps: int = 200) -> dict:
     )
     figures: dict = {"items": items, "generate_s": time.perf_counter() - start}
     figures.update(desk_on_library(path, ROOT, MODEL_ID, items, steps=steps))
+    figures.update(library_reads(path, ROOT, MODEL_ID))
+    return figures
+
+
+def library_reads(library: Path, root: Path, model_id: str) -> dict:
+    """The desk's big reads alone, on this thread, no window: the listing, the model
+    switcher's counts, the near-duplicate grouping's inputs (PDQ hashes, copies)."""
+    from nsfw_desk.core.dupes import GroupInputs
+    from nsfw_desk.core.result_columns import read_folder
+    from nsfw_desk.core.store import Library
+
+    reads = {
+        "read_listing_s": lambda lib: read_folder(lib, root, model_id),
+        "read_model_counts_s": lambda lib: lib.models_scored_under(root),
+        "read_group_inputs_s": lambda lib: GroupInputs.read(lib, root),
+    }
+    figures = {}
+    with Library(library) as lib:
+        for name, read in reads.items():
+            start = time.perf_counter()
+            read(lib)
+            figures[name] = time.perf_counter() - start
     return figures
 
 
@@ -272,6 +294,13 @@ def print_desk_scale(figures: dict) -> None:
         f"  resident memory: {figures['rss_loaded_mb']:.0f} MB listed, "
         f"{figures['rss_after_mb']:.0f} MB after scrolling (target < 1,500 MB)"
     )
+    if "read_listing_s" in figures:
+        print(
+            f"  the reads alone (one thread, no window): listing "
+            f"{figures['read_listing_s']:.2f} s, the model switcher's counts "
+            f"{figures['read_model_counts_s']:.2f} s, the "
+            f"near-duplicate grouping's inputs {figures['read_group_inputs_s']:.2f} s"
+        )
 
 
 # --- a long scan at constant memory -----------------------------------------------------

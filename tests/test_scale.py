@@ -239,3 +239,15 @@ def test_align_sorted_finds_keys_that_share_a_prefix():
         found, align(dict(zip(keys, values, strict=True)), hashes), equal_nan=True
     )
     assert np.isnan(found).sum() == 22  # the 20 near misses, the unknown and the empty hash
+
+
+def test_the_desk_scale_bench_runs_and_prints_every_figure(qtbot, tmp_path, capsys):
+    """`nsfw-desk bench --desk-scale N` at a small N: its printout must not rot."""
+    from nsfw_desk.bench_scale import desk_scale, print_desk_scale
+
+    figures = desk_scale(3_000, tmp_path, steps=4)
+    print_desk_scale(figures)
+    out = capsys.readouterr().out
+    assert figures["listed"] == 3_000
+    for words in ("first paint", "every item listed", "re-split", "scrolling", "the reads alone"):
+        assert words in out
