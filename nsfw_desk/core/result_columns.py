@@ -221,7 +221,7 @@ def unpack_numbers(text: bytes, dtype: type) -> np.ndarray:
     """Comma-separated numbers parsed in C, a piece at a time (one call over a million
     holds the GIL for half a second). ValueError on anything else (numpy before 2.3 warned
     instead and stopped early: the callers check the count)."""
-    pieces = []
+    pieces: list[np.ndarray] = []
     start = 0
     while start < len(text):
         end = text.find(b",", start + NUMBER_TEXT_PIECE)

@@ -1497,7 +1497,9 @@ class Library:
         """Every stored PDQ hash: (content hashes "S64", N×32 uint8, N qualities int16)."""
         table = "content_hashes INDEXED BY sqlite_autoindex_content_hashes_1"
         where = "pdq IS NOT NULL"
-        digests, hashes, qualities = [], [], []
+        digests: list[np.ndarray] = []
+        hashes: list[np.ndarray] = []
+        qualities: list[np.ndarray] = []
         for count, chunk, params, packed in _packed_chunks(
             self.db.execute,
             table,
@@ -1525,7 +1527,7 @@ class Library:
                 matrix = np.frombuffer(blob, np.uint8).reshape(count, 32)
             digests.append(found)
             hashes.append(matrix)
-            qualities.append(quality)
+            qualities.append(np.asarray(quality, np.int16))
         if not digests:
             return np.zeros(0, "S64"), np.zeros((0, 32), np.uint8), np.zeros(0, np.int16)
         return (
@@ -1754,7 +1756,11 @@ class Library:
         low, high = _prefix_range(root)
         big = model_id is not None and self._has_more_files(low, high, ONE_PASS_ROWS)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-read") as pool:
-            beside = pool.submit(self._model_scores_beside, model_id) if big else None
+            beside = (
+                pool.submit(self._model_scores_beside, model_id)
+                if big and model_id is not None
+                else None
+            )
             files = self._packed_files(low, high)  # in parts: one copy when joined
             errors = self.db.execute(
                 "SELECT path_bytes, NULL, mtime_ns, size, kind, message FROM errors "
