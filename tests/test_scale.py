@@ -251,3 +251,24 @@ def test_the_desk_scale_bench_runs_and_prints_every_figure(qtbot, tmp_path, caps
     assert figures["listed"] == 3_000
     for words in ("first paint", "every item listed", "re-split", "scrolling", "the reads alone"):
         assert words in out
+
+
+def test_rows_of_hash_finds_every_row_of_each_digest_asked_in_any_order():
+    """The grid's labels, hash-list marks and filters come through `rows_for`: every row
+    holding an asked digest, paired with the digest's place in the question."""
+    import random
+
+    from nsfw_desk.core.result_columns import hash_order
+    from nsfw_desk.gui import grid_columns
+
+    rng = random.Random(0)
+    pool = [f"{rng.getrandbits(256):064x}" for _ in range(50)]
+    rows = [rng.choice(pool) for _ in range(300)]
+    hashes = np.array(rows, "S64")
+    order = hash_order(hashes)
+    column = grid_columns.HashColumn(hashes)
+    asked = rng.sample(pool, 20) + ["f" * 64]  # unsorted, one nowhere
+    found, which = grid_columns.RowsOfHash(column, order, hashes[order]).rows_for(asked)
+    assert sorted(zip(found.tolist(), which.tolist(), strict=True)) == sorted(
+        (row, asked.index(digest)) for row, digest in enumerate(rows) if digest in asked
+    )
