@@ -21,6 +21,7 @@ from nsfw_desk.core.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
 from nsfw_desk.core.hub import DEFAULT_MODEL, ModelError
 from nsfw_desk.core.runtime import LoadedModel, load_model
 from nsfw_desk.core.scan import ScanOptions, scan_folder
+from nsfw_desk.core.stage_clock import describe as describe_stages
 from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import save_random_model, synthetic_photo
 
@@ -37,6 +38,7 @@ class CorpusFigures:
     max_abs_dp: float = 0.0
     reduced: dict[str, dict[str, float]] = field(default_factory=dict)
     batch_sizes: dict[int, float] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)  # the fp32 scans', summed
 
 
 def make_corpus(folder: Path, size: tuple[int, int], count: int, quality: int = 90) -> list[Path]:
@@ -75,8 +77,10 @@ def timed_scan(
     paths: list[Path],
     workdir: Path,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    stages: dict[str, float] | None = None,
 ) -> tuple[float, np.ndarray]:
-    """A fresh library each time, so nothing is answered from a cache."""
+    """A fresh library each time, so nothing is answered from a cache; `stages` gets the
+    scan's seconds per stage added."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         library = Library(Path(tmp) / "bench.sqlite")
         start = time.perf_counter()
@@ -85,6 +89,9 @@ def timed_scan(
         )
         elapsed = time.perf_counter() - start
         library.close()
+    if stages is not None:
+        for stage, seconds in summary.stage_seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
     by_path = {o.path: o.score for o in summary.outcomes}
     if summary.errors or len(by_path) != len(paths):
         raise RuntimeError(f"bench scan had {summary.errors} errors")
@@ -130,7 +137,7 @@ def measure_corpus(
     reduced_scores: dict[str, np.ndarray] = {}
     for _ in range(rounds):
         card_rate, card_scores = card_loop(model, paths)
-        scan_rate, scan_scores = timed_scan(model, folder, paths, workdir)
+        scan_rate, scan_scores = timed_scan(model, folder, paths, workdir, stages=figures.stages)
         card_rates.append(card_rate)
         scan_rates.append(scan_rate)
         for label, other in reduced.items():
@@ -507,5 +514,7 @@ def _print_figures(f: CorpusFigures) -> None:
             f"max |Δp| vs fp32 {r['max_abs_dp_vs_fp32']:.4f}, vs card "
             f"{r['max_abs_dp_vs_card']:.4f}"
         )
+    if f.stages:
+        print(f"  where the fp32 scan's time went (all threads): {describe_stages(f.stages)}")
     for size in f.batch_sizes:
         print(f"  batch {size:<10}: {f.batch_sizes[size]:6.2f} images/s (fp32)")

@@ -328,3 +328,30 @@ def test_a_listing_after_a_scan_keeps_showing_the_stored_scores(
     assert scores[photo_folder / "new.jpg"] is None and listed.listed == 1
     for o in scanned.outcomes:
         assert scores[o.path] == pytest.approx(o.score)
+
+
+def test_the_summary_says_where_the_time_went(photo_folder, loaded_model, library):
+    """Seconds per stage (core/stage_clock.py): a first scan spends some in every stage; a
+    rescan of the same folder answers from the library, so it reads, decodes and runs the
+    model on nothing."""
+    from nsfw_desk.core.stage_clock import STAGES, describe
+
+    first = scan_folder(photo_folder, loaded_model, library)
+    assert set(first.stage_seconds) == set(STAGES)
+    assert all(first.stage_seconds[stage] > 0 for stage in STAGES), first.stage_seconds
+    again = scan_folder(photo_folder, loaded_model, library)
+    for stage in ("read", "decode", "pdq", "transform", "forward"):
+        assert again.stage_seconds[stage] == 0, again.stage_seconds
+    line = describe(first.stage_seconds)
+    assert line.startswith("read ") and " · forward " in line and line.count("%") == len(STAGES)
+
+
+def test_the_bench_prints_where_the_scan_time_went(loaded_model, tmp_path, capsys):
+    from nsfw_desk.bench import _print_figures, make_corpus, measure_corpus
+
+    paths = make_corpus(tmp_path / "corpus", (64, 48), 6)
+    figures = measure_corpus("tiny", loaded_model, {}, tmp_path / "corpus", paths, tmp_path, [], 1)
+    _print_figures(figures)
+    out = capsys.readouterr().out
+    assert figures.stages["forward"] > 0 and figures.stages["decode"] > 0
+    assert "where the fp32 scan's time went (all threads): read " in out

@@ -51,6 +51,7 @@ from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.pdq import pdq_hash
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.runtime import available_cores
+from nsfw_desk.core.stage_clock import StageClock
 from nsfw_desk.core.store import (
     FileOutcome,
     Library,
@@ -100,6 +101,8 @@ class ScanSummary:
     # their stored results are kept, not forgotten (a drive that is not mounted)
     outcomes: list[FileOutcome] = field(default_factory=list, repr=False)
     model_ids: list[str] = field(default_factory=list)  # every detector's, primary first
+    # Seconds per stage over all threads (core/stage_clock.py): where the time went.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_s(self) -> float:
@@ -208,6 +211,7 @@ def scan_folder(
     )
     summary.scan_id = library.begin_scan(root, model_id)
     started = time.monotonic()
+    clock = StageClock()
 
     def emit(outcomes: list[FileOutcome]) -> None:
         if keep_outcomes:
@@ -238,7 +242,16 @@ def scan_folder(
         tracker.report(force=True)
 
         scored, known, errors, via_base = _scan_entries(
-            todo, detectors, library, options, cancel, tracker, emit, summary.scan_id, score_ids
+            todo,
+            detectors,
+            library,
+            options,
+            cancel,
+            tracker,
+            emit,
+            summary.scan_id,
+            score_ids,
+            clock,
         )
         summary.from_embeddings += via_base
         known -= via_base
@@ -257,6 +270,7 @@ def scan_folder(
         tracker.report(force=True)
     finally:
         summary.elapsed_s = time.monotonic() - started
+        summary.stage_seconds = clock.seconds()
         library.finish_scan(
             summary.scan_id,
             status,
@@ -510,6 +524,7 @@ def _scan_entries(
     emit: ResultsCallback,
     scan_id: int | None,
     score_ids: list[str],
+    clock: StageClock | None = None,
 ) -> tuple[int, int, int, int]:
     """Decode in a pool, infer in batches on this thread (without a model: thumbnails only).
 
@@ -542,8 +557,11 @@ def _scan_entries(
     def prepare(entry: FileEntry) -> _Prepared | FileError:
         if cancel.cancelled:
             return FileError(entry.path, "cancelled", "scan cancelled")
-        return _prepare(entry, detectors, is_known, perceptual.has_pdq, min_side, options, via_base)
+        return _prepare(
+            entry, detectors, is_known, perceptual.has_pdq, min_side, options, via_base, clock
+        )
 
+    clock = clock or StageClock()
     scored = known_content = errors = through_base = 0
     batch: list[_Prepared] = []
     ready: list[_Prepared] = []  # content already scored: only the file row is new
@@ -559,8 +577,10 @@ def _scan_entries(
         based = _score_through_base(library, detectors, heads, done)
         through_base += based
         if run_model and batch:
-            fresh = _predict_all(detectors, batch)
-            stored = _stored_scores(library, model_ids, {p.hash for p in batch})
+            with clock.timing("forward"):
+                fresh = _predict_all(detectors, batch)
+            with clock.timing("store"):
+                stored = _stored_scores(library, model_ids, {p.hash for p in batch})
             for n, p in enumerate(batch):
                 row = _file_row(p)  # decoded: the scores go in below
                 scores = dict(stored.get(p.hash, {}))
@@ -582,7 +602,8 @@ def _scan_entries(
             scored += len(batch)
             batch = []
         if ready:
-            known = _stored_scores(library, score_ids, {p.hash for p in ready})
+            with clock.timing("store"):
+                known = _stored_scores(library, score_ids, {p.hash for p in ready})
             for p in ready:
                 items.append(_file_row(p))
                 if score_ids:
@@ -601,10 +622,13 @@ def _scan_entries(
                 outcomes.append(outcome)
             known_content += len(ready)
             ready = []
-        library.record_scored(
-            items, model_ids[0] if model_ids else None, also={k: v for k, v in also.items() if v}
-        )
-        library.record_errors(failed, scan_id)
+        with clock.timing("store"):
+            library.record_scored(
+                items,
+                model_ids[0] if model_ids else None,
+                also={k: v for k, v in also.items() if v},
+            )
+            library.record_errors(failed, scan_id)
         outcomes.extend(_error_outcome(e) for e in failed)
         errors += len(failed)
         tracker.errors += len(failed)
@@ -686,16 +710,19 @@ def _prepare(
     min_side: int,
     options: ScanOptions,
     via_base: Sequence[Callable[[str], bool] | None] = (),
+    clock: StageClock | None = None,
 ) -> _Prepared | FileError:
     """Read, hash and (unless every detector knows the content) decode one file, once for
-    all detectors; never raises.
+    all detectors; never raises. `clock`: where the stages' time is added.
 
     `is_known[i](digest)`: detector i has a score of the content (a listing: one check, the
     thumbnail's). `via_base[i](digest)` true: head-only detector i scores the content from
     its base model's stored embedding, so it needs no decode either."""
+    clock = clock or StageClock()
     try:
-        data = read_file(entry.path, max_bytes=options.max_bytes)
-        digest = content_hash(data)
+        with clock.timing("read"):
+            data = read_file(entry.path, max_bytes=options.max_bytes)
+            digest = content_hash(data)
         missing = [i for i, known in enumerate(is_known) if not known(digest)]
         through_base = tuple(
             i
@@ -706,23 +733,30 @@ def _prepare(
         has_hash = has_pdq(digest)
         if not to_run and has_hash:  # renamed or copied content: no decode needed
             return _Prepared(entry, digest, via_base=through_base)
-        pixels, width, height, fmt = decode(data, min_side=min_side, max_pixels=options.max_pixels)
+        with clock.timing("decode"):
+            pixels, width, height, fmt = decode(
+                data, min_side=min_side, max_pixels=options.max_pixels
+            )
         del data
         # The pixels the model sees (upright, JPEGs at a reduced DCT scale): see core/pdq.
-        hashed, quality = pdq_hash(pixels)
+        with clock.timing("pdq"):
+            hashed, quality = pdq_hash(pixels)
         if not to_run:  # the hash only (from before PDQ hashes), no model run
             return _Prepared(entry, digest, pdq=hashed, pdq_quality=quality, via_base=through_base)
         if not detectors:
-            thumbnail = make_thumbnail(pixels)
+            with clock.timing("transform"):
+                thumbnail = make_thumbnail(pixels)
             return _Prepared(
                 entry, digest, {}, thumbnail, width, height, fmt, True, hashed, quality
             )
-        tensors, view = _preprocess_all(detectors, to_run, pixels)
+        with clock.timing("transform"):
+            tensors, view = _preprocess_all(detectors, to_run, pixels)
+            thumbnail = make_thumbnail(view)
         return _Prepared(
             entry,
             digest,
             tensors,
-            make_thumbnail(view),
+            thumbnail,
             width,
             height,
             fmt,
