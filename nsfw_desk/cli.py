@@ -750,6 +750,13 @@ def run_scan(args: argparse.Namespace) -> int:
                 f"{limits[d.model_id]:.2f}",
                 file=sys.stderr,
             )
+    if args.verbose and summary.scored:
+        from nsfw_desk.core.stage_clock import describe
+
+        print(
+            f"  where the time went (all threads): {describe(summary.stage_seconds)}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -73,6 +73,18 @@ def test_rescan_reports_library_hits(folder, model_dir, tmp_path, capsys):
     assert "0 scored, 5 from the library" in capsys.readouterr().err
 
 
+def test_verbose_scan_says_where_the_time_went(folder, model_dir, tmp_path, capsys):
+    args = ["-v", "scan", str(folder), "--model", str(model_dir), "--db", str(tmp_path / "l.db")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"where the time went \(all threads\): read [\d.]+ s \(\d+ %\)", err)
+    assert " · forward " in err and " · store " in err
+    quiet = args[1:-1] + [str(tmp_path / "other.db")]  # a fresh library, without -v
+    assert main(quiet) == 0
+    err = capsys.readouterr().err
+    assert "5 scored" in err and "where the time went" not in err
+
+
 def test_jsonl_to_stdout(folder, model_dir, tmp_path, capsys):
     assert (
         main(
