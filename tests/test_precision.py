@@ -514,3 +514,36 @@ def test_import_hitch_is_measured_in_a_fresh_process_and_printed(capsys):
     figures |= {"model_load_s": 0.5, "first_batch_s": 0.5}
     print_startup(figures | {"hitch_ms": 412.0, "hitch_import_s": 2.5})
     assert "cannot paint for up to 412 ms" in capsys.readouterr().out
+
+
+def test_openvino_int8_probe_runs_at_a_tiny_size(model_dir, capsys):
+    """`python -m nsfw_desk.bench_openvino_int8` (README, Precision) on the tiny test model:
+    NNCF's three int8 variants beside OpenVINO fp32, each against fp32 eager."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from nsfw_desk.bench_openvino_int8 import VARIANTS, main
+
+    argv = ["--model", str(model_dir), "--files", "4", "--calibration", "2", "--rounds", "1"]
+    # NNCF's static quantization takes ~9 s even for this model: one static variant.
+    assert main([*argv, "--size", "96x72", "--variants", "static-fc,weights"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"fp32 eager +[\d.]+ +1\.00× +0\.0000 +0\.00%", out)
+    assert re.search(r"openvino fp32 · LATENCY \(1 streams\) +[\d.]+ +[\d.]+× +0\.0000", out)
+    for key in ("static-fc", "weights"):  # each ran, and int8 moved the scores (|Δp| > 0)
+        variant = re.escape(VARIANTS[key])
+        assert re.search(
+            rf"{variant} · THROUGHPUT \(\d streams\) +[\d.]+ +[\d.]+× +0\.0*[1-9]", out
+        )
+
+
+def test_openvino_int8_probe_without_nncf_says_how_to_install(monkeypatch, capsys):
+    import sys
+
+    from nsfw_desk.bench_openvino_int8 import main
+
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if not installed
+    assert main(["--files", "1"]) == 3
+    assert "pip install 'nsfw-desk[openvino]' nncf" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--variants", "int4"])
+    assert "unknown int4" in capsys.readouterr().err
