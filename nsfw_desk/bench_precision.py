@@ -119,17 +119,17 @@ def print_modes_table(results: list[CorpusFigures]) -> None:
         "fp32 eager on the same files):"
     )
     print(
-        f"  {'corpus':<26} {'mode':<8} {'images/s':>9} {'× card':>7} {'× fp32':>7} "
+        f"  {'corpus':<26} {'mode':<9} {'images/s':>9} {'× card':>7} {'× fp32':>7} "
         f"{'max |Δp|':>9} {'flipped':>8}"
     )
     for f in results:
         print(
-            f"  {f.name:<26} {'fp32':<8} {f.scan_rate:9.2f} {f.ratio:6.2f}× {1.0:6.2f}× "
+            f"  {f.name:<26} {'fp32':<9} {f.scan_rate:9.2f} {f.ratio:6.2f}× {1.0:6.2f}× "
             f"{0.0:9.4f} {0.0:7.2f}%"
         )
         for mode, r in f.reduced.items():
             print(
-                f"  {f.name:<26} {mode:<8} {r['scan_rate']:9.2f} {r['ratio_vs_card']:6.2f}× "
+                f"  {f.name:<26} {mode:<9} {r['scan_rate']:9.2f} {r['ratio_vs_card']:6.2f}× "
                 f"{r['speedup_vs_fp32']:6.2f}× {r['max_abs_dp_vs_fp32']:9.4f} "
                 f"{r['flipped_pct']:7.2f}%"
             )
@@ -452,12 +452,12 @@ def run_library_bench(args: argparse.Namespace) -> int:
         rates[mode] = len(tensors) / (time.perf_counter() - start)
         scores[mode] = np.concatenate(out)
     ref = scores["fp32"]
-    print(f"\n  {'mode':<8} {'model img/s':>11} {'max |Δp|':>9} {'flipped at 0.5':>15}")
+    print(f"\n  {'mode':<9} {'model img/s':>11} {'max |Δp|':>9} {'flipped at 0.5':>15}")
     flips: dict[str, float] = {}
     for mode, values in scores.items():
         flips[mode] = 100.0 * float(np.mean((values >= THRESHOLD) != (ref >= THRESHOLD)))
         dp = float(np.max(np.abs(values - ref)))
-        print(f"  {mode:<8} {rates[mode]:11.2f} {dp:9.4f} {flips[mode]:14.2f}%")
+        print(f"  {mode:<9} {rates[mode]:11.2f} {dp:9.4f} {flips[mode]:14.2f}%")
     _merge_library_flips(base, flips)
     return 0
 
