@@ -64,33 +64,18 @@ def quantize(source: Path, variant: str, calibration: np.ndarray, out: Path) -> 
 
 
 def openvino_forward(path: Path, hint: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Probabilities for a batch, the batch split over the compiled model's infer requests."""
-    import openvino as ov
+    """Probabilities for a batch from the scan's own runner under `hint` (the batch split
+    over the compiled model's streams), its blob not cached."""
+    import torch
 
-    compiled = ov.Core().compile_model(
-        str(path),
-        "CPU",
-        {
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": hint,
-            "INFERENCE_PRECISION_HINT": "f32",
-        },
-    )
-    requests = [
-        compiled.create_infer_request()
-        for _ in range(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    ]
-    output = compiled.output("probabilities")
+    from nsfw_desk.core.accel.openvino_runner import OpenVinoRunner
+
+    runner = OpenVinoRunner(path, threads, hint=hint, cache=False)
 
     def run(batch: np.ndarray) -> np.ndarray:
-        parts = [p for p in np.array_split(batch, len(requests)) if len(p)]
-        for request, part in zip(requests, parts, strict=False):
-            request.start_async({"pixels": np.ascontiguousarray(part)})
-        for request in requests[: len(parts)]:
-            request.wait()
-        return np.concatenate([np.array(r.get_tensor(output).data) for r in requests[: len(parts)]])
+        return runner(torch.from_numpy(batch))[0]
 
-    run.streams = len(requests)  # type: ignore[attr-defined]
+    run.streams = len(runner.requests)  # type: ignore[attr-defined]
     return run
 
 

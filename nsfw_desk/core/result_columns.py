@@ -151,17 +151,18 @@ class FileArrays:
         which costs a handful of Python objects instead of five per row. None when the
         strings do not hold `count` well-formed rows (a NULL, which `group_concat` skips,
         or a value of another type): read those rows one by one instead."""
-        if not count:
+        digests = unpack_hashes(count, hashes)
+        if not count or digests is None:
             return None
         try:
             arrays = cls(
                 blob=paths,
                 lengths=unpack_numbers(lengths, np.int64),
-                hashes=_digests(count, hashes),
+                hashes=digests,
                 mtimes=unpack_numbers(mtimes, np.int64),
                 sizes=unpack_numbers(sizes, np.int64),
             )
-        except ValueError:  # ragged hashes, a number that is not one
+        except ValueError:  # a number that is not one
             return None
         whole = all(
             len(column) == count
@@ -198,13 +199,6 @@ def unpack_scores(count: int, hashes: bytes, scores: bytes) -> tuple[np.ndarray,
     if digests is None or len(values) != count:
         return None
     return digests, values
-
-
-def _digests(count: int, hashes: bytes) -> np.ndarray:
-    found = unpack_hashes(count, hashes)
-    if found is None:
-        raise ValueError("packed hashes are not 64 ASCII characters each")
-    return found
 
 
 def unpack_hashes(count: int, hashes: bytes) -> np.ndarray | None:

@@ -1838,23 +1838,14 @@ class Library:
         """`model_scores_in_hash_order` on a read-only connection of its own, so that it
         runs while this connection reads the files (SQLite lets go of the GIL while it
         steps: the two reads share the cores). None when that connection cannot read."""
+        reader = ReadOnlyConnections(self.path)
         try:
-            conn = sqlite3.connect(
-                self.path.resolve().as_uri() + "?mode=ro",
-                uri=True,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            log.debug("no second connection for the scores: %s", exc)
-            return None
-        try:
-            return self.model_scores_in_hash_order(model_id, conn.execute)
+            return self.model_scores_in_hash_order(model_id, reader.connection().execute)
         except sqlite3.Error as exc:
             log.debug("scores not read beside the files: %s", exc)
             return None
         finally:
-            conn.close()
+            reader.close()
 
     def model_scores_in_hash_order(
         self, model_id: str, execute: Callable[..., sqlite3.Cursor] | None = None

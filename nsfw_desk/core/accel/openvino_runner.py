@@ -42,22 +42,23 @@ class OpenVinoRunner:
     callers on other threads (the desk's explain pane beside a scan) from sharing the
     requests at the same moment."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(
+        self, path: Path, threads: int, *, hint: str = "THROUGHPUT", cache: bool = True
+    ) -> None:
+        """`hint`: OpenVINO's PERFORMANCE_HINT (the int8 probe compares both); `cache`:
+        keep the compiled blob in the app's cache (not for a probe's throw-away graphs)."""
         import openvino as ov
 
         self.path = path
         start = time.perf_counter()
-        core = ov.Core()
-        self.compiled = core.compile_model(
-            str(path),
-            "CPU",
-            {
-                "INFERENCE_NUM_THREADS": threads,
-                "PERFORMANCE_HINT": "THROUGHPUT",
-                "INFERENCE_PRECISION_HINT": "f32",
-                "CACHE_DIR": str(compile_cache_dir()),
-            },
-        )
+        config: dict[str, Any] = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": hint,
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if cache:
+            config["CACHE_DIR"] = str(compile_cache_dir())
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.compile_s = time.perf_counter() - start
         streams = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.requests = [self.compiled.create_infer_request() for _ in range(streams)]
