@@ -7,6 +7,8 @@ from __future__ import annotations
 
 # Scanning
 BATCH_SIZE = 8  # `nsfw-desk bench` on a 2-core CPU: 4, 8, 16 within noise; 8 cancels < 1 s
+GPU_DECODE_CHOICES = ("auto", "on", "off")  # JPEGs decoded on the model's device: auto = CUDA
+CUDA_BATCH_SIZE = 128  # on CUDA (python -m nsfw_desk.bench_gpu): a GPU idles on small batches
 DECODE_NICENESS = 10  # decode threads yield to torch's threads (see core/scan.py)
 RESULT_CHUNK = 2000  # stored results sent to a listener in slices of this many
 

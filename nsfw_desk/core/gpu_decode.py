@@ -1,16 +1,19 @@
 """JPEG decoding on the GPU in batches (nvJPEG through torchvision), with the CPU as fallback.
 
 On a CUDA machine decoding becomes the bottleneck of a scan long before the model does, so
-JPEGs can be decoded on the GPU in batches with `torchvision.io.decode_jpeg(device="cuda")`.
-What the GPU path cannot do exactly like the CPU path goes back to it: other formats, JPEGs
-with an EXIF orientation (nvJPEG ignores it; `images.decode` applies it), and any JPEG that
-torchvision rejects (CMYK, corrupt, unusual sampling). `decode_batch` answers None for those,
-and the caller decodes them with `images.decode` as today.
+a scan on CUDA decodes JPEGs on the GPU in batches with `torchvision.io.decode_jpeg(device=
+"cuda")` (baseline JPEGs on the GPU's hardware JPEG decoders where it has them: A100, H100).
+What the GPU path cannot do exactly like the CPU path stays on the CPU (`images.decode`):
+other formats, JPEGs with an EXIF orientation (nvJPEG ignores it), progressive JPEGs (nvJPEG
+decodes them one at a time on the host: the decode threads do it faster), CMYK, files that do
+not end where a JPEG ends (a truncated file must be reported, not decoded as grey), pictures
+over the pixel limit, and any JPEG that torchvision rejects. `gpu_header` makes that choice
+from the header, in the decode threads; `decode_batch` answers None for each file the GPU
+refused, and the caller decodes those on the CPU.
 
 torchvision 0.29 marks its codecs deprecated in favour of TorchCodec; decode_jpeg still works
-there. This is a seam, not yet wired into `scan.py`: its routing and fallback are tested on the CPU
-(tests/test_gpu_decode.py, with torchvision's CPU decoder behind the same call); it has not
-run on a GPU.
+there. tests/test_gpu_decode.py holds the routing and fallback on the CPU (torchvision's CPU
+decoder behind the same call); `python -m nsfw_desk.bench_gpu` runs it on a GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,29 +29,45 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
 EXIF_ORIENTATION = 0x0112
+GPU_MODES = frozenset({"RGB", "L"})  # YCbCr and grey JPEGs; CMYK/YCCK stay on the CPU
 
 Decoder = Callable[[list[Any], Any], list[Any]]
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    width: int
+    height: int
 
 
 def is_jpeg(data: bytes) -> bool:
     return data[:3] == JPEG_MAGIC
 
 
-def needs_orientation(data: bytes) -> bool:
-    """True when the JPEG's EXIF asks for a rotation or flip (read from the header only)."""
+def gpu_header(data: bytes, max_pixels: int) -> JpegHeader | None:
+    """The JPEG's size when the GPU may decode it exactly as the CPU path would; else None
+    (the CPU path then decodes it, or reports what is wrong with it). Reads the header only."""
+    if not is_jpeg(data) or not data.endswith(JPEG_END):
+        return None
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
+        with Image.open(io.BytesIO(data), formats=("JPEG",)) as image:
+            width, height = image.size
+            plain = (
+                image.format == "JPEG"
+                and image.mode in GPU_MODES
+                and not image.info.get("progressive")
+                and not image.info.get("progression")
+                and image.getexif().get(EXIF_ORIENTATION, 1) in (1, None)
+            )
     except Exception:  # unreadable header: let the CPU path say what is wrong
-        return True
-
-
-def gpu_candidates(datas: Sequence[bytes]) -> list[int]:
-    """Indices of the files the GPU may decode: JPEGs without an EXIF rotation."""
-    return [i for i, data in enumerate(datas) if is_jpeg(data) and not needs_orientation(data)]
+        return None
+    if not plain or width <= 0 or height <= 0 or width * height > max_pixels:
+        return None
+    return JpegHeader(width, height)
 
 
 def torchvision_decoder(tensors: list[Any], device: Any) -> list[Any]:
@@ -67,20 +87,18 @@ def decode_batch(
     device: torch.device | str = "cuda",
     decoder: Decoder = torchvision_decoder,
 ) -> list[torch.Tensor | None]:
-    """RGB uint8 tensors (3, H, W) on `device` for the files the GPU decoded; None for each
-    file the CPU path must decode. One batched call first; if it fails, file by file, so one
-    bad JPEG sends only itself back to the CPU."""
+    """RGB uint8 tensors (3, H, W) on `device`, or None for each file the CPU must decode.
+    One batched call first; if it fails, file by file, so one bad JPEG sends only itself
+    back to the CPU."""
     import torch
 
-    out: list[torch.Tensor | None] = [None] * len(datas)
-    chosen = gpu_candidates(datas)
-    if not chosen:
-        return out
-    tensors = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in chosen]
+    if not datas:
+        return []
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
     try:
-        decoded = decoder(tensors, device)
+        decoded: list[Any] = list(decoder(tensors, device))
     except Exception as exc:
-        log.debug("GPU JPEG batch of %d failed (%s); decoding one by one", len(chosen), exc)
+        log.debug("GPU JPEG batch of %d failed (%s); decoding one by one", len(datas), exc)
         decoded = []
         for tensor in tensors:
             try:
@@ -88,7 +106,7 @@ def decode_batch(
             except Exception as one:
                 log.debug("GPU JPEG decode refused a file (%s); the CPU decodes it", one)
                 decoded.append(None)
-    for i, image in zip(chosen, decoded, strict=True):
-        if image is not None and image.ndim == 3 and image.shape[0] == 3:
-            out[i] = image
-    return out
+    return [
+        image if image is not None and image.ndim == 3 and image.shape[0] == 3 else None
+        for image in decoded
+    ]

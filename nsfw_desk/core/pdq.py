@@ -81,6 +81,15 @@ def _tent(length: int) -> tuple[np.ndarray, np.ndarray]:
     return indices, weights
 
 
+def tent_matrix(length: int) -> np.ndarray:
+    """The same 64 samples as a dense 64 × `length` matrix: `tent_matrix(rows) @ lum @
+    tent_matrix(cols).T` is `downsample_64(lum)` (core/gpu_prepare.py runs it on a device)."""
+    indices, weights = _tent(length)
+    dense = np.zeros((64, length))
+    np.add.at(dense, (np.arange(64)[:, None], indices), weights)  # clipped indices repeat
+    return dense
+
+
 def luma(image: Image.Image | np.ndarray) -> np.ndarray:
     """Float32 luminance of RGB (Pillow or H×W×3 uint8), or of grey (L or H×W) pixels.
 
@@ -132,7 +141,11 @@ def hash_luma(lum: np.ndarray) -> tuple[bytes, int]:
     rows, cols = lum.shape
     if rows < MIN_HASHABLE_SIDE or cols < MIN_HASHABLE_SIDE:
         return bytes(HASH_BYTES), 0
-    buffer64 = downsample_64(lum)
+    return hash_buffer64(downsample_64(lum))
+
+
+def hash_buffer64(buffer64: np.ndarray) -> tuple[bytes, int]:
+    """(32-byte hash, quality) from the 64×64 tent-filtered samples (`downsample_64`)."""
     quality = quality_of(buffer64)
     dct = _dct_matrix()
     coefficients = (dct @ buffer64 @ dct.T).ravel()

@@ -25,13 +25,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING
 
-from nsfw_desk.core.defaults import BATCH_SIZE, DECODE_NICENESS, PROGRESS_INTERVAL_S, RESULT_CHUNK
+from nsfw_desk.core import gpu_prepare
+from nsfw_desk.core.defaults import (
+    BATCH_SIZE,
+    CUDA_BATCH_SIZE,
+    DECODE_NICENESS,
+    GPU_DECODE_CHOICES,
+    PROGRESS_INTERVAL_S,
+    RESULT_CHUNK,
+)
 from nsfw_desk.core.detector import Detector
+from nsfw_desk.core.gpu_decode import gpu_header
 from nsfw_desk.core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -67,19 +77,37 @@ if TYPE_CHECKING:  # torch is imported where a scan runs, not when the module lo
     import torch
     from PIL import Image
 
+    from nsfw_desk.core.gpu_prepare import GpuPreparer
+
 log = logging.getLogger(__name__)
+
+
+GPU_BATCHES_IN_FLIGHT = 2  # prepared on the GPU while the model runs the batch before
+GPU_BATCH_PIXELS = 200_000_000  # a GPU batch of 12-MP photos stops at 16 (600 MB decoded)
 
 
 @dataclass
 class ScanOptions:
-    batch_size: int = BATCH_SIZE
-    workers: int | None = None  # decode threads; default: available cores, 2 to 4
+    batch_size: int | None = None  # None: BATCH_SIZE on the CPU, CUDA_BATCH_SIZE on CUDA
+    workers: int | None = None  # decode threads; default: see decode_workers
     include_hidden: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    # JPEGs decoded and prepared on the model's device (core/gpu_prepare.py): "auto" on
+    # CUDA, "on" on any device (the tests run it on the CPU), "off" never.
+    gpu_decode: str = "auto"
 
-    def decode_workers(self) -> int:
-        return self.workers or min(4, max(2, available_cores()))
+    def decode_workers(self, device: str = "cpu") -> int:
+        """On the CPU the model's threads need the cores (2 to 4 decode threads); on CUDA the
+        decode threads are all the CPU does (every core)."""
+        if self.workers:
+            return self.workers
+        if device == "cuda":
+            return max(2, available_cores())
+        return min(4, max(2, available_cores()))
+
+    def batch_for(self, device: str = "cpu") -> int:
+        return self.batch_size or (CUDA_BATCH_SIZE if device == "cuda" else BATCH_SIZE)
 
 
 @dataclass
@@ -103,6 +131,7 @@ class ScanSummary:
     model_ids: list[str] = field(default_factory=list)  # every detector's, primary first
     # Seconds per stage over all threads (core/stage_clock.py): where the time went.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    decoded_on_device: int = 0  # JPEGs decoded and prepared on the GPU (core/gpu_prepare.py)
 
     @property
     def images_per_s(self) -> float:
@@ -124,6 +153,19 @@ class _Prepared:
     pdq: bytes | None = None  # the perceptual hash of the decoded pixels
     pdq_quality: int | None = None
     # detector indices scored from their base model's stored embedding (head-only models)
+    via_base: tuple[int, ...] = ()
+
+
+@dataclass
+class _Deferred:
+    """A JPEG read and hashed, left for the GPU to decode and prepare (core/gpu_prepare.py)."""
+
+    entry: FileEntry
+    hash: str
+    data: bytes
+    width: int
+    height: int
+    to_run: tuple[int, ...]  # detector indices to score it
     via_base: tuple[int, ...] = ()
 
 
@@ -241,7 +283,7 @@ def scan_folder(
         tracker.done, tracker.errors = len(first), summary.errors
         tracker.report(force=True)
 
-        scored, known, errors, via_base = _scan_entries(
+        scored, known, errors, via_base, summary.decoded_on_device = _scan_entries(
             todo,
             detectors,
             library,
@@ -525,14 +567,14 @@ def _scan_entries(
     scan_id: int | None,
     score_ids: list[str],
     clock: StageClock | None = None,
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int, int]:
     """Decode in a pool, infer in batches on this thread (without a model: thumbnails only).
 
     Returns (scored by a detector or listed, answered by known content, errors, of those
-    answered: scored from the base model's stored embeddings).
+    answered: scored from the base model's stored embeddings, decoded on the GPU).
     """
     if not todo:
-        return 0, 0, 0, 0
+        return 0, 0, 0, 0, 0
     # Content needs no decode when every detector has scored it (a scan) or it has its
     # thumbnail (a listing): a renamed or copied file then only adds its file row.
     lookups: list[ScoreLookup | ThumbnailReader]
@@ -554,14 +596,25 @@ def _scan_entries(
         base_lookups[i].has_score if i in base_lookups else None for i in range(len(detectors))
     ]
 
-    def prepare(entry: FileEntry) -> _Prepared | FileError:
+    clock = clock or StageClock()
+    device = _device_type(detectors)
+    gpu = _gpu_preparer(detectors, options)
+
+    def prepare(entry: FileEntry, on_gpu: bool = True) -> _Prepared | _Deferred | FileError:
         if cancel.cancelled:
             return FileError(entry.path, "cancelled", "scan cancelled")
         return _prepare(
-            entry, detectors, is_known, perceptual.has_pdq, min_side, options, via_base, clock
+            entry,
+            detectors,
+            is_known,
+            perceptual.has_pdq,
+            min_side,
+            options,
+            via_base,
+            clock,
+            defer_jpegs=gpu is not None and on_gpu,
         )
 
-    clock = clock or StageClock()
     scored = known_content = errors = through_base = 0
     batch: list[_Prepared] = []
     ready: list[_Prepared] = []  # content already scored: only the file row is new
@@ -638,36 +691,97 @@ def _scan_entries(
         emit(outcomes)
         tracker.report()
 
-    workers = options.decode_workers()
-    max_inflight = options.batch_size * 2 + workers
+    batch_size = options.batch_for(device)
+    workers = options.decode_workers(device)
+    max_inflight = batch_size * 2 + workers
     pool = ThreadPoolExecutor(
         workers, thread_name_prefix="nsfw-desk-decode", initializer=_decode_thread_setup
     )
-    pending: set[Future] = set()
+    # One thread prepares the GPU's batches, so the next is decoded while the model runs.
+    gpu_thread = ThreadPoolExecutor(1, thread_name_prefix="nsfw-desk-gpu") if gpu else None
+    # Finished futures queue up here: waiting on hundreds of futures with `wait` costs this
+    # thread a pass over all of them per wake-up, which a GPU's rate cannot afford.
+    finished: SimpleQueue[Future] = SimpleQueue()
+    pending: set[Future] = set()  # decode-thread work not yet taken
+    deferred: list[_Deferred] = []  # JPEGs waiting for a GPU batch
+    deferred_pixels = 0
+    on_gpu: set[Future] = set()  # GPU batches in flight
     queue: Iterator[FileEntry] = iter(todo)
+    exhausted = False
+    on_device = 0
+
+    def submit(entry: FileEntry, may_defer: bool = True) -> None:
+        future = pool.submit(prepare, entry, may_defer)
+        pending.add(future)
+        future.add_done_callback(finished.put)
+
+    def take(result: _Prepared | _Deferred | FileError) -> None:
+        nonlocal deferred_pixels
+        if isinstance(result, FileError) and result.kind == "cancelled":
+            return
+        if isinstance(result, FileError):
+            failed.append(result)
+        elif isinstance(result, _Deferred):
+            deferred.append(result)
+            deferred_pixels += result.width * result.height
+        elif not result.decoded:
+            ready.append(result)
+        else:
+            batch.append(result)
+            if len(batch) >= batch_size:
+                flush(run_model=True)
+
+    def send_to_gpu() -> None:
+        nonlocal deferred, deferred_pixels
+        assert gpu is not None and gpu_thread is not None
+        job = gpu_thread.submit(_prepare_on_gpu, gpu, deferred, clock)
+        on_gpu.add(job)
+        job.add_done_callback(finished.put)
+        deferred, deferred_pixels = [], 0
+
+    def take_from_gpu(job: Future) -> None:
+        nonlocal on_device
+        for item, prepared in job.result():
+            if prepared is None:  # refused by the GPU: the decode threads decode it
+                submit(item.entry, may_defer=False)
+            else:
+                on_device += 1
+                take(prepared)
+
     try:
         while True:
-            while len(pending) < max_inflight and not cancel.cancelled:
+            while (
+                len(pending) + len(deferred) < max_inflight
+                and len(on_gpu) <= GPU_BATCHES_IN_FLIGHT
+                and not cancel.cancelled
+            ):
                 entry = next(queue, None)
                 if entry is None:
+                    exhausted = True
                     break
-                pending.add(pool.submit(prepare, entry))
-            if not pending or cancel.cancelled:
+                submit(entry)
+            if deferred and (
+                len(deferred) >= batch_size
+                or deferred_pixels >= GPU_BATCH_PIXELS
+                or (exhausted and not pending)
+            ):
+                send_to_gpu()
+            if (not pending and not on_gpu) or cancel.cancelled:
                 break
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            try:
+                done = [finished.get(timeout=0.1)]
+            except Empty:
+                continue
+            while not finished.empty():
+                done.append(finished.get_nowait())
             for future in done:
-                result = future.result()
-                if isinstance(result, FileError) and result.kind == "cancelled":
-                    continue
-                if isinstance(result, FileError):
-                    failed.append(result)
-                elif not result.decoded:
-                    ready.append(result)
+                if future in on_gpu:
+                    on_gpu.discard(future)
+                    take_from_gpu(future)
                 else:
-                    batch.append(result)
-                    if len(batch) >= options.batch_size:
-                        flush(run_model=True)
-            if len(ready) + len(failed) >= options.batch_size:
+                    pending.discard(future)
+                    take(future.result())
+            if len(ready) + len(failed) >= batch_size:
                 flush(run_model=False)
         if not cancel.cancelled:
             flush(run_model=True)
@@ -675,6 +789,9 @@ def _scan_entries(
             flush(run_model=False)  # keep finished cheap work; drop the unrun batch
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        if gpu_thread is not None and gpu is not None:
+            gpu_thread.shutdown(wait=False, cancel_futures=True)
+            gpu.close()
         # A cancel does not wait for a decode still running; that thread may still use its
         # connection, which is then left to the garbage collector.
         if all(future.done() for future in pending):
@@ -683,7 +800,68 @@ def _scan_entries(
             perceptual.close()
             for base_lookup in base_lookups.values():
                 base_lookup.close()
-    return scored, known_content, errors, through_base
+    return scored, known_content, errors, through_base, on_device
+
+
+def _device_type(detectors: Sequence[Detector]) -> str:
+    """Where the primary detector runs ("cpu" for a listing or a runner without a device)."""
+    device = getattr(detectors[0], "device", None) if detectors else None
+    return str(getattr(device, "type", "cpu"))
+
+
+def _gpu_preparer(detectors: Sequence[Detector], options: ScanOptions) -> GpuPreparer | None:
+    """The GPU preparer when JPEGs are to be decoded on the detectors' device, else None."""
+    if options.gpu_decode not in GPU_DECODE_CHOICES:
+        raise ValueError(f"gpu_decode is one of {', '.join(GPU_DECODE_CHOICES)}")
+    device = _device_type(detectors)
+    wanted = options.gpu_decode == "on" or (options.gpu_decode == "auto" and device == "cuda")
+    if not detectors or not wanted:
+        return None
+    devices = {str(getattr(d, "device", "cpu")) for d in detectors}
+    why_not = gpu_prepare.supported(detectors) or (
+        "the detectors run on different devices" if len(devices) > 1 else None
+    )
+    if why_not is not None:
+        log.info("JPEGs are decoded on the CPU: %s", why_not)
+        return None
+    log.info("JPEGs are decoded on %s in batches", devices.pop())
+    return gpu_prepare.GpuPreparer(detectors, getattr(detectors[0], "device", "cpu"))
+
+
+def _prepare_on_gpu(
+    gpu: GpuPreparer, items: list[_Deferred], clock: StageClock
+) -> list[tuple[_Deferred, _Prepared | None]]:
+    """Each deferred JPEG prepared on the GPU, or None for those the CPU must decode (all of
+    them if the GPU fails: the scan goes on on the CPU). Never raises."""
+    try:
+        prepared = gpu.prepare([item.data for item in items], clock)
+    except Exception as exc:
+        log_unexpected(log, "preparing JPEGs on the GPU failed; the CPU decodes them", exc)
+        prepared = [None] * len(items)
+    out: list[tuple[_Deferred, _Prepared | None]] = []
+    for item, pixels in zip(items, prepared, strict=True):
+        if pixels is None:
+            out.append((item, None))
+            continue
+        out.append(
+            (
+                item,
+                _Prepared(
+                    item.entry,
+                    item.hash,
+                    {i: pixels.tensors[i] for i in item.to_run},
+                    pixels.thumbnail,
+                    item.width,
+                    item.height,
+                    "JPEG",
+                    True,
+                    pixels.pdq,
+                    pixels.pdq_quality,
+                    item.via_base,
+                ),
+            )
+        )
+    return out
 
 
 def _score_through_base(
@@ -711,13 +889,15 @@ def _prepare(
     options: ScanOptions,
     via_base: Sequence[Callable[[str], bool] | None] = (),
     clock: StageClock | None = None,
-) -> _Prepared | FileError:
+    defer_jpegs: bool = False,
+) -> _Prepared | _Deferred | FileError:
     """Read, hash and (unless every detector knows the content) decode one file, once for
     all detectors; never raises. `clock`: where the stages' time is added.
 
     `is_known[i](digest)`: detector i has a score of the content (a listing: one check, the
     thumbnail's). `via_base[i](digest)` true: head-only detector i scores the content from
-    its base model's stored embedding, so it needs no decode either."""
+    its base model's stored embedding, so it needs no decode either. `defer_jpegs`: a JPEG
+    the GPU can decode (gpu_decode.gpu_header) comes back undecoded, as a `_Deferred`."""
     clock = clock or StageClock()
     try:
         with clock.timing("read"):
@@ -733,6 +913,13 @@ def _prepare(
         has_hash = has_pdq(digest)
         if not to_run and has_hash:  # renamed or copied content: no decode needed
             return _Prepared(entry, digest, via_base=through_base)
+        if defer_jpegs and to_run:
+            with clock.timing("read"):
+                header = gpu_header(data, options.max_pixels)
+            if header is not None:
+                return _Deferred(
+                    entry, digest, data, header.width, header.height, tuple(to_run), through_base
+                )
         with clock.timing("decode"):
             pixels, width, height, fmt = decode(
                 data, min_side=min_side, max_pixels=options.max_pixels
@@ -869,13 +1056,13 @@ def _predict_all(detectors: list[Detector], batch: list[_Prepared]) -> dict[int,
     results: dict[int, tuple] = {}
     if not detectors:  # a listing: nothing to run (and no torch to import)
         return results
-    import torch
-
     for i, detector in enumerate(detectors):
         positions = [n for n, p in enumerate(batch) if i in p.tensors]
         if not positions:
             continue
-        stacked = torch.stack([batch[n].tensors[i] for n in positions])
+        stacked = gpu_prepare.stack_for(
+            [batch[n].tensors[i] for n in positions], getattr(detector, "device", None)
+        )
         results[i] = (detector.predict(stacked), {n: k for k, n in enumerate(positions)})
     return results
 

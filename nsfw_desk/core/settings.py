@@ -33,7 +33,7 @@ class Settings:
     model: str = ""  # hub id or local folder; "" is the pinned default model
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = defaults.BATCH_SIZE
+    batch_size: int = 0  # 0: auto (defaults.BATCH_SIZE on the CPU, CUDA_BATCH_SIZE on CUDA)
     blur_strength: int = 12  # 1 (barely) to 32 (shapes only)
     # Grayscale from the first run: with the blur it makes a disturbing picture far less
     # vivid, and revealing (Space) still shows the original in colour.
@@ -80,7 +80,7 @@ class Settings:
                 setattr(settings, f.name, float(value))
         settings.threshold = min(1.0, max(0.0, settings.threshold))
         settings.blur_strength = min(32, max(1, settings.blur_strength))
-        settings.batch_size = max(1, settings.batch_size)
+        settings.batch_size = max(0, settings.batch_size)
         settings.detectors = clean_detectors(settings.detectors, settings.threshold)
         if settings.flag_rule not in FLAG_RULES:
             settings.flag_rule = "any"

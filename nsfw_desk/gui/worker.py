@@ -57,7 +57,7 @@ class ScanRequest:
     model: str | None  # hub id or folder; None or "" is the default model
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 8
+    batch_size: int = 0  # 0: auto (ScanOptions.batch_for)
     unsafe_label: str | None = None
     serial: int = 0  # tells the GUI which request a `finished` answers
     shown_model: str | None = None  # the model the grid shows (the switcher's choice), if any
@@ -148,7 +148,7 @@ class ScanWorker(LibraryOwner):
                 folder,
                 scanned,
                 library,
-                options=ScanOptions(batch_size=request.batch_size),
+                options=ScanOptions(batch_size=request.batch_size or None),
                 progress=self.progress.emit,
                 on_results=lambda outcomes: self._emit_results(library, folder, outcomes),
                 cancel=cancel,

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU checks, in one short run on a machine with a CUDA GPU (not part of CI: CI has none).
+# Wheels of what that machine lacks (sqlite-utils and its needs, platformdirs) in .whl/.
+# Usage: bash .ci/gpu_check.sh [bench_gpu arguments]; logs and figures go to $OUT (or /tmp).
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+lscpu | grep -E "^Model name|^CPU\(s\)"
+python3 - <<'PY'
+import torch, torchvision, timm
+print("torch", torch.__version__, "torchvision", torchvision.__version__, "timm", timm.__version__)
+from torchvision.io import decode_jpeg, encode_jpeg
+x = torch.randint(0, 255, (3, 64, 48), dtype=torch.uint8)
+data = encode_jpeg(x)
+print("nvJPEG decode:", decode_jpeg([data], device="cuda")[0].shape,
+      "encode:", encode_jpeg([x.cuda()])[0].device)
+PY
+echo "== tests on CUDA"
+timeout 240 python3 -m pytest -q -p no:cacheprovider -o filterwarnings=default \
+    tests/test_gpu_prepare.py tests/test_gpu_decode.py >"$OUT/pytest.log" 2>&1
+grep -E "^E  |passed|failed" "$OUT/pytest.log" | head -30
+echo "== bench"
+timeout 420 python3 -m nsfw_desk.bench_gpu --json "$OUT/bench_gpu.json" "$@" 2>&1 \
+    | grep -v Warning | tee "$OUT/bench_gpu.log"
