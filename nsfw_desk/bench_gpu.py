@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=128, help="12-MP JPEGs (0: none)")
     parser.add_argument("--cpu-files", type=int, default=1024, help="for the CPU decode scans")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[64, 256])
-    parser.add_argument("--thread-counts", type=int, nargs="*", default=[8])
+    parser.add_argument("--thread-counts", type=int, nargs="*", default=[16])
     parser.add_argument("--workers", type=int, default=None, help="decode threads")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--precision", default="auto")

@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="decode threads (default: cores, 2 to 4; on CUDA every core)",
+        help="decode threads (default: cores, 2 to 4; on CUDA half the cores, 2 to 8)",
     )
     scan.add_argument(
         "--gpu-decode",

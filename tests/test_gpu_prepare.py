@@ -214,7 +214,7 @@ def test_batches_and_decode_threads_follow_the_device(monkeypatch):
     monkeypatch.setattr("nsfw_desk.core.scan.available_cores", lambda: 16)
     options = ScanOptions()
     assert options.batch_for("cpu") == 8 and options.batch_for("cuda") == 128
-    assert options.decode_workers("cpu") == 4 and options.decode_workers("cuda") == 16
+    assert options.decode_workers("cpu") == 4 and options.decode_workers("cuda") == 8
     assert ScanOptions(batch_size=32, workers=3).batch_for("cuda") == 32
     assert ScanOptions(batch_size=32, workers=3).decode_workers("cuda") == 3
 

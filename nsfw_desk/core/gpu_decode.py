@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -71,8 +72,6 @@ def gpu_header(data: bytes, max_pixels: int) -> JpegHeader | None:
 
 
 def torchvision_decoder(tensors: list[Any], device: Any) -> list[Any]:
-    import warnings
-
     from torchvision.io import ImageReadMode, decode_jpeg
 
     with warnings.catch_warnings():
@@ -94,7 +93,9 @@ def decode_batch(
 
     if not datas:
         return []
-    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+    with warnings.catch_warnings():  # nothing writes to them: no copy into a bytearray
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        tensors = [torch.frombuffer(data, dtype=torch.uint8) for data in datas]
     try:
         decoded: list[Any] = list(decoder(tensors, device))
     except Exception as exc:

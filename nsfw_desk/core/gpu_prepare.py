@@ -10,8 +10,9 @@ from the pixels is computed where they were decoded:
 - the PDQ hash: core/pdq.py's arithmetic batched on the device (the reference's tent filter
   as two matrix products, rows in float32 and columns in float64, the DCT, the median and
   the quality); only the 256 bits and the quality come back;
-- the thumbnail: the model's resized view scaled to THUMBNAIL_SIZE on the device, copied back
-  in one pinned copy and encoded by Pillow on a few threads.
+- the thumbnail: the model's resized view scaled to THUMBNAIL_SIZE and encoded as a JPEG on
+  the device (Pillow's encoder holds the GIL, which the decode threads need), the JPEGs
+  brought back in one pinned copy.
 
 Only the model input stays on the device. The CPU path decodes a JPEG at a reduced DCT scale,
 and nvJPEG upsamples chroma differently from libjpeg-turbo, so scores and PDQ hashes agree
@@ -27,15 +28,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nsfw_desk.core import gpu_decode, pdq
-from nsfw_desk.core.images import THUMBNAIL_SIZE, make_thumbnail
-from nsfw_desk.core.runtime import available_cores
+from nsfw_desk.core.images import THUMBNAIL_SIZE
 from nsfw_desk.core.stage_clock import StageClock
 
 if TYPE_CHECKING:
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from nsfw_desk.core.detector import Detector
 
 log = logging.getLogger(__name__)
+THUMBNAIL_QUALITY = 85  # as images.make_thumbnail
 # Pixels prepared at once: float intermediates of ~12 bytes a pixel stay near 400 MB
 # (128 files of 1024×768 in one go, 12-MP photos three at a time).
 GROUP_PIXELS = 32_000_000
@@ -64,6 +64,9 @@ class DeviceTransform:
 
     def __init__(self, resize: Any, crop: Any, normalize: Any) -> None:
         self.resize, self.crop, self.normalize = resize, crop, normalize
+        # Two detectors with equal keys share one input. Made once: Normalize's repr formats
+        # tensors (tens of milliseconds each time).
+        self.key = (repr(resize), repr(crop), repr(normalize))
 
     @classmethod
     def of(cls, detector: Detector) -> DeviceTransform | None:
@@ -87,10 +90,6 @@ class DeviceTransform:
         ):
             return None
         return cls(resize, crop, normalize)
-
-    @property
-    def key(self) -> tuple:
-        return (repr(self.resize), repr(self.crop), repr(self.normalize))
 
     def view(self, images: torch.Tensor) -> torch.Tensor:
         """The resized pictures (B, 3, h, w) uint8: the shorter side at the model's size."""
@@ -137,7 +136,6 @@ class GpuPreparer:
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._tents: dict[tuple, torch.Tensor] = {}
         self._dct_matrix: torch.Tensor | None = None
-        self._encode_pool: ThreadPoolExecutor | None = None
 
     def prepare(
         self, datas: Sequence[bytes], clock: StageClock | None = None
@@ -217,9 +215,12 @@ class GpuPreparer:
         return self._dct_matrix
 
     def _thumbnails(self, view: torch.Tensor) -> list[bytes]:
-        """images.make_thumbnail of each view (B, 3, h, w): scaled on the device, copied to
-        the host in one pinned copy, encoded by Pillow on a few threads (nvJPEG's encoder
-        syncs once per picture: 4× slower here)."""
+        """images.make_thumbnail of each view (B, 3, h, w): scaled and encoded where it is
+        (nvJPEG on CUDA), the JPEGs brought back in one copy."""
+        import warnings
+
+        import torch
+        from torchvision.io import encode_jpeg
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
@@ -228,19 +229,12 @@ class GpuPreparer:
         if scale < 1:
             size = [max(1, round(height * scale)), max(1, round(width * scale))]
             view = TF.resize(view, size, InterpolationMode.BICUBIC, antialias=True)
-        pictures = _to_host(view.permute(0, 2, 3, 1).contiguous()).numpy()
-        return list(self._encoders().map(_encode_thumbnail, pictures))
-
-    def _encoders(self) -> ThreadPoolExecutor:
-        if self._encode_pool is None:
-            threads = max(1, min(8, available_cores() // 2))
-            self._encode_pool = ThreadPoolExecutor(threads, thread_name_prefix="nsfw-desk-thumb")
-        return self._encode_pool
-
-    def close(self) -> None:
-        if self._encode_pool is not None:
-            self._encode_pool.shutdown(wait=False, cancel_futures=True)
-            self._encode_pool = None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
+            encoded = encode_jpeg(list(view.contiguous()), quality=THUMBNAIL_QUALITY)
+        ends = np.cumsum([data.numel() for data in encoded])
+        joined = _to_host(torch.cat(encoded)).numpy().tobytes()
+        return [joined[end - len(data) : end] for end, data in zip(ends, encoded, strict=True)]
 
     def _tent(self, length: int, dtype: torch.dtype) -> torch.Tensor:
         import torch
@@ -285,12 +279,6 @@ def _same_size_groups(
         for at in range(0, len(positions), step):
             chunk = positions[at : at + step]
             yield chunk, torch.stack([images[n] for n in chunk])  # type: ignore[misc]
-
-
-def _encode_thumbnail(picture: np.ndarray) -> bytes:
-    from PIL import Image
-
-    return make_thumbnail(Image.fromarray(picture, "RGB"))
 
 
 def _to_host(tensor: torch.Tensor) -> torch.Tensor:
