@@ -89,9 +89,12 @@ def timed_scan(
     gpu_decode: str,
     batch_size: int | None = None,
     workers: int | None = None,
+    gpu_threads: int = 2,
 ) -> ScanFigures:
     """One scan into a fresh library (nothing answered from a cache)."""
-    options = ScanOptions(batch_size=batch_size, workers=workers, gpu_decode=gpu_decode)
+    options = ScanOptions(
+        batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, gpu_threads=gpu_threads
+    )
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         library = Library(Path(tmp) / "bench.sqlite")
         start = time.perf_counter()
@@ -241,11 +244,13 @@ def run(args: argparse.Namespace) -> dict:
         ("GPU decode", gpu_mode, None, args.workers, folder),
         *[(f"GPU decode, batch {b}", gpu_mode, b, args.workers, folder) for b in args.batch_sizes],
         *[(f"GPU decode, {w} threads", gpu_mode, None, w, folder) for w in args.thread_counts],
+        ("GPU decode, 1 GPU thread", gpu_mode, None, args.workers, folder),
     ]
     scans: list[ScanFigures] = []
     for label, mode, batch, workers, where in configs:
-        timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers)
-        result = timed_scan(model, where, workdir, label, mode, batch, workers)
+        gpu_threads = 1 if "1 GPU thread" in label else 2
+        timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers, gpu_threads)
+        result = timed_scan(model, where, workdir, label, mode, batch, workers, gpu_threads)
         scans.append(result)
         print(
             f"{label:<24} {result.images_per_s:8.1f} images/s "
@@ -313,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=768)
     parser.add_argument("--large", type=int, default=128, help="12-MP JPEGs (0: none)")
     parser.add_argument("--cpu-files", type=int, default=1024, help="for the CPU decode scans")
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[64, 256])
-    parser.add_argument("--thread-counts", type=int, nargs="*", default=[16])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256])
+    parser.add_argument("--thread-counts", type=int, nargs="*", default=[])
     parser.add_argument("--workers", type=int, default=None, help="decode threads")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--precision", default="auto")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -133,7 +134,7 @@ class GpuPreparer:
             if transform is None:
                 raise ValueError(supported([detector]))
             self.transforms.append(transform)
-        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._streams = threading.local()  # each preparing thread on a CUDA stream of its own
         self._tents: dict[tuple, torch.Tensor] = {}
         self._dct_matrix: torch.Tensor | None = None
 
@@ -232,6 +233,9 @@ class GpuPreparer:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
             encoded = encode_jpeg(list(view.contiguous()), quality=THUMBNAIL_QUALITY)
+        if view.device.type == "cuda":
+            # torchvision writes the JPEGs out on the legacy default stream: wait for it there
+            torch.cuda.current_stream().wait_stream(torch.cuda.default_stream(view.device))
         ends = np.cumsum([data.numel() for data in encoded])
         joined = _to_host(torch.cat(encoded)).numpy().tobytes()
         return [joined[end - len(data) : end] for end, data in zip(ends, encoded, strict=True)]
@@ -247,20 +251,24 @@ class GpuPreparer:
 
     @contextlib.contextmanager
     def _on_stream(self) -> Iterator[None]:
-        """The preparer's own CUDA stream, so a batch is prepared while the model runs the
-        previous one on the default stream; every result is complete when `prepare` returns."""
+        """The calling thread's own CUDA stream, so batches are prepared while the model runs
+        on the default stream (and two preparing threads overlap); every result is complete
+        when `prepare` returns."""
         import torch
 
-        if self._stream is None:
+        if self.device.type != "cuda":
             yield
             return
-        with torch.cuda.stream(self._stream):
+        if getattr(self._streams, "stream", None) is None:
+            self._streams.stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._streams.stream):
             yield
 
     def _sync(self) -> None:
         """Wait for the device (for honest stage times, and before reading host buffers)."""
-        if self._stream is not None:
-            self._stream.synchronize()
+        stream = getattr(self._streams, "stream", None)
+        if stream is not None:
+            stream.synchronize()
 
 
 def _same_size_groups(

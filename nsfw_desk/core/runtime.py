@@ -72,6 +72,7 @@ class LoadedModel(DetectorFacts):
         default=None, repr=False
     )
     precision_reason: str = ""  # why this precision: asked for, or auto's reason
+    _preprocess_key: tuple | None = field(default=None, repr=False)
 
     @property
     def input_size(self) -> int:
@@ -126,8 +127,11 @@ class LoadedModel(DetectorFacts):
 
     @property
     def preprocess_key(self) -> tuple:
-        """Equal for two models whose whole eval transform is the same (one tensor for both)."""
-        return ("timm", repr(self.transform))
+        """Equal for two models whose whole eval transform is the same (one tensor for both).
+        Made once: Normalize's repr formats tensors, ~1 ms a call, and a scan asks per file."""
+        if self._preprocess_key is None:
+            self._preprocess_key = ("timm", repr(self.transform))
+        return self._preprocess_key
 
     def from_resized(self, resized: Image.Image) -> tuple[torch.Tensor, Image.Image]:
         """`preprocess` after its first step (the resize `resize_key` names)."""

@@ -82,7 +82,7 @@ if TYPE_CHECKING:  # torch is imported where a scan runs, not when the module lo
 log = logging.getLogger(__name__)
 
 
-GPU_BATCHES_IN_FLIGHT = 2  # prepared on the GPU while the model runs the batch before
+GPU_BATCHES_IN_FLIGHT = 3  # prepared on the GPU while the model runs the batch before
 GPU_BATCH_PIXELS = 200_000_000  # a GPU batch of 12-MP photos stops at 16 (600 MB decoded)
 
 
@@ -96,6 +96,7 @@ class ScanOptions:
     # JPEGs decoded and prepared on the model's device (core/gpu_prepare.py): "auto" on
     # CUDA, "on" on any device (the tests run it on the CPU), "off" never.
     gpu_decode: str = "auto"
+    gpu_threads: int = 2  # threads preparing batches on the GPU, each on its own stream
 
     def decode_workers(self, device: str = "cpu") -> int:
         """On the CPU the model's threads need the cores (2 to 4 decode threads); on CUDA the
@@ -698,8 +699,12 @@ def _scan_entries(
     pool = ThreadPoolExecutor(
         workers, thread_name_prefix="nsfw-desk-decode", initializer=_decode_thread_setup
     )
-    # One thread prepares the GPU's batches, so the next is decoded while the model runs.
-    gpu_thread = ThreadPoolExecutor(1, thread_name_prefix="nsfw-desk-gpu") if gpu else None
+    # Threads prepare the GPU's batches, so the next are decoded while the model runs.
+    gpu_thread = (
+        ThreadPoolExecutor(max(1, options.gpu_threads), thread_name_prefix="nsfw-desk-gpu")
+        if gpu
+        else None
+    )
     # Finished futures queue up here: waiting on hundreds of futures with `wait` costs this
     # thread a pass over all of them per wake-up, which a GPU's rate cannot afford.
     finished: SimpleQueue[Future] = SimpleQueue()
