@@ -89,7 +89,7 @@ def timed_scan(
     gpu_decode: str,
     batch_size: int | None = None,
     workers: int | None = None,
-    gpu_threads: int = 2,
+    gpu_threads: int = 1,
 ) -> ScanFigures:
     """One scan into a fresh library (nothing answered from a cache)."""
     options = ScanOptions(
@@ -244,11 +244,11 @@ def run(args: argparse.Namespace) -> dict:
         ("GPU decode", gpu_mode, None, args.workers, folder),
         *[(f"GPU decode, batch {b}", gpu_mode, b, args.workers, folder) for b in args.batch_sizes],
         *[(f"GPU decode, {w} threads", gpu_mode, None, w, folder) for w in args.thread_counts],
-        ("GPU decode, 1 GPU thread", gpu_mode, None, args.workers, folder),
+        ("GPU decode, 2 GPU threads", gpu_mode, None, args.workers, folder),
     ]
     scans: list[ScanFigures] = []
     for label, mode, batch, workers, where in configs:
-        gpu_threads = 1 if "1 GPU thread" in label else 2
+        gpu_threads = 2 if "2 GPU threads" in label else 1
         timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers, gpu_threads)
         result = timed_scan(model, where, workdir, label, mode, batch, workers, gpu_threads)
         scans.append(result)

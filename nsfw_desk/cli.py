@@ -746,7 +746,12 @@ def run_scan(args: argparse.Namespace) -> int:
         )
         + f"{count(summary.errors, 'error')}, {count(summary.ignored, 'other file')} ignored; "
         f"{flagged:,} flagged at {threshold:.2f}; "
-        f"{summary.images_per_s:.1f} images/s on {summary.device}",
+        f"{summary.images_per_s:.1f} images/s on {summary.device}"
+        + (
+            f" ({summary.decoded_on_device:,} JPEGs decoded there)"
+            if summary.decoded_on_device
+            else ""
+        ),
         file=sys.stderr,
     )
     if len(detectors) > 1:

@@ -85,6 +85,20 @@ def test_verbose_scan_says_where_the_time_went(folder, model_dir, tmp_path, caps
     assert "5 scored" in err and "where the time went" not in err
 
 
+def test_gpu_decode_on_puts_the_jpegs_on_the_models_device(folder, model_dir, tmp_path, capsys):
+    """`--gpu-decode on` (README, On a GPU) runs the GPU path on the CPU device here; the
+    summary says how many JPEGs went that way, and the default on the CPU is the CPU path."""
+    args = ["scan", str(folder), "--model", str(model_dir), "--db", str(tmp_path / "g.db")]
+    assert main([*args, "--gpu-decode", "on"]) == 0
+    err = capsys.readouterr().err
+    assert "5 scored" in err and "(5 JPEGs decoded there)" in err
+    assert main([*args[:-1], str(tmp_path / "c.db")]) == 0
+    err = capsys.readouterr().err
+    assert "5 scored" in err and "decoded there" not in err
+    with pytest.raises(SystemExit):
+        main([*args, "--gpu-decode", "maybe"])
+
+
 def test_jsonl_to_stdout(folder, model_dir, tmp_path, capsys):
     assert (
         main(

@@ -296,3 +296,17 @@ def test_pdq_on_the_device_is_core_pdq(models, device):
             distance = pdq.distance(bits, want_bits)
             assert distance <= (0 if device == "cpu" else 2), (height, width, n, distance)
     assert {q for _, q in got} != {100}, "some picture with a quality below 100"
+
+
+def test_the_readme_gpu_section_names_what_these_tests_run():
+    """README, On a GPU: its commands are the ones run here and in tests/test_cli.py."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+    section = readme.split("### On a GPU", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        block.strip() for block in section.split("```sh\n")[1:] for block in [block.split("```")[0]]
+    ]
+    assert commands == [
+        "nsfw-desk scan ~/Pictures/incoming --gpu-decode on",
+        "python -m nsfw_desk.bench_gpu",
+    ]
+    assert "NVIDIA H100" in section and "Intel Xeon" in section  # the card and CPU named

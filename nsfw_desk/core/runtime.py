@@ -72,7 +72,7 @@ class LoadedModel(DetectorFacts):
         default=None, repr=False
     )
     precision_reason: str = ""  # why this precision: asked for, or auto's reason
-    _preprocess_key: tuple | None = field(default=None, repr=False)
+    _preprocess_key: tuple[Any, tuple] | None = field(default=None, repr=False)  # (of, key)
 
     @property
     def input_size(self) -> int:
@@ -129,9 +129,10 @@ class LoadedModel(DetectorFacts):
     def preprocess_key(self) -> tuple:
         """Equal for two models whose whole eval transform is the same (one tensor for both).
         Made once: Normalize's repr formats tensors, ~1 ms a call, and a scan asks per file."""
-        if self._preprocess_key is None:
-            self._preprocess_key = ("timm", repr(self.transform))
-        return self._preprocess_key
+        transform = self.transform
+        if self._preprocess_key is None or self._preprocess_key[0] is not transform:
+            self._preprocess_key = (transform, ("timm", repr(transform)))
+        return self._preprocess_key[1]
 
     def from_resized(self, resized: Image.Image) -> tuple[torch.Tensor, Image.Image]:
         """`preprocess` after its first step (the resize `resize_key` names)."""
