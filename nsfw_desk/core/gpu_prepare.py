@@ -124,7 +124,7 @@ def _limit_aspect(images: torch.Tensor, limit: int) -> torch.Tensor:
 class GpuPreparer:
     """Prepares batches of JPEG bytes on `device` for `detectors` (primary first)."""
 
-    def __init__(self, detectors: Sequence[Detector], device: torch.device) -> None:
+    def __init__(self, detectors: Sequence[Detector], device: torch.device | str) -> None:
         import torch
 
         self.device = torch.device(device)

@@ -831,8 +831,9 @@ def _gpu_preparer(detectors: Sequence[Detector], options: ScanOptions) -> GpuPre
     if why_not is not None:
         log.info("JPEGs are decoded on the CPU: %s", why_not)
         return None
-    log.info("JPEGs are decoded on %s in batches", devices.pop())
-    return gpu_prepare.GpuPreparer(detectors, getattr(detectors[0], "device", "cpu"))
+    device = devices.pop()
+    log.info("JPEGs are decoded on %s in batches", device)
+    return gpu_prepare.GpuPreparer(detectors, device)
 
 
 def _prepare_on_gpu(
@@ -1045,7 +1046,9 @@ def prepare_listing(
     perceptual = PdqLookup(library.path)
 
     def prepare(entry: FileEntry) -> _Prepared | FileError:
-        return _prepare(entry, [], [reader.has], perceptual.has_pdq, THUMBNAIL_SIZE, options)
+        result = _prepare(entry, [], [reader.has], perceptual.has_pdq, THUMBNAIL_SIZE, options)
+        assert not isinstance(result, _Deferred), "a listing defers nothing"
+        return result
 
     try:
         with ThreadPoolExecutor(min(options.decode_workers(), len(entries))) as pool:
