@@ -90,10 +90,15 @@ def timed_scan(
     batch_size: int | None = None,
     workers: int | None = None,
     gpu_threads: int = 1,
+    gpu_thumbnails: str = "device",
 ) -> ScanFigures:
     """One scan into a fresh library (nothing answered from a cache)."""
     options = ScanOptions(
-        batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, gpu_threads=gpu_threads
+        batch_size=batch_size,
+        workers=workers,
+        gpu_decode=gpu_decode,
+        gpu_threads=gpu_threads,
+        gpu_thumbnails=gpu_thumbnails,
     )
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         library = Library(Path(tmp) / "bench.sqlite")
@@ -245,12 +250,14 @@ def run(args: argparse.Namespace) -> dict:
         *[(f"GPU decode, batch {b}", gpu_mode, b, args.workers, folder) for b in args.batch_sizes],
         *[(f"GPU decode, {w} threads", gpu_mode, None, w, folder) for w in args.thread_counts],
         ("GPU decode, 2 GPU threads", gpu_mode, None, args.workers, folder),
+        ("GPU decode, host thumbnails", gpu_mode, None, args.workers, folder),
     ]
     scans: list[ScanFigures] = []
     for label, mode, batch, workers, where in configs:
-        gpu_threads = 2 if "2 GPU threads" in label else 1
-        timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers, gpu_threads)
-        result = timed_scan(model, where, workdir, label, mode, batch, workers, gpu_threads)
+        gpu = {"gpu_threads": 2 if "2 GPU threads" in label else 1}
+        gpu["gpu_thumbnails"] = "host" if "host thumbnails" in label else "device"
+        timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers, **gpu)
+        result = timed_scan(model, where, workdir, label, mode, batch, workers, **gpu)
         scans.append(result)
         print(
             f"{label:<24} {result.images_per_s:8.1f} images/s "

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from nsfw_desk.core import gpu_prepare, pdq
-from nsfw_desk.core.images import ErrorKind
+from nsfw_desk.core.images import THUMBNAIL_SIZE, ErrorKind
 from nsfw_desk.core.runtime import load_model
 from nsfw_desk.core.scan import ScanOptions, _gpu_preparer, scan_folder
 from nsfw_desk.core.store import Library
@@ -134,6 +134,26 @@ def test_a_scan_with_jpegs_prepared_on_the_device_matches_the_cpu_path(tmp_path,
         ErrorKind.DECODE_ERROR,
         ErrorKind.NOT_AN_IMAGE,
     }
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_thumbnails_encoded_on_the_host_match_those_on_the_device(tmp_path, models, device):
+    """Both encoders give a JPEG of the view scaled to THUMBNAIL_SIZE, near the same pixels."""
+    model = models[device]
+    datas = [save_jpeg(tmp_path / f"{n}.jpg", size, seed=n).read_bytes()
+             for n, size in enumerate([(480, 360)] * 5 + [(300, 500)])]  # fmt: skip
+    here = gpu_prepare.GpuPreparer([model], model.device, "device").prepare(datas)
+    there_preparer = gpu_prepare.GpuPreparer([model], model.device, "host")
+    there = there_preparer.prepare(datas)
+    there_preparer.close()
+    for a, b in zip(here, there, strict=True):
+        first, second = Image.open(io.BytesIO(a.thumbnail)), Image.open(io.BytesIO(b.thumbnail))
+        assert first.size == second.size and max(first.size) <= THUMBNAIL_SIZE
+        difference = np.abs(np.asarray(first, dtype=int) - np.asarray(second, dtype=int))
+        assert difference.mean() < 3
+        assert a.pdq == b.pdq
+    with pytest.raises(ValueError, match="thumbnails_on"):
+        gpu_prepare.GpuPreparer([model], model.device, "gpu")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -265,7 +285,7 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path, capsys):
 
     figures = json.loads(out.read_text())
     assert figures["gpu_vs_cpu_decode"]["files"] == 4
-    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0, 6, 6, 6, 6]
+    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0, 6, 6, 6, 6, 6]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,12 @@ THUMBNAIL_QUALITY = 85  # as images.make_thumbnail
 # Pixels prepared at once: float intermediates of ~12 bytes a pixel stay near 400 MB
 # (128 files of 1024×768 in one go, 12-MP photos three at a time).
 GROUP_PIXELS = 32_000_000
+# Where thumbnails are JPEG-encoded: "device" (nvJPEG on CUDA; measured, the default) or
+# "host" (torchvision's CPU encoder on HOST_ENCODERS threads, chunks of HOST_CHUNK; not yet
+# measured on a GPU: python -m nsfw_desk.bench_gpu times both).
+THUMBNAILS_ON = ("device", "host")
+HOST_ENCODERS = 4
+HOST_CHUNK = 32
 
 
 @dataclass
@@ -124,9 +131,18 @@ def _limit_aspect(images: torch.Tensor, limit: int) -> torch.Tensor:
 class GpuPreparer:
     """Prepares batches of JPEG bytes on `device` for `detectors` (primary first)."""
 
-    def __init__(self, detectors: Sequence[Detector], device: torch.device | str) -> None:
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        device: torch.device | str,
+        thumbnails_on: str = "device",
+    ) -> None:
         import torch
 
+        if thumbnails_on not in THUMBNAILS_ON:
+            raise ValueError(f"thumbnails_on is one of {', '.join(THUMBNAILS_ON)}")
+        self.thumbnails_on = thumbnails_on
+        self._encoders: ThreadPoolExecutor | None = None
         self.device = torch.device(device)
         self.transforms: list[DeviceTransform] = []
         for detector in detectors:
@@ -200,12 +216,12 @@ class GpuPreparer:
         dct = self._dct()
         coefficients = (dct @ samples @ dct.T).reshape(-1, 256)
         median = coefficients.kthvalue(128, dim=1).values  # the 128th smallest, as pdq
-        bits = _to_host(coefficients > median[:, None]).numpy()
-        totals_host = _to_host(totals).numpy()
-        packed = np.packbits(bits[:, ::-1], axis=1)  # bit k = coefficient (k // 16, k % 16)
+        bits = (coefficients > median[:, None]).to(torch.float32)
+        answer = _to_host(torch.cat([bits, totals[:, None]], dim=1)).numpy()  # one copy back
+        packed = np.packbits(answer[:, 255::-1] > 0.5, axis=1)  # bit k = coefficient k
         return [
             (row.tobytes(), min(int(total) // 90, 100))
-            for row, total in zip(packed, totals_host, strict=True)
+            for row, total in zip(packed, answer[:, 256], strict=True)
         ]
 
     def _dct(self) -> torch.Tensor:
@@ -230,6 +246,8 @@ class GpuPreparer:
         if scale < 1:
             size = [max(1, round(height * scale)), max(1, round(width * scale))]
             view = TF.resize(view, size, InterpolationMode.BICUBIC, antialias=True)
+        if self.thumbnails_on == "host":
+            return self._encode_on_host(_to_host(view.contiguous()))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
             encoded = encode_jpeg(list(view.contiguous()), quality=THUMBNAIL_QUALITY)
@@ -239,6 +257,19 @@ class GpuPreparer:
         ends = np.cumsum([data.numel() for data in encoded])
         joined = _to_host(torch.cat(encoded)).numpy().tobytes()
         return [joined[end - len(data) : end] for end, data in zip(ends, encoded, strict=True)]
+
+    def _encode_on_host(self, pictures: torch.Tensor) -> list[bytes]:
+        """The thumbnails' JPEGs by torchvision's CPU encoder (which lets go of the GIL), in
+        a few chunks on threads of their own."""
+        if self._encoders is None:
+            self._encoders = ThreadPoolExecutor(HOST_ENCODERS, thread_name_prefix="nsfw-thumb")
+        chunks = [pictures[at : at + HOST_CHUNK] for at in range(0, len(pictures), HOST_CHUNK)]
+        return [data for chunk in self._encoders.map(_encode_jpegs, chunks) for data in chunk]
+
+    def close(self) -> None:
+        if self._encoders is not None:
+            self._encoders.shutdown(wait=False, cancel_futures=True)
+            self._encoders = None
 
     def _tent(self, length: int, dtype: torch.dtype) -> torch.Tensor:
         import torch
@@ -287,6 +318,17 @@ def _same_size_groups(
         for at in range(0, len(positions), step):
             chunk = positions[at : at + step]
             yield chunk, torch.stack([images[n] for n in chunk])  # type: ignore[misc]
+
+
+def _encode_jpegs(pictures: torch.Tensor) -> list[bytes]:
+    import warnings
+
+    from torchvision.io import encode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
+        encoded = encode_jpeg(list(pictures), quality=THUMBNAIL_QUALITY)
+    return [data.numpy().tobytes() for data in encoded]
 
 
 def _to_host(tensor: torch.Tensor) -> torch.Tensor:
