@@ -330,3 +330,16 @@ def test_the_readme_gpu_section_names_what_these_tests_run():
         "python -m nsfw_desk.bench_gpu",
     ]
     assert "NVIDIA H100" in section and "Intel Xeon" in section  # the card and CPU named
+
+
+def test_the_desk_says_how_many_jpegs_the_gpu_decoded(tmp_path):
+    pytest.importorskip("PySide6")
+    from nsfw_desk.core.scan import ScanSummary
+    from nsfw_desk.gui.main_window import MainWindow
+
+    summary = ScanSummary(tmp_path, "m", "CUDA · fp16", files=5, scored=5, elapsed_s=1.0)
+    summary.decoded_on_device = 4
+    text = MainWindow._scan_summary_text(None, summary)  # type: ignore[arg-type]
+    assert text == "Scanned: 5 files in 1.0 s · 5 new · 4 JPEGs decoded on the GPU · 0 errors"
+    summary.decoded_on_device = 0
+    assert "GPU" not in MainWindow._scan_summary_text(None, summary)  # type: ignore[arg-type]

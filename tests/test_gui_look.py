@@ -344,3 +344,27 @@ def test_error_tiles_show_the_file_size(qtbot, make_window, folder):
     scan(qtbot, again, folder)
     stored = again.results.index(again.results.row_of(broken))
     assert stored.data(Role.SIZE) == broken.stat().st_size
+
+
+# --- batch size: auto by default (8 on the CPU, 128 on CUDA) ------------------------------
+
+
+def test_batch_size_is_auto_unless_chosen(qtbot, make_window, tmp_path):
+    import json
+
+    from nsfw_desk.core.settings import Settings
+    from nsfw_desk.gui.settings_dialog import SettingsDialog
+    from nsfw_desk.gui.worker import ScanRequest
+
+    assert Settings.load(tmp_path / "none.json").batch_size == 0  # auto
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"batch_size": -3}))
+    assert Settings.load(odd).batch_size == 0
+    assert ScanRequest(tmp_path, None).batch_size == 0
+
+    window = make_window()
+    dialog = SettingsDialog(window.settings, window)
+    qtbot.addWidget(dialog)
+    assert dialog.batch_size.text() == "auto" and dialog.result_settings().batch_size == 0
+    dialog.batch_size.setValue(32)
+    assert dialog.batch_size.text() == "32" and dialog.result_settings().batch_size == 32

@@ -1353,6 +1353,8 @@ class MainWindow(QMainWindow):
             if summary.from_embeddings
             else ""
         )
+        if summary.decoded_on_device:  # core/gpu_prepare.py: JPEGs decoded by the GPU
+            via += f" · {summary.decoded_on_device:,} JPEGs decoded on the GPU"
         if summary.cancelled:
             done = summary.scored + summary.cached + summary.errors
             return (
