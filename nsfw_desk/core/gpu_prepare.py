@@ -115,17 +115,15 @@ def supported(detectors: Sequence[Detector]) -> str | None:
     return None
 
 
-def _limit_aspect(images: torch.Tensor, limit: int) -> torch.Tensor:
+def _limit_aspect(images: torch.Tensor) -> torch.Tensor:
     """runtime.limit_aspect on (..., H, W) tensors: the centre of too elongated pictures."""
-    height, width = images.shape[-2:]
-    short, long = min(width, height), max(width, height)
-    if long <= short * limit:
+    from nsfw_desk.core.runtime import aspect_box
+
+    box = aspect_box(images.shape[-1], images.shape[-2])
+    if box is None:
         return images
-    keep = short * limit
-    start = (long - keep) // 2
-    if width > height:
-        return images[..., :, start : start + keep]
-    return images[..., start : start + keep, :]
+    left, top, right, bottom = box
+    return images[..., top:bottom, left:right]
 
 
 class GpuPreparer:
@@ -173,12 +171,10 @@ class GpuPreparer:
 
     def _prepare_group(self, batch: torch.Tensor, clock: StageClock) -> list[DevicePixels]:
         """Pictures of one size, (B, 3, H, W) uint8 on the device."""
-        from nsfw_desk.core.runtime import MAX_ASPECT
-
         with clock.timing("pdq"):
             hashes = self._pdq_hashes(batch)
         with clock.timing("transform"):
-            limited = _limit_aspect(batch, MAX_ASPECT)
+            limited = _limit_aspect(batch)
             inputs: dict[int, torch.Tensor] = {}
             by_key: dict[tuple, torch.Tensor] = {}
             thumbnail_view = None

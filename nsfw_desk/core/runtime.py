@@ -187,15 +187,23 @@ def limit_aspect(pixels: Image.Image, limit: int = MAX_ASPECT) -> Image.Image:
     side is untouched), so the model sees the same pixels up to rounding (at most 2 of 255
     levels, scores within 0.0002 in tests/test_hostile.py).
     """
-    width, height = pixels.size
+    box = aspect_box(*pixels.size, limit)
+    return pixels if box is None else pixels.crop(box)
+
+
+def aspect_box(
+    width: int, height: int, limit: int = MAX_ASPECT
+) -> tuple[int, int, int, int] | None:
+    """`limit_aspect`'s crop as (left, top, right, bottom), or None when the picture is kept
+    whole (core/gpu_prepare.py cuts tensors by it)."""
     short, long = min(width, height), max(width, height)
     if long <= short * limit:
-        return pixels
+        return None
     keep = short * limit
     start = (long - keep) // 2
     if width > height:
-        return pixels.crop((start, 0, start + keep, height))
-    return pixels.crop((0, start, width, start + keep))
+        return (start, 0, start + keep, height)
+    return (0, start, width, start + keep)
 
 
 def unsafe_indices_for(labels: Sequence[str], override: str | Sequence[str] | None) -> list[int]:
