@@ -183,7 +183,7 @@ def test_model_input_and_pdq_of_a_full_size_decode_match_the_cpu_code(tmp_path, 
 
 def test_jpegs_the_gpu_refuses_or_fails_on_are_decoded_by_the_cpu(tmp_path, models, monkeypatch):
     """A file the GPU answers None for, or a GPU batch that raises, is decoded by the decode
-    threads: every file scored, with the CPU path's very scores."""
+    threads: every file scored, with the CPU path's scores."""
     model = models["cpu"]
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -209,7 +209,8 @@ def test_jpegs_the_gpu_refuses_or_fails_on_are_decoded_by_the_cpu(tmp_path, mode
     monkeypatch.setattr(gpu_prepare.GpuPreparer, "prepare", fail)
     failed, _ = scan(folder, model, tmp_path / "fail.sqlite", "on", batch_size=2)
     assert failed.scored == 5 and failed.errors == 0 and failed.decoded_on_device == 0
-    assert {o.path: o.score for o in failed.outcomes} == expected
+    # the CPU path's scores (to rounding: a batch's make-up moves the last float bits)
+    assert {o.path: o.score for o in failed.outcomes} == pytest.approx(expected, abs=1e-5)
 
 
 def test_which_scans_decode_on_the_device(models):
