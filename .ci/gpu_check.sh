@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks, in one short run on a machine with a CUDA GPU (not part of CI: CI has none).
-# Wheels of what that machine lacks (sqlite-utils and its needs, platformdirs) in .whl/.
+# The GPU checks, in one short run on a machine with a CUDA GPU (not part of CI: CI has none):
+# the GPU tests on CUDA, then `python -m nsfw_desk.bench_gpu` (about 2 minutes on an H100).
+# A machine with torch, torchvision, timm, Pillow and numpy but without the rest of our needs
+# gets them as wheels in .whl/, fetched beforehand where pip reaches an index:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+#       sqlite-utils sqlite-fts4 click-default-group click platformdirs
 # Usage: bash .ci/gpu_check.sh [bench_gpu arguments]; logs and figures go to $OUT (or /tmp).
 set -u
 export PYTHONUNBUFFERED=1
