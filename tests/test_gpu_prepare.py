@@ -344,3 +344,64 @@ def test_the_desk_says_how_many_jpegs_the_gpu_decoded(tmp_path):
     assert text == "Scanned: 5 files in 1.0 s · 5 new · 4 JPEGs decoded on the GPU · 0 errors"
     summary.decoded_on_device = 0
     assert "GPU" not in MainWindow._scan_summary_text(None, summary)  # type: ignore[arg-type]
+
+
+def test_a_cancelled_gpu_scan_keeps_what_it_committed_and_resumes(tmp_path, models):
+    """Cancel with batches in flight on the GPU's thread: what was committed stays, the
+    library is consistent, and the next scan does only the rest."""
+    from nsfw_desk.core.progress import CancelToken
+
+    model = models["cpu"]
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        save_jpeg(folder / f"{i:03d}.jpg", (96, 72), seed=i)
+    cancel = CancelToken()
+    seen: list = []
+
+    def on_results(outcomes):
+        seen.extend(outcomes)
+        if len(seen) >= 8:
+            cancel.cancel()
+
+    options = ScanOptions(gpu_decode="on", batch_size=4)
+    with Library(tmp_path / "lib.sqlite") as library:
+        first = scan_folder(folder, model, library, options=options, cancel=cancel,
+                            on_results=on_results)  # fmt: skip
+        assert first.cancelled and 8 <= first.scored < 40
+        stored = [r for r in library.results(folder, model.model_id) if r.score is not None]
+        assert len(stored) == first.scored and library.integrity_check() == "ok"
+        second = scan_folder(folder, model, library, options=options)
+        assert second.cached == first.scored and second.scored == 40 - first.scored
+        assert second.decoded_on_device == second.scored
+
+
+def test_two_detectors_on_the_gpu_path_match_the_cpu_path(tmp_path, models):
+    """Two timm detectors (other labels, other weights): both scored from one decode on the
+    device; a detector added later scores only what it lacks, from the same path."""
+    from nsfw_desk.synthetic import save_random_model
+
+    first = models["cpu"]
+    second = load_model(
+        save_random_model(tmp_path / "second", labels=("SFW", "NSFW"), seed=5), device="cpu"
+    )
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        save_jpeg(folder / f"p{i}.jpg", (320, 240), seed=i)
+    cpu, _ = scan(folder, [first, second], tmp_path / "cpu.sqlite", "off")
+    dev, _ = scan(folder, [first, second], tmp_path / "dev.sqlite", "on", batch_size=4)
+    assert dev.decoded_on_device == 6
+    for a, b in zip(sorted(cpu.outcomes, key=lambda o: o.path),
+                    sorted(dev.outcomes, key=lambda o: o.path), strict=True):  # fmt: skip
+        assert set(a.scores) == set(b.scores) == {first.model_id, second.model_id}
+        for model_id in a.scores:
+            assert abs(a.scores[model_id] - b.scores[model_id]) <= MAX_DP["cpu"]
+
+    with Library(tmp_path / "later.sqlite") as library:
+        options = ScanOptions(gpu_decode="on", batch_size=4)
+        scan_folder(folder, first, library, options=options)
+        added = scan_folder(folder, [first, second], library, options=options,
+                            keep_outcomes=True)  # fmt: skip
+        assert added.scored == 6 and added.decoded_on_device == 6
+        assert all(set(o.scores) == {first.model_id, second.model_id} for o in added.outcomes)
