@@ -18,10 +18,11 @@ decoder behind the same call); `python -m nsfw_desk.bench_gpu` runs it on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,13 +72,19 @@ def gpu_header(data: bytes, max_pixels: int) -> JpegHeader | None:
     return JpegHeader(width, height)
 
 
+@contextlib.contextmanager
+def torchvision_codecs() -> Iterator[None]:
+    """torchvision 0.29 deprecates its image codecs in favour of TorchCodec (not a dependency
+    here); decode_jpeg and encode_jpeg still work. TorchCodec is the way forward."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
+        yield
+
+
 def torchvision_decoder(tensors: list[Any], device: Any) -> list[Any]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its image codecs in favour of TorchCodec (not a
-        # dependency here); decode_jpeg still works. TorchCodec is the way forward.
-        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
+    with torchvision_codecs():
         return decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
 
 

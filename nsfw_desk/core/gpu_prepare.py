@@ -140,7 +140,11 @@ class GpuPreparer:
         if thumbnails_on not in THUMBNAILS_ON:
             raise ValueError(f"thumbnails_on is one of {', '.join(THUMBNAILS_ON)}")
         self.thumbnails_on = thumbnails_on
-        self._encoders: ThreadPoolExecutor | None = None
+        self._encoders = (
+            ThreadPoolExecutor(HOST_ENCODERS, thread_name_prefix="nsfw-desk-thumb")
+            if thumbnails_on == "host"
+            else None
+        )
         self.device = torch.device(device)
         self.transforms: list[DeviceTransform] = []
         for detector in detectors:
@@ -230,10 +234,7 @@ class GpuPreparer:
     def _thumbnails(self, view: torch.Tensor) -> list[bytes]:
         """images.make_thumbnail of each view (B, 3, h, w): scaled and encoded where it is
         (nvJPEG on CUDA), the JPEGs brought back in one copy."""
-        import warnings
-
         import torch
-        from torchvision.io import encode_jpeg
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
@@ -244,9 +245,7 @@ class GpuPreparer:
             view = TF.resize(view, size, InterpolationMode.BICUBIC, antialias=True)
         if self.thumbnails_on == "host":
             return self._encode_on_host(_to_host(view.contiguous()))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
-            encoded = encode_jpeg(list(view.contiguous()), quality=THUMBNAIL_QUALITY)
+        encoded = _jpegs(list(view.contiguous()))
         if view.device.type == "cuda":
             # torchvision writes the JPEGs out on the legacy default stream: wait for it there
             torch.cuda.current_stream().wait_stream(torch.cuda.default_stream(view.device))
@@ -257,8 +256,7 @@ class GpuPreparer:
     def _encode_on_host(self, pictures: torch.Tensor) -> list[bytes]:
         """The thumbnails' JPEGs by torchvision's CPU encoder (which lets go of the GIL), in
         a few chunks on threads of their own."""
-        if self._encoders is None:
-            self._encoders = ThreadPoolExecutor(HOST_ENCODERS, thread_name_prefix="nsfw-thumb")
+        assert self._encoders is not None, "made with thumbnails_on='host'"
         chunks = [pictures[at : at + HOST_CHUNK] for at in range(0, len(pictures), HOST_CHUNK)]
         return [data for chunk in self._encoders.map(_encode_jpegs, chunks) for data in chunk]
 
@@ -316,15 +314,16 @@ def _same_size_groups(
             yield chunk, torch.stack([images[n] for n in chunk])  # type: ignore[misc]
 
 
-def _encode_jpegs(pictures: torch.Tensor) -> list[bytes]:
-    import warnings
-
+def _jpegs(pictures: list[torch.Tensor]) -> list[torch.Tensor]:
+    """torchvision's encode_jpeg at the thumbnails' quality, where the pictures are."""
     from torchvision.io import encode_jpeg
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities")
-        encoded = encode_jpeg(list(pictures), quality=THUMBNAIL_QUALITY)
-    return [data.numpy().tobytes() for data in encoded]
+    with gpu_decode.torchvision_codecs():
+        return encode_jpeg(pictures, quality=THUMBNAIL_QUALITY)
+
+
+def _encode_jpegs(pictures: torch.Tensor) -> list[bytes]:
+    return [data.numpy().tobytes() for data in _jpegs(list(pictures))]
 
 
 def _to_host(tensor: torch.Tensor) -> torch.Tensor:
