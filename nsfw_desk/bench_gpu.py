@@ -4,9 +4,9 @@ and on the GPU, against the model card's loop on the same device, in one run.
 It generates photo-like JPEGs (1024×768 by default, and a few 12-MP ones), then times on the
 same files: the card's per-image loop; our scan with JPEGs decoded by the decode threads
 (`gpu_decode="off"`) and on the GPU (core/gpu_prepare.py), each after a warm-up scan, with
-the share of time in read, decode, PDQ, transform, forward and store; and the ceilings that
-explain the figures: the forward pass alone, nvJPEG's decode alone, Pillow's decode alone on
-every core. Scores and PDQ hashes of the two decode paths are compared file by file.
+the share of time in read, decode, PDQ, transform, thumbnail, forward and store; and the
+ceilings that explain the figures: the forward pass alone, nvJPEG's decode alone, Pillow's
+decode alone on every core. Scores and PDQ hashes of the two decode paths are compared file by file.
 
 Without CUDA it runs on the CPU (`--gpu-decode on` puts the GPU path on the CPU device), which
 is how the suite keeps it from rotting; its figures mean something on a GPU only.
@@ -204,8 +204,12 @@ def describe_device(device: str) -> str:
 
 
 def shares(seconds: dict[str, float]) -> str:
+    """Each stage's seconds (summed over threads) and share of all stages' seconds."""
     total = sum(seconds.values()) or 1.0
-    return " · ".join(f"{stage} {100 * seconds.get(stage, 0.0) / total:.0f}%" for stage in STAGES)
+    return " · ".join(
+        f"{stage} {seconds.get(stage, 0.0):.2f} s {100 * seconds.get(stage, 0.0) / total:.0f}%"
+        for stage in STAGES
+    )
 
 
 def run(args: argparse.Namespace) -> dict:

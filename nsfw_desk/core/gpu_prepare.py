@@ -189,6 +189,8 @@ class GpuPreparer:
                     thumbnail_view = view if thumbnail_view is None else thumbnail_view
                 inputs[i] = by_key[transform.key]
             assert thumbnail_view is not None, "at least one detector"
+            self._sync()  # the model input done: the stages' times apart
+        with clock.timing("thumbnail"):
             thumbnails = self._thumbnails(thumbnail_view)
         return [
             DevicePixels({i: inputs[i][n] for i in inputs}, thumbnails[n], *hashes[n])

@@ -941,13 +941,14 @@ def _prepare(
         if not to_run:  # the hash only (from before PDQ hashes), no model run
             return _Prepared(entry, digest, pdq=hashed, pdq_quality=quality, via_base=through_base)
         if not detectors:
-            with clock.timing("transform"):
+            with clock.timing("thumbnail"):
                 thumbnail = make_thumbnail(pixels)
             return _Prepared(
                 entry, digest, {}, thumbnail, width, height, fmt, True, hashed, quality
             )
         with clock.timing("transform"):
             tensors, view = _preprocess_all(detectors, to_run, pixels)
+        with clock.timing("thumbnail"):
             thumbnail = make_thumbnail(view)
         return _Prepared(
             entry,

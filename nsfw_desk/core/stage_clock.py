@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 
 # In pipeline order: what the decode threads do, then what the scan's thread does.
-STAGES = ("read", "decode", "pdq", "transform", "forward", "store")
+# "transform" is the model input; "thumbnail" the review grid's picture (scaled, JPEG-encoded).
+STAGES = ("read", "decode", "pdq", "transform", "thumbnail", "forward", "store")
 
 
 class StageClock:
