@@ -41,14 +41,22 @@ class CorpusFigures:
     stages: dict[str, float] = field(default_factory=dict)  # the fp32 scans', summed
 
 
-def make_corpus(folder: Path, size: tuple[int, int], count: int, quality: int = 90) -> list[Path]:
+def make_corpus(
+    folder: Path, size: tuple[int, int], count: int, quality: int = 90, workers: int = 1
+) -> list[Path]:
+    """`count` photo-like baseline JPEGs, written by `workers` threads (Pillow lets go of
+    the GIL while it encodes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
+
+    def write(i: int) -> Path:
         path = folder / f"photo_{i:04d}.jpg"
         synthetic_photo(size, seed=i * 7919 + size[0]).save(path, quality=quality)
-        paths.append(path)
-    return paths
+        return path
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(write, range(count)))
 
 
 def card_loop(model: LoadedModel, paths: list[Path]) -> tuple[float, np.ndarray]:

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nsfw_desk.bench import card_loop, make_corpus
 from nsfw_desk.core import pdq
 from nsfw_desk.core.runtime import LoadedModel, load_model
 from nsfw_desk.core.scan import ScanOptions, scan_folder
 from nsfw_desk.core.stage_clock import STAGES
 from nsfw_desk.core.store import Library
-from nsfw_desk.synthetic import save_random_model, synthetic_photo
+from nsfw_desk.synthetic import save_random_model
 
 THRESHOLD = 0.5
 
@@ -48,37 +49,6 @@ class ScanFigures:
     decoded_on_device: int
     scores: dict[str, float] = field(default_factory=dict, repr=False)
     pdq: dict[str, bytes] = field(default_factory=dict, repr=False)
-
-
-def make_corpus(folder: Path, size: tuple[int, int], count: int, workers: int) -> list[Path]:
-    """`count` photo-like JPEGs (quality 90, baseline), written by `workers` threads."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def write(i: int) -> Path:
-        path = folder / f"photo_{i:05d}.jpg"
-        synthetic_photo(size, seed=i * 7919 + size[0]).save(path, quality=90)
-        return path
-
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(write, range(count)))
-
-
-def card_loop(model: LoadedModel, paths: list[Path]) -> float:
-    """The model card's loop on the model's device: open, transform, forward, softmax."""
-    import timm
-    import torch
-    from PIL import Image
-
-    transforms = timm.data.create_transform(
-        **timm.data.resolve_model_data_config(model.module), is_training=False
-    )
-    start = time.perf_counter()
-    with torch.no_grad():
-        for path in paths:
-            image = Image.open(path)
-            batch = transforms(image).unsqueeze(0).to(model.device)
-            model.module(batch).softmax(dim=-1).cpu()
-    return len(paths) / (time.perf_counter() - start)
 
 
 def timed_scan(
@@ -224,8 +194,8 @@ def run(args: argparse.Namespace) -> dict:
     print(f"device: {describe_device(device)}", flush=True)
     folder = workdir / "photos"
     start = time.perf_counter()
-    paths = make_corpus(folder, (args.width, args.height), args.files, cores)
-    make_corpus(workdir / "warm", (args.width, args.height), args.warm_files, cores)
+    paths = make_corpus(folder, (args.width, args.height), args.files, workers=cores)
+    make_corpus(workdir / "warm", (args.width, args.height), args.warm_files, workers=cores)
     print(
         f"corpus: {len(paths)} JPEGs {args.width}×{args.height} "
         f"({sum(p.stat().st_size for p in paths) / len(paths) / 1e3:.0f} kB each) "
@@ -238,7 +208,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"model: {args.architecture} (random weights), {model.precision}, {model.device}")
 
     figures: dict = {"device": describe_device(device), "files": len(paths)}
-    figures["card_loop"] = card_loop(model, paths[: args.card_files])
+    figures["card_loop"] = card_loop(model, paths[: args.card_files])[0]
     print(f"card loop: {figures['card_loop']:.1f} images/s ({args.card_files} files)", flush=True)
 
     # The CPU decode path is an order of magnitude slower on a GPU machine: it runs on the
@@ -278,9 +248,9 @@ def run(args: argparse.Namespace) -> dict:
     figures["gpu_decode_alone"] = gpu_decode_alone(paths[: args.ceiling_files], device, batch)
     figures["cpu_decode_alone"] = cpu_decode_alone(paths[: args.ceiling_files], cores)
     if args.large:
-        large = make_corpus(workdir / "large", (4000, 3000), args.large, cores)
+        large = make_corpus(workdir / "large", (4000, 3000), args.large, workers=cores)
         timed_scan(model, workdir / "large", workdir, "warm-up", gpu_mode)
-        figures["card_loop_12mp"] = card_loop(model, large[: max(8, args.large // 4)])
+        figures["card_loop_12mp"] = card_loop(model, large[: max(8, args.large // 4)])[0]
         for label, mode in (("12 MP, CPU decode", "off"), ("12 MP, GPU decode", gpu_mode)):
             result = timed_scan(model, workdir / "large", workdir, label, mode)
             figures.setdefault("scans_12mp", []).append(

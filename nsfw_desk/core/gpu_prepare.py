@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nsfw_desk.core import gpu_decode, pdq
-from nsfw_desk.core.images import THUMBNAIL_SIZE
+from nsfw_desk.core.images import THUMBNAIL_QUALITY, THUMBNAIL_SIZE
 from nsfw_desk.core.stage_clock import StageClock
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from nsfw_desk.core.detector import Detector
 
 log = logging.getLogger(__name__)
-THUMBNAIL_QUALITY = 85  # as images.make_thumbnail
 # Pixels prepared at once: float intermediates of ~12 bytes a pixel stay near 400 MB
 # (128 files of 1024×768 in one go, 12-MP photos three at a time).
 GROUP_PIXELS = 32_000_000
@@ -70,11 +69,9 @@ class DevicePixels:
 class DeviceTransform:
     """A timm eval transform of the usual shape, run on batches of uint8 tensors."""
 
-    def __init__(self, resize: Any, crop: Any, normalize: Any) -> None:
+    def __init__(self, resize: Any, crop: Any, normalize: Any, key: object) -> None:
         self.resize, self.crop, self.normalize = resize, crop, normalize
-        # Two detectors with equal keys share one input. Made once: Normalize's repr formats
-        # tensors (tens of milliseconds each time).
-        self.key = (repr(resize), repr(crop), repr(normalize))
+        self.key = key  # the detector's preprocess_key: equal keys share one input
 
     @classmethod
     def of(cls, detector: Detector) -> DeviceTransform | None:
@@ -97,7 +94,7 @@ class DeviceTransform:
             and isinstance(normalize, T.Normalize)
         ):
             return None
-        return cls(resize, crop, normalize)
+        return cls(resize, crop, normalize, getattr(detector, "preprocess_key", id(detector)))
 
     def view(self, images: torch.Tensor) -> torch.Tensor:
         """The resized pictures (B, 3, h, w) uint8: the shorter side at the model's size."""
@@ -180,7 +177,7 @@ class GpuPreparer:
         with clock.timing("transform"):
             limited = _limit_aspect(batch)
             inputs: dict[int, torch.Tensor] = {}
-            by_key: dict[tuple, torch.Tensor] = {}
+            by_key: dict[object, torch.Tensor] = {}
             thumbnail_view = None
             for i, transform in enumerate(self.transforms):
                 if transform.key not in by_key:

@@ -57,6 +57,7 @@ _MAGIC = (
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger photos are rare, larger headers are attacks
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 THUMBNAIL_SIZE = 256
+THUMBNAIL_QUALITY = 85  # JPEG quality of stored thumbnails (core/gpu_prepare.py too)
 # Progressive JPEGs have about 10 scans (a few dozen at most from custom encoders). Each scan
 # walks every block of the picture again however few bytes it takes, so a 1 MB file of 20,000
 # tiny scans costs a 12-MP decode minutes of CPU (measured: 17 s for 20,000 on 2 cores).
@@ -427,7 +428,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def make_thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE, quality: int = 85) -> bytes:
+def make_thumbnail(
+    image: Image.Image, size: int = THUMBNAIL_SIZE, quality: int = THUMBNAIL_QUALITY
+) -> bytes:
     """A JPEG no larger than `size` on its longer side, from already-decoded pixels."""
     scale = size / max(image.size)
     if scale < 1:
