@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -278,15 +279,18 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path, capsys):
         "--thread-counts", "1",
         "--architecture", "test_vit", "--json", str(out),
     ]  # fmt: skip
+    interval = sys.getswitchinterval()
     assert bench_gpu.main(args) == 0
+    assert sys.getswitchinterval() == interval  # the variants' 0.5 ms was put back
     printed = capsys.readouterr().out
     assert "GPU vs CPU decode: max |Δp|" in printed and "forward alone" in printed
     assert "scan, GPU decode, batch 3" in printed
+    assert "scan, GPU decode, host thumbnails, switch 0.5 ms" in printed
     import json
 
     figures = json.loads(out.read_text())
     assert figures["gpu_vs_cpu_decode"]["files"] == 4
-    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0, 6, 6, 6, 6, 6]
+    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0] + [6] * 7
 
 
 @pytest.mark.parametrize("device", DEVICES)
