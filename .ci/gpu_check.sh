@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in one short run on a machine with a CUDA GPU (not part of CI: CI has none):
-# the GPU tests on CUDA, then `python -m nsfw_desk.bench_gpu` (about 2 minutes on an H100).
+# the GPU tests on CUDA, then `python -m nsfw_desk.bench_gpu` (about 2 minutes on an H100),
+# then the CPU precision paths on two of its cores (a few minutes).
 # A machine with torch, torchvision, timm, Pillow and numpy but without the rest of our needs
 # gets them as wheels in .whl/, fetched beforehand where pip reaches an index:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
@@ -33,3 +34,12 @@ grep -E "^E  |passed|failed" "$OUT/pytest.log" | head -30
 echo "== bench"
 timeout 420 python3 -m nsfw_desk.bench_gpu --json "$OUT/bench_gpu.json" "$@" 2>&1 \
     | grep -v Warning | tee "$OUT/bench_gpu.log"
+# The CPU goal (issue 14) on a CPU with an int8 dot product, which the 2-core AVX2 EPYC of the
+# development machines lacks: two of this machine's cores, native bf16 treated as absent,
+# fp32 eager against torch's dynamic int8 (fbgemm uses VNNI/AMX where the CPU has them).
+echo "== CPU paths on 2 cores (NSFW_DESK_NO_BF16=1)"
+grep -o -w -E 'avx512_vnni|avx_vnni|amx_int8|amx_bf16|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '
+echo
+NSFW_DESK_NO_BF16=1 timeout 300 taskset -c 0,1 python3 -m nsfw_desk bench --device cpu \
+    --cpu-paths --precisions int8 --json "$OUT/cpu_paths.json" 2>&1 \
+    | grep -v Warning | tee "$OUT/cpu_paths.log"
