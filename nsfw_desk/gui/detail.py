@@ -140,7 +140,7 @@ class DetailPane(QWidget):
         self.path_label.setToolTip(str(path) if path else "")
         facts = facts or {}
         size = facts.get("size")
-        self.size_label.setText(format_size(size) if size else "")
+        self.size_label.setText(format_size(size) if size is not None else "")
         w, h = facts.get("width"), facts.get("height")
         self.dims_label.setText(f"{w} × {h} {facts.get('format') or ''}" if w and h else "")
         if error:

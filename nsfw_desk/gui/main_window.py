@@ -75,6 +75,9 @@ from nsfw_desk.gui.worker import ScanRequest, ScanWorker, TaskThread, keep_colle
 log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 128, 160, 200, 256)
 HOLD_TO_REVEAL_MS = 350
+# The threshold, sort, filter and recent folders are saved this long after they last
+# changed (a slider drag writes once), not only on a clean quit: a crash keeps them.
+SETTINGS_SAVE_DELAY_MS = 500
 _MODIFIER_KEYS = {Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt, Qt.Key.Key_Meta}
 
 # The desk's own hint under a model error (core's messages name no front end's option).
@@ -119,6 +122,8 @@ class MainWindow(QMainWindow):
         self._painted = False
         self._moved = False  # the moderator has moved in this folder: stop pinning row 0
         self._pushing = False  # a new decision is being pushed (not an undo or redo)
+        self._settings_timer = QTimer(self, singleShot=True, interval=SETTINGS_SAVE_DELAY_MS)
+        self._settings_timer.timeout.connect(self._save_settings)
 
         self.setWindowTitle("nsfw-desk")
         self.setWindowIcon(app_icon())
@@ -522,6 +527,7 @@ class MainWindow(QMainWindow):
         self._moved = False  # a new folder starts at the top of the grid
         self.setWindowTitle(f"{folder.name} — nsfw-desk")
         self.settings.add_recent(folder)
+        self._settings_timer.start()
         self._fill_recent()
         self.similar.back()
         self.results.reset(folder)
@@ -817,6 +823,11 @@ class MainWindow(QMainWindow):
             self._say_listed(summary)
             return
         self.status.setText(self._scan_summary_text(summary))
+        if folder in summary.unlisted:  # deleted, renamed, or its drive unplugged
+            self.status.setText(
+                f"⚠ {folder} cannot be opened (deleted, renamed, or its drive not "
+                f"connected?): showing the results stored before · F5 scans it again"
+            )
 
     def _say_listed(self, summary) -> None:
         """The status line after a listing without a model (the bar says why)."""
@@ -831,6 +842,7 @@ class MainWindow(QMainWindow):
     def set_threshold(self, value: float) -> None:
         value = round(float(value), 2)
         self.settings.threshold = value
+        self._settings_timer.start()
         self.detectors_view.primary_threshold_moved(value)
         if self.slider.value() != round(value * 100):
             self.slider.blockSignals(True)
@@ -844,6 +856,7 @@ class MainWindow(QMainWindow):
             self._choose_a_comparison()
         self.similar.back()  # a filter applies to the folder's view, not to "similar"
         self.settings.filter = name
+        self._settings_timer.start()
         with self._keeping_current():
             self.results.set_filter(name)
         self._show_filter(name)
@@ -851,6 +864,7 @@ class MainWindow(QMainWindow):
     def set_sort(self, name: str) -> None:
         self.similar.back()
         self.settings.sort = name
+        self._settings_timer.start()
         with self._keeping_current():
             self.results.set_sort(name)
         self.sort_box.setToolTip(SORT_TIPS.get(name, ""))
@@ -1602,9 +1616,13 @@ class MainWindow(QMainWindow):
         path, digest = index.data(Role.PATH), index.data(Role.HASH)
         label, error = index.data(Role.LABEL), index.data(Role.ERROR)
         score = index.data(Role.SCORE)
+        # A file that failed to scan has no row in the library's files, only the size the
+        # scan saw (an empty or cut-short file is worth knowing as such).
+        tile_facts = {"size": index.data(Role.SIZE)}
         self.detail.show_item(
             path,
             digest,
+            facts=tile_facts,
             scores={self.model_id: score} if self.model_id and score is not None else {},
             label=label,
             error=error,
@@ -1636,7 +1654,7 @@ class MainWindow(QMainWindow):
             self.detail.show_item(
                 path,
                 digest,
-                facts=facts,
+                facts=facts or tile_facts,
                 scores=scores,
                 label=current.data(Role.LABEL) if current.isValid() else label,
                 error=error,
@@ -1838,6 +1856,7 @@ class MainWindow(QMainWindow):
         self.settings.window_geometry = encode(self.saveGeometry())
         self.settings.window_state = encode(self.saveState())
         self.settings.splitter_state = encode(self.splitter.saveState())
+        self._settings_timer.stop()
         self._save_settings()
         self.care.flush()  # the day's counters go in with the decisions
         if self.writes.waiting and not self._wait_for_writes():
