@@ -110,3 +110,38 @@ def test_progress_says_one_error_not_one_errors():
     assert "· 2 errors ·" in Progress("scan", done=17, total=33, errors=2).describe()
     imported = Progress("import", done=10, total=20, errors=1, message="list.txt").describe()
     assert imported.endswith("· 1 bad line")
+
+
+def test_tab_from_the_grid_never_lands_on_an_invisible_stop(qtbot, make_window, folder):
+    """Tab from the grid went to the detail pane's facts area, which shows no focus: the
+    arrow keys then scrolled it, unseen, instead of moving in the grid."""
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    window.grid.setFocus()
+    seen = []
+    for _ in range(12):
+        window.focusNextChild()
+        seen.append(QApplication.focusWidget())
+    assert window.grid in seen  # the chain comes back round to the grid
+    assert not [w for w in seen if isinstance(w, QScrollArea)]
+
+
+def test_a_name_that_is_not_utf8_keeps_its_odd_bytes_on_the_tile(qtbot, make_window, tmp_path):
+    """b"bad_\\xff\\xfe_bytes.png" read "bad__bytes.png" on its tile (Qt drops the lone
+    surrogates Python decodes such bytes to) and "bad_��_bytes.png" in the detail pane."""
+    import os
+
+    from nsfw_desk.synthetic import write_photo
+
+    photos = tmp_path / "odd"
+    photos.mkdir()
+    write_photo(photos / "plain.jpg", (90, 60), seed=1)
+    odd = os.path.join(os.fsencode(photos), b"bad_\xff\xfe_bytes.jpg")
+    os.rename(os.fsencode(photos / "plain.jpg"), odd)
+    window = make_window()
+    scan(qtbot, window, photos)
+    window._select_row(0)
+    assert window.grid.currentIndex().data() == "bad_\\xff\\xfe_bytes.jpg"
+    assert window.detail.path_label.text().endswith("bad_\\xff\\xfe_bytes.jpg")
