@@ -145,3 +145,27 @@ def test_a_name_that_is_not_utf8_keeps_its_odd_bytes_on_the_tile(qtbot, make_win
     window._select_row(0)
     assert window.grid.currentIndex().data() == "bad_\\xff\\xfe_bytes.jpg"
     assert window.detail.path_label.text().endswith("bad_\\xff\\xfe_bytes.jpg")
+
+
+def test_clearing_images_never_labelled_writes_no_decision(qtbot, make_window, folder, stored):
+    """Ctrl+A then 0 appended a "cleared" decision to every image of the folder, labelled
+    or not (and its undo as many more): the history of images nobody had reviewed then
+    read "cleared by …", as if a label had been taken away."""
+    window = make_window()
+    scan(qtbot, window, folder)
+    window._select_row(0)
+    first = window.grid.currentIndex().data(Role.HASH)
+    window.decide("unsafe")  # auto-advance: the second image is current
+    second = window.grid.currentIndex().data(Role.HASH)
+    window.grid.selectAll()
+    window.decide(None)
+    settle(qtbot, window)
+    reviews = stored(window)
+    assert [d.label for d in reviews.history(first)] == ["unsafe", None]
+    assert reviews.history(second) == []
+    window.grid.clearSelection()
+    window._select_row(window.results.row_of(window.grid.currentIndex().data(Role.PATH)))
+    window.decide(None)
+    settle(qtbot, window)
+    assert "Nothing to clear" in window.statusBar().currentMessage() + window.status.text()
+    assert reviews.history(second) == []

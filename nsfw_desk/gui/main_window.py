@@ -897,6 +897,7 @@ class MainWindow(QMainWindow):
         if not rows and self.grid.currentIndex().isValid():
             rows = [self.grid.currentIndex().row()]
         items, refused = [], []
+        unlabelled = 0  # cleared when never labelled: no decision for the log to carry
         groups = 0  # collapsed group tiles among them: each labels every file it stands for
         for row in rows:
             members = self.results.group_members(row)
@@ -906,7 +907,9 @@ class MainWindow(QMainWindow):
                 continue
             index = self.results.index(row)
             digest = index.data(Role.HASH)
-            if digest and not index.data(Role.ERROR):
+            if digest and label is None and index.data(Role.LABEL) is None:
+                unlabelled += 1
+            elif digest and not index.data(Role.ERROR):
                 score = index.data(Role.SCORE)  # no score: no model said anything
                 model_id = self.model_id if score is not None else None
                 items.append(DecisionInput(digest, model_id, score, index.data(Role.PATH)))
@@ -914,6 +917,8 @@ class MainWindow(QMainWindow):
                 refused.append(row)
         self._moved = True
         notes = [] if rows else ["Nothing to label: select an image first"]
+        if unlabelled and not items:
+            notes.append("Nothing to clear: not labelled")
         if refused:
             notes.append(self._not_labellable_text(refused, labelled=len(items)))
         if not items:
