@@ -169,3 +169,44 @@ def test_clearing_images_never_labelled_writes_no_decision(qtbot, make_window, f
     settle(qtbot, window)
     assert "Nothing to clear" in window.statusBar().currentMessage() + window.status.text()
     assert reviews.history(second) == []
+
+
+def test_a_library_on_a_read_only_disk_is_named_as_such(small_disk):
+    """On a disk mounted read-only the desk said "… is not a usable nsfw-desk library:
+    unable to open database file", as if the library were damaged."""
+    import subprocess
+
+    import pytest
+
+    from nsfw_desk.core.store import Library, LibraryError
+
+    disk = small_disk("4m")
+    Library(disk / "library.sqlite").close()
+    done = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {done.stderr!r}")
+    with pytest.raises(LibraryError) as refused:
+        Library(disk / "library.sqlite")
+    message = str(refused.value)
+    assert "read-only" in message and "--db" in message and "not a usable" not in message
+    with pytest.raises(LibraryError, match="read-only"):  # a new library there, too
+        Library(disk / "new" / "library.sqlite")
+
+
+def test_an_unusable_library_is_reported_once(qtbot, make_window, tmp_path, folder, monkeypatch):
+    """Opening a folder on an unusable library stacked two identical "Library not usable"
+    dialogs: one from the read thread, one from the scan."""
+    from PySide6.QtWidgets import QMessageBox
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a database " * 500)
+    shown = []
+    monkeypatch.setattr(
+        QMessageBox, "critical", staticmethod(lambda parent, title, text: shown.append(title))
+    )
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box.windowTitle()))
+    window = make_window(library_path=damaged)
+    window.open_folder(folder)
+    qtbot.waitUntil(lambda: not window.scanning, timeout=20_000)
+    qtbot.wait(300)  # a second report would be queued behind the first
+    assert shown == ["Library not usable"]

@@ -708,6 +708,10 @@ class MainWindow(QMainWindow):
             "busy": "Library busy",
         }.get(kind, "Library not usable")
         self.status.setText(f"The scan stopped: {title.lower()}")
+        if kind == "library":  # the read thread may have said it already: one dialog
+            if self._library_problem_shown:
+                return
+            self._library_problem_shown = True
         box = QMessageBox(QMessageBox.Icon.Critical, title, message, parent=self)
         retry = box.addButton("Scan again", QMessageBox.ButtonRole.ActionRole)
         show = box.addButton("Show library folder", QMessageBox.ButtonRole.ActionRole)
