@@ -210,3 +210,22 @@ def test_an_unusable_library_is_reported_once(qtbot, make_window, tmp_path, fold
     qtbot.waitUntil(lambda: not window.scanning, timeout=20_000)
     qtbot.wait(300)  # a second report would be queued behind the first
     assert shown == ["Library not usable"]
+
+
+def test_a_scan_stopped_by_the_library_does_not_leave_scanning_on_the_grid(
+    qtbot, make_window, tmp_path, folder, monkeypatch
+):
+    """After "Library not usable" the empty grid went on saying "Scanning…" (and the
+    status bar "The scan stopped"): a scan that ends without a summary left the hint."""
+    from PySide6.QtWidgets import QMessageBox
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a database " * 500)
+    monkeypatch.setattr(QMessageBox, "critical", staticmethod(lambda *args: None))
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: None)
+    window = make_window(library_path=damaged)
+    window.open_folder(folder)
+    qtbot.waitUntil(lambda: not window.scanning, timeout=20_000)
+    hint = window.empty_hint.label.text()
+    assert "Scanning" not in hint and "no images" not in hint
+    assert "The scan stopped: library not usable" in hint

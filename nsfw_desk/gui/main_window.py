@@ -119,6 +119,7 @@ class MainWindow(QMainWindow):
         self.scanning = False
         self._scan_serial = 0
         self._seen_paths: set[Path] = set()
+        self._scan_stopped: str | None = None  # why the last scan ended without a summary
         self._painted = False
         self._moved = False  # the moderator has moved in this folder: stop pinning row 0
         self._pushing = False  # a new decision is being pushed (not an undo or redo)
@@ -548,6 +549,7 @@ class MainWindow(QMainWindow):
             self.worker.worker.cancel()
         self._scan_serial += 1
         self.scanning = True
+        self._scan_stopped = None
         self._seen_paths = set()
         self.status.setText(f"Scanning {self.folder}…")
         self.progress_bar.setRange(0, 0)
@@ -707,6 +709,7 @@ class MainWindow(QMainWindow):
             "full": "Disk full",
             "busy": "Library busy",
         }.get(kind, "Library not usable")
+        self._scan_stopped = title.lower()
         self.status.setText(f"The scan stopped: {title.lower()}")
         if kind == "library":  # the read thread may have said it already: one dialog
             if self._library_problem_shown:
@@ -724,6 +727,7 @@ class MainWindow(QMainWindow):
 
     def _on_scan_failed(self, message: str) -> None:
         """Anything else that stopped a scan is a bug: say so and where the details are."""
+        self._scan_stopped = "an unexpected error"
         self.status.setText("The scan stopped on an unexpected error")
         box = QMessageBox(
             QMessageBox.Icon.Critical,
@@ -806,6 +810,11 @@ class MainWindow(QMainWindow):
             model_id, self._switch_after_scan = self._switch_after_scan, None
             self.switch_model(model_id)
         self.similar.forget_indexes()  # the scan may have stored new embeddings
+        if folder == self.folder and summary is None:  # failed, or stopped before it began
+            if self._scan_stopped is None:
+                self._scan_stopped = "stopped before any file was scanned"
+                self.status.setText("Stopped before any file was scanned · F5 scans again")
+            self._refresh_view_state()  # the empty grid no longer says "Scanning…"
         if folder != self.folder or summary is None:
             return
         self.refresh_models()
@@ -1199,6 +1208,8 @@ class MainWindow(QMainWindow):
         """Say why an empty grid is empty, and how many items this view has left to review."""
         if self.results.rowCount():
             self.empty_hint.show_message(None)
+        elif self._scan_stopped and not self.scanning and not self.results.counts().total:
+            self.empty_hint.show_message(f"The scan stopped: {self._scan_stopped} · F5 tries again")
         else:
             total = self.results.counts().total
             self.empty_hint.show_message(
