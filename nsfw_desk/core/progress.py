@@ -25,6 +25,8 @@ class Progress:
 
     def describe(self) -> str:
         """One line for a status bar or a terminal: counts, rate and ETA, or download size."""
+        from nsfw_desk.core.units import count
+
         if self.phase == "download":
             from nsfw_desk.core.units import format_size
 
@@ -32,7 +34,7 @@ class Progress:
         if self.phase == "import":  # a hash list: bytes read of the file's size
             from nsfw_desk.core.units import format_size
 
-            bad = f" · {self.errors:,} bad lines" if self.errors else ""
+            bad = f" · {count(self.errors, 'bad line')}" if self.errors else ""
             return (
                 f"{self.message}: {format_size(self.done)} of {format_size(self.total)} read "
                 f"({self.fraction:.0%}){bad}"
@@ -44,7 +46,7 @@ class Progress:
         eta = ""
         if self.eta_s is not None and self.done < self.total:
             eta = f" · ETA {format_duration(self.eta_s)}"
-        errors = f" · {self.errors:,} errors" if self.errors else ""
+        errors = f" · {count(self.errors, 'error')}" if self.errors else ""
         if self.phase == "export":  # rate is bytes/s; the message has files, MB and MB/s
             skipped = f" · {self.errors:,} skipped" if self.errors else ""
             return f"{self.message}{skipped}{eta}"

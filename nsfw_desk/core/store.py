@@ -287,21 +287,50 @@ def _make_private_dir(folder: Path) -> None:
 
 def _open_private_db(path: Path) -> sqlite3.Connection:
     """A connection to `path`, creating it owner-only (the WAL and SHM files inherit that)."""
-    _make_private_dir(path.parent)
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        _make_private_dir(path.parent)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise _unusable(path, exc) from exc
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     except sqlite3.DatabaseError as exc:
-        raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
+        raise _unusable(path, exc) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.DatabaseError as exc:
         conn.close()  # refused: no handle left open on the file
-        raise LibraryError(f"{path} is not a usable nsfw-desk library: {exc}") from exc
+        raise _unusable(path, exc) from exc
     return conn
+
+
+def _unusable(path: Path, exc: BaseException) -> LibraryError:
+    """Why a library cannot be opened. A read-only disk or folder is named as such: SQLite
+    says only "unable to open database file" (WAL needs its -shm file beside the library),
+    which reads like a damaged library."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        read_only_disk = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        read_only_disk = False
+    if read_only_disk:
+        why, fix = "its disk is read-only", f"remount the disk holding {folder} read-write"
+    elif not os.access(folder, os.W_OK):
+        why, fix = f"{folder} is not writable", f"make {folder} writable"
+    elif path.exists() and not os.access(path, os.W_OK):
+        why, fix = "the file is read-only", "make it writable"
+    else:
+        return LibraryError(f"{path} is not a usable nsfw-desk library: {exc}")
+    return LibraryError(
+        f"{path} cannot be written: {why}. The desk saves every decision there as it is "
+        f"made, so it needs a writable library: {fix}, or choose another library with "
+        "--db PATH."
+    )
 
 
 def _retry_busy(statement: Callable[[], object]) -> None:
@@ -1000,7 +1029,7 @@ class Library:
             migrate(self.db)
         except sqlite3.DatabaseError as exc:
             self.db.close()  # refused: no handle left open on the file
-            raise LibraryError(f"{self.path} is not a usable nsfw-desk library: {exc}") from exc
+            raise _unusable(self.path, exc) from exc
         except BaseException:
             self.db.close()
             raise

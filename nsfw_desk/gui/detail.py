@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.store import model_display_name
 from nsfw_desk.core.units import format_size
 from nsfw_desk.gui.thumbnails import ThumbnailCache
@@ -108,6 +109,9 @@ class DetailPane(QWidget):
         form.addRow(QLabel("Decision history"))
         form.addRow(self.history)
         area = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame)
+        # Not a Tab stop: it shows no focus, and the arrow keys would then scroll it unseen
+        # instead of moving in the grid (the history box and the button remain stops).
+        area.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         area.setWidget(facts)
         # The preview takes the room left once the facts have what they ask for.
@@ -136,11 +140,11 @@ class DetailPane(QWidget):
             self.heat, self.heat_for = None, None
             self.heat_label.setText("")
         self.show_button.setEnabled(path is not None)
-        self.path_label.setText(str(path) if path else "No image selected")
-        self.path_label.setToolTip(str(path) if path else "")
+        self.path_label.setText(display_path(path) if path else "No image selected")
+        self.path_label.setToolTip(display_path(path) if path else "")
         facts = facts or {}
         size = facts.get("size")
-        self.size_label.setText(format_size(size) if size else "")
+        self.size_label.setText(format_size(size) if size is not None else "")
         w, h = facts.get("width"), facts.get("height")
         self.dims_label.setText(f"{w} × {h} {facts.get('format') or ''}" if w and h else "")
         if error:

@@ -95,6 +95,10 @@ class ExportDialog(QDialog):
 
         self.preview_label = QLabel("Counting what this export will write…")
         self.preview_label.setObjectName("export_preview")
+        # Room for the usual answer ("N images", a train and a val line) from the start: it
+        # arrives while the window is being mapped, and a dialog that grows then is placed
+        # by some window managers (openbox) at the screen's corner, its title bar off-screen.
+        self.preview_label.setMinimumHeight(3 * self.preview_label.fontMetrics().lineSpacing())
         self.preview_label.setToolTip(
             "Counted from your decisions as the options stand. Files that changed or vanished "
             "since review are found, and left out, when the export runs."

@@ -17,6 +17,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt, Signal
 
 from nsfw_desk.core import defaults
+from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.result_columns import HASH_WIDTH, ResultColumns
 from nsfw_desk.core.store import FileOutcome
 from nsfw_desk.core.units import count
@@ -239,7 +240,7 @@ class ResultsModel(QAbstractListModel):
         size = self._sizes[row]
         similar = self.similar
         return {
-            Qt.ItemDataRole.DisplayRole: self._names[row],
+            Qt.ItemDataRole.DisplayRole: shown_name(self._names[row]),
             Role.HASH: digest,
             Role.ERROR: self._errors[row],
             Role.SCORE: None if math.isnan(score) else float(score),
@@ -262,9 +263,11 @@ class ResultsModel(QAbstractListModel):
 
     def _row_data(self, row: int, role):
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._names[row]
+            return shown_name(self._names[row])
         if role == Qt.ItemDataRole.ToolTipRole:
-            tip = str(self._paths[row]) + (f"\n{self._errors[row]}" if self._errors[row] else "")
+            tip = display_path(self._paths[row]) + (
+                f"\n{self._errors[row]}" if self._errors[row] else ""
+            )
             if not math.isnan(self._other[row]):  # what "⇄ 0.12" on the tile is
                 tip += f"\n⇄ {self._other[row]:.3f}: {self.other_model_name or 'compared model'}"
             for detector, column, threshold in zip(
@@ -1292,3 +1295,14 @@ def _error_text(outcome: FileOutcome) -> str | None:
         return None
     kind = (outcome.error_kind or "error").replace("_", " ")
     return f"{kind}: {outcome.error}" if outcome.error else kind
+
+
+def shown_name(name: str) -> str:
+    """A file name for people. A name that is not UTF-8 comes as lone surrogates, which Qt
+    drops without a trace (b"a\\xff\\xfeb.png" read "ab.png", like another file's name): its
+    odd bytes are shown as `\\xff` instead, as in the detail pane and the records."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return display_path(name)
+    return name

@@ -75,6 +75,9 @@ from nsfw_desk.gui.worker import ScanRequest, ScanWorker, TaskThread, keep_colle
 log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 128, 160, 200, 256)
 HOLD_TO_REVEAL_MS = 350
+# The threshold, sort, filter and recent folders are saved this long after they last
+# changed (a slider drag writes once), not only on a clean quit: a crash keeps them.
+SETTINGS_SAVE_DELAY_MS = 500
 _MODIFIER_KEYS = {Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt, Qt.Key.Key_Meta}
 
 # The desk's own hint under a model error (core's messages name no front end's option).
@@ -116,9 +119,12 @@ class MainWindow(QMainWindow):
         self.scanning = False
         self._scan_serial = 0
         self._seen_paths: set[Path] = set()
+        self._scan_stopped: str | None = None  # why the last scan ended without a summary
         self._painted = False
         self._moved = False  # the moderator has moved in this folder: stop pinning row 0
         self._pushing = False  # a new decision is being pushed (not an undo or redo)
+        self._settings_timer = QTimer(self, singleShot=True, interval=SETTINGS_SAVE_DELAY_MS)
+        self._settings_timer.timeout.connect(self._save_settings)
 
         self.setWindowTitle("nsfw-desk")
         self.setWindowIcon(app_icon())
@@ -522,6 +528,7 @@ class MainWindow(QMainWindow):
         self._moved = False  # a new folder starts at the top of the grid
         self.setWindowTitle(f"{folder.name} — nsfw-desk")
         self.settings.add_recent(folder)
+        self._settings_timer.start()
         self._fill_recent()
         self.similar.back()
         self.results.reset(folder)
@@ -542,6 +549,7 @@ class MainWindow(QMainWindow):
             self.worker.worker.cancel()
         self._scan_serial += 1
         self.scanning = True
+        self._scan_stopped = None
         self._seen_paths = set()
         self.status.setText(f"Scanning {self.folder}…")
         self.progress_bar.setRange(0, 0)
@@ -701,7 +709,12 @@ class MainWindow(QMainWindow):
             "full": "Disk full",
             "busy": "Library busy",
         }.get(kind, "Library not usable")
+        self._scan_stopped = title.lower()
         self.status.setText(f"The scan stopped: {title.lower()}")
+        if kind == "library":  # the read thread may have said it already: one dialog
+            if self._library_problem_shown:
+                return
+            self._library_problem_shown = True
         box = QMessageBox(QMessageBox.Icon.Critical, title, message, parent=self)
         retry = box.addButton("Scan again", QMessageBox.ButtonRole.ActionRole)
         show = box.addButton("Show library folder", QMessageBox.ButtonRole.ActionRole)
@@ -714,6 +727,7 @@ class MainWindow(QMainWindow):
 
     def _on_scan_failed(self, message: str) -> None:
         """Anything else that stopped a scan is a bug: say so and where the details are."""
+        self._scan_stopped = "an unexpected error"
         self.status.setText("The scan stopped on an unexpected error")
         box = QMessageBox(
             QMessageBox.Icon.Critical,
@@ -796,6 +810,11 @@ class MainWindow(QMainWindow):
             model_id, self._switch_after_scan = self._switch_after_scan, None
             self.switch_model(model_id)
         self.similar.forget_indexes()  # the scan may have stored new embeddings
+        if folder == self.folder and summary is None:  # failed, or stopped before it began
+            if self._scan_stopped is None:
+                self._scan_stopped = "stopped before any file was scanned"
+                self.status.setText("Stopped before any file was scanned · F5 scans again")
+            self._refresh_view_state()  # the empty grid no longer says "Scanning…"
         if folder != self.folder or summary is None:
             return
         self.refresh_models()
@@ -817,6 +836,11 @@ class MainWindow(QMainWindow):
             self._say_listed(summary)
             return
         self.status.setText(self._scan_summary_text(summary))
+        if folder in summary.unlisted:  # deleted, renamed, or its drive unplugged
+            self.status.setText(
+                f"⚠ {folder} cannot be opened (deleted, renamed, or its drive not "
+                f"connected?): showing the results stored before · F5 scans it again"
+            )
 
     def _say_listed(self, summary) -> None:
         """The status line after a listing without a model (the bar says why)."""
@@ -831,6 +855,7 @@ class MainWindow(QMainWindow):
     def set_threshold(self, value: float) -> None:
         value = round(float(value), 2)
         self.settings.threshold = value
+        self._settings_timer.start()
         self.detectors_view.primary_threshold_moved(value)
         if self.slider.value() != round(value * 100):
             self.slider.blockSignals(True)
@@ -844,6 +869,7 @@ class MainWindow(QMainWindow):
             self._choose_a_comparison()
         self.similar.back()  # a filter applies to the folder's view, not to "similar"
         self.settings.filter = name
+        self._settings_timer.start()
         with self._keeping_current():
             self.results.set_filter(name)
         self._show_filter(name)
@@ -851,6 +877,7 @@ class MainWindow(QMainWindow):
     def set_sort(self, name: str) -> None:
         self.similar.back()
         self.settings.sort = name
+        self._settings_timer.start()
         with self._keeping_current():
             self.results.set_sort(name)
         self.sort_box.setToolTip(SORT_TIPS.get(name, ""))
@@ -883,6 +910,7 @@ class MainWindow(QMainWindow):
         if not rows and self.grid.currentIndex().isValid():
             rows = [self.grid.currentIndex().row()]
         items, refused = [], []
+        unlabelled = 0  # cleared when never labelled: no decision for the log to carry
         groups = 0  # collapsed group tiles among them: each labels every file it stands for
         for row in rows:
             members = self.results.group_members(row)
@@ -892,7 +920,9 @@ class MainWindow(QMainWindow):
                 continue
             index = self.results.index(row)
             digest = index.data(Role.HASH)
-            if digest and not index.data(Role.ERROR):
+            if digest and label is None and index.data(Role.LABEL) is None:
+                unlabelled += 1
+            elif digest and not index.data(Role.ERROR):
                 score = index.data(Role.SCORE)  # no score: no model said anything
                 model_id = self.model_id if score is not None else None
                 items.append(DecisionInput(digest, model_id, score, index.data(Role.PATH)))
@@ -900,6 +930,8 @@ class MainWindow(QMainWindow):
                 refused.append(row)
         self._moved = True
         notes = [] if rows else ["Nothing to label: select an image first"]
+        if unlabelled and not items:
+            notes.append("Nothing to clear: not labelled")
         if refused:
             notes.append(self._not_labellable_text(refused, labelled=len(items)))
         if not items:
@@ -1176,6 +1208,8 @@ class MainWindow(QMainWindow):
         """Say why an empty grid is empty, and how many items this view has left to review."""
         if self.results.rowCount():
             self.empty_hint.show_message(None)
+        elif self._scan_stopped and not self.scanning and not self.results.counts().total:
+            self.empty_hint.show_message(f"The scan stopped: {self._scan_stopped} · F5 tries again")
         else:
             total = self.results.counts().total
             self.empty_hint.show_message(
@@ -1602,9 +1636,13 @@ class MainWindow(QMainWindow):
         path, digest = index.data(Role.PATH), index.data(Role.HASH)
         label, error = index.data(Role.LABEL), index.data(Role.ERROR)
         score = index.data(Role.SCORE)
+        # A file that failed to scan has no row in the library's files, only the size the
+        # scan saw (an empty or cut-short file is worth knowing as such).
+        tile_facts = {"size": index.data(Role.SIZE)}
         self.detail.show_item(
             path,
             digest,
+            facts=tile_facts,
             scores={self.model_id: score} if self.model_id and score is not None else {},
             label=label,
             error=error,
@@ -1636,7 +1674,7 @@ class MainWindow(QMainWindow):
             self.detail.show_item(
                 path,
                 digest,
-                facts=facts,
+                facts=facts or tile_facts,
                 scores=scores,
                 label=current.data(Role.LABEL) if current.isValid() else label,
                 error=error,
@@ -1838,6 +1876,7 @@ class MainWindow(QMainWindow):
         self.settings.window_geometry = encode(self.saveGeometry())
         self.settings.window_state = encode(self.saveState())
         self.settings.splitter_state = encode(self.splitter.saveState())
+        self._settings_timer.stop()
         self._save_settings()
         self.care.flush()  # the day's counters go in with the decisions
         if self.writes.waiting and not self._wait_for_writes():
