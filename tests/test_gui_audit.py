@@ -229,3 +229,28 @@ def test_a_scan_stopped_by_the_library_does_not_leave_scanning_on_the_grid(
     hint = window.empty_hint.label.text()
     assert "Scanning" not in hint and "no images" not in hint
     assert "The scan stopped: library not usable" in hint
+
+
+def test_stop_pressed_before_the_worker_takes_up_the_scan_stops_it(qtbot, make_window, folder):
+    """Stop pressed while the scan worker was still busy (the scan before winding down, a
+    model loading) was lost: the worker made a fresh cancel token when it took the request
+    up, and the scan ran to the end."""
+    import threading
+
+    from PySide6.QtCore import QTimer
+
+    window = make_window()
+    busy, free = threading.Event(), threading.Event()
+
+    def hold_the_worker() -> None:
+        busy.set()
+        free.wait(10)
+
+    QTimer.singleShot(0, window.worker.worker, hold_the_worker)
+    assert busy.wait(5)
+    window.open_folder(folder)  # queued behind the hold
+    window.stop_scan()
+    free.set()
+    qtbot.waitUntil(lambda: not window.scanning, timeout=20_000)
+    assert window.results.rowCount() == 0  # nothing was scanned
+    assert "Scanned" not in window.status.text()

@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
 )
 
 from nsfw_desk.core.logs import log_problem
-from nsfw_desk.core.progress import Progress
+from nsfw_desk.core.progress import CancelToken, Progress
 from nsfw_desk.core.result_columns import read_folder, read_scores
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         self.folder: Path | None = None
         self.scanning = False
         self._scan_serial = 0
+        self._scan_cancel = CancelToken()  # the latest scan request's: Stop cancels it
         self._seen_paths: set[Path] = set()
         self._scan_stopped: str | None = None  # why the last scan ended without a summary
         self._painted = False
@@ -546,7 +547,7 @@ class MainWindow(QMainWindow):
     def _start_scan(self) -> None:
         """Queue a scan; a running one is cancelled first and its `finished` then ignored."""
         if self.scanning:
-            self.worker.worker.cancel()
+            self._scan_cancel.cancel()
         self._scan_serial += 1
         self.scanning = True
         self._scan_stopped = None
@@ -557,18 +558,18 @@ class MainWindow(QMainWindow):
         self.stop_button.show()
         self.switcher.set_busy(True)
         self._refresh_view_state()
-        self.scan_requested.emit(
-            ScanRequest(
-                self.folder,
-                self._model_spec(),
-                self.device_override or self.settings.device,
-                self.settings.precision,
-                self.settings.batch_size,
-                serial=self._scan_serial,
-                shown_model=self.model_id if self.switched_spec is not None else None,
-                detectors=self.detectors_view.scan_specs(),
-            )
+        request = ScanRequest(
+            self.folder,
+            self._model_spec(),
+            self.device_override or self.settings.device,
+            self.settings.precision,
+            self.settings.batch_size,
+            serial=self._scan_serial,
+            shown_model=self.model_id if self.switched_spec is not None else None,
+            detectors=self.detectors_view.scan_specs(),
         )
+        self._scan_cancel = request.cancel
+        self.scan_requested.emit(request)
 
     def _model_spec(self) -> str | None:
         """What a scan loads: the switcher's choice, else --model, else Settings."""
@@ -580,7 +581,7 @@ class MainWindow(QMainWindow):
 
     def stop_scan(self) -> None:
         if self.scanning:
-            self.worker.worker.cancel()
+            self._scan_cancel.cancel()
             self.status.setText("Stopping…")
 
     def _on_stored_results(self, folder: Path, model_id: str, outcomes, labels: dict) -> None:

@@ -9,7 +9,7 @@ same pattern (ExportWorker on its own TaskThread).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
@@ -62,6 +62,9 @@ class ScanRequest:
     serial: int = 0  # tells the GUI which request a `finished` answers
     shown_model: str | None = None  # the model the grid shows (the switcher's choice), if any
     detectors: tuple[str, ...] = ()  # the other enabled detectors' models (issue 13)
+    # Made with the request on the GUI thread, so Stop pressed before the worker takes the
+    # request up (while the scan before it winds down) stops this one too.
+    cancel: CancelToken = field(default_factory=CancelToken, compare=False, repr=False)
 
 
 class LibraryOwner(QObject):
@@ -120,8 +123,7 @@ class ScanWorker(LibraryOwner):
 
     @Slot(object)
     def scan(self, request: ScanRequest) -> None:
-        self._cancel = CancelToken()
-        cancel = self._cancel
+        self._cancel = cancel = request.cancel
         folder = request.folder
         try:
             library = self.library()
@@ -132,6 +134,9 @@ class ScanWorker(LibraryOwner):
             )
             if known_model:
                 self._emit_stored(library, folder, known_model)
+            if cancel.cancelled:  # stopped before it began
+                self.finished.emit(request, None)
+                return
             model = self._load(request)
             if cancel.cancelled:
                 self.finished.emit(request, None)
