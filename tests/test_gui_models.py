@@ -153,7 +153,7 @@ def test_uncertain_sort_puts_scores_nearest_the_threshold_first_and_the_queue_fo
     window.spin.setValue(0.5)
     window.review_uncertain()
     assert window.sort_box.currentData() == "uncertain"
-    assert window.sort_box.currentText() == "Most uncertain first"
+    assert window.sort_box.currentText() == "Uncertain"
     assert "nearest the threshold" in window.sort_box.toolTip()
     scores = [s for s in column(window, Role.SCORE) if s is not None]
     distances = [abs(s - 0.5) for s in scores]

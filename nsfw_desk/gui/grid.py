@@ -76,12 +76,14 @@ TILE_ROLES = (
 )
 
 
+# Short enough for the toolbar's narrow box (a longer one was cut to "Score (highest fir");
+# each item's tooltip says the order in full.
 SORTS = {
-    "score": "Score (highest first)",
+    "score": "Score",
     "name": "Name",
-    "modified": "Modified (newest first)",
+    "modified": "Newest",
     "disagreement": "Disagreement",
-    "uncertain": "Most uncertain first",  # score nearest the threshold (said in the UI)
+    "uncertain": "Uncertain",  # score nearest the threshold (said in the UI)
 }
 FILTERS = {
     "all": "All",
@@ -109,8 +111,12 @@ DETECTOR_SORT = "score:"  # + model id: that detector's score, highest first
 _THRESHOLD_FILTERS = {"flagged", "unflagged", "disagreements", "models_disagree"}
 _THRESHOLD_SORTS = {"disagreement", "uncertain"}
 SORT_TIPS = {
+    "score": "Highest score first",
+    "name": "By file name",
+    "modified": "Newest modification time first",
+    "disagreement": "Reviewed items whose label is furthest from the model's score first",
     "uncertain": "Scores nearest the threshold first: the items the model is least sure about",
-}  # their order moves with the threshold
+}  # the last two move with the threshold
 
 
 @dataclass(frozen=True)

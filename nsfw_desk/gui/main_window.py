@@ -293,7 +293,7 @@ class MainWindow(QMainWindow):
         )
         bar.addWidget(self.filter_box)
         bar.addWidget(QLabel(" Sort "))
-        self.sort_box = narrow_combo(10)
+        self.sort_box = narrow_combo(11)
         for key, text in SORTS.items():
             self.sort_box.addItem(text, key)
             if key in SORT_TIPS:
