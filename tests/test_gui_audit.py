@@ -254,3 +254,22 @@ def test_stop_pressed_before_the_worker_takes_up_the_scan_stops_it(qtbot, make_w
     qtbot.waitUntil(lambda: not window.scanning, timeout=20_000)
     assert window.results.rowCount() == 0  # nothing was scanned
     assert "Scanned" not in window.status.text()
+
+
+def test_enter_in_the_threshold_box_gives_the_keys_back_to_the_grid(qtbot, make_window, folder):
+    """After typing a threshold and Enter, the focus stayed in the box: the arrow keys then
+    nudged the threshold instead of moving between images."""
+    from PySide6.QtCore import Qt
+
+    window = make_window()
+    window.show()
+    scan(qtbot, window, folder)
+    window.spin.setFocus()
+    qtbot.waitUntil(window.spin.hasFocus)
+    window.spin.selectAll()
+    qtbot.keyClicks(window.spin, "0.7")
+    qtbot.keyClick(window.spin, Qt.Key.Key_Return)
+    assert window.results.threshold == 0.7
+    qtbot.waitUntil(window.grid.hasFocus)
+    qtbot.keyClick(window.grid, Qt.Key.Key_Down)
+    assert window.results.threshold == 0.7

@@ -270,6 +270,11 @@ class MainWindow(QMainWindow):
         self.spin.setValue(self.settings.threshold)
         self.slider.valueChanged.connect(lambda v: self.spin.setValue(v / 100))
         self.spin.valueChanged.connect(self.set_threshold)
+        # Enter in the box hands the keys back to the grid, where the arrows move between
+        # images (left in the box, they kept nudging the threshold).
+        self.spin.editingFinished.connect(
+            lambda: self.grid.setFocus() if self.spin.hasFocus() else None
+        )
         bar.addWidget(self.slider)
         bar.addWidget(self.spin)
         from nsfw_desk.gui.detectors_view import DetectorsView
