@@ -273,3 +273,33 @@ def test_enter_in_the_threshold_box_gives_the_keys_back_to_the_grid(qtbot, make_
     qtbot.waitUntil(window.grid.hasFocus)
     qtbot.keyClick(window.grid, Qt.Key.Key_Down)
     assert window.results.threshold == 0.7
+
+
+def test_a_recent_folder_that_is_gone_can_be_taken_off_the_list(
+    qtbot, make_window, tmp_path, monkeypatch
+):
+    """A deleted folder stayed in File → Open recent for good; choosing it only said 'not a
+    folder'. Now the message offers to take it off the list (its results stay stored)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    gone, kept = tmp_path / "gone", tmp_path / "kept"
+    gone.mkdir()
+    kept.mkdir()
+    window = make_window()
+    window.settings.add_recent(kept.resolve())
+    window.settings.add_recent(gone.resolve())
+    window._fill_recent()
+    gone.rmdir()
+    said = []
+
+    def click_remove(box):
+        said.append(box.text())
+        next(b for b in box.buttons() if b.text() == "Remove from Open recent").click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", click_remove)
+    next(a for a in window.recent_menu.actions() if a.text() == str(gone.resolve())).trigger()
+    assert "not there any more" in said[0] and "stay in the library" in said[0]
+    assert window.settings.recent_folders == [str(kept.resolve())]
+    assert [a.text() for a in window.recent_menu.actions()] == [str(kept.resolve())]
+    assert window.folder is None

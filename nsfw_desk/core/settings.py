@@ -112,3 +112,6 @@ class Settings:
         text = str(folder)
         self.recent_folders = [text] + [f for f in self.recent_folders if f != text]
         del self.recent_folders[MAX_RECENT:]
+
+    def forget_recent(self, folder: Path | str) -> None:
+        self.recent_folders = [f for f in self.recent_folders if f != str(folder)]

@@ -528,7 +528,7 @@ class MainWindow(QMainWindow):
     def open_folder(self, folder: Path) -> None:
         folder = Path(folder).expanduser().resolve()
         if not folder.is_dir():
-            QMessageBox.warning(self, "Not a folder", f"{folder} is not a folder.")
+            self._say_not_a_folder(folder)
             return
         self.folder = folder
         self._moved = False  # a new folder starts at the top of the grid
@@ -1825,6 +1825,27 @@ class MainWindow(QMainWindow):
         from nsfw_desk.gui.about import show_about
 
         show_about(self, self.model_name(self.model_id), self.device_text)
+
+    def _say_not_a_folder(self, folder: Path) -> None:
+        """A folder from Open recent that is gone can be taken off the list there and then;
+        its stored results and decisions stay in the library."""
+        if str(folder) not in self.settings.recent_folders or folder.exists():
+            QMessageBox.warning(self, "Not a folder", f"{folder} is not a folder.")
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Folder not found",
+            f"{folder} is not there any more (deleted, renamed, or its drive not "
+            "connected?). Its results and decisions stay in the library.",
+            parent=self,
+        )
+        remove = box.addButton("Remove from Open recent", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Keep", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        if box.clickedButton() is remove:
+            self.settings.forget_recent(folder)
+            self._settings_timer.start()
+            self._fill_recent()
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
