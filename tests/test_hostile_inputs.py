@@ -1,0 +1,167 @@
+"""Hostile input to the commands beyond `scan`: each case here was a crash, a silent skip or
+a write to a file the user only gave to be read (found by running every command over a
+folder of broken files and odd names; see tests/hostile_corpus.py for the scan's own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nsfw_desk.cli import EXIT_LIBRARY, EXIT_OK, EXIT_USAGE, main
+from nsfw_desk.core.review import DecisionInput, ReviewStore
+from nsfw_desk.core.scan import scan_folder
+from nsfw_desk.core.store import Library
+from nsfw_desk.synthetic import write_photo
+
+POSIX = os.name == "posix"
+
+
+def fingerprint(path: Path) -> tuple[bytes, int]:
+    return hashlib.sha256(path.read_bytes()).digest(), path.stat().st_mtime_ns
+
+
+@pytest.fixture
+def scanned(tmp_path, loaded_model):
+    """photos/ (two photos and an exact copy of one, and an empty .jpg), scanned into
+    library.sqlite; the library closed."""
+    photos = tmp_path / "photos"
+    write_photo(photos / "a.jpg", seed=1)
+    write_photo(photos / "b.jpg", seed=2)
+    (photos / "copy_of_a.jpg").write_bytes((photos / "a.jpg").read_bytes())
+    (photos / "empty.jpg").write_bytes(b"")
+    with Library(tmp_path / "library.sqlite") as library:
+        scan_folder(photos, loaded_model, library)
+    return tmp_path / "library.sqlite", photos
+
+
+# --- merge reads the other library and writes nothing beside it ------------------------------
+
+
+def _library_with_a_decision(path: Path, thumbnails: Path | None = None) -> None:
+    with Library(path, thumbnails) as library:
+        ReviewStore(library).apply_labels(
+            [(DecisionInput("ab" * 32, "m", 0.9), "unsafe")], reviewer="bob", threshold=0.5
+        )
+
+
+def test_merge_refuses_a_file_that_is_no_library_and_leaves_it_untouched(tmp_path, capsys):
+    own = tmp_path / "own.sqlite"
+    _library_with_a_decision(own)
+    empty = tmp_path / "notes.txt"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "other_app.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE bookmarks (url TEXT)")
+    conn.commit()
+    conn.close()
+    good = tmp_path / "bob.sqlite"
+    _library_with_a_decision(good)
+    before = {p: fingerprint(p) for p in (empty, foreign)}
+    for bad in (empty, foreign):
+        # a good library first: nothing of it is merged when another given file is unusable
+        assert main(["merge", str(good), str(bad), "--db", str(own)]) == EXIT_LIBRARY
+        err = capsys.readouterr().err
+        assert "is not an nsfw-desk library" in err and "Nothing merged" in err
+        assert not bad.with_name(bad.stem + ".thumbnails.sqlite").exists()
+    assert {p: fingerprint(p) for p in before} == before
+    with Library(own) as library:
+        assert len(ReviewStore(library).all_decisions()) == 1
+
+
+def test_merge_makes_no_thumbnail_file_beside_the_other_library(tmp_path, capsys):
+    share = tmp_path / "share"
+    share.mkdir()
+    other = share / "bob.sqlite"
+    _library_with_a_decision(other, tmp_path / "bob_cache" / "thumbnails.sqlite")
+    assert main(["merge", str(other), "--db", str(tmp_path / "own.sqlite")]) == EXIT_OK
+    assert "1 of 1 decisions added" in capsys.readouterr().out
+    assert sorted(p.name for p in share.iterdir()) == ["bob.sqlite"]
+
+
+# --- a relative folder ----------------------------------------------------------------------
+
+
+def test_a_scan_of_a_relative_folder_stores_paths_that_hold_from_anywhere(
+    tmp_path, loaded_model, monkeypatch, capsys
+):
+    photos = tmp_path / "photos"
+    write_photo(photos / "a.jpg", seed=1)
+    write_photo(photos / "b.jpg", seed=2)
+    db = tmp_path / "library.sqlite"
+    monkeypatch.chdir(tmp_path)
+    with Library(db) as library:
+        first = scan_folder(Path("photos"), loaded_model, library, keep_outcomes=True)
+        assert {o.path for o in first.outcomes} == {photos / "a.jpg", photos / "b.jpg"}
+        monkeypatch.chdir(photos)  # elsewhere, by the absolute path: all of it is known
+        again = scan_folder(photos, loaded_model, library)
+        assert (again.cached, again.scored) == (2, 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["label", "--as", "unsafe", "photos/a.jpg", "--db", str(db)]) == EXIT_OK
+    assert "new file" not in capsys.readouterr().out  # the scanned row, not a second one
+
+
+def test_dupes_and_assign_take_a_folder_as_the_scan_stored_it_and_say_when_it_holds_nothing(
+    scanned, monkeypatch, capsys
+):
+    db, photos = scanned
+    monkeypatch.chdir(photos)
+    roundabout = os.path.join("..", "photos")  # cwd/../photos: the same folder
+    assert main(["dupes", "--folder", roundabout, "--json", "--db", str(db)]) == EXIT_OK
+    groups = json.loads(capsys.readouterr().out)
+    assert [sorted(Path(m["path"]).name for m in g) for g in groups] == [["a.jpg", "copy_of_a.jpg"]]
+    assign = ["assign", "--reviewers", "ann,bo", "--json", "--db", str(db)]
+    assert main([*assign, "--folder", roundabout]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["contents"] == 2
+    for command in (["dupes", "--db", str(db)], assign):
+        assert main([*command, "--folder", "nowhere"]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert "holds no image under" in err and "nowhere" in err
+
+
+# --- hash lists -----------------------------------------------------------------------------
+
+
+def test_hashlist_import_says_what_the_given_path_is(tmp_path, capsys):
+    db = str(tmp_path / "library.sqlite")
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    command = ["hashlist", "import", "-q", "--name", "x", "--as", "unsafe", "--db", db]
+    assert main([*command, str(folder)]) == EXIT_USAGE
+    assert "is a folder" in capsys.readouterr().err
+    if POSIX:
+        os.mkfifo(tmp_path / "pipe.txt")
+        assert main([*command, str(tmp_path / "pipe.txt")]) == EXIT_USAGE  # and no hang
+        assert "not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not POSIX, reason="bytes file names")
+def test_hashlist_import_takes_a_file_whose_name_is_not_utf8(tmp_path, capsys):
+    name = Path(os.fsdecode(os.fsencode(tmp_path) + b"/list_\xff.txt"))
+    name.write_text("ab" * 32 + ",100\n")
+    db = str(tmp_path / "library.sqlite")
+    command = ["hashlist", "import", "-q", "--name", "x", "--as", "unsafe", "--db", db]
+    assert main([*command, str(name)]) == EXIT_OK
+    assert "Imported 1 hashes" in capsys.readouterr().out
+    assert main(["hashlist", "list", "--db", db]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("x\tunsafe\t1 hashes")
+
+
+# --- similar --------------------------------------------------------------------------------
+
+
+def test_similar_refuses_a_count_below_one_and_says_why_a_file_has_no_embedding(scanned, capsys):
+    db, photos = scanned
+    with pytest.raises(SystemExit) as info:
+        main(["similar", "--top", "0", str(photos / "a.jpg"), "--db", str(db)])
+    assert info.value.code == EXIT_USAGE
+    assert "--top: must be 1 or more" in capsys.readouterr().err
+    assert main(["similar", str(photos / "empty.jpg"), "--db", str(db)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "the scan could not read it: not_an_image: empty file" in err
+    assert "scan its folder first" not in err  # scanning again would not help
