@@ -165,3 +165,40 @@ def test_similar_refuses_a_count_below_one_and_says_why_a_file_has_no_embedding(
     err = capsys.readouterr().err
     assert "the scan could not read it: not_an_image: empty file" in err
     assert "scan its folder first" not in err  # scanning again would not help
+
+
+# --- cluster-scan results that are not what cluster-scan writes ------------------------------
+
+
+def _results(out: Path, rows: list[dict], models: list[dict]) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from nsfw_desk.core.cluster_results import schema
+
+    run = out / "run-20260101T000000Z-x"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"source": "/data/photos", "models": models}))
+    blank = {name: None for name in schema().names} | {"size": 1, "mtime_ns": 1}
+    rows = [blank | {"hash": "ab" * 32, "format": "JPEG"} | row for row in rows]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema()), run / "part-0.parquet")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("rows", "models", "said"),
+    [
+        ([{"path": "/data/x.jpg", "path_base64": "!!not base64"}], [], "is not base64"),
+        ([{"path": None}], [], "names no path"),
+        ([{"path": "/data/x.jpg"}], [{"id": "m"}], "names a model without source"),
+    ],
+    ids=["bad-path_base64", "no-path", "model-without-source"],
+)
+def test_import_says_what_is_wrong_with_results_it_cannot_use(rows, models, said, tmp_path, capsys):
+    out = _results(tmp_path / "results", rows, models)
+    db = tmp_path / "library.sqlite"
+    assert main(["import", str(out), "--db", str(db)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("nsfw-desk import: ") and said in err
+    with Library(db) as library:
+        assert library.has_files_under(Path("/")) is False  # no row of it stored
