@@ -619,6 +619,12 @@ def run_scan(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"nsfw-desk scan: {folder} is not a folder", file=sys.stderr)
         return EXIT_USAGE
+    if args.jsonl and str(args.jsonl) != "-":  # said before the scan, not after it
+        jsonl = args.jsonl
+        if jsonl.is_dir() or not jsonl.absolute().parent.is_dir():
+            why = "is a folder" if jsonl.is_dir() else "is in a folder that does not exist"
+            print(f"nsfw-desk scan: --jsonl {jsonl} {why}; give a file", file=sys.stderr)
+            return EXIT_USAGE
     specs = args.model or [None]
     try:
         thresholds = _per_model(args.threshold, len(specs), "--threshold", 0.5)

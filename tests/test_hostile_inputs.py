@@ -202,3 +202,13 @@ def test_import_says_what_is_wrong_with_results_it_cannot_use(rows, models, said
     assert err.startswith("nsfw-desk import: ") and said in err
     with Library(db) as library:
         assert library.has_files_under(Path("/")) is False  # no row of it stored
+
+
+def test_scan_refuses_a_jsonl_output_it_cannot_write_before_scanning(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_photo(photos / "a.jpg")
+    scan = ["scan", str(photos), "--db", str(tmp_path / "library.sqlite"), "-q", "--jsonl"]
+    for out, said in ((tmp_path, "is a folder"), (tmp_path / "no" / "x.jsonl", "does not exist")):
+        assert main([*scan, str(out)]) == EXIT_USAGE  # no model loaded, nothing scanned
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "library.sqlite").exists()
