@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nsfw_desk.cli import EXIT_LIBRARY, EXIT_OK, EXIT_USAGE, main
+from nsfw_desk.cli_label import EXIT_REFUSED
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.scan import scan_folder
 from nsfw_desk.core.store import Library
@@ -212,3 +213,22 @@ def test_scan_refuses_a_jsonl_output_it_cannot_write_before_scanning(tmp_path, c
         assert main([*scan, str(out)]) == EXIT_USAGE  # no model loaded, nothing scanned
         assert said in capsys.readouterr().err
     assert not (tmp_path / "library.sqlite").exists()
+
+
+# --- import-labels ------------------------------------------------------------------------
+
+
+def test_import_labels_refuses_a_path_with_a_nul_byte_and_shows_names_as_bytes(tmp_path, capsys):
+    import base64
+
+    nul = base64.b64encode(b"/photos/a\x00b.jpg").decode()
+    odd = base64.b64encode(os.fsencode(tmp_path) + b"/gone_\xff.jpg").decode()
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f'path,path_base64,label\n,{nul},unsafe\n,{odd},safe\n"a\x00b.jpg",,safe\n')
+    assert (
+        main(["import-labels", str(csv), "--db", str(tmp_path / "library.sqlite")]) == EXIT_REFUSED
+    )
+    err = capsys.readouterr().err
+    assert "line 2: row: path_base64 holds a NUL byte" in err
+    assert "line 4: row: path holds a NUL byte" in err
+    assert "gone_\\xff.jpg: vanished" in err and "\\udc" not in err  # the byte, as paths show
