@@ -42,6 +42,19 @@ if TYPE_CHECKING:  # the store pulls in numpy and sqlite-utils: not for `nsfw-de
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 EXIT_LIBRARY, EXIT_DISK_FULL, EXIT_NO_DISPLAY = 4, 5, 6
+
+
+def text_arg(value: str) -> str:
+    """argparse type of a name stored as text (reviewer, list, model id): bytes that are not
+    UTF-8 in an argument (a Latin-1 terminal) are a usage error, not a traceback later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: '{shown}'") from None
+    return value
+
+
 MODEL_HINT = "On the command line, pass --model FOLDER (or another hub id) to use another model."
 
 EXIT_STATUS = """\
@@ -299,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--reviewer",
+        type=text_arg,
         default=None,
         metavar="R",
         help="only items whose current label was given by R",

@@ -99,8 +99,11 @@ def _ai_choice(text: str) -> str:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    from nsfw_desk.cli import text_arg
+
     parser.add_argument(
         "--reviewer",
+        type=text_arg,
         default=None,
         metavar="NAME",
         help="who decided (default: the desk's reviewer name, your login name unless "

@@ -17,6 +17,8 @@ def _count(text: str) -> int:
 
 
 def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.ArgumentParser:
+    from nsfw_desk.cli import text_arg
+
     similar = commands.add_parser(
         "similar",
         help="list the images that look most like one (cosine similarity of embeddings)",
@@ -27,7 +29,11 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
     similar.add_argument("target", metavar="FILE_OR_HASH")
     similar.add_argument("--top", type=_count, default=20, metavar="K", help="how many (20)")
     similar.add_argument(
-        "--model", default=None, metavar="ID", help="whose embeddings (default: the last used)"
+        "--model",
+        type=text_arg,
+        default=None,
+        metavar="ID",
+        help="whose embeddings (default: the last used)",
     )
     similar.add_argument("--json", action="store_true", help="machine-readable output")
     similar.add_argument("--db", type=Path, default=None, metavar="PATH", help="library file")

@@ -18,7 +18,7 @@ def _overlap(text: str) -> float:
 
 
 def add_parser(commands, formatter_class=argparse.HelpFormatter) -> None:
-    from nsfw_desk.cli import EXIT_STATUS, _add_db_option
+    from nsfw_desk.cli import EXIT_STATUS, _add_db_option, text_arg
 
     merge = commands.add_parser(
         "merge",
@@ -60,7 +60,11 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> None:
         formatter_class=formatter_class,
     )
     assign.add_argument(
-        "--reviewers", required=True, metavar="A,B,C", help="reviewer names, comma-separated"
+        "--reviewers",
+        type=text_arg,
+        required=True,
+        metavar="A,B,C",
+        help="reviewer names, comma-separated",
     )
     assign.add_argument(
         "--overlap",

@@ -232,3 +232,33 @@ def test_import_labels_refuses_a_path_with_a_nul_byte_and_shows_names_as_bytes(t
     assert "line 2: row: path_base64 holds a NUL byte" in err
     assert "line 4: row: path holds a NUL byte" in err
     assert "gone_\\xff.jpg: vanished" in err and "\\udc" not in err  # the byte, as paths show
+
+
+# --- names given on the command line ---------------------------------------------------------
+
+
+@pytest.mark.skipif(not POSIX, reason="bytes arguments")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["label", "--as", "unsafe", "--reviewer", "{bad}", "{photo}"],
+        ["import-labels", "--reviewer", "{bad}", "{csv}"],
+        ["export", "--out", "{out}", "--reviewer", "{bad}"],
+        ["hashlist", "import", "--name", "{bad}", "--as", "unsafe", "{csv}"],
+        ["hashlist", "remove", "{bad}"],
+        ["assign", "--reviewers", "ann,{bad}"],
+        ["similar", "--model", "{bad}", "{photo}"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_name_argument_that_is_not_utf8_is_a_usage_error(command, scanned, capsys):
+    db, photos = scanned
+    bad = os.fsdecode(b"rev\xff")  # what Python makes of a Latin-1 terminal's argument
+    csv = photos.parent / "labels.csv"
+    csv.write_text("hash,label\n" + "ab" * 32 + ",unsafe\n")
+    fill = {"bad": bad, "photo": str(photos / "a.jpg"), "csv": str(csv), "out": str(db) + "x"}
+    args = [part.format(**fill) for part in command]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--db", str(db)])
+    assert info.value.code == EXIT_USAGE
+    assert "rev\\xff'" in capsys.readouterr().err.split("not UTF-8 text: ")[1]
