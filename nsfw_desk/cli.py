@@ -495,9 +495,18 @@ def _library_path(args: argparse.Namespace) -> Path:
 
 def existing_library(args: argparse.Namespace, command: str, hint: str = "") -> Path | None:
     """The library `--db` names when it exists; None, after saying so, when it does not:
-    opening it would create an empty library, which no reading command wants."""
+    opening it would create an empty library, which no reading command wants. An empty file
+    or another program's database is refused (LibraryError) before anything is written to it."""
     path = _library_path(args)
     if path.is_file():
+        from nsfw_desk.core.paths import display_path
+        from nsfw_desk.core.store import LibraryError, stored_schema_version
+
+        if stored_schema_version(path) == 0:
+            raise LibraryError(
+                f"{display_path(path)} is not an nsfw-desk library (an empty file or another "
+                "program's database); nothing was written to it"
+            )
         return path
     print(f"nsfw-desk {command}: no library at {path}{hint}", file=sys.stderr)
     return None

@@ -262,3 +262,29 @@ def test_a_name_argument_that_is_not_utf8_is_a_usage_error(command, scanned, cap
         main([*args, "--db", str(db)])
     assert info.value.code == EXIT_USAGE
     assert "rev\\xff'" in capsys.readouterr().err.split("not UTF-8 text: ")[1]
+
+
+# --- a --db that is no library, given to a command that reads one ---------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["dupes"], ["agreement"], ["hashlist", "list"], ["similar", "ab" * 32], ["metrics"]],
+    ids=lambda c: c[0],
+)
+def test_a_reading_command_refuses_a_db_that_is_no_library_without_writing_to_it(
+    command, tmp_path, capsys
+):
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "other_app.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE bookmarks (url TEXT)")
+    conn.commit()
+    conn.close()
+    for db in (empty, foreign):
+        before = fingerprint(db)
+        assert main([*command, "--db", str(db)]) == EXIT_LIBRARY
+        assert "is not an nsfw-desk library" in capsys.readouterr().err
+        assert fingerprint(db) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite", "other_app.db"]
