@@ -88,13 +88,15 @@ def run(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout)
         sys.stdout.write("\n")
         return EXIT_OK
+    from nsfw_desk.core.export import _printable
+
     if not records:
         print(f"No near-duplicates within {args.max_distance} bits.")
         return EXIT_OK
     for number, members in enumerate(records, 1):
         print(f"Group {number}: {len(members)} images")
         for m in members:
-            shown = display_path(m["path"])
+            shown = _printable(display_path(m["path"]))  # a newline in a name stays one line
             print(f"  {m['distance']:>3}  {shown}")
     print(f"{len(records)} groups within {args.max_distance} bits.")
     return EXIT_OK

@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout)
         sys.stdout.write("\n")
     else:
+        from nsfw_desk.core.export import _printable
+
         for record in records:
-            print(f"{record['similarity']:.3f}  {record['path']}")
+            print(f"{record['similarity']:.3f}  {_printable(record['path'])}")  # one line each
     return EXIT_OK

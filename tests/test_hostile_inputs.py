@@ -288,3 +288,24 @@ def test_a_reading_command_refuses_a_db_that_is_no_library_without_writing_to_it
         assert "is not an nsfw-desk library" in capsys.readouterr().err
         assert fingerprint(db) == before
         assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite", "other_app.db"]
+
+
+def test_dupes_and_similar_print_one_line_per_file_whose_name_holds_a_newline(
+    tmp_path, loaded_model, capsys
+):
+    photos = tmp_path / "photos"
+    write_photo(photos / "a.jpg", seed=1)
+    copy = (photos / "a.jpg").read_bytes()
+    (photos / "a\nbreak.jpg").write_bytes(copy)  # before a.jpg in byte order: `similar` shows it
+    db = tmp_path / "library.sqlite"
+    with Library(db) as library:
+        scan_folder(photos, loaded_model, library)
+    assert main(["dupes", "--db", str(db)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "a\\nbreak.jpg" in out and "\nbreak.jpg" not in out
+    write_photo(photos / "b.jpg", seed=2)
+    with Library(db) as library:
+        scan_folder(photos, loaded_model, library)
+    assert main(["similar", str(photos / "b.jpg"), "--db", str(db)]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].endswith("/a\\nbreak.jpg")
