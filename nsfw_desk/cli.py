@@ -42,6 +42,19 @@ if TYPE_CHECKING:  # the store pulls in numpy and sqlite-utils: not for `nsfw-de
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 EXIT_LIBRARY, EXIT_DISK_FULL, EXIT_NO_DISPLAY = 4, 5, 6
+
+
+def text_arg(value: str) -> str:
+    """argparse type of a name stored as text (reviewer, list, model id): bytes that are not
+    UTF-8 in an argument (a Latin-1 terminal) are a usage error, not a traceback later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: '{shown}'") from None
+    return value
+
+
 MODEL_HINT = "On the command line, pass --model FOLDER (or another hub id) to use another model."
 
 EXIT_STATUS = """\
@@ -299,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--reviewer",
+        type=text_arg,
         default=None,
         metavar="R",
         help="only items whose current label was given by R",
@@ -481,9 +495,18 @@ def _library_path(args: argparse.Namespace) -> Path:
 
 def existing_library(args: argparse.Namespace, command: str, hint: str = "") -> Path | None:
     """The library `--db` names when it exists; None, after saying so, when it does not:
-    opening it would create an empty library, which no reading command wants."""
+    opening it would create an empty library, which no reading command wants. An empty file
+    or another program's database is refused (LibraryError) before anything is written to it."""
     path = _library_path(args)
     if path.is_file():
+        from nsfw_desk.core.paths import display_path
+        from nsfw_desk.core.store import LibraryError, stored_schema_version
+
+        if stored_schema_version(path) == 0:
+            raise LibraryError(
+                f"{display_path(path)} is not an nsfw-desk library (an empty file or another "
+                "program's database); nothing was written to it"
+            )
         return path
     print(f"nsfw-desk {command}: no library at {path}{hint}", file=sys.stderr)
     return None
@@ -619,6 +642,12 @@ def run_scan(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"nsfw-desk scan: {folder} is not a folder", file=sys.stderr)
         return EXIT_USAGE
+    if args.jsonl and str(args.jsonl) != "-":  # said before the scan, not after it
+        jsonl = args.jsonl
+        if jsonl.is_dir() or not jsonl.absolute().parent.is_dir():
+            why = "is a folder" if jsonl.is_dir() else "is in a folder that does not exist"
+            print(f"nsfw-desk scan: --jsonl {jsonl} {why}; give a file", file=sys.stderr)
+            return EXIT_USAGE
     specs = args.model or [None]
     try:
         thresholds = _per_model(args.threshold, len(specs), "--threshold", 0.5)

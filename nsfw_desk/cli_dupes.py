@@ -50,14 +50,21 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
 def run(args: argparse.Namespace) -> int:
     from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library
     from nsfw_desk.core.dupes import library_groups
-    from nsfw_desk.core.paths import display_path, path_fields
+    from nsfw_desk.core.paths import absolute_folder, display_path, path_fields
     from nsfw_desk.core.store import Library
 
     path = existing_library(args, "dupes")
     if path is None:
         return EXIT_USAGE
-    folder = args.folder.expanduser().absolute() if args.folder else None
+    folder = absolute_folder(args.folder.expanduser()) if args.folder else None
     with Library(path) as library:
+        if folder is not None and not library.has_files_under(folder):
+            print(
+                f"nsfw-desk dupes: the library holds no image under {display_path(folder)}; "
+                f"scan it first: nsfw-desk scan {display_path(folder)}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         groups = library_groups(library, folder, args.max_distance, min_quality=args.min_quality)
         files = library.files_for_hashes(h for g in groups for h in g.hashes)
     records = []
@@ -81,13 +88,15 @@ def run(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout)
         sys.stdout.write("\n")
         return EXIT_OK
+    from nsfw_desk.core.export import _printable
+
     if not records:
         print(f"No near-duplicates within {args.max_distance} bits.")
         return EXIT_OK
     for number, members in enumerate(records, 1):
         print(f"Group {number}: {len(members)} images")
         for m in members:
-            shown = display_path(m["path"])
+            shown = _printable(display_path(m["path"]))  # a newline in a name stays one line
             print(f"  {m['distance']:>3}  {shown}")
     print(f"{len(records)} groups within {args.max_distance} bits.")
     return EXIT_OK

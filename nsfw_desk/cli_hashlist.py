@@ -10,6 +10,8 @@ SHOWN_BAD_LINES = 20
 
 
 def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.ArgumentParser:
+    from nsfw_desk.cli import text_arg
+
     hashlist = commands.add_parser(
         "hashlist",
         help="import, list, remove or export hash lists (PDQ, MD5, SHA-1, SHA-256)",
@@ -29,7 +31,9 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
     )
     imp.add_argument("file", type=Path, metavar="FILE")
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-    imp.add_argument("--name", required=True, help="the list's name, shown on matching items")
+    imp.add_argument(
+        "--name", type=text_arg, required=True, help="the list's name, shown on matching items"
+    )
     imp.add_argument(
         "--as",
         dest="kind",
@@ -54,7 +58,7 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
     exp.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     actions.add_parser("list", help="the imported lists", formatter_class=formatter_class)
     rem = actions.add_parser("remove", help="forget a list", formatter_class=formatter_class)
-    rem.add_argument("name", metavar="NAME")
+    rem.add_argument("name", type=text_arg, metavar="NAME")
     for parser in (imp, exp, rem, actions.choices["list"]):
         parser.add_argument("--db", type=Path, default=None, metavar="PATH", help="library file")
     return hashlist

@@ -99,8 +99,11 @@ def _ai_choice(text: str) -> str:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    from nsfw_desk.cli import text_arg
+
     parser.add_argument(
         "--reviewer",
+        type=text_arg,
         default=None,
         metavar="NAME",
         help="who decided (default: the desk's reviewer name, your login name unless "
@@ -186,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_items(report, *, quiet: bool, csv_rows: bool) -> None:
     from nsfw_desk.core.export import _printable
     from nsfw_desk.core.labelling import AI_NAMES, LABELLED, REFUSED
+    from nsfw_desk.core.paths import display_path
 
     refused = 0
     for item in report.items:
@@ -193,7 +197,7 @@ def _print_items(report, *, quiet: bool, csv_rows: bool) -> None:
             refused += 1
             if refused > SHOWN_REFUSED:
                 continue
-            path = f" {_printable(str(item.path))}" if csv_rows and item.path else ""
+            path = f" {_printable(display_path(item.path))}" if csv_rows and item.path else ""
             print(
                 f"refused: {_printable(item.where)}{path}: {item.kind}: {_printable(item.reason)}",
                 file=sys.stderr,

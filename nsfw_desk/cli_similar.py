@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.ArgumentParser:
+    from nsfw_desk.cli import text_arg
+
     similar = commands.add_parser(
         "similar",
         help="list the images that look most like one (cosine similarity of embeddings)",
@@ -18,9 +27,13 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
         formatter_class=formatter_class,
     )
     similar.add_argument("target", metavar="FILE_OR_HASH")
-    similar.add_argument("--top", type=int, default=20, metavar="K", help="how many (20)")
+    similar.add_argument("--top", type=_count, default=20, metavar="K", help="how many (20)")
     similar.add_argument(
-        "--model", default=None, metavar="ID", help="whose embeddings (default: the last used)"
+        "--model",
+        type=text_arg,
+        default=None,
+        metavar="ID",
+        help="whose embeddings (default: the last used)",
     )
     similar.add_argument("--json", action="store_true", help="machine-readable output")
     similar.add_argument("--db", type=Path, default=None, metavar="PATH", help="library file")
@@ -30,9 +43,9 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
 def run(args: argparse.Namespace) -> int:
     from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library
     from nsfw_desk.core.images import ImageError, content_hash, read_file
-    from nsfw_desk.core.paths import path_fields
+    from nsfw_desk.core.paths import absolute_folder, path_fields
     from nsfw_desk.core.similar import EmbeddingIndex, NoEmbedding
-    from nsfw_desk.core.store import Library
+    from nsfw_desk.core.store import Library, path_key
 
     path = existing_library(args, "similar")
     if path is None:
@@ -61,8 +74,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             query = index.vector(digest)
         except NoEmbedding:
+            folder = absolute_folder(target.parent)  # as the scan stored it
+            refused = (
+                library.known_errors(folder).get(path_key(folder / target.name)[0])
+                if target.is_file()
+                else None
+            )
             where = (
-                f"scan its folder first: nsfw-desk scan {target.parent}"
+                f"the scan could not read it: {refused[2]}: {refused[3]}"
+                if refused
+                else f"scan its folder first: nsfw-desk scan {target.parent}"
                 if target.is_file()
                 else "scan it first"
             )
@@ -83,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout)
         sys.stdout.write("\n")
     else:
+        from nsfw_desk.core.export import _printable
+
         for record in records:
-            print(f"{record['similarity']:.3f}  {record['path']}")
+            print(f"{record['similarity']:.3f}  {_printable(record['path'])}")  # one line each
     return EXIT_OK

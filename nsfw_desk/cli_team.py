@@ -18,7 +18,7 @@ def _overlap(text: str) -> float:
 
 
 def add_parser(commands, formatter_class=argparse.HelpFormatter) -> None:
-    from nsfw_desk.cli import EXIT_STATUS, _add_db_option
+    from nsfw_desk.cli import EXIT_STATUS, _add_db_option, text_arg
 
     merge = commands.add_parser(
         "merge",
@@ -60,7 +60,11 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> None:
         formatter_class=formatter_class,
     )
     assign.add_argument(
-        "--reviewers", required=True, metavar="A,B,C", help="reviewer names, comma-separated"
+        "--reviewers",
+        type=text_arg,
+        required=True,
+        metavar="A,B,C",
+        help="reviewer names, comma-separated",
     )
     assign.add_argument(
         "--overlap",
@@ -95,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, _library_path
-    from nsfw_desk.core.store import Library
-    from nsfw_desk.core.team import merge_library
+    from nsfw_desk.cli import EXIT_LIBRARY, EXIT_OK, EXIT_USAGE, _library_path
+    from nsfw_desk.core.store import Library, LibraryError
+    from nsfw_desk.core.team import check_other_library, merge_library
 
     missing = [p for p in args.others if not p.expanduser().is_file()]
     if missing:
@@ -110,6 +114,13 @@ def _merge(args: argparse.Namespace) -> int:
     if any(p.resolve() == path.resolve() for p in others if path.exists()):
         print(f"nsfw-desk merge: {path} is this library itself; nothing merged", file=sys.stderr)
         return EXIT_USAGE
+    for other in others:  # every one usable before any is merged
+        try:
+            check_other_library(path, other)
+        except LibraryError as exc:
+            print(f"nsfw-desk merge: {exc}", file=sys.stderr)
+            print("Nothing merged.", file=sys.stderr)
+            return EXIT_LIBRARY
     with Library(path) as library:
         for other in others:
             report = merge_library(library, other, include_care=args.include_care_stats)
@@ -156,6 +167,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _assign(args: argparse.Namespace) -> int:
     from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library
+    from nsfw_desk.core.paths import absolute_folder, display_path
     from nsfw_desk.core.store import Library
     from nsfw_desk.core.team import assign
 
@@ -166,8 +178,15 @@ def _assign(args: argparse.Namespace) -> int:
     path = existing_library(args, "assign")
     if path is None:
         return EXIT_USAGE
-    folder = args.folder.expanduser().absolute() if args.folder else None
+    folder = absolute_folder(args.folder.expanduser()) if args.folder else None
     with Library(path) as library:
+        if folder is not None and not library.has_files_under(folder):
+            print(
+                f"nsfw-desk assign: the library holds no image under {display_path(folder)}; "
+                f"scan it first: nsfw-desk scan {display_path(folder)}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         result = assign(library, reviewers, args.overlap, folder)
     if args.json:
         print(

@@ -32,6 +32,7 @@ from nsfw_desk.core.store import Library, ScoredFile
 log = logging.getLogger(__name__)
 
 CHUNK = 2000  # rows per transaction
+MODEL_KEYS = ("id", "source", "architecture", "labels", "unsafe_labels")  # of run.json's models
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ def import_results(out: Path, library: Library, *, maps: Iterable[PrefixMap] = (
     models: dict[str, dict] = {}
     for record in records:
         for model in record.get("models") or []:
+            missing = [k for k in MODEL_KEYS if not isinstance(model, dict) or k not in model]
+            if missing:
+                raise results.ResultsError(
+                    f"{out}: a run.json names a model without {', '.join(missing)}; "
+                    "give the --out folder of nsfw-desk cluster-scan."
+                )
             models.setdefault(model["id"], model)
     for model in models.values():
         library.register_model(

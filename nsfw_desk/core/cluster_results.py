@@ -95,10 +95,15 @@ def schema() -> pa.Schema:
 
 
 def row_path(row: dict) -> bytes:
-    """The exact path bytes of a result row."""
+    """The exact path bytes of a result row; ResultsError for a row that names no path."""
     encoded = row.get("path_base64")
     if encoded:
-        return base64.b64decode(encoded, validate=True)
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except ValueError as exc:  # binascii.Error
+            raise ResultsError(f"its path_base64 is not base64 ({exc}): {encoded[:40]!r}") from exc
+    if not row.get("path"):
+        raise ResultsError("it names no path (path and path_base64 are empty)")
     return str(row["path"]).encode("utf-8")
 
 
@@ -176,7 +181,12 @@ def read_rows(out: Path, columns: list[str] | None = None) -> Iterator[dict]:
             if table is None:
                 continue
             for index, key in enumerate(table.to_pylist()):
-                latest[row_path(key)] = (len(files), index)
+                try:
+                    latest[row_path(key)] = (len(files), index)
+                except ResultsError as exc:  # every row is checked before any is used
+                    raise ResultsError(
+                        f"{path}, row {index + 1}: {exc}; is it a cluster-scan's result file?"
+                    ) from exc
             files.append(path)
     for number, path in enumerate(files):
         table = read_table(path, want)

@@ -24,6 +24,7 @@ import numpy as np
 
 from nsfw_desk.core import dupes
 from nsfw_desk.core.images import ImageError, content_hash, read_file
+from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.progress import CancelToken, Progress
 from nsfw_desk.core.store import Library
 
@@ -187,17 +188,24 @@ def import_hash_list(
     file holds no usable hash. `Cancelled` (nothing stored) when `cancel` is set."""
     if kind not in KINDS:
         raise ValueError(f"a hash list is one of {', '.join(KINDS)}, not {kind!r}")
+    shown = display_path(path)
     if not path.is_file():
-        raise HashListError(f"{path}: no such file")
+        if path.is_dir():
+            raise HashListError(f"{shown} is a folder: give the list's file (one hash per line)")
+        if path.exists():
+            raise HashListError(
+                f"{shown} is not a regular file (a FIFO, device or socket): give the list's file"
+            )
+        raise HashListError(f"{shown}: no such file")
     if path.stat().st_size == 0:
-        raise HashListError(f"{path} is empty: expected one hash per line")
+        raise HashListError(f"{shown} is empty: expected one hash per line")
     report = ImportReport(name, kind)
     entries = read_hash_list(path, report, progress=progress, cancel=cancel)
     # Parse before storing: a file without a single good hash is refused as a whole.
     first = next(entries, None)
     if first is None:
         raise HashListError(
-            f"{path} holds no hash in a known format (one per line: PDQ as 64 hex digits "
+            f"{shown} holds no hash in a known format (one per line: PDQ as 64 hex digits "
             "with ',quality', or MD5, SHA-1, SHA-256 as 32, 40, 64 hex digits)"
             + (
                 f"; line {report.bad_lines[0][0]}: {report.bad_lines[0][1]}"
@@ -210,7 +218,7 @@ def import_hash_list(
         yield first
         yield from entries
 
-    library.add_hash_list(name, kind, chained(), source=str(path))
+    library.add_hash_list(name, kind, chained(), source=shown)  # for people; any name stores
     return report
 
 

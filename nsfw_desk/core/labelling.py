@@ -380,9 +380,15 @@ def _row_item(number: int, cells: list[str], where: dict[str, int], width: int, 
             if not raw:
                 item.refuse("row", f"{encoded_name} holds an empty path")
                 return item
+            if b"\x00" in raw:
+                item.refuse("row", f"{encoded_name} holds a NUL byte, which no file name can")
+                return item
             item.path = desk_path(base / os.fsdecode(raw))
             break
         if text:
+            if "\x00" in text:
+                item.refuse("row", f"{text_name} holds a NUL byte, which no file name can")
+                return item
             item.path = desk_path(base / text)
             break
     if item.path is None and item.hash is None:

@@ -67,3 +67,13 @@ def bytes_from_fields(record: dict, name: str = "path") -> bytes | None:
         return base64.b64decode(encoded, validate=True)
     text = record.get(name)
     return None if text is None or text == "" else text.encode("utf-8")
+
+
+def absolute_folder(path: PathLike) -> Path:
+    """`path` as scans store the folder: a relative one resolved from the working folder (as
+    `label` and the desk resolve folders), an absolute one as given.
+
+    A library outlives the working folder it was filled from, so no stored path is relative.
+    """
+    folder = Path(os.fsdecode(path))
+    return folder if folder.is_absolute() else folder.resolve()

@@ -58,6 +58,7 @@ from nsfw_desk.core.images import (
     read_file,
 )
 from nsfw_desk.core.logs import log_unexpected
+from nsfw_desk.core.paths import absolute_folder
 from nsfw_desk.core.pdq import pdq_hash
 from nsfw_desk.core.progress import CancelToken, Progress, ProgressCallback
 from nsfw_desk.core.runtime import available_cores
@@ -236,7 +237,7 @@ def scan_folder(
     """
     options = options or ScanOptions()
     cancel = cancel or CancelToken()
-    root = Path(root)
+    root = absolute_folder(root)  # stored paths name the file from any working folder
     detectors = _as_detectors(model)
     primary = detectors[0] if detectors else None
     model_id = primary.model_id if primary else None

@@ -947,6 +947,27 @@ def migrate(db: sqlite_utils.Database, migrations=MIGRATIONS) -> int:
     return len(migrations)
 
 
+def stored_schema_version(path: Path) -> int:
+    """The schema version of the database at `path`, read without writing to it.
+
+    0 means it is no nsfw-desk library (an empty file, or another program's database):
+    opening it as a Library would create the schema in it. LibraryError when it is no
+    SQLite database at all.
+    """
+    try:
+        conn = sqlite3.connect(
+            Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise LibraryError(
+            f"{display_path(path)} is not a usable nsfw-desk library: {exc}"
+        ) from exc
+
+
 # --- records ------------------------------------------------------------------------------
 
 
@@ -2172,6 +2193,19 @@ class Library:
 
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def has_files_under(self, root: Path) -> bool:
+        """Whether any stored file with content lies under `root` (a --folder that selects
+        nothing is said, not answered with an empty result)."""
+        low, high = _prefix_range(root)
+        return (
+            self.db.execute(
+                "SELECT 1 FROM files WHERE path_bytes >= ? AND path_bytes < ? "
+                "AND hash IS NOT NULL LIMIT 1",
+                (low, high),
+            ).fetchone()
+            is not None
+        )
 
     def hashes_under(self, root: Path) -> set[str]:
         """Content hashes of the files stored under `root` (export's folder filter)."""

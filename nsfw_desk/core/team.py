@@ -28,6 +28,7 @@ state, and adding a reviewer moves only the contents the newcomer wins.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ from datetime import datetime
 from itertools import combinations
 from pathlib import Path
 
+from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.review import AiLabel, Decision, ReviewStore
-from nsfw_desk.core.store import Library, LibraryError
+from nsfw_desk.core.store import Library, LibraryError, stored_schema_version
 
 SESSION_GAP_S = 10 * 60  # a longer pause between two decisions ends a review session
 
@@ -62,19 +64,43 @@ class MergeReport:
     same_library: bool = False  # the other file is this library itself
 
 
+def check_other_library(library_path: Path, other_path: Path) -> None:
+    """LibraryError, with what to give instead, unless `other_path` is another nsfw-desk
+    library that `merge_library` can read; checked without writing to it."""
+    if not other_path.is_file():
+        raise LibraryError(f"no library at {other_path}: give the path of a library.sqlite")
+    if other_path.resolve() == library_path.resolve():
+        raise LibraryError(f"{other_path} is this library itself; merge another reviewer's")
+    if stored_schema_version(other_path) == 0:
+        raise LibraryError(
+            f"{display_path(other_path)} is not an nsfw-desk library (an empty file or another "
+            "program's database); give the path of a library.sqlite"
+        )
+
+
 def merge_library(library: Library, other_path: Path, *, include_care: bool = False) -> MergeReport:
     """Append `other_path`'s decisions (and its care stats when asked) to `library`.
 
     The other library is opened read-only in spirit: nothing is written to it (opening it
-    may migrate it to this version's schema, as any nsfw-desk would). Contents that no file
-    here holds keep their decisions and are counted; they show once a scan finds them.
+    may migrate it to this version's schema, as any nsfw-desk would), and no thumbnail file
+    is made beside it. A file that is no nsfw-desk library (empty, or another program's
+    database) is refused untouched. Contents that no file here holds keep their decisions
+    and are counted; they show once a scan finds them.
     """
     other_path = Path(other_path)
-    if not other_path.is_file():
-        raise LibraryError(f"no library at {other_path}: give the path of a library.sqlite")
-    if other_path.resolve() == Path(library.path).resolve():
-        raise LibraryError(f"{other_path} is this library itself; merge another reviewer's")
-    other = Library(other_path)
+    check_other_library(Path(library.path), other_path)
+    with tempfile.TemporaryDirectory(prefix="nsfw-desk-merge-") as scratch:
+        return _merge_from(
+            library,
+            Library(other_path, Path(scratch) / "thumbnails.sqlite"),
+            other_path,
+            include_care,
+        )
+
+
+def _merge_from(
+    library: Library, other: Library, other_path: Path, include_care: bool
+) -> MergeReport:
     try:
         source_id = other.library_id()
         decisions = ReviewStore(other).all_decisions()
