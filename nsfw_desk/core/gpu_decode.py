@@ -23,7 +23,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -120,7 +120,7 @@ def _exif_orientation(data: bytes, start: int, end: int) -> int | None:
     the structure cannot be read."""
     if end - start < 8 or data[start : start + 2] not in (b"II", b"MM"):
         return None
-    order = "little" if data[start] == 0x49 else "big"
+    order: Literal["little", "big"] = "little" if data[start] == 0x49 else "big"
 
     def number(at: int, size: int) -> int:
         return int.from_bytes(data[start + at : start + at + size], order)
