@@ -303,3 +303,14 @@ def test_a_recent_folder_that_is_gone_can_be_taken_off_the_list(
     assert window.settings.recent_folders == [str(kept.resolve())]
     assert [a.text() for a in window.recent_menu.actions()] == [str(kept.resolve())]
     assert window.folder is None
+
+
+def test_the_calibration_histogram_counts_in_round_steps():
+    """Its count axis was the top bar × 1.1 cut in four: ticks at 0, 6, 13, 20, 27."""
+    from nsfw_desk.gui.calibration import count_axis
+
+    for top in (0, 1, 3, 7, 24, 49, 100, 998, 12_345):
+        maximum, ticks = count_axis(top)
+        step = maximum // (ticks - 1)
+        assert maximum >= top and maximum % step == 0 and 2 <= ticks <= 6
+        assert str(step).strip("0") in ("1", "2", "5"), (top, step)

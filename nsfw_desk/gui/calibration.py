@@ -227,7 +227,9 @@ class CalibrationDialog(QDialog):
         x.setTickCount(6)
         x.setLabelFormat("%.1f")
         x.setTitleText("unsafe score")
-        y.setRange(0, top * 1.1)
+        maximum, ticks = count_axis(top)
+        y.setRange(0, maximum)
+        y.setTickCount(ticks)
         y.setTitleText("images")
         y.setLabelFormat("%d")
         chart.addAxis(x, Qt.AlignmentFlag.AlignBottom)
@@ -270,3 +272,14 @@ class CalibrationDialog(QDialog):
             series.attachAxis(x)
             series.attachAxis(y)
         return chart
+
+
+def count_axis(top: float) -> tuple[int, int]:
+    """(maximum, tick count) of a count axis over 0..top with round steps of 1, 2 or 5 × 10ⁿ
+    (the ticks were top × 1.1 split in four: 0, 6, 13, 20, 27)."""
+    rough = max(top * 1.1, 1) / 4
+    magnitude = 10 ** math.floor(math.log10(rough))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= rough)
+    step = max(1, int(step))
+    maximum = step * math.ceil(max(top * 1.1, 1) / step)
+    return maximum, maximum // step + 1
