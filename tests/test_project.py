@@ -39,3 +39,17 @@ def test_licence_file_is_the_one_pyproject_names():
     assert "Apache License" in licence and "Version 2.0, January 2004" in licence
     assert "END OF TERMS AND CONDITIONS" in licence  # the full text, not a pointer to it
     assert ET.parse(METAINFO).getroot().findtext("project_license") == "Apache-2.0"
+
+
+def test_every_package_of_the_source_is_installed():
+    """pyproject lists the packages by name; one left out is missing from a wheel while a
+    clone runs fine (nsfw_desk.core.training once was)."""
+    pyproject = (ROOT / "pyproject.toml").read_text("utf-8")
+    block = re.search(r"^packages = \[(.*?)\]", pyproject, flags=re.M | re.S)
+    assert block, "pyproject's [tool.setuptools] packages list"
+    listed = set(re.findall(r'"([\w.]+)"', block.group(1)))
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "nsfw_desk").rglob("__init__.py")
+    }
+    assert found | {"nsfw_desk.resources"} == listed
