@@ -314,3 +314,20 @@ def test_the_calibration_histogram_counts_in_round_steps():
         step = maximum // (ticks - 1)
         assert maximum >= top and maximum % step == 0 and 2 <= ticks <= 6
         assert str(step).strip("0") in ("1", "2", "5"), (top, step)
+
+
+def test_a_broken_files_tile_line_drops_the_size_before_cutting_the_kind(qtbot):
+    """`⚠ not an image · 540 by…`: the line was cut at the tile's edge mid-word."""
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    from nsfw_desk.gui.tiles import TileDelegate
+
+    metrics = QFontMetrics(QFont())
+    error = "not an image: the file starts with text"
+    full = TileDelegate._error_line(error, 540)
+    wide = metrics.horizontalAdvance(full) + 4
+    assert TileDelegate.fitted_error_line(error, 540, metrics, wide) == full
+    kind_only = TileDelegate._error_line(error, None)
+    narrow = metrics.horizontalAdvance(kind_only) + 2
+    assert TileDelegate.fitted_error_line(error, 540, metrics, narrow) == kind_only
+    assert "…" in TileDelegate.fitted_error_line(error, 540, metrics, narrow // 2)

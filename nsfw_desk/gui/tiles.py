@@ -207,8 +207,8 @@ class TileDelegate(QStyledItemDelegate):
         left = QRect(area.x(), y, area.width(), line_h)
         if error:
             painter.setPen(colours.flag)
-            line = painter.fontMetrics().elidedText(
-                self._error_line(error, get(Role.SIZE)), Qt.TextElideMode.ElideRight, left.width()
+            line = self.fitted_error_line(
+                error, get(Role.SIZE), painter.fontMetrics(), left.width()
             )
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
         elif listed is not None:
@@ -326,6 +326,15 @@ class TileDelegate(QStyledItemDelegate):
         """`⚠ decode error · 4.1 kB`: the kind (the full reason is the tooltip) and the size,
         which tells an empty or cut-short upload from a big file that failed."""
         return TileDelegate._error_line(index.data(Role.ERROR), index.data(Role.SIZE))
+
+    @staticmethod
+    def fitted_error_line(error: str | None, size: int | None, metrics, width: int) -> str:
+        """The error line as wide as the tile: without the size where both do not fit (the
+        detail pane has it), cut short only where the kind alone does not fit either."""
+        line = TileDelegate._error_line(error, size)
+        if metrics.horizontalAdvance(line) > width:
+            line = TileDelegate._error_line(error, None)
+        return metrics.elidedText(line, Qt.TextElideMode.ElideRight, width)
 
     @staticmethod
     def _error_line(error: str | None, size: int | None) -> str:
