@@ -331,3 +331,22 @@ def test_a_broken_files_tile_line_drops_the_size_before_cutting_the_kind(qtbot):
     narrow = metrics.horizontalAdvance(kind_only) + 2
     assert TileDelegate.fitted_error_line(error, 540, metrics, narrow) == kind_only
     assert "…" in TileDelegate.fitted_error_line(error, 540, metrics, narrow // 2)
+
+
+def test_the_detail_pane_never_shows_an_image_the_view_left_out(qtbot, make_window, folder):
+    """Switching to Errors from a scored image left that image in the detail pane though
+    the view no longer held it (and nothing in the grid was current)."""
+    from PySide6.QtCore import Qt
+
+    window = make_window()
+    window.show()
+    scan(qtbot, window, folder)
+    window.grid.setFocus()
+    qtbot.keyClick(window.grid, Qt.Key.Key_Right)  # the moderator moves: a scored image
+    shown = window.grid.currentIndex().data(Role.PATH)
+    assert shown is not None and window.grid.currentIndex().data(Role.ERROR) is None
+    window.filter_box.setCurrentIndex(window.filter_box.findData("errors"))
+    qtbot.waitUntil(lambda: window.results.rowCount() == 1)
+    current = window.grid.currentIndex()
+    expected = current.data(Role.PATH) if current.isValid() else None
+    assert window.detail.path == expected != shown

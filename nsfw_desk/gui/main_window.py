@@ -1622,6 +1622,8 @@ class MainWindow(QMainWindow):
         position = self.results.row_of(path)
         if position is not None:
             self._select_row(position)
+        else:  # not in this view: the pane shows what the grid has current, if anything
+            self._show_detail()
 
     def _select_row(self, row: int) -> None:
         if row < 0 or row >= self.results.rowCount():
