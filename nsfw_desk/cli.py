@@ -619,6 +619,9 @@ def run_scan(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"nsfw-desk scan: {folder} is not a folder", file=sys.stderr)
         return EXIT_USAGE
+    # The library keeps absolute paths, as the desk and `label` do: a relative folder would
+    # store paths that only mean something from this working directory.
+    folder = folder.resolve()
     specs = args.model or [None]
     try:
         thresholds = _per_model(args.threshold, len(specs), "--threshold", 0.5)
@@ -854,6 +857,10 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
     try:
         models = models_with_reviews(library)
         model_id = args.model or (models[0][0] if models else None)
+        if args.model and args.model not in {m for m, _ in models} | set(library.model_names()):
+            model_id = _stored_model_id(args.model, models)
+            if model_id is None:
+                return EXIT_USAGE
         if model_id is None:
             print(
                 "nsfw-desk metrics: no reviewed item has a score yet; review some images "
@@ -876,6 +883,23 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
     else:
         print(_metrics_table(calibration, name))
     return EXIT_OK
+
+
+def _stored_model_id(spec: str, models: list[tuple[str, int]]) -> str | None:
+    """The id of `--model` given as a model folder or hub id (as scan takes it) rather than
+    the id stored; None, said why, when it names no model this library knows."""
+    from nsfw_desk.core.hub import ModelError, ModelSpec, model_folder
+
+    known = ", ".join(f"{m} ({n})" for m, n in models) or "none"
+    try:
+        return model_folder(ModelSpec.parse(spec), offline=True)[1]
+    except (ModelError, OSError) as exc:
+        print(
+            f"nsfw-desk metrics: --model {spec} is not a model of this library ({exc})\n"
+            f"Give one of the ids of the models with reviewed items: {known}",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _model_title(model_id: str, name: str | None) -> str:

@@ -57,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if path is None:
         return EXIT_USAGE
     folder = args.folder.expanduser().absolute() if args.folder else None
+    if folder is not None and not folder.is_dir():  # else "no near-duplicates" would mislead
+        print(
+            f"nsfw-desk dupes: {args.folder} is not a folder; give --folder a scanned folder",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     with Library(path) as library:
         groups = library_groups(library, folder, args.max_distance, min_quality=args.min_quality)
         files = library.files_for_hashes(h for g in groups for h in g.hashes)

@@ -216,6 +216,8 @@ def train(
 
         assert library is not None
         data_mod.check_counts(ReviewStore(library).counts())
+    else:  # and "not an export" too
+        data_mod.check_export(Path(options.data))
     report.phase_line("preparing", "loading the base model")
     _check_timm_base(options.base)
     base = load_model(options.base, device=options.device, precision=options.precision)
