@@ -254,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         metavar="ID",
         default=None,
-        help="model id as stored (e.g. sha256:... or org/name@rev; default: "
-        "the model with the most reviewed and scored items)",
+        help="model id as stored (e.g. sha256:... or org/name@rev), or the model folder "
+        "or hub id as scan takes it (default: the model with the most reviewed and scored "
+        "items)",
     )
     metrics.add_argument(
         "--target-recall",

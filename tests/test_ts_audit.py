@@ -5,13 +5,13 @@ model folder, a missing dupes folder, a wrong train --data), each held here."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+
+from test_metrics import fill
 
 from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, main
 from nsfw_desk.core.hub import ModelSpec, model_folder
 from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import write_photo
-from test_metrics import fill
 
 
 def test_a_relative_scan_folder_is_stored_absolute(tmp_path, monkeypatch, model_dir, capsys):
@@ -83,3 +83,45 @@ def test_train_data_that_is_not_an_export_is_refused_before_loading_a_model(
     assert main(["train", "--data", str(tmp_path / "photos"), "--out", str(out)]) == EXIT_USAGE
     assert "is not an nsfw-desk export" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_and_compare_tables_show_a_tiny_threshold_as_it_is():
+    """A threshold for 95 % recall of 0.000048 printed as 0.000 (a threshold of 0, which
+    flags everything); one of 0.99996 as 1.000 (which flags almost nothing)."""
+    from nsfw_desk.core.compare import compare_lines
+    from nsfw_desk.core.training.train import report_lines
+
+    def side(threshold: float) -> dict:
+        return {
+            "n": 4,
+            "n_unsafe": 2,
+            "n_safe": 2,
+            "accuracy": 1.0,
+            "precision": 1.0,
+            "recall": 1.0,
+            "f1": 1.0,
+            "roc_auc": 1.0,
+            "average_precision": 1.0,
+            "confusion": {"tp": 2, "fp": 0, "tn": 2, "fn": 0},
+            "threshold_for_target_recall": threshold,
+            "model": "m",
+        }
+
+    report = {"threshold": 0.5, "target_recall": 0.95, "before": side(4.8e-5)}
+    report["after"] = side(0.99996)
+    row = report_lines(report)[-1].split()
+    assert row[-2:] == ["0.00004", "0.999"]
+    result = {
+        "a": side(4.8e-5),
+        "b": side(0.99996),
+        "compared": 4,
+        "trained_on_excluded": 0,
+        "threshold": 0.5,
+        "target_recall": 0.95,
+        "changed_decisions": 0,
+        "now_flagged": 0,
+        "no_longer_flagged": 0,
+        "scored_from_embeddings": {"a": 0, "b": 0},
+    }
+    row = next(line for line in compare_lines(result) if "threshold for recall" in line)
+    assert row.split()[-2:] == ["0.00004", "0.999"]
