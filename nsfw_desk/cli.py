@@ -267,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         metavar="ID",
         default=None,
-        help="model id as stored (e.g. sha256:... or org/name@rev; default: "
-        "the model with the most reviewed and scored items)",
+        help="model id as stored (e.g. sha256:... or org/name@rev), or the model folder "
+        "or hub id as scan takes it (default: the model with the most reviewed and scored "
+        "items)",
     )
     metrics.add_argument(
         "--target-recall",
@@ -883,6 +884,10 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
     try:
         models = models_with_reviews(library)
         model_id = args.model or (models[0][0] if models else None)
+        if args.model and args.model not in {m for m, _ in models} | set(library.model_names()):
+            model_id = _stored_model_id(args.model, models)
+            if model_id is None:
+                return EXIT_USAGE
         if model_id is None:
             print(
                 "nsfw-desk metrics: no reviewed item has a score yet; review some images "
@@ -905,6 +910,23 @@ def _metrics(args: argparse.Namespace, path: Path) -> int:
     else:
         print(_metrics_table(calibration, name))
     return EXIT_OK
+
+
+def _stored_model_id(spec: str, models: list[tuple[str, int]]) -> str | None:
+    """The id of `--model` given as a model folder or hub id (as scan takes it) rather than
+    the id stored; None, said why, when it names no model this library knows."""
+    from nsfw_desk.core.hub import ModelError, ModelSpec, model_folder
+
+    known = ", ".join(f"{m} ({n})" for m, n in models) or "none"
+    try:
+        return model_folder(ModelSpec.parse(spec), offline=True)[1]
+    except (ModelError, OSError) as exc:
+        print(
+            f"nsfw-desk metrics: --model {spec} is not a model of this library ({exc})\n"
+            f"Give one of the ids of the models with reviewed items: {known}",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _model_title(model_id: str, name: str | None) -> str:

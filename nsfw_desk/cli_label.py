@@ -242,7 +242,7 @@ def summary(report, command: str) -> str:
             _count(len(report.decision_ids), "decision")
             + " recorded"
             + (f" ({done})" if done else "")
-            + f" as {report.reviewer}, threshold {report.threshold:.2f}"
+            + f" as {_reviewers(report, 'records_label')}, threshold {report.threshold:.2f}"
         )
     if report.ai_label_ids:
         words = {True: "AI-generated", False: "real", None: "cleared"}
@@ -250,7 +250,7 @@ def summary(report, command: str) -> str:
         parts.append(
             _count(len(report.ai_label_ids), "AI-generated label")
             + f" recorded ({said})"
-            + ("" if report.decision_ids else f" as {report.reviewer}")
+            + ("" if report.decision_ids else f" as {_reviewers(report, 'records_ai')}")
         )
     if report.count(UNCHANGED):
         parts.append(f"{report.count(UNCHANGED):,} already had that label (unchanged)")
@@ -265,6 +265,20 @@ def summary(report, command: str) -> str:
     lines = ["; ".join(parts) + "."]
     lines += [f"Note: {note}" for note in report.notes]
     return "\n".join(lines)
+
+
+def _reviewers(report, records: str) -> str:
+    """Who the recorded decisions are by: a CSV's `reviewer` column wins over --reviewer."""
+    from nsfw_desk.core.labelling import LABELLED
+
+    names = sorted(
+        {
+            item.reviewer or report.reviewer
+            for item in report.items
+            if item.status == LABELLED and getattr(item, records)
+        }
+    )
+    return ", ".join(names) or report.reviewer
 
 
 def _count(n: int, noun: str) -> str:

@@ -42,7 +42,8 @@ def test_parse_line(line, expected):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("xyz" + "0" * 61, "not a hex digit"),
+        ("xyz" + "0" * 61, "'x', 'y', 'z' are not hex digits"),
+        ("g" + "0" * 63, "'g' is not a hex digit"),
         ("abc", "3 hex digits"),
         (f"{PDQ},high", "not a whole number"),
         (f"{PDQ},101", "between 0 and 100"),

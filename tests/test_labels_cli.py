@@ -214,7 +214,7 @@ def test_import_reads_every_spelling_and_reports_bad_rows_by_line(tmp_path, caps
     assert "refused: line 9" in err and "no label" in err
     assert "refused: line 11" in err and "vanished" in err
     assert "duplicate: line 10 (the same image as line 2)" in out
-    assert "4 decisions recorded (2 safe, 2 unsafe) as carol" in err
+    assert "4 decisions recorded (2 safe, 2 unsafe) as bob, carol" in err  # p1.jpg: bob
     expected = {digest(pics[0]): "unsafe", digest(pics[1]): "safe", digest(pics[2]): "unsafe"}
     assert labels(db) == expected | {digest(pics[3]): "safe"}
     assert history(db, digest(pics[1]))[-1].reviewer == "bob"  # the column wins
@@ -592,8 +592,8 @@ def test_import_ai_generated_column_every_spelling_and_bad_values_by_line(tmp_pa
     assert "refused: line 7: row: unknown ai_generated value 'maybe'" in err
     assert "refused: line 8: row: no label and no ai_generated value" in err
     assert "line 2 says unsafe, AI-generated, line 9 says unsafe, real" in err
-    assert "3 decisions recorded (2 safe, 1 unsafe) as carol" not in err  # p0 refused
-    assert "2 decisions recorded (2 safe) as carol" in err
+    assert "3 decisions recorded (2 safe, 1 unsafe) as bob, carol" not in err  # p0 refused
+    assert "2 decisions recorded (2 safe) as bob, carol" in err  # p1.jpg is bob's
     assert "3 AI-generated labels recorded (1 AI-generated, 2 real)" in err
     d = {i: digest(p) for i, p in enumerate(pics)}
     assert labels(db) == {d[1]: "safe", d[3]: "safe"}

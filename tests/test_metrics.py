@@ -368,7 +368,8 @@ def test_metrics_too_few_reviews_exit_2(tmp_path, capsys):
 def test_metrics_unknown_model_lists_the_known_ones(db, capsys):
     assert main(["metrics", "--db", str(db), "--model", "org/none@1"]) == 2
     err = capsys.readouterr().err
-    assert "0 unsafe and 0 safe" in err and f"{MODEL} (27)" in err and f"{OTHER} (6)" in err
+    assert "--model org/none@1 is not a model of this library" in err
+    assert f"{MODEL} (27)" in err and f"{OTHER} (6)" in err
 
 
 def test_metrics_without_reviews_or_library_exit_2(tmp_path, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_desk.core.defaults import TARGET_RECALL, THRESHOLD
-from nsfw_desk.core.evaluation import evaluate, threshold_for_recall
+from nsfw_desk.core.evaluation import evaluate, format_threshold, threshold_for_recall
 from nsfw_desk.core.hub import ModelSpec, model_folder
 from nsfw_desk.core.review import ReviewStore
 from nsfw_desk.core.store import Library
@@ -143,7 +143,8 @@ def compare_lines(result: dict) -> list[str]:
         )
     lines.append(
         f"  {'threshold for recall ' + format(result['target_recall'], 'g'):<28}"
-        f"{fmt(a['threshold_for_target_recall']):>9}{fmt(b['threshold_for_target_recall']):>9}"
+        f"{format_threshold(a['threshold_for_target_recall']):>9}"
+        f"{format_threshold(b['threshold_for_target_recall']):>9}"
     )
     lines.append(
         f"Changed decisions at {result['threshold']:g}: {result['changed_decisions']} "

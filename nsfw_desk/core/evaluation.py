@@ -87,6 +87,19 @@ def evaluate(scores, is_unsafe, threshold: float) -> dict:
     }
 
 
+def format_threshold(value: float | None, decimals: int = 3) -> str:
+    """A threshold for a table: `decimals` places, more where those would show a real
+    score of 0.000048 as 0.000 (a threshold of 0) or 0.99996 as 1.000, and rounded down, so
+    that the threshold shown still flags every item the real one does."""
+    if value is None:
+        return "—"
+    for places in range(decimals, 9):
+        shown = math.floor(value * 10**places + 1e-9) / 10**places  # 0.29 * 1000 < 290
+        if shown > 0 or value <= 0:
+            return f"{shown:.{places}f}"
+    return f"{value:.2e}"
+
+
 def threshold_for_recall(scores, is_unsafe, recall: float) -> float | None:
     """The highest threshold at which at least `recall` of the unsafe items are flagged.
 

@@ -64,10 +64,11 @@ def parse_line(text: str) -> tuple[str, bytes, int | None] | None:
         return None
     value, _, quality_text = text.partition(",")
     value = value.strip().lower()
-    bad = sorted({ch for ch in value if ch not in _HEX})
+    bad = list(dict.fromkeys(ch for ch in value if ch not in _HEX))
     if bad:
-        shown = "".join(bad[:5])
-        raise ValueError(f"not a hex hash: {shown!r} is not a hex digit")
+        shown = ", ".join(repr(ch) for ch in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        verb = "is not a hex digit" if len(bad) == 1 else "are not hex digits"
+        raise ValueError(f"not a hex hash: {shown} {verb}")
     algorithm = _BY_LENGTH.get(len(value))
     if algorithm is None:
         raise ValueError(

@@ -74,19 +74,26 @@ def _not_an_export(folder: Path, why: str) -> TrainingError:
     )
 
 
-def from_export(folder: Path, labels: list[str], unsafe_indices: list[int]) -> Dataset:
-    """An export folder's items; class folder names are matched to unsafe/safe by the base
-    model's labels (case-insensitive), else by the names 'unsafe' and 'safe'."""
+def check_export(folder: Path) -> Path:
+    """`folder` if it is an export folder; TrainingError saying why not (before any model
+    is loaded: a wrong --data is said at once, not after a download)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise _not_an_export(folder, "no such folder")
-    metadata = folder / EXPORT_METADATA
     try:
         head = (folder / EXPORT_CARD).read_text("utf-8", errors="replace")[:4096]
     except OSError:
         head = ""
-    if not metadata.is_file() or EXPORT_MARKER not in head:
+    if not (folder / EXPORT_METADATA).is_file() or EXPORT_MARKER not in head:
         raise _not_an_export(folder, f"no {EXPORT_METADATA} and data card written by export")
+    return folder
+
+
+def from_export(folder: Path, labels: list[str], unsafe_indices: list[int]) -> Dataset:
+    """An export folder's items; class folder names are matched to unsafe/safe by the base
+    model's labels (case-insensitive), else by the names 'unsafe' and 'safe'."""
+    folder = check_export(folder)
+    metadata = folder / EXPORT_METADATA
     lowered = [name.lower() for name in labels]
     unsafe_names = {lowered[i] for i in unsafe_indices}
     items: list[Item] = []

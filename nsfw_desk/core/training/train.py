@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nsfw_desk.core.defaults import TARGET_RECALL, THRESHOLD
-from nsfw_desk.core.evaluation import evaluate, threshold_for_recall
+from nsfw_desk.core.evaluation import evaluate, format_threshold, threshold_for_recall
 from nsfw_desk.core.model_folder import (
     REPORT_FILE,
     TRAINING_FILE,
@@ -165,8 +165,8 @@ def report_lines(report: dict) -> list[str]:
         )
     lines.append(
         f"  {'threshold for recall ' + format(report['target_recall'], 'g'):<28}"
-        f"{_fmt(before['threshold_for_target_recall']):>9}"
-        f"{_fmt(after['threshold_for_target_recall']):>9}"
+        f"{format_threshold(before['threshold_for_target_recall']):>9}"
+        f"{format_threshold(after['threshold_for_target_recall']):>9}"
     )
     return lines
 
@@ -216,6 +216,8 @@ def train(
 
         assert library is not None
         data_mod.check_counts(ReviewStore(library).counts())
+    else:  # and "not an export" too
+        data_mod.check_export(Path(options.data))
     report.phase_line("preparing", "loading the base model")
     _check_timm_base(options.base)
     base = load_model(options.base, device=options.device, precision=options.precision)
