@@ -683,6 +683,13 @@ def run_scan(args: argparse.Namespace) -> int:
         if status is None:
             raise
         return status
+    from nsfw_desk.core.scan import score_meaning_conflict
+
+    conflict = score_meaning_conflict(library, detectors)
+    if conflict:
+        library.close()
+        print(f"nsfw-desk: {conflict}", file=sys.stderr)
+        return EXIT_MODEL
     options = ScanOptions(
         batch_size=args.batch_size,
         workers=args.workers,

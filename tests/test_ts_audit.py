@@ -126,3 +126,48 @@ def test_train_and_compare_tables_show_a_tiny_threshold_as_it_is():
     }
     row = next(line for line in compare_lines(result) if "threshold for recall" in line)
     assert row.split()[-2:] == ["0.00004", "0.999"]
+
+
+def _relabelled_copy(model_dir, out, labels):
+    """The same weights under other class names (what import-weights --labels writes)."""
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    config["label_names"] = labels
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_the_same_weights_scoring_another_class_are_refused_not_given_stored_scores(
+    tmp_path, model_dir, folder, capsys
+):
+    """A local model's id is its weights' hash, and scores are kept per id: the same weights
+    asked for the other class (--unsafe-label SFW, or a config naming the classes the other
+    way round) were answered from the stored scores of the first class, silently wrong."""
+    import pytest
+
+    from nsfw_desk.core.runtime import load_model
+    from nsfw_desk.core.scan import ScoreMeaningConflict, scan_folder
+
+    db = tmp_path / "library.sqlite"
+    assert main(["scan", str(folder), "--model", str(model_dir), "--db", str(db), "-q"]) == 0
+    with Library(db) as library:
+        before = library.db.execute("SELECT COUNT(*), SUM(unsafe) FROM scores").fetchone()
+    capsys.readouterr()
+    scan = ["scan", str(folder), "--db", str(db), "-q"]
+    assert main([*scan, "--model", str(model_dir), "--unsafe-label", "SFW"]) == 3
+    err = capsys.readouterr().err
+    assert "probability of NSFW" in err and "--unsafe-label NSFW" in err
+    assert "Traceback" not in err
+    swapped = _relabelled_copy(model_dir, tmp_path / "swapped", ["safe", "unsafe"])
+    with Library(db) as library, pytest.raises(ScoreMeaningConflict):
+        scan_folder(folder, load_model(swapped, device="cpu"), library)
+    # The same class under another name is the same score: taken from the library.
+    renamed = _relabelled_copy(model_dir, tmp_path / "renamed", ["unsafe", "safe"])
+    with Library(db) as library:
+        summary = scan_folder(folder, load_model(renamed, device="cpu"), library)
+        assert summary.scored == 0 and summary.cached == 12
+        after = library.db.execute("SELECT COUNT(*), SUM(unsafe) FROM scores").fetchone()
+    assert after == before

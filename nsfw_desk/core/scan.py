@@ -42,6 +42,7 @@ from nsfw_desk.core.defaults import (
 )
 from nsfw_desk.core.detector import Detector
 from nsfw_desk.core.gpu_decode import gpu_header
+from nsfw_desk.core.hub import ModelError
 from nsfw_desk.core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -239,6 +240,9 @@ def scan_folder(
     cancel = cancel or CancelToken()
     root = absolute_folder(root)  # stored paths name the file from any working folder
     detectors = _as_detectors(model)
+    conflict = score_meaning_conflict(library, detectors)
+    if conflict:
+        raise ScoreMeaningConflict(conflict)
     primary = detectors[0] if detectors else None
     model_id = primary.model_id if primary else None
     for detector in detectors:
@@ -328,6 +332,36 @@ def scan_folder(
             errors=summary.errors,
         )
     return summary
+
+
+class ScoreMeaningConflict(ModelError):
+    """The library holds scores of these weights for another unsafe class."""
+
+
+def score_meaning_conflict(library: Library, detectors: Sequence[Detector]) -> str | None:
+    """Why a scan with `detectors` would mix up stored scores, or None.
+
+    A local model's id is its weights' hash, and scores are kept per id. The same weights
+    read with another unsafe class (`--unsafe-label`, or a config.json naming its classes
+    otherwise) would take the stored scores, which are another class's probability, as its
+    own. Until the id says which class it scores, such a scan is refused with what to do."""
+    for detector in detectors:
+        stored = library.stored_unsafe_classes(detector.model_id)
+        if stored is None:
+            continue
+        labels, unsafe = stored
+        before = sorted(labels.index(u) for u in unsafe if u in labels)
+        now = sorted(detector.labels.index(u) for u in detector.unsafe_labels)
+        if before and now and before != now:
+            return (
+                f"This library holds scores of these weights ({detector.model_id}) as the "
+                f"probability of {', '.join(unsafe)} (of {', '.join(labels)}); this scan "
+                f"would score {', '.join(detector.unsafe_labels)} (of "
+                f"{', '.join(detector.labels)}) with the same weights, and the stored scores "
+                f"would be taken for it. Scan with --unsafe-label {unsafe[0]}, or into "
+                "another library (--db)."
+            )
+    return None
 
 
 def _as_detectors(model: Detector | Sequence[Detector] | None) -> list[Detector]:

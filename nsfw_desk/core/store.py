@@ -1132,6 +1132,16 @@ class Library:
         if embeddings_of is not None:
             self.share_embeddings(model_id, embeddings_of)
 
+    def stored_unsafe_classes(self, model_id: str) -> tuple[list[str], list[str]] | None:
+        """(labels, unsafe labels) the model was registered with: what its stored scores
+        are the probability of. None for a model this library has not seen."""
+        row = self.db.execute(
+            "SELECT labels, unsafe_labels FROM models WHERE id = ?", [model_id]
+        ).fetchone()
+        if row is None:
+            return None
+        return json.loads(row[0] or "[]"), json.loads(row[1] or "[]")
+
     def share_embeddings(self, model_id: str, embeddings_of: str) -> bool:
         """Let registered `model_id` read `embeddings_of`'s stored embeddings as its own (its
         backbone is that model's). True when it does now; False when the model is not

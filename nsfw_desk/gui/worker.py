@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from nsfw_desk.core.hub import ModelError
 from nsfw_desk.core.logs import log_unexpected
 from nsfw_desk.core.progress import CancelToken
 from nsfw_desk.core.store import Library, LibraryBusy, LibraryError, LibraryFull
@@ -160,6 +161,9 @@ class ScanWorker(LibraryOwner):
                 stored_model=known_model,
             )
             self.finished.emit(request, summary)
+        except ModelError as exc:  # the library's scores mean another class (core/scan)
+            self.model_failed.emit(str(exc))
+            self.finished.emit(request, None)
         except LibraryError as exc:
             log.debug("scan stopped by the library", exc_info=True)
             self.library_failed.emit(failure_kind(exc), str(exc))
