@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -636,3 +637,24 @@ def test_sizes_use_one_decimal_unit_family():
     assert format_size(22_000_000) == "22.0 MB"
     assert format_size(3.5e9) == "3.5 GB"
     assert format_rate(55e6) == "55.0 MB/s"
+
+
+def test_a_killed_exports_hidden_copies_are_removed_by_the_next(reviewed, library, tmp_path):
+    """A killed export left `.out.partial-*` beside the target, full of copies of reviewed
+    images, and no later export removed it (found by a trust-and-safety audit)."""
+    import subprocess
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = tmp_path / f".out.partial-{ended.pid}-x1"
+    live = tmp_path / f".out.partial-{os.getpid()}-x2"  # an export still running
+    old = tmp_path / ".out.partial-a1b2c3"  # an earlier version's, a week old
+    fresh = tmp_path / ".out.partial-d4e5f6"  # an earlier version's, maybe still running
+    for folder in (stale, live, old, fresh):
+        (folder / "train" / "nsfw").mkdir(parents=True)
+        (folder / "train" / "nsfw" / "copy.jpg").write_bytes(b"\xff\xd8 a reviewed image")
+    week_ago = time.time() - 7 * 24 * 3600
+    os.utime(old, (week_ago, week_ago))
+    run(library, tmp_path / "out")
+    left = {p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")}
+    assert left == {live.name, fresh.name}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,6 +26,8 @@ from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCa
 from nsfw_desk.core.review import Decision, ReviewStore
 from nsfw_desk.core.store import Library
 from nsfw_desk.core.units import format_rate, format_size
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 COLUMNS = (
@@ -639,6 +642,42 @@ def _notes(items: list[_Exported], counts: dict[str, dict[str, int]], link: bool
 # --- the export ---------------------------------------------------------------------------
 
 
+STALE_PARTIAL_S = 24 * 3600  # a partial export without a live owner we can tell
+
+
+def _remove_stale_partials(parent: Path, prefix: str) -> None:
+    """Delete the hidden partial exports that killed runs left beside the target: copies of
+    reviewed images nobody would otherwise find. A partial names its process; one whose
+    process is gone goes, and so does one older than a day whose owner cannot be told
+    (written by an earlier version, or on Windows, where probing a process ends it)."""
+    try:
+        candidates = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir()]
+    except OSError:
+        return
+    for entry in candidates:
+        owner = entry.name[len(prefix) :].split("-", 1)[0]
+        if owner.isdigit() and os.name == "posix":
+            stale = not _alive(int(owner))
+        else:
+            try:
+                stale = time.time() - entry.stat().st_mtime > STALE_PARTIAL_S
+            except OSError:
+                continue
+        if stale:
+            log.info("removing a partial export a stopped run left: %s", entry.path)
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _check_target(options: ExportOptions) -> Path:
     out = Path(os.path.abspath(options.out.expanduser()))
     if not out.name:
@@ -739,7 +778,9 @@ def export_dataset(
     files = library.files_for_hashes(d.hash for d in decisions)
     roots = _folder_roots(options.folder) if options.folder is not None else []
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.partial-", dir=out.parent))
+    prefix = f".{out.name[:100]}.partial-"
+    _remove_stale_partials(out.parent, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
     meter = _Meter(progress, len(decisions))
     exported: list[_Exported] = []
     skipped: list[tuple[str, str]] = []
