@@ -427,6 +427,18 @@ COMMANDS = (
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # a reader gone shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        # The reader went away (`nsfw-desk metrics | head -2`): nothing more to tell it.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _run(argv: list[str] | None) -> int:
     started = time.perf_counter()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -479,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted; everything scanned so far is kept.", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        raise  # main's: the reader of our output went away
     except Exception as exc:  # a full disk or a library failure the command did not expect
         status = _failure(args.command, exc, where=Path(tempfile.gettempdir()), library=args)
         if status is None:

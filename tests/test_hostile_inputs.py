@@ -309,3 +309,28 @@ def test_dupes_and_similar_print_one_line_per_file_whose_name_holds_a_newline(
     assert main(["similar", str(photos / "b.jpg"), "--db", str(db)]) == EXIT_OK
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and lines[0].endswith("/a\\nbreak.jpg")
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
+    """`nsfw-desk hashlist list | head -1`: the reader closed the pipe before the output was
+    written, and the command died in a BrokenPipeError traceback (found by a trust-and-safety
+    audit, with `metrics | head -2`)."""
+    import subprocess
+    import sys
+
+    from nsfw_desk.core.store import Library
+
+    db = tmp_path / "library.sqlite"
+    Library(db).close()
+    for command in (["hashlist", "list"], ["agreement"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # nobody will ever read: the first write fails
+        done = subprocess.run(
+            [sys.executable, "-m", "nsfw_desk", *command, "--db", str(db)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+        os.close(write_end)
+        err = done.stderr.decode()
+        assert "Traceback" not in err and "Exception ignored" not in err, (command, err)
