@@ -74,3 +74,13 @@ def test_similar_command(tmp_path, model_dir, capsys):
     assert "is not in the library" in capsys.readouterr().err
     assert main(["similar", "no-such-thing", "--db", str(db)]) == 2
     assert "neither a file nor a content hash" in capsys.readouterr().err
+
+
+def test_a_similarity_is_a_cosine_even_after_int8_codes():
+    """`similar` printed 1.0002 (int8 codes round a vector's similarity to itself above 1)."""
+    from nsfw_desk.core.similar import EmbeddingIndex
+
+    vectors = np.random.default_rng(1).normal(size=(300, 192)).astype(np.float32)
+    index = EmbeddingIndex([f"h{i}" for i in range(300)], vectors)
+    found = [n.similarity for i in range(300) for n in index.nearest(vectors[i], top=3)]
+    assert max(found) == 1.0 and min(found) >= -1.0

@@ -103,4 +103,7 @@ class EmbeddingIndex:
             return []
         best = np.argpartition(-scores, count - 1)[:count]
         best = best[np.argsort(-scores[best], kind="stable")]
+        # int8 codes put a vector's similarity to itself a little above 1 (1.0013): a cosine
+        # is printed and sorted as one, so it stays within -1..1.
+        np.clip(scores, -1.0, 1.0, out=scores)
         return [Neighbour(self.hashes[i], float(scores[i])) for i in best.tolist()]
