@@ -383,3 +383,15 @@ def test_matching_reports_progress_and_stops_when_cancelled(tmp_path, monkeypatc
 
         hashlists.match_library(library, progress=cancel_after_one, cancel=token)
         assert len(stopped) == 1
+
+
+def test_a_pdq_export_writes_each_hash_once(tmp_path):
+    """Copies and re-encodes share a PDQ hash: the export wrote one line per content, the
+    same hash several times over (found by a trust-and-safety audit)."""
+    code = bytes(range(32))
+    with Library(tmp_path / "library.sqlite") as library:
+        library.record_pdq_hashes(
+            [("a" * 64, code, 80), ("b" * 64, code, 95), ("c" * 64, code[::-1], 70)]
+        )
+        lines = hashlists.export_lines(library, ["a" * 64, "b" * 64, "c" * 64], "pdq")
+    assert lines == [f"{code.hex()},95", f"{code[::-1].hex()},70"]

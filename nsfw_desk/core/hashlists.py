@@ -325,12 +325,14 @@ def match_library(
 def export_lines(library: Library, labelled: list[str], fmt: str) -> list[str]:
     """Lines for the contents `labelled` (content hashes): 'pdq,quality' or SHA-256 hex."""
     if fmt == "pdq":
-        lines = []
+        # Re-encodes and copies share a PDQ hash: one line each, the best quality kept.
+        best: dict[str, int] = {}
         for digest in labelled:
             found = library.pdq_of(digest)
             if found is not None:
-                lines.append(f"{found[0].hex()},{found[1]}")
-        return lines
+                code = found[0].hex()
+                best[code] = max(best.get(code, found[1]), found[1])
+        return [f"{code},{quality}" for code, quality in best.items()]
     if fmt == "sha256":
         ensure_file_digests(library, labelled)
         digests = library.file_digests(labelled)
