@@ -186,10 +186,9 @@ class TileDelegate(QStyledItemDelegate):
         self._paint_tags(painter, area, tags, option.font)
         if chips and not error:
             self._paint_chips(painter, area, chips, option.font, bool(tags))
-        self._paint_tags(painter, area, get(Role.TAGS), option.font)
         reviewers = get(Role.REVIEWERS)
         if reviewers:  # a conflict: each reviewer's label, above the tags
-            self._paint_conflict(painter, area, reviewers, bool(get(Role.TAGS)), option.font)
+            self._paint_conflict(painter, area, reviewers, bool(tags), option.font)
         lists = get(Role.LISTS)
         if lists:  # the hash lists it matches; the tooltip says kind, algorithm and distance
             self._paint_list_badge(painter, area, lists, option.font)
