@@ -34,6 +34,7 @@ from nsfw_desk import (
     cli_train,
 )
 from nsfw_desk.core import defaults
+from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.progress import CancelToken, Progress
 from nsfw_desk.core.units import count
 
@@ -1048,7 +1049,7 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         line.close()
-        print(f"\nInterrupted; nothing was written to {args.out}.", file=sys.stderr)
+        print(f"\nInterrupted; nothing was written to {display_path(args.out)}.", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
         line.close()
@@ -1058,13 +1059,15 @@ def run_export(args: argparse.Namespace) -> int:
             exc,
             where=args.out.expanduser().absolute().parent,
             library=path,
-            kept=lambda _: f"Nothing was written to {args.out}; the library is unchanged.",
+            kept=lambda _: (
+                f"Nothing was written to {display_path(args.out)}; the library is unchanged."
+            ),
         )
         if status is not None:
             return status
         logging.getLogger(__name__).debug("export failed", exc_info=True)
         print(
-            f"nsfw-desk export: failed, nothing was written to {args.out}: "
+            f"nsfw-desk export: failed, nothing was written to {display_path(args.out)}: "
             f"{type(exc).__name__}: {exc}",
             file=sys.stderr,
         )
@@ -1085,7 +1088,7 @@ def _export_summary(report) -> str:
     rate = report.bytes / report.elapsed_s if report.elapsed_s > 0 else 0.0
     lines = [
         f"Exported {report.exported:,} files ({format_size(report.bytes)}) to "
-        f"{_printable(str(report.out))} in {report.elapsed_s:.1f} s: "
+        f"{_printable(display_path(report.out))} in {report.elapsed_s:.1f} s: "
         f"{report.files_per_s:,.1f} files/s, {format_rate(rate)}{links}"
     ]
     lines += [

@@ -334,3 +334,13 @@ def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
         os.close(write_end)
         err = done.stderr.decode()
         assert "Traceback" not in err and "Exception ignored" not in err, (command, err)
+
+
+def test_an_export_folder_named_in_odd_bytes_is_said_as_such(tmp_path, capsys):
+    """The summary said `\\udcff` (a surrogate) for an --out whose name is not UTF-8."""
+    from nsfw_desk.cli import _export_summary
+    from nsfw_desk.core.export import ExportReport
+
+    out = tmp_path / os.fsdecode(b"out\xff")
+    report = ExportReport(out, 0, {"train": {}, "val": {}}, [], 0, 1.0, 0, [], {})
+    assert "out\\xff" in _export_summary(report) and "\\udcff" not in _export_summary(report)
