@@ -6,7 +6,9 @@
 # gets them as wheels in .whl/, fetched beforehand where pip reaches an index:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
 #       sqlite-utils sqlite-fts4 click-default-group click platformdirs
-# Usage: bash .ci/gpu_check.sh [bench_gpu arguments]; logs and figures go to $OUT (or /tmp).
+# Usage: [PARTS="tests bench cpu"] bash .ci/gpu_check.sh [bench_gpu arguments]; logs and
+# figures go to $OUT (or /tmp). All three take about 7 minutes: a device call is capped at
+# 10, so run PARTS="tests bench" and PARTS=cpu as two calls when time is short.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_check}
@@ -27,19 +29,26 @@ data = encode_jpeg(x)
 print("nvJPEG decode:", decode_jpeg([data], device="cuda")[0].shape,
       "encode:", encode_jpeg([x.cuda()])[0].device)
 PY
+PARTS=${PARTS:-tests bench cpu}
+if [[ " $PARTS " == *" tests "* ]]; then
 echo "== tests on CUDA"
 timeout 240 python3 -m pytest -q -p no:cacheprovider -o filterwarnings=default \
     tests/test_gpu_prepare.py tests/test_gpu_decode.py >"$OUT/pytest.log" 2>&1
 grep -E "^E  |passed|failed" "$OUT/pytest.log" | head -30
+fi
+if [[ " $PARTS " == *" bench "* ]]; then
 echo "== bench"
 timeout 420 python3 -m nsfw_desk.bench_gpu --json "$OUT/bench_gpu.json" "$@" 2>&1 \
     | grep -v Warning | tee "$OUT/bench_gpu.log"
+fi
 # The CPU goal (issue 14) on a CPU with an int8 dot product, which the 2-core AVX2 EPYC of the
 # development machines lacks: two of this machine's cores, native bf16 treated as absent,
 # fp32 eager against torch's dynamic int8 (fbgemm uses VNNI/AMX where the CPU has them).
+if [[ " $PARTS " == *" cpu "* ]]; then
 echo "== CPU paths on 2 cores (NSFW_DESK_NO_BF16=1)"
 grep -o -w -E 'avx512_vnni|avx_vnni|amx_int8|amx_bf16|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '
 echo
 NSFW_DESK_NO_BF16=1 timeout 300 taskset -c 0,1 python3 -m nsfw_desk bench --device cpu \
     --cpu-paths --precisions int8 --json "$OUT/cpu_paths.json" 2>&1 \
     | grep -v Warning | tee "$OUT/cpu_paths.log"
+fi
