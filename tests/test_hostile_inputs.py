@@ -344,3 +344,27 @@ def test_an_export_folder_named_in_odd_bytes_is_said_as_such(tmp_path, capsys):
     out = tmp_path / os.fsdecode(b"out\xff")
     report = ExportReport(out, 0, {"train": {}, "val": {}}, [], 0, 1.0, 0, [], {})
     assert "out\\xff" in _export_summary(report) and "\\udcff" not in _export_summary(report)
+
+
+def test_a_folder_reached_through_a_link_is_one_folder_for_scan_label_and_the_desk(
+    tmp_path, model_dir, capsys
+):
+    """`nsfw-desk scan ~/link` stored the link's path while the desk and `label` resolve
+    folders: the desk then listed the folder anew and `label` added its files again."""
+    from nsfw_desk.core.labelling import desk_path
+    from nsfw_desk.synthetic import write_photo
+
+    real = tmp_path / "disk" / "photos"
+    for i in range(2):
+        write_photo(real / f"p{i}.jpg", (64, 48), seed=i)
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    db = tmp_path / "library.sqlite"
+    assert main(["scan", str(link), "--model", str(model_dir), "--db", str(db), "-q"]) == EXIT_OK
+    with Library(db) as library:
+        assert len(library.known_files(real)) == 2  # the desk opens `real`
+    assert desk_path(link / "p0.jpg").parent == real
+    capsys.readouterr()
+    assert main(["label", "--as", "unsafe", str(link / "p0.jpg"), "--db", str(db)]) == EXIT_OK
+    assert "listed in the library" not in capsys.readouterr().out
+    assert main(["dupes", "--folder", str(link), "--db", str(db)]) == EXIT_OK

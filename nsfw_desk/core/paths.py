@@ -70,10 +70,11 @@ def bytes_from_fields(record: dict, name: str = "path") -> bytes | None:
 
 
 def absolute_folder(path: PathLike) -> Path:
-    """`path` as scans store the folder: a relative one resolved from the working folder (as
-    `label` and the desk resolve folders), an absolute one as given.
+    """`path` as scans store the folder: resolved, symbolic links and `..` included, as the
+    desk opens folders and `label` finds files.
 
-    A library outlives the working folder it was filled from, so no stored path is relative.
+    A library outlives the working folder it was filled from, so no stored path is relative;
+    and a folder reached through a link (~/Pictures on another disk) must be the same rows
+    whether the command line scanned it or the desk opened it.
     """
-    folder = Path(os.fsdecode(path))
-    return folder if folder.is_absolute() else folder.resolve()
+    return Path(os.fsdecode(path)).resolve()
