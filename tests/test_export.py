@@ -658,3 +658,27 @@ def test_a_killed_exports_hidden_copies_are_removed_by_the_next(reviewed, librar
     run(library, tmp_path / "out")
     left = {p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")}
     assert left == {live.name, fresh.name}
+
+
+def test_an_overwrite_killed_between_its_renames_is_put_right(reviewed, library, tmp_path):
+    """--overwrite renames the earlier export aside, then the new one into place: a kill
+    between the two left neither under the name, the earlier one hidden for good."""
+    import shutil
+    import subprocess
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    out = tmp_path / "out"
+    run(library, out)
+    earlier = image_files(out)
+    aside = tmp_path / f".out.old-{ended.pid}-x1"
+    out.rename(aside)
+    shutil.copytree(aside, tmp_path / f".out.partial-{ended.pid}-x2")  # the new one, whole
+    with pytest.raises(export_module.TargetExists):  # the overwrite never happened: as before
+        run(library, out)
+    assert image_files(out) == earlier
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    # Killed after the new one was in place, before the earlier one was deleted:
+    shutil.copytree(out, tmp_path / f".out.old-{ended.pid}-x3")
+    run(library, out, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]

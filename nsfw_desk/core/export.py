@@ -642,20 +642,29 @@ def _notes(items: list[_Exported], counts: dict[str, dict[str, int]], link: bool
 # --- the export ---------------------------------------------------------------------------
 
 
-STALE_PARTIAL_S = 24 * 3600  # a partial export without a live owner we can tell
+STALE_PARTIAL_S = 24 * 3600  # a leftover without a live owner we can tell
 
 
-def _remove_stale_partials(parent: Path, prefix: str) -> None:
-    """Delete the hidden partial exports that killed runs left beside the target: copies of
-    reviewed images nobody would otherwise find. A partial names its process; one whose
-    process is gone goes, and so does one older than a day whose owner cannot be told
-    (written by an earlier version, or on Windows, where probing a process ends it)."""
+def _tidy_beside(out: Path) -> None:
+    """Put right what killed exports left beside `out`. A partial export (copies of reviewed
+    images nobody would otherwise find) is deleted. An earlier export renamed aside by an
+    overwrite that never finished goes back to `out` when nothing took its place (as if the
+    overwrite had not begun), and is deleted when the new export did. Each names its
+    process: a leftover whose process is gone is stale, and so is one older than a day whose
+    owner cannot be told (an earlier version's, or on Windows, where probing a process
+    ends it)."""
+    prefix = f".{out.name[:100]}."
     try:
-        candidates = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir()]
+        found = [
+            e
+            for e in os.scandir(out.parent)
+            if e.name.startswith((prefix + "partial-", prefix + "old-")) and e.is_dir()
+        ]
     except OSError:
         return
-    for entry in candidates:
-        owner = entry.name[len(prefix) :].split("-", 1)[0]
+    for entry in found:
+        kind, _, rest = entry.name[len(prefix) :].partition("-")
+        owner = rest.split("-", 1)[0]
         if owner.isdigit() and os.name == "posix":
             stale = not _alive(int(owner))
         else:
@@ -663,8 +672,13 @@ def _remove_stale_partials(parent: Path, prefix: str) -> None:
                 stale = time.time() - entry.stat().st_mtime > STALE_PARTIAL_S
             except OSError:
                 continue
-        if stale:
-            log.info("removing a partial export a stopped run left: %s", entry.path)
+        if not stale:
+            continue
+        if kind == "old" and not os.path.lexists(out):
+            log.info("putting back the export an interrupted overwrite set aside: %s", out)
+            os.rename(entry.path, out)
+        else:
+            log.info("removing what a stopped export left: %s", entry.path)
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
@@ -678,8 +692,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _target(options: ExportOptions) -> Path:
+    return Path(os.path.abspath(options.out.expanduser()))
+
+
 def _check_target(options: ExportOptions) -> Path:
-    out = Path(os.path.abspath(options.out.expanduser()))
+    out = _target(options)
     if not out.name:
         raise ExportError(f"{options.out} cannot be an export folder")
     if not 0.0 <= options.val_fraction <= 1.0:
@@ -716,7 +734,9 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
     elif not overwrite or out.is_symlink() or not out.is_dir() or not _replaceable(out):
         raise ExportError(f"{out} appeared during the export; nothing was replaced")
     else:
-        aside = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.old-", dir=out.parent))
+        aside = Path(
+            tempfile.mkdtemp(prefix=f".{out.name[:100]}.old-{os.getpid()}-", dir=out.parent)
+        )
         os.rmdir(aside)  # only a unique name was wanted; Windows cannot rename onto a folder
         os.rename(out, aside)
         try:
@@ -769,6 +789,7 @@ def export_dataset(
     failure or a cancel (raises `Cancelled`) deletes it. Originals are only opened for reading.
     """
     started = time.monotonic()
+    _tidy_beside(_target(options))
     out = _check_target(options)
     decisions = select_decisions(library, options)
     if not decisions:
@@ -778,9 +799,7 @@ def export_dataset(
     files = library.files_for_hashes(d.hash for d in decisions)
     roots = _folder_roots(options.folder) if options.folder is not None else []
     out.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{out.name[:100]}.partial-"
-    _remove_stale_partials(out.parent, prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.partial-{os.getpid()}-", dir=out.parent))
     meter = _Meter(progress, len(decisions))
     exported: list[_Exported] = []
     skipped: list[tuple[str, str]] = []
