@@ -168,7 +168,9 @@ class MainWindow(QMainWindow):
         w = self.worker.worker
         self.scan_requested.connect(w.scan, Qt.ConnectionType.QueuedConnection)
         w.stored_results.connect(self._on_stored_results)
-        w.model_loading.connect(lambda name: self.status.setText(f"Loading {name}…"))
+        # Methods, not lambdas: a lambda runs on the scan thread that emits, and widgets may
+        # be touched from the window's thread only.
+        w.model_loading.connect(self._on_model_loading)
         w.model_named.connect(self.model_names.__setitem__)
         w.model_ready.connect(self._on_model_ready)
         w.model_failed.connect(self._on_model_failed)
@@ -177,7 +179,7 @@ class MainWindow(QMainWindow):
         w.progress.connect(self._on_progress)
         w.results.connect(self._on_results)
         w.finished.connect(self._on_finished)
-        w.detector_failed.connect(lambda why: self._say(f"A detector was left out: {why}"))
+        w.detector_failed.connect(self._on_detector_failed)
         self.thumbnails.changed.connect(lambda _h: self.grid.viewport().update())
         self.writes.saved.connect(self._on_saved)
         self.writes.failed.connect(self._on_write_failed)
@@ -190,6 +192,12 @@ class MainWindow(QMainWindow):
         self.reads.query(lambda library: None, lambda _: None)
         self._update_counts()
         keep_collections_short()  # the modules and widgets made so far live as long
+
+    def _on_model_loading(self, name: str) -> None:
+        self.status.setText(f"Loading {name}…")
+
+    def _on_detector_failed(self, why: str) -> None:
+        self._say(f"A detector was left out: {why}")
 
     # --- building ----------------------------------------------------------------------
 
@@ -1602,11 +1610,18 @@ class MainWindow(QMainWindow):
     # --- selection helpers --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _keeping_current(self):
-        """Re-sort, re-filter or reload the grid without losing the moderator's place."""
+    def _keeping_current(self, *, stay: bool = False):
+        """Re-sort, re-filter or reload the grid without losing the moderator's place.
+
+        `stay`: when the current item leaves the view (a decision resolved its conflict, its
+        tag came off under the Tag filter), the item now at its place becomes current, as
+        auto-advance does, so the next key has an image to act on."""
         current = self._current_path()
+        was_at = self.grid.currentIndex().row()
         yield
-        if self._moved:
+        if self._moved and stay and current is not None and self.results.row_of(current) is None:
+            self._select_row(min(max(was_at, 0), self.results.rowCount() - 1))
+        elif self._moved:
             self._select_path(current)
         else:
             self._pin_first()  # until the moderator moves, the top of the grid is current

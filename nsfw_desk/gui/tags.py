@@ -182,7 +182,7 @@ class Tags:
 
     def _apply(self, tags: dict[str, tuple[str, ...]]) -> None:
         chosen = self.chosen()
-        with self.window._keeping_current():
+        with self.window._keeping_current(stay=True):
             self.window.results.set_tags(tags, chosen)
         self._fill_filter()
         self.window.grid.viewport().update()
