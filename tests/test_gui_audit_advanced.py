@@ -191,3 +191,30 @@ def test_a_detector_that_fails_to_load_is_said_from_the_windows_thread(
     qtbot.waitUntil(lambda: any("A detector was left out" in s for s in said), timeout=10_000)
     main = threading.main_thread().name
     assert threads["say"] == {main} and threads["status"] == {main}
+
+
+def test_settings_say_a_model_chosen_in_scores_from_is_in_use_from_there(
+    qtbot, make_window, folder, model_dir, tmp_path
+):
+    """After switching Scores from to another model (or training one, which the desk then
+    shows), Settings said it was in use as "the primary detector, from Settings →
+    Detectors", while the Detectors list right below named another model."""
+    from nsfw_desk.synthetic import save_random_model
+
+    window = make_window()
+    window.settings.detectors = [{"model": str(model_dir), "threshold": 0.5, "enabled": True}]
+    other_dir = save_random_model(tmp_path / "other-model", seed=7)
+    window.model_override = str(other_dir)
+    scan(qtbot, window, folder)
+    other = window.model_id
+    window.model_override = None
+    scan(qtbot, window, folder)
+    assert window.model_id != other
+    assert "Settings → Detectors" in window._model_in_use()
+    qtbot.waitUntil(lambda: other in window.switcher.choices, timeout=10_000)
+
+    window.switch_model(other)
+    qtbot.waitUntil(lambda: window.model_id == other, timeout=10_000)
+    said = window._model_in_use()
+    assert "Settings → Detectors" not in said and "Scores from" in said
+    assert said.startswith(window.model_name(other))

@@ -1761,6 +1761,8 @@ class MainWindow(QMainWindow):
     def _model_in_use(self) -> str:
         """What the Settings dialog says is scoring now, and where that choice came from."""
         name = self.model_name(self.model_id)
+        if self.switched_spec is not None:  # what _model_spec loads first: not Settings
+            return f"{name or self.switched_spec} (chosen in Scores from, for this run)"
         if self.model_override is not None:
             return f"{name or self.model_override} (from --model, for this run)"
         if name is None:
