@@ -218,3 +218,21 @@ def test_settings_say_a_model_chosen_in_scores_from_is_in_use_from_there(
     said = window._model_in_use()
     assert "Settings → Detectors" not in said and "Scores from" in said
     assert said.startswith(window.model_name(other))
+
+
+def test_show_sort_and_tag_stay_on_the_toolbar_with_detectors_and_long_counts(
+    qtbot, make_window, folder, model_dir
+):
+    """At the desk's first size (1280 px) with a second detector's controls on the toolbar,
+    counts that grew with the work ("33 files reviewed (32 distinct images)") pushed Sort
+    and the Tag box into the toolbar's overflow menu, out of sight."""
+    window, _ = two_detector_window(make_window, qtbot, folder, model_dir)
+    window.show()
+    window.resize(1280, 800)
+    long = "21 flagged of 48 files · 33 files reviewed (32 distinct images) · 1 error"
+    window.counts_label.setText(f"  {long}  ")
+    window.counts_label.parentWidget().layout().activate()  # lay the toolbar out now
+    assert window.sort_box.isVisible() and window.tags.filter_box.isVisible()
+    assert window.filter_box.isVisible() and window.detectors_view.choice.isVisible()
+    assert window.counts_label.text().strip() == long  # whole for tests and screen readers
+    assert window.counts_label.toolTip() == long  # and for the moderator, where it is cut

@@ -56,7 +56,7 @@ from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.core.units import count
-from nsfw_desk.gui.combos import fit_popup, narrow_combo
+from nsfw_desk.gui.combos import ElidedLabel, fit_popup, narrow_combo
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
@@ -289,7 +289,7 @@ class MainWindow(QMainWindow):
 
         self.detectors_view = DetectorsView(self, bar)  # the other detectors' thresholds
         bar.addSeparator()
-        self.counts_label = QLabel()
+        self.counts_label = ElidedLabel()  # gives way before Show, Sort and Tag do
         bar.addWidget(self.counts_label)
         spacer = QWidget()
         spacer.setSizePolicy(
