@@ -236,3 +236,28 @@ def test_show_sort_and_tag_stay_on_the_toolbar_with_detectors_and_long_counts(
     assert window.filter_box.isVisible() and window.detectors_view.choice.isVisible()
     assert window.counts_label.text().strip() == long  # whole for tests and screen readers
     assert window.counts_label.toolTip() == long  # and for the moderator, where it is cut
+
+
+def test_another_show_filter_makes_its_first_item_current_when_the_current_one_left(
+    qtbot, make_window, folder
+):
+    """Picking Show → Conflicts, Labelled real, Hash list matches… from an image the new
+    view leaves out left no image current: the next U said "Nothing to label: select an
+    image first" over a grid of images."""
+    window = make_window()
+    window.show()
+    scan(qtbot, window, folder)
+    window.grid.setFocus()
+    qtbot.keyClick(window.grid, Qt.Key.Key_U)  # labels the first, moves on to the next
+    settle(qtbot, window)
+    labelled = window.results.index(0).data(Role.PATH)
+    assert window.grid.currentIndex().data(Role.PATH) != labelled
+
+    window.filter_box.setCurrentIndex(window.filter_box.findData("reviewed"))
+    assert column(window, Role.PATH) == [labelled]
+    assert window.grid.currentIndex().data(Role.PATH) == labelled
+    assert window.detail.path == labelled
+    qtbot.keyClick(window.grid, Qt.Key.Key_S)  # acts on it
+    settle(qtbot, window)
+    assert window.results.index(0).data(Role.LABEL) == "safe"
+    assert "Nothing to label" not in window.statusBar().currentMessage()

@@ -884,7 +884,7 @@ class MainWindow(QMainWindow):
         self.similar.back()  # a filter applies to the folder's view, not to "similar"
         self.settings.filter = name
         self._settings_timer.start()
-        with self._keeping_current():
+        with self._keeping_current(if_gone="first"):
             self.results.set_filter(name)
         self._show_filter(name)
 
@@ -1610,17 +1610,20 @@ class MainWindow(QMainWindow):
     # --- selection helpers --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _keeping_current(self, *, stay: bool = False):
+    def _keeping_current(self, *, if_gone: str = ""):
         """Re-sort, re-filter or reload the grid without losing the moderator's place.
 
-        `stay`: when the current item leaves the view (a decision resolved its conflict, its
-        tag came off under the Tag filter), the item now at its place becomes current, as
-        auto-advance does, so the next key has an image to act on."""
+        `if_gone`, for when the current item leaves the view: "place", the item now at its
+        place becomes current, as auto-advance does (a decision resolved its conflict, its
+        tag came off under the Tag filter); "first", the view's first item (another Show
+        filter). Either way the next key has an image to act on."""
         current = self._current_path()
         was_at = self.grid.currentIndex().row()
         yield
-        if self._moved and stay and current is not None and self.results.row_of(current) is None:
-            self._select_row(min(max(was_at, 0), self.results.rowCount() - 1))
+        gone = current is not None and self.results.row_of(current) is None
+        if self._moved and gone and if_gone:
+            at = max(was_at, 0) if if_gone == "place" else 0
+            self._select_row(min(at, self.results.rowCount() - 1))
         elif self._moved:
             self._select_path(current)
         else:
