@@ -143,7 +143,7 @@ class AiLabels:
         so labels that arrive late never send the moderator back to the top."""
         window = self.window
         moving = window.results.filter in ("ai_generated", "ai_real")
-        with window._keeping_current() if moving else contextlib.nullcontext():
+        with window._keeping_current(if_gone="place") if moving else contextlib.nullcontext():
             window.results.set_ai_labels(values, replace=replace)
         current = window.grid.currentIndex()
         if current.isValid():  # the detail pane says the current item's label at once

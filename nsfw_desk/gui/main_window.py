@@ -56,7 +56,7 @@ from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.core.units import count
-from nsfw_desk.gui.combos import fit_popup, narrow_combo
+from nsfw_desk.gui.combos import ElidedLabel, fit_popup, narrow_combo
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
@@ -168,7 +168,9 @@ class MainWindow(QMainWindow):
         w = self.worker.worker
         self.scan_requested.connect(w.scan, Qt.ConnectionType.QueuedConnection)
         w.stored_results.connect(self._on_stored_results)
-        w.model_loading.connect(lambda name: self.status.setText(f"Loading {name}…"))
+        # Methods, not lambdas: a lambda runs on the scan thread that emits, and widgets may
+        # be touched from the window's thread only.
+        w.model_loading.connect(self._on_model_loading)
         w.model_named.connect(self.model_names.__setitem__)
         w.model_ready.connect(self._on_model_ready)
         w.model_failed.connect(self._on_model_failed)
@@ -177,7 +179,7 @@ class MainWindow(QMainWindow):
         w.progress.connect(self._on_progress)
         w.results.connect(self._on_results)
         w.finished.connect(self._on_finished)
-        w.detector_failed.connect(lambda why: self._say(f"A detector was left out: {why}"))
+        w.detector_failed.connect(self._on_detector_failed)
         self.thumbnails.changed.connect(lambda _h: self.grid.viewport().update())
         self.writes.saved.connect(self._on_saved)
         self.writes.failed.connect(self._on_write_failed)
@@ -190,6 +192,12 @@ class MainWindow(QMainWindow):
         self.reads.query(lambda library: None, lambda _: None)
         self._update_counts()
         keep_collections_short()  # the modules and widgets made so far live as long
+
+    def _on_model_loading(self, name: str) -> None:
+        self.status.setText(f"Loading {name}…")
+
+    def _on_detector_failed(self, why: str) -> None:
+        self._say(f"A detector was left out: {why}")
 
     # --- building ----------------------------------------------------------------------
 
@@ -281,7 +289,7 @@ class MainWindow(QMainWindow):
 
         self.detectors_view = DetectorsView(self, bar)  # the other detectors' thresholds
         bar.addSeparator()
-        self.counts_label = QLabel()
+        self.counts_label = ElidedLabel()  # gives way before Show, Sort and Tag do
         bar.addWidget(self.counts_label)
         spacer = QWidget()
         spacer.setSizePolicy(
@@ -876,7 +884,7 @@ class MainWindow(QMainWindow):
         self.similar.back()  # a filter applies to the folder's view, not to "similar"
         self.settings.filter = name
         self._settings_timer.start()
-        with self._keeping_current():
+        with self._keeping_current(if_gone="first"):
             self.results.set_filter(name)
         self._show_filter(name)
 
@@ -1602,11 +1610,21 @@ class MainWindow(QMainWindow):
     # --- selection helpers --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _keeping_current(self):
-        """Re-sort, re-filter or reload the grid without losing the moderator's place."""
+    def _keeping_current(self, *, if_gone: str = ""):
+        """Re-sort, re-filter or reload the grid without losing the moderator's place.
+
+        `if_gone`, for when the current item leaves the view: "place", the item now at its
+        place becomes current, as auto-advance does (a decision resolved its conflict, its
+        tag came off under the Tag filter); "first", the view's first item (another Show
+        filter). Either way the next key has an image to act on."""
         current = self._current_path()
+        was_at = self.grid.currentIndex().row()
         yield
-        if self._moved:
+        gone = current is not None and self.results.row_of(current) is None
+        if self._moved and gone and if_gone:
+            at = max(was_at, 0) if if_gone == "place" else 0
+            self._select_row(min(at, self.results.rowCount() - 1))
+        elif self._moved:
             self._select_path(current)
         else:
             self._pin_first()  # until the moderator moves, the top of the grid is current
@@ -1746,6 +1764,8 @@ class MainWindow(QMainWindow):
     def _model_in_use(self) -> str:
         """What the Settings dialog says is scoring now, and where that choice came from."""
         name = self.model_name(self.model_id)
+        if self.switched_spec is not None:  # what _model_spec loads first: not Settings
+            return f"{name or self.switched_spec} (chosen in Scores from, for this run)"
         if self.model_override is not None:
             return f"{name or self.model_override} (from --model, for this run)"
         if name is None:

@@ -182,7 +182,7 @@ class Tags:
 
     def _apply(self, tags: dict[str, tuple[str, ...]]) -> None:
         chosen = self.chosen()
-        with self.window._keeping_current():
+        with self.window._keeping_current(if_gone="place"):
             self.window.results.set_tags(tags, chosen)
         self._fill_filter()
         self.window.grid.viewport().update()
@@ -209,5 +209,5 @@ class Tags:
         self.filter_box.setCurrentIndex(index)
 
     def _filter_chosen(self, _index: int) -> None:
-        with self.window._keeping_current():
+        with self.window._keeping_current(if_gone="first"):
             self.window.results.set_tags(self.window.results.tags, self.chosen())

@@ -86,7 +86,7 @@ class TeamView(QObject):
             if serial != self._serial:
                 return  # a whole reload is on its way
             merged = {h: by for h, by in self.window.results.conflicts.items() if h not in hashes}
-            with self.window._keeping_current():
+            with self.window._keeping_current(if_gone="place"):
                 self.window.results.set_team(merged | found, self.window.results.assigned)
             self.show_current()
 

@@ -184,9 +184,9 @@ class TileDelegate(QStyledItemDelegate):
             self._paint_flag_frame(painter, area, colours.flag, colours.flag_inner)
         tags = get(Role.TAGS)
         self._paint_tags(painter, area, tags, option.font)
-        if chips and not error:
-            self._paint_chips(painter, area, chips, option.font, bool(tags))
         reviewers = get(Role.REVIEWERS)
+        if chips and not error:  # above the tags' strip and the conflict's, which hid them
+            self._paint_chips(painter, area, chips, option.font, bool(tags) + bool(reviewers))
         if reviewers:  # a conflict: each reviewer's label, above the tags
             self._paint_conflict(painter, area, reviewers, bool(tags), option.font)
         lists = get(Role.LISTS)
@@ -222,7 +222,11 @@ class TileDelegate(QStyledItemDelegate):
             counted = chips[:1] if index.model().flag_rule == "primary" else chips
             flaggers = [c[0] for c in counted if c[3]]
             painter.setPen(colours.flag)
-            if flagged and flaggers:  # "⚑ NSFW · AI": whose threshold it is over
+            other = get(Role.OTHER_SCORE)
+            if other is not None:  # "Compare with": its score, which no chip shows, in the
+                # room of the flaggers' names (the chips' ⚑ and the frame still say those)
+                self._paint_other(painter, left, "", other, index, colours)
+            elif flagged and flaggers:  # "⚑ NSFW · AI": whose threshold it is over
                 painter.drawText(left, Qt.AlignmentFlag.AlignLeft, FLAG_MARK + " · ".join(flaggers))
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
@@ -272,16 +276,17 @@ class TileDelegate(QStyledItemDelegate):
         painter.restore()
 
     @staticmethod
-    def _paint_chips(painter: QPainter, area: QRect, chips, font: QFont, tags: bool) -> None:
-        """One chip per detector, stacked up from the image's bottom left (above the tags):
-        `⚑NSFW 0.93`, `AI 0.12`, `AI –` (no score yet); ⚑ when over its own threshold."""
+    def _paint_chips(painter: QPainter, area: QRect, chips, font: QFont, strips: int) -> None:
+        """One chip per detector, stacked up from the image's bottom left (above the tags and
+        the conflict, `strips` strips): `⚑NSFW 0.93`, `AI 0.12`, `AI –` (no score yet); ⚑
+        when over its own threshold."""
         small = QFont(font)
         small.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
         small.setBold(True)
         painter.setFont(small)
         metrics = painter.fontMetrics()
         height = metrics.height() + 2
-        bottom = area.bottom() - 2 - (height + 2 if tags else 0)
+        bottom = area.bottom() - 2 - (height + 2) * strips
         for short, kind, value, over in reversed(chips):
             text = (FLAG_MARK.strip() if over else "") + short
             text += f" {value:.2f}" if value is not None else " –"
@@ -302,7 +307,7 @@ class TileDelegate(QStyledItemDelegate):
     def _paint_other(painter: QPainter, line: QRect, shown: str, other: float, index, colours):
         """`⇄ ⚑0.71` after the shown score: the compared model's score, flagged or not."""
         threshold_flag = other >= index.model().threshold
-        x = line.x() + painter.fontMetrics().horizontalAdvance(shown + " ")
+        x = line.x() + (painter.fontMetrics().horizontalAdvance(shown + " ") if shown else 0)
         painter.setPen(colours.text)
         arrow = OTHER_MARK
         painter.drawText(QRect(x, line.y(), line.width(), line.height()), 0, arrow)
