@@ -509,6 +509,20 @@ def _library_path(args: argparse.Namespace) -> Path:
     return (getattr(args, "db", None) or default_library_path()).expanduser()
 
 
+def holds_nothing_under(library, folder: Path | None, command: str) -> bool:
+    """True, after saying so, when `--folder` names a folder the library has no image under
+    (an empty answer would read as "nothing found" instead of "never scanned")."""
+    if folder is None or library.has_files_under(folder):
+        return False
+    shown = display_path(folder)
+    print(
+        f"nsfw-desk {command}: the library holds no image under {shown}; "
+        f"scan it first: nsfw-desk scan {shown}",
+        file=sys.stderr,
+    )
+    return True
+
+
 def existing_library(args: argparse.Namespace, command: str, hint: str = "") -> Path | None:
     """The library `--db` names when it exists; None, after saying so, when it does not:
     opening it would create an empty library, which no reading command wants. An empty file

@@ -48,7 +48,7 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
 
 
 def run(args: argparse.Namespace) -> int:
-    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library, holds_nothing_under
     from nsfw_desk.core.dupes import library_groups
     from nsfw_desk.core.paths import absolute_folder, display_path, path_fields
     from nsfw_desk.core.store import Library
@@ -58,12 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     folder = absolute_folder(args.folder.expanduser()) if args.folder else None
     with Library(path) as library:
-        if folder is not None and not library.has_files_under(folder):
-            print(
-                f"nsfw-desk dupes: the library holds no image under {display_path(folder)}; "
-                f"scan it first: nsfw-desk scan {display_path(folder)}",
-                file=sys.stderr,
-            )
+        if holds_nothing_under(library, folder, "dupes"):
             return EXIT_USAGE
         groups = library_groups(library, folder, args.max_distance, min_quality=args.min_quality)
         files = library.files_for_hashes(h for g in groups for h in g.hashes)

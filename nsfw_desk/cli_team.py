@@ -166,8 +166,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _assign(args: argparse.Namespace) -> int:
-    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library
-    from nsfw_desk.core.paths import absolute_folder, display_path
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, existing_library, holds_nothing_under
+    from nsfw_desk.core.paths import absolute_folder
     from nsfw_desk.core.store import Library
     from nsfw_desk.core.team import assign
 
@@ -180,12 +180,7 @@ def _assign(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     folder = absolute_folder(args.folder.expanduser()) if args.folder else None
     with Library(path) as library:
-        if folder is not None and not library.has_files_under(folder):
-            print(
-                f"nsfw-desk assign: the library holds no image under {display_path(folder)}; "
-                f"scan it first: nsfw-desk scan {display_path(folder)}",
-                file=sys.stderr,
-            )
+        if holds_nothing_under(library, folder, "assign"):
             return EXIT_USAGE
         result = assign(library, reviewers, args.overlap, folder)
     if args.json:
