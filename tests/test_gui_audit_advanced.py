@@ -261,3 +261,30 @@ def test_another_show_filter_makes_its_first_item_current_when_the_current_one_l
     settle(qtbot, window)
     assert window.results.index(0).data(Role.LABEL) == "safe"
     assert "Nothing to label" not in window.statusBar().currentMessage()
+
+
+def test_no_menu_has_two_items_on_one_alt_letter(qtbot, make_window):
+    """Review had Train… and Tags… on T, Next unreviewed and Label real on R, Clear and
+    the most uncertain on C, Next image and Add a note on N: Alt+letter then cycled instead
+    of choosing."""
+    from PySide6.QtWidgets import QMenu
+
+    window = make_window()
+    clashes = []
+
+    def walk(menu: QMenu) -> None:
+        letters: dict[str, str] = {}
+        for action in menu.actions():
+            text = action.text()
+            at = text.replace("&&", "").find("&")
+            if at >= 0:
+                letter = text.replace("&&", "")[at + 1].lower()
+                if letter in letters:
+                    clashes.append((menu.title(), letters[letter], text))
+                letters[letter] = text
+            if action.menu():
+                walk(action.menu())
+
+    for action in window.menuBar().actions():
+        walk(action.menu())
+    assert clashes == [], "\n".join(map(str, clashes))

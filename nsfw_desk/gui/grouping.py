@@ -50,7 +50,7 @@ class Grouping(QObject):
         menu.addSeparator()
         self.toggle_action = w._action(
             menu,
-            "&Group near-duplicates",
+            "Group near-&duplicates",
             self.set_grouped,
             [GROUP_KEY],
             checkable=True,

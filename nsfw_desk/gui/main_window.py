@@ -373,10 +373,10 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "&Open folder…", self.choose_folder, ["Ctrl+O"], icon="open")
-        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu = file_menu.addMenu("Open rece&nt")
         self._fill_recent()
         self.rescan_action = self._action(file_menu, "&Rescan", self.rescan, ["F5"])
-        self.stop_action = self._action(file_menu, "&Stop scan", self.stop_scan, ["Ctrl+."])
+        self.stop_action = self._action(file_menu, "S&top scan", self.stop_scan, ["Ctrl+."])
         file_menu.addSeparator()
         self._action(file_menu, "&Export dataset…", self.open_export, ["Ctrl+E"], icon="export")
         file_menu.addSeparator()
@@ -424,16 +424,16 @@ class MainWindow(QMainWindow):
         review.addSeparator()
         self._action(review, "&Next image", lambda: self.move(1), ["J"])
         self._action(review, "&Previous image", lambda: self.move(-1), ["K"])
-        self._action(review, "Next un&reviewed", self.next_unreviewed, ["N"])
+        self._action(review, "Next unre&viewed", self.next_unreviewed, ["N"])
         self._action(
-            review, "Review the most un&certain first", self.review_uncertain, ["Ctrl+Shift+U"]
+            review, "Review the most uncertain &first", self.review_uncertain, ["Ctrl+Shift+U"]
         )
         review.addSeparator()
         self._action(
             review, "Cali&brate threshold…", self.open_calibration, ["Ctrl+T"], icon="calibrate"
         )
         review.addSeparator()
-        self._action(review, "&Train from my decisions…", self.open_training)
+        self._action(review, "Tra&in from my decisions…", self.open_training)
         review.addSeparator()
         self.auto_advance_action = self._action(
             review,
@@ -463,11 +463,11 @@ class MainWindow(QMainWindow):
         self._action(view, "&Larger thumbnails", lambda: self.zoom(1), ["Ctrl++", "Ctrl+="])
         self._action(view, "&Smaller thumbnails", lambda: self.zoom(-1), ["Ctrl+-"])
         view.addSeparator()
-        self._build_filter_actions(view.addMenu("S&how"))
+        self._build_filter_actions(view.addMenu("Sho&w"))
         from nsfw_desk.gui.similar_view import SIMILAR_KEY
 
         self.similar_action = self._action(
-            view, "Show simi&lar", self.similar.show_similar, [SIMILAR_KEY]
+            view, "Show s&imilar", self.similar.show_similar, [SIMILAR_KEY]
         )
         self._add_loupe_actions(view)
         from nsfw_desk.gui.heatmap import HEAT_KEY, HeatMaps
@@ -475,7 +475,7 @@ class MainWindow(QMainWindow):
         self.heat_maps = HeatMaps(self)
         self.heat_action = self._action(
             view,
-            "&Heat map: why it was flagged",
+            "H&eat map: why it was flagged",
             self.heat_maps.toggle,
             [HEAT_KEY],
             checkable=True,
@@ -512,7 +512,7 @@ class MainWindow(QMainWindow):
         self.tags = Tags(self, self.findChild(QToolBar, "filters"))
         self.review_menu.addSeparator()
         self._action(
-            self.review_menu, "Add a &note…", self._acting(self.notes.add_note), [NOTE_KEY]
+            self.review_menu, "A&dd a note…", self._acting(self.notes.add_note), [NOTE_KEY]
         )
         self._action(self.review_menu, "&Tags…", self._acting(self.tags.edit), [TAG_KEY])
 
@@ -1538,7 +1538,7 @@ class MainWindow(QMainWindow):
 
     def _add_loupe_actions(self, menu) -> None:
         menu.addSeparator()
-        self._action(menu, "Open in the &loupe", self._open_loupe_key, ["Return", "Enter"])
+        self._action(menu, "Open in the lou&pe", self._open_loupe_key, ["Return", "Enter"])
         self.loupe_size_action = self._action(
             menu, "Loupe: &fit / actual size (1:1)", self.loupe.view.toggle_actual_size, ["Z"]
         )
