@@ -288,3 +288,13 @@ def test_no_menu_has_two_items_on_one_alt_letter(qtbot, make_window):
     for action in window.menuBar().actions():
         walk(action.menu())
     assert clashes == [], "\n".join(map(str, clashes))
+
+
+def test_a_score_under_the_threshold_never_reads_as_the_threshold():
+    """An unflagged 0.4996 read "0.50" on its tile beside a threshold of 0.50."""
+    from nsfw_desk.gui.tiles import score_text
+
+    assert score_text(0.4996, 0.5) == "0.49"
+    assert score_text(0.5, 0.5) == "0.50"  # flagged: as it is
+    assert score_text(0.4996, 0.6) == "0.50"  # far from the threshold: rounded as usual
+    assert score_text(0.123, 0.5) == "0.12" and score_text(0.996, 0.5) == "1.00"

@@ -12,6 +12,7 @@ frame, the labels are words with their own glyphs, an error has a warning sign.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRect, QSize, Qt
@@ -134,6 +135,15 @@ TAG_BACKGROUND = QColor(20, 22, 28, 210)
 TAG_TEXT = QColor("#f2d16b")
 
 
+def score_text(score: float, threshold: float) -> str:
+    """The score to two decimals, never rounded up onto or over the threshold it is under: an
+    unflagged 0.4996 read "0.50" beside a threshold of 0.50."""
+    text = f"{score:.2f}"
+    if score < threshold <= float(text):
+        text = f"{math.floor(score * 100) / 100:.2f}"
+    return text
+
+
 class TileDelegate(QStyledItemDelegate):
     """Paints tiles from a ThumbnailCache; knows which hash (if any) is being revealed."""
 
@@ -231,7 +241,7 @@ class TileDelegate(QStyledItemDelegate):
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
             mark = FLAG_MARK if flagged else ""
-            text = f"{mark}{score:.2f}"
+            text = mark + score_text(score, getattr(index.model(), "threshold", math.inf))
             painter.drawText(left, Qt.AlignmentFlag.AlignLeft, text)
             other = get(Role.OTHER_SCORE)
             if other is not None:  # the compared model's score ("Models disagree")
