@@ -51,16 +51,22 @@ def _library_with_a_decision(path: Path, thumbnails: Path | None = None) -> None
         )
 
 
-def test_merge_refuses_a_file_that_is_no_library_and_leaves_it_untouched(tmp_path, capsys):
-    own = tmp_path / "own.sqlite"
-    _library_with_a_decision(own)
-    empty = tmp_path / "notes.txt"
+def not_libraries(folder, empty_name: str):
+    """An empty file and another program's SQLite database: neither is a library."""
+    empty = folder / empty_name
     empty.write_bytes(b"")
-    foreign = tmp_path / "other_app.db"
+    foreign = folder / "other_app.db"
     conn = sqlite3.connect(foreign)
     conn.execute("CREATE TABLE bookmarks (url TEXT)")
     conn.commit()
     conn.close()
+    return empty, foreign
+
+
+def test_merge_refuses_a_file_that_is_no_library_and_leaves_it_untouched(tmp_path, capsys):
+    own = tmp_path / "own.sqlite"
+    _library_with_a_decision(own)
+    empty, foreign = not_libraries(tmp_path, "notes.txt")
     good = tmp_path / "bob.sqlite"
     _library_with_a_decision(good)
     before = {p: fingerprint(p) for p in (empty, foreign)}
@@ -275,13 +281,7 @@ def test_a_name_argument_that_is_not_utf8_is_a_usage_error(command, scanned, cap
 def test_a_reading_command_refuses_a_db_that_is_no_library_without_writing_to_it(
     command, tmp_path, capsys
 ):
-    empty = tmp_path / "empty.sqlite"
-    empty.write_bytes(b"")
-    foreign = tmp_path / "other_app.db"
-    conn = sqlite3.connect(foreign)
-    conn.execute("CREATE TABLE bookmarks (url TEXT)")
-    conn.commit()
-    conn.close()
+    empty, foreign = not_libraries(tmp_path, "empty.sqlite")
     for db in (empty, foreign):
         before = fingerprint(db)
         assert main([*command, "--db", str(db)]) == EXIT_LIBRARY

@@ -188,7 +188,6 @@ class ScanWorker(LibraryOwner):
 
     def _load_extras(self, request: ScanRequest) -> list:
         """The other enabled detectors; one that cannot be loaded is said and left out."""
-        from nsfw_desk.core.hub import ModelError
 
         loaded = []
         for spec in request.detectors:
@@ -206,7 +205,6 @@ class ScanWorker(LibraryOwner):
 
     def _load(self, request: ScanRequest):
         from nsfw_desk.core.backends import load_detector
-        from nsfw_desk.core.hub import ModelError
 
         key = (request.model or "", request.device, request.precision, request.unsafe_label)
         if self._model is not None and self._model_key == key:
