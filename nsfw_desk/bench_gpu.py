@@ -60,27 +60,18 @@ def timed_scan(
     batch_size: int | None = None,
     workers: int | None = None,
     gpu_threads: int = 1,
-    gpu_thumbnails: str = "device",
-    switch_interval: float | None = None,
 ) -> ScanFigures:
-    """One scan into a fresh library (nothing answered from a cache); `switch_interval`, if
-    given, is Python's thread switch interval during the scan (sys.setswitchinterval)."""
+    """One scan into a fresh library (nothing answered from a cache)."""
     options = ScanOptions(
         batch_size=batch_size,
         workers=workers,
         gpu_decode=gpu_decode,
         gpu_threads=gpu_threads,
-        gpu_thumbnails=gpu_thumbnails,
     )
-    default_interval = sys.getswitchinterval()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         library = Library(Path(tmp) / "bench.sqlite")
-        sys.setswitchinterval(switch_interval or default_interval)
         start = time.perf_counter()
-        try:
-            summary = scan_folder(folder, model, library, options=options, keep_outcomes=True)
-        finally:
-            sys.setswitchinterval(default_interval)
+        summary = scan_folder(folder, model, library, options=options, keep_outcomes=True)
         elapsed = time.perf_counter() - start
         hashes, codes, _ = library.pdq_hashes(folder)
         library.close()
@@ -231,19 +222,12 @@ def run(args: argparse.Namespace) -> dict:
         *[(f"GPU decode, batch {b}", gpu_mode, b, args.workers, folder) for b in args.batch_sizes],
         *[(f"GPU decode, {w} threads", gpu_mode, None, w, folder) for w in args.thread_counts],
         ("GPU decode, 2 GPU threads", gpu_mode, None, args.workers, folder),
-        ("GPU decode, host thumbnails", gpu_mode, None, args.workers, folder),
-        # Every torch call lets go of the interpreter lock; getting it back from a thread
-        # running Python can take the whole switch interval (5 ms by default).
-        ("GPU decode, switch 0.5 ms", gpu_mode, None, args.workers, folder),
-        ("GPU decode, host thumbnails, switch 0.5 ms", gpu_mode, None, args.workers, folder),
     ]
     scans: list[ScanFigures] = []
     for label, mode, batch, workers, where in configs:
-        gpu = {"gpu_threads": 2 if "2 GPU threads" in label else 1}
-        gpu["gpu_thumbnails"] = "host" if "host thumbnails" in label else "device"
-        gpu["switch_interval"] = 0.0005 if "switch 0.5 ms" in label else None
-        timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers, **gpu)
-        result = timed_scan(model, where, workdir, label, mode, batch, workers, **gpu)
+        threads = 2 if "2 GPU threads" in label else 1
+        timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers, threads)
+        result = timed_scan(model, where, workdir, label, mode, batch, workers, threads)
         scans.append(result)
         print(
             f"{label:<42} {result.images_per_s:8.1f} images/s "
@@ -311,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=768)
     parser.add_argument("--large", type=int, default=128, help="12-MP JPEGs (0: none)")
     parser.add_argument("--cpu-files", type=int, default=1024, help="for the CPU decode scans")
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256, 384])
     parser.add_argument("--thread-counts", type=int, nargs="*", default=[])
     parser.add_argument("--workers", type=int, default=None, help="decode threads")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))

@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="images per forward pass (default 8 on the CPU, measured by `bench`; 128 on CUDA)",
+        help=f"images per forward pass (default {defaults.BATCH_SIZE} on the CPU, measured by "
+        f"`bench`; {defaults.CUDA_BATCH_SIZE} on CUDA, measured by bench_gpu)",
     )
     scan.add_argument(
         "--workers",

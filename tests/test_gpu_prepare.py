@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 from nsfw_desk.core import gpu_prepare, pdq
-from nsfw_desk.core.images import THUMBNAIL_SIZE, ErrorKind
+from nsfw_desk.core.images import ErrorKind
 from nsfw_desk.core.runtime import load_model
 from nsfw_desk.core.scan import ScanOptions, _gpu_preparer, scan_folder
 from nsfw_desk.core.store import Library
@@ -135,26 +134,6 @@ def test_a_scan_with_jpegs_prepared_on_the_device_matches_the_cpu_path(tmp_path,
         ErrorKind.DECODE_ERROR,
         ErrorKind.NOT_AN_IMAGE,
     }
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_thumbnails_encoded_on_the_host_match_those_on_the_device(tmp_path, models, device):
-    """Both encoders give a JPEG of the view scaled to THUMBNAIL_SIZE, near the same pixels."""
-    model = models[device]
-    datas = [save_jpeg(tmp_path / f"{n}.jpg", size, seed=n).read_bytes()
-             for n, size in enumerate([(480, 360)] * 5 + [(300, 500)])]  # fmt: skip
-    here = gpu_prepare.GpuPreparer([model], model.device, "device").prepare(datas)
-    there_preparer = gpu_prepare.GpuPreparer([model], model.device, "host")
-    there = there_preparer.prepare(datas)
-    there_preparer.close()
-    for a, b in zip(here, there, strict=True):
-        first, second = Image.open(io.BytesIO(a.thumbnail)), Image.open(io.BytesIO(b.thumbnail))
-        assert first.size == second.size and max(first.size) <= THUMBNAIL_SIZE
-        difference = np.abs(np.asarray(first, dtype=int) - np.asarray(second, dtype=int))
-        assert difference.mean() < 3
-        assert a.pdq == b.pdq
-    with pytest.raises(ValueError, match="thumbnails_on"):
-        gpu_prepare.GpuPreparer([model], model.device, "gpu")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -279,18 +258,16 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path, capsys):
         "--thread-counts", "1",
         "--architecture", "test_vit", "--json", str(out),
     ]  # fmt: skip
-    interval = sys.getswitchinterval()
     assert bench_gpu.main(args) == 0
-    assert sys.getswitchinterval() == interval  # the variants' 0.5 ms was put back
     printed = capsys.readouterr().out
     assert "GPU vs CPU decode: max |Δp|" in printed and "forward alone" in printed
     assert "scan, GPU decode, batch 3" in printed
-    assert "scan, GPU decode, host thumbnails, switch 0.5 ms" in printed
+    assert "scan, GPU decode, 2 GPU threads" in printed
     import json
 
     figures = json.loads(out.read_text())
     assert figures["gpu_vs_cpu_decode"]["files"] == 4
-    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0] + [6] * 7
+    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0] + [6] * 4
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -29,7 +29,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,14 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # Pixels prepared at once: float intermediates of ~12 bytes a pixel stay near 400 MB
-# (128 files of 1024×768 in one go, 12-MP photos three at a time).
+# (40 files of 1024×768 at a time, 12-MP photos two).
 GROUP_PIXELS = 32_000_000
-# Where thumbnails are JPEG-encoded: "device" (nvJPEG on CUDA; measured, the default) or
-# "host" (torchvision's CPU encoder on HOST_ENCODERS threads, chunks of HOST_CHUNK; not yet
-# measured on a GPU: python -m nsfw_desk.bench_gpu times both).
-THUMBNAILS_ON = ("device", "host")
-HOST_ENCODERS = 4
-HOST_CHUNK = 32
 
 
 @dataclass
@@ -130,18 +123,9 @@ class GpuPreparer:
         self,
         detectors: Sequence[Detector],
         device: torch.device | str,
-        thumbnails_on: str = "device",
     ) -> None:
         import torch
 
-        if thumbnails_on not in THUMBNAILS_ON:
-            raise ValueError(f"thumbnails_on is one of {', '.join(THUMBNAILS_ON)}")
-        self.thumbnails_on = thumbnails_on
-        self._encoders = (
-            ThreadPoolExecutor(HOST_ENCODERS, thread_name_prefix="nsfw-desk-thumb")
-            if thumbnails_on == "host"
-            else None
-        )
         self.device = torch.device(device)
         self.transforms: list[DeviceTransform] = []
         for detector in detectors:
@@ -242,8 +226,6 @@ class GpuPreparer:
         if scale < 1:
             size = [max(1, round(height * scale)), max(1, round(width * scale))]
             view = TF.resize(view, size, InterpolationMode.BICUBIC, antialias=True)
-        if self.thumbnails_on == "host":
-            return self._encode_on_host(_to_host(view.contiguous()))
         encoded = _jpegs(list(view.contiguous()))
         if view.device.type == "cuda":
             # torchvision writes the JPEGs out on the legacy default stream: wait for it there
@@ -251,18 +233,6 @@ class GpuPreparer:
         ends = np.cumsum([data.numel() for data in encoded])
         joined = _to_host(torch.cat(encoded)).numpy().tobytes()
         return [joined[end - len(data) : end] for end, data in zip(ends, encoded, strict=True)]
-
-    def _encode_on_host(self, pictures: torch.Tensor) -> list[bytes]:
-        """The thumbnails' JPEGs by torchvision's CPU encoder (which lets go of the GIL), in
-        a few chunks on threads of their own."""
-        assert self._encoders is not None, "made with thumbnails_on='host'"
-        chunks = [pictures[at : at + HOST_CHUNK] for at in range(0, len(pictures), HOST_CHUNK)]
-        return [data for chunk in self._encoders.map(_encode_jpegs, chunks) for data in chunk]
-
-    def close(self) -> None:
-        if self._encoders is not None:
-            self._encoders.shutdown(wait=False, cancel_futures=True)
-            self._encoders = None
 
     def _tent(self, length: int, dtype: torch.dtype) -> torch.Tensor:
         import torch
@@ -319,10 +289,6 @@ def _jpegs(pictures: list[torch.Tensor]) -> list[torch.Tensor]:
 
     with gpu_decode.torchvision_codecs():
         return encode_jpeg(pictures, quality=THUMBNAIL_QUALITY)
-
-
-def _encode_jpegs(pictures: torch.Tensor) -> list[bytes]:
-    return [data.numpy().tobytes() for data in _jpegs(list(pictures))]
 
 
 def _to_host(tensor: torch.Tensor) -> torch.Tensor:

@@ -99,9 +99,8 @@ class ScanOptions:
     # CUDA, "on" on any device (the tests run it on the CPU), "off" never.
     gpu_decode: str = "auto"
     # Threads preparing batches on the GPU, each on its own CUDA stream. bench_gpu on an H100:
-    # one 1,203 images/s, two 1,080 (they share nvJPEG's locks and the GIL).
+    # one 1,285-1,565 images/s, two 1,080-1,437 (no gain: they share nvJPEG's locks and the GIL).
     gpu_threads: int = 1
-    gpu_thumbnails: str = "device"  # JPEG-encoded on the device or the host (gpu_prepare)
 
     def decode_workers(self, device: str = "cpu") -> int:
         """On the CPU the model's threads need the cores (2 to 4 decode threads); on CUDA the
@@ -833,9 +832,8 @@ def _scan_entries(
             flush(run_model=False)  # keep finished cheap work; drop the unrun batch
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        if gpu_thread is not None and gpu is not None:
+        if gpu_thread is not None:
             gpu_thread.shutdown(wait=False, cancel_futures=True)
-            gpu.close()
         # A cancel does not wait for a decode still running; that thread may still use its
         # connection, which is then left to the garbage collector.
         if all(future.done() for future in pending):
@@ -870,7 +868,7 @@ def _gpu_preparer(detectors: Sequence[Detector], options: ScanOptions) -> GpuPre
         return None
     device = devices.pop()
     log.info("JPEGs are decoded on %s in batches", device)
-    return gpu_prepare.GpuPreparer(detectors, device, options.gpu_thumbnails)
+    return gpu_prepare.GpuPreparer(detectors, device)
 
 
 def _prepare_on_gpu(

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from nsfw_desk.core.defaults import BATCH_SIZE, CUDA_BATCH_SIZE
 from nsfw_desk.core.hub import DEFAULT_MODEL
 from nsfw_desk.core.images import THUMBNAIL_SIZE
 from nsfw_desk.core.precision import PRECISIONS
@@ -78,8 +79,8 @@ class SettingsDialog(QDialog):
         self.batch_size = QSpinBox(minimum=0, maximum=512, value=settings.batch_size)
         self.batch_size.setSpecialValueText("auto")  # 0
         self.batch_size.setToolTip(
-            "Images per forward pass. auto: 8 on the CPU (measured by `nsfw-desk bench`), "
-            "128 on CUDA"
+            f"Images per forward pass. auto: {BATCH_SIZE} on the CPU (measured by "
+            f"`nsfw-desk bench`), {CUDA_BATCH_SIZE} on CUDA"
         )
         self.blur = QSlider(
             Qt.Orientation.Horizontal, minimum=1, maximum=32, value=settings.blur_strength
