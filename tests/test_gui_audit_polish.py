@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 from desk import column, scan, settle
 from PySide6.QtCore import Qt
 from test_gui_near_dupes import dupes_folder  # noqa: F401 (a fixture)
@@ -201,3 +202,124 @@ def test_y_labels_nothing_once_the_current_item_is_not_the_offers(qtbot, make_wi
     assert labels["copy_small.png"] == "safe" and labels["copy_q60.jpg"] == "unsafe"
     assert "1 labelled meanwhile" in window.statusBar().currentMessage()
     settle(qtbot, window)
+
+
+TRAINED_ID = "sha256:" + "ab12cd34" * 8
+TRAINED_DIR = "/models/nsfw-sfw-trained-2026-11-26"
+
+
+def test_two_nsfw_detectors_chips_tell_them_apart(qtbot, make_window, folder, model_dir):
+    """The default model and a fine-tuned copy of it both flag "NSFW": their two chips
+    read "⚑NSFW 0.93" and "⚑NSFW 0.88", and nothing said which was which."""
+    from nsfw_desk.core.store import Library, float32_blob
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    hashes = {h for h in column(window, Role.HASH) if h}
+    with Library(window.library_path) as library:
+        library.register_model(
+            TRAINED_ID,
+            source=TRAINED_DIR,
+            revision=None,
+            architecture="test_vit",
+            labels=["NSFW", "SFW"],
+            unsafe_labels=["NSFW"],
+        )
+        library.record_model_scores(
+            TRAINED_ID,
+            [
+                (h, 0.75, float32_blob(np.array([0.75, 0.25], dtype=np.float32)), None)
+                for h in hashes
+            ],
+        )
+    window.settings.detectors = [
+        {"model": str(model_dir), "threshold": 0.5, "enabled": True},
+        {"model": TRAINED_DIR, "threshold": 0.5, "enabled": True},
+    ]
+    window.detectors_view.load()
+    qtbot.waitUntil(lambda: len(window.results.detectors) == 1, timeout=10_000)
+    row = next(i for i, h in enumerate(column(window, Role.HASH)) if h)
+    chips = window.results.index(row).data(Role.CHIPS)
+    primary, trained = chips[0][0], chips[1][0]
+    assert trained == "NSFW trained"
+    assert primary.startswith("NSFW ") and primary != trained  # the base: its weights' hash
+    assert window.model_id.startswith("sha256:") and primary == f"NSFW {window.model_id[7:11]}"
+    # Every place that names the second detector uses its chip's name.
+    box = window.detectors_view.choice
+    assert box.itemText(0).startswith("NSFW trained · nsfw-sfw-trained-2026-11-26")
+    flagged_by = window.filter_box.itemText(window.filter_box.count() - 1)
+    assert flagged_by.startswith("Flagged by NSFW trained (")
+    tip = window.results.index(row).data(Qt.ItemDataRole.ToolTipRole)
+    assert "\nNSFW trained 0.750 (threshold 0.50): nsfw-sfw-trained-2026-11-26" in tip
+
+
+def test_chip_names_stay_plain_unless_two_would_read_the_same():
+    from nsfw_desk.core.detector_columns import chip_names
+
+    marqo = ("nsfw", "Marqo/nsfw-image-detection-384", "Marqo/nsfw-image-detection-384@0c26ec2")
+    trained = ("nsfw", "nsfw-image-detection-384-trained-2026-11-26 (sha256:ab12)", TRAINED_ID)
+    ai = ("ai-generated", "org/deepfake-detector", "org/deepfake-detector@0123456")
+    assert chip_names([marqo]) == ["NSFW"]
+    assert chip_names([marqo, ai]) == ["NSFW", "AI"]  # the common case: no noisier
+    assert chip_names([marqo, trained, ai]) == ["NSFW Marqo", "NSFW trained", "AI"]
+    # One hub model at two revisions: the revisions; nothing to go by: the places.
+    other = ("nsfw", "Marqo/nsfw-image-detection-384", "Marqo/nsfw-image-detection-384@9f8e7d6")
+    assert chip_names([marqo, other]) == ["NSFW 0c26", "NSFW 9f8e"]
+    assert chip_names([("nsfw", "m", "m"), ("nsfw", "m", "m")]) == ["NSFW 1", "NSFW 2"]
+
+
+def test_the_flaggers_line_stops_before_the_label_badge(qtbot, make_window, folder, model_dir):
+    """With two chips' names on it ("⚑ NSFW 4156 · NSFW trained") the tile's flaggers
+    line ran under the label's badge, "✖ UNSAFE", and both were unreadable."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtGui import QFont, QFontMetrics
+    from test_gui_audit_advanced import paint_tile
+
+    from nsfw_desk.core.store import Library, float32_blob
+    from nsfw_desk.gui.tiles import FLAG_MARK
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    hashes = {h for h in column(window, Role.HASH) if h}
+    with Library(window.library_path) as library:
+        library.register_model(
+            TRAINED_ID,
+            source=TRAINED_DIR,
+            revision=None,
+            architecture="test_vit",
+            labels=["NSFW", "SFW"],
+            unsafe_labels=["NSFW"],
+        )
+        library.record_model_scores(
+            TRAINED_ID,
+            [(h, 1.0, float32_blob(np.array([1.0, 0.0], np.float32)), None) for h in hashes],
+        )
+    window.settings.detectors = [
+        {"model": str(model_dir), "threshold": 0.5, "enabled": True},
+        {"model": TRAINED_DIR, "threshold": 0.5, "enabled": True},
+    ]
+    window.detectors_view.load()
+    qtbot.waitUntil(lambda: len(window.results.detectors) == 1, timeout=10_000)
+    window.spin.setValue(0.0)  # the primary flags every image too: two flaggers' names
+    row = next(i for i, h in enumerate(column(window, Role.HASH)) if h)
+    window._select_row(row)
+    window.decide("unsafe")
+    settle(qtbot, window)
+    texts = paint_tile(window, row).texts
+    line = next(t for t in texts if t.startswith(FLAG_MARK))
+    font = window.grid.font()
+    width = window.delegate.image_rect(QRect(0, 0, 172, 204)).width()
+    bold = QFont(font)
+    bold.setBold(True)
+    badge = QFontMetrics(bold).horizontalAdvance("✖ UNSAFE")
+    assert QFontMetrics(font).horizontalAdvance(line) + badge < width
+    assert "✖ UNSAFE" in texts
+
+
+def test_the_flaggers_line_says_a_shared_kind_once():
+    from nsfw_desk.gui.tiles import flaggers_text
+
+    assert flaggers_text(["NSFW", "AI"]) == "NSFW · AI"
+    assert flaggers_text(["NSFW trained"]) == "NSFW trained"
+    assert flaggers_text(["NSFW Marqo", "NSFW trained"]) == "NSFW Marqo · trained"
+    assert flaggers_text(["NSFW Marqo", "NSFW trained", "AI"]) == "NSFW Marqo · NSFW trained · AI"
