@@ -9,6 +9,7 @@ import numpy as np
 from desk import column, scan, settle
 from PySide6.QtCore import Qt
 from test_gui_near_dupes import dupes_folder  # noqa: F401 (a fixture)
+from test_gui_training import two_colour_folder  # noqa: F401 (a fixture)
 
 from nsfw_desk.gui.grid import Role
 
@@ -323,3 +324,74 @@ def test_the_flaggers_line_says_a_shared_kind_once():
     assert flaggers_text(["NSFW trained"]) == "NSFW trained"
     assert flaggers_text(["NSFW Marqo", "NSFW trained"]) == "NSFW Marqo · trained"
     assert flaggers_text(["NSFW Marqo", "NSFW trained", "AI"]) == "NSFW Marqo · NSFW trained · AI"
+
+
+def test_a_model_trained_with_several_detectors_flags_in_place_of_its_base(
+    qtbot, make_window, request, tmp_path, model_dir
+):
+    """Trained from the decisions, the new model was shown beside its base, and with the
+    flag rule "any detector" the base went on flagging every image the moderator had
+    corrected: the flagged count hardly moved."""
+    from test_gui_training import label_all_but_a_few, start_training
+
+    window = make_window(
+        detectors=[{"model": str(model_dir), "threshold": 0.5, "enabled": True}],
+        flag_rule="any",
+    )
+    scan(qtbot, window, request.getfixturevalue("two_colour_folder"))
+    base_model = window.model_id
+    label_all_but_a_few(window)
+    dialog = start_training(qtbot, window, tmp_path / "trained", mode="head", epochs=3)
+    dialog.train_button.click()
+    qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
+    result = dialog.result
+    qtbot.waitUntil(lambda: window.model_id == result.model_id, timeout=20_000)
+    qtbot.waitUntil(lambda: window.reads.pending() == 0, timeout=20_000)
+    # The trained model flags alone: the base has no chip and no "any detector" flag.
+    assert window.results.detectors == []
+    scores = [s for s in column(window, Role.SCORE) if s is not None]
+    assert window.results.counts().flagged == sum(s >= 0.5 for s in scores)
+    assert window.detectors_view.scan_specs() == ()  # nor a model run for it on a rescan
+    # It is the primary detector now; the base stays, turned off.
+    assert window.settings.detectors == [
+        {"model": str(result.out), "threshold": 0.5, "enabled": True},
+        {"model": str(model_dir), "threshold": 0.5, "enabled": False},
+    ]
+    said = dialog.summary.toPlainText()
+    assert f"{result.out.name} now flags in place of nsfw-sfw" in said
+    assert "Settings → Detectors, turned off" in said
+    # Turned on again there: both flag, as before the training.
+    window.settings.detectors[1]["enabled"] = True
+    window.detectors_view.load()
+    qtbot.waitUntil(lambda: [d.model_id for d in window.results.detectors] == [base_model])
+    dialog.reject()
+    settle(qtbot, window)
+
+
+def test_hand_over_keeps_the_base_turned_off_and_only_when_it_flags(tmp_path):
+    from nsfw_desk.core.detector_columns import hand_over
+
+    base, ai = str(tmp_path / "base"), "org/deepfake-detector"
+    first, second = str(tmp_path / "trained-1"), str(tmp_path / "trained-2")
+    detectors = [
+        {"model": ai, "threshold": 0.6, "enabled": True},
+        {"model": base, "threshold": 0.4, "enabled": True},
+    ]
+    handed = hand_over(detectors, base + "/", first)  # however the folder is written
+    assert handed == [
+        {"model": ai, "threshold": 0.6, "enabled": True},
+        {"model": first, "threshold": 0.4, "enabled": True},
+        {"model": base, "threshold": 0.4, "enabled": False},
+    ]
+    assert hand_over(handed, first, second) == [
+        handed[0],
+        {"model": second, "threshold": 0.4, "enabled": True},
+        {"model": first, "threshold": 0.4, "enabled": False},
+        handed[2],
+    ]
+    # Trained again into the folder of an earlier run: one entry for it, not two.
+    assert hand_over(handed, base, first) is None  # the base is off: nothing to hand over
+    again = hand_over([*handed[:2], {**handed[2], "enabled": True}], base, first)
+    assert [d["model"] for d in again] == [ai, first, base]
+    assert hand_over([], base, first) is None  # one model: showing the new one is all
+    assert hand_over(detectors, "org/other", first) is None

@@ -119,6 +119,41 @@ def clean_detectors(value: object, threshold: float) -> list[dict]:
     return cleaned
 
 
+def same_spec(a: str, b: str) -> bool:
+    """Whether two Settings.detectors "model" texts load the same model (a local folder
+    however it is written; a hub id at the same revision, or at any when `b` names none)."""
+    from nsfw_desk.core.hub import ModelSpec
+
+    first = ModelSpec.parse(a or None)
+    return matches(b, first.source, first.revision)
+
+
+def hand_over(detectors: list[dict], base: str, trained: str) -> list[dict] | None:
+    """Settings.detectors with `trained` flagging in place of `base`, the model it was
+    trained from: its entry takes the base's place (the primary's, if the base was) and
+    threshold; the base's stays after it, turned off, so turning it on again undoes that.
+
+    None when `base` is no enabled detector there: with one model (no detectors set) the
+    shown model alone flags, and showing the trained one is the whole change."""
+    at = next(
+        (
+            i
+            for i, d in enumerate(detectors)
+            if d.get("enabled", True) and same_spec(str(d.get("model", "")), base)
+        ),
+        None,
+    )
+    if at is None or same_spec(base, trained):
+        return None
+    handed: list[dict] = []
+    for i, entry in enumerate(detectors):
+        if i == at:
+            handed += [{**entry, "model": trained, "enabled": True}, {**entry, "enabled": False}]
+        elif not same_spec(str(entry.get("model", "")), trained):
+            handed.append(entry)  # (a model trained again into one folder: its old entry goes)
+    return handed
+
+
 def matches(spec_text: str, source: str | None, revision: str | None) -> bool:
     """Whether a model registered with (source, revision) is what `spec_text` loads."""
     from nsfw_desk.core.hub import ModelSpec

@@ -1874,6 +1874,7 @@ class MainWindow(QMainWindow):
         the library already: a head-only model's come from the stored embeddings)."""
         self.switched_spec = str(result.out)
         self._score_trained = result.model_id
+        self._hand_over_flagging(result)
         if self.folder is None or result.model_id == self.model_id:
             self.model_id = result.model_id
             self.refresh_models()
@@ -1883,6 +1884,28 @@ class MainWindow(QMainWindow):
             self.stop_scan()
             return
         self.switch_model(result.model_id)
+
+    def _hand_over_flagging(self, result) -> None:
+        """With several detectors, the trained model flags in place of its base (which
+        flagged on under "any detector" what the moderator had corrected); the base stays
+        in Settings → Detectors, turned off, and the desk says so."""
+        from nsfw_desk.core.detector_columns import hand_over
+
+        dialog = self.train_dialog
+        base = dialog.base_spec if dialog is not None else None
+        handed = hand_over(self.settings.detectors, base, str(result.out)) if base else None
+        if handed is None:
+            return
+        self.settings.detectors = handed
+        self._save_settings()
+        base_name = dialog.base_label.text() if dialog is not None else base
+        text = (
+            f"{Path(result.out).name} now flags in place of {base_name}, which stays in "
+            "Settings → Detectors, turned off: turn it on there to have both flag."
+        )
+        self._say(text)
+        if dialog is not None:
+            dialog.summary.appendPlainText(text)
 
     def open_log_folder(self) -> None:
         from nsfw_desk.applog import log_dir
