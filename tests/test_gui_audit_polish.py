@@ -338,6 +338,7 @@ def test_a_model_trained_with_several_detectors_flags_in_place_of_its_base(
         detectors=[{"model": str(model_dir), "threshold": 0.5, "enabled": True}],
         flag_rule="any",
     )
+    window.model_override = None  # the detectors of Settings choose the model, no --model
     scan(qtbot, window, request.getfixturevalue("two_colour_folder"))
     base_model = window.model_id
     label_all_but_a_few(window)
@@ -352,6 +353,8 @@ def test_a_model_trained_with_several_detectors_flags_in_place_of_its_base(
     scores = [s for s in column(window, Role.SCORE) if s is not None]
     assert window.results.counts().flagged == sum(s >= 0.5 for s in scores)
     assert window.detectors_view.scan_specs() == ()  # nor a model run for it on a rescan
+    assert window._model_spec() == str(result.out)
+    assert "the primary detector, from Settings" in window._model_in_use()
     # It is the primary detector now; the base stays, turned off.
     assert window.settings.detectors == [
         {"model": str(result.out), "threshold": 0.5, "enabled": True},

@@ -657,7 +657,8 @@ class MainWindow(QMainWindow):
         if folder is None or self.scanning or model_id == self.model_id:
             return
         choice = self.switcher.choices.get(model_id)
-        self.switched_spec = choice.spec if choice and choice.spec else self.switched_spec
+        spec = choice.spec if choice and choice.spec else self.switched_spec
+        self.switched_spec = None if self._is_settings_primary(spec) else spec
         self.similar.back()  # its similarities were the previous model's
         self.model_id = model_id
         if self.compare_model_id == model_id:
@@ -1885,6 +1886,15 @@ class MainWindow(QMainWindow):
             return
         self.switch_model(result.model_id)
 
+    def _is_settings_primary(self, spec: str | None) -> bool:
+        """Whether `spec` is what a scan loads anyway (the first enabled detector, no
+        --model): choosing it in Scores from is then no choice for this run only."""
+        from nsfw_desk.core.detector_columns import same_spec
+
+        if spec is None or self.model_override is not None or not self.settings.detectors:
+            return False
+        return same_spec(self.settings.detector_specs()[0][0], spec)
+
     def _hand_over_flagging(self, result) -> None:
         """With several detectors, the trained model flags in place of its base (which
         flagged on under "any detector" what the moderator had corrected); the base stays
@@ -1898,14 +1908,16 @@ class MainWindow(QMainWindow):
             return
         self.settings.detectors = handed
         self._save_settings()
+        if self._is_settings_primary(self.switched_spec):
+            self.switched_spec = None  # the primary detector from Settings, not this run's
         base_name = dialog.base_label.text() if dialog is not None else base
         text = (
             f"{Path(result.out).name} now flags in place of {base_name}, which stays in "
             "Settings → Detectors, turned off: turn it on there to have both flag."
         )
         self._say(text)
-        if dialog is not None:
-            dialog.summary.appendPlainText(text)
+        if dialog is not None:  # first: the summary box shows its top lines
+            dialog.summary.setPlainText(f"{text}\n{dialog.summary.toPlainText()}")
 
     def open_log_folder(self) -> None:
         from nsfw_desk.applog import log_dir
