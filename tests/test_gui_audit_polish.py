@@ -54,6 +54,13 @@ def test_export_waits_for_a_change_after_it_has_written(qtbot, make_window, fold
     qtbot.waitUntil(lambda: not dialog.running, timeout=30_000)
     assert len(exports) == 2 and (tmp_path / "another" / "metadata.jsonl").exists()
     assert not dialog.export_button.isEnabled()
+    # An option touched while an export runs was not written: Export stays offered.
+    dialog.out.setText(str(tmp_path / "third"))
+    dialog.export_button.click()
+    dialog.seed.setValue(3)
+    qtbot.waitUntil(lambda: not dialog.running, timeout=30_000)
+    assert len(exports) == 3 and exports[-1].seed == 0
+    assert dialog.export_button.isEnabled() and "Options changed" in dialog.status.text()
     dialog.reject()
 
 

@@ -150,6 +150,7 @@ class ExportDialog(QDialog):
         # the same dataset again, or fail on the folder it just wrote.
         self.exported: ExportOptions | None = None
         self._written = ""  # the status line of the last export written
+        self._running_options: ExportOptions | None = None
         for box in (self.only_corrections, self.only_folder, self.use_dates, self.link):
             box.toggled.connect(self._options_changed)
         for box in (self.overwrite, self.source_paths):
@@ -229,7 +230,8 @@ class ExportDialog(QDialog):
         self.progress.show()
         self.summary.hide()
         self.status.setText("Exporting…")
-        self.export_requested.emit(self.options())
+        self._running_options = self.options()
+        self.export_requested.emit(self._running_options)
 
     def _browse(self) -> None:
         folder = QFileDialog.getSaveFileName(self, "Export the dataset to a new folder")[0]
@@ -263,13 +265,12 @@ class ExportDialog(QDialog):
     def _on_finished(self, report: ExportReport) -> None:
         self._done()
         self.report = report
-        # Written: Close takes Return, and Export waits until an option changes.
-        self.exported = self.options()
-        self.export_button.setEnabled(False)
+        # Written: Close takes Return, and Export waits until an option changes (from the
+        # options this export ran with, whatever was touched while it ran).
+        self.exported = self._running_options
         self.export_button.setToolTip(
             "This export is written: change an option or the folder to export again"
         )
-        self.close_button.setDefault(True)
         self.close_button.setFocus()
         lines = [
             f"Exported {report.exported:,} images to {report.out} "
@@ -283,9 +284,9 @@ class ExportDialog(QDialog):
         self._written = (
             f"Done: the dataset is in {report.out}. Change an option or the folder to export again."
         )
-        self.status.setText(self._written)
         self.summary.setPlainText("\n".join(lines))
         self.summary.show()
+        self._options_changed()  # Export off, or on if the options moved meanwhile
 
     def _on_failed(self, message: str) -> None:
         self._done()
