@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nsfw_desk.core.detector import FAKE_LABEL_NAMES
-from nsfw_desk.core.images import DiscoveryStats, ErrorKind, FileEntry, FileError, discover
+from nsfw_desk.core.images import (
+    DiscoveryStats,
+    ErrorKind,
+    FileEntry,
+    FileError,
+    discover,
+    missing_reason,
+)
 from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.scan import ScanOptions, prepare_listing
@@ -408,7 +415,7 @@ def resolve(library: Library, items: Sequence[Item], options: ScanOptions | None
         try:
             st = os.stat(item.path)
         except FileNotFoundError:
-            _failed(item, ErrorKind.VANISHED, "no such file")
+            _failed(item, ErrorKind.VANISHED, missing_reason(item.path, "no such file"))
             continue
         except OSError as exc:
             _failed(item, ErrorKind.UNREADABLE, f"cannot read file: {exc.strerror}")
