@@ -247,3 +247,26 @@ def test_a_second_reviewers_same_label_is_recorded_and_counts_for_agreement(tmp_
     assert "1 decision recorded" in said  # the label alice and bob gave is cleared
     with Library(db) as library:
         assert len(ReviewStore(library).all_decisions()) == count + 1
+
+
+def test_import_labels_records_each_reviewers_same_label_once(tmp_path, capsys):
+    """Two reviewers' rows for one image with one label: the second was a "duplicate" and
+    not recorded; the same reviewer's repeat still is one."""
+    write_photo(tmp_path / "a.jpg", (64, 48), seed=1)
+    table = tmp_path / "labels.csv"
+    table.write_text(
+        "path,label,reviewer\na.jpg,unsafe,alice\na.jpg,unsafe,bob\na.jpg,unsafe,alice\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "library.sqlite"
+    assert main(["import-labels", str(table), "--db", str(db)]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert "2 decisions recorded (2 unsafe) as alice, bob" in err
+    assert "1 the same image as an earlier one" in err
+    assert "duplicate: line 4 (the same image as line 2)" in out
+    with Library(db) as library:
+        reviews = ReviewStore(library)
+        assert [(d.reviewer, d.label) for d in reviews.all_decisions()] == [
+            ("alice", "unsafe"),
+            ("bob", "unsafe"),
+        ]

@@ -324,6 +324,20 @@ class _Log:
             found.update((h, kind.load(v)) for h, v in self.db.execute(statement, params))
         return found
 
+    def by_reviewer(self, hashes: Iterable[str]) -> dict[tuple[str, str], Any]:
+        """(hash, reviewer) → that reviewer's own latest value on the content (None: they
+        cleared it), by when it was decided: what a repeat by the same reviewer is
+        compared with."""
+        found: dict[tuple[str, str], Any] = {}
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            rows = self.db.execute(
+                f"SELECT hash, reviewer, {self.kind.value} FROM {self.kind.table} "
+                f"WHERE hash IN ({marks}) ORDER BY decided_at, id",
+                chunk,
+            )
+            found.update(((h, who), self.kind.load(v)) for h, who, v in rows)
+        return found
+
     def rows(self, where: str = "", params: Sequence = ()) -> list:
         kind = self.kind
         rows = self.db.execute(f"SELECT {kind.columns} FROM {kind.table} {where}", params)
@@ -594,6 +608,10 @@ class ReviewStore:
         """hash → label for hashes whose latest decision is not a clear; all hashes if None."""
         return self._decisions.current(hashes)
 
+    def reviewers_labels(self, hashes: Iterable[str]) -> dict[tuple[str, str], str | None]:
+        """(hash, reviewer) → that reviewer's own latest label (None: cleared)."""
+        return self._decisions.by_reviewer(hashes)
+
     def previous_labels(self, hashes: Iterable[str]) -> dict[str, str | None]:
         """Every given hash → its current label or None: what an undo has to restore."""
         hashes = list(hashes)
@@ -678,6 +696,10 @@ class ReviewStore:
     def current_ai_labels(self, hashes: Iterable[str] | None = None) -> dict[str, bool]:
         """hash → True (AI-generated) / False (real) for contents with a current value."""
         return self._ai.current(hashes)
+
+    def reviewers_ai_labels(self, hashes: Iterable[str]) -> dict[tuple[str, str], bool | None]:
+        """(hash, reviewer) → that reviewer's own latest AI-generated value (None: cleared)."""
+        return self._ai.by_reviewer(hashes)
 
     def previous_ai_labels(self, hashes: Iterable[str]) -> dict[str, bool | None]:
         """Every given hash → its current AI-generated value or None."""
