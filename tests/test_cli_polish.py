@@ -28,9 +28,7 @@ H = "ab" * 32
 
 
 @pytest.mark.skipif(not POSIX, reason="symbolic links")
-def test_a_dangling_link_is_a_broken_symbolic_link_to_label_as_to_scan(
-    tmp_path, model_dir, capsys
-):
+def test_a_dangling_link_is_a_broken_symbolic_link_to_label_as_to_scan(tmp_path, model_dir, capsys):
     """`label` said "vanished: no such file" where `scan` says "broken symbolic link"."""
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -41,8 +39,10 @@ def test_a_dangling_link_is_a_broken_symbolic_link_to_label_as_to_scan(
     assert main([*scan, "-q"]) == EXIT_OK
     (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     said.append(record["error"])
-    for args in (["label", "--as", "unsafe", str(photos / "gone.jpg")], ["label", "-r", "--as",
-                 "unsafe", str(photos)]):
+    for args in (
+        ["label", "--as", "unsafe", str(photos / "gone.jpg")],
+        ["label", "-r", "--as", "unsafe", str(photos)],
+    ):
         assert main([*args, "--db", str(db)]) == EXIT_REFUSED
         said.append(capsys.readouterr().err.splitlines()[0])
     table = tmp_path / "labels.csv"
@@ -63,8 +63,12 @@ def test_import_refuses_a_result_row_with_neither_a_hash_nor_an_error(tmp_path, 
     rows = [
         {"path": "/data/photos/good.jpg"},
         {"path": "/data/photos/half.jpg", "hash": None},
-        {"path": "/data/photos/bad.jpg", "hash": None, "error_kind": "decode_error",
-         "error": "broken"},
+        {
+            "path": "/data/photos/bad.jpg",
+            "hash": None,
+            "error_kind": "decode_error",
+            "error": "broken",
+        },
     ]
     out = _results(tmp_path / "results", rows, [])
     db = tmp_path / "library.sqlite"
@@ -270,3 +274,20 @@ def test_import_labels_records_each_reviewers_same_label_once(tmp_path, capsys):
             ("alice", "unsafe"),
             ("bob", "unsafe"),
         ]
+
+
+def test_undo_after_a_merge_restores_the_label_the_image_showed(tmp_path):
+    """Undo goes back to what was the label before the undone decision: the later of the
+    two, not the merged (older) one stored after it."""
+    alice, bob = tmp_path / "alice.sqlite", tmp_path / "bob.sqlite"
+    with Library(alice) as library:
+        _dated(library, "alice", "unsafe", "2026-03-02T10:00:00.000Z")
+    with Library(bob) as library:
+        _dated(library, "bob", "safe", "2026-03-01T10:00:00.000Z")
+    assert main(["merge", str(bob), "--db", str(alice)]) == EXIT_OK
+    with Library(alice) as library:
+        reviews = ReviewStore(library)
+        ids = reviews.apply_labels([(DecisionInput(H), "safe")], reviewer="mod", threshold=0.5)
+        assert reviews.current_labels([H]) == {H: "safe"}
+        reviews.revert(ids, reviewer="mod", threshold=0.5)
+        assert reviews.current_labels([H]) == {H: "unsafe"}
