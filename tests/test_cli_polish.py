@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -154,8 +154,8 @@ def test_a_trained_models_default_folder_does_not_grow_a_suffix_each_generation(
     from nsfw_desk.core.training import default_model_dir
 
     models = tmp_path / "models"
-    day1 = datetime(2026, 11, 26, tzinfo=UTC)
-    day2 = datetime(2026, 11, 27, tzinfo=UTC)
+    day1 = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    day2 = datetime(2026, 11, 27, tzinfo=timezone.utc)
     first = default_model_dir(models, "nsfw-sfw", day1)
     assert first == models / "nsfw-sfw-trained-2026-11-26"
     first.mkdir(parents=True)
@@ -177,12 +177,43 @@ def test_a_trained_models_default_folder_does_not_grow_a_suffix_each_generation(
     )
 
 
+def test_train_without_out_saves_beside_the_library_one_generation_deep(
+    tmp_path, model_dir, loaded_model, capsys
+):
+    """`train` names the model as the desk does; trained again from that model it is
+    `<first base>-trained-<date>-2`, not `…-trained-<date>-trained-<date>`, and the first
+    model stays."""
+    from nsfw_desk.core.scan import scan_folder
+    from nsfw_desk.synthetic import write_family_photos
+
+    families = write_family_photos(tmp_path / "photos", 10)
+    db = tmp_path / "library.sqlite"
+    with Library(db) as library:
+        summary = scan_folder(tmp_path / "photos", loaded_model, library, keep_outcomes=True)
+        reviews = ReviewStore(library)
+        for o in summary.outcomes:
+            label = "unsafe" if families[o.path] == 0 else "safe"
+            item = DecisionInput(o.hash, library.last_model_for(o.path.parent), o.score, o.path)
+            reviews.decide([item], label, reviewer="tester", threshold=0.5)
+    day = f"{datetime.now(timezone.utc):%Y-%m-%d}"
+    models = tmp_path / "models"
+    train = ["train", "--db", str(db), "--device", "cpu", "--precision", "fp32", "-q"]
+    assert main([*train, "--base", str(model_dir)]) == EXIT_OK
+    first = models / f"nsfw-sfw-trained-{day}"
+    assert f"Saved {first} " in capsys.readouterr().out
+    weights = (first / "model.safetensors").read_bytes()
+    assert main([*train, "--base", str(first)]) == EXIT_OK
+    assert f"Saved {models / f'nsfw-sfw-trained-{day}-2'} " in capsys.readouterr().out
+    assert sorted(p.name for p in models.iterdir()) == [first.name, f"{first.name}-2"]
+    assert (first / "model.safetensors").read_bytes() == weights  # never overwritten
+
+
 def test_the_desk_proposes_the_same_default_folder(tmp_path):
     pytest.importorskip("PySide6")
     from nsfw_desk.core.training import default_model_dir
     from nsfw_desk.gui.train_dialog import default_out
 
-    when = datetime(2026, 11, 26, tzinfo=UTC)
+    when = datetime(2026, 11, 26, tzinfo=timezone.utc)
     name = "nsfw-sfw-trained-2026-11-20 (sha256:fb8690ab)"
     assert default_out(tmp_path, name, when) == default_model_dir(tmp_path, name, when)
 

@@ -229,8 +229,9 @@ AI_LABELS = _LogKind(
 
 class _Log:
     """One append-only label log of a library: per content hash, the row decided last
-    (`_LogKind.latest`) is the current value; undo and clearing append. Decisions and the AI-generated label
-    share this one implementation (their tables differ only as `_LogKind` says)."""
+    (`_LogKind.latest`) is the current value; undo and clearing append. Decisions and the
+    AI-generated label share this one implementation (their tables differ only as
+    `_LogKind` says)."""
 
     def __init__(self, db: sqlite_utils.Database, kind: _LogKind) -> None:
         self.db, self.kind = db, kind
