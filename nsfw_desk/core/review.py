@@ -4,6 +4,9 @@ A decision belongs to the content, not the path, so it follows a file across ren
 covers every duplicate. Nothing is ever updated or deleted (triggers refuse it): clearing
 appends a NULL label and undo appends the label from before, so the log is a full audit
 trail of who decided what, when, and what the model said at that moment.
+
+"Latest" means decided last (`decided_at`), not stored last: `nsfw-desk merge` appends
+another library's older decisions after this one's newer ones (see `_LogKind.latest`).
 """
 
 from __future__ import annotations
@@ -127,6 +130,13 @@ def _check_generated(value: bool | None) -> None:
         raise ValueError(f"ai_generated must be True, False or None, not {value!r}")
 
 
+# Which of a content's rows is its latest, as one text per row whose MAX is the latest (the
+# separators keep the order of decided_at first, then reviewer, then id); LATEST_ORDER is
+# the same order for ORDER BY ... LIMIT 1.
+LATEST = "decided_at || char(1) || reviewer || char(1) || printf('%020d', id)"
+LATEST_ORDER = "decided_at DESC, reviewer DESC, id DESC"
+
+
 @dataclass(frozen=True)
 class _LogKind:
     """What differs between the append-only label logs: the table, its value column and
@@ -171,8 +181,16 @@ class _LogKind:
 
     @property
     def latest(self) -> str:
-        """The latest row of each hash; the (hash, id) index answers it without a scan."""
-        return f"SELECT MAX(id) FROM {self.table} {{where}} GROUP BY hash"
+        """The id of each hash's latest row: the one decided last (`decided_at`), not the
+        one stored last, so a merge that brings an older decision from another library
+        leaves a later one here the label. Decided in the same millisecond: the reviewer
+        name that sorts last, so merging A into B and B into A agree; then the id (one
+        reviewer's rows of one instant, in the order they were made). SQLite takes the bare
+        `id` from the row holding the MAX; the (hash, reviewer, decided_at) index, which
+        holds the id too, answers it without reading the table."""
+        return (
+            f"SELECT id FROM (SELECT id, MAX({LATEST}) FROM {self.table} {{where}} GROUP BY hash)"
+        )
 
     @property
     def labelled(self) -> str:
@@ -210,9 +228,10 @@ AI_LABELS = _LogKind(
 
 
 class _Log:
-    """One append-only label log of a library: per content hash, the row with the highest
-    id is the current value; undo and clearing append. Decisions and the AI-generated label
-    share this one implementation (their tables differ only as `_LogKind` says)."""
+    """One append-only label log of a library: per content hash, the row decided last
+    (`_LogKind.latest`) is the current value; undo and clearing append. Decisions and the
+    AI-generated label share this one implementation (their tables differ only as
+    `_LogKind` says)."""
 
     def __init__(self, db: sqlite_utils.Database, kind: _LogKind) -> None:
         self.db, self.kind = db, kind
@@ -324,6 +343,20 @@ class _Log:
             found.update((h, kind.load(v)) for h, v in self.db.execute(statement, params))
         return found
 
+    def by_reviewer(self, hashes: Iterable[str]) -> dict[tuple[str, str], Any]:
+        """(hash, reviewer) → that reviewer's own latest value on the content (None: they
+        cleared it), by when it was decided: what a repeat by the same reviewer is
+        compared with."""
+        found: dict[tuple[str, str], Any] = {}
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            rows = self.db.execute(
+                f"SELECT hash, reviewer, {self.kind.value} FROM {self.kind.table} "
+                f"WHERE hash IN ({marks}) ORDER BY decided_at, id",
+                chunk,
+            )
+            found.update(((h, who), self.kind.load(v)) for h, who, v in rows)
+        return found
+
     def rows(self, where: str = "", params: Sequence = ()) -> list:
         kind = self.kind
         rows = self.db.execute(f"SELECT {kind.columns} FROM {kind.table} {where}", params)
@@ -345,9 +378,11 @@ class _Log:
         return found
 
     def before(self, content_hash: str, row_id: int) -> Any:
+        """The value the content showed just before row `row_id` was stored: the latest
+        (as `latest` orders them) of the rows stored before it."""
         row = self.db.execute(
             f"SELECT {self.kind.value} FROM {self.kind.table} WHERE hash = ? AND id < ? "
-            "ORDER BY id DESC LIMIT 1",
+            f"ORDER BY {LATEST_ORDER} LIMIT 1",
             (content_hash, row_id),
         ).fetchone()
         return None if row is None else self.kind.load(row[0])
@@ -594,6 +629,10 @@ class ReviewStore:
         """hash → label for hashes whose latest decision is not a clear; all hashes if None."""
         return self._decisions.current(hashes)
 
+    def reviewers_labels(self, hashes: Iterable[str]) -> dict[tuple[str, str], str | None]:
+        """(hash, reviewer) → that reviewer's own latest label (None: cleared)."""
+        return self._decisions.by_reviewer(hashes)
+
     def previous_labels(self, hashes: Iterable[str]) -> dict[str, str | None]:
         """Every given hash → its current label or None: what an undo has to restore."""
         hashes = list(hashes)
@@ -625,8 +664,9 @@ class ReviewStore:
     def latest_notes(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
         """hash → its most recent note (for export and the tile's tooltip); all if None."""
         sql = (
-            "SELECT hash, note FROM decisions WHERE id IN ("
-            "SELECT MAX(id) FROM decisions WHERE note IS NOT NULL {where} GROUP BY hash)"
+            "SELECT hash, note FROM decisions WHERE id IN (SELECT id FROM ("
+            f"SELECT id, MAX({LATEST}) FROM decisions WHERE note IS NOT NULL {{where}} "
+            "GROUP BY hash))"
         )
         if hashes is None:
             return dict(self.db.execute(sql.format(where="")))
@@ -678,6 +718,10 @@ class ReviewStore:
     def current_ai_labels(self, hashes: Iterable[str] | None = None) -> dict[str, bool]:
         """hash → True (AI-generated) / False (real) for contents with a current value."""
         return self._ai.current(hashes)
+
+    def reviewers_ai_labels(self, hashes: Iterable[str]) -> dict[tuple[str, str], bool | None]:
+        """(hash, reviewer) → that reviewer's own latest AI-generated value (None: cleared)."""
+        return self._ai.by_reviewer(hashes)
 
     def previous_ai_labels(self, hashes: Iterable[str]) -> dict[str, bool | None]:
         """Every given hash → its current AI-generated value or None."""
