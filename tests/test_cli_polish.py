@@ -147,6 +147,27 @@ def test_merge_breaks_a_tie_the_same_way_in_both_directions(tmp_path):
         assert [d.reviewer for d in reviews.current_decisions()] == ["mod"]
 
 
+def test_a_decision_made_here_wins_over_a_merged_one_dated_in_the_future(tmp_path):
+    """A merged reviewer's clock ran a year ahead: a label given here now must still be the
+    label (it is dated 1 ms after the merged one), and its reviewer is kept."""
+    one, ahead = tmp_path / "one.sqlite", tmp_path / "ahead.sqlite"
+    future = "2099-01-01T00:00:00.000Z"
+    with Library(ahead) as library:
+        _dated(library, "zed", "unsafe", future)
+    with Library(one) as library:
+        _dated(library, "bob", "safe", "2026-03-02T10:00:00.000Z")
+    assert main(["merge", str(ahead), "--db", str(one)]) == EXIT_OK
+    assert _label(one) == "unsafe"
+    with Library(one) as library:
+        reviews = ReviewStore(library)
+        reviews.apply_labels([(DecisionInput(H), "safe")], reviewer="ann", threshold=0.5)
+        assert reviews.current_labels([H]) == {H: "safe"}
+        (latest,) = reviews.current_decisions()
+        assert (latest.reviewer, latest.decided_at) == ("ann", "2099-01-01T00:00:00.001Z")
+        reviews.apply_labels([(DecisionInput(H), None)], reviewer="ann", threshold=0.5)
+        assert reviews.current_labels([H]) == {}  # and clearing it clears it
+
+
 # --- 4. the default name of a trained model ---------------------------------------------------
 
 

@@ -12,17 +12,20 @@ another library's older decisions after this one's newer ones (see `_LogKind.lat
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from nsfw_desk.core.paths import display_path
-from nsfw_desk.core.store import Library, in_chunks, now_utc, write_transaction
+from nsfw_desk.core.store import Library, in_chunks, now_utc, utc_text, write_transaction
 
+log = logging.getLogger(__name__)
 LABELS = ("unsafe", "safe")
 MAX_NOTE = 500  # characters: a note is one line of context, not a report
 MAX_TAG = 40
@@ -273,6 +276,7 @@ class _Log:
             if not isinstance(name, str) or not name.strip():
                 raise ValueError("reviewer must be a non-empty name")
         at = now_utc()
+        after_latest = self._after_latest(at, [item.hash for item, _ in changes])
         reverts = undo_of if undo_of is not None else [None] * len(changes)
         more = extras if extras is not None else [()] * len(changes)
         levels = thresholds if thresholds is not None else [threshold] * len(changes)
@@ -286,7 +290,7 @@ class _Log:
                     item.hash,
                     kind.dump(value),
                     who,
-                    at,
+                    after_latest.get(item.hash, at),
                     item.model_id,
                     None if item.score is None else float(item.score),
                     None if level is None else float(level),
@@ -341,6 +345,27 @@ class _Log:
         found: dict[str, Any] = {}
         for statement, params in _batches(sql, hashes):
             found.update((h, kind.load(v)) for h, v in self.db.execute(statement, params))
+        return found
+
+    def _after_latest(self, at: str, hashes: Iterable[str]) -> dict[str, str]:
+        """hash → 1 ms after its latest row, for contents whose latest row is dated `at` or
+        later. The latest row is the one decided last; a merged library's reviewer whose
+        clock ran ahead must not hide a decision made here now, so the new row is dated
+        just after it (and this is logged)."""
+        table = self.kind.table
+        found: dict[str, str] = {}
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            rows = self.db.execute(
+                f"SELECT hash, MAX(decided_at) FROM {table} WHERE hash IN ({marks}) "
+                "GROUP BY hash HAVING MAX(decided_at) >= ?",
+                [*chunk, at],
+            )
+            for content_hash, latest in rows:
+                when = datetime.strptime(latest, "%Y-%m-%dT%H:%M:%S.%fZ")
+                later = when.replace(tzinfo=timezone.utc) + timedelta(milliseconds=1)
+                found[content_hash] = utc_text(later)
+        if found:
+            log.info("%d decisions dated 1 ms after a latest one dated from now on", len(found))
         return found
 
     def by_reviewer(self, hashes: Iterable[str]) -> dict[tuple[str, str], Any]:
