@@ -39,7 +39,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
         epilog=TRAIN_EXIT_STATUS,
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="MODEL_DIR",
+        help="the folder to save the model in (default: models/<base>-trained-<date> beside "
+        "the library, as the desk proposes; -2, -3, ... when that is taken)",
+    )
     parser.add_argument(
         "--base",
         default=None,
@@ -133,6 +140,17 @@ def _interrupted(options) -> str:
     return f"{nothing} and no checkpoint was kept yet: run the command again to start over"
 
 
+def default_out(base: str | None, library: Path) -> Path:
+    """The desk's default for `--out`: `models/<base>-trained-<date>` in the library's folder,
+    named after the base model's folder or hub id (core/training/naming.py)."""
+    from nsfw_desk.core.hub import ModelSpec
+    from nsfw_desk.core.training import default_model_dir
+
+    spec = ModelSpec.parse(base)
+    name = Path(spec.source).resolve().name if spec.is_local else spec.source
+    return default_model_dir(library.parent / "models", name)
+
+
 def run(args: argparse.Namespace) -> int:
     from nsfw_desk.cli import (
         EXIT_FAILED,
@@ -164,8 +182,9 @@ def run(args: argparse.Namespace) -> int:
             if status is None:
                 raise
             return status
+    out = args.out.expanduser() if args.out is not None else default_out(args.base, path)
     options = TrainOptions(
-        out=args.out.expanduser(),
+        out=out,
         base=args.base,
         mode=args.mode,
         epochs=args.epochs,

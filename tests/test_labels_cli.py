@@ -223,9 +223,9 @@ def test_import_reads_every_spelling_and_reports_bad_rows_by_line(tmp_path, caps
     assert "line 3: row: hash 'xyz' is not a content hash" in capsys.readouterr().err
     decision = history(db, unknown)[-1]
     assert decision.label == "unsafe" and decision.source_path is None
-    # The same file again: nothing new, each row reported unchanged.
+    # The same file again, by the same reviewers: nothing new, each row reported unchanged.
     before = sum(len(history(db, d)) for d in labels(db))
-    assert run("import-labels", table, "--db", db) == EXIT_REFUSED
+    assert run("import-labels", table, "--reviewer", "carol", "--db", db) == EXIT_REFUSED
     assert "4 already had that label (unchanged)" in capsys.readouterr().err
     assert sum(len(history(db, d)) for d in labels(db)) == before
 
@@ -505,16 +505,17 @@ def test_label_ai_generated_alone_with_as_and_cleared(tmp_path, capsys):
     (row,) = ai_history(db, digest(a))
     assert (row.generated, row.reviewer, row.source, row.undo_of) == (True, "tester", a, None)
     assert UTC_TEXT.fullmatch(row.decided_at) and row.model_id is None and row.score is None
-    # Both labels at once; a's AI label is already yes: only its decision is new.
-    assert run("label", "--as", "safe", "--ai-generated", "no", "--db", db, b) == EXIT_OK
-    assert run("label", "--as", "unsafe", "--ai-generated", "true", "--db", db, a) == EXIT_OK
+    # Both labels at once; a's AI label is already yes, by tester: only its decision is new.
+    both = ["label", "--reviewer", "tester", "--db", db]
+    assert run(*both, "--as", "safe", "--ai-generated", "no", b) == EXIT_OK
+    assert run(*both, "--as", "unsafe", "--ai-generated", "true", a) == EXIT_OK
     out = capsys.readouterr().out
     assert "labelled safe, real: " in out and "labelled unsafe: " in out
     assert "(already AI-generated)" in out
     assert labels(db) == {digest(a): "unsafe", digest(b): "safe"}
     assert ai_labels(db) == {digest(a): True, digest(b): False}
     assert len(ai_history(db, digest(a))) == 1
-    assert run("label", "--ai-generated", "1", "--db", db, a) == EXIT_OK
+    assert run("label", "--ai-generated", "1", "--reviewer", "tester", "--db", db, a) == EXIT_OK
     assert "unchanged: " in capsys.readouterr().out
     assert run("label", "--ai-generated", "clear", "--db", db, a, b) == EXIT_OK
     assert ai_labels(db) == {} and len(labels(db)) == 2  # decisions untouched
@@ -601,8 +602,8 @@ def test_import_ai_generated_column_every_spelling_and_bad_values_by_line(tmp_pa
     assert ai_history(db, d[1])[-1].reviewer == "bob"  # the column wins for both labels
     assert history(db, d[1])[-1].reviewer == "bob"
     assert ai_history(db, d[2])[-1].reviewer == "carol"
-    # Again: nothing new, each good row unchanged.
-    assert run("import-labels", table, "--db", db) == EXIT_REFUSED
+    # Again, by the same reviewers: nothing new, each good row unchanged.
+    assert run("import-labels", table, "--reviewer", "carol", "--db", db) == EXIT_REFUSED
     assert "4 already had that label (unchanged)" in capsys.readouterr().err
     assert len(ai_history(db, d[2])) == 1
     # --strict: a bad AI value records nothing at all.

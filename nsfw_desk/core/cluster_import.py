@@ -132,7 +132,7 @@ def import_results(out: Path, library: Library, *, maps: Iterable[PrefixMap] = (
         )
     summary.models = list(models)
     unknown: set[str] = set()
-    for chunk in _chunks(results.read_rows(out), CHUNK):
+    for chunk in _chunks(results.read_rows(out, complete=True), CHUNK):
         files: list[ScoredFile] = []
         scores: list[tuple[str, str, float, bytes, bytes | None]] = []
         errors: list[FileError] = []

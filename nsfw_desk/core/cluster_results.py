@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from nsfw_desk.core.durable import fsync_dir, write_durably
 from nsfw_desk.core.images import ErrorKind
+from nsfw_desk.core.paths import display_path
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -41,6 +42,7 @@ RUN_PREFIX = "run-"
 PARTIAL_SUFFIX = ".partial"
 RUN_FILE = "run.json"
 INSTALL_HINT = "pip install 'nsfw-desk[cluster]'"
+SHOWN_INCOMPLETE = 5  # incomplete rows named in the refusal; the rest are counted
 
 
 class ResultsError(Exception):
@@ -166,28 +168,50 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table | None:
         return None
 
 
-def read_rows(out: Path, columns: list[str] | None = None) -> Iterator[dict]:
+def read_rows(
+    out: Path, columns: list[str] | None = None, *, complete: bool = False
+) -> Iterator[dict]:
     """Every file's row once: the latest run's row for each path (see the module docstring).
 
     Two passes, one Parquet file in memory at a time: the path columns say which row of
-    which file is each path's latest, then the files are read again for `columns`."""
+    which file is each path's latest, then the files are read again for `columns`. With
+    `complete` (an import), a latest row with neither a content hash nor an error is
+    refused in the first pass, before any row is used: it says nothing a library can hold."""
     keys = ["path", "path_base64"]
+    checked = [*keys, "hash", "error_kind"] if complete else keys
     want = None if columns is None else sorted({*columns, *keys})
     latest: dict[bytes, tuple[int, int]] = {}
+    incomplete: dict[bytes, str] = {}  # path → where its latest row is, while incomplete
     files: list[Path] = []
     for folder in run_folders(out):
         for path in parquet_files(folder):
-            table = read_table(path, keys)
+            table = read_table(path, checked)
             if table is None:
                 continue
             for index, key in enumerate(table.to_pylist()):
                 try:
-                    latest[row_path(key)] = (len(files), index)
+                    raw = row_path(key)
                 except ResultsError as exc:  # every row is checked before any is used
                     raise ResultsError(
                         f"{path}, row {index + 1}: {exc}; is it a cluster-scan's result file?"
                     ) from exc
+                latest[raw] = (len(files), index)
+                if complete and key.get("hash") is None and key.get("error_kind") is None:
+                    incomplete[raw] = f"{path}, row {index + 1} ({display_path(raw)})"
+                else:
+                    incomplete.pop(raw, None)
             files.append(path)
+    if incomplete:
+        rows = list(incomplete.values())
+        shown = "; ".join(rows[:SHOWN_INCOMPLETE]) + (
+            f"; and {len(rows) - SHOWN_INCOMPLETE:,} more" if len(rows) > SHOWN_INCOMPLETE else ""
+        )
+        raise ResultsError(
+            f"{len(rows):,} {'row has' if len(rows) == 1 else 'rows have'} neither a content "
+            f"hash nor an error, so nothing says what became of the file: {shown}. Nothing "
+            "was imported. Run the same cluster-scan again (it scores those files anew) and "
+            "import then; is it a cluster-scan's result folder?"
+        )
     for number, path in enumerate(files):
         table = read_table(path, want)
         if table is None:  # it was readable a moment ago
@@ -205,10 +229,11 @@ class Done:
 
 def done_files(out: Path) -> dict[bytes, Done]:
     """Files a resumed run may skip: path bytes → the (size, mtime) they were scored at.
-    Rows with an error that may pass (unreadable, vanished) are not done."""
+    Rows with an error that may pass (unreadable, vanished) are not done, nor a row with
+    neither a hash nor an error (`nsfw-desk import` refuses it until a run replaces it)."""
     done: dict[bytes, Done] = {}
-    for row in read_rows(out, ["size", "mtime_ns", "error_kind"]):
+    for row in read_rows(out, ["size", "mtime_ns", "error_kind", "hash"]):
         kind = row.get("error_kind")
-        if kind is None or kind in ErrorKind.CONTENT_BOUND:
+        if (kind is None and row.get("hash") is not None) or kind in ErrorKind.CONTENT_BOUND:
             done[row_path(row)] = Done(row.get("size"), row.get("mtime_ns"))
     return done

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from nsfw_desk.core.paths import display_text
 from nsfw_desk.core.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,13 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".tar")
 
 
 class ModelError(Exception):
-    """A model could not be found, loaded or understood; the message is for the user."""
+    """A model could not be found, loaded or understood; the message is for the user.
+
+    A model folder's name need not be UTF-8: the message shows it as every other path is
+    shown (core/paths.py `display_text`), whoever wrote the message."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(display_text(str(message)), *args)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,17 @@ class ErrorKind:
     CONTENT_BOUND = frozenset({NOT_AN_IMAGE, DECODE_ERROR, TOO_LARGE})
 
 
+BROKEN_LINK = "broken symbolic link"
+
+
+def missing_reason(path: Path, otherwise: str) -> str:
+    """Why a file that cannot be found is missing (ErrorKind.VANISHED): a symbolic link whose
+    target is gone says so wherever a command meets it (discovery, reading, `label` and
+    `import-labels`), since restoring the target or deleting the link is what helps;
+    `otherwise` for a name that is gone itself."""
+    return BROKEN_LINK if os.path.islink(path) else otherwise
+
+
 class ImageError(Exception):
     """A file that cannot be scored, with a reason a moderator can read."""
 
@@ -211,17 +222,8 @@ def _classify(
     try:
         st = entry.stat(follow_symlinks=True)
     except FileNotFoundError:
-        if entry.is_symlink():
-            return (
-                FileError(path, ErrorKind.VANISHED, "broken symbolic link")
-                if image_suffix
-                else None
-            )
-        return (
-            FileError(path, ErrorKind.VANISHED, "file vanished during the scan")
-            if image_suffix
-            else None
-        )
+        why = missing_reason(path, "file vanished during the scan")
+        return FileError(path, ErrorKind.VANISHED, why) if image_suffix else None
     except OSError as exc:
         return (
             FileError(path, ErrorKind.UNREADABLE, f"cannot read file: {exc.strerror}")
@@ -266,7 +268,8 @@ def read_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     try:
         fd = os.open(path, flags)  # O_NONBLOCK: a FIFO must not hang the scan
     except FileNotFoundError as exc:
-        raise ImageError(ErrorKind.VANISHED, "file vanished before it could be read") from exc
+        why = missing_reason(path, "file vanished before it could be read")
+        raise ImageError(ErrorKind.VANISHED, why) from exc
     except IsADirectoryError as exc:
         raise ImageError(ErrorKind.UNREADABLE, "is a folder, not a file") from exc
     except OSError as exc:

@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nsfw_desk.core.detector import FAKE_LABEL_NAMES
-from nsfw_desk.core.images import DiscoveryStats, ErrorKind, FileEntry, FileError, discover
+from nsfw_desk.core.images import (
+    DiscoveryStats,
+    ErrorKind,
+    FileEntry,
+    FileError,
+    discover,
+    missing_reason,
+)
 from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.scan import ScanOptions, prepare_listing
@@ -408,7 +415,7 @@ def resolve(library: Library, items: Sequence[Item], options: ScanOptions | None
         try:
             st = os.stat(item.path)
         except FileNotFoundError:
-            _failed(item, ErrorKind.VANISHED, "no such file")
+            _failed(item, ErrorKind.VANISHED, missing_reason(item.path, "no such file"))
             continue
         except OSError as exc:
             _failed(item, ErrorKind.UNREADABLE, f"cannot read file: {exc.strerror}")
@@ -521,13 +528,37 @@ def fill_ai_models(
         )
 
 
-def _settle(
-    items: Sequence[Item], current: dict[str, str], current_ai: dict[str, bool] | None = None
-) -> list[Item]:
+@dataclass
+class _Known:
+    """What the library holds for the items' contents: the label each shows, and each
+    reviewer's own latest label ((hash, reviewer) keys), of both logs."""
+
+    current: dict[str, str] = field(default_factory=dict)
+    current_ai: dict[str, bool] = field(default_factory=dict)
+    own: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    own_ai: dict[tuple[str, str], bool | None] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, review: ReviewStore, hashes: set[str]) -> _Known:
+        return cls(
+            review.current_labels(hashes),
+            review.current_ai_labels(hashes),
+            review.reviewers_labels(hashes),
+            review.reviewers_ai_labels(hashes),
+        )
+
+
+def _new(value: object, shown: object, own: object) -> bool:
+    """Whether a reviewer's label is news: the content shows another one, or it shows this
+    one from someone else (another reviewer's agreement is a review of its own: agreement
+    counts it). Clearing what shows no label is nothing to record."""
+    return shown != value or (value is not None and own != value)
+
+
+def _settle(items: Sequence[Item], known: _Known, reviewer: str) -> list[Item]:
     """Mark duplicates, conflicts and unchanged items; return the items to record (each
-    says which of its two labels it records)."""
-    current_ai = current_ai or {}
-    first: dict[str, Item] = {}
+    says which of its two labels it records). `reviewer`: who an item without its own
+    reviewer is recorded as."""
     groups: dict[str, list[Item]] = {}
     for item in items:
         if item.status == REFUSED or item.hash is None:
@@ -541,26 +572,34 @@ def _settle(
             for item in group:
                 item.refuse("conflict", f"the same image is given different labels: {which}")
             continue
-        head = first[digest] = group[0]
-        for item in group[1:]:
-            item.status = DUPLICATE
-            item.reason = f"the same image as {head.where}"
-        head.records_label = head.decide and current.get(digest) != head.label
-        head.records_ai = head.ai_asked and current_ai.get(digest) != head.ai
-        already = []
-        if head.decide and not head.records_label:
-            already.append(head.label or "without a label")
-        if head.ai_asked and not head.records_ai:
-            value = current_ai.get(digest)
-            already.append(
-                AI_NAMES[value] if value is not None else "without an AI-generated label"
+        heads: dict[str, Item] = {}  # one per reviewer: each reviewer's review counts
+        for item in group:
+            who = item.reviewer or reviewer
+            if who in heads:
+                item.status = DUPLICATE
+                item.reason = f"the same image as {heads[who].where}"
+                continue
+            head = heads[who] = item
+            head.records_label = head.decide and _new(
+                head.label, known.current.get(digest), known.own.get((digest, who))
             )
-        if already:
-            head.reason = "already " + " and ".join(already)
-        if head.records_label or head.records_ai:
-            todo.append(head)
-        else:
-            head.status = UNCHANGED
+            head.records_ai = head.ai_asked and _new(
+                head.ai, known.current_ai.get(digest), known.own_ai.get((digest, who))
+            )
+            already = []
+            if head.decide and not head.records_label:
+                already.append(head.label or "without a label")
+            if head.ai_asked and not head.records_ai:
+                value = known.current_ai.get(digest)
+                already.append(
+                    AI_NAMES[value] if value is not None else "without an AI-generated label"
+                )
+            if already:
+                head.reason = "already " + " and ".join(already)
+            if head.records_label or head.records_ai:
+                todo.append(head)
+            else:
+                head.status = UNCHANGED
     return todo
 
 
@@ -584,7 +623,7 @@ def record_labels(
     rows = resolve(library, items, options)
     review = ReviewStore(library)
     hashes = {item.hash for item in items if item.hash and item.status != REFUSED}
-    todo = _settle(items, review.current_labels(hashes), review.current_ai_labels(hashes))
+    todo = _settle(items, _Known.read(review, hashes), reviewer)
     if strict and any(item.status == REFUSED for item in items):
         report.recorded = False
         for item in items:

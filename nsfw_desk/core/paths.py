@@ -33,6 +33,18 @@ def display_path(path: PathLike) -> str:
     return _text(path_bytes(path))
 
 
+def display_text(text: str) -> str:
+    """A message as text for people: a path in it that Python decoded from bytes that are
+    not UTF-8 (`os.fsdecode`: surrogate escapes such as `\\udcff`) shown as `display_path`
+    shows it (`\\xff`). For messages built around paths by code that is not ours
+    (safetensors, json), and by ours with a plain f-string."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no byte decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _text(raw)
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 

@@ -4,22 +4,28 @@ A decision belongs to the content, not the path, so it follows a file across ren
 covers every duplicate. Nothing is ever updated or deleted (triggers refuse it): clearing
 appends a NULL label and undo appends the label from before, so the log is a full audit
 trail of who decided what, when, and what the model said at that moment.
+
+"Latest" means decided last (`decided_at`), not stored last: `nsfw-desk merge` appends
+another library's older decisions after this one's newer ones (see `_LogKind.latest`).
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from nsfw_desk.core.paths import display_path
-from nsfw_desk.core.store import Library, in_chunks, now_utc, write_transaction
+from nsfw_desk.core.store import Library, in_chunks, now_utc, utc_text, write_transaction
 
+log = logging.getLogger(__name__)
 LABELS = ("unsafe", "safe")
 MAX_NOTE = 500  # characters: a note is one line of context, not a report
 MAX_TAG = 40
@@ -127,6 +133,13 @@ def _check_generated(value: bool | None) -> None:
         raise ValueError(f"ai_generated must be True, False or None, not {value!r}")
 
 
+# Which of a content's rows is its latest, as one text per row whose MAX is the latest (the
+# separators keep the order of decided_at first, then reviewer, then id); LATEST_ORDER is
+# the same order for ORDER BY ... LIMIT 1.
+LATEST = "decided_at || char(1) || reviewer || char(1) || printf('%020d', id)"
+LATEST_ORDER = "decided_at DESC, reviewer DESC, id DESC"
+
+
 @dataclass(frozen=True)
 class _LogKind:
     """What differs between the append-only label logs: the table, its value column and
@@ -171,8 +184,16 @@ class _LogKind:
 
     @property
     def latest(self) -> str:
-        """The latest row of each hash; the (hash, id) index answers it without a scan."""
-        return f"SELECT MAX(id) FROM {self.table} {{where}} GROUP BY hash"
+        """The id of each hash's latest row: the one decided last (`decided_at`), not the
+        one stored last, so a merge that brings an older decision from another library
+        leaves a later one here the label. Decided in the same millisecond: the reviewer
+        name that sorts last, so merging A into B and B into A agree; then the id (one
+        reviewer's rows of one instant, in the order they were made). SQLite takes the bare
+        `id` from the row holding the MAX; the (hash, reviewer, decided_at) index, which
+        holds the id too, answers it without reading the table."""
+        return (
+            f"SELECT id FROM (SELECT id, MAX({LATEST}) FROM {self.table} {{where}} GROUP BY hash)"
+        )
 
     @property
     def labelled(self) -> str:
@@ -210,9 +231,10 @@ AI_LABELS = _LogKind(
 
 
 class _Log:
-    """One append-only label log of a library: per content hash, the row with the highest
-    id is the current value; undo and clearing append. Decisions and the AI-generated label
-    share this one implementation (their tables differ only as `_LogKind` says)."""
+    """One append-only label log of a library: per content hash, the row decided last
+    (`_LogKind.latest`) is the current value; undo and clearing append. Decisions and the
+    AI-generated label share this one implementation (their tables differ only as
+    `_LogKind` says)."""
 
     def __init__(self, db: sqlite_utils.Database, kind: _LogKind) -> None:
         self.db, self.kind = db, kind
@@ -254,6 +276,7 @@ class _Log:
             if not isinstance(name, str) or not name.strip():
                 raise ValueError("reviewer must be a non-empty name")
         at = now_utc()
+        after_latest = self._after_latest(at, [item.hash for item, _ in changes])
         reverts = undo_of if undo_of is not None else [None] * len(changes)
         more = extras if extras is not None else [()] * len(changes)
         levels = thresholds if thresholds is not None else [threshold] * len(changes)
@@ -267,7 +290,7 @@ class _Log:
                     item.hash,
                     kind.dump(value),
                     who,
-                    at,
+                    after_latest.get(item.hash, at),
                     item.model_id,
                     None if item.score is None else float(item.score),
                     None if level is None else float(level),
@@ -324,6 +347,41 @@ class _Log:
             found.update((h, kind.load(v)) for h, v in self.db.execute(statement, params))
         return found
 
+    def _after_latest(self, at: str, hashes: Iterable[str]) -> dict[str, str]:
+        """hash → 1 ms after its latest row, for contents whose latest row is dated `at` or
+        later. The latest row is the one decided last; a merged library's reviewer whose
+        clock ran ahead must not hide a decision made here now, so the new row is dated
+        just after it (and this is logged)."""
+        table = self.kind.table
+        found: dict[str, str] = {}
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            rows = self.db.execute(
+                f"SELECT hash, MAX(decided_at) FROM {table} WHERE hash IN ({marks}) "
+                "GROUP BY hash HAVING MAX(decided_at) >= ?",
+                [*chunk, at],
+            )
+            for content_hash, latest in rows:
+                when = datetime.strptime(latest, "%Y-%m-%dT%H:%M:%S.%fZ")
+                later = when.replace(tzinfo=timezone.utc) + timedelta(milliseconds=1)
+                found[content_hash] = utc_text(later)
+        if found:
+            log.info("%d decisions dated 1 ms after a latest one dated from now on", len(found))
+        return found
+
+    def by_reviewer(self, hashes: Iterable[str]) -> dict[tuple[str, str], Any]:
+        """(hash, reviewer) → that reviewer's own latest value on the content (None: they
+        cleared it), by when it was decided: what a repeat by the same reviewer is
+        compared with."""
+        found: dict[tuple[str, str], Any] = {}
+        for chunk, marks in in_chunks(sorted(set(hashes))):
+            rows = self.db.execute(
+                f"SELECT hash, reviewer, {self.kind.value} FROM {self.kind.table} "
+                f"WHERE hash IN ({marks}) ORDER BY decided_at, id",
+                chunk,
+            )
+            found.update(((h, who), self.kind.load(v)) for h, who, v in rows)
+        return found
+
     def rows(self, where: str = "", params: Sequence = ()) -> list:
         kind = self.kind
         rows = self.db.execute(f"SELECT {kind.columns} FROM {kind.table} {where}", params)
@@ -345,9 +403,11 @@ class _Log:
         return found
 
     def before(self, content_hash: str, row_id: int) -> Any:
+        """The value the content showed just before row `row_id` was stored: the latest
+        (as `latest` orders them) of the rows stored before it."""
         row = self.db.execute(
             f"SELECT {self.kind.value} FROM {self.kind.table} WHERE hash = ? AND id < ? "
-            "ORDER BY id DESC LIMIT 1",
+            f"ORDER BY {LATEST_ORDER} LIMIT 1",
             (content_hash, row_id),
         ).fetchone()
         return None if row is None else self.kind.load(row[0])
@@ -594,6 +654,10 @@ class ReviewStore:
         """hash → label for hashes whose latest decision is not a clear; all hashes if None."""
         return self._decisions.current(hashes)
 
+    def reviewers_labels(self, hashes: Iterable[str]) -> dict[tuple[str, str], str | None]:
+        """(hash, reviewer) → that reviewer's own latest label (None: cleared)."""
+        return self._decisions.by_reviewer(hashes)
+
     def previous_labels(self, hashes: Iterable[str]) -> dict[str, str | None]:
         """Every given hash → its current label or None: what an undo has to restore."""
         hashes = list(hashes)
@@ -625,8 +689,9 @@ class ReviewStore:
     def latest_notes(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
         """hash → its most recent note (for export and the tile's tooltip); all if None."""
         sql = (
-            "SELECT hash, note FROM decisions WHERE id IN ("
-            "SELECT MAX(id) FROM decisions WHERE note IS NOT NULL {where} GROUP BY hash)"
+            "SELECT hash, note FROM decisions WHERE id IN (SELECT id FROM ("
+            f"SELECT id, MAX({LATEST}) FROM decisions WHERE note IS NOT NULL {{where}} "
+            "GROUP BY hash))"
         )
         if hashes is None:
             return dict(self.db.execute(sql.format(where="")))
@@ -678,6 +743,10 @@ class ReviewStore:
     def current_ai_labels(self, hashes: Iterable[str] | None = None) -> dict[str, bool]:
         """hash → True (AI-generated) / False (real) for contents with a current value."""
         return self._ai.current(hashes)
+
+    def reviewers_ai_labels(self, hashes: Iterable[str]) -> dict[tuple[str, str], bool | None]:
+        """(hash, reviewer) → that reviewer's own latest AI-generated value (None: cleared)."""
+        return self._ai.by_reviewer(hashes)
 
     def previous_ai_labels(self, hashes: Iterable[str]) -> dict[str, bool | None]:
         """Every given hash → its current AI-generated value or None."""

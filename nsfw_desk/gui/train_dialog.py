@@ -11,8 +11,7 @@ offers the review queue: the unreviewed items the new model is least sure about.
 from __future__ import annotations
 
 import math
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -69,10 +68,11 @@ _AFTER_KEYS = ("after", "new", "trained")
 
 
 def default_out(models_dir: Path, base_name: str, when: datetime | None = None) -> Path:
-    """`models_dir/<base>-<date>`: named after the base model and the day."""
-    when = when or datetime.now(UTC)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", base_name.split(" (")[0]).strip("-.") or "model"
-    return models_dir / f"{stem}-trained-{when:%Y-%m-%d}"
+    """`models_dir/<base>-trained-<date>`, one generation deep and never a taken name
+    (core/training/naming.py, as the command line names it)."""
+    from nsfw_desk.core.training.naming import default_model_dir
+
+    return default_model_dir(models_dir, base_name, when)
 
 
 def format_eta(seconds: float | None) -> str:

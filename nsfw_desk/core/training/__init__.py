@@ -10,6 +10,7 @@ from nsfw_desk.core.training.common import (
     TrainingStopped,
     TrainProgress,
 )
+from nsfw_desk.core.training.naming import default_model_dir
 from nsfw_desk.core.training.train import TrainOptions, TrainResult, resumable, train
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "TrainingStopped",
+    "default_model_dir",
     "resumable",
     "train",
 ]
