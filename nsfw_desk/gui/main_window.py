@@ -807,7 +807,7 @@ class MainWindow(QMainWindow):
             return
         # The folder itself unreadable (deleted, its drive unplugged) is no file: the status
         # line says so when the scan ends, no tile stands for it.
-        outcomes = [o for o in outcomes if not (o.path == folder and o.error_kind)]
+        outcomes = [o for o in outcomes if not (o.error_kind and o.path == folder)]
         self._seen_paths.update(o.path for o in outcomes)
         self.results.merge(outcomes)
         # A decision still being written shows what the moderator chose, not the library.

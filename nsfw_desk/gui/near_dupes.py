@@ -8,7 +8,7 @@ and kept here; each lookup runs on the read thread, so the window never waits on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -80,7 +80,7 @@ class OfferBar(QFrame):
         self.hide()
 
     def offer(
-        self, label: str, hashes: list[str], *, source: str = "", names: list[str] = ()
+        self, label: str, hashes: list[str], *, source: str = "", names: Sequence[str] = ()
     ) -> None:
         """Offer `label` for `hashes`, the near-duplicates of `source` (a file's name);
         `names` are theirs as the moderator reads them ("this one" for the current item).
