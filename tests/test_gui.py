@@ -478,6 +478,7 @@ def test_export_dialog_writes_a_dataset_in_the_background(qtbot, reviewed_window
     assert "Exported 24 images" in dialog.summary.toPlainText()
     # Exporting again to the same folder is refused with a clear message, nothing changes.
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    dialog.seed.setValue(1)  # Export waits for a change after a run (test_gui_audit.py)
     dialog.export_button.click()
     qtbot.waitUntil(lambda: not dialog.running, timeout=30_000)
     assert dialog.report is None and "exist" in dialog.status.text().lower()

@@ -11,10 +11,11 @@ control beside the slider; moving one re-splits at once, without running a model
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from PySide6.QtWidgets import QDoubleSpinBox, QLabel, QWidget
 
-from nsfw_desk.core.detector_columns import detector_kind, matches, resolve
+from nsfw_desk.core.detector_columns import chip_names, detector_kind, matches, resolve
 from nsfw_desk.core.result_columns import read_scores
 from nsfw_desk.gui.combos import fit_popup, narrow_combo
 from nsfw_desk.gui.grid import DETECTOR_FILTER, DETECTOR_SORT
@@ -54,19 +55,28 @@ class DetectorsView:
             scores = [read_scores(library, c.model_id, hashes) for c in columns]
             row = next((m for m in models if m["id"] == shown), None)
             kind = detector_kind(row["unsafe_labels"]) if row else "nsfw"
-            return kind, columns, scores
+            # Two detectors of one kind (a model and its fine-tuned copy) get chips that
+            # tell them apart; one of each kind keeps "NSFW" and "AI".
+            chips = chip_names(
+                [(kind, row["name"] if row else "", shown or "")]
+                + [(c.kind, c.name, c.model_id) for c in columns]
+            )
+            columns = [replace(c, chip=chip) for c, chip in zip(columns, chips[1:], strict=True)]
+            return kind, columns, scores, chips[0]
 
         def show(found) -> None:
             if serial != self._serial or folder != window.folder or shown != window.model_id:
                 return
-            kind, columns, scores = found
+            kind, columns, scores, primary_chip = found
             if not columns and not window.results.detectors:  # one detector, as before
                 window.results.primary_kind = kind
                 return
             window.results.flag_rule = window.settings.flag_rule
             moving = window.results.detectors_move_rows()
             with window._keeping_current() if moving else contextlib.nullcontext():
-                window.results.set_detectors(kind, columns, scores, hashes)
+                window.results.set_detectors(
+                    kind, columns, scores, hashes, primary_chip=primary_chip
+                )
             self._fill_controls()
             window._update_counts()
             window._refresh_view_state()

@@ -146,6 +146,21 @@ class ExportDialog(QDialog):
         self.running = False
         for box in (self.only_corrections, self.only_folder, self.use_dates):
             box.toggled.connect(self._preview_later)
+        # After an export Export waits for a change: a second click (or Return) would write
+        # the same dataset again, or fail on the folder it just wrote.
+        self.exported: ExportOptions | None = None
+        self._written = ""  # the status line of the last export written
+        self._running_options: ExportOptions | None = None
+        for box in (self.only_corrections, self.only_folder, self.use_dates, self.link):
+            box.toggled.connect(self._options_changed)
+        for box in (self.overwrite, self.source_paths):
+            box.toggled.connect(self._options_changed)
+        for line in (self.out, self.reviewer):
+            line.textChanged.connect(self._options_changed)
+        for edit in (self.since, self.until):
+            edit.dateChanged.connect(self._options_changed)
+        self.val_fraction.valueChanged.connect(self._options_changed)
+        self.seed.valueChanged.connect(self._options_changed)
         self.reviewer.textChanged.connect(self._preview_later)
         for edit in (self.since, self.until):
             edit.dateChanged.connect(self._preview_later)
@@ -215,7 +230,8 @@ class ExportDialog(QDialog):
         self.progress.show()
         self.summary.hide()
         self.status.setText("Exporting…")
-        self.export_requested.emit(self.options())
+        self._running_options = self.options()
+        self.export_requested.emit(self._running_options)
 
     def _browse(self) -> None:
         folder = QFileDialog.getSaveFileName(self, "Export the dataset to a new folder")[0]
@@ -234,9 +250,28 @@ class ExportDialog(QDialog):
         self.close_button.setText("Close")
         self.progress.hide()
 
+    def _options_changed(self, *_args) -> None:
+        """Export is offered again once the options ask for another dataset than the one
+        just written (and withdrawn if they are set back to it)."""
+        if self.exported is None or self.running:
+            return
+        again = self.options() != self.exported
+        self.export_button.setEnabled(again)
+        (self.export_button if again else self.close_button).setDefault(True)
+        self.status.setText(
+            "Options changed: Export writes another dataset." if again else self._written
+        )
+
     def _on_finished(self, report: ExportReport) -> None:
         self._done()
         self.report = report
+        # Written: Close takes Return, and Export waits until an option changes (from the
+        # options this export ran with, whatever was touched while it ran).
+        self.exported = self._running_options
+        self.export_button.setToolTip(
+            "This export is written: change an option or the folder to export again"
+        )
+        self.close_button.setFocus()
         lines = [
             f"Exported {report.exported:,} images to {report.out} "
             f"({format_size(report.bytes)} in {report.elapsed_s:.1f} s)."
@@ -246,9 +281,12 @@ class ExportDialog(QDialog):
         if report.skipped:
             lines.append(f"Left out {len(report.skipped)}:")
             lines.extend(f"  {source}: {reason}" for source, reason in report.skipped)
-        self.status.setText("Done.")
+        self._written = (
+            f"Done: the dataset is in {report.out}. Change an option or the folder to export again."
+        )
         self.summary.setPlainText("\n".join(lines))
         self.summary.show()
+        self._options_changed()  # Export off, or on if the options moved meanwhile
 
     def _on_failed(self, message: str) -> None:
         self._done()

@@ -183,6 +183,7 @@ class ResultsModel(QAbstractListModel):
         # Several detectors (issue 13): the shown model is the primary; `detectors` are the
         # others, each with a score column and its own threshold. core/detector_columns.py
         self.primary_kind = "nsfw"
+        self.primary_chip = ""  # "NSFW Marqo" beside another NSFW detector (chip_names)
         self.detectors: list = []  # DetectorColumn, their thresholds live in _det_thresholds
         self._det_thresholds: list[float] = []
         self.flag_rule = "any"  # or "primary": only the primary's score flags
@@ -645,12 +646,16 @@ class ResultsModel(QAbstractListModel):
         detectors: list,
         scores: list[np.ndarray],
         hashes: np.ndarray | None = None,
+        *,
+        primary_chip: str = "",
     ) -> None:
         """Show these detectors beside the shown model (the primary, of `primary_kind`):
         `detectors` are core DetectorColumn, `scores` their score per row of the
         `hash_snapshot` they were read for (`hashes`; NaN: none), aligned. Rows added or
-        given another content since take the score another file of that content has."""
+        given another content since take the score another file of that content has.
+        `primary_chip` names the primary's chip where its kind alone would be shared."""
         self.primary_kind = primary_kind
+        self.primary_chip = primary_chip
         self.detectors = list(detectors)
         self._det_thresholds = [float(d.threshold) for d in detectors]
         n = len(self._paths)
@@ -729,7 +734,7 @@ class ResultsModel(QAbstractListModel):
         score = self._scores[row]
         chips = [
             (
-                SHORT_NAMES.get(self.primary_kind, "DET"),
+                self.primary_chip or SHORT_NAMES.get(self.primary_kind, "DET"),
                 self.primary_kind,
                 None if math.isnan(score) else float(score),
                 bool(score >= self.threshold),

@@ -60,12 +60,20 @@ from nsfw_desk.gui.combos import ElidedLabel, fit_popup, narrow_combo
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
 from nsfw_desk.gui.flow import EmptyGridHint, empty_grid_message, why_not_labellable
-from nsfw_desk.gui.grid import FILTER_KEYS, FILTERS, SORT_TIPS, SORTS, ResultsModel, Role
+from nsfw_desk.gui.grid import (
+    FILTER_KEYS,
+    FILTERS,
+    SORT_TIPS,
+    SORTS,
+    ResultsModel,
+    Role,
+    shown_name,
+)
 from nsfw_desk.gui.library_tasks import LibraryReads, ReviewWrites
 from nsfw_desk.gui.loupe import Loupe
 from nsfw_desk.gui.model_bar import ModelBar
 from nsfw_desk.gui.model_switcher import ModelSwitcher, read_model_choices
-from nsfw_desk.gui.near_dupes import NearDuplicateFinder, OfferBar
+from nsfw_desk.gui.near_dupes import THIS_ONE, NearDuplicateFinder, OfferBar
 from nsfw_desk.gui.resources import action_icon, app_icon
 from nsfw_desk.gui.settings_dialog import SettingsDialog
 from nsfw_desk.gui.thumbnails import ThumbnailCache
@@ -649,7 +657,8 @@ class MainWindow(QMainWindow):
         if folder is None or self.scanning or model_id == self.model_id:
             return
         choice = self.switcher.choices.get(model_id)
-        self.switched_spec = choice.spec if choice and choice.spec else self.switched_spec
+        spec = choice.spec if choice and choice.spec else self.switched_spec
+        self.switched_spec = None if self._is_settings_primary(spec) else spec
         self.similar.back()  # its similarities were the previous model's
         self.model_id = model_id
         if self.compare_model_id == model_id:
@@ -796,6 +805,9 @@ class MainWindow(QMainWindow):
     def _on_results(self, folder: Path, outcomes: list, labels: dict) -> None:
         if folder != self.folder:
             return
+        # The folder itself unreadable (deleted, its drive unplugged) is no file: the status
+        # line says so when the scan ends, no tile stands for it.
+        outcomes = [o for o in outcomes if not (o.error_kind and o.path == folder)]
         self._seen_paths.update(o.path for o in outcomes)
         self.results.merge(outcomes)
         # A decision still being written shows what the moderator chose, not the library.
@@ -846,15 +858,24 @@ class MainWindow(QMainWindow):
                 self.results.remove_missing(self._seen_paths | kept)
         self._update_counts()
         self._refresh_view_state()
+        if folder in summary.unlisted:  # deleted, renamed, or its drive unplugged
+            self._say_folder_gone(folder)
+            return
         if summary.model_id is None:
             self._say_listed(summary)
             return
         self.status.setText(self._scan_summary_text(summary))
-        if folder in summary.unlisted:  # deleted, renamed, or its drive unplugged
-            self.status.setText(
-                f"⚠ {folder} cannot be opened (deleted, renamed, or its drive not "
-                f"connected?): showing the results stored before · F5 scans it again"
-            )
+
+    def _say_folder_gone(self, folder: Path) -> None:
+        """The scanned folder cannot be opened: said in the status line and, with nothing
+        stored to show, in the empty grid (with or without a model)."""
+        gone = f"{folder} cannot be opened (deleted, renamed, or its drive not connected?)"
+        if self.results.counts().total:
+            self.status.setText(f"⚠ {gone}: showing the results stored before · F5 scans it again")
+            return
+        self.status.setText(f"⚠ {gone}: nothing stored to show · F5 scans it again")
+        self._scan_stopped = gone  # the empty grid says it too, not "has no images"
+        self._refresh_view_state()
 
     def _say_listed(self, summary) -> None:
         """The status line after a listing without a model (the bar says why)."""
@@ -981,7 +1002,7 @@ class MainWindow(QMainWindow):
             self.statusBar().clearMessage()  # an earlier decision's note no longer applies
         self._drop_offer()
         if len(items) == 1 and label is not None:
-            self._offer_near_duplicates(items[0].hash, label)
+            self._offer_near_duplicates(items[0].hash, label, items[0].source_path)
 
     # --- near-duplicates ------------------------------------------------------------------
 
@@ -994,29 +1015,57 @@ class MainWindow(QMainWindow):
         if self._current_path() != self._offer_anchor:
             self._drop_offer()
 
-    def _offer_near_duplicates(self, content_hash: str, label: str) -> None:
+    def _offer_near_duplicates(self, content_hash: str, label: str, source) -> None:
+        """Offer `source`'s unlabelled near-duplicates for `label`, while the item current
+        now (auto-advance may have moved on to one of them) stays current."""
         if self.folder is None:
             return
-        self._offer_anchor = self._current_path()
+        anchor = self._offer_anchor = self._current_path()
         serial = self._near_serial
+        name = (
+            shown_name(source.name) if isinstance(source, Path) else self._offer_name(content_hash)
+        )
 
         def found(hashes: list[str]) -> None:
-            if serial != self._near_serial:
+            if serial != self._near_serial or self._current_path() != anchor:
                 return  # the moderator moved on before the answer came
             unlabelled = [
                 h for h in hashes if self.results.label_of(h) is None and self.results.item_of(h)
             ]
             if unlabelled:
-                self.offer.offer(label, unlabelled)
+                names = [self._offer_name(h) for h in unlabelled]
+                this = [n for n in names if n == THIS_ONE]
+                names = this + [n for n in names if n != THIS_ONE]  # the one in view first
+                self.offer.offer(label, unlabelled, source=name, names=names)
 
         self.near.find(self.folder, content_hash, found)
 
+    def _offer_name(self, content_hash: str) -> str:
+        """A near-duplicate as the offer names it: "this one" when it is the current item."""
+        index = self.grid.currentIndex()
+        if index.isValid() and index.data(Role.HASH) == content_hash:
+            return THIS_ONE
+        found = self.results.item_of(content_hash)
+        return shown_name(found[0].name) if found else content_hash[:12]
+
     def _accept_offer(self) -> None:
-        label, hashes = self.offer.label, self.offer.hashes
-        hashes = [h for h in hashes if self.results.label_of(h) is None]  # still unlabelled
-        pushed = self._label_hashes(hashes, label)
+        """Y: label exactly the near-duplicates the offer named, and only while the item
+        that was current when it appeared still is (the offer is about that moment)."""
+        label, hashes, source = self.offer.label, self.offer.hashes, self.offer.source
+        if self._current_path() != self._offer_anchor or label is None:
+            self._say(f"Nothing labelled: the offer for {source or 'that image'} was withdrawn")
+            return
+        still = [h for h in hashes if self.results.label_of(h) is None]  # still unlabelled
+        pushed = self._label_hashes(still, label)
+        skipped = len(hashes) - pushed
+        note = f" ({skipped:,} labelled meanwhile, left as they are)" if skipped else ""
         if pushed:
-            self._say(f"Labelled {pushed} near-duplicate{'s' if pushed != 1 else ''} {label}")
+            self._say(
+                f"Labelled {pushed} near-duplicate{'s' if pushed != 1 else ''} of "
+                f"{source or 'that image'} {label}{note}"
+            )
+        elif skipped:
+            self._say("Nothing to label: the near-duplicates were labelled meanwhile")
 
     def label_group(self, label: str) -> None:
         """Label the current item and all its near-duplicates in the folder: one undoable step."""
@@ -1826,6 +1875,7 @@ class MainWindow(QMainWindow):
         the library already: a head-only model's come from the stored embeddings)."""
         self.switched_spec = str(result.out)
         self._score_trained = result.model_id
+        self._hand_over_flagging(result)
         if self.folder is None or result.model_id == self.model_id:
             self.model_id = result.model_id
             self.refresh_models()
@@ -1835,6 +1885,39 @@ class MainWindow(QMainWindow):
             self.stop_scan()
             return
         self.switch_model(result.model_id)
+
+    def _is_settings_primary(self, spec: str | None) -> bool:
+        """Whether `spec` is what a scan loads anyway (the first enabled detector, no
+        --model): choosing it in Scores from is then no choice for this run only."""
+        from nsfw_desk.core.detector_columns import same_spec
+
+        if spec is None or self.model_override is not None or not self.settings.detectors:
+            return False
+        return same_spec(self.settings.detector_specs()[0][0], spec)
+
+    def _hand_over_flagging(self, result) -> None:
+        """With several detectors, the trained model flags in place of its base (which
+        flagged on under "any detector" what the moderator had corrected); the base stays
+        in Settings → Detectors, turned off, and the desk says so."""
+        from nsfw_desk.core.detector_columns import hand_over
+
+        dialog = self.train_dialog
+        base = dialog.base_spec if dialog is not None else None
+        handed = hand_over(self.settings.detectors, base, str(result.out)) if base else None
+        if handed is None:
+            return
+        self.settings.detectors = handed
+        self._save_settings()
+        if self._is_settings_primary(self.switched_spec):
+            self.switched_spec = None  # the primary detector from Settings, not this run's
+        base_name = dialog.base_label.text() if dialog is not None else base
+        text = (
+            f"{Path(result.out).name} now flags in place of {base_name}, which stays in "
+            "Settings → Detectors, turned off: turn it on there to have both flag."
+        )
+        self._say(text)
+        if dialog is not None:  # first: the summary box shows its top lines
+            dialog.summary.setPlainText(f"{text}\n{dialog.summary.toPlainText()}")
 
     def open_log_folder(self) -> None:
         from nsfw_desk.applog import log_dir

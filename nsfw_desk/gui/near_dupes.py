@@ -8,14 +8,17 @@ and kept here; each lookup runs on the read thread, so the window never waits on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy
 
 from nsfw_desk.core import dupes
 from nsfw_desk.gui.library_tasks import LibraryReads
+
+OFFER_NAMES = 3  # the offer names this many near-duplicates, then says how many more
+THIS_ONE = "this one"  # the offer's name for a near-duplicate that is the current item
 
 
 class NearDuplicateFinder:
@@ -59,6 +62,8 @@ class OfferBar(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.text = QLabel()
+        # A long list of names is cut at the bar's edge, never widens the window.
+        self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.yes = QPushButton("&Yes (Y)")
         self.no = QPushButton("Dismiss (Esc)")
         layout = QHBoxLayout(self)
@@ -71,14 +76,27 @@ class OfferBar(QFrame):
         self.no.clicked.connect(self.dismiss)
         self.label: str | None = None
         self.hashes: list[str] = []
+        self.source = ""  # the name of the file whose decision the offer follows
         self.hide()
 
-    def offer(self, label: str, hashes: list[str]) -> None:
-        self.label, self.hashes = label, list(hashes)
+    def offer(
+        self, label: str, hashes: list[str], *, source: str = "", names: Sequence[str] = ()
+    ) -> None:
+        """Offer `label` for `hashes`, the near-duplicates of `source` (a file's name);
+        `names` are theirs as the moderator reads them ("this one" for the current item).
+        Y labels exactly these hashes: the bar says which, so nothing else is expected."""
+        self.label, self.hashes, self.source = label, list(hashes), source
         count = len(hashes)
         what = f"{count} near-duplicate{'s' if count != 1 else ''}"
+        if source:
+            what += f" of {source}"
+        if names:
+            listed = ", ".join(names[:OFFER_NAMES])
+            more = len(names) - OFFER_NAMES
+            what += f" ({listed}{f' and {more:,} more' if more > 0 else ''})"
         pronoun = "them" if count != 1 else "it"
         self.text.setText(f"{what} — label {pronoun} {label} too?  [Y]es / [Esc]")
+        self.text.setToolTip("\n".join(names))
         self.show()
 
     def accept(self) -> None:

@@ -48,6 +48,26 @@ CHIP_OTHER = QColor("#3c4048")
 AI_MARKS = {True: "AI", False: "REAL"}  # the AI-generated label (keys G and R)
 
 
+def flaggers_text(names: list[str]) -> str:
+    """ "NSFW · AI"; chips of one kind told apart by a word say the kind once:
+    "NSFW Marqo", "NSFW trained" → "NSFW Marqo · trained"."""
+    kinds = {name.partition(" ")[0] for name in names}
+    if len(names) > 1 and len(kinds) == 1 and all(" " in name for name in names):
+        return f"{kinds.pop()} " + " · ".join(name.partition(" ")[2] for name in names)
+    return " · ".join(names)
+
+
+def _badge_room(font: QFont, label: str | None, saving: bool) -> int:
+    """The width the label's badge takes at the score line's right, with a space."""
+    if not label and not saving:
+        return 0
+    bold = QFont(font)
+    bold.setBold(True)
+    bold.setItalic(bool(saving))
+    badge = BADGES.get(label or "", "") + ("…" if saving else "")
+    return QFontMetrics(bold).horizontalAdvance(badge + " ")
+
+
 def luminance(colour: QColor) -> float:
     """WCAG 2 relative luminance of an sRGB colour."""
 
@@ -237,7 +257,12 @@ class TileDelegate(QStyledItemDelegate):
                 # room of the flaggers' names (the chips' ⚑ and the frame still say those)
                 self._paint_other(painter, left, "", other, index, colours)
             elif flagged and flaggers:  # "⚑ NSFW · AI": whose threshold it is over
-                painter.drawText(left, Qt.AlignmentFlag.AlignLeft, FLAG_MARK + " · ".join(flaggers))
+                # Cut before the label's badge ("NSFW 4156 · NSFW trained" ran under it).
+                room = left.width() - _badge_room(font, label, get(Role.SAVING))
+                line = painter.fontMetrics().elidedText(
+                    FLAG_MARK + flaggers_text(flaggers), Qt.TextElideMode.ElideRight, room
+                )
+                painter.drawText(left, Qt.AlignmentFlag.AlignLeft, line)
         elif score is not None:
             painter.setPen(colours.flag if flagged else colours.text)
             mark = FLAG_MARK if flagged else ""
