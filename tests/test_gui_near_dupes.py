@@ -114,6 +114,25 @@ def test_label_group_labels_this_and_its_near_duplicates_in_one_step(
     assert set(_labels(window).values()) == {None}
 
 
+def test_label_group_is_done_when_the_moderator_moves_on_before_the_lookup_ends(
+    qtbot, make_window, dupes_folder
+):
+    """Shift+U then J at once: the lookup's answer came after the move and was dropped, the
+    current item's own label with it."""
+    window = make_window()
+    scan(qtbot, window, dupes_folder)
+    _select(window, "original.jpg")
+    window.grid.setFocus()
+    qtbot.keyClick(window.grid, Qt.Key.Key_U, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClick(window.grid, Qt.Key.Key_J)  # before the library thread answers
+    qtbot.waitUntil(lambda: "unsafe" in _labels(window).values(), timeout=10_000)
+    labels = _labels(window)
+    assert {n for n, label in labels.items() if label == "unsafe"} == COPIES | {"original.jpg"}
+    assert window.results.index(window.grid.currentIndex().row()).data(Role.PATH).name != (
+        "original.jpg"
+    )  # the move stands
+
+
 def test_tiles_count_their_near_duplicates(qtbot, make_window, dupes_folder):
     window = make_window()
     scan(qtbot, window, dupes_folder)

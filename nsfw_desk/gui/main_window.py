@@ -1076,12 +1076,15 @@ class MainWindow(QMainWindow):
             return
         self._moved = True
         self._drop_offer()
-        serial = self._near_serial
+        folder = self.folder
 
         def found(hashes: list[str]) -> None:
-            if serial != self._near_serial:
+            # Asked for explicitly: done also when the moderator moved on meanwhile (the
+            # current item keeps its place), not once another folder is open.
+            if self.folder != folder:
+                self._say(f"Nothing labelled: {folder.name} was closed before the lookup ended")
                 return
-            near = [h for h in hashes if self.results.item_of(h)]
+            near = [h for h in hashes if h != digest and self.results.item_of(h)]
             self._label_hashes([digest, *near], label)
             self._say(
                 f"Labelled {label}: this and {len(near)} near-duplicate"
