@@ -378,6 +378,49 @@ def test_a_model_trained_with_several_detectors_flags_in_place_of_its_base(
     settle(qtbot, window)
 
 
+def test_a_model_trained_with_one_model_is_settings_model_from_then_on(
+    qtbot, make_window, request, tmp_path, model_dir
+):
+    """With one model, the trained one was shown for the session only: the next start
+    loaded the base again, which flagged again what the moderator had corrected."""
+    from test_gui_training import label_all_but_a_few, start_training
+
+    window = make_window(model=str(model_dir))
+    window.model_override = None  # Settings choose the model, no --model
+    scan(qtbot, window, request.getfixturevalue("two_colour_folder"))
+    label_all_but_a_few(window)
+    dialog = start_training(qtbot, window, tmp_path / "trained", mode="head", epochs=3)
+    dialog.train_button.click()
+    qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
+    result = dialog.result
+    qtbot.waitUntil(lambda: window.model_id == result.model_id, timeout=20_000)
+    assert window.settings.model == str(result.out)  # what the next start loads
+    assert window._model_spec() == str(result.out)
+    assert "(from Settings)" in window._model_in_use()
+    said = dialog.summary.toPlainText()
+    assert f"{result.out.name} is now the model in Settings (it was nsfw-sfw" in said
+    dialog.reject()
+    settle(qtbot, window)
+
+
+def test_a_model_trained_under_model_option_leaves_settings_alone(
+    qtbot, make_window, request, tmp_path, model_dir
+):
+    """`nsfw-desk --model X`: Settings are not this run's, so training does not change them."""
+    from test_gui_training import label_all_but_a_few, start_training
+
+    window = make_window()
+    scan(qtbot, window, request.getfixturevalue("two_colour_folder"))
+    label_all_but_a_few(window)
+    dialog = start_training(qtbot, window, tmp_path / "trained", mode="head", epochs=3)
+    dialog.train_button.click()
+    qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: window.model_id == dialog.result.model_id, timeout=20_000)
+    assert window.settings.model == ""
+    dialog.reject()
+    settle(qtbot, window)
+
+
 def test_hand_over_keeps_the_base_turned_off_and_only_when_it_flags(tmp_path):
     from nsfw_desk.core.detector_columns import hand_over
 

@@ -1906,18 +1906,32 @@ class MainWindow(QMainWindow):
 
         dialog = self.train_dialog
         base = dialog.base_spec if dialog is not None else None
-        handed = hand_over(self.settings.detectors, base, str(result.out)) if base else None
-        if handed is None:
-            return
-        self.settings.detectors = handed
-        self._save_settings()
-        if self._is_settings_primary(self.switched_spec):
-            self.switched_spec = None  # the primary detector from Settings, not this run's
         base_name = dialog.base_label.text() if dialog is not None else base
-        text = (
-            f"{Path(result.out).name} now flags in place of {base_name}, which stays in "
-            "Settings → Detectors, turned off: turn it on there to have both flag."
-        )
+        if not self.settings.detectors:
+            if self.model_override is not None:  # --model: Settings are not this run's
+                return
+            # One model: the trained one is Settings' model from now on (a restart kept
+            # the base, which flagged again what the moderator had corrected).
+            before = self.settings.model or "the default model"
+            self.settings.model = str(result.out)
+            self.switched_spec = None
+            self._save_settings()
+            text = (
+                f"{Path(result.out).name} is now the model in Settings (it was "
+                f"{base_name or before}): Settings → Model goes back."
+            )
+        else:
+            handed = hand_over(self.settings.detectors, base, str(result.out)) if base else None
+            if handed is None:
+                return
+            self.settings.detectors = handed
+            self._save_settings()
+            if self._is_settings_primary(self.switched_spec):
+                self.switched_spec = None  # the primary detector from Settings, not this run's
+            text = (
+                f"{Path(result.out).name} now flags in place of {base_name}, which stays in "
+                "Settings → Detectors, turned off: turn it on there to have both flag."
+            )
         self._say(text)
         if dialog is not None:  # first: the summary box shows its top lines
             dialog.summary.setPlainText(f"{text}\n{dialog.summary.toPlainText()}")
