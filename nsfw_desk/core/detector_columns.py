@@ -133,8 +133,8 @@ def hand_over(detectors: list[dict], base: str, trained: str) -> list[dict] | No
     trained from: its entry takes the base's place (the primary's, if the base was) and
     threshold; the base's stays after it, turned off, so turning it on again undoes that.
 
-    None when `base` is no enabled detector there: with one model (no detectors set) the
-    shown model alone flags, and showing the trained one is the whole change."""
+    None when `base` is no enabled detector there (with one model, no detectors set, the
+    desk makes the trained model Settings' model instead)."""
     at = next(
         (
             i
