@@ -115,7 +115,8 @@ def test_merge_keeps_the_later_decision_whatever_order_they_arrive_in(tmp_path, 
     assert _label(tmp_path / "bob_copy.sqlite") == "unsafe"  # the same either way
     with Library(alice) as library:  # both stay in the log, and both reviewers count
         history = ReviewStore(library).history(H)
-        assert {(d.reviewer, d.label) for d in history} == {("alice", "unsafe"), ("bob", "safe")}
+        # oldest first by when decided: bob's merged one (a day earlier) before alice's
+        assert [(d.reviewer, d.label) for d in history] == [("bob", "safe"), ("alice", "unsafe")]
     capsys.readouterr()
     assert main(["agreement", "--db", str(alice), "--json"]) == EXIT_OK
     (pair,) = json.loads(capsys.readouterr().out)["pairs"]

@@ -388,8 +388,10 @@ class _Log:
         return [kind.row(row) for row in rows]
 
     def history(self, content_hash: str) -> list:
-        """Every row of one content, oldest first."""
-        return self.rows("WHERE hash = ? ORDER BY id", (content_hash,))
+        """Every row of one content, oldest first: by when it was decided (a merge appends
+        older decisions after newer ones), in the order `latest` breaks ties."""
+        oldest_first = LATEST_ORDER.replace(" DESC", "")
+        return self.rows(f"WHERE hash = ? ORDER BY {oldest_first}", (content_hash,))
 
     def latest_rows(self) -> list:
         """The latest row of every hash that still carries a value, by hash."""
