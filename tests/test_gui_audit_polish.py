@@ -398,7 +398,7 @@ def test_a_model_trained_with_one_model_is_settings_model_from_then_on(
     assert window._model_spec() == str(result.out)
     assert "(from Settings)" in window._model_in_use()
     said = dialog.summary.toPlainText()
-    assert f"{result.out.name} is now the model in Settings (it was nsfw-sfw" in said
+    assert f"{result.out.name} is now the model in Settings, in place of nsfw-sfw" in said
     dialog.reject()
     settle(qtbot, window)
 

@@ -1917,8 +1917,8 @@ class MainWindow(QMainWindow):
             self.switched_spec = None
             self._save_settings()
             text = (
-                f"{Path(result.out).name} is now the model in Settings (it was "
-                f"{base_name or before}): Settings → Model goes back."
+                f"{Path(result.out).name} is now the model in Settings, in place of "
+                f"{base_name or before}; Settings → Model goes back."
             )
         else:
             handed = hand_over(self.settings.detectors, base, str(result.out)) if base else None
