@@ -269,7 +269,9 @@ def summary(report, command: str) -> str:
     if report.count(DUPLICATE):
         parts.append(f"{report.count(DUPLICATE):,} the same image as an earlier one")
     if report.listed:
-        parts.append(_count(report.listed, "new file") + " listed in the library (not scored)")
+        # "not scored" was wrong for a copy of content the library has scores for: the desk
+        # shows those; what is true of every listed file is that no model ran.
+        parts.append(_count(report.listed, "new file") + " listed in the library (no model ran)")
     if refused:
         parts.append(
             _count(refused, unit[:-1]) + " refused (listed above; nothing recorded for them)"

@@ -134,3 +134,23 @@ def test_the_screenshot_command_makes_the_picture(tmp_path, qapp):
     with Image.open(out) as shot:
         assert shot.format == "PNG" and shot.width >= 1000 and shot.height >= 700
         assert len(shot.getcolors(1 << 20) or range(1 << 20)) > 100  # a window, not a blank
+
+
+def test_label_of_a_copy_of_a_scored_image_does_not_call_it_unscored(tmp_path, model_dir, capsys):
+    """README, Labels: a new copy of a scanned image is listed with the score its content
+    has (the desk shows it); the summary said "(not scored)"."""
+    import shutil
+
+    from nsfw_desk.synthetic import write_photo
+
+    photo = write_photo(tmp_path / "inbox" / "IMG_0001.jpg", (64, 48), seed=1)
+    db = ["--db", str(tmp_path / "library.sqlite")]
+    assert main(["scan", str(photo.parent), "--model", str(model_dir), "-q", *db]) == 0
+    copy = tmp_path / "holiday" / "IMG_0001.jpg"
+    copy.parent.mkdir()
+    shutil.copyfile(photo, copy)
+    capsys.readouterr()
+    assert main(["label", "--as", "unsafe", "--reviewer", "r", str(copy), *db]) == 0
+    err = capsys.readouterr().err
+    assert "1 new file listed in the library (no model ran)" in err
+    assert "not scored" not in err
