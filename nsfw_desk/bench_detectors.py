@@ -240,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m nsfw_desk.bench_detectors`: the issue-13 figure alone."""
     from nsfw_desk.core.hub import ModelError
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nsfw_desk.bench_detectors",
+        description=" ".join(__doc__.split("\n\n")[0].split()),  # the whole first paragraph
+    )
     parser.add_argument("--files", type=int, default=FILES, help="JPEGs of 1024×768")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="rounds (medians)")
     parser.add_argument("--tiny", action="store_true", help="tiny models (a smoke test)")

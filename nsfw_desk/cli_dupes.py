@@ -22,7 +22,8 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
         "dupes",
         help="list groups of near-duplicate images (PDQ perceptual hashes)",
         description="Groups of near-duplicate images in the library: re-encodes, resizes, "
-        "crops and recolourings of one picture. Images get their PDQ hash when scanned; "
+        "recolourings, blur and sharpening of one picture (crops, rotations and caption bars "
+        "often fall outside 31 bits). Images get their PDQ hash when scanned; "
         "scan older folders again to hash them (the model does not run again).",
         formatter_class=formatter_class,
     )

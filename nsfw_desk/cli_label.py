@@ -209,14 +209,26 @@ def _print_items(report, *, quiet: bool, csv_rows: bool) -> None:
         ):
             what = item.status
             if item.status == LABELLED:
-                what = "labelled " + ", ".join(
-                    ([item.label or "clear"] if item.records_label else [])
-                    + ([AI_NAMES[item.ai]] if item.records_ai else [])
-                )
+                what = _labelled(item, AI_NAMES)
             reason = f" ({_printable(item.reason)})" if item.reason else ""
             print(f"{what}: {_printable(item.where)}{reason}")
     if refused > SHOWN_REFUSED:
         print(f"refused: ... and {refused - SHOWN_REFUSED:,} more", file=sys.stderr)
+
+
+def _labelled(item, ai_names: dict) -> str:
+    """What one input got, as the summary words it: "labelled unsafe, real", "cleared label"
+    (not "labelled clear"), "labelled safe; cleared AI-generated label"."""
+    given = ([item.label] if item.records_label and item.label else []) + (
+        [ai_names[item.ai]] if item.records_ai and item.ai is not None else []
+    )
+    cleared = (["label"] if item.records_label and not item.label else []) + (
+        ["AI-generated label"] if item.records_ai and item.ai is None else []
+    )
+    parts = ["labelled " + ", ".join(given)] if given else []
+    if cleared:
+        parts.append("cleared " + " and ".join(cleared))
+    return "; ".join(parts)
 
 
 def summary(report, command: str) -> str:
@@ -257,7 +269,9 @@ def summary(report, command: str) -> str:
     if report.count(DUPLICATE):
         parts.append(f"{report.count(DUPLICATE):,} the same image as an earlier one")
     if report.listed:
-        parts.append(_count(report.listed, "new file") + " listed in the library (not scored)")
+        # "not scored" was wrong for a copy of content the library has scores for: the desk
+        # shows those; what is true of every listed file is that no model ran.
+        parts.append(_count(report.listed, "new file") + " listed in the library (no model ran)")
     if refused:
         parts.append(
             _count(refused, unit[:-1]) + " refused (listed above; nothing recorded for them)"

@@ -133,7 +133,7 @@ def _merge(args: argparse.Namespace) -> int:
                 line += f" and {report.ai_added:,} of {report.ai_seen:,} AI-generated labels" + (
                     f" ({ai_who})" if ai_who else ""
                 )
-            line += f" on {report.contents:,} images"
+            line += f" on {report.contents:,} image{'' if report.contents == 1 else 's'}"
             if report.added < report.seen:
                 line += f"; {report.seen - report.added:,} decisions were here already"
             if report.unknown_contents:
