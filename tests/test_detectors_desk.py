@@ -13,6 +13,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from desk import column, scan, settle
 from PySide6.QtCore import QItemSelectionModel, Qt
 
 from nsfw_desk.core.detector_columns import detector_kind, resolve
@@ -22,7 +23,6 @@ from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import Library, float32_blob
 from nsfw_desk.gui.grid import Role
-from tests.desk import column, scan, settle
 
 AI_ID = "org/deepfake-detector@0123456789abcdef0123456789abcdef01234567"
 AI_SOURCE = "org/deepfake-detector"

@@ -216,14 +216,13 @@ TRAINED_ID = "sha256:" + "ab12cd34" * 8
 TRAINED_DIR = "/models/nsfw-sfw-trained-2026-11-26"
 
 
-def test_two_nsfw_detectors_chips_tell_them_apart(qtbot, make_window, folder, model_dir):
-    """The default model and a fine-tuned copy of it both flag "NSFW": their two chips
-    read "⚑NSFW 0.93" and "⚑NSFW 0.88", and nothing said which was which."""
+def _add_a_trained_detector(qtbot, window, model_dir, unsafe: float) -> None:
+    """A fine-tuned copy of the model as the second detector, with stored scores `unsafe`
+    for every scanned image (no training: the chips are what is tested)."""
     from nsfw_desk.core.store import Library, float32_blob
 
-    window = make_window()
-    scan(qtbot, window, folder)
     hashes = {h for h in column(window, Role.HASH) if h}
+    probabilities = float32_blob(np.array([unsafe, 1 - unsafe], dtype=np.float32))
     with Library(window.library_path) as library:
         library.register_model(
             TRAINED_ID,
@@ -233,19 +232,21 @@ def test_two_nsfw_detectors_chips_tell_them_apart(qtbot, make_window, folder, mo
             labels=["NSFW", "SFW"],
             unsafe_labels=["NSFW"],
         )
-        library.record_model_scores(
-            TRAINED_ID,
-            [
-                (h, 0.75, float32_blob(np.array([0.75, 0.25], dtype=np.float32)), None)
-                for h in hashes
-            ],
-        )
+        library.record_model_scores(TRAINED_ID, [(h, unsafe, probabilities, None) for h in hashes])
     window.settings.detectors = [
         {"model": str(model_dir), "threshold": 0.5, "enabled": True},
         {"model": TRAINED_DIR, "threshold": 0.5, "enabled": True},
     ]
     window.detectors_view.load()
     qtbot.waitUntil(lambda: len(window.results.detectors) == 1, timeout=10_000)
+
+
+def test_two_nsfw_detectors_chips_tell_them_apart(qtbot, make_window, folder, model_dir):
+    """The default model and a fine-tuned copy of it both flag "NSFW": their two chips
+    read "⚑NSFW 0.93" and "⚑NSFW 0.88", and nothing said which was which."""
+    window = make_window()
+    scan(qtbot, window, folder)
+    _add_a_trained_detector(qtbot, window, model_dir, unsafe=0.75)
     row = next(i for i, h in enumerate(column(window, Role.HASH)) if h)
     chips = window.results.index(row).data(Role.CHIPS)
     primary, trained = chips[0][0], chips[1][0]
@@ -283,31 +284,11 @@ def test_the_flaggers_line_stops_before_the_label_badge(qtbot, make_window, fold
     from PySide6.QtGui import QFont, QFontMetrics
     from test_gui_audit_advanced import paint_tile
 
-    from nsfw_desk.core.store import Library, float32_blob
     from nsfw_desk.gui.tiles import FLAG_MARK
 
     window = make_window()
     scan(qtbot, window, folder)
-    hashes = {h for h in column(window, Role.HASH) if h}
-    with Library(window.library_path) as library:
-        library.register_model(
-            TRAINED_ID,
-            source=TRAINED_DIR,
-            revision=None,
-            architecture="test_vit",
-            labels=["NSFW", "SFW"],
-            unsafe_labels=["NSFW"],
-        )
-        library.record_model_scores(
-            TRAINED_ID,
-            [(h, 1.0, float32_blob(np.array([1.0, 0.0], np.float32)), None) for h in hashes],
-        )
-    window.settings.detectors = [
-        {"model": str(model_dir), "threshold": 0.5, "enabled": True},
-        {"model": TRAINED_DIR, "threshold": 0.5, "enabled": True},
-    ]
-    window.detectors_view.load()
-    qtbot.waitUntil(lambda: len(window.results.detectors) == 1, timeout=10_000)
+    _add_a_trained_detector(qtbot, window, model_dir, unsafe=1.0)
     window.spin.setValue(0.0)  # the primary flags every image too: two flaggers' names
     row = next(i for i, h in enumerate(column(window, Role.HASH)) if h)
     window._select_row(row)
