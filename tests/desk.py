@@ -20,6 +20,18 @@ def settle(qtbot, window) -> None:
     qtbot.waitUntil(lambda: window.writes.waiting == 0, timeout=20_000)
 
 
+def export_dialog(qtbot, window):
+    """The Export dialog on the window's library, folder and reviewer, as File → Export makes
+    it (shown, not run modally, so a test can drive it)."""
+    from nsfw_desk.gui.export_dialog import ExportDialog
+
+    dialog = ExportDialog(
+        window.library_path, window.folder, window.settings.reviewer, window, reads=window.reads
+    )
+    qtbot.addWidget(dialog)
+    return dialog
+
+
 def column(window, role) -> list:
     return [window.results.index(i).data(role) for i in range(window.results.rowCount())]
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from desk import SCAN_TIMEOUT_MS, LatenessProbe, column, scan, settle
+from desk import SCAN_TIMEOUT_MS, LatenessProbe, column, export_dialog, scan, settle
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QMessageBox, QStyleOptionViewItem
@@ -586,7 +586,6 @@ def test_export_dialog_shows_what_it_will_write_before_it_runs(
     import threading
 
     from nsfw_desk.core import export
-    from nsfw_desk.gui.export_dialog import ExportDialog
 
     threads = []
     real = export.preview_export
@@ -598,8 +597,7 @@ def test_export_dialog_shows_what_it_will_write_before_it_runs(
     monkeypatch.setattr("nsfw_desk.gui.export_dialog.preview_export", spy)
     window = reviewed_window
     n = window.unsafe_count
-    dialog = ExportDialog(window.library_path, window.folder, "tester", window, reads=window.reads)
-    qtbot.addWidget(dialog)
+    dialog = export_dialog(qtbot, window)
     qtbot.waitUntil(lambda: dialog.preview is not None, timeout=10_000)
     assert dialog.preview.total == 24
     assert dialog.preview_label.text().startswith("24 images\ntrain: ")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from desk import scan, settle
+from desk import export_dialog, scan, settle
 
 from nsfw_desk.core.progress import Progress
 from nsfw_desk.gui.grid import SORTS, Role
@@ -73,15 +73,13 @@ def test_export_dialog_keeps_its_size_when_the_counts_arrive(qtbot, make_window,
     """The counts ("N images", train, val) arrived while the dialog was being mapped and
     grew it by two lines; openbox then placed it at the screen's corner with its title bar
     off-screen (every other time, under a real X server)."""
-    from nsfw_desk.gui.export_dialog import ExportDialog
 
     window = make_window()
     scan(qtbot, window, folder)
     window.decide("unsafe")
     window.decide("safe")
     settle(qtbot, window)
-    dialog = ExportDialog(window.library_path, window.folder, "tester", window, reads=window.reads)
-    qtbot.addWidget(dialog)
+    dialog = export_dialog(qtbot, window)
     before = dialog.sizeHint().height()
     qtbot.waitUntil(lambda: dialog.preview is not None, timeout=10_000)
     assert dialog.preview_label.text().count("\n") == 2  # 2 images, train, val

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from desk import column, scan, settle
+from desk import column, export_dialog, scan, settle
 from PySide6.QtCore import Qt
 from test_gui_near_dupes import dupes_folder  # noqa: F401 (a fixture)
 from test_gui_training import two_colour_folder  # noqa: F401 (a fixture)
@@ -17,15 +17,13 @@ from nsfw_desk.gui.grid import Role
 def test_export_waits_for_a_change_after_it_has_written(qtbot, make_window, folder, tmp_path):
     """After an export the Export button stayed enabled (and the default for Return): a
     second click wrote the dataset again, over it with "Replace" on."""
-    from nsfw_desk.gui.export_dialog import ExportDialog
 
     window = make_window()
     scan(qtbot, window, folder)
     window.decide("unsafe")
     window.decide("safe")
     settle(qtbot, window)
-    dialog = ExportDialog(window.library_path, window.folder, "tester", window, reads=window.reads)
-    qtbot.addWidget(dialog)
+    dialog = export_dialog(qtbot, window)
     out = tmp_path / "dataset"
     dialog.out.setText(str(out))
     dialog.overwrite.setChecked(True)
@@ -66,7 +64,6 @@ def test_export_waits_for_a_change_after_it_has_written(qtbot, make_window, fold
 
 def test_a_failed_export_can_be_tried_again(qtbot, make_window, folder, tmp_path):
     """Only a written export waits for a change: a refused one keeps Export offered."""
-    from nsfw_desk.gui.export_dialog import ExportDialog
 
     window = make_window()
     scan(qtbot, window, folder)
@@ -75,8 +72,7 @@ def test_a_failed_export_can_be_tried_again(qtbot, make_window, folder, tmp_path
     out = tmp_path / "taken"
     out.mkdir()
     (out / "something.txt").write_text("mine")
-    dialog = ExportDialog(window.library_path, window.folder, "tester", window, reads=window.reads)
-    qtbot.addWidget(dialog)
+    dialog = export_dialog(qtbot, window)
     dialog.out.setText(str(out))
     dialog.export_button.click()
     qtbot.waitUntil(lambda: not dialog.running, timeout=30_000)
@@ -314,14 +310,26 @@ def test_the_flaggers_line_says_a_shared_kind_once():
     assert flaggers_text(["NSFW Marqo", "NSFW trained", "AI"]) == "NSFW Marqo · NSFW trained · AI"
 
 
+def _train_a_head(qtbot, window, tmp_path):
+    """Label the scanned two-colour folder, train a head in the desk's dialog and wait until
+    the window shows the new model: (dialog, result)."""
+    from test_gui_training import label_all_but_a_few, start_training
+
+    label_all_but_a_few(window)
+    dialog = start_training(qtbot, window, tmp_path / "trained", mode="head", epochs=3)
+    dialog.train_button.click()
+    qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
+    result = dialog.result
+    qtbot.waitUntil(lambda: window.model_id == result.model_id, timeout=20_000)
+    return dialog, result
+
+
 def test_a_model_trained_with_several_detectors_flags_in_place_of_its_base(
     qtbot, make_window, request, tmp_path, model_dir
 ):
     """Trained from the decisions, the new model was shown beside its base, and with the
     flag rule "any detector" the base went on flagging every image the moderator had
     corrected: the flagged count hardly moved."""
-    from test_gui_training import label_all_but_a_few, start_training
-
     window = make_window(
         detectors=[{"model": str(model_dir), "threshold": 0.5, "enabled": True}],
         flag_rule="any",
@@ -329,12 +337,7 @@ def test_a_model_trained_with_several_detectors_flags_in_place_of_its_base(
     window.model_override = None  # the detectors of Settings choose the model, no --model
     scan(qtbot, window, request.getfixturevalue("two_colour_folder"))
     base_model = window.model_id
-    label_all_but_a_few(window)
-    dialog = start_training(qtbot, window, tmp_path / "trained", mode="head", epochs=3)
-    dialog.train_button.click()
-    qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
-    result = dialog.result
-    qtbot.waitUntil(lambda: window.model_id == result.model_id, timeout=20_000)
+    dialog, result = _train_a_head(qtbot, window, tmp_path)
     qtbot.waitUntil(lambda: window.reads.pending() == 0, timeout=20_000)
     # The trained model flags alone: the base has no chip and no "any detector" flag.
     assert window.results.detectors == []
@@ -364,17 +367,10 @@ def test_a_model_trained_with_one_model_is_settings_model_from_then_on(
 ):
     """With one model, the trained one was shown for the session only: the next start
     loaded the base again, which flagged again what the moderator had corrected."""
-    from test_gui_training import label_all_but_a_few, start_training
-
     window = make_window(model=str(model_dir))
     window.model_override = None  # Settings choose the model, no --model
     scan(qtbot, window, request.getfixturevalue("two_colour_folder"))
-    label_all_but_a_few(window)
-    dialog = start_training(qtbot, window, tmp_path / "trained", mode="head", epochs=3)
-    dialog.train_button.click()
-    qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
-    result = dialog.result
-    qtbot.waitUntil(lambda: window.model_id == result.model_id, timeout=20_000)
+    dialog, result = _train_a_head(qtbot, window, tmp_path)
     assert window.settings.model == str(result.out)  # what the next start loads
     assert window._model_spec() == str(result.out)
     assert "(from Settings)" in window._model_in_use()
@@ -388,15 +384,9 @@ def test_a_model_trained_under_model_option_leaves_settings_alone(
     qtbot, make_window, request, tmp_path, model_dir
 ):
     """`nsfw-desk --model X`: Settings are not this run's, so training does not change them."""
-    from test_gui_training import label_all_but_a_few, start_training
-
     window = make_window()
     scan(qtbot, window, request.getfixturevalue("two_colour_folder"))
-    label_all_but_a_few(window)
-    dialog = start_training(qtbot, window, tmp_path / "trained", mode="head", epochs=3)
-    dialog.train_button.click()
-    qtbot.waitUntil(lambda: dialog.result is not None, timeout=120_000)
-    qtbot.waitUntil(lambda: window.model_id == dialog.result.model_id, timeout=20_000)
+    dialog, _ = _train_a_head(qtbot, window, tmp_path)
     assert window.settings.model == ""
     dialog.reject()
     settle(qtbot, window)
