@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_hostile_inputs import _results
+from test_train_cli import decided  # noqa: F401 (a fixture)
 
 from nsfw_desk.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from nsfw_desk.cli_label import EXIT_REFUSED
@@ -200,23 +201,12 @@ def test_a_trained_models_default_folder_does_not_grow_a_suffix_each_generation(
 
 
 def test_train_without_out_saves_beside_the_library_one_generation_deep(
-    tmp_path, model_dir, loaded_model, capsys
+    tmp_path, model_dir, request, capsys
 ):
     """`train` names the model as the desk does; trained again from that model it is
     `<first base>-trained-<date>-2`, not `…-trained-<date>-trained-<date>`, and the first
     model stays."""
-    from nsfw_desk.core.scan import scan_folder
-    from nsfw_desk.synthetic import write_family_photos
-
-    families = write_family_photos(tmp_path / "photos", 10)
-    db = tmp_path / "library.sqlite"
-    with Library(db) as library:
-        summary = scan_folder(tmp_path / "photos", loaded_model, library, keep_outcomes=True)
-        reviews = ReviewStore(library)
-        for o in summary.outcomes:
-            label = "unsafe" if families[o.path] == 0 else "safe"
-            item = DecisionInput(o.hash, library.last_model_for(o.path.parent), o.score, o.path)
-            reviews.decide([item], label, reviewer="tester", threshold=0.5)
+    db, _ = request.getfixturevalue("decided")
     day = f"{datetime.now(timezone.utc):%Y-%m-%d}"
     models = tmp_path / "models"
     train = ["train", "--db", str(db), "--device", "cpu", "--precision", "fp32", "-q"]
