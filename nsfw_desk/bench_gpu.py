@@ -35,8 +35,6 @@ from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import save_random_model
 
 THRESHOLD = 0.5
-INLINE_THUMBNAILS = "GPU decode, thumbnails on the preparing thread"
-HASH_WHILE_PREPARING = "GPU decode, PDQ on the preparing thread"
 
 
 @dataclass
@@ -62,8 +60,6 @@ def timed_scan(
     batch_size: int | None = None,
     workers: int | None = None,
     gpu_threads: int = 1,
-    encode_apart: bool = True,
-    hash_apart: bool = True,
 ) -> ScanFigures:
     """One scan into a fresh library (nothing answered from a cache)."""
     options = ScanOptions(
@@ -71,8 +67,6 @@ def timed_scan(
         workers=workers,
         gpu_decode=gpu_decode,
         gpu_threads=gpu_threads,
-        gpu_encode_apart=encode_apart,
-        gpu_hash_apart=hash_apart,
     )
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         library = Library(Path(tmp) / "bench.sqlite")
@@ -228,17 +222,12 @@ def run(args: argparse.Namespace) -> dict:
         *[(f"GPU decode, batch {b}", gpu_mode, b, args.workers, folder) for b in args.batch_sizes],
         *[(f"GPU decode, {w} threads", gpu_mode, None, w, folder) for w in args.thread_counts],
         ("GPU decode, 2 GPU threads", gpu_mode, None, args.workers, folder),
-        (INLINE_THUMBNAILS, gpu_mode, None, args.workers, folder),
-        (HASH_WHILE_PREPARING, gpu_mode, None, args.workers, folder),
     ]
-    configs += configs[2:] * (args.repeat - 1)  # the GPU scans again, interleaved: the spread
     scans: list[ScanFigures] = []
     for label, mode, batch, workers, where in configs:
         threads = 2 if "2 GPU threads" in label else 1
-        apart = label != INLINE_THUMBNAILS
-        warm = (mode, batch, workers, threads, apart, label != HASH_WHILE_PREPARING)
-        timed_scan(model, workdir / "warm", workdir, "warm-up", *warm)
-        result = timed_scan(model, where, workdir, label, *warm)
+        timed_scan(model, workdir / "warm", workdir, "warm-up", mode, batch, workers, threads)
+        result = timed_scan(model, where, workdir, label, mode, batch, workers, threads)
         scans.append(result)
         print(
             f"{label:<42} {result.images_per_s:8.1f} images/s "
@@ -308,9 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-files", type=int, default=1024, help="for the CPU decode scans")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256, 384])
     parser.add_argument("--thread-counts", type=int, nargs="*", default=[])
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="run the GPU-decode scans this many times"
-    )
     parser.add_argument("--workers", type=int, default=None, help="decode threads")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--precision", default="auto")

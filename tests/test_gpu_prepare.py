@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from nsfw_desk.core import gpu_prepare, pdq
 from nsfw_desk.core.images import ErrorKind
 from nsfw_desk.core.runtime import load_model
 from nsfw_desk.core.scan import ScanOptions, _gpu_preparer, scan_folder
-from nsfw_desk.core.stage_clock import StageClock
 from nsfw_desk.core.store import Library
 from nsfw_desk.synthetic import synthetic_photo
 
@@ -174,76 +172,25 @@ def test_jpegs_the_gpu_refuses_or_fails_on_are_decoded_by_the_cpu(tmp_path, mode
     cpu, _ = scan(folder, model, tmp_path / "cpu.sqlite", "off")
     expected = {o.path: o.score for o in cpu.outcomes}
 
-    original = gpu_prepare.GpuPreparer.finish
+    original = gpu_prepare.GpuPreparer.prepare
 
-    def refuse_some(self, started, clock):
-        out = original(self, started, clock)
+    def refuse_some(self, datas, clock=None):
+        out = original(self, datas, clock)
         return [None if n % 2 else item for n, item in enumerate(out)]
 
-    monkeypatch.setattr(gpu_prepare.GpuPreparer, "finish", refuse_some)
+    monkeypatch.setattr(gpu_prepare.GpuPreparer, "prepare", refuse_some)
     some, _ = scan(folder, model, tmp_path / "some.sqlite", "on", batch_size=2)
     assert some.scored == 5 and some.errors == 0
     assert 0 < some.decoded_on_device < 5
 
-    def fail(self, *args):
+    def fail(self, datas, clock=None):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    for stage in ("finish", "start"):  # the encoding thread fails, then the preparing one
-        monkeypatch.undo()
-        monkeypatch.setattr(gpu_prepare.GpuPreparer, stage, fail)
-        failed, _ = scan(folder, model, tmp_path / f"fail-{stage}.sqlite", "on", batch_size=2)
-        assert failed.scored == 5 and failed.errors == 0 and failed.decoded_on_device == 0
+    monkeypatch.setattr(gpu_prepare.GpuPreparer, "prepare", fail)
+    failed, _ = scan(folder, model, tmp_path / "fail.sqlite", "on", batch_size=2)
+    assert failed.scored == 5 and failed.errors == 0 and failed.decoded_on_device == 0
     # the CPU path's scores (to rounding: a batch's make-up moves the last float bits)
     assert {o.path: o.score for o in failed.outcomes} == pytest.approx(expected, abs=1e-5)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_the_pipeline_encodes_thumbnails_on_a_thread_of_its_own(
-    tmp_path, models, monkeypatch, device
-):
-    """GpuPipeline: the same pixels, hashes and thumbnails as `prepare` on one thread, the
-    JPEGs encoded off the preparing thread (so the next batch is decoded meanwhile), and
-    batches answered in any number at once."""
-    model = models[device]
-    datas = [
-        save_jpeg(tmp_path / f"p{i}.jpg", size, seed=i).read_bytes()
-        for i, size in enumerate([(300, 240), (300, 240), (200, 260)])
-    ]
-    preparer = gpu_prepare.GpuPreparer([model], model.device)
-    expected = preparer.prepare(datas + [b"not a jpeg"])
-    hashed_early = gpu_prepare.GpuPreparer([model], model.device, hash_in_finish=False)
-    assert [(p.pdq, p.pdq_quality) for p in hashed_early.prepare(datas)] == [
-        (p.pdq, p.pdq_quality) for p in expected[:3]
-    ]
-    threads: dict[str, set[str]] = {"start": set(), "finish": set()}
-    for stage in threads:
-        original = getattr(gpu_prepare.GpuPreparer, stage)
-
-        def spy(self, *args, _original=original, _stage=stage):
-            threads[_stage].add(threading.current_thread().name)
-            return _original(self, *args)
-
-        monkeypatch.setattr(gpu_prepare.GpuPreparer, stage, spy)
-    for apart in (True, False):
-        pipeline = gpu_prepare.GpuPipeline(preparer, encode_apart=apart)
-        try:
-            jobs = [pipeline.submit(datas + [b"not a jpeg"], StageClock()) for _ in range(3)]
-            for job in jobs:
-                got = job.result(timeout=60)
-                assert got[3] is None and expected[3] is None
-                for a, b in zip(expected[:3], got[:3], strict=True):
-                    assert a is not None and b is not None
-                    assert a.thumbnail == b.thumbnail
-                    assert (a.pdq, a.pdq_quality) == (b.pdq, b.pdq_quality)
-                    assert torch.equal(a.tensors[0], b.tensors[0])
-        finally:
-            pipeline.shutdown()
-        if apart:
-            assert all(name.startswith("nsfw-desk-gpu_") for name in threads["start"])
-            assert all(name.startswith("nsfw-desk-gpu-encode") for name in threads["finish"])
-        else:
-            assert threads["finish"] <= threads["start"] | {threading.current_thread().name}
-        threads = {"start": set(), "finish": set()}
 
 
 def test_which_scans_decode_on_the_device(models):
@@ -308,7 +255,7 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path, capsys):
     args = [
         "--device", "cpu", "--files", "6", "--warm-files", "2", "--card-files", "2",
         "--ceiling-files", "4", "--large", "0", "--batch-sizes", "3", "--cpu-files", "4",
-        "--thread-counts", "1", "--repeat", "2",
+        "--thread-counts", "1",
         "--architecture", "test_vit", "--json", str(out),
     ]  # fmt: skip
     assert bench_gpu.main(args) == 0
@@ -316,14 +263,11 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path, capsys):
     assert "GPU vs CPU decode: max |Δp|" in printed and "forward alone" in printed
     assert "scan, GPU decode, batch 3" in printed
     assert "scan, GPU decode, 2 GPU threads" in printed
-    assert "scan, GPU decode, thumbnails on the preparing thread" in printed
     import json
 
     figures = json.loads(out.read_text())
     assert figures["gpu_vs_cpu_decode"]["files"] == 4
-    # CPU decode twice, then the six GPU-decode scans twice over (--repeat 2)
-    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0] + [6] * 12
-    assert [s["label"] for s in figures["scans"][2:8]] == [s["label"] for s in figures["scans"][8:]]
+    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0] + [6] * 4
 
 
 @pytest.mark.parametrize("device", DEVICES)

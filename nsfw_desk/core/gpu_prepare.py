@@ -29,7 +29,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,25 +57,6 @@ class DevicePixels:
     thumbnail: bytes
     pdq: bytes
     pdq_quality: int
-
-
-@dataclass
-class StartedGroup:
-    """Pictures of one size, prepared but for their thumbnails' encoding."""
-
-    positions: list[int]  # in the batch
-    inputs: dict[int, torch.Tensor]  # detector index -> model inputs (B, 3, S, S)
-    thumbnail_pictures: torch.Tensor  # (B, 3, h, w) uint8
-    hashes: list[tuple[bytes, int]] | None  # PDQ hash and quality, unless `finish` hashes
-    pictures: torch.Tensor | None  # (B, 3, H, W) uint8, decoded: for `finish` to hash
-
-
-@dataclass
-class Started:
-    """A batch after `GpuPreparer.start`: what `finish` needs."""
-
-    count: int
-    groups: list[StartedGroup]
 
 
 class DeviceTransform:
@@ -143,14 +123,10 @@ class GpuPreparer:
         self,
         detectors: Sequence[Detector],
         device: torch.device | str,
-        hash_in_finish: bool = True,
     ) -> None:
         import torch
 
         self.device = torch.device(device)
-        # PDQ in `finish`, beside the thumbnails' encoding, which waits on the device more
-        # than it computes: the two threads of a GpuPipeline then carry about equal work.
-        self.hash_in_finish = hash_in_finish
         self.transforms: list[DeviceTransform] = []
         for detector in detectors:
             transform = DeviceTransform.of(detector)
@@ -165,53 +141,23 @@ class GpuPreparer:
         self, datas: Sequence[bytes], clock: StageClock | None = None
     ) -> list[DevicePixels | None]:
         """Each file's prepared pixels, or None where the CPU path must decode it."""
-        clock = clock or StageClock()
-        return self.finish(self.start(datas, clock), clock)
-
-    def start(self, datas: Sequence[bytes], clock: StageClock) -> Started:
-        """Everything but the thumbnails' encoding: decode, PDQ, model input, thumbnail
-        pictures, complete on the device when this returns."""
         import torch
 
+        clock = clock or StageClock()
         with torch.inference_mode(), self._on_stream():
             with clock.timing("decode"):
                 images = gpu_decode.decode_batch(datas, self.device)
                 self._sync()
-            groups = [
-                self._start_group(positions, batch, clock)
-                for positions, batch in _same_size_groups(images, GROUP_PIXELS)
-            ]
-            self._sync()  # the thumbnails' pictures written: `finish` may read them anywhere
-        return Started(len(datas), groups)
-
-    def finish(self, started: Started, clock: StageClock) -> list[DevicePixels | None]:
-        """The thumbnails encoded (nvJPEG on CUDA: it waits for the device after each
-        picture, which is why a scan runs this on a thread of its own, GpuPipeline)."""
-        import torch
-
-        out: list[DevicePixels | None] = [None] * started.count
-        with torch.inference_mode(), self._on_stream():
-            for group in started.groups:
-                hashes = group.hashes
-                if hashes is None:
-                    assert group.pictures is not None
-                    with clock.timing("pdq"):
-                        hashes = self._pdq_hashes(group.pictures)
-                with clock.timing("thumbnail"):
-                    thumbnails = self._encode(group.thumbnail_pictures)
-                for k, n in enumerate(group.positions):
-                    inputs = {i: tensor[k] for i, tensor in group.inputs.items()}
-                    out[n] = DevicePixels(inputs, thumbnails[k], *hashes[k])
+            out: list[DevicePixels | None] = [None] * len(datas)
+            for positions, batch in _same_size_groups(images, GROUP_PIXELS):
+                for n, prepared in zip(positions, self._prepare_group(batch, clock), strict=True):
+                    out[n] = prepared
         return out
 
-    def _start_group(
-        self, positions: list[int], batch: torch.Tensor, clock: StageClock
-    ) -> StartedGroup:
+    def _prepare_group(self, batch: torch.Tensor, clock: StageClock) -> list[DevicePixels]:
         """Pictures of one size, (B, 3, H, W) uint8 on the device."""
-        hashes = None
-        if not self.hash_in_finish:
-            with clock.timing("pdq"):
-                hashes = self._pdq_hashes(batch)
+        with clock.timing("pdq"):
+            hashes = self._pdq_hashes(batch)
         with clock.timing("transform"):
             limited = _limit_aspect(batch)
             inputs: dict[int, torch.Tensor] = {}
@@ -226,9 +172,11 @@ class GpuPreparer:
             assert thumbnail_view is not None, "at least one detector"
             self._sync()  # the model input done: the stages' times apart
         with clock.timing("thumbnail"):
-            pictures = _thumbnail_pictures(thumbnail_view)
-        kept = batch if hashes is None else None
-        return StartedGroup(positions, inputs, pictures, hashes, kept)
+            thumbnails = self._thumbnails(thumbnail_view)
+        return [
+            DevicePixels({i: inputs[i][n] for i in inputs}, thumbnails[n], *hashes[n])
+            for n in range(batch.shape[0])
+        ]
 
     def _pdq_hashes(self, batch: torch.Tensor) -> list[tuple[bytes, int]]:
         """core/pdq's hash and quality of each picture, computed on the device: the tent
@@ -266,15 +214,22 @@ class GpuPreparer:
             self._dct_matrix = torch.from_numpy(pdq._dct_matrix()).to(self.device)
         return self._dct_matrix
 
-    def _encode(self, pictures: torch.Tensor) -> list[bytes]:
-        """Each picture (B, 3, h, w) as a JPEG, encoded where it is (nvJPEG on CUDA), the
-        JPEGs brought back in one copy."""
+    def _thumbnails(self, view: torch.Tensor) -> list[bytes]:
+        """images.make_thumbnail of each view (B, 3, h, w): scaled and encoded where it is
+        (nvJPEG on CUDA), the JPEGs brought back in one copy."""
         import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
 
-        encoded = _jpegs(list(pictures))
-        if pictures.device.type == "cuda":
+        _, _, height, width = view.shape
+        scale = THUMBNAIL_SIZE / max(height, width)
+        if scale < 1:
+            size = [max(1, round(height * scale)), max(1, round(width * scale))]
+            view = TF.resize(view, size, InterpolationMode.BICUBIC, antialias=True)
+        encoded = _jpegs(list(view.contiguous()))
+        if view.device.type == "cuda":
             # torchvision writes the JPEGs out on the legacy default stream: wait for it there
-            torch.cuda.current_stream().wait_stream(torch.cuda.default_stream(pictures.device))
+            torch.cuda.current_stream().wait_stream(torch.cuda.default_stream(view.device))
         ends = np.cumsum([data.numel() for data in encoded])
         joined = _to_host(torch.cat(encoded)).numpy().tobytes()
         return [joined[end - len(data) : end] for end, data in zip(ends, encoded, strict=True)]
@@ -308,69 +263,6 @@ class GpuPreparer:
         stream = getattr(self._streams, "stream", None)
         if stream is not None:
             stream.synchronize()
-
-
-class GpuPipeline:
-    """A scan's GPU batches on two kinds of threads: preparing threads (`start`: decode, PDQ,
-    model input, thumbnail pictures) and one encoding thread (`finish`: the thumbnails'
-    JPEGs). nvJPEG's encoder waits for the device after every picture, which left the one
-    preparing thread, the limit of a scan on an H100, idle for a third of its time; torch
-    lets go of the interpreter lock while it encodes, so the next batch is decoded meanwhile.
-    With `encode_apart` False one thread does both (the bench compares the two)."""
-
-    def __init__(self, preparer: GpuPreparer, threads: int = 1, encode_apart: bool = True):
-        self.preparer = preparer
-        self._preparing = ThreadPoolExecutor(max(1, threads), thread_name_prefix="nsfw-desk-gpu")
-        self._encoding = (
-            ThreadPoolExecutor(1, thread_name_prefix="nsfw-desk-gpu-encode")
-            if encode_apart
-            else None
-        )
-
-    def submit(
-        self, datas: Sequence[bytes], clock: StageClock
-    ) -> Future[list[DevicePixels | None]]:
-        """Each file's prepared pixels (or None, as `GpuPreparer.prepare`), when both threads
-        are done with the batch; the future holds the exception if either failed."""
-        result: Future[list[DevicePixels | None]] = Future()
-
-        def finish(started: Started) -> None:
-            try:
-                result.set_result(self.preparer.finish(started, clock))
-            except BaseException as exc:  # handed to whoever waits on the batch
-                result.set_exception(exc)
-
-        def start() -> None:
-            try:
-                started = self.preparer.start(datas, clock)
-                if self._encoding is None:
-                    finish(started)
-                else:
-                    self._encoding.submit(finish, started)
-            except BaseException as exc:
-                result.set_exception(exc)
-
-        self._preparing.submit(start)
-        return result
-
-    def shutdown(self) -> None:
-        """Stop taking batches; the ones not started are dropped (a cancelled scan)."""
-        self._preparing.shutdown(wait=False, cancel_futures=True)
-        if self._encoding is not None:
-            self._encoding.shutdown(wait=False, cancel_futures=True)
-
-
-def _thumbnail_pictures(view: torch.Tensor) -> torch.Tensor:
-    """images.make_thumbnail's scaling of each view (B, 3, h, w), contiguous for nvJPEG."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
-    _, _, height, width = view.shape
-    scale = THUMBNAIL_SIZE / max(height, width)
-    if scale < 1:
-        size = [max(1, round(height * scale)), max(1, round(width * scale))]
-        view = TF.resize(view, size, InterpolationMode.BICUBIC, antialias=True)
-    return view.contiguous()
 
 
 def _same_size_groups(

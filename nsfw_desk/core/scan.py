@@ -79,7 +79,7 @@ if TYPE_CHECKING:  # torch is imported where a scan runs, not when the module lo
     import torch
     from PIL import Image
 
-    from nsfw_desk.core.gpu_prepare import DevicePixels, GpuPreparer
+    from nsfw_desk.core.gpu_prepare import GpuPreparer
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,6 @@ class ScanOptions:
     # Threads preparing batches on the GPU, each on its own CUDA stream. bench_gpu on an H100:
     # one 1,285-1,565 images/s, two 1,080-1,437 (no gain: they share nvJPEG's locks and the GIL).
     gpu_threads: int = 1
-    # The thumbnails' JPEGs encoded on a thread of their own (core/gpu_prepare.py GpuPipeline);
-    # False: on the preparing thread (bench_gpu compares the two).
-    gpu_encode_apart: bool = True
-    # PDQ hashes computed on the encoding thread (False: on the preparing thread).
-    gpu_hash_apart: bool = True
 
     def decode_workers(self, device: str = "cpu") -> int:
         """On the CPU the model's threads need the cores (2 to 4 decode threads); on CUDA the
@@ -742,8 +737,10 @@ def _scan_entries(
         workers, thread_name_prefix="nsfw-desk-decode", initializer=_decode_thread_setup
     )
     # Threads prepare the GPU's batches, so the next are decoded while the model runs.
-    pipeline = (
-        gpu_prepare.GpuPipeline(gpu, options.gpu_threads, options.gpu_encode_apart) if gpu else None
+    gpu_thread = (
+        ThreadPoolExecutor(max(1, options.gpu_threads), thread_name_prefix="nsfw-desk-gpu")
+        if gpu
+        else None
     )
     # Finished futures queue up here: waiting on hundreds of futures with `wait` costs this
     # thread a pass over all of them per wake-up, which a GPU's rate cannot afford.
@@ -751,7 +748,7 @@ def _scan_entries(
     pending: set[Future] = set()  # decode-thread work not yet taken
     deferred: list[_Deferred] = []  # JPEGs waiting for a GPU batch
     deferred_pixels = 0
-    on_gpu: dict[Future, list[_Deferred]] = {}  # GPU batches in flight
+    on_gpu: set[Future] = set()  # GPU batches in flight
     queue: Iterator[FileEntry] = iter(todo)
     exhausted = False
     on_device = 0
@@ -779,15 +776,15 @@ def _scan_entries(
 
     def send_to_gpu() -> None:
         nonlocal deferred, deferred_pixels
-        assert pipeline is not None
-        job = pipeline.submit([item.data for item in deferred], clock)
-        on_gpu[job] = deferred
+        assert gpu is not None and gpu_thread is not None
+        job = gpu_thread.submit(_prepare_on_gpu, gpu, deferred, clock)
+        on_gpu.add(job)
         job.add_done_callback(finished.put)
         deferred, deferred_pixels = [], 0
 
     def take_from_gpu(job: Future) -> None:
         nonlocal on_device
-        for item, prepared in _prepared_on_gpu(on_gpu.pop(job), job):
+        for item, prepared in job.result():
             if prepared is None:  # refused by the GPU: the decode threads decode it
                 submit(item.entry, may_defer=False)
             else:
@@ -822,6 +819,7 @@ def _scan_entries(
                 done.append(finished.get_nowait())
             for future in done:
                 if future in on_gpu:
+                    on_gpu.discard(future)
                     take_from_gpu(future)
                 else:
                     pending.discard(future)
@@ -834,8 +832,8 @@ def _scan_entries(
             flush(run_model=False)  # keep finished cheap work; drop the unrun batch
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        if pipeline is not None:
-            pipeline.shutdown()
+        if gpu_thread is not None:
+            gpu_thread.shutdown(wait=False, cancel_futures=True)
         # A cancel does not wait for a decode still running; that thread may still use its
         # connection, which is then left to the garbage collector.
         if all(future.done() for future in pending):
@@ -870,16 +868,16 @@ def _gpu_preparer(detectors: Sequence[Detector], options: ScanOptions) -> GpuPre
         return None
     device = devices.pop()
     log.info("JPEGs are decoded on %s in batches", device)
-    return gpu_prepare.GpuPreparer(detectors, device, options.gpu_hash_apart)
+    return gpu_prepare.GpuPreparer(detectors, device)
 
 
-def _prepared_on_gpu(
-    items: list[_Deferred], job: Future[list[DevicePixels | None]]
+def _prepare_on_gpu(
+    gpu: GpuPreparer, items: list[_Deferred], clock: StageClock
 ) -> list[tuple[_Deferred, _Prepared | None]]:
-    """Each deferred JPEG as the GPU prepared it, or None for those the CPU must decode (all
-    of them if the GPU failed: the scan goes on on the CPU). Never raises."""
+    """Each deferred JPEG prepared on the GPU, or None for those the CPU must decode (all of
+    them if the GPU fails: the scan goes on on the CPU). Never raises."""
     try:
-        prepared = job.result()
+        prepared = gpu.prepare([item.data for item in items], clock)
     except Exception as exc:
         log_unexpected(log, "preparing JPEGs on the GPU failed; the CPU decodes them", exc)
         prepared = [None] * len(items)
