@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> dict:
         *[(f"GPU decode, {w} threads", gpu_mode, None, w, folder) for w in args.thread_counts],
         ("GPU decode, 2 GPU threads", gpu_mode, None, args.workers, folder),
     ]
+    configs += configs[2:] * (args.repeat - 1)  # the GPU scans again, interleaved: the spread
     scans: list[ScanFigures] = []
     for label, mode, batch, workers, where in configs:
         threads = 2 if "2 GPU threads" in label else 1
@@ -297,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-files", type=int, default=1024, help="for the CPU decode scans")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256, 384])
     parser.add_argument("--thread-counts", type=int, nargs="*", default=[])
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the GPU-decode scans this many times"
+    )
     parser.add_argument("--workers", type=int, default=None, help="decode threads")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--precision", default="auto")

@@ -255,7 +255,7 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path, capsys):
     args = [
         "--device", "cpu", "--files", "6", "--warm-files", "2", "--card-files", "2",
         "--ceiling-files", "4", "--large", "0", "--batch-sizes", "3", "--cpu-files", "4",
-        "--thread-counts", "1",
+        "--thread-counts", "1", "--repeat", "2",
         "--architecture", "test_vit", "--json", str(out),
     ]  # fmt: skip
     assert bench_gpu.main(args) == 0
@@ -267,7 +267,9 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path, capsys):
 
     figures = json.loads(out.read_text())
     assert figures["gpu_vs_cpu_decode"]["files"] == 4
-    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0] + [6] * 4
+    # CPU decode twice, then the four GPU-decode scans twice over (--repeat 2)
+    assert [s["decoded_on_device"] for s in figures["scans"]] == [0, 0] + [6] * 8
+    assert [s["label"] for s in figures["scans"][2:6]] == [s["label"] for s in figures["scans"][6:]]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -226,7 +226,9 @@ class GpuPreparer:
         if scale < 1:
             size = [max(1, round(height * scale)), max(1, round(width * scale))]
             view = TF.resize(view, size, InterpolationMode.BICUBIC, antialias=True)
-        encoded = _jpegs(list(view.contiguous()))
+        view = view.contiguous()
+        self._sync()  # torchvision's encoder works on a stream of its own, without waiting
+        encoded = _jpegs(list(view))
         if view.device.type == "cuda":
             # torchvision writes the JPEGs out on the legacy default stream: wait for it there
             torch.cuda.current_stream().wait_stream(torch.cuda.default_stream(view.device))

@@ -100,6 +100,8 @@ class ScanOptions:
     gpu_decode: str = "auto"
     # Threads preparing batches on the GPU, each on its own CUDA stream. bench_gpu on an H100:
     # one 1,285-1,565 images/s, two 1,080-1,437 (no gain: they share nvJPEG's locks and the GIL).
+    # The thumbnails' JPEGs encoded on a thread of their own was slower too (one run, three
+    # rounds: 906-1,025 against 1,158-1,350 images/s on the preparing thread; commit 0950373).
     gpu_threads: int = 1
 
     def decode_workers(self, device: str = "cpu") -> int:
