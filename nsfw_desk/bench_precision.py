@@ -214,8 +214,52 @@ def run_cpu_paths_bench(args: argparse.Namespace) -> int:
             nudenet[name] = nudenet_rate(paths)
         print_modes_table(results)
         print_nudenet(results, nudenet)
+        print_linear_share(linear_share(model))
         write_profile(model, results)
     return 0
+
+
+def linear_share(model: LoadedModel, batch_size: int = 8, runs: int = 3) -> float:
+    """The share of fp32 eager's forward time spent in its Linear layers (timed by hooks
+    over a few batches): what a path that speeds up only those, as int8 does, can save."""
+    import torch
+
+    inside = [0.0]
+    started: dict[int, float] = {}
+
+    def before(module: Any, _args: Any) -> None:
+        started[id(module)] = time.perf_counter()
+
+    def after(module: Any, _args: Any, _out: Any) -> None:
+        inside[0] += time.perf_counter() - started.pop(id(module))
+
+    linears = [m for m in model.module.modules() if isinstance(m, torch.nn.Linear)]
+    hooks = [
+        h
+        for m in linears
+        for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))
+    ]
+    batch = torch.rand(batch_size, *model.data_config["input_size"])
+    try:
+        with torch.inference_mode():
+            model.module(batch)
+            inside[0] = 0.0
+            start = time.perf_counter()
+            for _ in range(runs):
+                model.module(batch)
+            total = time.perf_counter() - start
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return inside[0] / total
+
+
+def print_linear_share(share: float) -> None:
+    print(
+        f"  fp32 forward: {100 * share:.0f}% in Linear layers. A path that speeds up only "
+        f"those (int8) is at most {1 / (1 - share / 2):.2f}× fp32 with them twice as fast, "
+        f"{1 / (1 - share):.2f}× with them free"
+    )
 
 
 def print_nudenet(results: list[CorpusFigures], nudenet: dict[str, float | None]) -> None:

@@ -479,10 +479,30 @@ def test_bench_cpu_paths_runs_at_a_tiny_size(model_dir, capsys, monkeypatch, no_
     out = capsys.readouterr().out
     assert re.search(r"1024-px JPEG \(tiny\) +int8 +[\d.]+ +[\d.]+× +[\d.]+× +0\.\d{4}", out)
     assert "NudeNet   2.00 images/s" in out
+    assert re.search(r"fp32 forward: \d+% in Linear layers.* at most [\d.]+× fp32", out)
     assert "auto now picks" in out
     profile = load_profile(load_model(model_dir, device="cpu", precision="fp32").architecture)
     assert profile is not None and set(profile.modes) == {"fp32", "int8"}
     assert profile.corpus == "1024-px JPEG (tiny)"
+
+
+def test_linear_share_is_the_time_inside_linear_layers(model_dir):
+    """bench --cpu-paths' ceiling for int8: a model of Linear layers alone is nearly all
+    Linear; the test ViT is partly; no hook stays on the model."""
+    import torch
+
+    from nsfw_desk.bench_precision import linear_share
+
+    model = load_model(model_dir, device="cpu", precision="fp32")
+    share = linear_share(model, batch_size=2, runs=2)
+    assert 0.05 < share < 0.95, share
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.module.modules())
+    width = 512
+    model.module = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, width), torch.nn.Linear(width, width)
+    )
+    model.data_config = {**model.data_config, "input_size": (3, 32, 32)}
+    assert linear_share(model, batch_size=64, runs=5) > 0.8
 
 
 def test_bench_library_on_an_empty_library_says_what_to_do(library, capsys):
