@@ -1061,6 +1061,16 @@ class Library:
                     "CREATE TABLE IF NOT EXISTS thumbnails (hash TEXT PRIMARY KEY, jpeg BLOB)"
                 )
 
+    def own_files(self) -> list[Path]:
+        """The files SQLite keeps for this library and its thumbnails, journals included:
+        nothing else in this process may open them (a scan passes over them, see
+        images.discover), since closing any descriptor drops the process's POSIX locks."""
+        return [
+            Path(f"{db}{suffix}")
+            for db in (self.path, self.thumbnails_path)
+            for suffix in ("", "-wal", "-shm", "-journal")
+        ]
+
     def close(self) -> None:
         """Close both databases, first moving the WAL's contents into the main files.
 

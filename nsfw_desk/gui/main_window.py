@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QLabel,
     QLineEdit,
     QListView,
@@ -56,6 +55,7 @@ from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.core.units import count
+from nsfw_desk.gui import file_dialogs
 from nsfw_desk.gui.combos import ElidedLabel, fit_popup, narrow_combo
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
@@ -535,7 +535,7 @@ class MainWindow(QMainWindow):
     # --- folders and scanning -----------------------------------------------------------
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
+        folder = file_dialogs.existing_directory(
             self, "Open a folder of images", str(self.folder or Path.home())
         )
         if folder:
@@ -779,7 +779,7 @@ class MainWindow(QMainWindow):
         self.model_bar.show_problem("Model not available", f"{message}\n\n{MODEL_HINT}")
 
     def choose_model_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
+        folder = file_dialogs.existing_directory(
             self, "Choose a model folder (config.json + model.safetensors)"
         )
         if folder:
