@@ -3,11 +3,12 @@
 Qt's file dialog reads the first bytes of each file it lists whose name does not tell its
 MIME type, for the icon and the Type column; `library.sqlite` and its `-wal` and `-shm`
 files are such files. Closing that descriptor drops every POSIX lock this process holds on
-the file, SQLite's included: another program (a `sqlite3` backup, `nsfw-desk label`, a
-second desk) could then take the library for unused and delete its WAL under the desk
-(tests/test_library_locks.py). These dialogs name each entry by what `stat` says (folder or
-file) and, where locks are POSIX ones (not on Windows), are Qt's own dialog, which uses that
-provider, not the platform's, which may run in this process and read the files itself.
+the file, SQLite's included: another program (a backup with the SQLite shell, the command
+line, a second desk) could then take the library for unused and delete its WAL under the
+desk (tests/test_library_locks.py). These dialogs name each entry by what `stat` says
+(folder or file) and, where locks are POSIX ones (not on Windows), are Qt's own dialog,
+which uses that provider, not the platform's, which may run in this process and read the
+files itself.
 """
 
 from __future__ import annotations
