@@ -1,0 +1,36 @@
+"""What a moderator's day at the desk ran into (an audit driven by keyboard under Xvfb).
+
+Each test fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nsfw_desk.core.scan import scan_folder
+
+
+def test_a_renamed_or_touched_file_keeps_its_dimensions(photo_folder, loaded_model, library):
+    """Known content is not decoded again; its width, height and format stay known (the
+    detail pane's Dimensions line was empty for a renamed file)."""
+    scan_folder(photo_folder, loaded_model, library)
+    old = photo_folder / "a" / "photo_01.jpg"
+    facts = library.file_facts(old)
+    assert facts["width"] == 127 and facts["format"] == "JPEG"
+    renamed = old.with_name("renamed.jpg")
+    old.rename(renamed)
+    touched = photo_folder / "a" / "photo_05.jpg"
+    before = library.file_facts(touched)
+    os.utime(touched, ns=(before["mtime_ns"] + 10**9, before["mtime_ns"] + 10**9))
+
+    summary = scan_folder(photo_folder, loaded_model, library)
+
+    assert summary.scored == 0  # nothing was decoded or run through the model again
+    for path, expected in ((renamed, facts), (touched, before)):
+        now = library.file_facts(path)
+        assert (now["width"], now["height"], now["format"]) == (
+            expected["width"],
+            expected["height"],
+            expected["format"],
+        )
+    assert library.file_facts(old) is None
