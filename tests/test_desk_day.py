@@ -34,3 +34,28 @@ def test_a_renamed_or_touched_file_keeps_its_dimensions(photo_folder, loaded_mod
             expected["format"],
         )
     assert library.file_facts(old) is None
+
+
+def test_an_undo_in_another_folder_says_where_not_that_a_filter_hides_it(
+    qtbot, make_window, folder, tmp_path
+):
+    """Ctrl+Z after opening another folder undid a decision there and said "not shown in
+    this view ('All')", as if the filter hid it."""
+    from desk import scan, settle
+    from PySide6.QtCore import Qt
+
+    from nsfw_desk.gui.grid import Role
+    from nsfw_desk.synthetic import write_photo
+
+    other = tmp_path / "other"
+    for i in range(2):
+        write_photo(other / f"o{i}.jpg", seed=50 + i)
+    window = make_window()
+    scan(qtbot, window, folder)
+    labelled = window.grid.currentIndex().data(Role.PATH)
+    qtbot.keyClick(window.grid, Qt.Key.Key_U)
+    scan(qtbot, window, other)
+    qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    said = window.statusBar().currentMessage()
+    assert said == f"Undid: Mark unsafe · in another folder: {labelled.parent}"
+    settle(qtbot, window)

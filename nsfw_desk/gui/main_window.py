@@ -1370,10 +1370,17 @@ class MainWindow(QMainWindow):
         paths = [Path(item.source_path) for item in command.items if item.source_path]
         self._select_paths(paths)
         text = f"{'Undid' if undid else 'Redid'}: {command.text()}"
-        hidden = self.results.hidden_among(paths)  # a collapsed group's members are shown
+        # The undo history outlives a change of folder: say where such an item is, not
+        # that this view's filter hides it.
+        here = [p for p in paths if self.folder is not None and p.is_relative_to(self.folder)]
+        hidden = self.results.hidden_among(here)  # a collapsed group's members are shown
         if hidden:
             which = "" if len(paths) == 1 else f"{hidden:,} of {len(paths):,} "
             text += f" · {which}not shown in this view ('{FILTERS[self.results.filter]}')"
+        elsewhere = [p for p in paths if p not in here]
+        if elsewhere:
+            which = "" if len(paths) == 1 else f"{len(elsewhere):,} of {len(paths):,} "
+            text += f" · {which}in another folder: {elsewhere[0].parent}"
         self._say(text)
 
     def _select_paths(self, paths: list[Path]) -> int:
