@@ -59,3 +59,32 @@ def test_an_undo_in_another_folder_says_where_not_that_a_filter_hides_it(
     said = window.statusBar().currentMessage()
     assert said == f"Undid: Mark unsafe · in another folder: {labelled.parent}"
     settle(qtbot, window)
+
+
+def test_a_stopped_scan_says_what_it_left_and_how_to_go_on(qtbot, make_window, tmp_path):
+    """After Stop the strip above the grid read "all 240 images scored" in a folder of 400,
+    and the status line did not say how to scan the rest."""
+    from desk import SCAN_TIMEOUT_MS
+
+    from nsfw_desk.synthetic import write_photo
+
+    root = tmp_path / "many"
+    for i in range(40):
+        write_photo(root / f"{i:02d}.jpg", (140, 100), seed=100 + i)
+    window = make_window()
+    window.open_folder(root)
+    qtbot.waitUntil(lambda: window.results.rowCount() >= 8, timeout=SCAN_TIMEOUT_MS)
+    window.stop_button.click()
+    qtbot.waitUntil(lambda: not window.scanning, timeout=5000)
+    done = int(window.status.text().removeprefix("Stopped after ").split(" of ")[0])
+    assert done < 40 and window.status.text().endswith(" · F5 scans the rest")
+    coverage = window.switcher.coverage
+    qtbot.waitUntil(lambda: "stopped" in coverage.text(), timeout=5000)
+    assert coverage.text().strip() == (
+        f"{done} images scored · the scan stopped before {40 - done} more files"
+    )
+    assert window.switcher.scan_button.isVisibleTo(window.switcher)
+    window.switcher.scan_button.click()  # Scan again: the rest, then all of it is scored
+    qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: coverage.text().strip() == "all 40 images scored", timeout=5000)
+    assert not window.switcher.scan_button.isVisibleTo(window.switcher)

@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self._scan_cancel = CancelToken()  # the latest scan request's: Stop cancels it
         self._seen_paths: set[Path] = set()
         self._scan_stopped: str | None = None  # why the last scan ended without a summary
+        self._unscanned = 0  # files of the folder the last scan, stopped, did not reach
         self._painted = False
         self._moved = False  # the moderator has moved in this folder: stop pinning row 0
         self._pushing = False  # a new decision is being pushed (not an undo or redo)
@@ -572,6 +573,7 @@ class MainWindow(QMainWindow):
         self._scan_serial += 1
         self.scanning = True
         self._scan_stopped = None
+        self._unscanned = 0
         self._seen_paths = set()
         self.status.setText(f"Scanning {self.folder}…")
         self.progress_bar.setRange(0, 0)
@@ -847,6 +849,8 @@ class MainWindow(QMainWindow):
         self.load_list_matches()
         if self.compare_model_id is not None:
             self.compare_with(self.compare_model_id)  # scores for new files too
+        done = summary.scored + summary.listed + summary.cached + summary.errors
+        self._unscanned = max(0, summary.files - done) if summary.cancelled else 0
         if not summary.cancelled:
             # Like the library: rows under folders that could not be read stay.
             kept = {
@@ -933,7 +937,9 @@ class MainWindow(QMainWindow):
     def _update_counts(self) -> None:
         counts = self.results.counts()
         self.counts_label.setText("  " + str(counts) + "  ")
-        self.switcher.set_coverage(self.results.unscored(), counts.total - counts.errors)
+        self.switcher.set_coverage(
+            self.results.unscored(), counts.total - counts.errors, self._unscanned
+        )
 
     # --- review -----------------------------------------------------------------------
 
@@ -1466,7 +1472,8 @@ class MainWindow(QMainWindow):
             done = summary.scored + summary.cached + summary.errors
             return (
                 f"Stopped after {done:,} of {summary.files:,} files · "
-                f"{summary.scored:,} new{via} · {count(summary.errors, 'error')}"
+                f"{summary.scored:,} new{via} · {count(summary.errors, 'error')} · "
+                "F5 scans the rest"
             )
         return (
             f"Scanned: {count(summary.files, 'file')} in {summary.elapsed_s:.1f} s · "

@@ -173,19 +173,27 @@ class ModelSwitcher(QFrame):
     def compare_model(self) -> str | None:
         return self.compare_box.currentData()
 
-    def set_coverage(self, unscored: int, total: int) -> None:
-        """Say how much of the folder the shown model has scored; offer to score the rest."""
-        if total == 0:
+    def set_coverage(self, unscored: int, total: int, unscanned: int = 0) -> None:
+        """Say how much of the folder the shown model has scored; offer to score the rest.
+
+        `unscanned`: files a stopped scan never reached, which the grid does not list yet
+        (without it, a stop read "all 240 images scored" in a folder of 400)."""
+        if total == 0 and not unscanned:
             self.coverage.setText("")
             self.scan_button.hide()
             return
-        if unscored:
+        if unscanned:
+            self.coverage.setText(
+                f"  {total - unscored:,} images scored · the scan stopped before "
+                f"{unscanned:,} more files"
+            )
+        elif unscored:
             self.coverage.setText(
                 f"  {unscored:,} of {total:,} images have no score from this model"
             )
         else:
             self.coverage.setText(f"  all {total:,} images scored")
-        self.scan_button.setVisible(unscored > 0)
+        self.scan_button.setVisible(unscored > 0 or unscanned > 0)
 
     def set_busy(self, busy: bool) -> None:
         """While a scan runs the choice waits (the scan decides which model it scores with)."""
