@@ -88,3 +88,26 @@ def test_a_stopped_scan_says_what_it_left_and_how_to_go_on(qtbot, make_window, t
     qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
     qtbot.waitUntil(lambda: coverage.text().strip() == "all 40 images scored", timeout=5000)
     assert not window.switcher.scan_button.isVisibleTo(window.switcher)
+
+
+def test_nothing_left_in_a_filtered_view_says_what_waits_outside_it(qtbot, make_window, folder):
+    """Review the most uncertain first (and N) under Disagreements or Reviewed said only
+    "Nothing left to review in this view", as if the folder were done."""
+    from desk import scan, settle
+    from PySide6.QtCore import Qt
+
+    window = make_window()
+    scan(qtbot, window, folder)  # 12 images and 1 broken file
+    qtbot.keyClick(window.grid, Qt.Key.Key_S)
+    window.set_filter("reviewed")
+    qtbot.keyClick(window.grid, Qt.Key.Key_N)
+    hint = " · 11 not reviewed outside 'Reviewed' (Alt+1 shows all)"
+    assert window.statusBar().currentMessage() == "Nothing left to review in this view" + hint
+    window.review_uncertain()
+    assert window.statusBar().currentMessage() == "Nothing left to review in this view" + hint
+    window.set_filter("all")  # nothing hidden: no hint
+    window.grid.selectAll()
+    qtbot.keyClick(window.grid, Qt.Key.Key_S)
+    qtbot.keyClick(window.grid, Qt.Key.Key_N)
+    assert window.statusBar().currentMessage() == "Nothing left to review in this view"
+    settle(qtbot, window)

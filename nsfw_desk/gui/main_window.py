@@ -1300,7 +1300,7 @@ class MainWindow(QMainWindow):
         self._moved = True
         queue = self.results.unreviewed_positions()
         if not len(queue):
-            self._say("Nothing left to review in this view")
+            self._say(self._nothing_left_text("Nothing left to review in this view"))
             return
         after = queue[queue > self.grid.currentIndex().row()]
         self._select_row(int(after[0] if len(after) else queue[0]))
@@ -1323,7 +1323,7 @@ class MainWindow(QMainWindow):
         self._moved = True
         queue = self.results.unreviewed_positions()
         if not len(queue):
-            self._say("Nothing left to review in this view")
+            self._say(self._nothing_left_text("Nothing left to review in this view"))
             return
         self._select_row(int(queue[0]))
         self._say(
@@ -1344,10 +1344,22 @@ class MainWindow(QMainWindow):
                 return before
         return position
 
+    def _nothing_left_text(self, text: str) -> str:
+        """`text`, and how many files a filter hides that still wait for a label: "nothing
+        left" under Disagreements read as if the folder were done."""
+        counts = self.results.counts()
+        elsewhere = counts.total - counts.errors - counts.reviewed
+        if elsewhere <= 0 or self.results.filter == "all":
+            return text
+        return (
+            f"{text} · {elsewhere:,} not reviewed outside '{FILTERS[self.results.filter]}' "
+            f"({FILTER_KEYS['all']} shows all)"
+        )
+
     def _end_of_view_text(self) -> str:
         left = self.results.unreviewed_files()
         if not left:
-            return "Everything in this view is reviewed"
+            return self._nothing_left_text("Everything in this view is reviewed")
         return f"End of this view: {left:,} left to review (N goes to the next)"
 
     def _not_labellable_text(self, rows: list[int], *, labelled: int) -> str:
