@@ -111,3 +111,30 @@ def test_nothing_left_in_a_filtered_view_says_what_waits_outside_it(qtbot, make_
     qtbot.keyClick(window.grid, Qt.Key.Key_N)
     assert window.statusBar().currentMessage() == "Nothing left to review in this view"
     settle(qtbot, window)
+
+
+def test_the_decision_history_never_rounds_a_score_onto_the_threshold(qtbot, make_window, folder):
+    """The tile showed 0.44 for 0.449 under a threshold of 0.45 (tiles.score_text), and the
+    history line under it "score 0.45 at threshold 0.45", as if it were flagged."""
+    import math
+
+    from desk import scan, settle
+    from PySide6.QtCore import Qt
+
+    from nsfw_desk.gui.grid import Role
+    from nsfw_desk.gui.tiles import score_text
+
+    window = make_window(auto_advance=False)
+    scan(qtbot, window, folder)
+    scores = [window.results.index(i).data(Role.SCORE) for i in range(12)]
+    row = next(i for i, s in enumerate(scores) if 0.1 < s < 0.9 and (s * 100) % 1 >= 0.5)
+    path = window.results.index(row).data(Role.PATH)
+    threshold = math.ceil(scores[row] * 100) / 100  # just over the score: not flagged
+    window.set_threshold(threshold)
+    window._select_row(window.results.row_of(path))
+    qtbot.keyClick(window.grid, Qt.Key.Key_S)
+    shown = score_text(scores[row], threshold)
+    assert float(shown) < threshold
+    qtbot.waitUntil(lambda: "safe" in window.detail.history.toPlainText(), timeout=10_000)
+    assert f"(score {shown} at threshold {threshold:.2f})" in window.detail.history.toPlainText()
+    settle(qtbot, window)
