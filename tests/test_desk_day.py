@@ -138,3 +138,19 @@ def test_the_decision_history_never_rounds_a_score_onto_the_threshold(qtbot, mak
     qtbot.waitUntil(lambda: "safe" in window.detail.history.toPlainText(), timeout=10_000)
     assert f"(score {shown} at threshold {threshold:.2f})" in window.detail.history.toPlainText()
     settle(qtbot, window)
+
+
+def test_calibration_without_reviews_does_not_read_the_library_for_good(qtbot, make_window, folder):
+    """Ctrl+T before any review: the Model box kept "Reading the library…" under the
+    message that said why there was nothing to calibrate."""
+    from desk import scan
+
+    from nsfw_desk.gui.calibration import CalibrationDialog
+
+    window = make_window()
+    scan(qtbot, window, folder)
+    dialog = CalibrationDialog(window.reads, 0.5, window.model_id, window)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.loaded, timeout=10_000)
+    assert dialog.message.text().startswith("No reviewed item has a score yet")
+    assert dialog.model_box.placeholderText() == "No model has scored a reviewed image yet"
