@@ -154,3 +154,27 @@ def test_calibration_without_reviews_does_not_read_the_library_for_good(qtbot, m
     qtbot.waitUntil(lambda: dialog.loaded, timeout=10_000)
     assert dialog.message.text().startswith("No reviewed item has a score yet")
     assert dialog.model_box.placeholderText() == "No model has scored a reviewed image yet"
+
+
+def test_the_model_box_does_not_say_no_scores_while_they_arrive(qtbot, make_window, tmp_path):
+    """During a folder's first scan "Scores from" read "model (no scores here yet)" beside
+    "all 48 images scored", the tiles filling with scores."""
+    from desk import SCAN_TIMEOUT_MS
+
+    from nsfw_desk.synthetic import write_photo
+
+    root = tmp_path / "many"
+    for i in range(40):
+        write_photo(root / f"{i:02d}.jpg", (140, 100), seed=100 + i)
+    window = make_window()
+    box = window.switcher.model_box
+    window.open_folder(root)
+    qtbot.waitUntil(lambda: box.count() > 0 and window.results.rowCount() > 0, timeout=30_000)
+    assert window.scanning, "the scan ended before the check: make the folder larger"
+    assert box.itemText(0).endswith("(scanning…)")
+    window.stop_button.click()
+    qtbot.waitUntil(lambda: not window.scanning, timeout=SCAN_TIMEOUT_MS)
+    qtbot.waitUntil(  # the model has scores stored here now: its plain name
+        lambda: not box.itemText(0).endswith(("(scanning…)", "(no scores here yet)")),
+        timeout=5000,
+    )

@@ -104,6 +104,7 @@ class ModelSwitcher(QFrame):
         super().__init__(parent)
         self.setObjectName("modelSwitcher")
         self.choices: dict[str, ModelChoice] = {}
+        self._busy = False
         layout = QHBoxLayout(self)
         layout.setContentsMargins(2, 0, 2, 0)
         layout.addWidget(QLabel("Scores from"))
@@ -150,7 +151,7 @@ class ModelSwitcher(QFrame):
             box.clear()
         if active and active not in self.choices:
             name = active_name or active[:15]
-            self.model_box.addItem(f"{name} (no scores here yet)", active)
+            self.model_box.addItem(f"{name} ({self._unscored_note()})", active)
         for choice in choices:
             self.model_box.addItem(choice.title(), choice.model_id)
             self.model_box.setItemData(
@@ -197,8 +198,17 @@ class ModelSwitcher(QFrame):
 
     def set_busy(self, busy: bool) -> None:
         """While a scan runs the choice waits (the scan decides which model it scores with)."""
+        self._busy = busy
         self.model_box.setEnabled(not busy)
+        if self.model_box.count() and self.model_box.itemData(0) not in self.choices:
+            name = self.model_box.itemText(0).rsplit(" (", 1)[0]
+            self.model_box.setItemText(0, f"{name} ({self._unscored_note()})")
         self.scan_button.setEnabled(not busy)
+
+    def _unscored_note(self) -> str:
+        """After the name of a model with no stored scores in this folder: while the folder's
+        first scan runs, its scores are arriving on the tiles ("all 176 images scored")."""
+        return "scanning…" if self._busy else "no scores here yet"
 
     def _on_model_activated(self, index: int) -> None:
         model_id = self.model_box.itemData(index)
