@@ -178,3 +178,14 @@ def test_the_model_box_does_not_say_no_scores_while_they_arrive(qtbot, make_wind
         lambda: not box.itemText(0).endswith(("(scanning…)", "(no scores here yet)")),
         timeout=5000,
     )
+
+
+def test_why_a_non_image_cannot_be_labelled_is_not_said_twice():
+    """U on text.jpg said "can't be labelled: not an image — it is not an image"."""
+    from nsfw_desk.gui.flow import why_not_labellable
+
+    said = why_not_labellable("text.jpg", "not an image: not an image (unrecognised content)")
+    assert said == (
+        "text.jpg can't be labelled: not an image — its content is no picture format "
+        "(empty, text or another kind of file)"
+    )
