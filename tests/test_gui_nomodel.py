@@ -9,9 +9,10 @@ import pytest
 from desk import SCAN_TIMEOUT_MS, column, scan, settle
 from PySide6.QtCore import QRect
 from PySide6.QtGui import QImage, QPainter
-from PySide6.QtWidgets import QFileDialog, QMessageBox, QStyleOptionViewItem
+from PySide6.QtWidgets import QMessageBox, QStyleOptionViewItem
 
 from nsfw_desk.core.store import Library
+from nsfw_desk.gui import file_dialogs
 from nsfw_desk.gui.grid import Role
 
 
@@ -113,7 +114,7 @@ def test_choose_a_model_folder_in_the_bar_rescans_with_it(
     window.model_override = str(broken_model)
     scan(qtbot, window, folder)
     assert window.model_bar.isVisible()
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(model_dir))
+    monkeypatch.setattr(file_dialogs, "existing_directory", lambda *a, **k: str(model_dir))
     window.model_bar.choose_button.click()
     qtbot.waitUntil(
         lambda: not window.scanning and window.model_id is not None, timeout=SCAN_TIMEOUT_MS

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,16 +168,26 @@ def _is_hidden(name: str) -> bool:
 
 
 def discover(
-    root: Path, *, include_hidden: bool = False, stats: DiscoveryStats | None = None
+    root: Path,
+    *,
+    include_hidden: bool = False,
+    stats: DiscoveryStats | None = None,
+    never_open: Iterable[Path] = (),
 ) -> Iterator[FileEntry | FileError]:
     """Every image file under `root`, recursively, in a stable order.
 
     Candidates are files with an image suffix (any case) plus files whose first bytes say
     image whatever their name. Symlinked folders are followed, each real folder once.
+    `never_open`: files passed over unread, as not images: the library this process has
+    open (Library.own_files), when it lies under `root`. Reading its first bytes would close
+    a descriptor of the file, and closing any descriptor drops every POSIX lock the process
+    holds on it, SQLite's included: another program could then take the library for unused
+    and delete its WAL under the desk.
     """
     stats = stats if stats is not None else DiscoveryStats()
     root = Path(root)
     seen_dirs: set[tuple[int, int]] = set()
+    skipped = _file_keys(never_open)
     try:
         st = root.stat()
     except OSError as exc:
@@ -204,7 +214,7 @@ def discover(
             if not include_hidden and _is_hidden(entry.name):
                 stats.ignored_hidden += 1
                 continue
-            found = _classify(Path(entry.path), entry, seen_dirs, stats)
+            found = _classify(Path(entry.path), entry, seen_dirs, stats, skipped)
             if isinstance(found, Path):
                 subfolders.append(found)
             elif found is not None:
@@ -214,8 +224,24 @@ def discover(
         stack.extend(reversed(subfolders))
 
 
+def _file_keys(paths: Iterable[Path]) -> set[tuple[int, int]]:
+    """(device, inode) of each of `paths` that exists: the same file under any name."""
+    keys = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        keys.add((st.st_dev, st.st_ino))
+    return keys
+
+
 def _classify(
-    path: Path, entry: os.DirEntry, seen_dirs: set[tuple[int, int]], stats: DiscoveryStats
+    path: Path,
+    entry: os.DirEntry,
+    seen_dirs: set[tuple[int, int]],
+    stats: DiscoveryStats,
+    skipped: set[tuple[int, int]],
 ) -> Path | FileEntry | FileError | None:
     """A folder to walk, a candidate file, an error, or None for a non-image file."""
     image_suffix = path.suffix.lower() in IMAGE_SUFFIXES
@@ -248,7 +274,7 @@ def _classify(
             )
         stats.ignored_not_images += 1
         return None
-    if not image_suffix and not _sniffs_as_image(path):
+    if (st.st_dev, st.st_ino) in skipped or (not image_suffix and not _sniffs_as_image(path)):
         stats.ignored_not_images += 1
         return None
     return FileEntry(path, st.st_size, st.st_mtime_ns)

@@ -274,7 +274,9 @@ def scan_folder(
 
     status = "failed"
     try:
-        entries, found_errors, present, stats = _discover(root, options, progress, cancel)
+        entries, found_errors, present, stats = _discover(
+            root, options, progress, cancel, library.own_files()
+        )
         summary.ignored = stats.ignored_not_images + stats.ignored_hidden
         score_ids = summary.model_ids or ([stored_model] if stored_model else [])
         todo, cached = _check_cache(library, root, score_ids, entries, bool(detectors))
@@ -408,13 +410,19 @@ def _outcome(
 
 
 def _discover(
-    root: Path, options: ScanOptions, progress: ProgressCallback | None, cancel: CancelToken
+    root: Path,
+    options: ScanOptions,
+    progress: ProgressCallback | None,
+    cancel: CancelToken,
+    library_files: list[Path],
 ):
     stats = DiscoveryStats()
     entries: list[FileEntry] = []
     errors: list[FileError] = []
     last = time.monotonic()
-    for found in discover(root, include_hidden=options.include_hidden, stats=stats):
+    for found in discover(
+        root, include_hidden=options.include_hidden, stats=stats, never_open=library_files
+    ):
         if isinstance(found, FileError):
             errors.append(found)
         else:

@@ -1061,6 +1061,16 @@ class Library:
                     "CREATE TABLE IF NOT EXISTS thumbnails (hash TEXT PRIMARY KEY, jpeg BLOB)"
                 )
 
+    def own_files(self) -> list[Path]:
+        """The files SQLite keeps for this library and its thumbnails, journals included:
+        nothing else in this process may open them (a scan passes over them, see
+        images.discover), since closing any descriptor drops the process's POSIX locks."""
+        return [
+            Path(f"{db}{suffix}")
+            for db in (self.path, self.thumbnails_path)
+            for suffix in ("", "-wal", "-shm", "-journal")
+        ]
+
     def close(self) -> None:
         """Close both databases, first moving the WAL's contents into the main files.
 
@@ -1335,21 +1345,21 @@ class Library:
         # held the interpreter lock for about a third of this call, on the thread that also
         # feeds a GPU (scripts in the commit message; ~100 µs a file on a 2-core EPYC).
         file_rows, score_rows, error_paths = [], [], []
+        # A renamed, copied or touched file of known content is not decoded again: its
+        # width, height and format are those stored for the content (under its old name,
+        # which the scan forgets only at its end), or the detail pane would show none.
+        seen = self._dimensions_of({i.hash for i in items if i.width is None})
         for item in items:
             raw = os.fsencode(item.path)
             error_paths.append(raw)
+            width, height, fmt = (
+                (item.width, item.height, item.format)
+                if item.width is not None
+                else seen.get(item.hash, (None, None, item.format))
+            )
             file_rows.append(
-                (
-                    raw,
-                    display_path(raw),
-                    item.size,
-                    item.mtime_ns,
-                    item.hash,
-                    item.width,
-                    item.height,
-                    item.format,
-                    now,
-                )
+                (raw, display_path(raw), item.size, item.mtime_ns, item.hash)
+                + (width, height, fmt, now)
             )
         for scoring, scored in [(model_id, items), *(also or {}).items()]:
             for item in scored:
@@ -1522,6 +1532,18 @@ class Library:
                 self._delete_paths("files", gone)
                 self._delete_paths("errors", gone)
         return len(gone)
+
+    def _dimensions_of(self, hashes: set[str]) -> dict[str, tuple[int, int, str | None]]:
+        """Stored width, height and format of each content among `hashes` that has them."""
+        found: dict[str, tuple[int, int, str | None]] = {}
+        for chunk, marks in in_chunks(sorted(hashes)):
+            for digest, width, height, fmt in self.db.execute(
+                "SELECT hash, width, height, format FROM files "
+                f"WHERE hash IN ({marks}) AND width IS NOT NULL",
+                chunk,
+            ):
+                found[digest] = (width, height, fmt)
+        return found
 
     def _delete_paths(self, table: str, paths: list[bytes]) -> None:
         for chunk, marks in in_chunks(paths):

@@ -115,6 +115,8 @@ class CalibrationDialog(QDialog):
         self, models: list[tuple[str, int]], names: dict[str, str], model_id: str | None
     ) -> None:
         self.model_box.blockSignals(True)
+        if not models:  # read, and none: not "Reading the library…" for good
+            self.model_box.setPlaceholderText("No model has scored a reviewed image yet")
         for model, count in models:
             # Distinct images, like `nsfw-desk metrics`: copies count once, and only
             # reviewed images this model has scored.

@@ -23,6 +23,7 @@ from nsfw_desk.core.paths import display_path
 from nsfw_desk.core.store import model_display_name
 from nsfw_desk.core.units import format_size
 from nsfw_desk.gui.thumbnails import ThumbnailCache
+from nsfw_desk.gui.tiles import score_text
 
 PREVIEW_MIN_HEIGHT = 160
 CONCEPTS_TOOLTIP = (
@@ -171,7 +172,7 @@ class DetailPane(QWidget):
             "\n".join(
                 f"{d.decided_at}  {_what(d)}  by {d.reviewer}"
                 + (
-                    f"  (score {d.score:.2f} at threshold {d.threshold:.2f})"
+                    f"  (score {score_text(d.score, d.threshold)} at threshold {d.threshold:.2f})"
                     if d.score is not None and d.threshold is not None
                     else ""
                 )

@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -27,6 +26,7 @@ from nsfw_desk.core import defaults
 from nsfw_desk.core.export import ExportOptions, ExportPreview, ExportReport, preview_export
 from nsfw_desk.core.progress import Progress
 from nsfw_desk.core.units import format_size
+from nsfw_desk.gui import file_dialogs
 from nsfw_desk.gui.library_tasks import LibraryReads
 from nsfw_desk.gui.worker import ExportWorker, TaskThread
 
@@ -234,7 +234,7 @@ class ExportDialog(QDialog):
         self.export_requested.emit(self._running_options)
 
     def _browse(self) -> None:
-        folder = QFileDialog.getSaveFileName(self, "Export the dataset to a new folder")[0]
+        folder = file_dialogs.save_path(self, "Export the dataset to a new folder")
         if folder:
             self.out.setText(folder)
 

@@ -16,7 +16,7 @@ from nsfw_desk.gui.grid import FILTERS
 # The error kinds of core/images.py (as the grid shows them, "_" → " "), in plain words.
 _WHY = {
     "decode error": "it is not an image we could read",
-    "not an image": "it is not an image",
+    "not an image": "its content is no picture format (empty, text or another kind of file)",
     "unreadable": "the file could not be read",
     "vanished": "the file was gone when it was read",
     "too large": "it is too large to open safely",

@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QLabel,
     QLineEdit,
     QListView,
@@ -56,6 +55,7 @@ from nsfw_desk.core.review import DecisionInput, ReviewStore
 from nsfw_desk.core.settings import Settings
 from nsfw_desk.core.store import default_library_path, default_thumbnails_path
 from nsfw_desk.core.units import count
+from nsfw_desk.gui import file_dialogs
 from nsfw_desk.gui.combos import ElidedLabel, fit_popup, narrow_combo
 from nsfw_desk.gui.commands import DecisionCommand
 from nsfw_desk.gui.detail import DetailPane
@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self._scan_cancel = CancelToken()  # the latest scan request's: Stop cancels it
         self._seen_paths: set[Path] = set()
         self._scan_stopped: str | None = None  # why the last scan ended without a summary
+        self._unscanned = 0  # files of the folder the last scan, stopped, did not reach
         self._painted = False
         self._moved = False  # the moderator has moved in this folder: stop pinning row 0
         self._pushing = False  # a new decision is being pushed (not an undo or redo)
@@ -535,7 +536,7 @@ class MainWindow(QMainWindow):
     # --- folders and scanning -----------------------------------------------------------
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
+        folder = file_dialogs.existing_directory(
             self, "Open a folder of images", str(self.folder or Path.home())
         )
         if folder:
@@ -572,6 +573,7 @@ class MainWindow(QMainWindow):
         self._scan_serial += 1
         self.scanning = True
         self._scan_stopped = None
+        self._unscanned = 0
         self._seen_paths = set()
         self.status.setText(f"Scanning {self.folder}…")
         self.progress_bar.setRange(0, 0)
@@ -779,7 +781,7 @@ class MainWindow(QMainWindow):
         self.model_bar.show_problem("Model not available", f"{message}\n\n{MODEL_HINT}")
 
     def choose_model_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
+        folder = file_dialogs.existing_directory(
             self, "Choose a model folder (config.json + model.safetensors)"
         )
         if folder:
@@ -847,6 +849,8 @@ class MainWindow(QMainWindow):
         self.load_list_matches()
         if self.compare_model_id is not None:
             self.compare_with(self.compare_model_id)  # scores for new files too
+        done = summary.scored + summary.listed + summary.cached + summary.errors
+        self._unscanned = max(0, summary.files - done) if summary.cancelled else 0
         if not summary.cancelled:
             # Like the library: rows under folders that could not be read stay.
             kept = {
@@ -933,7 +937,9 @@ class MainWindow(QMainWindow):
     def _update_counts(self) -> None:
         counts = self.results.counts()
         self.counts_label.setText("  " + str(counts) + "  ")
-        self.switcher.set_coverage(self.results.unscored(), counts.total - counts.errors)
+        self.switcher.set_coverage(
+            self.results.unscored(), counts.total - counts.errors, self._unscanned
+        )
 
     # --- review -----------------------------------------------------------------------
 
@@ -1294,7 +1300,7 @@ class MainWindow(QMainWindow):
         self._moved = True
         queue = self.results.unreviewed_positions()
         if not len(queue):
-            self._say("Nothing left to review in this view")
+            self._say(self._nothing_left_text("Nothing left to review in this view"))
             return
         after = queue[queue > self.grid.currentIndex().row()]
         self._select_row(int(after[0] if len(after) else queue[0]))
@@ -1317,7 +1323,7 @@ class MainWindow(QMainWindow):
         self._moved = True
         queue = self.results.unreviewed_positions()
         if not len(queue):
-            self._say("Nothing left to review in this view")
+            self._say(self._nothing_left_text("Nothing left to review in this view"))
             return
         self._select_row(int(queue[0]))
         self._say(
@@ -1338,10 +1344,22 @@ class MainWindow(QMainWindow):
                 return before
         return position
 
+    def _nothing_left_text(self, text: str) -> str:
+        """`text`, and how many files a filter hides that still wait for a label: "nothing
+        left" under Disagreements read as if the folder were done."""
+        counts = self.results.counts()
+        elsewhere = counts.total - counts.errors - counts.reviewed
+        if elsewhere <= 0 or self.results.filter == "all":
+            return text
+        return (
+            f"{text} · {elsewhere:,} not reviewed outside '{FILTERS[self.results.filter]}' "
+            f"({FILTER_KEYS['all']} shows all)"
+        )
+
     def _end_of_view_text(self) -> str:
         left = self.results.unreviewed_files()
         if not left:
-            return "Everything in this view is reviewed"
+            return self._nothing_left_text("Everything in this view is reviewed")
         return f"End of this view: {left:,} left to review (N goes to the next)"
 
     def _not_labellable_text(self, rows: list[int], *, labelled: int) -> str:
@@ -1370,10 +1388,17 @@ class MainWindow(QMainWindow):
         paths = [Path(item.source_path) for item in command.items if item.source_path]
         self._select_paths(paths)
         text = f"{'Undid' if undid else 'Redid'}: {command.text()}"
-        hidden = self.results.hidden_among(paths)  # a collapsed group's members are shown
+        # The undo history outlives a change of folder: say where such an item is, not
+        # that this view's filter hides it.
+        here = [p for p in paths if self.folder is not None and p.is_relative_to(self.folder)]
+        hidden = self.results.hidden_among(here)  # a collapsed group's members are shown
         if hidden:
             which = "" if len(paths) == 1 else f"{hidden:,} of {len(paths):,} "
             text += f" · {which}not shown in this view ('{FILTERS[self.results.filter]}')"
+        elsewhere = [p for p in paths if p not in here]
+        if elsewhere:
+            which = "" if len(paths) == 1 else f"{len(elsewhere):,} of {len(paths):,} "
+            text += f" · {which}in another folder: {elsewhere[0].parent}"
         self._say(text)
 
     def _select_paths(self, paths: list[Path]) -> int:
@@ -1459,7 +1484,8 @@ class MainWindow(QMainWindow):
             done = summary.scored + summary.cached + summary.errors
             return (
                 f"Stopped after {done:,} of {summary.files:,} files · "
-                f"{summary.scored:,} new{via} · {count(summary.errors, 'error')}"
+                f"{summary.scored:,} new{via} · {count(summary.errors, 'error')} · "
+                "F5 scans the rest"
             )
         return (
             f"Scanned: {count(summary.files, 'file')} in {summary.elapsed_s:.1f} s · "

@@ -104,6 +104,7 @@ class ModelSwitcher(QFrame):
         super().__init__(parent)
         self.setObjectName("modelSwitcher")
         self.choices: dict[str, ModelChoice] = {}
+        self._busy = False
         layout = QHBoxLayout(self)
         layout.setContentsMargins(2, 0, 2, 0)
         layout.addWidget(QLabel("Scores from"))
@@ -150,7 +151,7 @@ class ModelSwitcher(QFrame):
             box.clear()
         if active and active not in self.choices:
             name = active_name or active[:15]
-            self.model_box.addItem(f"{name} (no scores here yet)", active)
+            self.model_box.addItem(f"{name} ({self._unscored_note()})", active)
         for choice in choices:
             self.model_box.addItem(choice.title(), choice.model_id)
             self.model_box.setItemData(
@@ -173,24 +174,41 @@ class ModelSwitcher(QFrame):
     def compare_model(self) -> str | None:
         return self.compare_box.currentData()
 
-    def set_coverage(self, unscored: int, total: int) -> None:
-        """Say how much of the folder the shown model has scored; offer to score the rest."""
-        if total == 0:
+    def set_coverage(self, unscored: int, total: int, unscanned: int = 0) -> None:
+        """Say how much of the folder the shown model has scored; offer to score the rest.
+
+        `unscanned`: files a stopped scan never reached, which the grid does not list yet
+        (without it, a stop read "all 240 images scored" in a folder of 400)."""
+        if total == 0 and not unscanned:
             self.coverage.setText("")
             self.scan_button.hide()
             return
-        if unscored:
+        if unscanned:
+            self.coverage.setText(
+                f"  {total - unscored:,} images scored · the scan stopped before "
+                f"{unscanned:,} more files"
+            )
+        elif unscored:
             self.coverage.setText(
                 f"  {unscored:,} of {total:,} images have no score from this model"
             )
         else:
             self.coverage.setText(f"  all {total:,} images scored")
-        self.scan_button.setVisible(unscored > 0)
+        self.scan_button.setVisible(unscored > 0 or unscanned > 0)
 
     def set_busy(self, busy: bool) -> None:
         """While a scan runs the choice waits (the scan decides which model it scores with)."""
+        self._busy = busy
         self.model_box.setEnabled(not busy)
+        if self.model_box.count() and self.model_box.itemData(0) not in self.choices:
+            name = self.model_box.itemText(0).rsplit(" (", 1)[0]
+            self.model_box.setItemText(0, f"{name} ({self._unscored_note()})")
         self.scan_button.setEnabled(not busy)
+
+    def _unscored_note(self) -> str:
+        """After the name of a model with no stored scores in this folder: while the folder's
+        first scan runs, its scores are arriving on the tiles ("all 176 images scored")."""
+        return "scanning…" if self._busy else "no scores here yet"
 
     def _on_model_activated(self, index: int) -> None:
         model_id = self.model_box.itemData(index)

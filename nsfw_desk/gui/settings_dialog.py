@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -34,6 +33,7 @@ from nsfw_desk.core.images import THUMBNAIL_SIZE
 from nsfw_desk.core.precision import PRECISIONS
 from nsfw_desk.core.runtime import DEVICES
 from nsfw_desk.core.settings import Settings
+from nsfw_desk.gui import file_dialogs
 from nsfw_desk.gui.thumbnails import blur, to_qimage
 from nsfw_desk.gui.tiles import draw_fitted
 from nsfw_desk.synthetic import synthetic_photo
@@ -152,7 +152,7 @@ class SettingsDialog(QDialog):
         self.preview.setPixmap(QPixmap.fromImage(self.preview_image()))
 
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
+        folder = file_dialogs.existing_directory(
             self, "Choose a model folder (config.json + model.safetensors)"
         )
         if folder:
@@ -301,7 +301,7 @@ class DetectorsEditor(QWidget):
             self.table.setCellWidget(row, 1, spin)
 
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
+        folder = file_dialogs.existing_directory(
             self, "Choose a detector's model folder (config.json + model.safetensors)"
         )
         if folder:

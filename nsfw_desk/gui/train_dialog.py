@@ -18,7 +18,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from nsfw_desk.gui import file_dialogs
 from nsfw_desk.gui.train_worker import TrainWorker
 from nsfw_desk.gui.worker import TaskThread
 
@@ -486,7 +486,7 @@ class TrainDialog(QDialog):
     # --- the rest -------------------------------------------------------------------------
 
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
+        folder = file_dialogs.existing_directory(
             self, "Save the model in", str(self.out_path().parent)
         )
         if folder:
