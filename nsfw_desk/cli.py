@@ -674,10 +674,11 @@ def run_scan(args: argparse.Namespace) -> int:
         print(f"nsfw-desk scan: {folder} is not a folder", file=sys.stderr)
         return EXIT_USAGE
     if args.jsonl and str(args.jsonl) != "-":  # said before the scan, not after it
-        jsonl = args.jsonl
-        if jsonl.is_dir() or not jsonl.absolute().parent.is_dir():
-            why = "is a folder" if jsonl.is_dir() else "is in a folder that does not exist"
-            print(f"nsfw-desk scan: --jsonl {jsonl} {why}; give a file", file=sys.stderr)
+        from nsfw_desk.core.durable import unwritable_reason
+
+        why = unwritable_reason(args.jsonl, folder=False)
+        if why:
+            print(f"nsfw-desk scan: --jsonl: {why}", file=sys.stderr)
             return EXIT_USAGE
     specs = args.model or [None]
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_desk.core.defaults import PROGRESS_INTERVAL_S, VAL_FRACTION
-from nsfw_desk.core.durable import fsync_dir, write_durably
+from nsfw_desk.core.durable import fsync_dir, unwritable_reason, write_durably
 from nsfw_desk.core.images import ImageError, content_hash, read_file
 from nsfw_desk.core.paths import display_path, path_fields
 from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
@@ -711,6 +711,9 @@ def _check_target(options: ExportOptions) -> Path:
             raise TargetExists(f"{out} already exists; choose another folder or overwrite it")
         if not _replaceable(out):
             raise ExportError(f"{out} is neither empty nor an nsfw-desk export; not replacing it")
+    why = unwritable_reason(out, folder=True)
+    if why:
+        raise ExportError(why)
     return out
 
 

@@ -1,0 +1,92 @@
+"""Where the command line writes and what it reads, as an audit found them: an output that
+cannot be written is refused before the work with exit status 2 (it was a traceback, or exit 1
+with Python's errno text after the work), an export is not written into a folder the library
+scans, a FIFO given as the labels CSV is refused instead of waited on forever, and a folder
+given as --db is named as such."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from pathlib import Path
+
+from test_train_cli import decided  # noqa: F401 (a fixture)
+
+from nsfw_desk.cli import EXIT_USAGE, main
+from nsfw_desk.core import durable
+from nsfw_desk.core.durable import unwritable_reason
+
+POSIX = os.name == "posix"
+PROC = Path("/proc/self").is_dir()  # a folder nobody may create files in, root included
+
+
+def _commands(db: Path, model: Path, photos: Path) -> dict[str, list[str]]:
+    """Every command that writes a file or folder the user names (the name comes last)."""
+    cpu = ["--device", "cpu", "--precision", "fp32"]
+    return {
+        "scan --jsonl": ["scan", str(photos), "--model", str(model), *cpu, "-q", "--jsonl"],
+        "hashlist export": ["hashlist", "export", "--label", "unsafe", "--out"],
+        "export": ["export", "-q", "--out"],
+        "train": ["train", "--base", str(model), "--mode", "head", *cpu, "-q", "--out"],
+        "import-weights": [
+            "import-weights",
+            str(model / "model.safetensors"),
+            "--base",
+            str(model),
+            "--offline",
+            "--out",
+        ],
+    }
+
+
+def _targets(tmp_path: Path) -> dict[str, Path]:
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("not a folder\n", encoding="utf-8")
+    targets = {"under a file": a_file / "out"}
+    if PROC:
+        targets["in an unwritable folder"] = Path("/proc/nsfw-desk-out")
+    return targets
+
+
+def test_an_output_that_cannot_be_written_is_refused_with_usage_status(
+    decided,  # noqa: F811
+    model_dir,
+    tmp_path,
+    capsys,
+):
+    db, _ = decided
+    for (where, out), command in itertools.product(
+        _targets(tmp_path).items(), _commands(db, model_dir, tmp_path / "photos")
+    ):
+        args = _commands(db, model_dir, tmp_path / "photos")[command]
+        db_args = [] if command == "import-weights" else ["--db", str(db)]
+        assert main([*args, str(out), *db_args]) == EXIT_USAGE, (command, where)
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "Errno" not in err, err
+        assert str(out.parent) in err, err
+        assert "is not a folder" in err or "cannot be written to" in err, err
+        assert not out.exists()
+
+
+def test_unwritable_reason_names_the_folder_and_leaves_a_full_disk_to_the_writer(
+    tmp_path, monkeypatch
+):
+    assert unwritable_reason(tmp_path / "new" / "deeper", folder=True) is None
+    assert "does not exist" in unwritable_reason(tmp_path / "new" / "file", folder=False)
+    assert "is a folder" in unwritable_reason(tmp_path, folder=False)
+
+    def refuse(code):
+        def temporary_file(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        return temporary_file
+
+    monkeypatch.setattr(durable.tempfile, "TemporaryFile", refuse(errno.EROFS))
+    said = unwritable_reason(tmp_path / "out.jsonl", folder=False)
+    assert said == (
+        f"{tmp_path} cannot be written to ({os.strerror(errno.EROFS)}); "
+        "choose a folder you can write to"
+    )
+    monkeypatch.setattr(durable.tempfile, "TemporaryFile", refuse(errno.ENOSPC))
+    assert unwritable_reason(tmp_path / "out.jsonl", folder=False) is None
