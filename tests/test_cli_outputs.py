@@ -13,7 +13,7 @@ from pathlib import Path
 
 from test_train_cli import decided  # noqa: F401 (a fixture)
 
-from nsfw_desk.cli import EXIT_USAGE, main
+from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, main
 from nsfw_desk.core import durable
 from nsfw_desk.core.durable import unwritable_reason
 
@@ -90,3 +90,16 @@ def test_unwritable_reason_names_the_folder_and_leaves_a_full_disk_to_the_writer
     )
     monkeypatch.setattr(durable.tempfile, "TemporaryFile", refuse(errno.ENOSPC))
     assert unwritable_reason(tmp_path / "out.jsonl", folder=False) is None
+
+
+def test_an_export_inside_a_scanned_folder_is_refused(decided, tmp_path, capsys):  # noqa: F811
+    db, _ = decided
+    photos = tmp_path / "photos"
+    before = sorted(p.relative_to(photos) for p in photos.rglob("*"))
+    out = photos / "exports" / "round-1"
+    assert main(["export", "-q", "--out", str(out), "--db", str(db)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{out} is inside {photos}, a folder this library scans" in err
+    assert sorted(p.relative_to(photos) for p in photos.rglob("*")) == before
+    beside = tmp_path / "photos-export"  # a sibling whose name starts the same is fine
+    assert main(["export", "-q", "--out", str(beside), "--db", str(db)]) == EXIT_OK

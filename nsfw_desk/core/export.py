@@ -717,6 +717,17 @@ def _check_target(options: ExportOptions) -> Path:
     return out
 
 
+def _scanned_folder_holding(library: Library, out: Path) -> Path | None:
+    """The scanned folder (of the library's scan history) that `out` lies in, if any."""
+    real_out = Path(os.path.realpath(out))
+    roots = {bytes(row["root_bytes"]) for row in library.scans() if row.get("root_bytes")}
+    for raw in sorted(roots):
+        root = Path(os.fsdecode(raw))
+        if out.is_relative_to(root) or real_out.is_relative_to(os.path.realpath(root)):
+            return root
+    return None
+
+
 def _replaceable(folder: Path) -> bool:
     """Only an empty folder or an earlier export may be deleted by overwrite."""
     if not any(folder.iterdir()):
@@ -794,6 +805,12 @@ def export_dataset(
     started = time.monotonic()
     _tidy_beside(_target(options))
     out = _check_target(options)
+    inside = _scanned_folder_holding(library, out)
+    if inside is not None:
+        raise ExportError(
+            f"{out} is inside {display_path(inside)}, a folder this library scans: its next "
+            "scan would take the exported copies for new images; choose a folder outside it"
+        )
     decisions = select_decisions(library, options)
     if not decisions:
         raise ExportError("nothing to export: no reviewed item matches the selection")
