@@ -9,8 +9,10 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import threading
 from pathlib import Path
 
+import pytest
 from test_train_cli import decided  # noqa: F401 (a fixture)
 
 from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, main
@@ -103,3 +105,30 @@ def test_an_export_inside_a_scanned_folder_is_refused(decided, tmp_path, capsys)
     assert sorted(p.relative_to(photos) for p in photos.rglob("*")) == before
     beside = tmp_path / "photos-export"  # a sibling whose name starts the same is fine
     assert main(["export", "-q", "--out", str(beside), "--db", str(db)]) == EXIT_OK
+
+
+@pytest.mark.skipif(not POSIX, reason="FIFOs")
+def test_a_fifo_as_the_labels_csv_is_refused_not_waited_on(tmp_path, capsys):
+    fifo = tmp_path / "labels.csv"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def writer() -> None:  # feeds a reader if one ever opens it (the bug); gives up at the end
+        while not done.wait(0.05):
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader yet
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write("hash,label\n" + "ab" * 32 + ",unsafe\n")
+            return
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        code = main(["import-labels", str(fifo), "--db", str(tmp_path / "library.sqlite")])
+    finally:
+        done.set()
+        thread.join()
+    assert code == EXIT_USAGE
+    assert f"{fifo} is not a regular file (a FIFO, device or socket)" in capsys.readouterr().err
