@@ -539,6 +539,14 @@ def existing_library(args: argparse.Namespace, command: str, hint: str = "") -> 
                 "program's database); nothing was written to it"
             )
         return path
+    if path.is_dir():
+        example = path / "library.sqlite"
+        print(
+            f"nsfw-desk {command}: {path} is a folder; give the library's file, such as "
+            f"--db {example}",
+            file=sys.stderr,
+        )
+        return None
     print(f"nsfw-desk {command}: no library at {path}{hint}", file=sys.stderr)
     return None
 

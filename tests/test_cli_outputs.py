@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_train_cli import decided  # noqa: F401 (a fixture)
 
-from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, main
+from nsfw_desk.cli import EXIT_LIBRARY, EXIT_OK, EXIT_USAGE, main
 from nsfw_desk.core import durable
 from nsfw_desk.core.durable import unwritable_reason
 
@@ -132,3 +132,15 @@ def test_a_fifo_as_the_labels_csv_is_refused_not_waited_on(tmp_path, capsys):
         thread.join()
     assert code == EXIT_USAGE
     assert f"{fifo} is not a regular file (a FIFO, device or socket)" in capsys.readouterr().err
+
+
+def test_a_folder_as_db_is_named_a_folder(tmp_path, model_dir, photo_folder, capsys):
+    folder = tmp_path / "libraries"
+    folder.mkdir()
+    scan = ["scan", str(photo_folder), "--model", str(model_dir), "--device", "cpu", "-q"]
+    assert main([*scan, "--db", str(folder)]) == EXIT_LIBRARY
+    assert f"{folder} is a folder; a library is a file" in capsys.readouterr().err
+    assert main(["metrics", "--db", str(folder)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{folder} is a folder; give the library's file, such as --db " in err
+    assert list(folder.iterdir()) == []
