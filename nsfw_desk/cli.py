@@ -863,7 +863,7 @@ class _JsonlWriter:
         if self.target is None:
             self.fh = sys.stdout
         else:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or ".")
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name[:100]}.", dir=out.parent or ".")
             self.fh = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, outcomes) -> None:

@@ -52,15 +52,25 @@ def unwritable_reason(path: Path, *, folder: bool) -> str | None:
     disk is left to the writer, which says so with its own exit status.
     """
     path = Path(os.path.abspath(Path(path).expanduser()))
-    if not folder and path.is_dir():
-        return f"{path} is a folder; give a file"
     parent = path.parent
     while not os.path.lexists(parent) and parent != parent.parent:
         if not folder:
             return f"{path} is in a folder that does not exist ({parent}); create it first"
         parent = parent.parent
-    if not parent.is_dir():
+    if not os.path.isdir(parent):
         return f"{parent} is not a folder, so {path} cannot be written there"
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf on Windows
+        name_max = 255
+    for name in path.relative_to(parent).parts:
+        if len(os.fsencode(name)) > name_max:
+            return (
+                f"the name {name[:40]}… is longer than the {name_max} bytes a name may have "
+                f"in {parent}; choose a shorter one"
+            )
+    if not folder and os.path.isdir(path):
+        return f"{path} is a folder; give a file"
     try:
         tempfile.TemporaryFile(dir=parent).close()
     except OSError as exc:
