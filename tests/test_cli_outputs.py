@@ -159,3 +159,18 @@ def test_a_long_but_allowed_output_name_is_written(decided, model_dir, tmp_path)
         assert main([*args, str(out), "--db", str(db)]) == EXIT_OK, command
         assert out.stat().st_size > 0
         out.unlink()
+
+
+def test_cluster_scan_refuses_a_results_folder_it_cannot_write_before_starting_ray(
+    tmp_path, model_dir, photo_folder, capsys
+):
+    """A file as --out, or --out under a file, was a traceback once Ray had started."""
+    pytest.importorskip("ray.data")
+    for out in (photo_folder / "a" / "photo_01.jpg", *_targets(tmp_path).values()):
+        before = out.read_bytes() if os.path.isfile(out) else None
+        command = ["cluster-scan", str(photo_folder), "--model", str(model_dir), "--out"]
+        assert main([*command, str(out)]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "Errno" not in err, err
+        assert str(out.parent) in err, err
+        assert before is None or out.read_bytes() == before
