@@ -551,6 +551,21 @@ def existing_library(args: argparse.Namespace, command: str, hint: str = "") -> 
     return None
 
 
+def output_over_library(out: Path, args: argparse.Namespace) -> str | None:
+    """Why writing `out` would replace the library `--db` names (or its WAL, its thumbnails),
+    or None: an atomic rename over the open library loses every decision in it."""
+    from nsfw_desk.core.store import default_thumbnails_path
+
+    library = _library_path(args)
+    kept = [library, *(library.with_name(library.name + s) for s in ("-wal", "-shm"))]
+    kept.append(default_thumbnails_path(library))
+    target = os.path.realpath(out.expanduser())
+    for path in kept:
+        if target == os.path.realpath(path):
+            return f"{out} is the library's own file ({path}); give another file"
+    return None
+
+
 def _free_space(folder: Path) -> str:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -684,7 +699,7 @@ def run_scan(args: argparse.Namespace) -> int:
     if args.jsonl and str(args.jsonl) != "-":  # said before the scan, not after it
         from nsfw_desk.core.durable import unwritable_reason
 
-        why = unwritable_reason(args.jsonl, folder=False)
+        why = unwritable_reason(args.jsonl, folder=False) or output_over_library(args.jsonl, args)
         if why:
             print(f"nsfw-desk scan: --jsonl: {why}", file=sys.stderr)
             return EXIT_USAGE

@@ -174,3 +174,21 @@ def test_cluster_scan_refuses_a_results_folder_it_cannot_write_before_starting_r
         assert "Traceback" not in err and "Errno" not in err, err
         assert str(out.parent) in err, err
         assert before is None or out.read_bytes() == before
+
+
+def test_an_output_named_like_the_library_is_refused_and_the_library_kept(
+    decided,  # noqa: F811
+    model_dir,
+    tmp_path,
+    capsys,
+):
+    """`scan --jsonl` or `hashlist export --out` naming the --db file renamed the output over
+    the open library at the end: every decision in it was lost."""
+    db, _ = decided
+    kept = {path: path.read_bytes() for path in (db, db.with_name("library.thumbnails.sqlite"))}
+    commands = _commands(db, model_dir, tmp_path / "photos")
+    for command, out in itertools.product(("scan --jsonl", "hashlist export"), kept):
+        assert main([*commands[command], str(out), "--db", str(db)]) == EXIT_USAGE, command
+        assert f"{out} is the library's own file" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert main(["metrics", "--db", str(db)]) == EXIT_OK
