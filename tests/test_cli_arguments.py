@@ -23,3 +23,19 @@ def test_assign_counts_a_reviewer_named_twice_once(decided, capsys):  # noqa: F8
     captured = capsys.readouterr()
     assert [line.split("\t")[0] for line in captured.out.splitlines()] == ["ann", "bob"]
     assert "24 images assigned to 2 reviewers" in captured.err
+
+
+def test_map_prefix_replaces_whole_folders_only_and_wants_a_target():
+    """FROM matched any byte prefix: /data/img also turned /data/images/x.jpg into
+    TO/ages/x.jpg; an empty TO made every path relative to nowhere."""
+    from nsfw_desk.core.cluster_import import PrefixMap, map_path
+
+    maps = [PrefixMap.parse("/data/img=/srv/img")]
+    assert map_path(b"/data/img/x.jpg", maps) == b"/srv/img/x.jpg"
+    assert map_path(b"/data/img", maps) == b"/srv/img"
+    assert map_path(b"/data/images/x.jpg", maps) == b"/data/images/x.jpg"
+    slashed = [PrefixMap.parse("s3://bucket/archive/=/home/me/archive")]
+    assert map_path(b"s3://bucket/archive/a/x.jpg", slashed) == b"/home/me/archive/a/x.jpg"
+    assert map_path(b"s3://bucket/archive2/x.jpg", slashed) == b"s3://bucket/archive2/x.jpg"
+    with pytest.raises(ValueError, match="both non-empty"):
+        PrefixMap.parse("/data=")
