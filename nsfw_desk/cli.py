@@ -539,7 +539,30 @@ def existing_library(args: argparse.Namespace, command: str, hint: str = "") -> 
                 "program's database); nothing was written to it"
             )
         return path
+    if path.is_dir():
+        example = path / "library.sqlite"
+        print(
+            f"nsfw-desk {command}: {path} is a folder; give the library's file, such as "
+            f"--db {example}",
+            file=sys.stderr,
+        )
+        return None
     print(f"nsfw-desk {command}: no library at {path}{hint}", file=sys.stderr)
+    return None
+
+
+def output_over_library(out: Path, args: argparse.Namespace) -> str | None:
+    """Why writing `out` would replace the library `--db` names (or its WAL, its thumbnails),
+    or None: an atomic rename over the open library loses every decision in it."""
+    from nsfw_desk.core.store import default_thumbnails_path
+
+    library = _library_path(args)
+    kept = [library, *(library.with_name(library.name + s) for s in ("-wal", "-shm"))]
+    kept.append(default_thumbnails_path(library))
+    target = os.path.realpath(out.expanduser())
+    for path in kept:
+        if target == os.path.realpath(path):
+            return f"{out} is the library's own file ({path}); give another file"
     return None
 
 
@@ -674,10 +697,11 @@ def run_scan(args: argparse.Namespace) -> int:
         print(f"nsfw-desk scan: {folder} is not a folder", file=sys.stderr)
         return EXIT_USAGE
     if args.jsonl and str(args.jsonl) != "-":  # said before the scan, not after it
-        jsonl = args.jsonl
-        if jsonl.is_dir() or not jsonl.absolute().parent.is_dir():
-            why = "is a folder" if jsonl.is_dir() else "is in a folder that does not exist"
-            print(f"nsfw-desk scan: --jsonl {jsonl} {why}; give a file", file=sys.stderr)
+        from nsfw_desk.core.durable import unwritable_reason
+
+        why = unwritable_reason(args.jsonl, folder=False) or output_over_library(args.jsonl, args)
+        if why:
+            print(f"nsfw-desk scan: --jsonl: {why}", file=sys.stderr)
             return EXIT_USAGE
     specs = args.model or [None]
     try:
@@ -854,7 +878,7 @@ class _JsonlWriter:
         if self.target is None:
             self.fh = sys.stdout
         else:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or ".")
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name[:100]}.", dir=out.parent or ".")
             self.fh = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, outcomes) -> None:

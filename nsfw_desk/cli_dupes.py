@@ -17,6 +17,13 @@ def _distance(text: str) -> int:
     return value
 
 
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100:  # PDQ's quality is 0 to 100: above, every hash would be left out
+        raise argparse.ArgumentTypeError("must be 0 to 100")
+    return value
+
+
 def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.ArgumentParser:
     dupes = commands.add_parser(
         "dupes",
@@ -37,7 +44,7 @@ def add_parser(commands, formatter_class=argparse.HelpFormatter) -> argparse.Arg
     )
     dupes.add_argument(
         "--min-quality",
-        type=int,
+        type=_quality,
         default=MIN_QUALITY,
         metavar="Q",
         help=f"leave out hashes of quality below Q, 0-100 (default {MIN_QUALITY}: flat "

@@ -106,10 +106,17 @@ def _import(args, library) -> int:
 
 
 def _export(args, library) -> int:
-    from nsfw_desk.cli import EXIT_OK
+    from nsfw_desk.cli import EXIT_OK, EXIT_USAGE, output_over_library
+    from nsfw_desk.core.durable import unwritable_reason
     from nsfw_desk.core.hashlists import export_lines, write_atomically
     from nsfw_desk.core.review import ReviewStore
 
+    why = None
+    if args.out is not None:
+        why = unwritable_reason(args.out, folder=False) or output_over_library(args.out, args)
+    if why:
+        print(f"nsfw-desk hashlist export: --out: {why}", file=sys.stderr)
+        return EXIT_USAGE
     labels = ReviewStore(library).current_labels()
     chosen = sorted(h for h, label in labels.items() if label == args.label)
     lines = export_lines(library, chosen, args.format)

@@ -171,7 +171,7 @@ def _assign(args: argparse.Namespace) -> int:
     from nsfw_desk.core.store import Library
     from nsfw_desk.core.team import assign
 
-    reviewers = [r.strip() for r in args.reviewers.split(",") if r.strip()]
+    reviewers = list(dict.fromkeys(r.strip() for r in args.reviewers.split(",") if r.strip()))
     if not reviewers:
         print("nsfw-desk assign: --reviewers needs at least one name", file=sys.stderr)
         return EXIT_USAGE

@@ -169,9 +169,10 @@ def run(args: argparse.Namespace) -> int:
     path = _library_path(args)
     if args.data is None or args.db is not None:
         if not path.is_file():  # opening would create an empty library
+            where = f"{path} is a folder, not a library file" if path.is_dir() else ""
             print(
-                f"nsfw-desk train: no library at {path}; scan and review first, or give an "
-                "export folder with --data",
+                f"nsfw-desk train: {where or f'no library at {path}'}; scan and review first, "
+                "or give an export folder with --data",
                 file=sys.stderr,
             )
             return EXIT_USAGE

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from nsfw_desk.core import cluster_results as results
 from nsfw_desk.core import cluster_source as sources
+from nsfw_desk.core.durable import unwritable_reason
 from nsfw_desk.core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -507,6 +508,11 @@ def cluster_scan(
             raise ClusterError(f"{source} is not a folder (the nodes must see it at this path).")
         label, label_bytes = str(source), os.fsencode(source)
     out = Path(out).expanduser().absolute()
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ClusterError(f"{out} exists and is not a folder; give a results folder as --out.")
+    unwritable = unwritable_reason(out, folder=True)
+    if unwritable:
+        raise ClusterError(f"--out: {unwritable}.")
     started = time.monotonic()
     models = _model_records(options.models, options)
 

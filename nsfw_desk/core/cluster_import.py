@@ -44,16 +44,29 @@ class PrefixMap:
     def parse(cls, text: str) -> PrefixMap:
         """`FROM=TO` (the first `=` splits; the command line's bytes are kept exactly)."""
         old, sep, new = text.partition("=")
-        if not sep or not old:
-            raise ValueError(f"--map-prefix wants FROM=TO, not {text!r}")
+        if not sep or not old or not new:
+            raise ValueError(f"--map-prefix wants FROM=TO (both non-empty), not {text!r}")
         return cls(os.fsencode(old), os.fsencode(new))
+
+    def apply(self, raw: bytes) -> bytes | None:
+        """`raw` under the new prefix, or None when `old` is not a whole-folder prefix of it:
+        /data/img must not turn /data/images/x.jpg into TO/ages/x.jpg."""
+        if self.old.endswith(b"/"):
+            if not raw.startswith(self.old):
+                return None
+            new = self.new if self.new.endswith(b"/") else self.new + b"/"
+            return new + raw[len(self.old) :]
+        if raw != self.old and not raw.startswith(self.old + b"/"):
+            return None
+        return self.new + raw[len(self.old) :]
 
 
 def map_path(raw: bytes, maps: Iterable[PrefixMap]) -> bytes:
-    """`raw` with the first matching prefix replaced (bytes-exact); unchanged otherwise."""
+    """`raw` with the first matching folder prefix replaced (bytes-exact); else unchanged."""
     for prefix in maps:
-        if raw.startswith(prefix.old):
-            return prefix.new + raw[len(prefix.old) :]
+        mapped = prefix.apply(raw)
+        if mapped is not None:
+            return mapped
     return raw
 
 

@@ -7,7 +7,9 @@ old file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -39,3 +41,43 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def unwritable_reason(path: Path, *, folder: bool) -> str | None:
+    """Why `path` cannot be written, or None: said before the work, not as a traceback after.
+
+    `folder`: `path` is a folder its writer creates, parents included; else a file whose
+    folder must exist. The nearest existing folder is probed by creating a temporary file in
+    it (root passes permission checks, a read-only or pseudo file system does not). A full
+    disk is left to the writer, which says so with its own exit status.
+    """
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    parent = path.parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        if not folder:
+            return f"{path} is in a folder that does not exist ({parent}); create it first"
+        parent = parent.parent
+    if not os.path.isdir(parent):
+        return f"{parent} is not a folder, so {path} cannot be written there"
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf on Windows
+        name_max = 255
+    for name in path.relative_to(parent).parts:
+        if len(os.fsencode(name)) > name_max:
+            return (
+                f"the name {name[:40]}… is longer than the {name_max} bytes a name may have "
+                f"in {parent}; choose a shorter one"
+            )
+    if not folder and os.path.isdir(path):
+        return f"{path} is a folder; give a file"
+    try:
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return None
+        return (
+            f"{parent} cannot be written to ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        )
+    return None

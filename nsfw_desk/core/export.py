@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_desk.core.defaults import PROGRESS_INTERVAL_S, VAL_FRACTION
-from nsfw_desk.core.durable import fsync_dir, write_durably
+from nsfw_desk.core.durable import fsync_dir, unwritable_reason, write_durably
 from nsfw_desk.core.images import ImageError, content_hash, read_file
 from nsfw_desk.core.paths import display_path, path_fields
 from nsfw_desk.core.progress import Cancelled, CancelToken, Progress, ProgressCallback
@@ -711,7 +711,21 @@ def _check_target(options: ExportOptions) -> Path:
             raise TargetExists(f"{out} already exists; choose another folder or overwrite it")
         if not _replaceable(out):
             raise ExportError(f"{out} is neither empty nor an nsfw-desk export; not replacing it")
+    why = unwritable_reason(out, folder=True)
+    if why:
+        raise ExportError(why)
     return out
+
+
+def _scanned_folder_holding(library: Library, out: Path) -> Path | None:
+    """The scanned folder (of the library's scan history) that `out` lies in, if any."""
+    real_out = Path(os.path.realpath(out))
+    roots = {bytes(row["root_bytes"]) for row in library.scans() if row.get("root_bytes")}
+    for raw in sorted(roots):
+        root = Path(os.fsdecode(raw))
+        if out.is_relative_to(root) or real_out.is_relative_to(os.path.realpath(root)):
+            return root
+    return None
 
 
 def _replaceable(folder: Path) -> bool:
@@ -791,6 +805,12 @@ def export_dataset(
     started = time.monotonic()
     _tidy_beside(_target(options))
     out = _check_target(options)
+    inside = _scanned_folder_holding(library, out)
+    if inside is not None:
+        raise ExportError(
+            f"{out} is inside {display_path(inside)}, a folder this library scans: its next "
+            "scan would take the exported copies for new images; choose a folder outside it"
+        )
     decisions = select_decisions(library, options)
     if not decisions:
         raise ExportError("nothing to export: no reviewed item matches the selection")

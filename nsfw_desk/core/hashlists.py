@@ -344,7 +344,7 @@ def write_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder, fsync and rename: a
     crash leaves the old file or the new one, never half of one."""
     folder = path.parent if str(path.parent) else Path(".")
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="ascii", newline="\n") as handle:
             handle.write(text)

@@ -233,6 +233,12 @@ def read_label_csv(csv_path: Path) -> tuple[list[Item], list[str]]:
     Raises LabelFileError when the file as a whole cannot be used.
     """
     try:
+        if not stat.S_ISREG(os.stat(csv_path).st_mode) and not os.path.isdir(csv_path):
+            # Reading a FIFO waits for a writer forever; a device may never end.
+            raise LabelFileError(
+                f"{display_path(csv_path)} is not a regular file (a FIFO, device or socket): "
+                "give the CSV file"
+            )
         data = Path(csv_path).read_bytes()
     except FileNotFoundError as exc:
         raise LabelFileError(f"no such file: {display_path(csv_path)}") from exc

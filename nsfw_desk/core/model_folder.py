@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nsfw_desk.core.durable import fsync_dir, write_durably
+from nsfw_desk.core.durable import fsync_dir, unwritable_reason, write_durably
 from nsfw_desk.core.hub import CONFIG_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:
@@ -67,6 +67,9 @@ def check_target(out: Path) -> Path:
                 f"{out} is neither empty nor a model folder (no {CONFIG_FILE} and "
                 f"{WEIGHTS_FILE}); not replacing it. Choose another --out."
             )
+    why = unwritable_reason(out, folder=True)
+    if why:
+        raise ModelFolderError(f"{why}.")
     return out
 
 

@@ -311,6 +311,14 @@ def _unusable(path: Path, exc: BaseException) -> LibraryError:
     """Why a library cannot be opened. A read-only disk or folder is named as such: SQLite
     says only "unable to open database file" (WAL needs its -shm file beside the library),
     which reads like a damaged library."""
+    if path.is_dir():
+        return LibraryError(
+            f"{path} is a folder; a library is a file: name one, such as {path / 'library.sqlite'}"
+        )
+    if path.exists() and not path.is_file():
+        return LibraryError(
+            f"{path} is not a regular file (a FIFO, device or socket); a library is a file"
+        )
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
