@@ -59,4 +59,15 @@ def run(args: argparse.Namespace) -> int:
         + (f"written: {changed}" if changed else "the library already had all of it"),
         file=sys.stderr,
     )
+    if summary.skipped:
+        count = len(summary.skipped)
+        print(
+            f"nsfw-desk {NAME}: {count:,} result {'file' if count == 1 else 'files'} could not "
+            f"be read and {'was' if count == 1 else 'were'} left out (torn when a run was "
+            f"killed?): {', '.join(map(str, summary.skipped[:3]))}"
+            + (f" and {count - 3:,} more" if count > 3 else "")
+            + ". Their files are not in the library: run the same cluster-scan again (it "
+            "scores them anew), then import again.",
+            file=sys.stderr,
+        )
     return EXIT_OK

@@ -87,6 +87,25 @@ def test_import_refuses_a_result_row_with_neither_a_hash_nor_an_error(tmp_path, 
     assert set(done_files(out)) == {b"/data/photos/good.jpg", b"/data/photos/bad.jpg"}
 
 
+def test_import_names_result_files_it_could_not_read(tmp_path, capsys):
+    """A Parquet file torn by a killed run was left out with a log line only, and the
+    summary read as if everything was in."""
+    pytest.importorskip("pyarrow")
+    out = _results(tmp_path / "results", [{"path": "/data/photos/good.jpg"}], [])
+    (run,) = out.iterdir()
+    whole = (run / "part-0.parquet").read_bytes()
+    (run / "part-1.parquet").write_bytes(whole[: len(whole) // 2])  # cut short mid-write
+    db = tmp_path / "library.sqlite"
+    assert main(["import", str(out), "--db", str(db)]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "1 rows (1 images, 0 errors)" in err
+    said = next(line for line in err.splitlines() if "could not be read" in line)
+    assert said.startswith("nsfw-desk import: 1 result file could not be read and was left out")
+    assert str(run / "part-1.parquet") in said and "run the same cluster-scan again" in said
+    with Library(db) as library:
+        assert library.has_files_under(Path("/data/photos"))
+
+
 # --- 3. merge: the later decision wins ------------------------------------------------------
 
 

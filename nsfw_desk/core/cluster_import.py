@@ -76,6 +76,7 @@ class ImportSummary:
     images: int = 0
     errors: int = 0
     models: list[str] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # result files that could not be read
     changed: dict[str, int] = field(
         default_factory=lambda: {
             "files": 0,
@@ -145,7 +146,8 @@ def import_results(out: Path, library: Library, *, maps: Iterable[PrefixMap] = (
         )
     summary.models = list(models)
     unknown: set[str] = set()
-    for chunk in _chunks(results.read_rows(out, complete=True), CHUNK):
+    rows = results.read_rows(out, complete=True, skipped=summary.skipped)
+    for chunk in _chunks(rows, CHUNK):
         files: list[ScoredFile] = []
         scores: list[tuple[str, str, float, bytes, bytes | None]] = []
         errors: list[FileError] = []

@@ -169,14 +169,19 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table | None:
 
 
 def read_rows(
-    out: Path, columns: list[str] | None = None, *, complete: bool = False
+    out: Path,
+    columns: list[str] | None = None,
+    *,
+    complete: bool = False,
+    skipped: list[Path] | None = None,
 ) -> Iterator[dict]:
     """Every file's row once: the latest run's row for each path (see the module docstring).
 
     Two passes, one Parquet file in memory at a time: the path columns say which row of
     which file is each path's latest, then the files are read again for `columns`. With
     `complete` (an import), a latest row with neither a content hash nor an error is
-    refused in the first pass, before any row is used: it says nothing a library can hold."""
+    refused in the first pass, before any row is used: it says nothing a library can hold.
+    `skipped` gets each Parquet file that could not be read (torn by a killed run)."""
     keys = ["path", "path_base64"]
     checked = [*keys, "hash", "error_kind"] if complete else keys
     want = None if columns is None else sorted({*columns, *keys})
@@ -187,6 +192,8 @@ def read_rows(
         for path in parquet_files(folder):
             table = read_table(path, checked)
             if table is None:
+                if skipped is not None:
+                    skipped.append(path)
                 continue
             for index, key in enumerate(table.to_pylist()):
                 try:
