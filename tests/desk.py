@@ -32,6 +32,17 @@ def export_dialog(qtbot, window):
     return dialog
 
 
+def two_decided(qtbot, make_window, folder):
+    """A window on the scanned `folder` with one unsafe and one safe decision committed:
+    something to export."""
+    window = make_window()
+    scan(qtbot, window, folder)
+    window.decide("unsafe")
+    window.decide("safe")
+    settle(qtbot, window)
+    return window
+
+
 def column(window, role) -> list:
     return [window.results.index(i).data(role) for i in range(window.results.rowCount())]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from desk import export_dialog, scan, settle
+from desk import export_dialog, scan, settle, two_decided
 
 from nsfw_desk.core.progress import Progress
 from nsfw_desk.gui.grid import SORTS, Role
@@ -74,11 +74,7 @@ def test_export_dialog_keeps_its_size_when_the_counts_arrive(qtbot, make_window,
     grew it by two lines; openbox then placed it at the screen's corner with its title bar
     off-screen (every other time, under a real X server)."""
 
-    window = make_window()
-    scan(qtbot, window, folder)
-    window.decide("unsafe")
-    window.decide("safe")
-    settle(qtbot, window)
+    window = two_decided(qtbot, make_window, folder)
     dialog = export_dialog(qtbot, window)
     before = dialog.sizeHint().height()
     qtbot.waitUntil(lambda: dialog.preview is not None, timeout=10_000)

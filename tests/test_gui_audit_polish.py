@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from desk import column, export_dialog, scan, settle
+from desk import column, export_dialog, scan, settle, two_decided
 from PySide6.QtCore import Qt
 from test_gui_near_dupes import dupes_folder  # noqa: F401 (a fixture)
 from test_gui_training import two_colour_folder  # noqa: F401 (a fixture)
@@ -18,11 +18,7 @@ def test_export_waits_for_a_change_after_it_has_written(qtbot, make_window, fold
     """After an export the Export button stayed enabled (and the default for Return): a
     second click wrote the dataset again, over it with "Replace" on."""
 
-    window = make_window()
-    scan(qtbot, window, folder)
-    window.decide("unsafe")
-    window.decide("safe")
-    settle(qtbot, window)
+    window = two_decided(qtbot, make_window, folder)
     dialog = export_dialog(qtbot, window)
     out = tmp_path / "dataset"
     dialog.out.setText(str(out))
