@@ -145,6 +145,12 @@ class ScanSummary:
     def images_per_s(self) -> float:
         return self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def reached(self) -> int:
+        """Files the scan got to (scored, listed, answered from the library or failed): a
+        stopped scan's `files` less this is what it left for the next one."""
+        return self.scored + self.listed + self.cached + self.errors
+
 
 @dataclass
 class _Prepared:

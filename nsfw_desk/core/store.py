@@ -1366,8 +1366,17 @@ class Library:
                 else seen.get(item.hash, (None, None, item.format))
             )
             file_rows.append(
-                (raw, display_path(raw), item.size, item.mtime_ns, item.hash)
-                + (width, height, fmt, now)
+                (
+                    raw,
+                    display_path(raw),
+                    item.size,
+                    item.mtime_ns,
+                    item.hash,
+                    width,
+                    height,
+                    fmt,
+                    now,
+                )
             )
         for scoring, scored in [(model_id, items), *(also or {}).items()]:
             for item in scored:

@@ -849,8 +849,7 @@ class MainWindow(QMainWindow):
         self.load_list_matches()
         if self.compare_model_id is not None:
             self.compare_with(self.compare_model_id)  # scores for new files too
-        done = summary.scored + summary.listed + summary.cached + summary.errors
-        self._unscanned = max(0, summary.files - done) if summary.cancelled else 0
+        self._unscanned = max(0, summary.files - summary.reached) if summary.cancelled else 0
         if not summary.cancelled:
             # Like the library: rows under folders that could not be read stay.
             kept = {
@@ -1481,9 +1480,8 @@ class MainWindow(QMainWindow):
         if summary.decoded_on_device:  # core/gpu_prepare.py: JPEGs decoded by the GPU
             via += f" · {summary.decoded_on_device:,} JPEGs decoded on the GPU"
         if summary.cancelled:
-            done = summary.scored + summary.cached + summary.errors
             return (
-                f"Stopped after {done:,} of {summary.files:,} files · "
+                f"Stopped after {summary.reached:,} of {summary.files:,} files · "
                 f"{summary.scored:,} new{via} · {count(summary.errors, 'error')} · "
                 "F5 scans the rest"
             )
